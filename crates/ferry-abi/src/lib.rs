@@ -10,7 +10,5 @@ pub mod enums;
 pub mod pairs;
 pub mod version;
 
-pub use enums::{
-    BufferType, HeadersAction, LogLevel, MapType, MetricType, PeerType, Status, StreamType,
-};
+pub use enums::{BufferType, HeadersAction, LogLevel, MapType, MetricType, PeerType, Status, StreamType};
 pub use version::AbiVersion;

@@ -27,6 +27,9 @@ pub const MAX_ENCODED_BYTES: usize = 1 << 20;
 const COUNT_BYTES: usize = 4;
 const LENGTHS_BYTES: usize = 8;
 
+/// One decoded `(name, value)` pair, borrowed from the buffer.
+pub type Pair<'a> = (&'a [u8], &'a [u8]);
+
 /// Why a pairs buffer could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PairsError {
@@ -108,7 +111,7 @@ where
 /// # Errors
 /// Truncated or malformed input, or more than [`MAX_PAIRS`] pairs or
 /// [`MAX_ENCODED_BYTES`] bytes.
-pub fn decode(buf: &[u8]) -> Result<Vec<(&[u8], &[u8])>, PairsError> {
+pub fn decode(buf: &[u8]) -> Result<Vec<Pair<'_>>, PairsError> {
     if buf.is_empty() || buf == [0] {
         return Ok(Vec::new());
     }
@@ -127,8 +130,7 @@ pub fn decode(buf: &[u8]) -> Result<Vec<(&[u8], &[u8])>, PairsError> {
     for i in 0..count {
         let at = COUNT_BYTES + i * LENGTHS_BYTES;
         let key_len = read_u32(buf, at).ok_or(PairsError::Truncated("lengths table"))? as usize;
-        let value_len =
-            read_u32(buf, at + 4).ok_or(PairsError::Truncated("lengths table"))? as usize;
+        let value_len = read_u32(buf, at + 4).ok_or(PairsError::Truncated("lengths table"))? as usize;
         let key = take_terminated(buf, &mut data, key_len, i)?;
         let value = take_terminated(buf, &mut data, value_len, i)?;
         pairs.push((key, value));
@@ -145,12 +147,7 @@ fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
 }
 
 /// Takes `len` bytes at `*at` followed by a NUL, advancing `*at` past it.
-fn take_terminated<'a>(
-    buf: &'a [u8],
-    at: &mut usize,
-    len: usize,
-    pair: usize,
-) -> Result<&'a [u8], PairsError> {
+fn take_terminated<'a>(buf: &'a [u8], at: &mut usize, len: usize, pair: usize) -> Result<&'a [u8], PairsError> {
     let end = at.checked_add(len).ok_or(PairsError::Truncated("pair data"))?;
     let bytes = buf.get(*at..end).ok_or(PairsError::Truncated("pair data"))?;
     match buf.get(end) {

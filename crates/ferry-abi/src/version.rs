@@ -30,9 +30,7 @@ impl AbiVersion {
 
     /// The version a marker export names, if it is one the host runs.
     pub fn from_marker(export: &str) -> Option<Self> {
-        [AbiVersion::V0_1_0, AbiVersion::V0_2_0, AbiVersion::V0_2_1]
-            .into_iter()
-            .find(|v| v.marker() == export)
+        [AbiVersion::V0_1_0, AbiVersion::V0_2_0, AbiVersion::V0_2_1].into_iter().find(|v| v.marker() == export)
     }
 
     /// Finds the version from a module's export names.
@@ -81,9 +79,7 @@ impl fmt::Display for AbiVersion {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AbiVersionError {
     /// No `proxy_abi_version_*` export.
-    #[error(
-        "missing Proxy-Wasm ABI version: the module exports no proxy_abi_version_* marker (0.1.0, 0.2.0 or 0.2.1)"
-    )]
+    #[error("missing Proxy-Wasm ABI version: the module exports no proxy_abi_version_* marker (0.1.0, 0.2.0 or 0.2.1)")]
     Missing,
     /// A marker for a version this host does not run.
     #[error("unsupported Proxy-Wasm ABI version: the module exports `{0}`; supported are 0.1.0, 0.2.0 and 0.2.1")]

@@ -1,0 +1,444 @@
+//! From the serde mirror ([`crate::raw`]) to the model ([`crate::model`]):
+//! `@type` dispatch, defaults, and every check that needs more than one field.
+//! Each error carries the field path it is about.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::de::DeserializeOwned;
+use serde_norway::Value;
+
+use crate::ConfigError;
+use crate::model::*;
+use crate::raw;
+
+const HCM: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const HTTP_WASM: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
+const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
+const WASM_SERVICE: &str = "envoy.extensions.wasm.v3.WasmService";
+const STRING_VALUE: &str = "google.protobuf.StringValue";
+const BYTES_VALUE: &str = "google.protobuf.BytesValue";
+const STRUCT: &str = "google.protobuf.Struct";
+const TYPED_STRUCTS: [&str; 2] = ["udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"];
+
+/// Names that mean "HTTP connection manager" or "router" without a typed config.
+const HCM_NAMES: [&str; 2] = ["envoy.filters.network.http_connection_manager", "envoy.http_connection_manager"];
+const ROUTER_NAMES: [&str; 2] = ["envoy.filters.http.router", "envoy.router"];
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError { path: path.into(), message: message.into() }
+}
+
+fn join(path: &str, field: &str) -> String {
+    if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") }
+}
+
+/// Deserializes `value` as `T`, reporting errors under `path`.
+fn decode<T: DeserializeOwned>(value: Value, path: &str) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let at = if inner == "." { path.to_owned() } else { join(path, &inner) };
+        err(at, e.into_inner().to_string())
+    })
+}
+
+/// A decoded `Any`: the message type (without its URL prefix), its fields,
+/// and the path of those fields.
+struct Any {
+    type_name: String,
+    fields: Value,
+    path: String,
+}
+
+/// Reads an `Any`: `@type` plus the message's fields, or a `TypedStruct`
+/// wrapping `type_url` and `value`.
+fn unpack_any(value: Value, path: &str) -> Result<Any, ConfigError> {
+    let Value::Mapping(mut map) = value else {
+        return Err(err(path, "expected a typed config with an \"@type\" field"));
+    };
+    let type_url = match map.remove("@type") {
+        Some(Value::String(url)) => url,
+        _ => return Err(err(join(path, "@type"), "missing or not a string")),
+    };
+    let type_name = type_name(&type_url);
+    if TYPED_STRUCTS.contains(&type_name) {
+        let type_url = match map.remove("type_url") {
+            Some(Value::String(url)) => url,
+            _ => return Err(err(join(path, "type_url"), "missing or not a string")),
+        };
+        let fields = map.remove("value").unwrap_or(Value::Mapping(Default::default()));
+        if let Some((key, _)) = map.into_iter().next() {
+            return Err(err(path, format!("unknown field {key:?} in TypedStruct (expected type_url, value)")));
+        }
+        return Ok(Any { type_name: type_name_of(&type_url), fields, path: join(path, "value") });
+    }
+    Ok(Any { type_name: type_name.to_owned(), fields: Value::Mapping(map), path: path.to_owned() })
+}
+
+/// `type.googleapis.com/a.b.C` → `a.b.C`.
+fn type_name(url: &str) -> &str {
+    url.rsplit_once('/').map_or(url, |(_, name)| name)
+}
+
+fn type_name_of(url: &str) -> String {
+    type_name(url).to_owned()
+}
+
+/// Converts the whole file.
+pub(crate) fn bootstrap(raw: raw::Bootstrap) -> Result<Bootstrap, ConfigError> {
+    let node = raw.node.map(|n| Node { id: n.id, cluster: n.cluster }).unwrap_or_default();
+    let admin = raw.admin.map(|a| socket_address(a.address, "admin.address")).transpose()?;
+    let clusters = raw
+        .static_resources
+        .clusters
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| cluster(c, &format!("static_resources.clusters[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, c) in clusters.iter().enumerate() {
+        if clusters[..i].iter().any(|other| other.name == c.name) {
+            return Err(err(
+                format!("static_resources.clusters[{i}].name"),
+                format!("duplicate cluster name {:?}", c.name),
+            ));
+        }
+    }
+    let listeners = raw
+        .static_resources
+        .listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| listener(l, &format!("static_resources.listeners[{i}]"), &clusters))
+        .collect::<Result<Vec<_>, _>>()?;
+    let wasm_services = raw
+        .bootstrap_extensions
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| wasm_service(e, &format!("bootstrap_extensions[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Bootstrap { node, admin, listeners, clusters, wasm_services })
+}
+
+fn socket_address(raw: raw::Address, path: &str) -> Result<SocketAddress, ConfigError> {
+    let s = raw.socket_address;
+    if let Some(protocol) = s.protocol.filter(|p| p != "TCP") {
+        return Err(err(join(path, "socket_address.protocol"), format!("{protocol} is not supported; only TCP")));
+    }
+    Ok(SocketAddress { address: s.address, port: s.port_value })
+}
+
+fn listener(raw: raw::Listener, path: &str, clusters: &[Cluster]) -> Result<Listener, ConfigError> {
+    let address = socket_address(raw.address, &join(path, "address"))?;
+    let [chain] = <[raw::FilterChain; 1]>::try_from(raw.filter_chains).map_err(|chains| {
+        err(join(path, "filter_chains"), format!("expected exactly one filter chain, found {}", chains.len()))
+    })?;
+    let path = join(path, "filter_chains[0].filters");
+    let [filter] = <[raw::TypedExtension; 1]>::try_from(chain.filters).map_err(|filters| {
+        err(&path, format!("expected one network filter (the HTTP connection manager), found {}", filters.len()))
+    })?;
+    let path = format!("{path}[0]");
+    let Some(typed) = filter.typed_config else {
+        return Err(err(join(&path, "typed_config"), format!("missing for filter {:?}", filter.name)));
+    };
+    let any = unpack_any(typed, &join(&path, "typed_config"))?;
+    let kind = match any.type_name.as_str() {
+        HCM => ListenerKind::Http(http_connection_manager(decode(any.fields, &any.path)?, &any.path, clusters)?),
+        other => {
+            return Err(err(
+                join(&any.path, "@type"),
+                format!("network filter {other} ({:?}) is not supported; ferry runs {HCM}", filter.name),
+            ));
+        }
+    };
+    let _ = HCM_NAMES; // names alone never select a filter: v3 needs typed_config
+    Ok(Listener { name: raw.name, address, kind })
+}
+
+fn http_connection_manager(
+    raw: raw::HttpConnectionManager,
+    path: &str,
+    clusters: &[Cluster],
+) -> Result<HttpConnectionManager, ConfigError> {
+    match raw.codec_type.as_deref() {
+        None | Some("AUTO" | "auto" | "HTTP1" | "http1") => {}
+        Some(other) => {
+            return Err(err(join(path, "codec_type"), format!("{other} is not supported yet; use AUTO or HTTP1")));
+        }
+    }
+    let route_config = route_config(raw.route_config, &join(path, "route_config"), clusters)?;
+    let filters_path = join(path, "http_filters");
+    let count = raw.http_filters.len();
+    let mut http_filters = Vec::new();
+    for (i, f) in raw.http_filters.into_iter().enumerate() {
+        let at = format!("{filters_path}[{i}]");
+        let is_last = i + 1 == count;
+        match http_filter(f, &at)? {
+            Some(filter) if !is_last => http_filters.push(filter),
+            None if is_last => {}
+            Some(_) => return Err(err(at, "the last HTTP filter must be the router (envoy.filters.http.router)")),
+            None => return Err(err(at, "the router must be the last HTTP filter")),
+        }
+    }
+    if count == 0 {
+        return Err(err(filters_path, "no HTTP filters: the router (envoy.filters.http.router) is required"));
+    }
+    Ok(HttpConnectionManager {
+        route_config,
+        http_filters,
+        generate_request_id: raw.generate_request_id.unwrap_or(true),
+        server_name: raw.server_name.unwrap_or_else(|| "ferry".to_owned()),
+    })
+}
+
+/// An HTTP filter, or `None` for the router.
+fn http_filter(raw: raw::TypedExtension, path: &str) -> Result<Option<HttpFilter>, ConfigError> {
+    let Some(typed) = raw.typed_config else {
+        if ROUTER_NAMES.contains(&raw.name.as_str()) {
+            return Ok(None);
+        }
+        return Err(err(join(path, "typed_config"), format!("missing for HTTP filter {:?}", raw.name)));
+    };
+    let any = unpack_any(typed, &join(path, "typed_config"))?;
+    match any.type_name.as_str() {
+        ROUTER => {
+            let _: raw::Router = decode(any.fields, &any.path)?;
+            Ok(None)
+        }
+        HTTP_WASM => {
+            let filter: raw::WasmFilter = decode(any.fields, &any.path)?;
+            Ok(Some(HttpFilter::Wasm(plugin_config(filter.config, &join(&any.path, "config"))?)))
+        }
+        other => Err(err(join(&any.path, "@type"), format!("HTTP filter {other} ({:?}) is not supported", raw.name))),
+    }
+}
+
+fn route_config(raw: raw::RouteConfiguration, path: &str, clusters: &[Cluster]) -> Result<RouteConfig, ConfigError> {
+    let mut virtual_hosts = Vec::new();
+    for (i, vh) in raw.virtual_hosts.into_iter().enumerate() {
+        let vh_path = format!("{path}.virtual_hosts[{i}]");
+        if vh.domains.is_empty() {
+            return Err(err(join(&vh_path, "domains"), "at least one domain is required"));
+        }
+        let routes = vh
+            .routes
+            .into_iter()
+            .enumerate()
+            .map(|(j, r)| route(r, &format!("{vh_path}.routes[{j}]"), clusters))
+            .collect::<Result<_, _>>()?;
+        virtual_hosts.push(VirtualHost { name: vh.name, domains: vh.domains, routes });
+    }
+    Ok(RouteConfig { name: raw.name, virtual_hosts })
+}
+
+fn route(raw: raw::Route, path: &str, clusters: &[Cluster]) -> Result<Route, ConfigError> {
+    let _ = raw.name;
+    let m = raw.matcher;
+    let matcher = match (m.prefix, m.path) {
+        (Some(prefix), None) => PathMatch::Prefix(prefix),
+        (None, Some(exact)) => PathMatch::Exact(exact),
+        _ => return Err(err(join(path, "match"), "exactly one of prefix or path is required")),
+    };
+    let action = match (raw.direct_response, raw.route) {
+        (Some(d), None) => RouteAction::DirectResponse {
+            status: d.status,
+            body: d.body.map(|b| data_source(b, &join(path, "direct_response.body"))).transpose()?,
+        },
+        (None, Some(r)) => {
+            let at = join(path, "route");
+            if !clusters.iter().any(|c| c.name == r.cluster) {
+                return Err(err(join(&at, "cluster"), format!("unknown cluster {:?}", r.cluster)));
+            }
+            let timeout = r.timeout.map(|t| duration(&t, &join(&at, "timeout"))).transpose()?;
+            RouteAction::Cluster { name: r.cluster, timeout }
+        }
+        _ => return Err(err(path, "exactly one of direct_response or route is required")),
+    };
+    if !(100..=599).contains(&match &action {
+        RouteAction::DirectResponse { status, .. } => *status,
+        RouteAction::Cluster { .. } => 200,
+    }) {
+        return Err(err(join(path, "direct_response.status"), "must be between 100 and 599"));
+    }
+    Ok(Route { matcher, case_sensitive: m.case_sensitive.unwrap_or(true), action })
+}
+
+/// Bytes of an inline or file `DataSource`.
+fn data_source(raw: raw::DataSource, path: &str) -> Result<Vec<u8>, ConfigError> {
+    match (raw.inline_string, raw.inline_bytes, raw.filename) {
+        (Some(s), None, None) => Ok(s.into_bytes()),
+        (None, Some(b), None) => base64_bytes(&b, &join(path, "inline_bytes")),
+        (None, None, Some(f)) => {
+            std::fs::read(&f).map_err(|e| err(join(path, "filename"), format!("cannot read {f:?}: {e}")))
+        }
+        _ => Err(err(path, "exactly one of inline_string, inline_bytes or filename is required")),
+    }
+}
+
+fn base64_bytes(text: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| err(path, format!("not valid base64: {e}")))
+}
+
+fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
+    let connect_timeout = match raw.connect_timeout {
+        Some(t) => duration(&t, &join(path, "connect_timeout"))?,
+        None => Duration::from_secs(5),
+    };
+    let discovery = match raw.discovery_type.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("STATIC") => Discovery::Static,
+        Some("STRICT_DNS" | "LOGICAL_DNS") => Discovery::Dns,
+        Some(other) => {
+            return Err(err(
+                join(path, "type"),
+                format!("{other} is not supported; use STATIC, STRICT_DNS or LOGICAL_DNS"),
+            ));
+        }
+    };
+    match raw.lb_policy.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("ROUND_ROBIN") => {}
+        Some(other) => return Err(err(join(path, "lb_policy"), format!("{other} is not supported; use ROUND_ROBIN"))),
+    }
+    let mut endpoints = Vec::new();
+    for (i, locality) in raw.load_assignment.map(|l| l.endpoints).unwrap_or_default().into_iter().enumerate() {
+        for (j, lb) in locality.lb_endpoints.into_iter().enumerate() {
+            let at = format!("{path}.load_assignment.endpoints[{i}].lb_endpoints[{j}].endpoint.address");
+            let address = socket_address(lb.endpoint.address, &at)?;
+            if discovery == Discovery::Static && address.address.parse::<std::net::IpAddr>().is_err() {
+                return Err(err(
+                    join(&at, "socket_address.address"),
+                    format!("{:?} is not an IP address (STATIC cluster)", address.address),
+                ));
+            }
+            endpoints.push(address);
+        }
+    }
+    Ok(Cluster { name: raw.name, connect_timeout, discovery, endpoints })
+}
+
+/// A protobuf JSON duration: seconds with an `s` suffix, e.g. `0.25s`.
+fn duration(text: &str, path: &str) -> Result<Duration, ConfigError> {
+    text.strip_suffix('s')
+        .and_then(|n| n.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            err(path, format!("{text:?} is not a duration (expected seconds with an s suffix, e.g. \"0.25s\")"))
+        })
+}
+
+fn wasm_service(raw: raw::TypedExtension, path: &str) -> Result<WasmService, ConfigError> {
+    let Some(typed) = raw.typed_config else {
+        return Err(err(join(path, "typed_config"), format!("missing for bootstrap extension {:?}", raw.name)));
+    };
+    let any = unpack_any(typed, &join(path, "typed_config"))?;
+    if any.type_name != WASM_SERVICE {
+        return Err(err(
+            join(&any.path, "@type"),
+            format!("bootstrap extension {} is not supported; ferry runs {WASM_SERVICE}", any.type_name),
+        ));
+    }
+    let service: raw::WasmService = decode(any.fields, &any.path)?;
+    Ok(WasmService { singleton: service.singleton, plugin: plugin_config(service.config, &join(&any.path, "config"))? })
+}
+
+fn plugin_config(raw: raw::PluginConfig, path: &str) -> Result<PluginConfig, ConfigError> {
+    let fail_open = match raw.failure_policy.as_deref() {
+        None | Some("UNSPECIFIED" | "FAIL_CLOSED") => raw.fail_open,
+        // ferry rebuilds a failed VM for the next request in any case (see docs/host-differences.md).
+        Some("FAIL_RELOAD") => raw.fail_open,
+        Some("FAIL_OPEN") => true,
+        Some(other) => return Err(err(join(path, "failure_policy"), format!("unknown policy {other}"))),
+    };
+    let configuration = raw
+        .configuration
+        .map(|c| configuration_bytes(c, &join(path, "configuration")))
+        .transpose()?
+        .unwrap_or_default();
+    Ok(PluginConfig {
+        name: raw.name,
+        root_id: raw.root_id,
+        vm: vm_config(raw.vm_config, &join(path, "vm_config"))?,
+        configuration,
+        fail_open,
+        allow_on_headers_stop_iteration: raw.allow_on_headers_stop_iteration.unwrap_or(false),
+        config_path: path.to_owned(),
+    })
+}
+
+fn vm_config(raw: raw::VmConfig, path: &str) -> Result<VmConfig, ConfigError> {
+    if raw.runtime == "envoy.wasm.runtime.null" {
+        return Err(err(
+            join(path, "runtime"),
+            "the null runtime runs plugins compiled into Envoy; ferry runs Wasm modules (any other runtime name is accepted)",
+        ));
+    }
+    let code_path = join(path, "code");
+    let code = match (raw.code.local, raw.code.remote) {
+        (Some(local), None) => match (local.filename, local.inline_bytes, local.inline_string) {
+            (Some(f), None, None) => Code::File(PathBuf::from(f)),
+            (None, Some(b), None) => Code::Inline(base64_bytes(&b, &join(&code_path, "local.inline_bytes"))?),
+            (None, None, Some(s)) => Code::Inline(s.into_bytes()),
+            _ => {
+                return Err(err(
+                    join(&code_path, "local"),
+                    "exactly one of filename, inline_bytes or inline_string is required",
+                ));
+            }
+        },
+        (None, Some(_)) => {
+            return Err(err(
+                join(&code_path, "remote"),
+                "remote code is not supported; download the module and use local.filename",
+            ));
+        }
+        _ => return Err(err(code_path, "exactly one of local or remote is required")),
+    };
+    let configuration = raw
+        .configuration
+        .map(|c| configuration_bytes(c, &join(path, "configuration")))
+        .transpose()?
+        .unwrap_or_default();
+    let env = raw.environment_variables.unwrap_or_default();
+    Ok(VmConfig {
+        vm_id: raw.vm_id,
+        runtime: raw.runtime,
+        code,
+        configuration,
+        environment: env.key_values.0,
+        host_env_keys: env.host_env_keys,
+    })
+}
+
+/// The bytes a plugin reads for a `configuration` `Any`: the value of a
+/// `StringValue` or `BytesValue`, or a `Struct` as compact JSON.
+fn configuration_bytes(value: Value, path: &str) -> Result<Vec<u8>, ConfigError> {
+    let any = unpack_any(value, path)?;
+    let value_path = join(&any.path, "value");
+    let Value::Mapping(mut fields) = any.fields else {
+        return Err(err(&any.path, "expected a mapping"));
+    };
+    let value = fields.remove("value");
+    if let Some((key, _)) = fields.into_iter().next() {
+        return Err(err(&any.path, format!("unknown field {key:?} (expected value)")));
+    }
+    match (any.type_name.as_str(), value) {
+        (STRING_VALUE, Some(Value::String(s))) => Ok(s.into_bytes()),
+        (STRING_VALUE | BYTES_VALUE, None) => Ok(Vec::new()),
+        (STRING_VALUE, Some(_)) => Err(err(value_path, "expected a string")),
+        (BYTES_VALUE, Some(Value::String(b))) => base64_bytes(&b, &value_path),
+        (BYTES_VALUE, Some(_)) => Err(err(value_path, "expected base64 text")),
+        (STRUCT, value) => {
+            let value = value.unwrap_or(Value::Mapping(Default::default()));
+            if !value.is_mapping() {
+                return Err(err(value_path, "a Struct must be a mapping"));
+            }
+            serde_json::to_vec(&value).map_err(|e| err(value_path, format!("cannot convert to JSON: {e}")))
+        }
+        (other, _) => Err(err(
+            join(&any.path, "@type"),
+            format!("configuration of type {other} is not supported; use {STRING_VALUE}, {BYTES_VALUE} or {STRUCT}"),
+        )),
+    }
+}

@@ -1,0 +1,52 @@
+//! Envoy v3 YAML, the subset ferry runs, parsed into a typed model.
+//!
+//! [`from_yaml`] reads a bootstrap file the way Envoy does: typed configs by
+//! `@type` (or wrapped in a `TypedStruct`), plugin code from a file relative
+//! to the working directory or inline, configuration as `StringValue`,
+//! `BytesValue` or `Struct`. A field that ferry does not know, or does not
+//! support, is an error naming its path, e.g.
+//! `static_resources.listeners[0].address.socket_address.port_value: invalid type: ...`.
+//! Fields that change nothing here (stat prefixes, runtime names) are accepted.
+
+mod convert;
+pub mod model;
+// Fields typed `Ignored` exist only to be accepted; they are never read.
+#[allow(dead_code)]
+mod raw;
+
+use std::path::Path;
+
+pub use model::*;
+
+/// A configuration error: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// The field path, e.g. `static_resources.listeners[0].name`.
+    pub path: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Parses a configuration from YAML (or JSON) text.
+///
+/// # Errors
+/// Invalid YAML, an unknown or unsupported field, or an inconsistent value.
+pub fn from_yaml(text: &str) -> Result<Bootstrap, ConfigError> {
+    let deserializer = serde_norway::Deserializer::from_str(text);
+    let raw: raw::Bootstrap = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        ConfigError { path: if path == "." { "(file)".into() } else { path }, message: e.into_inner().to_string() }
+    })?;
+    convert::bootstrap(raw)
+}
+
+/// Reads and parses a configuration file.
+///
+/// # Errors
+/// As [`from_yaml`], or the file cannot be read.
+pub fn from_file(path: &Path) -> Result<Bootstrap, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError { path: "(file)".into(), message: format!("cannot read {}: {e}", path.display()) })?;
+    from_yaml(&text)
+}

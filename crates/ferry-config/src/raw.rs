@@ -1,0 +1,356 @@
+//! Serde mirrors of the Envoy v3 messages ferry reads, field for field.
+//!
+//! Every struct denies unknown fields, so a field ferry does not know is an
+//! error that names its path. Fields that change nothing for ferry (stat
+//! prefixes, runtime names, access log paths of the admin) are listed as
+//! `Ignored` so they are accepted. `Any` fields stay YAML values and are
+//! decoded by `@type` in [`crate::convert`].
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_norway::Value;
+
+/// A field accepted and ignored.
+pub(crate) type Ignored = Option<IgnoredAny>;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Bootstrap {
+    #[serde(default)]
+    pub node: Option<Node>,
+    #[serde(default)]
+    pub static_resources: StaticResources,
+    #[serde(default)]
+    pub bootstrap_extensions: Vec<TypedExtension>,
+    #[serde(default)]
+    pub admin: Option<Admin>,
+    #[serde(default)]
+    pub layered_runtime: Ignored,
+    #[serde(default)]
+    pub stats_flush_interval: Ignored,
+    #[serde(default)]
+    pub stats_config: Ignored,
+    #[serde(default)]
+    pub watchdog: Ignored,
+    #[serde(default)]
+    pub watchdogs: Ignored,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Node {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub cluster: String,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+    #[serde(default)]
+    pub locality: Ignored,
+    #[serde(default)]
+    pub user_agent_name: Ignored,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StaticResources {
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Admin {
+    pub address: Address,
+    #[serde(default)]
+    pub access_log_path: Ignored,
+    #[serde(default)]
+    pub access_log: Ignored,
+    #[serde(default)]
+    pub profile_path: Ignored,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Address {
+    pub socket_address: SocketAddress,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SocketAddress {
+    pub address: String,
+    pub port_value: u16,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub ipv4_compat: Ignored,
+}
+
+/// A named extension with its typed configuration (listener filters,
+/// HTTP filters, bootstrap extensions).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TypedExtension {
+    pub name: String,
+    #[serde(default)]
+    pub typed_config: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Listener {
+    #[serde(default)]
+    pub name: String,
+    pub address: Address,
+    #[serde(default)]
+    pub filter_chains: Vec<FilterChain>,
+    #[serde(default)]
+    pub stat_prefix: Ignored,
+    #[serde(default)]
+    pub traffic_direction: Ignored,
+    #[serde(default)]
+    pub per_connection_buffer_limit_bytes: Ignored,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FilterChain {
+    #[serde(default)]
+    pub filters: Vec<TypedExtension>,
+    #[serde(default)]
+    pub name: Ignored,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HttpConnectionManager {
+    #[serde(default)]
+    pub stat_prefix: Ignored,
+    #[serde(default)]
+    pub codec_type: Option<String>,
+    pub route_config: RouteConfiguration,
+    #[serde(default)]
+    pub http_filters: Vec<TypedExtension>,
+    #[serde(default)]
+    pub generate_request_id: Option<bool>,
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteConfiguration {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VirtualHost {
+    #[serde(default)]
+    pub name: String,
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Route {
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    #[serde(default)]
+    pub direct_response: Option<DirectResponse>,
+    #[serde(default)]
+    pub route: Option<RouteAction>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteMatch {
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub case_sensitive: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DirectResponse {
+    pub status: u16,
+    #[serde(default)]
+    pub body: Option<DataSource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DataSource {
+    #[serde(default)]
+    pub inline_string: Option<String>,
+    #[serde(default)]
+    pub inline_bytes: Option<String>,
+    #[serde(default)]
+    pub filename: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteAction {
+    pub cluster: String,
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Cluster {
+    pub name: String,
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+    #[serde(default, rename = "type")]
+    pub discovery_type: Option<String>,
+    #[serde(default)]
+    pub lb_policy: Option<String>,
+    #[serde(default)]
+    pub load_assignment: Option<LoadAssignment>,
+    #[serde(default)]
+    pub dns_lookup_family: Ignored,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoadAssignment {
+    #[serde(default)]
+    pub cluster_name: Ignored,
+    #[serde(default)]
+    pub endpoints: Vec<LocalityEndpoints>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LocalityEndpoints {
+    #[serde(default)]
+    pub lb_endpoints: Vec<LbEndpoint>,
+    #[serde(default)]
+    pub locality: Ignored,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LbEndpoint {
+    pub endpoint: Endpoint,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Endpoint {
+    pub address: Address,
+}
+
+/// `envoy.extensions.wasm.v3.WasmService`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WasmService {
+    pub config: PluginConfig,
+    #[serde(default)]
+    pub singleton: bool,
+}
+
+/// `envoy.extensions.filters.{http,network}.wasm.v3.Wasm`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WasmFilter {
+    pub config: PluginConfig,
+}
+
+/// `envoy.extensions.wasm.v3.PluginConfig`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PluginConfig {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub root_id: String,
+    pub vm_config: VmConfig,
+    #[serde(default)]
+    pub configuration: Option<Value>,
+    #[serde(default)]
+    pub fail_open: bool,
+    #[serde(default)]
+    pub failure_policy: Option<String>,
+    #[serde(default)]
+    pub allow_on_headers_stop_iteration: Option<bool>,
+}
+
+/// `envoy.extensions.wasm.v3.VmConfig`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VmConfig {
+    #[serde(default)]
+    pub vm_id: String,
+    #[serde(default)]
+    pub runtime: String,
+    pub code: AsyncDataSource,
+    #[serde(default)]
+    pub configuration: Option<Value>,
+    #[serde(default)]
+    pub allow_precompiled: Ignored,
+    #[serde(default)]
+    pub nack_on_code_cache_miss: Ignored,
+    #[serde(default)]
+    pub environment_variables: Option<EnvironmentVariables>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AsyncDataSource {
+    #[serde(default)]
+    pub local: Option<DataSource>,
+    #[serde(default)]
+    pub remote: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EnvironmentVariables {
+    #[serde(default)]
+    pub host_env_keys: Vec<String>,
+    #[serde(default)]
+    pub key_values: indexmap_like::OrderedMap,
+}
+
+/// A YAML mapping of strings kept in document order.
+pub(crate) mod indexmap_like {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Default)]
+    pub(crate) struct OrderedMap(pub Vec<(String, String)>);
+
+    impl<'de> Deserialize<'de> for OrderedMap {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let map = serde_norway::Mapping::deserialize(d)?;
+            let mut out = Vec::with_capacity(map.len());
+            for (k, v) in map {
+                let (Some(k), Some(v)) = (k.as_str(), v.as_str()) else {
+                    return Err(serde::de::Error::custom("key_values must map strings to strings"));
+                };
+                out.push((k.to_owned(), v.to_owned()));
+            }
+            Ok(OrderedMap(out))
+        }
+    }
+}
+
+/// `envoy.extensions.filters.http.router.v3.Router`: no field changes anything yet.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Router {}

@@ -1,0 +1,205 @@
+//! The process-wide host: one wasmtime engine, one linker with every host
+//! function, the module cache, shared queues and shared data.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+use ferry_abi::LogLevel;
+use sha2::{Digest, Sha256};
+use wasmtime::{Config, Engine, Linker, Module, OptLevel};
+
+use crate::error::LoadError;
+use crate::mailbox::VmKey;
+use crate::module::{ModuleSpec, PluginModule, VmIdHandle};
+use crate::shared_data::SharedData;
+use crate::shared_queue::SharedQueues;
+use crate::state::HostState;
+
+/// Level of the `wasm` logger: plugin log calls below it are dropped before
+/// their message is read, and `proxy_get_log_level` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WasmLogLevel {
+    /// Log everything from this level up.
+    At(LogLevel),
+    /// Log nothing (Envoy's `off`, reported to plugins as 6).
+    Off,
+}
+
+impl WasmLogLevel {
+    fn to_raw(self) -> u8 {
+        match self {
+            WasmLogLevel::At(l) => l as u8,
+            WasmLogLevel::Off => 6,
+        }
+    }
+}
+
+/// State every VM of the process shares, whatever its thread.
+pub(crate) struct SharedState {
+    pub(crate) queues: SharedQueues,
+    pub(crate) data: SharedData,
+    /// Modules loaded per vm_id: when the count drops to 0 the vm_id's
+    /// queues and data are deleted (see [`VmIdHandle`]).
+    pub(crate) vm_id_modules: Mutex<HashMap<String, usize>>,
+    wasm_log_level: AtomicU8,
+    unimplemented_reported: Mutex<HashSet<&'static str>>,
+}
+
+impl SharedState {
+    /// Whether a plugin log line at `level` is printed.
+    pub(crate) fn log_enabled(&self, level: LogLevel) -> bool {
+        (level as u8) >= self.wasm_log_level.load(Ordering::Relaxed)
+    }
+
+    /// The raw level `proxy_get_log_level` reports.
+    pub(crate) fn wasm_log_level_raw(&self) -> u8 {
+        self.wasm_log_level.load(Ordering::Relaxed)
+    }
+
+    /// True the first time `function` is reported, so each unimplemented
+    /// host function is logged once per process.
+    pub(crate) fn first_unimplemented_call(&self, function: &'static str) -> bool {
+        self.unimplemented_reported.lock().unwrap_or_else(|e| e.into_inner()).insert(function)
+    }
+}
+
+/// Settings of the host.
+#[derive(Clone, Debug)]
+pub struct HostOptions {
+    /// Level of the `wasm` logger.
+    pub wasm_log_level: WasmLogLevel,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions { wasm_log_level: WasmLogLevel::At(LogLevel::Info) }
+    }
+}
+
+/// The Proxy-Wasm host of one process. Cheap to share (`Arc`), safe to use
+/// from any thread; VMs themselves live on one thread each (see [`crate::WasmThread`]).
+pub struct Host {
+    engine: Engine,
+    linker: Linker<HostState>,
+    pub(crate) shared: Arc<SharedState>,
+    modules: Mutex<ModuleCache>,
+}
+
+#[derive(Default)]
+struct ModuleCache {
+    by_digest: HashMap<[u8; 32], Weak<PluginModule>>,
+    next_key: u32,
+}
+
+impl Host {
+    /// Builds the engine and links every host function once.
+    ///
+    /// # Errors
+    /// If wasmtime rejects the engine configuration (a bug, not user input).
+    pub fn new(options: HostOptions) -> Result<Arc<Host>, LoadError> {
+        let mut config = Config::new();
+        config.cranelift_opt_level(OptLevel::Speed);
+        // Room for a CPU deadline per callback: the epoch check is compiled in
+        // now, so adding a deadline later changes no generated code.
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        crate::hostcalls::add_to_linker(&mut linker)
+            .and_then(|()| crate::wasi::add_to_linker(&mut linker))
+            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let shared = Arc::new(SharedState {
+            queues: SharedQueues::default(),
+            data: SharedData::default(),
+            vm_id_modules: Mutex::default(),
+            wasm_log_level: AtomicU8::new(options.wasm_log_level.to_raw()),
+            unimplemented_reported: Mutex::default(),
+        });
+        Ok(Arc::new(Host { engine, linker, shared, modules: Mutex::default() }))
+    }
+
+    /// Compiles and links a plugin module, or returns the one already loaded
+    /// with the same vm_id, VM configuration, environment and code: plugins
+    /// whose `vm_config` is identical share one VM per thread.
+    ///
+    /// # Errors
+    /// Code that is not Wasm, has no or an unknown ABI version, lacks an
+    /// allocator or memory, or imports what the host does not provide.
+    pub fn load_module(&self, spec: ModuleSpec) -> Result<Arc<PluginModule>, LoadError> {
+        let digest = vm_digest(&spec);
+        if let Some(existing) = self.cached(&digest) {
+            return Ok(existing);
+        }
+        let module = Module::new(&self.engine, &spec.code)
+            .map_err(|e| LoadError::Compile { origin: spec.origin.clone(), reason: format!("{e:#}") })?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| LoadError::Link { origin: spec.origin.clone(), reason: format!("{e:#}") })?;
+        let mut cache = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        // Another thread may have loaded the same code meanwhile.
+        if let Some(existing) = cache.by_digest.get(&digest).and_then(Weak::upgrade) {
+            return Ok(existing);
+        }
+        let key = VmKey(cache.next_key);
+        let vm_id_handle = VmIdHandle::new(self.shared.clone(), spec.vm_id.clone());
+        let loaded = Arc::new(PluginModule::new(spec, key, module, pre, vm_id_handle)?);
+        cache.next_key += 1;
+        cache.by_digest.insert(digest, Arc::downgrade(&loaded));
+        Ok(loaded)
+    }
+
+    /// The shared queues of this process.
+    pub fn shared_queues(&self) -> &SharedQueues {
+        &self.shared.queues
+    }
+
+    /// The shared data of this process.
+    pub fn shared_data(&self) -> &SharedData {
+        &self.shared.data
+    }
+
+    /// Changes the level of the `wasm` logger.
+    pub fn set_wasm_log_level(&self, level: WasmLogLevel) {
+        self.shared.wasm_log_level.store(level.to_raw(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn cached(&self, digest: &[u8; 32]) -> Option<Arc<PluginModule>> {
+        let cache = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        cache.by_digest.get(digest).and_then(Weak::upgrade)
+    }
+}
+
+/// Envoy's vm_key: a hash of the vm_id, the VM configuration and the code.
+/// The environment is hashed too, so changing it gives a new VM (Envoy
+/// keeps the old one, envoyproxy/envoy#40881).
+fn vm_digest(spec: &ModuleSpec) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [spec.vm_id.as_bytes(), &spec.vm_configuration, &spec.code] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    for (k, v) in &spec.environment {
+        h.update((k.len() as u64).to_le_bytes());
+        h.update(k.as_bytes());
+        h.update((v.len() as u64).to_le_bytes());
+        h.update(v.as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// A helper for tests and embedders: a module spec from code bytes.
+pub fn module_spec(vm_id: &str, code: impl Into<Bytes>, origin: &str) -> ModuleSpec {
+    ModuleSpec {
+        vm_id: vm_id.to_owned(),
+        vm_configuration: Bytes::new(),
+        code: code.into(),
+        origin: origin.to_owned(),
+        environment: Vec::new(),
+    }
+}

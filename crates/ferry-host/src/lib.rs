@@ -1,0 +1,41 @@
+//! The Proxy-Wasm host: runs plugins on wasmtime and implements the ABI.
+//!
+//! This crate knows nothing about sockets or HTTP libraries. Its embedder
+//! (the proxy, or a test harness) gives it module bytes and plugin
+//! configurations, lends it header maps for the duration of a callback, and
+//! delivers cross-thread messages through a [`ThreadMailbox`].
+//!
+//! - [`Host`]: one per process. Engine, linker, module cache, shared queues
+//!   and shared data.
+//! - [`PluginModule`]: a compiled module (one per distinct `vm_config`).
+//! - [`Plugin`]: a root context's identity and configuration in a module.
+//! - [`WasmThread`]: the VM instances of one thread and every call into them.
+
+mod error;
+mod headers;
+mod host;
+mod hostcalls;
+mod mailbox;
+mod memory;
+mod module;
+mod plugin;
+mod shared_data;
+mod shared_queue;
+mod state;
+mod stream;
+mod thread;
+mod vm;
+mod wasi;
+
+pub use error::{LoadError, PluginFailure, StartError};
+pub use headers::HeaderMap;
+pub use host::{Host, HostOptions, WasmLogLevel, module_spec};
+pub use hostcalls::{IMPLEMENTED, UNIMPLEMENTED};
+pub use mailbox::{QueueReady, ThreadMailbox, VmKey};
+pub use module::{ModuleSpec, PluginModule};
+pub use plugin::{FailurePolicy, Plugin};
+pub use shared_data::SharedData;
+pub use shared_queue::{QueueOwner, SharedQueues};
+pub use state::{HostState, TickRequest};
+pub use stream::{HttpStream, LocalResponse, Verdict};
+pub use thread::{PluginHandle, StreamContext, TickChange, WasmThread};

@@ -1,0 +1,44 @@
+//! How the host reaches a VM on another thread: the embedder gives each
+//! thread a mailbox, and the host posts work to it instead of calling in.
+
+use std::fmt;
+
+/// Identifies a compiled plugin module (one per distinct `vm_id`, VM
+/// configuration and code). Each thread has at most one VM per key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VmKey(pub(crate) u32);
+
+impl VmKey {
+    /// The key's number, unique within one [`crate::Host`].
+    pub fn index(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Debug for VmKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VmKey({})", self.0)
+    }
+}
+
+/// "An item was enqueued": deliver `proxy_on_queue_ready(context_id, queue_id)`
+/// to the VM `vm_key` on the mailbox's thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueReady {
+    /// The VM that registered the queue last.
+    pub vm_key: VmKey,
+    /// Its root context that gets the callback.
+    pub context_id: u32,
+    /// The queue that got an item.
+    pub queue_id: u32,
+}
+
+/// A thread's inbox, implemented by the embedder (a channel into the
+/// thread's event loop).
+///
+/// Posting never runs Wasm: the owning thread handles the message later, in
+/// its own turn, so no plugin is ever re-entered from inside a host call.
+pub trait ThreadMailbox: Send + Sync + 'static {
+    /// Queue `notice` for the thread. If the thread is gone, drop it.
+    fn post_queue_ready(&self, notice: QueueReady);
+}

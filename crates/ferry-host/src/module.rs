@@ -1,0 +1,171 @@
+//! A compiled plugin module: code, ABI version, and a pre-linked template
+//! from which each thread instantiates its VM cheaply.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferry_abi::AbiVersion;
+use wasmtime::{ExternType, FuncType, InstancePre, Module, ValType};
+
+use crate::error::LoadError;
+use crate::host::SharedState;
+use crate::mailbox::VmKey;
+use crate::state::HostState;
+
+/// What to load: the parts of Envoy's `vm_config` that make a VM.
+#[derive(Clone, Debug)]
+pub struct ModuleSpec {
+    /// `vm_config.vm_id`: the namespace of shared queues and shared data.
+    pub vm_id: String,
+    /// `vm_config.configuration`, handed to `proxy_on_vm_start`.
+    pub vm_configuration: Bytes,
+    /// The Wasm binary (or text: wasmtime accepts WAT).
+    pub code: Bytes,
+    /// Where the code came from, for messages.
+    pub origin: String,
+    /// Environment variables the plugin sees through WASI.
+    pub environment: Vec<(String, String)>,
+}
+
+/// A module loaded once per process and instantiated once per thread.
+pub struct PluginModule {
+    pub(crate) key: VmKey,
+    pub(crate) spec: ModuleSpec,
+    pub(crate) abi: AbiVersion,
+    pub(crate) pre: InstancePre<HostState>,
+    pub(crate) allocator: &'static str,
+    /// Keeps the vm_id's queues and data alive while this module is loaded.
+    _vm_id: VmIdHandle,
+}
+
+impl PluginModule {
+    pub(crate) fn new(
+        spec: ModuleSpec,
+        key: VmKey,
+        module: Module,
+        pre: InstancePre<HostState>,
+        vm_id: VmIdHandle,
+    ) -> Result<Self, LoadError> {
+        let origin = || spec.origin.clone();
+        let abi = AbiVersion::detect(module.exports().map(|e| e.name()))
+            .map_err(|reason| LoadError::Abi { origin: origin(), reason })?;
+        check_exports(&module, abi).map_err(|reason| LoadError::Export { origin: origin(), reason })?;
+        let allocator = ["proxy_on_memory_allocate", "malloc"]
+            .into_iter()
+            .find(|name| module.get_export(name).is_some())
+            .ok_or_else(|| LoadError::Export {
+                origin: origin(),
+                reason: "the module exports no allocator (proxy_on_memory_allocate or malloc)".into(),
+            })?;
+        Ok(PluginModule { key, spec, abi, pre, allocator, _vm_id: vm_id })
+    }
+
+    /// The key that identifies this module's VMs.
+    pub fn key(&self) -> VmKey {
+        self.key
+    }
+
+    /// `vm_config.vm_id`.
+    pub fn vm_id(&self) -> &str {
+        &self.spec.vm_id
+    }
+
+    /// The ABI version the module speaks.
+    pub fn abi_version(&self) -> AbiVersion {
+        self.abi
+    }
+
+    /// Where the code came from.
+    pub fn origin(&self) -> &str {
+        &self.spec.origin
+    }
+}
+
+use ValType::{I32, I64};
+
+/// The exports the host calls, with the signature it calls them with.
+/// Absent ones are skipped; present ones must match.
+pub(crate) fn expected_exports(abi: AbiVersion) -> Vec<(&'static str, &'static [ValType], &'static [ValType])> {
+    let headers: &'static [ValType] = if abi.headers_have_end_of_stream() { &[I32, I32, I32] } else { &[I32, I32] };
+    vec![
+        ("_initialize", &[], &[]),
+        ("_start", &[], &[]),
+        ("main", &[I32, I32], &[I32]),
+        ("__main_void", &[], &[I32]),
+        ("proxy_on_memory_allocate", &[I32], &[I32]),
+        ("malloc", &[I32], &[I32]),
+        ("proxy_on_context_create", &[I32, I32], &[]),
+        ("proxy_on_vm_start", &[I32, I32], &[I32]),
+        ("proxy_on_configure", &[I32, I32], &[I32]),
+        ("proxy_on_done", &[I32], &[I32]),
+        ("proxy_on_log", &[I32], &[]),
+        ("proxy_on_delete", &[I32], &[]),
+        ("proxy_on_tick", &[I32], &[]),
+        ("proxy_on_queue_ready", &[I32, I32], &[]),
+        ("proxy_on_request_headers", headers, &[I32]),
+        ("proxy_on_response_headers", headers, &[I32]),
+    ]
+}
+
+fn check_exports(module: &Module, abi: AbiVersion) -> Result<(), String> {
+    match module.get_export("memory") {
+        Some(ExternType::Memory(_)) => {}
+        _ => return Err("the module exports no memory named `memory`".into()),
+    }
+    for (name, params, results) in expected_exports(abi) {
+        let Some(ty) = module.get_export(name) else { continue };
+        let ExternType::Func(func) = ty else {
+            return Err(format!("export `{name}` is not a function"));
+        };
+        if !same_signature(&func, params, results) {
+            return Err(format!(
+                "export `{name}` has signature {func} but ABI {abi} calls it as {}",
+                describe(params, results)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn same_signature(func: &FuncType, params: &[ValType], results: &[ValType]) -> bool {
+    let eq = |a: ValType, b: &ValType| ValType::eq(&a, b);
+    func.params().len() == params.len()
+        && func.results().len() == results.len()
+        && func.params().zip(params).all(|(a, b)| eq(a, b))
+        && func.results().zip(results).all(|(a, b)| eq(a, b))
+}
+
+fn describe(params: &[ValType], results: &[ValType]) -> String {
+    let list =
+        |v: &[ValType]| v.iter().map(|t| if matches!(t, I64) { "i64" } else { "i32" }).collect::<Vec<_>>().join(", ");
+    format!("(func (param {}) (result {}))", list(params), list(results))
+}
+
+/// One per loaded module; the last one of a vm_id to go deletes that
+/// vm_id's shared queues and shared data, as when Envoy unloads the last
+/// VM of a vm_id.
+pub(crate) struct VmIdHandle {
+    shared: Arc<SharedState>,
+    vm_id: String,
+}
+
+impl VmIdHandle {
+    pub(crate) fn new(shared: Arc<SharedState>, vm_id: String) -> Self {
+        *shared.vm_id_modules.lock().unwrap_or_else(|e| e.into_inner()).entry(vm_id.clone()).or_default() += 1;
+        VmIdHandle { shared, vm_id }
+    }
+}
+
+impl Drop for VmIdHandle {
+    fn drop(&mut self) {
+        let mut counts = self.shared.vm_id_modules.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(count) = counts.get_mut(&self.vm_id) else { return };
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(&self.vm_id);
+            drop(counts);
+            self.shared.queues.remove_vm_id(&self.vm_id);
+            self.shared.data.remove_vm_id(&self.vm_id);
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The VMs of one thread: one instance per module, created at start-up,
+//! rebuilt after a failure, and every call into them.
+//!
+//! A trap fails only the callback that trapped: the instance is discarded
+//! (its memory may be corrupt) and the next callback that needs it gets a
+//! fresh one, started like the first. Streams that had contexts in the old
+//! instance see their plugin as failed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{PluginFailure, StartError};
+use crate::host::Host;
+use crate::mailbox::{QueueReady, ThreadMailbox, VmKey};
+use crate::module::PluginModule;
+use crate::plugin::Plugin;
+use crate::state::TickRequest;
+use crate::stream::{HttpStream, Verdict};
+use crate::vm::{CallError, Vm};
+
+/// How long a VM that failed to restart stays down before the next try.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A plugin added to a [`WasmThread`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PluginHandle {
+    slot: usize,
+    plugin: usize,
+}
+
+/// A stream context of one plugin, in one instance of its VM.
+#[derive(Debug)]
+pub struct StreamContext {
+    plugin: PluginHandle,
+    id: u32,
+    generation: u64,
+}
+
+impl StreamContext {
+    /// The plugin this context belongs to.
+    pub fn plugin(&self) -> PluginHandle {
+        self.plugin
+    }
+
+    /// The context id the plugin sees.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+/// A tick period change for the embedder's timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TickChange {
+    /// The VM of the root context.
+    pub vm_key: VmKey,
+    /// Root context and period (0 = stop).
+    pub request: TickRequest,
+}
+
+struct VmSlot {
+    module: Arc<PluginModule>,
+    plugins: Vec<Arc<Plugin>>,
+    /// Root context id of each plugin in the current instance.
+    root_ids: Vec<u32>,
+    vm: Option<Vm>,
+    /// Bumped each time the instance is discarded.
+    generation: u64,
+    restart_after: Option<Instant>,
+}
+
+/// All VM instances of one thread. Not `Send`: it stays on its thread.
+pub struct WasmThread {
+    host: Arc<Host>,
+    mailbox: Arc<dyn ThreadMailbox>,
+    slots: Vec<VmSlot>,
+    tick_changes: Vec<TickChange>,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl WasmThread {
+    /// An empty set of VMs whose queue notifications arrive through `mailbox`.
+    pub fn new(host: Arc<Host>, mailbox: Arc<dyn ThreadMailbox>) -> Self {
+        WasmThread { host, mailbox, slots: Vec::new(), tick_changes: Vec::new(), _not_send: Default::default() }
+    }
+
+    /// Adds a plugin; plugins of the same module share one VM here, each
+    /// with its own root context, in the order they were added.
+    pub fn add_plugin(&mut self, plugin: Arc<Plugin>) -> PluginHandle {
+        let key = plugin.module.key();
+        let slot = match self.slots.iter().position(|s| s.module.key() == key) {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(VmSlot {
+                    module: plugin.module.clone(),
+                    plugins: Vec::new(),
+                    root_ids: Vec::new(),
+                    vm: None,
+                    generation: 0,
+                    restart_after: None,
+                });
+                self.slots.len() - 1
+            }
+        };
+        self.slots[slot].plugins.push(plugin);
+        PluginHandle { slot, plugin: self.slots[slot].plugins.len() - 1 }
+    }
+
+    /// Creates every VM and starts every plugin's root context.
+    ///
+    /// # Errors
+    /// The first plugin whose VM or `proxy_on_vm_start`/`proxy_on_configure`
+    /// failed.
+    pub fn start(&mut self) -> Result<(), StartError> {
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].vm.is_none() {
+                self.instantiate(slot).map_err(|(plugin, e)| StartError {
+                    plugin: plugin.display_name().to_owned(),
+                    vm_id: plugin.module.vm_id().to_owned(),
+                    reason: e.to_string(),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The plugin behind `handle`.
+    pub fn plugin(&self, handle: PluginHandle) -> &Arc<Plugin> {
+        &self.slots[handle.slot].plugins[handle.plugin]
+    }
+
+    /// Creates a stream context for a new HTTP stream.
+    ///
+    /// # Errors
+    /// The plugin's VM is down and could not be restarted, or it trapped.
+    pub fn create_http_stream(&mut self, plugin: PluginHandle) -> Result<StreamContext, PluginFailure> {
+        self.ensure_vm(plugin)?;
+        let slot = &mut self.slots[plugin.slot];
+        let root_id = slot.root_ids[plugin.plugin];
+        let generation = slot.generation;
+        let vm = slot.vm.as_mut().expect("ensured above");
+        let result = vm.create_stream_context(root_id);
+        let id = self.after_call(plugin, result)?;
+        Ok(StreamContext { plugin, id, generation })
+    }
+
+    /// `proxy_on_request_headers` for `stream`.
+    ///
+    /// # Errors
+    /// The plugin trapped, or its VM was restarted since the context was created.
+    pub fn on_request_headers(
+        &mut self,
+        context: &StreamContext,
+        stream: &mut HttpStream,
+        end_of_stream: bool,
+    ) -> Result<Verdict, PluginFailure> {
+        let vm = self.live_vm(context)?;
+        let result = vm.on_request_headers(context.id, stream, end_of_stream);
+        self.after_call(context.plugin, result)
+    }
+
+    /// `proxy_on_response_headers` for `stream`.
+    ///
+    /// # Errors
+    /// As [`WasmThread::on_request_headers`].
+    pub fn on_response_headers(
+        &mut self,
+        context: &StreamContext,
+        stream: &mut HttpStream,
+        end_of_stream: bool,
+    ) -> Result<Verdict, PluginFailure> {
+        let vm = self.live_vm(context)?;
+        let result = vm.on_response_headers(context.id, stream, end_of_stream);
+        self.after_call(context.plugin, result)
+    }
+
+    /// Ends a stream context: `proxy_on_log`, `proxy_on_done`,
+    /// `proxy_on_delete`. A failure here is logged; the response is gone.
+    pub fn finish_http_stream(&mut self, context: StreamContext, stream: &mut HttpStream) {
+        let Ok(vm) = self.live_vm(&context) else { return };
+        let result = vm.finish_http_stream(context.id, stream);
+        let _ = self.after_call(context.plugin, result);
+    }
+
+    /// Delivers a queue notification posted to this thread. Dropped if the
+    /// VM or context is gone; the item stays in the queue.
+    pub fn on_queue_ready(&mut self, notice: QueueReady) {
+        let Some(handle) = self.root_handle(notice.vm_key, notice.context_id) else { return };
+        let Some(vm) = self.slots[handle.slot].vm.as_mut() else { return };
+        let result = vm.on_queue_ready(notice.context_id, notice.queue_id);
+        let _ = self.after_call(handle, result);
+    }
+
+    /// Runs `proxy_on_tick` on a root context whose timer fired.
+    pub fn on_tick(&mut self, vm_key: VmKey, context_id: u32) {
+        let Some(handle) = self.root_handle(vm_key, context_id) else { return };
+        let Some(vm) = self.slots[handle.slot].vm.as_mut() else { return };
+        let result = vm.on_tick(context_id);
+        let _ = self.after_call(handle, result);
+    }
+
+    /// Tick period changes since the last call, for the embedder's timers.
+    pub fn take_tick_changes(&mut self) -> Vec<TickChange> {
+        std::mem::take(&mut self.tick_changes)
+    }
+
+    /// The plugin whose root context is `context_id` in VM `vm_key`.
+    fn root_handle(&self, vm_key: VmKey, context_id: u32) -> Option<PluginHandle> {
+        let slot = self.slots.iter().position(|s| s.module.key() == vm_key)?;
+        let plugin = self.slots[slot].root_ids.iter().position(|&id| id == context_id)?;
+        Some(PluginHandle { slot, plugin })
+    }
+
+    fn live_vm(&mut self, context: &StreamContext) -> Result<&mut Vm, PluginFailure> {
+        let slot = &mut self.slots[context.plugin.slot];
+        match slot.vm.as_mut() {
+            Some(vm) if slot.generation == context.generation => Ok(vm),
+            _ => {
+                let plugin = &slot.plugins[context.plugin.plugin];
+                Err(failure(plugin, "its VM failed and was restarted during this stream".into()))
+            }
+        }
+    }
+
+    /// Collects tick changes after a call, and turns a trap into a failure
+    /// that discards the instance.
+    fn after_call<T>(&mut self, handle: PluginHandle, result: Result<T, CallError>) -> Result<T, PluginFailure> {
+        let slot = &mut self.slots[handle.slot];
+        if let Some(vm) = slot.vm.as_mut().filter(|vm| vm.has_tick_requests()) {
+            let vm_key = slot.module.key();
+            self.tick_changes.extend(vm.take_tick_requests().into_iter().map(|request| TickChange { vm_key, request }));
+        }
+        result.map_err(|error| self.discard_vm(handle, &error))
+    }
+
+    /// Drops a VM instance after a trap; the next callback builds a new one.
+    fn discard_vm(&mut self, handle: PluginHandle, error: &CallError) -> PluginFailure {
+        let slot = &mut self.slots[handle.slot];
+        let plugin = &slot.plugins[handle.plugin];
+        let failure = failure(plugin, error.to_string());
+        tracing::error!(target: "wasm", "{failure}; the VM instance on this thread is discarded and will be recreated");
+        slot.vm = None;
+        slot.generation += 1;
+        let vm_key = slot.module.key();
+        // The old instance's timers stop; the new one sets its own.
+        for &context_id in &slot.root_ids {
+            self.tick_changes.push(TickChange { vm_key, request: TickRequest { context_id, period_ms: 0 } });
+        }
+        failure
+    }
+
+    /// Makes sure the plugin's VM is up, restarting it if it failed (at most
+    /// once per [`RESTART_BACKOFF`] while restarts keep failing).
+    fn ensure_vm(&mut self, handle: PluginHandle) -> Result<(), PluginFailure> {
+        let slot = &self.slots[handle.slot];
+        if slot.vm.is_some() {
+            return Ok(());
+        }
+        let plugin = &slot.plugins[handle.plugin];
+        if slot.restart_after.is_some_and(|t| Instant::now() < t) {
+            return Err(failure(plugin, "its VM failed and could not be restarted yet".into()));
+        }
+        match self.instantiate(handle.slot) {
+            Ok(()) => Ok(()),
+            Err((plugin, error)) => {
+                let failure = failure(&plugin, error.to_string());
+                tracing::error!(target: "wasm", "{failure}; restarting its VM failed, next try in {RESTART_BACKOFF:?}");
+                self.slots[handle.slot].restart_after = Some(Instant::now() + RESTART_BACKOFF);
+                Err(failure)
+            }
+        }
+    }
+
+    /// Creates the slot's VM and starts each plugin's root context in order.
+    fn instantiate(&mut self, slot_index: usize) -> Result<(), (Arc<Plugin>, CallError)> {
+        let slot = &mut self.slots[slot_index];
+        let first = slot.plugins[0].clone();
+        let mut vm = Vm::instantiate(self.host.engine(), &slot.module, self.host.shared.clone(), self.mailbox.clone())
+            .map_err(|e| (first, e))?;
+        let mut root_ids = Vec::with_capacity(slot.plugins.len());
+        for plugin in &slot.plugins {
+            let id = vm.start_root_context(plugin).map_err(|e| (plugin.clone(), e))?;
+            root_ids.push(id);
+        }
+        let vm_key = slot.module.key();
+        self.tick_changes.extend(vm.take_tick_requests().into_iter().map(|request| TickChange { vm_key, request }));
+        slot.root_ids = root_ids;
+        slot.vm = Some(vm);
+        slot.restart_after = None;
+        Ok(())
+    }
+}
+
+fn failure(plugin: &Plugin, reason: String) -> PluginFailure {
+    PluginFailure { plugin: plugin.display_name().to_owned(), vm_id: plugin.module.vm_id().to_owned(), reason }
+}

@@ -1,0 +1,349 @@
+//! One instance of a plugin module on one thread, and the typed calls into it.
+//!
+//! Every call into the guest goes through [`Vm::enter`], which sets up the
+//! call frame the host functions read, and turns a trap into a [`CallError`].
+
+use std::sync::Arc;
+
+use ferry_abi::AbiVersion;
+use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
+
+use crate::host::SharedState;
+use crate::mailbox::ThreadMailbox;
+use crate::module::PluginModule;
+use crate::plugin::Plugin;
+use crate::state::{CallFrame, ContextEntry, HostState, TickRequest};
+use crate::stream::{HttpStream, Phase, Verdict};
+
+/// Epoch deadline when no CPU limit applies: never reached.
+const NO_DEADLINE: u64 = 1 << 62;
+
+/// A callback that trapped (or could not be called).
+#[derive(Debug, Clone)]
+pub(crate) struct CallError {
+    pub function: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Envoy's wording, so existing log searches keep working.
+        write!(f, "Function: {} failed: {}", self.function, self.message)
+    }
+}
+
+/// A header callback, whose arity depends on the ABI version.
+#[derive(Clone)]
+enum HeadersCallback {
+    V1(TypedFunc<(i32, i32), i32>),
+    V2(TypedFunc<(i32, i32, i32), i32>),
+}
+
+/// The guest exports the host calls, resolved once per instance.
+struct Exports {
+    on_context_create: Option<TypedFunc<(i32, i32), ()>>,
+    on_vm_start: Option<TypedFunc<(i32, i32), i32>>,
+    on_configure: Option<TypedFunc<(i32, i32), i32>>,
+    on_done: Option<TypedFunc<i32, i32>>,
+    on_log: Option<TypedFunc<i32, ()>>,
+    on_delete: Option<TypedFunc<i32, ()>>,
+    on_tick: Option<TypedFunc<i32, ()>>,
+    on_queue_ready: Option<TypedFunc<(i32, i32), ()>>,
+    on_request_headers: Option<HeadersCallback>,
+    on_response_headers: Option<HeadersCallback>,
+}
+
+/// A VM instance: a store, its instance's exports, and its context ids.
+pub(crate) struct Vm {
+    store: Store<HostState>,
+    exports: Exports,
+    /// Next context id; ids start at 1 (0 is the VM itself) and are never reused.
+    next_context_id: u32,
+}
+
+fn func<P: WasmParams, R: WasmResults>(
+    instance: &Instance,
+    store: &mut Store<HostState>,
+    name: &str,
+) -> Option<TypedFunc<P, R>> {
+    // Signatures were checked when the module was loaded.
+    instance.get_typed_func(&mut *store, name).ok()
+}
+
+impl Vm {
+    /// Instantiates `module` and runs its start functions (`_initialize` then
+    /// `main`, or `_start`), as proxy-wasm-cpp-host does.
+    pub(crate) fn instantiate(
+        engine: &wasmtime::Engine,
+        module: &Arc<PluginModule>,
+        shared: Arc<SharedState>,
+        mailbox: Arc<dyn ThreadMailbox>,
+    ) -> Result<Vm, CallError> {
+        let mut store = Store::new(engine, HostState::new(module.clone(), shared, mailbox));
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(NO_DEADLINE);
+        let instance = module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| CallError { function: "instantiate", message: format!("{e:#}") })?;
+        store.data_mut().memory = instance.get_memory(&mut store, "memory");
+        store.data_mut().allocator = func(&instance, &mut store, module.allocator);
+        let headers = |store: &mut Store<HostState>, name: &str| match module.abi {
+            AbiVersion::V0_1_0 => func(&instance, store, name).map(HeadersCallback::V1),
+            _ => func(&instance, store, name).map(HeadersCallback::V2),
+        };
+        let exports = Exports {
+            on_context_create: func(&instance, &mut store, "proxy_on_context_create"),
+            on_vm_start: func(&instance, &mut store, "proxy_on_vm_start"),
+            on_configure: func(&instance, &mut store, "proxy_on_configure"),
+            on_done: func(&instance, &mut store, "proxy_on_done"),
+            on_log: func(&instance, &mut store, "proxy_on_log"),
+            on_delete: func(&instance, &mut store, "proxy_on_delete"),
+            on_tick: func(&instance, &mut store, "proxy_on_tick"),
+            on_queue_ready: func(&instance, &mut store, "proxy_on_queue_ready"),
+            on_request_headers: headers(&mut store, "proxy_on_request_headers"),
+            on_response_headers: headers(&mut store, "proxy_on_response_headers"),
+        };
+        let initialize: Option<TypedFunc<(), ()>> = func(&instance, &mut store, "_initialize");
+        let main: Option<TypedFunc<(i32, i32), i32>> = func(&instance, &mut store, "main");
+        let main_void: Option<TypedFunc<(), i32>> = func(&instance, &mut store, "__main_void");
+        let start: Option<TypedFunc<(), ()>> = func(&instance, &mut store, "_start");
+        let mut vm = Vm { store, exports, next_context_id: 1 };
+        let frame = CallFrame::default;
+        if let Some(initialize) = initialize {
+            vm.enter("_initialize", frame(), |s| initialize.call(s, ()))?;
+            if let Some(main) = main {
+                vm.enter("main", frame(), |s| main.call(s, (0, 0)))?;
+            } else if let Some(main_void) = main_void {
+                vm.enter("__main_void", frame(), |s| main_void.call(s, ()))?;
+            }
+        } else if let Some(start) = start {
+            vm.enter("_start", frame(), |s| start.call(s, ()))?;
+        }
+        Ok(vm)
+    }
+
+    /// Creates the root context of `plugin` and runs `proxy_on_context_create`,
+    /// `proxy_on_vm_start` and `proxy_on_configure` on it. Returns its id.
+    pub(crate) fn start_root_context(&mut self, plugin: &Arc<Plugin>) -> Result<u32, CallError> {
+        let id = self.alloc_context_id();
+        let data = self.store.data_mut();
+        data.plugins.push(plugin.clone());
+        data.contexts.insert(id, ContextEntry { plugin: data.plugins.len() - 1, root_id: id });
+        let with_config = || CallFrame {
+            context_id: id,
+            plugin_configuration: Some(plugin.configuration.clone()),
+            ..CallFrame::default()
+        };
+        if let Some(f) = self.exports.on_context_create.clone() {
+            self.enter("proxy_on_context_create", with_config(), |s| f.call(s, (id as i32, 0)))?;
+        }
+        let vm_config_len = plugin.module.spec.vm_configuration.len() as i32;
+        if let Some(f) = self.exports.on_vm_start.clone() {
+            let ok = self.enter("proxy_on_vm_start", with_config(), |s| f.call(s, (id as i32, vm_config_len)))?;
+            if ok == 0 {
+                return Err(CallError { function: "proxy_on_vm_start", message: "the plugin returned false".into() });
+            }
+        }
+        let config_len = plugin.configuration.len() as i32;
+        if let Some(f) = self.exports.on_configure.clone() {
+            let ok = self.enter("proxy_on_configure", with_config(), |s| f.call(s, (id as i32, config_len)))?;
+            if ok == 0 {
+                return Err(CallError { function: "proxy_on_configure", message: "the plugin returned false".into() });
+            }
+        }
+        Ok(id)
+    }
+
+    /// Creates a stream context under `root_id` (`proxy_on_context_create`).
+    pub(crate) fn create_stream_context(&mut self, root_id: u32) -> Result<u32, CallError> {
+        let id = self.alloc_context_id();
+        let data = self.store.data_mut();
+        let plugin = data.contexts.get(&root_id).map(|e| e.plugin).ok_or_else(|| CallError {
+            function: "proxy_on_context_create",
+            message: format!("no root context {root_id}"),
+        })?;
+        data.contexts.insert(id, ContextEntry { plugin, root_id });
+        if let Some(f) = self.exports.on_context_create.clone() {
+            self.enter("proxy_on_context_create", frame(id, Phase::StreamOther), |s| {
+                f.call(s, (id as i32, root_id as i32))
+            })?;
+        }
+        Ok(id)
+    }
+
+    /// `proxy_on_request_headers`, with `stream` lent to the plugin.
+    pub(crate) fn on_request_headers(
+        &mut self,
+        id: u32,
+        stream: &mut HttpStream,
+        end_of_stream: bool,
+    ) -> Result<Verdict, CallError> {
+        let callback = self.exports.on_request_headers.clone();
+        let count = stream.request_headers.len() as i32;
+        self.headers_callback(
+            "proxy_on_request_headers",
+            callback,
+            id,
+            Phase::RequestHeaders,
+            stream,
+            count,
+            end_of_stream,
+        )
+    }
+
+    /// `proxy_on_response_headers`, with `stream` lent to the plugin.
+    pub(crate) fn on_response_headers(
+        &mut self,
+        id: u32,
+        stream: &mut HttpStream,
+        end_of_stream: bool,
+    ) -> Result<Verdict, CallError> {
+        let callback = self.exports.on_response_headers.clone();
+        let count = stream.response_headers.len() as i32;
+        self.headers_callback(
+            "proxy_on_response_headers",
+            callback,
+            id,
+            Phase::ResponseHeaders,
+            stream,
+            count,
+            end_of_stream,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn headers_callback(
+        &mut self,
+        function: &'static str,
+        callback: Option<HeadersCallback>,
+        id: u32,
+        phase: Phase,
+        stream: &mut HttpStream,
+        count: i32,
+        end_of_stream: bool,
+    ) -> Result<Verdict, CallError> {
+        let Some(callback) = callback else { return Ok(Verdict::Continue) };
+        let id_arg = id as i32;
+        let action = self.with_stream(stream, |vm| {
+            vm.enter(function, frame(id, phase), |s| match callback {
+                HeadersCallback::V1(f) => f.call(s, (id_arg, count)),
+                HeadersCallback::V2(f) => f.call(s, (id_arg, count, end_of_stream as i32)),
+            })
+        })?;
+        if let Some(local) = self.store.data_mut().call.local_response.take() {
+            return Ok(Verdict::LocalResponse(local));
+        }
+        // Envoy turns every stop status into "stop all iteration" unless the
+        // plugin opted in to plain StopIteration; both mean "wait for resume".
+        Ok(if action == 0 || action == 2 { Verdict::Continue } else { Verdict::Pause })
+    }
+
+    /// The end of an HTTP stream, in Envoy's order: `proxy_on_log` (all maps
+    /// readable), `proxy_on_done` (its result only matters for root
+    /// contexts), then `proxy_on_delete`, after which the id is gone.
+    pub(crate) fn finish_http_stream(&mut self, id: u32, stream: &mut HttpStream) -> Result<(), CallError> {
+        let result = self.finish_stream_calls(id, stream);
+        self.store.data_mut().contexts.remove(&id);
+        result
+    }
+
+    fn finish_stream_calls(&mut self, id: u32, stream: &mut HttpStream) -> Result<(), CallError> {
+        let arg = id as i32;
+        if let Some(f) = self.exports.on_log.clone() {
+            self.with_stream(stream, |vm| vm.enter("proxy_on_log", frame(id, Phase::Log), |s| f.call(s, arg)))?;
+        }
+        if let Some(f) = self.exports.on_done.clone() {
+            self.enter("proxy_on_done", frame(id, Phase::StreamOther), |s| f.call(s, arg))?;
+        }
+        if let Some(f) = self.exports.on_delete.clone() {
+            self.enter("proxy_on_delete", frame(id, Phase::StreamOther), |s| f.call(s, arg))?;
+        }
+        Ok(())
+    }
+
+    /// `proxy_on_queue_ready` on root context `id`, if it exists.
+    pub(crate) fn on_queue_ready(&mut self, id: u32, queue_id: u32) -> Result<(), CallError> {
+        let Some(f) = self.exports.on_queue_ready.clone() else { return Ok(()) };
+        if !self.is_root_context(id) {
+            return Ok(());
+        }
+        self.enter("proxy_on_queue_ready", frame(id, Phase::Root), |s| f.call(s, (id as i32, queue_id as i32)))
+    }
+
+    /// `proxy_on_tick` on root context `id`, if it exists.
+    pub(crate) fn on_tick(&mut self, id: u32) -> Result<(), CallError> {
+        let Some(f) = self.exports.on_tick.clone() else { return Ok(()) };
+        if !self.is_root_context(id) {
+            return Ok(());
+        }
+        self.enter("proxy_on_tick", frame(id, Phase::Root), |s| f.call(s, id as i32))
+    }
+
+    /// Tick periods set since the last call.
+    pub(crate) fn take_tick_requests(&mut self) -> Vec<TickRequest> {
+        std::mem::take(&mut self.store.data_mut().tick_requests)
+    }
+
+    /// Whether the VM has any pending tick request.
+    pub(crate) fn has_tick_requests(&self) -> bool {
+        !self.store.data().tick_requests.is_empty()
+    }
+
+    fn is_root_context(&self, id: u32) -> bool {
+        self.store.data().contexts.get(&id).is_some_and(|e| e.is_root(id))
+    }
+
+    fn alloc_context_id(&mut self) -> u32 {
+        let id = self.next_context_id;
+        self.next_context_id += 1;
+        id
+    }
+
+    /// Lends `stream` to the store for the duration of `f`.
+    fn with_stream<R>(&mut self, stream: &mut HttpStream, f: impl FnOnce(&mut Self) -> R) -> R {
+        std::mem::swap(&mut self.store.data_mut().stream, stream);
+        let result = f(self);
+        std::mem::swap(&mut self.store.data_mut().stream, stream);
+        result
+    }
+
+    /// Calls into the guest with `frame` as the call in progress.
+    fn enter<R>(
+        &mut self,
+        function: &'static str,
+        frame: CallFrame,
+        call: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        // A local response nobody collected belongs to an earlier call: drop it.
+        drop(std::mem::replace(&mut self.store.data_mut().call, frame));
+        let result = call(&mut self.store);
+        let data = self.store.data_mut();
+        // Keep a local response for the caller to collect; drop the rest.
+        let local_response = data.call.local_response.take();
+        data.call = CallFrame { local_response, ..CallFrame::default() };
+        result.map_err(|e| CallError { function, message: trap_message(&e) })
+    }
+}
+
+fn frame(context_id: u32, phase: Phase) -> CallFrame {
+    CallFrame { context_id, phase, ..CallFrame::default() }
+}
+
+/// A one-paragraph description of a trap: the trap itself first, then the
+/// guest backtrace wasmtime attached, if any.
+fn trap_message(error: &wasmtime::Error) -> String {
+    let mut message = error.root_cause().to_string();
+    if let Some(trace) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
+        let frames: Vec<String> = trace
+            .frames()
+            .iter()
+            .take(8)
+            .map(|f| f.func_name().map_or_else(|| format!("func[{}]", f.func_index()), |n| n.to_owned()))
+            .collect();
+        if !frames.is_empty() {
+            message.push_str(&format!(" (in {})", frames.join(" <- ")));
+        }
+    }
+    message
+}

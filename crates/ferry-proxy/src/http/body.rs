@@ -1,0 +1,108 @@
+//! The response body, which ends the stream's plugin contexts when it is
+//! done: fully sent, or dropped because the client went away.
+
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use ferry_host::{HttpStream, StreamContext};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::thread_wasm::ThreadWasm;
+
+/// Runs `proxy_on_log`, `proxy_on_done` and `proxy_on_delete` for each
+/// plugin context of a stream, once.
+pub(crate) struct StreamFinisher {
+    pub(crate) wasm: Rc<ThreadWasm>,
+    pub(crate) contexts: Vec<StreamContext>,
+    pub(crate) stream: HttpStream,
+}
+
+impl StreamFinisher {
+    fn finish(mut self) {
+        if self.contexts.is_empty() {
+            return;
+        }
+        let stream = &mut self.stream;
+        self.wasm.with(|vms| {
+            for context in self.contexts.drain(..) {
+                vms.finish_http_stream(context, stream);
+            }
+        });
+    }
+}
+
+enum Content {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+/// A response body: in memory or streamed from upstream.
+pub(crate) struct ResponseBody {
+    content: Content,
+    finisher: Option<StreamFinisher>,
+}
+
+impl ResponseBody {
+    /// A body held in memory.
+    pub(crate) fn full(bytes: Bytes) -> Self {
+        let content = Content::Full(if bytes.is_empty() { None } else { Some(bytes) });
+        ResponseBody { content, finisher: None }
+    }
+
+    /// A body streamed from upstream.
+    pub(crate) fn upstream(body: Incoming) -> Self {
+        ResponseBody { content: Content::Upstream(body), finisher: None }
+    }
+
+    /// Ends the stream's plugin contexts when this body ends.
+    pub(crate) fn finish_with(mut self, finisher: StreamFinisher) -> Self {
+        self.finisher = Some(finisher);
+        self
+    }
+
+    fn finish(&mut self) {
+        if let Some(finisher) = self.finisher.take() {
+            finisher.finish();
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let poll = match &mut this.content {
+            Content::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Content::Upstream(body) => Pin::new(body).poll_frame(cx),
+        };
+        if matches!(poll, Poll::Ready(None)) {
+            this.finish();
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.content {
+            Content::Full(bytes) => bytes.is_none(),
+            Content::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.content {
+            Content::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Content::Upstream(body) => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

@@ -1,0 +1,6 @@
+//! HTTP: the connection manager and what it uses.
+
+pub(crate) mod body;
+pub(crate) mod conn_manager;
+pub(crate) mod headers;
+pub mod router;

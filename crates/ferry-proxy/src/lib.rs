@@ -1,0 +1,18 @@
+//! The proxy: listeners, worker threads, the HTTP connection manager, the
+//! router and upstream clusters, with Proxy-Wasm plugins as HTTP filters and
+//! services.
+//!
+//! [`Plan::build`] loads everything a configuration needs; [`run`] starts
+//! the threads and serves until SIGINT or SIGTERM.
+
+mod admin;
+pub mod http;
+mod plan;
+mod server;
+mod thread_wasm;
+mod upstream;
+mod worker;
+
+pub use plan::{HttpPlan, ListenerPlan, Plan, PlanError};
+pub use server::{RunError, RunOptions, run};
+pub use upstream::Clusters;

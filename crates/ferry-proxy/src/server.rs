@@ -1,0 +1,184 @@
+//! The threads: the main thread (singleton services, admin, signals) and N
+//! workers (listeners, filters), started in Envoy's order: services first,
+//! then workers, which accept traffic only once all of them have started.
+
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+
+use ferry_host::StartError;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::LocalSet;
+
+use crate::plan::Plan;
+use crate::thread_wasm::{ThreadMessage, ThreadWasm};
+use crate::worker::{self, WorkerListener};
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Number of worker threads (`--concurrency`).
+    pub concurrency: usize,
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A listener could not bind.
+    #[error("listener '{name}': cannot listen on {address}: {source}")]
+    Bind {
+        /// Listener name.
+        name: String,
+        /// Address.
+        address: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A plugin failed to start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The runtime or a thread could not be created.
+    #[error("cannot start: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+struct Worker {
+    inbox: mpsc::UnboundedSender<ThreadMessage>,
+    thread: JoinHandle<()>,
+    ready: std_mpsc::Receiver<Result<(), StartError>>,
+    go: std_mpsc::Sender<bool>,
+}
+
+/// Runs until SIGINT or SIGTERM.
+///
+/// # Errors
+/// A listener cannot bind, or a plugin fails to start.
+pub fn run(plan: Plan, options: RunOptions) -> Result<(), RunError> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    LocalSet::new().block_on(&runtime, main_thread(Arc::new(plan), options))
+}
+
+async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunError> {
+    let mut sockets = Vec::new();
+    for listener in &plan.listeners {
+        let bind_error = |source| RunError::Bind { name: listener.name.clone(), address: listener.address, source };
+        let socket = std::net::TcpListener::bind(listener.address).map_err(bind_error)?;
+        socket.set_nonblocking(true).map_err(bind_error)?;
+        tracing::info!(target: "main", "listener '{}' listening on {}", listener.name, socket.local_addr()?);
+        sockets.push(socket);
+    }
+    let admin = match plan.admin {
+        Some(address) => {
+            let socket = std::net::TcpListener::bind(address).map_err(|source| RunError::Bind {
+                name: "admin".into(),
+                address,
+                source,
+            })?;
+            socket.set_nonblocking(true)?;
+            tracing::info!(target: "main", "admin address: {}", socket.local_addr()?);
+            Some(tokio::net::TcpListener::from_std(socket)?)
+        }
+        None => None,
+    };
+
+    // Singleton services start on this thread before any worker exists, so
+    // the queues they register are there when filters resolve them.
+    let (main_inbox_tx, main_inbox) = mpsc::unbounded_channel();
+    let main_wasm = ThreadWasm::start(plan.host.clone(), main_inbox_tx, &plan.main_plugins)?;
+
+    let mut workers = Vec::with_capacity(options.concurrency);
+    for index in 0..options.concurrency {
+        let listeners = sockets
+            .iter()
+            .zip(&plan.listeners)
+            .map(|(socket, l)| Ok(WorkerListener { socket: socket.try_clone()?, http: l.http.clone() }))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        workers.push(spawn_worker(index, plan.clone(), listeners)?);
+    }
+    drop(sockets);
+    let started =
+        workers.iter().map(|w| w.ready.recv().unwrap_or_else(|_| Err(worker_died()))).collect::<Result<Vec<()>, _>>();
+    if let Err(error) = started {
+        stop(workers);
+        return Err(error.into());
+    }
+    tracing::info!(target: "main", "all dependencies initialized. starting workers ({})", options.concurrency);
+    for worker in &workers {
+        let _ = worker.go.send(true);
+    }
+
+    if let Some(admin) = admin {
+        tokio::task::spawn_local(crate::admin::serve(admin));
+    }
+    let ticks = tokio::task::spawn_local(main_wasm.clone().run_ticks());
+    tokio::select! {
+        () = main_wasm.run_inbox(main_inbox) => {}
+        name = shutdown_signal() => tracing::info!(target: "main", "caught {name}, shutting down"),
+    }
+    ticks.abort();
+    stop(workers);
+    tracing::info!(target: "main", "exiting");
+    Ok(())
+}
+
+fn worker_died() -> StartError {
+    StartError { plugin: String::new(), vm_id: String::new(), reason: "a worker thread died while starting".into() }
+}
+
+fn spawn_worker(index: usize, plan: Arc<Plan>, listeners: Vec<WorkerListener>) -> std::io::Result<Worker> {
+    let (inbox_tx, inbox) = mpsc::unbounded_channel();
+    let (ready_tx, ready) = std_mpsc::channel();
+    let (go, go_rx) = std_mpsc::channel();
+    let mailbox = inbox_tx.clone();
+    let thread = std::thread::Builder::new().name(format!("worker_{index}")).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                let _ = ready_tx.send(Err(StartError {
+                    plugin: String::new(),
+                    vm_id: String::new(),
+                    reason: e.to_string(),
+                }));
+                return;
+            }
+        };
+        LocalSet::new().block_on(&runtime, async move {
+            let wasm = match ThreadWasm::start(plan.host.clone(), mailbox, &plan.worker_plugins) {
+                Ok(wasm) => wasm,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            // Accept traffic only once every worker has started.
+            if go_rx.recv() != Ok(true) {
+                return;
+            }
+            worker::run(wasm, &plan, listeners, inbox).await;
+        });
+    })?;
+    Ok(Worker { inbox: inbox_tx, thread, ready, go })
+}
+
+/// Tells every worker to stop and waits for it.
+fn stop(workers: Vec<Worker>) {
+    for worker in &workers {
+        let _ = worker.go.send(false);
+        let _ = worker.inbox.send(ThreadMessage::Shutdown);
+    }
+    for worker in workers {
+        let _ = worker.thread.join();
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

@@ -1,0 +1,75 @@
+//! A worker thread: its own single-threaded runtime, its own VMs, and the
+//! connections it accepts on every listener.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::http::conn_manager::{self, ConnContext};
+use crate::plan::{HttpPlan, Plan};
+use crate::thread_wasm::{ThreadMessage, ThreadWasm};
+use crate::upstream::Upstreams;
+
+/// What every connection of a worker shares.
+pub(crate) struct WorkerShared {
+    pub(crate) wasm: Rc<ThreadWasm>,
+    pub(crate) upstreams: Upstreams,
+}
+
+/// A worker's listening sockets, cloned from the main thread's.
+pub(crate) struct WorkerListener {
+    pub(crate) socket: std::net::TcpListener,
+    pub(crate) http: Arc<HttpPlan>,
+}
+
+/// Runs the worker's event loop until it is told to shut down.
+pub(crate) async fn run(
+    wasm: Rc<ThreadWasm>,
+    plan: &Plan,
+    listeners: Vec<WorkerListener>,
+    inbox: mpsc::UnboundedReceiver<ThreadMessage>,
+) {
+    let shared = Rc::new(WorkerShared { wasm: wasm.clone(), upstreams: Upstreams::new(&plan.clusters) });
+    let mut accept_tasks = Vec::new();
+    for listener in listeners {
+        match TcpListener::from_std(listener.socket) {
+            Ok(socket) => {
+                accept_tasks.push(tokio::task::spawn_local(accept_loop(socket, listener.http, shared.clone())))
+            }
+            Err(e) => tracing::error!(target: "main", "worker cannot listen: {e}"),
+        }
+    }
+    let ticks = tokio::task::spawn_local(wasm.clone().run_ticks());
+    wasm.run_inbox(inbox).await;
+    ticks.abort();
+    for task in accept_tasks {
+        task.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, http: Arc<HttpPlan>, worker: Rc<WorkerShared>) {
+    loop {
+        let (stream, _peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly.
+                tracing::warn!(target: "main", "accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Rc::new(ConnContext { worker: worker.clone(), http: http.clone() });
+        tokio::task::spawn_local(async move {
+            let service = service_fn(move |request| conn_manager::handle(request, conn.clone()));
+            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!(target: "http", "connection closed with an error: {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,101 @@
+//! `ferry`: a Proxy-Wasm host and HTTP proxy, started like Envoy.
+//!
+//! ```text
+//! ferry -c envoy.yaml [--concurrency N] [-l info] [--component-log-level wasm:trace]
+//!       [--log-format '%v'] [--log-path FILE] [--mode serve|validate]
+//! ```
+
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use ferry_host::{Host, HostOptions};
+use ferry_proxy::{Plan, RunOptions};
+
+/// Command line: the subset of Envoy's that ferry understands.
+#[derive(Parser, Debug)]
+#[command(name = "ferry", version, about = "A Proxy-Wasm host and HTTP proxy, configured with Envoy's YAML")]
+struct Cli {
+    /// Path to the configuration file (Envoy v3 YAML or JSON).
+    #[arg(short = 'c', long = "config-path")]
+    config_path: PathBuf,
+    /// Number of worker threads (default: the number of CPU cores).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Log level of every logger: trace, debug, info, warning, error, critical, off.
+    #[arg(short = 'l', long = "log-level", default_value = "info")]
+    log_level: String,
+    /// Levels of single loggers, e.g. `wasm:trace,http:debug`.
+    #[arg(long = "component-log-level")]
+    component_log_level: Option<String>,
+    /// Log line pattern, in spdlog's flags (`%v` is the bare message).
+    #[arg(long = "log-format", default_value = logging::DEFAULT_FORMAT)]
+    log_format: String,
+    /// Write the log to this file instead of standard error.
+    #[arg(long = "log-path")]
+    log_path: Option<PathBuf>,
+    /// `serve` runs the proxy; `validate` checks the configuration and plugins, then exits.
+    #[arg(long, value_enum, default_value_t = Mode::Serve)]
+    mode: Mode,
+    /// Accepted for Envoy compatibility; ferry needs no shared-memory id.
+    #[arg(long = "base-id")]
+    base_id: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Serve,
+    Validate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let levels = match logging::Levels::parse(&cli.log_level, cli.component_log_level.as_deref()) {
+        Ok(levels) => levels,
+        Err(e) => {
+            eprintln!("ferry: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let wasm_level = levels.of("wasm").to_wasm();
+    let guard = match logging::init(levels, &cli.log_format, cli.log_path.as_deref()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("ferry: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = run(&cli, wasm_level);
+    drop(guard);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // On standard error even when the log goes to a file: the user
+            // who started ferry must see why it stopped.
+            eprintln!("ferry: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli, wasm_level: ferry_host::WasmLogLevel) -> anyhow::Result<()> {
+    let _ = cli.base_id;
+    let path = cli.config_path.display();
+    let config = ferry_config::from_file(&cli.config_path)
+        .with_context(|| format!("error initializing configuration '{path}'"))?;
+    let host = Host::new(HostOptions { wasm_log_level: wasm_level })?;
+    let plan = Plan::build(&config, host).with_context(|| format!("error initializing configuration '{path}'"))?;
+    if cli.mode == Mode::Validate {
+        println!("configuration '{path}' OK");
+        return Ok(());
+    }
+    let concurrency = cli
+        .concurrency
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    ferry_proxy::run(plan, RunOptions { concurrency })?;
+    Ok(())
+}
