@@ -36,7 +36,11 @@ pub fn from_yaml(text: &str) -> Result<Bootstrap, ConfigError> {
     let deserializer = serde_norway::Deserializer::from_str(text);
     let raw: raw::Bootstrap = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
-        ConfigError { path: if path == "." { "(file)".into() } else { path }, message: e.into_inner().to_string() }
+        let path = if path == "." { "(file)".to_owned() } else { path };
+        // The YAML library names the path itself when it knows it.
+        let message = e.into_inner().to_string();
+        let message = message.strip_prefix(&format!("{path}: ")).map_or(message.clone(), str::to_owned);
+        ConfigError { path, message }
     })?;
     convert::bootstrap(raw)
 }

@@ -339,7 +339,10 @@ fn trap_message(error: &wasmtime::Error) -> String {
             .frames()
             .iter()
             .take(8)
-            .map(|f| f.func_name().map_or_else(|| format!("func[{}]", f.func_index()), |n| n.to_owned()))
+            .map(|f| match f.func_name() {
+                Some(name) => format!("{:#}", rustc_demangle::demangle(name)),
+                None => format!("func[{}]", f.func_index()),
+            })
             .collect();
         if !frames.is_empty() {
             message.push_str(&format!(" (in {})", frames.join(" <- ")));

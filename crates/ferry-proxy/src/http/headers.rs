@@ -7,7 +7,8 @@ use http::request::Parts;
 
 /// Request headers as Envoy's connection manager presents them to filters:
 /// `:authority`, `:path`, `:method`, `:scheme`, then the request's own
-/// headers in wire order (without `host`, which became `:authority`), then
+/// headers in wire order (without `host`, which became `:authority`, and
+/// without the connection-level headers Envoy removes), then
 /// `x-forwarded-proto` and `x-request-id` when absent.
 pub(crate) fn request_headers(parts: &Parts, generate_request_id: bool) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(parts.headers.len() + 6);
@@ -23,7 +24,7 @@ pub(crate) fn request_headers(parts: &Parts, generate_request_id: bool) -> Heade
     map.append_lowercase(Bytes::from_static(b":method"), method_bytes(&parts.method));
     map.append_lowercase(Bytes::from_static(b":scheme"), Bytes::from_static(b"http"));
     for (name, value) in &parts.headers {
-        if name == header::HOST {
+        if name == header::HOST || is_connection_header(name.as_str().as_bytes()) {
             continue;
         }
         map.append_lowercase(name_bytes(name), Bytes::copy_from_slice(value.as_bytes()));
@@ -83,12 +84,17 @@ fn name_bytes(name: &HeaderName) -> Bytes {
     }
 }
 
+/// Headers about the downstream connection that Envoy strips before
+/// filters see the request.
+fn is_connection_header(name: &[u8]) -> bool {
+    const CONNECTION: &[&[u8]] = &[b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding"];
+    CONNECTION.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
 /// Headers that describe one connection, not the message: never forwarded
 /// to the other side.
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP_BY_HOP: &[&[u8]] =
-        &[b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te"];
-    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+    is_connection_header(name) || name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"te")
 }
 
 /// Copies a plugin-visible map into hyper headers: pseudo-headers, framing
@@ -142,6 +148,7 @@ mod tests {
             .header("user-agent", "curl/7.68.0")
             .header("accept", "*/*")
             .header("x-custom", "1")
+            .header("connection", "keep-alive")
             .body(())
             .unwrap();
         let map = request_headers(&parts(request), true);

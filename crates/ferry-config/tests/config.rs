@@ -1,0 +1,165 @@
+//! Configuration parsing: the shapes plugins ship with, and every error path.
+
+use ferry_config::{Code, HttpFilter, ListenerKind, PathMatch, RouteAction, from_yaml};
+
+const SEED: &str = include_str!("../../../examples/shared_queue/envoy.yaml");
+
+#[test]
+fn the_seed_config_parses() {
+    let config = from_yaml(SEED).unwrap();
+    assert_eq!(config.wasm_services.len(), 1);
+    let service = &config.wasm_services[0];
+    assert!(service.singleton);
+    assert_eq!(service.plugin.vm.vm_id, "receiver");
+    assert_eq!(service.plugin.vm.code, Code::File("./target/wasm32-wasip1/release/shared_queue_receiver.wasm".into()));
+    assert_eq!(config.admin.as_ref().unwrap().port, 8001);
+    let listener = &config.listeners[0];
+    assert_eq!((listener.name.as_str(), listener.address.port), ("main", 18000));
+    let ListenerKind::Http(hcm) = &listener.kind;
+    let [HttpFilter::Wasm(sender)] = hcm.http_filters.as_slice() else { panic!("one wasm filter before the router") };
+    assert_eq!(sender.vm.vm_id, "sender");
+    assert!(!sender.fail_open);
+    let route = &hcm.route_config.virtual_hosts[0].routes[0];
+    assert_eq!(route.matcher, PathMatch::Prefix("/".into()));
+    assert_eq!(route.action, RouteAction::DirectResponse { status: 200, body: Some(b"example body\n".to_vec()) });
+}
+
+/// A bootstrap with the three services of the current upstream example.
+fn upstream_services(configuration: &str) -> String {
+    let service = |queue: &str| {
+        format!(
+            r#"
+- name: envoy.bootstrap.wasm
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.wasm.v3.WasmService
+    singleton: true
+    config:
+      configuration:
+        "@type": type.googleapis.com/google.protobuf.StringValue
+        value: "{queue}"
+      vm_config:
+        vm_id: "receiver"
+        runtime: "envoy.wasm.runtime.v8"
+        {configuration}
+        code:
+          local:
+            filename: "./examples/shared_queue/receiver/main.wasm"
+"#
+        )
+    };
+    format!(
+        "bootstrap_extensions:\n{}{}{}",
+        service("http_request_headers"),
+        service("http_response_headers"),
+        service("tcp_data_hashes")
+    )
+}
+
+#[test]
+fn three_services_share_one_vm_config_with_their_own_configuration() {
+    let config = from_yaml(&upstream_services("")).unwrap();
+    let plugins: Vec<_> = config.wasm_services.iter().map(|s| &s.plugin).collect();
+    assert_eq!(plugins.len(), 3);
+    assert!(plugins.iter().all(|p| p.vm == plugins[0].vm), "identical vm_config, hence one VM");
+    let queues: Vec<_> = plugins.iter().map(|p| String::from_utf8(p.configuration.clone()).unwrap()).collect();
+    assert_eq!(queues, ["http_request_headers", "http_response_headers", "tcp_data_hashes"]);
+    assert_eq!(plugins[2].config_path, "bootstrap_extensions[2].typed_config.config");
+}
+
+#[test]
+fn configuration_kinds_become_the_bytes_plugins_read() {
+    let with = |configuration: &str| {
+        let yaml = upstream_services(&format!("configuration: {configuration}"));
+        from_yaml(&yaml).map(|c| c.wasm_services[0].plugin.vm.configuration.clone())
+    };
+    assert_eq!(
+        with(r#"{"@type": "type.googleapis.com/google.protobuf.StringValue", value: "raw text"}"#).unwrap(),
+        b"raw text"
+    );
+    assert_eq!(
+        with(r#"{"@type": "type.googleapis.com/google.protobuf.BytesValue", value: "AAEC"}"#).unwrap(),
+        [0, 1, 2]
+    );
+    assert_eq!(
+        with(r#"{"@type": "type.googleapis.com/google.protobuf.Struct", value: {b: 1, a: [true, "x"]}}"#).unwrap(),
+        br#"{"b":1,"a":[true,"x"]}"#
+    );
+    let err = with(r#"{"@type": "type.googleapis.com/my.Custom", value: "x"}"#).unwrap_err();
+    assert_eq!(err.path, "bootstrap_extensions[0].typed_config.config.vm_config.configuration.@type");
+    let err = with(r#"{"@type": "type.googleapis.com/google.protobuf.BytesValue", value: "!!"}"#).unwrap_err();
+    assert_eq!(err.path, "bootstrap_extensions[0].typed_config.config.vm_config.configuration.value");
+}
+
+#[test]
+fn typed_struct_wrappers_and_inline_code_are_accepted() {
+    let yaml = r#"
+bootstrap_extensions:
+- name: envoy.bootstrap.wasm
+  typed_config:
+    "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+    type_url: type.googleapis.com/envoy.extensions.wasm.v3.WasmService
+    value:
+      singleton: true
+      config:
+        name: svc
+        root_id: root
+        vm_config:
+          code: { local: { inline_bytes: "AGFzbQEAAAA=" } }
+"#;
+    let config = from_yaml(yaml).unwrap();
+    let plugin = &config.wasm_services[0].plugin;
+    assert_eq!((plugin.name.as_str(), plugin.root_id.as_str()), ("svc", "root"));
+    assert_eq!(plugin.vm.code, Code::Inline(b"\0asm\x01\0\0\0".to_vec()));
+}
+
+/// Each bad input and the path its error names.
+#[test]
+fn errors_name_the_field_path() {
+    let listener = SEED.split("static_resources:").nth(1).unwrap();
+    let cases: Vec<(String, &str)> = vec![
+        (SEED.replace("port_value: 18000", "port_value: 70000"), "static_resources.listeners[0].address.socket_address.port_value"),
+        (SEED.replace("stat_prefix: ingress_http", "stat_prefix: x\n                tracing: {}"), "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.tracing"),
+        (SEED.replace("prefix: \"/\"", "regex: \".*\""), "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0].match.regex"),
+        (SEED.replace("status: 200", "status: 42"), "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0].direct_response.status"),
+        (SEED.replace("- name: envoy.filters.http.router", ""), "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0]"),
+        (SEED.replace("envoy.extensions.filters.http.wasm.v3.Wasm", "envoy.extensions.filters.http.lua.v3.Lua"), "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.@type"),
+        (SEED.replace("envoy.extensions.wasm.v3.WasmService", "envoy.extensions.other.v3.Thing"), "bootstrap_extensions[0].typed_config.@type"),
+        (SEED.replace("runtime: \"envoy.wasm.runtime.v8\"\n        code", "runtime: \"envoy.wasm.runtime.null\"\n        code"), "bootstrap_extensions[0].typed_config.config.vm_config.runtime"),
+        (SEED.replace("local:\n            filename", "remote:\n            filename"), "bootstrap_extensions[0].typed_config.config.vm_config.code.remote"),
+        (SEED.replace("direct_response:\n                            status: 200", "route: { cluster: nowhere }\n                          direct_response:\n                            status: 200"), "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0]"),
+        (format!("static_resources:{}", listener.replace("codec_type: auto", "codec_type: HTTP3")), "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.codec_type"),
+        ("dynamic_resources: {}\n".to_owned(), "dynamic_resources"),
+        ("{ static_resources: \"unterminated\n".to_owned(), "(file)"),
+    ];
+    for (yaml, path) in cases {
+        let err = from_yaml(&yaml).expect_err(path);
+        assert_eq!(err.path, path, "wrong path for error: {err}");
+        assert!(!err.message.is_empty());
+    }
+}
+
+#[test]
+fn clusters_and_routes_to_them() {
+    let yaml = SEED
+        .replace(
+            "direct_response:\n                            status: 200\n                            body:\n                              inline_string: \"example body\\n\"",
+            "route: { cluster: backend, timeout: 0.25s }",
+        )
+        .replace(
+            "\nadmin:",
+            "  clusters:\n  - name: backend\n    connect_timeout: 1.5s\n    type: STATIC\n    load_assignment:\n      endpoints:\n      - lb_endpoints:\n        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 9000 } } }\nadmin:",
+        );
+    let config = from_yaml(&yaml).unwrap();
+    assert_eq!(config.clusters[0].connect_timeout, std::time::Duration::from_millis(1500));
+    assert_eq!(config.clusters[0].endpoints[0].to_string(), "127.0.0.1:9000");
+    let ListenerKind::Http(hcm) = &config.listeners[0].kind;
+    assert_eq!(
+        hcm.route_config.virtual_hosts[0].routes[0].action,
+        RouteAction::Cluster { name: "backend".into(), timeout: Some(std::time::Duration::from_millis(250)) }
+    );
+    let bad = yaml.replace("address: 127.0.0.1, port_value: 9000", "address: backend.local, port_value: 9000");
+    assert_eq!(
+        from_yaml(&bad).unwrap_err().path,
+        "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address"
+    );
+}

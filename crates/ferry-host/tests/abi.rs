@@ -1,0 +1,329 @@
+//! The ABI against hand-written modules (WAT): each module checks the
+//! statuses host functions return and refuses to start when one is wrong,
+//! so a failure names the check.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use ferry_host::{
+    FailurePolicy, HeaderMap, Host, HostOptions, HttpStream, ModuleSpec, Plugin, QueueReady, ThreadMailbox, Verdict,
+    WasmThread,
+};
+
+/// Records posted notifications instead of delivering them.
+#[derive(Default)]
+struct Mailbox(Mutex<Vec<QueueReady>>);
+
+impl ThreadMailbox for Mailbox {
+    fn post_queue_ready(&self, notice: QueueReady) {
+        self.0.lock().unwrap().push(notice);
+    }
+}
+
+/// Imports, memory, allocator and marker shared by every test module.
+const PRELUDE: &str = r#"
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_buffer_bytes" (func $get_buffer (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_buffer_status" (func $buffer_status (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_property" (func $get_property (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_http_call" (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_shared_data" (func $set_data (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_shared_data" (func $get_data (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_register_shared_queue" (func $register (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_resolve_shared_queue" (func $resolve (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_enqueue_shared_queue" (func $enqueue (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_dequeue_shared_queue" (func $dequeue (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value" (func $get_header (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_pairs" (func $get_pairs (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_header_map_pairs" (func $set_pairs (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_add_header_map_value" (func $add_header (param i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+  (memory (export "memory") 1)
+  ;; 16: "hello", 32: "plugin_vm_id", 48: "key", 64: "queue", 80: "receiver", 96: ":path", 112: "x-added", 128: "yes"
+  (data (i32.const 16) "hello")
+  (data (i32.const 32) "plugin_vm_id")
+  (data (i32.const 48) "key")
+  (data (i32.const 64) "queue")
+  (data (i32.const 80) "receiver")
+  (data (i32.const 96) ":path")
+  (data (i32.const 112) "x-added")
+  (data (i32.const 128) "yes")
+  (global $heap (mut i32) (i32.const 8192))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
+    global.get $heap local.set $p
+    global.get $heap local.get $n i32.add global.set $heap
+    local.get $p)
+  ;; 1 if every check passed.
+  (func $expect (param $got i32) (param $want i32) (result i32) (i32.eq (local.get $got) (local.get $want)))
+"#;
+
+fn module(vm_id: &str, body: &str) -> Arc<Plugin> {
+    let host = Host::new(HostOptions::default()).unwrap();
+    module_in(&host, vm_id, body)
+}
+
+fn module_in(host: &Arc<Host>, vm_id: &str, body: &str) -> Arc<Plugin> {
+    let wat = format!("(module {PRELUDE} {body})");
+    let spec = ModuleSpec {
+        vm_id: vm_id.into(),
+        vm_configuration: Bytes::from_static(b"vm-config"),
+        code: Bytes::from(wat),
+        origin: "test".into(),
+        environment: Vec::new(),
+    };
+    let module = host.load_module(spec).unwrap();
+    Plugin::new("test", "", Bytes::from_static(b"plugin-config"), module, FailurePolicy::FailClosed)
+}
+
+/// Starts `plugin` on a thread of its own host, with a recording mailbox.
+fn start(host: &Arc<Host>, plugin: Arc<Plugin>) -> (WasmThread, Arc<Mailbox>, ferry_host::PluginHandle) {
+    let mailbox = Arc::new(Mailbox::default());
+    let mut thread = WasmThread::new(host.clone(), mailbox.clone());
+    let handle = thread.add_plugin(plugin);
+    thread.start().unwrap_or_else(|e| panic!("{e}"));
+    (thread, mailbox, handle)
+}
+
+/// A module whose `proxy_on_vm_start` returns the conjunction of `checks`.
+fn checks(checks: &[&str]) -> String {
+    let all = checks.iter().fold("(i32.const 1)".to_owned(), |acc, c| format!("(i32.and {acc} {c})"));
+    format!(r#"(func (export "proxy_on_vm_start") (param i32 i32) (result i32) {all})"#)
+}
+
+fn assert_starts(name: &str, body: &str) {
+    let host = Host::new(HostOptions::default()).unwrap();
+    let plugin = module_in(&host, "vm", body);
+    let mailbox = Arc::new(Mailbox::default());
+    let mut thread = WasmThread::new(host, mailbox);
+    thread.add_plugin(plugin);
+    if let Err(e) = thread.start() {
+        panic!("{name}: a check failed: {e}");
+    }
+}
+
+#[test]
+fn bad_pointers_and_lengths_are_invalid_memory_access_not_crashes() {
+    assert_starts(
+        "proxy_log",
+        &checks(&[
+            "(call $expect (call $log (i32.const 2) (i32.const 16) (i32.const 5)) (i32.const 0))",
+            "(call $expect (call $log (i32.const 2) (i32.const 65534) (i32.const 5)) (i32.const 6))",
+            "(call $expect (call $log (i32.const 2) (i32.const 16) (i32.const -1)) (i32.const 6))",
+            "(call $expect (call $log (i32.const 2) (i32.const -16) (i32.const 32)) (i32.const 6))",
+            "(call $expect (call $log (i32.const 9) (i32.const 16) (i32.const 5)) (i32.const 2))",
+            // Out-params outside memory.
+            "(call $expect (call $get_buffer (i32.const 6) (i32.const 0) (i32.const 100) (i32.const 70000) (i32.const 0)) (i32.const 6))",
+            "(call $expect (call $get_property (i32.const 32) (i32.const 12) (i32.const 0) (i32.const 65535)) (i32.const 6))",
+        ]),
+    );
+}
+
+#[test]
+fn configuration_buffers_and_properties() {
+    assert_starts(
+        "buffers",
+        &checks(&[
+            // VM configuration: 9 bytes, readable in on_vm_start.
+            "(call $expect (call $buffer_status (i32.const 6) (i32.const 200) (i32.const 204)) (i32.const 0))",
+            "(call $expect (i32.load (i32.const 200)) (i32.const 9))",
+            // Copied out through the allocator: size written, bytes match.
+            "(call $expect (call $get_buffer (i32.const 6) (i32.const 3) (i32.const 100) (i32.const 208) (i32.const 212)) (i32.const 0))",
+            "(call $expect (i32.load (i32.const 212)) (i32.const 6))",
+            "(call $expect (i32.load8_u (i32.load (i32.const 208))) (i32.const 99))", // 'c' of "config"
+            // Plugin configuration is readable while starting; unknown buffer 9 is a bad argument.
+            "(call $expect (call $buffer_status (i32.const 7) (i32.const 200) (i32.const 204)) (i32.const 0))",
+            "(call $expect (i32.load (i32.const 200)) (i32.const 13))",
+            "(call $expect (call $buffer_status (i32.const 9) (i32.const 200) (i32.const 204)) (i32.const 2))",
+            // Start past the end is a bad argument; no request body here.
+            "(call $expect (call $get_buffer (i32.const 6) (i32.const 10) (i32.const 1) (i32.const 208) (i32.const 212)) (i32.const 2))",
+            "(call $expect (call $get_buffer (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 208) (i32.const 212)) (i32.const 1))",
+            // plugin_vm_id is "vm"; an unknown property is not found.
+            "(call $expect (call $get_property (i32.const 32) (i32.const 12) (i32.const 208) (i32.const 212)) (i32.const 0))",
+            "(call $expect (i32.load (i32.const 212)) (i32.const 2))",
+            "(call $expect (call $get_property (i32.const 16) (i32.const 5) (i32.const 208) (i32.const 212)) (i32.const 1))",
+        ]),
+    );
+}
+
+#[test]
+fn unimplemented_functions_link_and_return_unimplemented() {
+    assert_starts(
+        "proxy_http_call",
+        &checks(&[
+            "(call $expect (call $http_call (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 200)) (i32.const 12))",
+        ]),
+    );
+}
+
+#[test]
+fn shared_data_with_cas() {
+    assert_starts(
+        "shared data",
+        &checks(&[
+            "(call $expect (call $get_data (i32.const 48) (i32.const 3) (i32.const 200) (i32.const 204) (i32.const 208)) (i32.const 1))",
+            "(call $expect (call $set_data (i32.const 48) (i32.const 3) (i32.const 16) (i32.const 5) (i32.const 0)) (i32.const 0))",
+            "(call $expect (call $get_data (i32.const 48) (i32.const 3) (i32.const 200) (i32.const 204) (i32.const 208)) (i32.const 0))",
+            "(call $expect (i32.load (i32.const 204)) (i32.const 5))",
+            // Writing with the current CAS works once; the old CAS then mismatches.
+            "(call $expect (call $set_data (i32.const 48) (i32.const 3) (i32.const 16) (i32.const 2) (i32.load (i32.const 208))) (i32.const 0))",
+            "(call $expect (call $set_data (i32.const 48) (i32.const 3) (i32.const 16) (i32.const 2) (i32.load (i32.const 208))) (i32.const 8))",
+        ]),
+    );
+}
+
+#[test]
+fn shared_queue_statuses() {
+    assert_starts(
+        "shared queues",
+        &checks(&[
+            // Unknown queue: NotFound for resolve, enqueue and dequeue.
+            "(call $expect (call $resolve (i32.const 80) (i32.const 8) (i32.const 64) (i32.const 5) (i32.const 200)) (i32.const 1))",
+            "(call $expect (call $enqueue (i32.const 77) (i32.const 16) (i32.const 5)) (i32.const 1))",
+            "(call $expect (call $dequeue (i32.const 77) (i32.const 200) (i32.const 204)) (i32.const 1))",
+            // Register, then resolve with an empty vm_id (own) and with our vm_id.
+            "(call $expect (call $register (i32.const 64) (i32.const 5) (i32.const 300)) (i32.const 0))",
+            "(call $expect (i32.load (i32.const 300)) (i32.const 1))",
+            "(call $expect (call $resolve (i32.const 0) (i32.const 0) (i32.const 64) (i32.const 5) (i32.const 304)) (i32.const 0))",
+            "(call $expect (i32.load (i32.const 304)) (i32.const 1))",
+            // Registering again gives the same id.
+            "(call $expect (call $register (i32.const 64) (i32.const 5) (i32.const 308)) (i32.const 0))",
+            "(call $expect (i32.load (i32.const 308)) (i32.const 1))",
+            // FIFO, then Empty.
+            "(call $expect (call $enqueue (i32.const 1) (i32.const 16) (i32.const 5)) (i32.const 0))",
+            "(call $expect (call $dequeue (i32.const 1) (i32.const 200) (i32.const 204)) (i32.const 0))",
+            "(call $expect (i32.load (i32.const 204)) (i32.const 5))",
+            "(call $expect (call $dequeue (i32.const 1) (i32.const 200) (i32.const 204)) (i32.const 7))",
+        ]),
+    );
+}
+
+#[test]
+fn header_maps_outside_a_stream_and_unknown_map_types() {
+    assert_starts(
+        "headers",
+        &checks(&[
+            "(call $expect (call $get_header (i32.const 0) (i32.const 96) (i32.const 5) (i32.const 200) (i32.const 204)) (i32.const 2))",
+            "(call $expect (call $get_pairs (i32.const 0) (i32.const 200) (i32.const 204)) (i32.const 0))",
+            "(call $expect (i32.load (i32.const 204)) (i32.const 0))",
+            "(call $expect (call $get_pairs (i32.const 8) (i32.const 200) (i32.const 204)) (i32.const 2))",
+        ]),
+    );
+}
+
+#[test]
+fn wasi_policy() {
+    assert_starts(
+        "wasi",
+        &checks(&[
+            // iovec at 400: "hello"
+            "(i32.store (i32.const 400) (i32.const 16)) (i32.store (i32.const 404) (i32.const 5)) (i32.const 1)",
+            "(call $expect (call $fd_write (i32.const 1) (i32.const 400) (i32.const 1) (i32.const 408)) (i32.const 0))",
+            "(call $expect (i32.load (i32.const 408)) (i32.const 5))",
+            "(call $expect (call $fd_write (i32.const 5) (i32.const 400) (i32.const 1) (i32.const 408)) (i32.const 8))",
+            "(call $expect (call $random_get (i32.const 500) (i32.const 16)) (i32.const 0))",
+            "(call $expect (call $random_get (i32.const 500) (i32.const 70000)) (i32.const 28))",
+            "(call $expect (call $clock (i32.const 0) (i64.const 1) (i32.const 600)) (i32.const 0))",
+            "(i64.gt_u (i64.load (i32.const 600)) (i64.const 1700000000000000000))",
+            "(call $expect (call $clock (i32.const 9) (i64.const 1) (i32.const 600)) (i32.const 58))",
+        ]),
+    );
+}
+
+/// A filter module: in `proxy_on_request_headers` it reads all pairs,
+/// writes them back, and adds `x-added: yes`; a request for `/queue`
+/// enqueues one item on a queue registered at start.
+const FILTER: &str = r#"
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+    (call $expect (call $register (i32.const 64) (i32.const 5) (i32.const 300)) (i32.const 0)))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $get_pairs (i32.const 0) (i32.const 200) (i32.const 204)))
+    (drop (call $set_pairs (i32.const 0) (i32.load (i32.const 200)) (i32.load (i32.const 204))))
+    ;; A malformed pairs buffer is rejected and changes nothing.
+    (if (i32.ne (call $set_pairs (i32.const 0) (i32.const 16) (i32.const 5)) (i32.const 2)) (then unreachable))
+    (drop (call $add_header (i32.const 0) (i32.const 112) (i32.const 7) (i32.const 128) (i32.const 3)))
+    (drop (call $get_header (i32.const 0) (i32.const 96) (i32.const 5) (i32.const 208) (i32.const 212)))
+    (if (i32.eq (i32.load (i32.const 212)) (i32.const 6))
+      (then (drop (call $enqueue (i32.load (i32.const 300)) (i32.const 16) (i32.const 5)))))
+    (i32.const 0))
+  (global $ready (mut i32) (i32.const 0))
+  (func (export "proxy_on_queue_ready") (param i32 i32)
+    (drop (call $dequeue (local.get 1) (i32.const 200) (i32.const 204))))
+"#;
+
+fn request(path: &str) -> HttpStream {
+    let mut headers = HeaderMap::new();
+    for (name, value) in [(":authority", "host"), (":path", path), (":method", "GET"), ("accept", "*/*")] {
+        headers.append_lowercase(name.to_owned(), value.to_owned());
+    }
+    HttpStream { request_headers: headers, ..HttpStream::default() }
+}
+
+#[test]
+fn header_pairs_round_trip_through_the_guest() {
+    let host = Host::new(HostOptions::default()).unwrap();
+    let (mut thread, _, handle) = start(&host, module_in(&host, "vm", FILTER));
+    let mut stream = request("/");
+    let before = stream.request_headers.clone();
+    let context = thread.create_http_stream(handle).unwrap();
+    assert_eq!(thread.on_request_headers(&context, &mut stream, true).unwrap(), Verdict::Continue);
+    let mut expected = before;
+    expected.add(b"x-added", b"yes");
+    assert_eq!(stream.request_headers, expected);
+    thread.finish_http_stream(context, &mut stream);
+}
+
+#[test]
+fn enqueue_posts_one_notification_and_never_runs_the_consumer_inline() {
+    let host = Host::new(HostOptions::default()).unwrap();
+    let (mut thread, mailbox, handle) = start(&host, module_in(&host, "vm", FILTER));
+    let queue = host.shared_queues().resolve("vm", "queue").unwrap();
+    for _ in 0..3 {
+        let context = thread.create_http_stream(handle).unwrap();
+        let mut stream = request("/queue");
+        thread.on_request_headers(&context, &mut stream, true).unwrap();
+        thread.finish_http_stream(context, &mut stream);
+    }
+    let posted: Vec<QueueReady> = std::mem::take(&mut mailbox.0.lock().unwrap());
+    assert_eq!(posted.len(), 3, "one notification per item");
+    assert_eq!(host.shared_queues().len(queue), Some(3), "nothing was dequeued inside enqueue");
+    for notice in posted {
+        assert_eq!((notice.context_id, notice.queue_id), (1, queue), "the root context that registered");
+        thread.on_queue_ready(notice);
+    }
+    assert_eq!(host.shared_queues().len(queue), Some(0), "each notification took one item");
+}
+
+#[test]
+fn a_trap_fails_the_callback_and_the_next_stream_gets_a_fresh_instance() {
+    let body = r#"
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) unreachable)
+      (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))"#;
+    let host = Host::new(HostOptions::default()).unwrap();
+    let (mut thread, _, handle) = start(&host, module_in(&host, "vm", body));
+    let first = thread.create_http_stream(handle).unwrap();
+    let failure = thread.on_request_headers(&first, &mut request("/"), true).unwrap_err();
+    assert!(failure.reason.contains("proxy_on_request_headers") && failure.reason.contains("unreachable"), "{failure}");
+    // The old context is gone with its instance.
+    assert!(thread.on_response_headers(&first, &mut request("/"), true).is_err());
+    // A new stream gets a new instance, whose context ids start over.
+    let second = thread.create_http_stream(handle).unwrap();
+    assert_eq!(second.id(), 2, "root context 1, then this stream");
+    assert_eq!(thread.on_response_headers(&second, &mut request("/"), true).unwrap(), Verdict::Continue);
+}
+
+#[test]
+fn plugins_with_one_vm_config_share_a_module_and_the_last_module_takes_its_queues() {
+    let host = Host::new(HostOptions::default()).unwrap();
+    let a = module_in(&host, "vm", FILTER);
+    let b = module_in(&host, "vm", FILTER);
+    assert!(Arc::ptr_eq(&a.module, &b.module), "same vm_id, configuration and code: one module");
+    {
+        let (_thread, _, _) = start(&host, a.clone());
+        assert!(host.shared_queues().resolve("vm", "queue").is_some());
+    }
+    drop((a, b));
+    assert_eq!(host.shared_queues().resolve("vm", "queue"), None, "the vm_id's queues went with its last module");
+}

@@ -1,0 +1,256 @@
+//! Test support: start the real `ferry` binary on free ports, talk HTTP to
+//! it, and read its log.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// The log pattern tests use: thread id, level, logger, message.
+pub const LOG_FORMAT: &str = "[%t][%l][%n] %v";
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// A plugin built by `cargo xtask build-plugins`.
+pub fn plugin(file: &str) -> PathBuf {
+    let dir = std::env::var_os("FERRY_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/wasm32-wasip1/release"));
+    let path = dir.join(file);
+    assert!(path.exists(), "{} is missing: run `cargo xtask build-plugins` first", path.display());
+    path
+}
+
+/// The Go test plugin.
+pub fn go_plugin() -> PathBuf {
+    let path = repo_root().join("target/go-plugins/go_hello.wasm");
+    assert!(path.exists(), "{} is missing: run `cargo xtask build-plugins` (needs Go) first", path.display());
+    path
+}
+
+/// Writes `text` to a fresh temporary file and returns its path.
+pub fn temp_file(name: &str, text: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!("ferry-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}-{name}", COUNTER.fetch_add(1, Ordering::Relaxed)));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The example's configuration with its ports set to 0 (any free port) and
+/// its module paths made absolute.
+pub fn example_config() -> String {
+    std::fs::read_to_string(repo_root().join("examples/shared_queue/envoy.yaml"))
+        .unwrap()
+        .replace("port_value: 18000", "port_value: 0")
+        .replace("port_value: 8001", "port_value: 0")
+        .replace(
+            "./target/wasm32-wasip1/release/shared_queue_receiver.wasm",
+            plugin("shared_queue_receiver.wasm").to_str().unwrap(),
+        )
+        .replace(
+            "./target/wasm32-wasip1/release/shared_queue_sender.wasm",
+            plugin("shared_queue_sender.wasm").to_str().unwrap(),
+        )
+}
+
+#[derive(Default)]
+struct Log {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+/// A running ferry process and its log (standard error).
+pub struct Ferry {
+    child: Child,
+    log: Arc<(Mutex<Log>, Condvar)>,
+    /// Listener name → bound address.
+    pub listeners: HashMap<String, SocketAddr>,
+    /// The admin address, if configured.
+    pub admin: Option<SocketAddr>,
+}
+
+/// Runs ferry with `args` to completion, returning its status and log.
+pub fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry")).args(args).output().unwrap();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+impl Ferry {
+    /// Starts ferry on `config` and waits until its workers accept traffic.
+    pub fn start(config: &str, extra_args: &[&str]) -> Ferry {
+        let path = temp_file("envoy.yaml", config);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("-c")
+            .arg(&path)
+            .args(["--log-format", LOG_FORMAT])
+            .args(extra_args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start ferry");
+        let log = Arc::new((Mutex::new(Log::default()), Condvar::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.0.lock().unwrap().lines.push(line);
+                sink.1.notify_all();
+            }
+            sink.0.lock().unwrap().closed = true;
+            sink.1.notify_all();
+        });
+        let mut ferry = Ferry { child, log, listeners: HashMap::new(), admin: None };
+        ferry.wait_for("starting workers", Duration::from_secs(60));
+        for line in ferry.lines() {
+            if let Some(rest) = line.split("listener '").nth(1) {
+                let (name, address) = rest.split_once("' listening on ").unwrap();
+                ferry.listeners.insert(name.to_owned(), address.parse().unwrap());
+            }
+            if let Some(address) = line.split("admin address: ").nth(1) {
+                ferry.admin = Some(address.parse().unwrap());
+            }
+        }
+        ferry
+    }
+
+    /// The address of listener `name`, on loopback.
+    pub fn address(&self, name: &str) -> SocketAddr {
+        let bound = self.listeners[name];
+        SocketAddr::from(([127, 0, 0, 1], bound.port()))
+    }
+
+    /// Every log line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.log.0.lock().unwrap().lines.clone()
+    }
+
+    /// Waits until a log line contains `needle`; panics with the log if not.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_until(timeout, |lines| lines.iter().find(|l| l.contains(needle)).cloned()).unwrap_or_else(|| {
+            panic!("no log line contains {needle:?} within {timeout:?}; log:\n{}", self.lines().join("\n"))
+        })
+    }
+
+    /// Waits until `count` log lines contain `needle`.
+    pub fn wait_for_count(&self, needle: &str, count: usize, timeout: Duration) {
+        self.wait_until(timeout, |lines| (lines.iter().filter(|l| l.contains(needle)).count() >= count).then_some(()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "fewer than {count} log lines contain {needle:?} within {timeout:?}; log:\n{}",
+                    self.lines().join("\n")
+                )
+            })
+    }
+
+    fn wait_until<T>(&self, timeout: Duration, mut found: impl FnMut(&[String]) -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cond) = &*self.log;
+        let mut log = lock.lock().unwrap();
+        loop {
+            if let Some(t) = found(&log.lines) {
+                return Some(t);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || log.closed {
+                return None;
+            }
+            log = cond.wait_timeout(log, left).unwrap().0;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(mut self) -> ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("ferry did not exit within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for Ferry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response as a test sees it.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection, headers as given (Host
+/// first if present).
+pub fn get(address: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: localhost:{}\r\n", address.port()));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    read_response(&mut stream)
+}
+
+/// Reads a response framed by `content-length`.
+fn read_response(stream: &mut TcpStream) -> Response {
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').unwrap();
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let length: usize = headers.iter().find(|(n, _)| n == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    Response { status, headers, body }
+}

@@ -1,0 +1,3 @@
+module ferrytest/goplugin
+
+go 1.24
