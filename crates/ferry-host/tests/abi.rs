@@ -60,11 +60,6 @@ const PRELUDE: &str = r#"
   (func $expect (param $got i32) (param $want i32) (result i32) (i32.eq (local.get $got) (local.get $want)))
 "#;
 
-fn module(vm_id: &str, body: &str) -> Arc<Plugin> {
-    let host = Host::new(HostOptions::default()).unwrap();
-    module_in(&host, vm_id, body)
-}
-
 fn module_in(host: &Arc<Host>, vm_id: &str, body: &str) -> Arc<Plugin> {
     let wat = format!("(module {PRELUDE} {body})");
     let spec = ModuleSpec {

@@ -1,0 +1,21 @@
+//! docs/abi-support.md lists every host function with the status the host
+//! really has.
+
+#[test]
+fn the_abi_support_table_matches_the_linked_functions() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/abi-support.md")).unwrap();
+    let status_of = |name: &str| -> Option<&str> {
+        doc.lines().find(|l| l.starts_with(&format!("| `{name}` |"))).and_then(|l| l.split('|').nth(2)).map(str::trim)
+    };
+    for name in ferry_host::IMPLEMENTED {
+        assert_eq!(status_of(name), Some("implemented"), "{name} in docs/abi-support.md");
+    }
+    for (name, _) in ferry_host::UNIMPLEMENTED {
+        assert_eq!(status_of(name), Some("unimplemented"), "{name} in docs/abi-support.md");
+    }
+    let rows = doc
+        .lines()
+        .filter(|l| l.starts_with("| `proxy_") && (l.contains("| implemented |") || l.contains("| unimplemented |")))
+        .count();
+    assert_eq!(rows, ferry_host::IMPLEMENTED.len() + ferry_host::UNIMPLEMENTED.len(), "no extra rows");
+}
