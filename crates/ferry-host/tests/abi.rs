@@ -322,3 +322,134 @@ fn plugins_with_one_vm_config_share_a_module_and_the_last_module_takes_its_queue
     drop((a, b));
     assert_eq!(host.shared_queues().resolve("vm", "queue"), None, "the vm_id's queues went with its last module");
 }
+
+/// Every import of the Rust SDK (proxy-wasm 0.2.x), the Go SDK, ABI 0.1.0,
+/// and WASI preview 1 as standard Go and TinyGo modules use it, with the
+/// signature those modules declare (`i` = i32, `I` = i64; results are i32
+/// unless noted).
+const IMPORTS: &[(&str, &str, &str)] = &[
+    ("env", "proxy_log", "iii"),
+    ("env", "proxy_get_log_level", "i"),
+    ("env", "proxy_get_current_time_nanoseconds", "i"),
+    ("env", "proxy_set_tick_period_milliseconds", "i"),
+    ("env", "proxy_get_buffer_bytes", "iiiii"),
+    ("env", "proxy_set_buffer_bytes", "iiiii"),
+    ("env", "proxy_get_buffer_status", "iii"),
+    ("env", "proxy_get_header_map_pairs", "iii"),
+    ("env", "proxy_set_header_map_pairs", "iii"),
+    ("env", "proxy_get_header_map_value", "iiiii"),
+    ("env", "proxy_remove_header_map_value", "iii"),
+    ("env", "proxy_replace_header_map_value", "iiiii"),
+    ("env", "proxy_add_header_map_value", "iiiii"),
+    ("env", "proxy_get_header_map_size", "ii"),
+    ("env", "proxy_get_property", "iiii"),
+    ("env", "proxy_set_property", "iiii"),
+    ("env", "proxy_get_shared_data", "iiiii"),
+    ("env", "proxy_set_shared_data", "iiiii"),
+    ("env", "proxy_register_shared_queue", "iii"),
+    ("env", "proxy_resolve_shared_queue", "iiiii"),
+    ("env", "proxy_dequeue_shared_queue", "iii"),
+    ("env", "proxy_enqueue_shared_queue", "iii"),
+    ("env", "proxy_continue_stream", "i"),
+    ("env", "proxy_close_stream", "i"),
+    ("env", "proxy_send_local_response", "iiiiiiii"),
+    ("env", "proxy_http_call", "iiiiiiiiii"),
+    ("env", "proxy_grpc_call", "iiiiiiiiiiii"),
+    ("env", "proxy_grpc_stream", "iiiiiiiii"),
+    ("env", "proxy_grpc_send", "iiii"),
+    ("env", "proxy_grpc_cancel", "i"),
+    ("env", "proxy_grpc_close", "i"),
+    ("env", "proxy_get_status", "iii"),
+    ("env", "proxy_set_effective_context", "i"),
+    ("env", "proxy_call_foreign_function", "iiiiii"),
+    ("env", "proxy_done", ""),
+    ("env", "proxy_define_metric", "iiii"),
+    ("env", "proxy_get_metric", "ii"),
+    ("env", "proxy_record_metric", "iI"),
+    ("env", "proxy_increment_metric", "iI"),
+    ("env", "proxy_get_configuration", "ii"),
+    ("env", "proxy_continue_request", ""),
+    ("env", "proxy_continue_response", ""),
+    ("env", "proxy_clear_route_cache", ""),
+    ("wasi_snapshot_preview1", "args_get", "ii"),
+    ("wasi_snapshot_preview1", "args_sizes_get", "ii"),
+    ("wasi_snapshot_preview1", "environ_get", "ii"),
+    ("wasi_snapshot_preview1", "environ_sizes_get", "ii"),
+    ("wasi_snapshot_preview1", "clock_res_get", "ii"),
+    ("wasi_snapshot_preview1", "clock_time_get", "iIi"),
+    ("wasi_snapshot_preview1", "fd_advise", "iIIi"),
+    ("wasi_snapshot_preview1", "fd_allocate", "iII"),
+    ("wasi_snapshot_preview1", "fd_close", "i"),
+    ("wasi_snapshot_preview1", "fd_datasync", "i"),
+    ("wasi_snapshot_preview1", "fd_fdstat_get", "ii"),
+    ("wasi_snapshot_preview1", "fd_fdstat_set_flags", "ii"),
+    ("wasi_snapshot_preview1", "fd_fdstat_set_rights", "iII"),
+    ("wasi_snapshot_preview1", "fd_filestat_get", "ii"),
+    ("wasi_snapshot_preview1", "fd_filestat_set_size", "iI"),
+    ("wasi_snapshot_preview1", "fd_filestat_set_times", "iIIi"),
+    ("wasi_snapshot_preview1", "fd_pread", "iiiIi"),
+    ("wasi_snapshot_preview1", "fd_prestat_get", "ii"),
+    ("wasi_snapshot_preview1", "fd_prestat_dir_name", "iii"),
+    ("wasi_snapshot_preview1", "fd_pwrite", "iiiIi"),
+    ("wasi_snapshot_preview1", "fd_read", "iiii"),
+    ("wasi_snapshot_preview1", "fd_readdir", "iiiIi"),
+    ("wasi_snapshot_preview1", "fd_renumber", "ii"),
+    ("wasi_snapshot_preview1", "fd_seek", "iIii"),
+    ("wasi_snapshot_preview1", "fd_sync", "i"),
+    ("wasi_snapshot_preview1", "fd_tell", "ii"),
+    ("wasi_snapshot_preview1", "fd_write", "iiii"),
+    ("wasi_snapshot_preview1", "path_create_directory", "iii"),
+    ("wasi_snapshot_preview1", "path_filestat_get", "iiiii"),
+    ("wasi_snapshot_preview1", "path_filestat_set_times", "iiiiIIi"),
+    ("wasi_snapshot_preview1", "path_link", "iiiiiii"),
+    ("wasi_snapshot_preview1", "path_open", "iiiiiIIii"),
+    ("wasi_snapshot_preview1", "path_readlink", "iiiiii"),
+    ("wasi_snapshot_preview1", "path_remove_directory", "iii"),
+    ("wasi_snapshot_preview1", "path_rename", "iiiiii"),
+    ("wasi_snapshot_preview1", "path_symlink", "iiiii"),
+    ("wasi_snapshot_preview1", "path_unlink_file", "iii"),
+    ("wasi_snapshot_preview1", "poll_oneoff", "iiii"),
+    ("wasi_snapshot_preview1", "proc_raise", "i"),
+    ("wasi_snapshot_preview1", "random_get", "ii"),
+    ("wasi_snapshot_preview1", "sched_yield", ""),
+    ("wasi_snapshot_preview1", "sock_accept", "iii"),
+    ("wasi_snapshot_preview1", "sock_recv", "iiiiii"),
+    ("wasi_snapshot_preview1", "sock_send", "iiiii"),
+    ("wasi_snapshot_preview1", "sock_shutdown", "ii"),
+    ("wasi_unstable", "fd_write", "iiii"),
+    ("wasi_unstable", "proc_exit", "i -> nothing"),
+    ("wasi_snapshot_preview1", "proc_exit", "i -> nothing"),
+];
+
+#[test]
+fn every_sdk_and_wasi_import_links() {
+    let imports: String = IMPORTS
+        .iter()
+        .enumerate()
+        .map(|(i, (module, name, signature))| {
+            let (params, result) = match signature.split_once(" -> nothing") {
+                Some((params, _)) => (params, ""),
+                None => (*signature, "(result i32)"),
+            };
+            let params: Vec<&str> = params.chars().map(|c| if c == 'I' { "i64" } else { "i32" }).collect();
+            format!("(import \"{module}\" \"{name}\" (func $f{i} (param {}) {result}))\n", params.join(" "))
+        })
+        .collect();
+    let wat = format!(
+        r#"(module {imports}
+            (memory (export "memory") 1)
+            (func (export "proxy_abi_version_0_2_1"))
+            (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024)))"#
+    );
+    let host = Host::new(HostOptions::default()).unwrap();
+    let spec = ModuleSpec {
+        vm_id: "all".into(),
+        vm_configuration: Bytes::new(),
+        code: Bytes::from(wat),
+        origin: "every import".into(),
+        environment: Vec::new(),
+    };
+    let module = host.load_module(spec).unwrap_or_else(|e| panic!("{e}"));
+    let plugin = Plugin::new("all", "", Bytes::new(), module, FailurePolicy::FailClosed);
+    start(&host, plugin);
+}
