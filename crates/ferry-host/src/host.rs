@@ -2,13 +2,15 @@
 //! function, the module cache, shared queues and shared data.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use ferry_abi::LogLevel;
 use sha2::{Digest, Sha256};
-use wasmtime::{Config, Engine, Linker, Module, OptLevel};
+
+use wasmtime::{Cache, CacheConfig, Config, Engine, Linker, Module, OptLevel};
 
 use crate::error::LoadError;
 use crate::mailbox::VmKey;
@@ -70,11 +72,14 @@ impl SharedState {
 pub struct HostOptions {
     /// Level of the `wasm` logger.
     pub wasm_log_level: WasmLogLevel,
+    /// Directory of wasmtime's compiled-module cache: a module compiled
+    /// once is loaded from here on the next start. `None` compiles every time.
+    pub module_cache: Option<PathBuf>,
 }
 
 impl Default for HostOptions {
     fn default() -> Self {
-        HostOptions { wasm_log_level: WasmLogLevel::At(LogLevel::Info) }
+        HostOptions { wasm_log_level: WasmLogLevel::At(LogLevel::Info), module_cache: None }
     }
 }
 
@@ -104,6 +109,21 @@ impl Host {
         // Room for a CPU deadline per callback: the epoch check is compiled in
         // now, so adding a deadline later changes no generated code.
         config.epoch_interruption(true);
+        if let Some(directory) = &options.module_cache {
+            let mut cache = CacheConfig::new();
+            cache.with_directory(directory);
+            match Cache::new(cache) {
+                Ok(cache) => {
+                    config.cache(Some(cache));
+                }
+                // A cache is an optimisation: go on without it.
+                Err(e) => tracing::warn!(
+                    target: "wasm",
+                    "module cache in {} unavailable, compiling every start: {e:#}",
+                    directory.display()
+                ),
+            }
+        }
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         crate::hostcalls::add_to_linker(&mut linker)

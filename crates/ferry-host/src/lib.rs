@@ -35,7 +35,7 @@ pub use mailbox::{QueueReady, ThreadMailbox, VmKey};
 pub use module::{ModuleSpec, PluginModule};
 pub use plugin::{FailurePolicy, Plugin};
 pub use shared_data::SharedData;
-pub use shared_queue::{QueueOwner, SharedQueues};
+pub use shared_queue::{QueueOwner, QueueTotals, SharedQueues};
 pub use state::{HostState, TickRequest};
 pub use stream::{HttpStream, LocalResponse, Verdict};
 pub use thread::{PluginHandle, StreamContext, TickChange, WasmThread};

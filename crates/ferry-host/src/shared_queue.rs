@@ -39,6 +39,19 @@ struct Registry {
     tokens: HashMap<(String, String), u32>,
     queues: HashMap<u32, Queue>,
     last_token: u32,
+    totals: QueueTotals,
+}
+
+/// Items that went through all queues since start: for accounting under
+/// load (the admin `/stats` endpoint shows them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueTotals {
+    /// Items enqueued.
+    pub enqueued: u64,
+    /// Items dequeued.
+    pub dequeued: u64,
+    /// Items waiting now.
+    pub waiting: u64,
 }
 
 /// All shared queues of one process.
@@ -81,7 +94,9 @@ impl SharedQueues {
             let mut reg = self.lock();
             let queue = reg.queues.get_mut(&token).ok_or(Status::NotFound)?;
             queue.items.push_back(item);
-            queue.owner.clone()
+            let owner = queue.owner.clone();
+            reg.totals.enqueued += 1;
+            owner
         };
         // The lock is released: the owner's thread may be dequeuing right now.
         owner.mailbox.post_queue_ready(QueueReady {
@@ -100,7 +115,16 @@ impl SharedQueues {
     pub fn dequeue(&self, token: u32) -> Result<Bytes, Status> {
         let mut reg = self.lock();
         let queue = reg.queues.get_mut(&token).ok_or(Status::NotFound)?;
-        queue.items.pop_front().ok_or(Status::Empty)
+        let item = queue.items.pop_front().ok_or(Status::Empty)?;
+        reg.totals.dequeued += 1;
+        Ok(item)
+    }
+
+    /// Items enqueued and dequeued since start, and waiting now.
+    pub fn totals(&self) -> QueueTotals {
+        let reg = self.lock();
+        let waiting = reg.queues.values().map(|q| q.items.len() as u64).sum();
+        QueueTotals { waiting, ..reg.totals }
     }
 
     /// Number of items waiting in queue `token`, if it exists.
@@ -284,6 +308,7 @@ mod tests {
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
         assert_eq!(mb.take().len(), 4000);
+        assert_eq!(queues.totals(), QueueTotals { enqueued: 4000, dequeued: 0, waiting: 4000 });
         // Each thread's items come out in the order that thread put them in.
         let mut next = [0u16; 4];
         while let Ok(item) = queues.dequeue(token) {
@@ -292,5 +317,6 @@ mod tests {
             next[t] += 1;
         }
         assert_eq!(next, [1000; 4]);
+        assert_eq!(queues.totals(), QueueTotals { enqueued: 4000, dequeued: 4000, waiting: 0 });
     }
 }

@@ -82,6 +82,7 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
         None => None,
     };
 
+    tokio::task::spawn_local(crate::thread_wasm::run_outbox());
     // Singleton services start on this thread before any worker exists, so
     // the queues they register are there when filters resolve them.
     let (main_inbox_tx, main_inbox) = mpsc::unbounded_channel();
@@ -109,7 +110,7 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
     }
 
     if let Some(admin) = admin {
-        tokio::task::spawn_local(crate::admin::serve(admin));
+        tokio::task::spawn_local(crate::admin::serve(admin, plan.host.clone()));
     }
     let ticks = tokio::task::spawn_local(main_wasm.clone().run_ticks());
     tokio::select! {
@@ -144,6 +145,7 @@ fn spawn_worker(index: usize, plan: Arc<Plan>, listeners: Vec<WorkerListener>) -
             }
         };
         LocalSet::new().block_on(&runtime, async move {
+            tokio::task::spawn_local(crate::thread_wasm::run_outbox());
             let wasm = match ThreadWasm::start(plan.host.clone(), mailbox, &plan.worker_plugins) {
                 Ok(wasm) => wasm,
                 Err(e) => {

@@ -40,6 +40,13 @@ struct Cli {
     /// `serve` runs the proxy; `validate` checks the configuration and plugins, then exits.
     #[arg(long, value_enum, default_value_t = Mode::Serve)]
     mode: Mode,
+    /// Where compiled plugin modules are cached between runs (default:
+    /// `$XDG_CACHE_HOME/ferry/wasm`, else `~/.cache/ferry/wasm`).
+    #[arg(long = "wasm-cache-dir")]
+    wasm_cache_dir: Option<PathBuf>,
+    /// Compile every module at every start instead of using the cache.
+    #[arg(long = "no-wasm-cache")]
+    no_wasm_cache: bool,
     /// Accepted for Envoy compatibility; ferry needs no shared-memory id.
     #[arg(long = "base-id")]
     base_id: Option<u64>,
@@ -86,7 +93,8 @@ fn run(cli: &Cli, wasm_level: ferry_host::WasmLogLevel) -> anyhow::Result<()> {
     let path = cli.config_path.display();
     let config = ferry_config::from_file(&cli.config_path)
         .with_context(|| format!("error initializing configuration '{path}'"))?;
-    let host = Host::new(HostOptions { wasm_log_level: wasm_level })?;
+    let module_cache = if cli.no_wasm_cache { None } else { cli.wasm_cache_dir.clone().or_else(default_cache_dir) };
+    let host = Host::new(HostOptions { wasm_log_level: wasm_level, module_cache })?;
     let plan = Plan::build(&config, host).with_context(|| format!("error initializing configuration '{path}'"))?;
     if cli.mode == Mode::Validate {
         println!("configuration '{path}' OK");
@@ -98,4 +106,13 @@ fn run(cli: &Cli, wasm_level: ferry_host::WasmLogLevel) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     ferry_proxy::run(plan, RunOptions { concurrency })?;
     Ok(())
+}
+
+/// `$XDG_CACHE_HOME/ferry/wasm`, else `$HOME/.cache/ferry/wasm`.
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("ferry").join("wasm"))
 }

@@ -1,0 +1,595 @@
+//! `cargo xtask bench`: ferry and nginx side by side, on this machine, in
+//! one run. The server under test is pinned to core 0, the load generator
+//! (wrk) and the upstream to core 1. See docs/benchmarks.md.
+//!
+//! Environment: `BENCH_SECONDS` (default 10) per measurement,
+//! `BENCH_CONNECTIONS` (default 64), `BENCH_MEMORY_REQUESTS` (default
+//! 1000000; 0 skips the memory run), `BENCH_ONLY` (comma-separated run ids,
+//! e.g. `A,B,N`; default all).
+
+pub(crate) mod upstream;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::plugins::{Plugins, build_plugins};
+use crate::{cargo, stop};
+
+const SERVER_CORE: &str = "0";
+const CLIENT_CORE: &str = "1";
+/// Headers every request carries, like curl's.
+const CLIENT_HEADERS: [&str; 2] = ["User-Agent: wrk", "Accept: */*"];
+/// Items the sender enqueues per request: 4 pseudo-headers, user-agent,
+/// accept, x-forwarded-proto, x-request-id.
+const ITEMS_PER_REQUEST: u64 = 8;
+
+/// What wrk measured.
+#[derive(Clone, Copy, Debug, Default)]
+struct Load {
+    requests: u64,
+    seconds: f64,
+    errors: u64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+}
+
+impl Load {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+}
+
+/// One row of the table.
+struct Row {
+    id: &'static str,
+    what: String,
+    load: Load,
+    peak_rss_kib: u64,
+}
+
+/// Whether run `id` is in `BENCH_ONLY` (or that is unset).
+fn selected(id: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|o| o.trim() == id))
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
+    ensure_tools()?;
+    build_plugins(root, Plugins::All)?;
+    crate::run(cargo().args(["build", "--release", "--bin", "ferry"]))?;
+    let seconds = env_number("BENCH_SECONDS", 10);
+    let connections = env_number("BENCH_CONNECTIONS", 64);
+    let work = root.join("target/bench");
+    std::fs::create_dir_all(&work)?;
+    let wrk = Wrk::new(&work, seconds, connections)?;
+    let ferry = root.join("target/release/ferry");
+
+    let upstream_port = free_port()?;
+    let mut upstream = Command::new("taskset")
+        .args(["-c", CLIENT_CORE])
+        .arg(std::env::current_exe()?)
+        .args(["bench-upstream", &upstream_port.to_string()])
+        .spawn()
+        .context("cannot start the upstream")?;
+    wait_ready(upstream_port, "/")?;
+
+    let mut rows = Vec::new();
+    let mut accounting = Vec::new();
+    let result = (|| -> anyhow::Result<()> {
+        let port = free_port()?;
+        let cases: Vec<(&'static str, String, String, Vec<&str>)> = vec![
+            ("A", "ferry, direct_response, no filter".into(), direct_config(port, "", ""), vec![]),
+            (
+                "B",
+                "ferry, shared_queue example, wasm log level warn".into(),
+                example_config(root, port),
+                vec!["--component-log-level", "wasm:warn"],
+            ),
+            (
+                "B-info",
+                "ferry, shared_queue example, wasm log level info, log to a file".into(),
+                example_config(root, port),
+                vec![],
+            ),
+            (
+                "C",
+                "ferry, header-rewriting filter (10 adds, replaces, removes)".into(),
+                direct_config(port, &wasm_filter(root, "header_rewrite_plugin.wasm", "rewrite"), ""),
+                vec![],
+            ),
+            ("D0", "ferry, proxy to upstream, no filter".into(), proxy_config(port, upstream_port, "", ""), vec![]),
+            (
+                "D1",
+                "ferry, proxy to upstream, sender filter + receiver service (warn)".into(),
+                proxy_config(
+                    port,
+                    upstream_port,
+                    &wasm_filter(root, "shared_queue_sender.wasm", "sender"),
+                    &receiver_service(root),
+                ),
+                vec!["--component-log-level", "wasm:warn"],
+            ),
+        ];
+        for (id, what, config, args) in cases {
+            if !selected(id) {
+                continue;
+            }
+            eprintln!("== {id}: {what}");
+            let config_path = work.join(format!("{id}.yaml"));
+            std::fs::write(&config_path, config)?;
+            let log_path = work.join(format!("{id}.log"));
+            let _ = std::fs::remove_file(&log_path);
+            let mut server = start_ferry(&ferry, &config_path, &log_path, "1", &args)?;
+            let outcome = (|| {
+                wait_ready(port, "/")?;
+                wrk.run(port, 2)?; // warm-up
+                let load = wrk.run(port, seconds)?;
+                let peak = peak_rss_kib(server.id())?;
+                if id.starts_with('B') {
+                    accounting.push(account(id, &log_path, port + 1, load)?);
+                }
+                anyhow::Ok((load, peak))
+            })();
+            stop(&mut server);
+            let (load, peak) = outcome?;
+            rows.push(Row { id, what, load, peak_rss_kib: peak });
+        }
+        for (id, what, conf) in [
+            ("N", "nginx, return 200 (direct response)", nginx_config(&work, port, None)),
+            ("N-proxy", "nginx, proxy to upstream", nginx_config(&work, port, Some(upstream_port))),
+        ] {
+            if !selected(id) {
+                continue;
+            }
+            eprintln!("== {id}: {what}");
+            let conf_path = work.join(format!("{id}.conf"));
+            std::fs::write(&conf_path, conf)?;
+            let mut server = Command::new("taskset")
+                .args(["-c", SERVER_CORE, "nginx", "-p"])
+                .arg(&work)
+                .arg("-c")
+                .arg(&conf_path)
+                .stderr(Stdio::null())
+                .spawn()
+                .context("cannot start nginx")?;
+            let outcome = (|| {
+                wait_ready(port, "/")?;
+                wrk.run(port, 2)?;
+                let load = wrk.run(port, seconds)?;
+                // nginx's master process plus its worker.
+                let peak = peak_rss_kib(server.id())?
+                    + children(server.id()).iter().map(|&c| peak_rss_kib(c).unwrap_or(0)).sum::<u64>();
+                anyhow::Ok((load, peak))
+            })();
+            stop(&mut server);
+            let (load, peak) = outcome?;
+            rows.push(Row { id, what: what.into(), load, peak_rss_kib: peak });
+        }
+        Ok(())
+    })();
+    stop(&mut upstream);
+    result?;
+
+    let memory = match env_number("BENCH_MEMORY_REQUESTS", 1_000_000) {
+        0 => None,
+        n => Some(memory_run(root, &ferry, &work, &wrk, n)?),
+    };
+    let startup = startup_run(root, &ferry, &work)?;
+
+    let report = report(&rows, &accounting, memory, startup, seconds, connections);
+    println!("{report}");
+    std::fs::write(work.join("report.md"), &report)?;
+    eprintln!("report written to target/bench/report.md");
+    if accounting.iter().any(|a| !a.ok) {
+        bail!("queue accounting failed: enqueued and dequeued items differ");
+    }
+    Ok(())
+}
+
+/// wrk, nginx and taskset, from Debian's packages.
+fn ensure_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = [("wrk", "wrk"), ("nginx", "nginx"), ("taskset", "util-linux")]
+        .into_iter()
+        .filter(|(tool, _)| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .map_or(true, |o| !o.status.success())
+        })
+        .map(|(_, package)| package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing {missing:?} with apt-get");
+    crate::run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    crate::run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing))
+        .context("the benchmark needs wrk and nginx (apt-get install wrk nginx)")
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until `GET path` on the port answers.
+fn wait_ready(port: u16, path: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+            let mut response = String::new();
+            if stream.write_all(request.as_bytes()).is_ok()
+                && stream.read_to_string(&mut response).is_ok()
+                && response.starts_with("HTTP/1.1 200")
+            {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("nothing answers on port {port}")
+}
+
+/// Runs wrk against a port, pinned to the client core.
+struct Wrk {
+    script: PathBuf,
+    connections: u64,
+}
+
+impl Wrk {
+    fn new(work: &Path, _seconds: u64, connections: u64) -> anyhow::Result<Self> {
+        let script = work.join("report.lua");
+        std::fs::write(
+            &script,
+            "done = function(summary, latency, requests)\n\
+             local e = summary.errors\n\
+             io.write(string.format(\"RESULT %d %d %d %d %d %d\\n\", summary.requests, summary.duration,\n\
+               e.connect + e.read + e.write + e.status + e.timeout,\n\
+               latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))\n\
+             end\n",
+        )?;
+        Ok(Wrk { script, connections })
+    }
+
+    fn run(&self, port: u16, seconds: u64) -> anyhow::Result<Load> {
+        let mut command = Command::new("taskset");
+        command.args(["-c", CLIENT_CORE, "wrk", "-t1", &format!("-c{}", self.connections), &format!("-d{seconds}s")]);
+        for header in CLIENT_HEADERS {
+            command.args(["-H", header]);
+        }
+        let output = command.arg("-s").arg(&self.script).arg(format!("http://127.0.0.1:{port}/")).output()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("RESULT "))
+            .with_context(|| format!("wrk printed no result:\n{text}"))?;
+        let n: Vec<u64> = line.split_whitespace().skip(1).map(|x| x.parse().unwrap_or(0)).collect();
+        Ok(Load { requests: n[0], seconds: n[1] as f64 / 1e6, errors: n[2], p50_us: n[3], p99_us: n[4], p999_us: n[5] })
+    }
+}
+
+fn start_ferry(ferry: &Path, config: &Path, log: &Path, concurrency: &str, args: &[&str]) -> anyhow::Result<Child> {
+    Command::new("taskset")
+        .args(["-c", SERVER_CORE])
+        .arg(ferry)
+        .arg("-c")
+        .arg(config)
+        .args(["--concurrency", concurrency, "--log-format", "%v", "--log-path"])
+        .arg(log)
+        .args(args)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start ferry")
+}
+
+/// Peak resident memory of a process (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_field(pid, "VmHWM:")
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_field(pid, "VmRSS:")
+}
+
+fn status_field(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with(field)).with_context(|| format!("no {field} for {pid}"))?;
+    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Queue accounting of a B run.
+struct Accounting {
+    id: &'static str,
+    requests: u64,
+    enqueued: u64,
+    dequeued: u64,
+    logged: Option<(u64, u64)>,
+    ok: bool,
+}
+
+/// After the load stops, waits for the receiver to drain the queue, then
+/// checks that every item enqueued was dequeued exactly once.
+fn account(id: &'static str, log: &Path, admin_port: u16, load: Load) -> anyhow::Result<Accounting> {
+    // Requests already read when wrk stopped are still being served: wait
+    // until the counters stop moving and agree.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = (u64::MAX, u64::MAX);
+    let (enqueued, dequeued) = loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let stats = http_get(admin_port, "/stats")?;
+        let value = |name: &str| -> u64 {
+            stats.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.trim().parse().ok()).unwrap_or(0)
+        };
+        let now = (value("ferry.shared_queue.enqueued"), value("ferry.shared_queue.dequeued"));
+        if (now == last && now.0 == now.1) || Instant::now() > deadline {
+            break now;
+        }
+        last = now;
+    };
+    // With the log at info, count the plugins' own lines as well.
+    let logged = if id == "B-info" {
+        std::thread::sleep(Duration::from_millis(500));
+        let text = std::fs::read_to_string(log)?;
+        Some((
+            text.lines().filter(|l| l.contains("wasm log sender: enqueued data: ")).count() as u64,
+            text.lines().filter(|l| l.contains("wasm log receiver: dequeued data: ")).count() as u64,
+        ))
+    } else {
+        None
+    };
+    // Requests wrk saw complete, warm-up included, each moved ITEMS_PER_REQUEST items.
+    let ok = enqueued == dequeued
+        && enqueued >= load.requests * ITEMS_PER_REQUEST
+        && logged.is_none_or(|(e, d)| e == enqueued && d == dequeued);
+    Ok(Accounting { id, requests: load.requests, enqueued, dequeued, logged, ok })
+}
+
+fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+/// RSS of the shared_queue example at --concurrency 2 after `n` and `2n` requests.
+fn memory_run(root: &Path, ferry: &Path, work: &Path, wrk: &Wrk, n: u64) -> anyhow::Result<(u64, u64, u64)> {
+    eprintln!("== memory: shared_queue example, --concurrency 2, {n} then {} requests", 2 * n);
+    let port = free_port()?;
+    let config = work.join("memory.yaml");
+    std::fs::write(&config, example_config(root, port))?;
+    let mut server =
+        start_ferry(ferry, &config, &work.join("memory.log"), "2", &["--component-log-level", "wasm:warn"])?;
+    let result = (|| {
+        wait_ready(port, "/")?;
+        let mut total = 0;
+        let mut at_n = 0;
+        while total < 2 * n {
+            total += wrk.run(port, 10)?.requests;
+            if at_n == 0 && total >= n {
+                at_n = rss_kib(server.id())?;
+            }
+        }
+        anyhow::Ok((at_n, rss_kib(server.id())?, total))
+    })();
+    stop(&mut server);
+    result
+}
+
+/// Median time from spawn to the first 200, module cache warm, over 5 starts.
+fn startup_run(root: &Path, ferry: &Path, work: &Path) -> anyhow::Result<f64> {
+    eprintln!("== start-up: shared_queue example, module cache warm");
+    let mut times = Vec::new();
+    for attempt in 0..6 {
+        let port = free_port()?;
+        let config = work.join("startup.yaml");
+        std::fs::write(&config, example_config(root, port))?;
+        let started = Instant::now();
+        let mut server = start_ferry(ferry, &config, &work.join("startup.log"), "2", &[])?;
+        let deadline = started + Duration::from_secs(30);
+        let mut ready = None;
+        while Instant::now() < deadline {
+            if http_get(port, "/").is_ok_and(|b| b == "example body\n") {
+                ready = Some(started.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        stop(&mut server);
+        let elapsed = ready.context("ferry did not answer")?;
+        // The first start fills the cache.
+        if attempt > 0 {
+            times.push(elapsed.as_secs_f64() * 1000.0);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn listener(port: u16, filters: &str, action: &str) -> String {
+    format!(
+        r#"
+  listeners:
+  - name: bench
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                {action}
+          http_filters:{filters}
+          - name: envoy.filters.http.router
+"#
+    )
+}
+
+fn admin(port: u16) -> String {
+    format!("admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}\n", port + 1)
+}
+
+fn direct_config(port: u16, filters: &str, services: &str) -> String {
+    let action = r#"direct_response: { status: 200, body: { inline_string: "example body\n" } }"#;
+    format!("{services}static_resources:{}{}", listener(port, filters, action), admin(port))
+}
+
+fn proxy_config(port: u16, upstream: u16, filters: &str, services: &str) -> String {
+    format!(
+        "{services}static_resources:{}  clusters:\n  - name: upstream\n    connect_timeout: 1s\n    type: STATIC\n    load_assignment:\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream} }} }} }}\n{}",
+        listener(port, filters, "route: { cluster: upstream }"),
+        admin(port)
+    )
+}
+
+fn wasm_filter(root: &Path, file: &str, vm_id: &str) -> String {
+    let path = root.join("target/wasm32-wasip1/release").join(file);
+    format!(
+        r#"
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                vm_config:
+                  vm_id: {vm_id}
+                  code: {{ local: {{ filename: "{}" }} }}"#,
+        path.display()
+    )
+}
+
+fn receiver_service(root: &Path) -> String {
+    let path = root.join("target/wasm32-wasip1/release/shared_queue_receiver.wasm");
+    format!(
+        "bootstrap_extensions:\n- name: envoy.bootstrap.wasm\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.wasm.v3.WasmService\n    singleton: true\n    config:\n      vm_config:\n        vm_id: receiver\n        code: {{ local: {{ filename: \"{}\" }} }}\n",
+        path.display()
+    )
+}
+
+/// The example's own envoy.yaml, on the bench's ports.
+fn example_config(root: &Path, port: u16) -> String {
+    std::fs::read_to_string(root.join("examples/shared_queue/envoy.yaml"))
+        .unwrap_or_default()
+        .replace("port_value: 18000", &format!("port_value: {port}"))
+        .replace("port_value: 8001", &format!("port_value: {}", port + 1))
+}
+
+fn nginx_config(work: &Path, port: u16, upstream: Option<u16>) -> String {
+    let location = match upstream {
+        None => "return 200 \"example body\\n\";".to_owned(),
+        Some(_) => "proxy_pass http://upstream; proxy_http_version 1.1; proxy_set_header Connection \"\";".to_owned(),
+    };
+    let upstream_block =
+        upstream.map_or(String::new(), |u| format!("upstream upstream {{ server 127.0.0.1:{u}; keepalive 64; }}"));
+    format!(
+        "worker_processes 1;\ndaemon off;\nmaster_process on;\npid {pid};\nerror_log stderr error;\nevents {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  default_type text/plain;\n  keepalive_requests 1000000;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  {upstream_block}\n\
+         server {{ listen 127.0.0.1:{port}; location / {{ {location} }} }}\n}}\n",
+        pid = work.join("nginx.pid").display(),
+        tmp = work.display(),
+    )
+}
+
+fn report(
+    rows: &[Row],
+    accounting: &[Accounting],
+    memory: Option<(u64, u64, u64)>,
+    startup_ms: f64,
+    seconds: u64,
+    connections: u64,
+) -> String {
+    let mut out = String::new();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "Machine: {cpu}, {} cores. Server pinned to core {SERVER_CORE}, wrk (1 thread, {connections} connections, {seconds} s) and the upstream to core {CLIENT_CORE}.\n\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+    out.push_str("| run | what | requests/s | p50 | p99 | p99.9 | errors | peak RSS |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for r in rows {
+        let l = r.load;
+        out.push_str(&format!(
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {:.1} MiB |\n",
+            r.id,
+            r.what,
+            l.rps(),
+            micros(l.p50_us),
+            micros(l.p99_us),
+            micros(l.p999_us),
+            l.errors,
+            r.peak_rss_kib as f64 / 1024.0
+        ));
+    }
+    let get = |id: &str| rows.iter().find(|r| r.id == id).map(|r| r.load);
+    out.push_str("\n| ratio | requests/s | p99 |\n| --- | ---: | ---: |\n");
+    for (name, a, b) in [
+        ("B / A", "B", "A"),
+        ("B-info / A", "B-info", "A"),
+        ("C / A", "C", "A"),
+        ("D0 / N-proxy", "D0", "N-proxy"),
+        ("D1 / N-proxy", "D1", "N-proxy"),
+        ("D1 / D0", "D1", "D0"),
+        ("A / N", "A", "N"),
+    ] {
+        if let (Some(x), Some(y)) = (get(a), get(b)) {
+            out.push_str(&format!(
+                "| {name} | {:.2} | {:.2} |\n",
+                x.rps() / y.rps(),
+                x.p99_us as f64 / y.p99_us.max(1) as f64
+            ));
+        }
+    }
+    out.push_str("\nQueue accounting (after the load stops and the receiver drains):\n\n| run | requests (wrk) | enqueued | dequeued | log lines enqueued / dequeued | verdict |\n| --- | ---: | ---: | ---: | ---: | --- |\n");
+    for a in accounting {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            a.id,
+            a.requests,
+            a.enqueued,
+            a.dequeued,
+            a.logged.map_or("-".into(), |(e, d)| format!("{e} / {d}")),
+            if a.ok { "ok: each item dequeued once" } else { "FAILED" }
+        ));
+    }
+    if let Some((at_n, at_2n, total)) = memory {
+        out.push_str(&format!(
+            "\nMemory, shared_queue example at --concurrency 2: RSS {:.1} MiB after the first half, {:.1} MiB after {total} requests ({:+.1} MiB).\n",
+            at_n as f64 / 1024.0,
+            at_2n as f64 / 1024.0,
+            (at_2n as f64 - at_n as f64) / 1024.0
+        ));
+    }
+    out.push_str(&format!(
+        "\nStart-up to the first answered request, module cache warm (median of 5): {startup_ms:.1} ms.\n"
+    ));
+    out
+}
+
+fn micros(us: u64) -> String {
+    if us >= 10_000 { format!("{:.1} ms", us as f64 / 1000.0) } else { format!("{us} µs") }
+}

@@ -1,0 +1,91 @@
+//! `cargo xtask demo`: the shared_queue example end to end.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::plugins::{Plugins, build_plugins};
+use crate::{cargo, stop};
+
+/// Starts ferry on the example, sends one request, prints what happened.
+pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
+    build_plugins(root, Plugins::Examples)?;
+    crate::run(cargo().args(["build", "--release", "--bin", "ferry"]))?;
+    let config = "examples/shared_queue/envoy.yaml";
+    println!("$ ferry -c {config} --concurrency 2 --log-format '%v'");
+    let mut ferry = Command::new(root.join("target/release/ferry"))
+        .args(["-c", config, "--concurrency", "2", "--log-format", "%v"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start target/release/ferry")?;
+    let lines = forward_lines(&mut ferry);
+    let result = (|| {
+        wait_for_line(&lines, "starting workers", Duration::from_secs(30))?;
+        println!("$ curl -s localhost:18000/");
+        let body = http_get("127.0.0.1:18000", "/")?;
+        print!("{body}");
+        // Let the receiver drain the queue before stopping.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if wait_for_line(&lines, "\"x-request-id\"", Duration::from_millis(200)).is_ok()
+                && wait_for_line(&lines, "dequeued data: {\"key\": \"x-request-id\"", Duration::from_secs(2)).is_ok()
+            {
+                break;
+            }
+        }
+        Ok(())
+    })();
+    stop(&mut ferry);
+    // Print whatever is left of the log.
+    while lines.recv_timeout(Duration::from_millis(500)).is_ok() {}
+    result
+}
+
+/// Prints ferry's log lines as they come, and hands them to the caller.
+fn forward_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            println!("{line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return Ok(()),
+            Ok(_) => {}
+            Err(_) => bail!("ferry did not print {needle:?} within {timeout:?}"),
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET, so the demo needs no curl.
+fn http_get(address: &str, path: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(address).with_context(|| format!("cannot connect to {address}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost:18000\r\nUser-Agent: xtask-demo\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("unexpected response: {head}");
+    }
+    Ok(body.to_owned())
+}
