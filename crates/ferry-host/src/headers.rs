@@ -5,6 +5,9 @@ use bytes::Bytes;
 
 /// Ordered multimap of header names to values, both raw bytes.
 ///
+/// **Invariant:** stored names are lower case (`append_lowercase` callers
+/// guarantee it, every other way in lower-cases).
+///
 /// Lookups ignore ASCII case, and names a plugin adds are lower-cased, the way
 /// Envoy's header map treats them. A `Vec` beats a hash map here: requests
 /// carry a handful of headers and plugins often read them all in order.
@@ -39,23 +42,30 @@ impl HeaderMap {
     /// place, later ones go; appends if absent (`proxy_replace_header_map_value`).
     pub fn replace(&mut self, name: &[u8], value: &[u8]) {
         let value = Bytes::copy_from_slice(value);
-        match self.position(name) {
+        let name = lowercase_cow(name);
+        match self.position_exact(&name) {
             Some(first) => {
                 self.entries[first].1 = value;
-                let mut index = 0;
-                self.entries.retain(|(n, _)| {
-                    let keep = index <= first || !n.eq_ignore_ascii_case(name);
-                    index += 1;
-                    keep
-                });
+                // Duplicates are rare: only then rebuild the list.
+                if self.entries[first + 1..].iter().any(|(n, _)| **n == *name) {
+                    let mut index = 0;
+                    self.entries.retain(|(n, _)| {
+                        let keep = index <= first || **n != *name;
+                        index += 1;
+                        keep
+                    });
+                }
             }
-            None => self.entries.push((lowercase(name), value)),
+            None => self.entries.push((Bytes::copy_from_slice(&name), value)),
         }
     }
 
     /// Removes every entry named `name` (`proxy_remove_header_map_value`).
     pub fn remove(&mut self, name: &[u8]) {
-        self.entries.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        let name = lowercase_cow(name);
+        if self.position_exact(&name).is_some() {
+            self.entries.retain(|(n, _)| **n != *name);
+        }
     }
 
     /// The first value of `name`.
@@ -103,7 +113,12 @@ impl HeaderMap {
     }
 
     fn position(&self, name: &[u8]) -> Option<usize> {
-        self.entries.iter().position(|(n, _)| n.eq_ignore_ascii_case(name))
+        self.position_exact(&lowercase_cow(name))
+    }
+
+    /// Stored names are lower case, so a lower-cased name compares bytewise.
+    fn position_exact(&self, lowercase_name: &[u8]) -> Option<usize> {
+        self.entries.iter().position(|(n, _)| **n == *lowercase_name)
     }
 }
 
@@ -114,6 +129,15 @@ impl<'a> FromIterator<(&'a str, &'a str)> for HeaderMap {
             map.add(n.as_bytes(), v.as_bytes());
         }
         map
+    }
+}
+
+/// `name` lower-cased, borrowed when it already is (the usual case).
+fn lowercase_cow(name: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if name.iter().any(u8::is_ascii_uppercase) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
     }
 }
 

@@ -79,11 +79,15 @@ pub(crate) fn return_bytes(
     let address = if len == 0 {
         0
     } else {
-        let Some(allocator) = caller.data().allocator.clone() else {
+        // Taken out for the call (a `TypedFunc` is costly to clone): a host
+        // call made from inside the allocator gets `InternalFailure`.
+        let Some(allocator) = caller.data_mut().allocator.take() else {
             return Ok(Status::InternalFailure);
         };
         // The guest may grow its memory here: borrow it only afterwards.
-        let address = allocator.call(&mut *caller, len32)?;
+        let address = allocator.call(&mut *caller, len32);
+        caller.data_mut().allocator = Some(allocator);
+        let address = address?;
         if address == 0 {
             return Ok(Status::InvalidMemoryAccess);
         }

@@ -10,6 +10,8 @@
 //! - if the owner is gone the notification is dropped and the items stay.
 
 use std::collections::{HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -37,7 +39,7 @@ struct Queue {
 #[derive(Default)]
 struct Registry {
     tokens: HashMap<(String, String), u32>,
-    queues: HashMap<u32, Queue>,
+    queues: FxHashMap<u32, Queue>,
     last_token: u32,
     totals: QueueTotals,
 }

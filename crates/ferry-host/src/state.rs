@@ -1,11 +1,11 @@
 //! The data a VM's store carries: what host functions need to know about the
 //! VM, its contexts and the callback in progress.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_abi::{MapType, Status};
+use rustc_hash::FxHashMap;
 use wasmtime::{Memory, TypedFunc};
 
 use crate::headers::HeaderMap;
@@ -61,7 +61,8 @@ pub struct HostState {
     pub(crate) memory: Option<Memory>,
     pub(crate) allocator: Option<TypedFunc<i32, i32>>,
     pub(crate) plugins: Vec<Arc<Plugin>>,
-    pub(crate) contexts: HashMap<u32, ContextEntry>,
+    /// Context ids are small sequential numbers: a fast, non-keyed hash suits them.
+    pub(crate) contexts: FxHashMap<u32, ContextEntry>,
     pub(crate) call: CallFrame,
     /// The stream lent to the callback in progress.
     pub(crate) stream: HttpStream,
@@ -77,7 +78,7 @@ impl HostState {
             memory: None,
             allocator: None,
             plugins: Vec::new(),
-            contexts: HashMap::new(),
+            contexts: FxHashMap::default(),
             call: CallFrame::default(),
             stream: HttpStream::default(),
             tick_requests: Vec::new(),

@@ -33,7 +33,6 @@ impl std::fmt::Display for CallError {
 }
 
 /// A header callback, whose arity depends on the ABI version.
-#[derive(Clone)]
 enum HeadersCallback {
     V1(TypedFunc<(i32, i32), i32>),
     V2(TypedFunc<(i32, i32, i32), i32>),
@@ -111,14 +110,14 @@ impl Vm {
         let mut vm = Vm { store, exports, next_context_id: 1 };
         let frame = CallFrame::default;
         if let Some(initialize) = initialize {
-            vm.enter("_initialize", frame(), |s| initialize.call(s, ()))?;
+            enter(&mut vm.store, "_initialize", frame(), |s| initialize.call(s, ()))?;
             if let Some(main) = main {
-                vm.enter("main", frame(), |s| main.call(s, (0, 0)))?;
+                enter(&mut vm.store, "main", frame(), |s| main.call(s, (0, 0)))?;
             } else if let Some(main_void) = main_void {
-                vm.enter("__main_void", frame(), |s| main_void.call(s, ()))?;
+                enter(&mut vm.store, "__main_void", frame(), |s| main_void.call(s, ()))?;
             }
         } else if let Some(start) = start {
-            vm.enter("_start", frame(), |s| start.call(s, ()))?;
+            enter(&mut vm.store, "_start", frame(), |s| start.call(s, ()))?;
         }
         Ok(vm)
     }
@@ -135,19 +134,21 @@ impl Vm {
             plugin_configuration: Some(plugin.configuration.clone()),
             ..CallFrame::default()
         };
-        if let Some(f) = self.exports.on_context_create.clone() {
-            self.enter("proxy_on_context_create", with_config(), |s| f.call(s, (id as i32, 0)))?;
+        if let Some(f) = &self.exports.on_context_create {
+            enter(&mut self.store, "proxy_on_context_create", with_config(), |s| f.call(s, (id as i32, 0)))?;
         }
         let vm_config_len = plugin.module.spec.vm_configuration.len() as i32;
-        if let Some(f) = self.exports.on_vm_start.clone() {
-            let ok = self.enter("proxy_on_vm_start", with_config(), |s| f.call(s, (id as i32, vm_config_len)))?;
+        if let Some(f) = &self.exports.on_vm_start {
+            let ok =
+                enter(&mut self.store, "proxy_on_vm_start", with_config(), |s| f.call(s, (id as i32, vm_config_len)))?;
             if ok == 0 {
                 return Err(CallError { function: "proxy_on_vm_start", message: "the plugin returned false".into() });
             }
         }
         let config_len = plugin.configuration.len() as i32;
-        if let Some(f) = self.exports.on_configure.clone() {
-            let ok = self.enter("proxy_on_configure", with_config(), |s| f.call(s, (id as i32, config_len)))?;
+        if let Some(f) = &self.exports.on_configure {
+            let ok =
+                enter(&mut self.store, "proxy_on_configure", with_config(), |s| f.call(s, (id as i32, config_len)))?;
             if ok == 0 {
                 return Err(CallError { function: "proxy_on_configure", message: "the plugin returned false".into() });
             }
@@ -164,8 +165,8 @@ impl Vm {
             message: format!("no root context {root_id}"),
         })?;
         data.contexts.insert(id, ContextEntry { plugin, root_id });
-        if let Some(f) = self.exports.on_context_create.clone() {
-            self.enter("proxy_on_context_create", frame(id, Phase::StreamOther), |s| {
+        if let Some(f) = &self.exports.on_context_create {
+            enter(&mut self.store, "proxy_on_context_create", frame(id, Phase::StreamOther), |s| {
                 f.call(s, (id as i32, root_id as i32))
             })?;
         }
@@ -179,11 +180,10 @@ impl Vm {
         stream: &mut HttpStream,
         end_of_stream: bool,
     ) -> Result<Verdict, CallError> {
-        let callback = self.exports.on_request_headers.clone();
         let count = stream.request_headers.len() as i32;
         self.headers_callback(
             "proxy_on_request_headers",
-            callback,
+            |e| e.on_request_headers.as_ref(),
             id,
             Phase::RequestHeaders,
             stream,
@@ -199,11 +199,10 @@ impl Vm {
         stream: &mut HttpStream,
         end_of_stream: bool,
     ) -> Result<Verdict, CallError> {
-        let callback = self.exports.on_response_headers.clone();
         let count = stream.response_headers.len() as i32;
         self.headers_callback(
             "proxy_on_response_headers",
-            callback,
+            |e| e.on_response_headers.as_ref(),
             id,
             Phase::ResponseHeaders,
             stream,
@@ -216,17 +215,17 @@ impl Vm {
     fn headers_callback(
         &mut self,
         function: &'static str,
-        callback: Option<HeadersCallback>,
+        callback: impl FnOnce(&Exports) -> Option<&HeadersCallback>,
         id: u32,
         phase: Phase,
         stream: &mut HttpStream,
         count: i32,
         end_of_stream: bool,
     ) -> Result<Verdict, CallError> {
-        let Some(callback) = callback else { return Ok(Verdict::Continue) };
+        let Some(callback) = callback(&self.exports) else { return Ok(Verdict::Continue) };
         let id_arg = id as i32;
-        let action = self.with_stream(stream, |vm| {
-            vm.enter(function, frame(id, phase), |s| match callback {
+        let action = with_stream(&mut self.store, stream, |store| {
+            enter(store, function, frame(id, phase), |s| match callback {
                 HeadersCallback::V1(f) => f.call(s, (id_arg, count)),
                 HeadersCallback::V2(f) => f.call(s, (id_arg, count, end_of_stream as i32)),
             })
@@ -250,34 +249,38 @@ impl Vm {
 
     fn finish_stream_calls(&mut self, id: u32, stream: &mut HttpStream) -> Result<(), CallError> {
         let arg = id as i32;
-        if let Some(f) = self.exports.on_log.clone() {
-            self.with_stream(stream, |vm| vm.enter("proxy_on_log", frame(id, Phase::Log), |s| f.call(s, arg)))?;
+        if let Some(f) = &self.exports.on_log {
+            with_stream(&mut self.store, stream, |store| {
+                enter(store, "proxy_on_log", frame(id, Phase::Log), |s| f.call(s, arg))
+            })?;
         }
-        if let Some(f) = self.exports.on_done.clone() {
-            self.enter("proxy_on_done", frame(id, Phase::StreamOther), |s| f.call(s, arg))?;
+        if let Some(f) = &self.exports.on_done {
+            enter(&mut self.store, "proxy_on_done", frame(id, Phase::StreamOther), |s| f.call(s, arg))?;
         }
-        if let Some(f) = self.exports.on_delete.clone() {
-            self.enter("proxy_on_delete", frame(id, Phase::StreamOther), |s| f.call(s, arg))?;
+        if let Some(f) = &self.exports.on_delete {
+            enter(&mut self.store, "proxy_on_delete", frame(id, Phase::StreamOther), |s| f.call(s, arg))?;
         }
         Ok(())
     }
 
     /// `proxy_on_queue_ready` on root context `id`, if it exists.
     pub(crate) fn on_queue_ready(&mut self, id: u32, queue_id: u32) -> Result<(), CallError> {
-        let Some(f) = self.exports.on_queue_ready.clone() else { return Ok(()) };
+        let Some(f) = &self.exports.on_queue_ready else { return Ok(()) };
         if !self.is_root_context(id) {
             return Ok(());
         }
-        self.enter("proxy_on_queue_ready", frame(id, Phase::Root), |s| f.call(s, (id as i32, queue_id as i32)))
+        enter(&mut self.store, "proxy_on_queue_ready", frame(id, Phase::Root), |s| {
+            f.call(s, (id as i32, queue_id as i32))
+        })
     }
 
     /// `proxy_on_tick` on root context `id`, if it exists.
     pub(crate) fn on_tick(&mut self, id: u32) -> Result<(), CallError> {
-        let Some(f) = self.exports.on_tick.clone() else { return Ok(()) };
+        let Some(f) = &self.exports.on_tick else { return Ok(()) };
         if !self.is_root_context(id) {
             return Ok(());
         }
-        self.enter("proxy_on_tick", frame(id, Phase::Root), |s| f.call(s, id as i32))
+        enter(&mut self.store, "proxy_on_tick", frame(id, Phase::Root), |s| f.call(s, id as i32))
     }
 
     /// Tick periods set since the last call.
@@ -299,31 +302,35 @@ impl Vm {
         self.next_context_id += 1;
         id
     }
+}
 
-    /// Lends `stream` to the store for the duration of `f`.
-    fn with_stream<R>(&mut self, stream: &mut HttpStream, f: impl FnOnce(&mut Self) -> R) -> R {
-        std::mem::swap(&mut self.store.data_mut().stream, stream);
-        let result = f(self);
-        std::mem::swap(&mut self.store.data_mut().stream, stream);
-        result
-    }
+/// Lends `stream` to the store for the duration of `f`.
+fn with_stream<R>(
+    store: &mut Store<HostState>,
+    stream: &mut HttpStream,
+    f: impl FnOnce(&mut Store<HostState>) -> R,
+) -> R {
+    std::mem::swap(&mut store.data_mut().stream, stream);
+    let result = f(store);
+    std::mem::swap(&mut store.data_mut().stream, stream);
+    result
+}
 
-    /// Calls into the guest with `frame` as the call in progress.
-    fn enter<R>(
-        &mut self,
-        function: &'static str,
-        frame: CallFrame,
-        call: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, CallError> {
-        // A local response nobody collected belongs to an earlier call: drop it.
-        drop(std::mem::replace(&mut self.store.data_mut().call, frame));
-        let result = call(&mut self.store);
-        let data = self.store.data_mut();
-        // Keep a local response for the caller to collect; drop the rest.
-        let local_response = data.call.local_response.take();
-        data.call = CallFrame { local_response, ..CallFrame::default() };
-        result.map_err(|e| CallError { function, message: trap_message(&e) })
-    }
+/// Calls into the guest with `frame` as the call in progress.
+fn enter<R>(
+    store: &mut Store<HostState>,
+    function: &'static str,
+    frame: CallFrame,
+    call: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+) -> Result<R, CallError> {
+    // A local response nobody collected belongs to an earlier call: drop it.
+    drop(std::mem::replace(&mut store.data_mut().call, frame));
+    let result = call(store);
+    let data = store.data_mut();
+    // Keep a local response for the caller to collect; drop the rest.
+    let local_response = data.call.local_response.take();
+    data.call = CallFrame { local_response, ..CallFrame::default() };
+    result.map_err(|e| CallError { function, message: trap_message(&e) })
 }
 
 fn frame(context_id: u32, phase: Phase) -> CallFrame {

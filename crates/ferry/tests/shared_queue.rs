@@ -106,6 +106,12 @@ fn concurrent_requests_lose_nothing_and_keep_fifo_order() {
     let a = workers.next().unwrap();
     let b = workers.next().unwrap_or_default();
     assert!(is_interleaving(&a, &b, &received), "dequeue order is not a FIFO merge of the workers' enqueue orders");
+    // The host's own accounting agrees (admin /stats).
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], ferry.admin.expect("admin address").port()));
+    let stats = get(admin, "/stats", &[]).text();
+    assert!(stats.contains(&format!("ferry.shared_queue.enqueued: {total}\n")), "{stats}");
+    assert!(stats.contains(&format!("ferry.shared_queue.dequeued: {total}\n")), "{stats}");
+    assert!(stats.contains("ferry.shared_queue.waiting: 0\n"), "{stats}");
     for c in 0..CLIENTS {
         for r in 0..REQUESTS {
             let item = format!(r#"{{"key": "x-test-seq","value": "{c}-{r}"}}"#);

@@ -5,7 +5,9 @@
 //! Environment: `BENCH_SECONDS` (default 10) per measurement,
 //! `BENCH_CONNECTIONS` (default 64), `BENCH_MEMORY_REQUESTS` (default
 //! 1000000; 0 skips the memory run), `BENCH_ONLY` (comma-separated run ids,
-//! e.g. `A,B,N`; default all).
+//! e.g. `A,B,N`; default all), `BENCH_REPEAT` (default 3: each measurement
+//! is repeated and the run with the median requests/s is reported, since a
+//! shared machine is noisy).
 
 pub(crate) mod upstream;
 
@@ -68,6 +70,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     crate::run(cargo().args(["build", "--release", "--bin", "ferry"]))?;
     let seconds = env_number("BENCH_SECONDS", 10);
     let connections = env_number("BENCH_CONNECTIONS", 64);
+    let repeat = env_number("BENCH_REPEAT", 3);
     let work = root.join("target/bench");
     std::fs::create_dir_all(&work)?;
     let wrk = Wrk::new(&work, seconds, connections)?;
@@ -85,7 +88,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut accounting = Vec::new();
     let result = (|| -> anyhow::Result<()> {
-        let port = free_port()?;
+        let port = free_port_pair()?;
         let cases: Vec<(&'static str, String, String, Vec<&str>)> = vec![
             ("A", "ferry, direct_response, no filter".into(), direct_config(port, "", ""), vec![]),
             (
@@ -131,8 +134,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
             let mut server = start_ferry(&ferry, &config_path, &log_path, "1", &args)?;
             let outcome = (|| {
                 wait_ready(port, "/")?;
-                wrk.run(port, 2)?; // warm-up
-                let load = wrk.run(port, seconds)?;
+                let load = wrk.measure(port, seconds, repeat)?;
                 let peak = peak_rss_kib(server.id())?;
                 if id.starts_with('B') {
                     accounting.push(account(id, &log_path, port + 1, load)?);
@@ -163,8 +165,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
                 .context("cannot start nginx")?;
             let outcome = (|| {
                 wait_ready(port, "/")?;
-                wrk.run(port, 2)?;
-                let load = wrk.run(port, seconds)?;
+                let load = wrk.measure(port, seconds, repeat)?;
                 // nginx's master process plus its worker.
                 let peak = peak_rss_kib(server.id())?
                     + children(server.id()).iter().map(|&c| peak_rss_kib(c).unwrap_or(0)).sum::<u64>();
@@ -220,6 +221,19 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A free port whose successor is free too: the listener and its admin
+/// endpoint (configs put the admin on `port + 1`).
+fn free_port_pair() -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let port = free_port()?;
+        let both = (TcpListener::bind(("0.0.0.0", port)), TcpListener::bind(("0.0.0.0", port.wrapping_add(1))));
+        if let (Ok(_), Ok(_)) = both {
+            return Ok(port);
+        }
+    }
+    bail!("no two adjacent free ports")
+}
+
 /// Waits until `GET path` on the port answers.
 fn wait_ready(port: u16, path: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -261,6 +275,14 @@ impl Wrk {
         Ok(Wrk { script, connections })
     }
 
+    /// `repeat` runs; the one with the median requests/s. Warm-up first.
+    fn measure(&self, port: u16, seconds: u64, repeat: u64) -> anyhow::Result<Load> {
+        self.run(port, 2)?;
+        let mut loads = (0..repeat.max(1)).map(|_| self.run(port, seconds)).collect::<anyhow::Result<Vec<_>>>()?;
+        loads.sort_by(|a, b| a.rps().total_cmp(&b.rps()));
+        Ok(loads[loads.len() / 2])
+    }
+
     fn run(&self, port: u16, seconds: u64) -> anyhow::Result<Load> {
         let mut command = Command::new("taskset");
         command.args(["-c", CLIENT_CORE, "wrk", "-t1", &format!("-c{}", self.connections), &format!("-d{seconds}s")]);
@@ -287,7 +309,7 @@ fn start_ferry(ferry: &Path, config: &Path, log: &Path, concurrency: &str, args:
         .args(["--concurrency", concurrency, "--log-format", "%v", "--log-path"])
         .arg(log)
         .args(args)
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(log.with_extension("stderr"))?)
         .spawn()
         .context("cannot start ferry")
 }
@@ -353,7 +375,8 @@ fn account(id: &'static str, log: &Path, admin_port: u16, load: Load) -> anyhow:
     } else {
         None
     };
-    // Requests wrk saw complete, warm-up included, each moved ITEMS_PER_REQUEST items.
+    // Requests wrk saw complete in the reported run moved ITEMS_PER_REQUEST
+    // items each; warm-up and the other runs moved more.
     let ok = enqueued == dequeued
         && enqueued >= load.requests * ITEMS_PER_REQUEST
         && logged.is_none_or(|(e, d)| e == enqueued && d == dequeued);
@@ -372,7 +395,7 @@ fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
 /// RSS of the shared_queue example at --concurrency 2 after `n` and `2n` requests.
 fn memory_run(root: &Path, ferry: &Path, work: &Path, wrk: &Wrk, n: u64) -> anyhow::Result<(u64, u64, u64)> {
     eprintln!("== memory: shared_queue example, --concurrency 2, {n} then {} requests", 2 * n);
-    let port = free_port()?;
+    let port = free_port_pair()?;
     let config = work.join("memory.yaml");
     std::fs::write(&config, example_config(root, port))?;
     let mut server =
@@ -398,7 +421,7 @@ fn startup_run(root: &Path, ferry: &Path, work: &Path) -> anyhow::Result<f64> {
     eprintln!("== start-up: shared_queue example, module cache warm");
     let mut times = Vec::new();
     for attempt in 0..6 {
-        let port = free_port()?;
+        let port = free_port_pair()?;
         let config = work.join("startup.yaml");
         std::fs::write(&config, example_config(root, port))?;
         let started = Instant::now();
@@ -413,7 +436,7 @@ fn startup_run(root: &Path, ferry: &Path, work: &Path) -> anyhow::Result<f64> {
             std::thread::sleep(Duration::from_micros(200));
         }
         stop(&mut server);
-        let elapsed = ready.context("ferry did not answer")?;
+        let elapsed = ready.context("ferry did not answer; see target/bench/startup.stderr")?;
         // The first start fills the cache.
         if attempt > 0 {
             times.push(elapsed.as_secs_f64() * 1000.0);
@@ -527,7 +550,7 @@ fn report(
         })
         .unwrap_or_default();
     out.push_str(&format!(
-        "Machine: {cpu}, {} cores. Server pinned to core {SERVER_CORE}, wrk (1 thread, {connections} connections, {seconds} s) and the upstream to core {CLIENT_CORE}.\n\n",
+        "Machine: {cpu}, {} cores. Server pinned to core {SERVER_CORE}, wrk (1 thread, {connections} connections, {seconds} s, median of the runs) and the upstream to core {CLIENT_CORE}.\n\n",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     ));
     out.push_str("| run | what | requests/s | p50 | p99 | p99.9 | errors | peak RSS |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");

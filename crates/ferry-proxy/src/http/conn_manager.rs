@@ -83,6 +83,11 @@ pub(crate) async fn handle(
     conn: Rc<ConnContext>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let (parts, body) = request.into_parts();
+    if conn.http.filters.is_empty()
+        && let Some(response) = answer_without_filters(&parts, &conn)
+    {
+        return Ok(response);
+    }
     let request_headers = request_headers(&parts, conn.http.generate_request_id);
     let mut exchange =
         Exchange { conn, stream: HttpStream { request_headers, ..HttpStream::default() }, contexts: Vec::new() };
@@ -96,6 +101,36 @@ pub(crate) async fn handle(
     };
     let body = exchange.response_filters(reply);
     Ok(exchange.encode(body))
+}
+
+/// The fast path of a connection manager without filters: no plugin sees
+/// the request, so a direct response or a 404 needs no header maps at all.
+/// `None` for a route to a cluster, which takes the general path.
+fn answer_without_filters(parts: &http::request::Parts, conn: &ConnContext) -> Option<Response<ResponseBody>> {
+    let authority = parts
+        .headers
+        .get(http::header::HOST)
+        .map(|h| h.as_bytes())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let (status, body) = match conn.http.routes.route(authority.unwrap_or_default(), path.as_bytes()) {
+        None => (404, Bytes::new()),
+        Some(RouteAction::DirectResponse { status, body }) => {
+            (*status, body.clone().map(Bytes::from).unwrap_or_default())
+        }
+        Some(RouteAction::Cluster { .. }) => return None,
+    };
+    let mut response = Response::new(ResponseBody::full(Bytes::new()));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    // The same headers `Exchange::local_reply` gives plugins: hyper adds the length.
+    if !body.is_empty() {
+        response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    }
+    if let Ok(server) = http::HeaderValue::from_maybe_shared(conn.http.server_name.clone()) {
+        response.headers_mut().insert(http::header::SERVER, server);
+    }
+    *response.body_mut() = ResponseBody::full(body);
+    Some(response)
 }
 
 impl Exchange {
