@@ -14,6 +14,7 @@ use wasmtime::{Cache, CacheConfig, Config, Engine, Linker, Module, OptLevel};
 
 use crate::error::LoadError;
 use crate::mailbox::VmKey;
+use crate::metrics::Metrics;
 use crate::module::{ModuleSpec, PluginModule, VmIdHandle};
 use crate::shared_data::SharedData;
 use crate::shared_queue::SharedQueues;
@@ -42,6 +43,7 @@ impl WasmLogLevel {
 pub(crate) struct SharedState {
     pub(crate) queues: SharedQueues,
     pub(crate) data: SharedData,
+    pub(crate) metrics: Metrics,
     /// Modules loaded per vm_id: when the count drops to 0 the vm_id's
     /// queues and data are deleted (see [`VmIdHandle`]).
     pub(crate) vm_id_modules: Mutex<HashMap<String, usize>>,
@@ -132,6 +134,7 @@ impl Host {
         let shared = Arc::new(SharedState {
             queues: SharedQueues::default(),
             data: SharedData::default(),
+            metrics: Metrics::default(),
             vm_id_modules: Mutex::default(),
             wasm_log_level: AtomicU8::new(options.wasm_log_level.to_raw()),
             unimplemented_reported: Mutex::default(),
@@ -173,6 +176,11 @@ impl Host {
     /// The shared queues of this process.
     pub fn shared_queues(&self) -> &SharedQueues {
         &self.shared.queues
+    }
+
+    /// The metrics plugins defined.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
     }
 
     /// The shared data of this process.

@@ -11,6 +11,7 @@ use wasmtime::{Memory, TypedFunc};
 use crate::headers::HeaderMap;
 use crate::host::SharedState;
 use crate::mailbox::ThreadMailbox;
+use crate::metrics::MetricIds;
 use crate::module::PluginModule;
 use crate::plugin::Plugin;
 use crate::stream::{HttpStream, LocalResponse, Phase};
@@ -67,6 +68,8 @@ pub struct HostState {
     /// The stream lent to the callback in progress.
     pub(crate) stream: HttpStream,
     pub(crate) tick_requests: Vec<TickRequest>,
+    /// Metrics this VM defined, by id.
+    pub(crate) metric_ids: MetricIds,
 }
 
 impl HostState {
@@ -82,6 +85,7 @@ impl HostState {
             call: CallFrame::default(),
             stream: HttpStream::default(),
             tick_requests: Vec::new(),
+            metric_ids: MetricIds::default(),
         }
     }
 

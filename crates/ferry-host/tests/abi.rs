@@ -37,6 +37,10 @@ const PRELUDE: &str = r#"
   (import "env" "proxy_get_header_map_pairs" (func $get_pairs (param i32 i32 i32) (result i32)))
   (import "env" "proxy_set_header_map_pairs" (func $set_pairs (param i32 i32 i32) (result i32)))
   (import "env" "proxy_add_header_map_value" (func $add_header (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_increment_metric" (func $increment (param i32 i64) (result i32)))
+  (import "env" "proxy_record_metric" (func $record (param i32 i64) (result i32)))
+  (import "env" "proxy_get_metric" (func $get (param i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
@@ -150,6 +154,37 @@ fn unimplemented_functions_link_and_return_unimplemented() {
         &checks(&[
             "(call $expect (call $http_call (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 200)) (i32.const 12))",
         ]),
+    );
+}
+
+#[test]
+fn metrics() {
+    let checks = checks(&[
+        // Counter "key" at 400, gauge "queue" at 404, histogram "hello" at 408.
+        "(call $expect (call $define (i32.const 0) (i32.const 48) (i32.const 3) (i32.const 400)) (i32.const 0))",
+        "(call $expect (call $define (i32.const 1) (i32.const 64) (i32.const 5) (i32.const 404)) (i32.const 0))",
+        "(call $expect (call $define (i32.const 2) (i32.const 16) (i32.const 5) (i32.const 408)) (i32.const 0))",
+        "(call $expect (call $define (i32.const 3) (i32.const 16) (i32.const 5) (i32.const 412)) (i32.const 2))",
+        "(call $expect (call $increment (i32.load (i32.const 400)) (i64.const 5)) (i32.const 0))",
+        "(call $expect (call $increment (i32.load (i32.const 400)) (i64.const -1)) (i32.const 2))",
+        "(call $expect (call $increment (i32.load (i32.const 404)) (i64.const -3)) (i32.const 0))",
+        "(call $expect (call $record (i32.load (i32.const 408)) (i64.const 42)) (i32.const 0))",
+        "(call $expect (call $get (i32.load (i32.const 400)) (i32.const 416)) (i32.const 0))",
+        "(i64.eq (i64.load (i32.const 416)) (i64.const 5))",
+        "(call $expect (call $get (i32.load (i32.const 408)) (i32.const 416)) (i32.const 2))",
+        "(call $expect (call $get (i32.const 1000) (i32.const 416)) (i32.const 1))",
+        "(call $expect (call $increment (i32.const 1000) (i64.const 1)) (i32.const 1))",
+    ]);
+    let host = Host::new(HostOptions::default()).unwrap();
+    let (_thread, _, _) = start(&host, module_in(&host, "vm", &checks));
+    let rendered: Vec<(String, String)> = host.metrics().snapshot().into_iter().map(|(n, m)| (n, m.render())).collect();
+    assert_eq!(
+        rendered,
+        [
+            ("hello".into(), "count=1 sum=42 min=42 max=42".into()),
+            ("key".into(), "5".into()),
+            ("queue".into(), "-3".into())
+        ]
     );
 }
 

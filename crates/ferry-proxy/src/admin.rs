@@ -46,8 +46,13 @@ async fn respond(request: Request<Incoming>, host: Arc<Host>) -> Result<Response
 /// Counters in Envoy's `/stats` text form.
 fn stats(host: &Host) -> String {
     let queues = host.shared_queues().totals();
-    format!(
+    let mut out = format!(
         "ferry.shared_queue.enqueued: {}\nferry.shared_queue.dequeued: {}\nferry.shared_queue.waiting: {}\n",
         queues.enqueued, queues.dequeued, queues.waiting
-    )
+    );
+    // Plugin-defined metrics, under Envoy's custom-stat namespace.
+    for (name, metric) in host.metrics().snapshot() {
+        out.push_str(&format!("wasmcustom.{name}: {}\n", metric.render()));
+    }
+    out
 }

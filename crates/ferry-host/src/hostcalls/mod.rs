@@ -9,6 +9,7 @@
 mod buffers;
 mod headers;
 pub(crate) mod log;
+mod metrics;
 mod properties;
 mod shared;
 mod stream;
@@ -46,6 +47,7 @@ pub(crate) fn ok() -> HostResult {
 /// Links every `proxy_*` function (all ABI versions) into `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     log::add(linker)?;
+    metrics::add(linker)?;
     buffers::add(linker)?;
     headers::add(linker)?;
     shared::add(linker)?;
@@ -81,6 +83,10 @@ pub const IMPLEMENTED: &[&str] = &[
     "proxy_send_local_response",
     "proxy_set_effective_context",
     "proxy_done",
+    "proxy_define_metric",
+    "proxy_increment_metric",
+    "proxy_record_metric",
+    "proxy_get_metric",
 ];
 
 pub use unimplemented::UNIMPLEMENTED;

@@ -24,10 +24,6 @@ pub const UNIMPLEMENTED: &[(&str, &str)] = &[
     ("proxy_grpc_cancel", "i"),
     ("proxy_grpc_close", "i"),
     ("proxy_get_status", "iii"),
-    ("proxy_define_metric", "iiii"),
-    ("proxy_increment_metric", "iI"),
-    ("proxy_record_metric", "iI"),
-    ("proxy_get_metric", "ii"),
     ("proxy_set_property", "iiii"),
     ("proxy_call_foreign_function", "iiiiii"),
 ];
