@@ -48,6 +48,8 @@ pub(crate) struct SharedState {
     /// queues and data are deleted (see [`VmIdHandle`]).
     pub(crate) vm_id_modules: Mutex<HashMap<String, usize>>,
     wasm_log_level: AtomicU8,
+    /// Clusters `proxy_http_call` may name; `None` accepts any.
+    upstreams: Option<HashSet<String>>,
     unimplemented_reported: Mutex<HashSet<&'static str>>,
 }
 
@@ -60,6 +62,11 @@ impl SharedState {
     /// The raw level `proxy_get_log_level` reports.
     pub(crate) fn wasm_log_level_raw(&self) -> u8 {
         self.wasm_log_level.load(Ordering::Relaxed)
+    }
+
+    /// Whether `proxy_http_call` may send to `name`.
+    pub(crate) fn knows_upstream(&self, name: &str) -> bool {
+        self.upstreams.as_ref().is_none_or(|u| u.contains(name))
     }
 
     /// True the first time `function` is reported, so each unimplemented
@@ -77,11 +84,14 @@ pub struct HostOptions {
     /// Directory of wasmtime's compiled-module cache: a module compiled
     /// once is loaded from here on the next start. `None` compiles every time.
     pub module_cache: Option<PathBuf>,
+    /// The clusters plugins may call with `proxy_http_call` (others are a
+    /// `BadArgument`); `None` accepts any name.
+    pub upstreams: Option<Vec<String>>,
 }
 
 impl Default for HostOptions {
     fn default() -> Self {
-        HostOptions { wasm_log_level: WasmLogLevel::At(LogLevel::Info), module_cache: None }
+        HostOptions { wasm_log_level: WasmLogLevel::At(LogLevel::Info), module_cache: None, upstreams: None }
     }
 }
 
@@ -137,6 +147,7 @@ impl Host {
             metrics: Metrics::default(),
             vm_id_modules: Mutex::default(),
             wasm_log_level: AtomicU8::new(options.wasm_log_level.to_raw()),
+            upstreams: options.upstreams.map(|u| u.into_iter().collect()),
             unimplemented_reported: Mutex::default(),
         });
         Ok(Arc::new(Host { engine, linker, shared, modules: Mutex::default() }))

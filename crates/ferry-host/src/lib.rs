@@ -39,5 +39,7 @@ pub use plugin::{FailurePolicy, Plugin};
 pub use shared_data::SharedData;
 pub use shared_queue::{QueueOwner, QueueTotals, SharedQueues};
 pub use state::{HostState, TickRequest};
-pub use stream::{HttpStream, LocalResponse, Verdict};
-pub use thread::{PluginHandle, StreamContext, TickChange, WasmThread};
+pub use stream::{
+    HttpCallRequest, HttpCallResponse, HttpStream, LocalResponse, PausedAt, StreamAction, StreamSignal, Verdict,
+};
+pub use thread::{Effects, PluginHandle, StreamContext, TickChange, WasmThread};

@@ -102,6 +102,7 @@ pub(crate) fn expected_exports(abi: AbiVersion) -> Vec<(&'static str, &'static [
         ("proxy_on_delete", &[I32], &[]),
         ("proxy_on_tick", &[I32], &[]),
         ("proxy_on_queue_ready", &[I32, I32], &[]),
+        ("proxy_on_http_call_response", &[I32, I32, I32, I32, I32], &[]),
         ("proxy_on_request_headers", headers, &[I32]),
         ("proxy_on_response_headers", headers, &[I32]),
     ]

@@ -14,7 +14,7 @@ use crate::mailbox::ThreadMailbox;
 use crate::metrics::MetricIds;
 use crate::module::PluginModule;
 use crate::plugin::Plugin;
-use crate::stream::{HttpStream, LocalResponse, Phase};
+use crate::stream::{HttpCallRequest, HttpCallResponse, HttpStream, LocalResponse, Phase, StreamAction};
 
 /// A context known to the VM.
 #[derive(Clone, Copy, Debug)]
@@ -41,8 +41,20 @@ pub(crate) struct CallFrame {
     pub phase: Phase,
     /// The plugin configuration, readable during start and configure only.
     pub plugin_configuration: Option<Bytes>,
-    /// Set by `proxy_send_local_response`.
+    /// What the plugin decided about the stream it was called for.
+    pub outcome: CallOutcome,
+}
+
+/// Decisions a plugin makes about the stream of its own header callback,
+/// collected when the callback returns.
+#[derive(Default)]
+pub(crate) struct CallOutcome {
+    /// `proxy_send_local_response`.
     pub local_response: Option<LocalResponse>,
+    /// `proxy_continue_stream` (a pause returned afterwards is void).
+    pub resumed: bool,
+    /// `proxy_close_stream`.
+    pub closed: bool,
 }
 
 /// A tick period a root context asked for: the embedder arms a timer.
@@ -70,6 +82,19 @@ pub struct HostState {
     pub(crate) tick_requests: Vec<TickRequest>,
     /// Metrics this VM defined, by id.
     pub(crate) metric_ids: MetricIds,
+    /// Streams waiting for their plugin to resume them, with the phase they
+    /// paused in: a callback acting on their context (through
+    /// `proxy_set_effective_context`) reads and changes them.
+    pub(crate) parked: FxHashMap<u32, (HttpStream, Phase)>,
+    /// Stream actions asked for during the callback in progress.
+    pub(crate) stream_actions: Vec<(u32, StreamAction)>,
+    /// HTTP calls made during the callback in progress.
+    pub(crate) http_calls: Vec<HttpCallRequest>,
+    pub(crate) last_http_call_token: u32,
+    /// The response being delivered by `proxy_on_http_call_response`.
+    pub(crate) http_call_response: Option<HttpCallResponse>,
+    /// What `proxy_get_status` reports: a status code and a message.
+    pub(crate) status: (u32, Bytes),
 }
 
 impl HostState {
@@ -86,6 +111,12 @@ impl HostState {
             stream: HttpStream::default(),
             tick_requests: Vec::new(),
             metric_ids: MetricIds::default(),
+            parked: FxHashMap::default(),
+            stream_actions: Vec::new(),
+            http_calls: Vec::new(),
+            last_http_call_token: 0,
+            http_call_response: None,
+            status: (0, Bytes::new()),
         }
     }
 
@@ -113,10 +144,36 @@ impl HostState {
         }
     }
 
+    /// The stream the acting context may see, and the phase that decides
+    /// how: the stream lent to the callback, or a parked stream whose
+    /// context was made the effective one.
+    fn acting_stream(&self) -> Option<(&HttpStream, Phase)> {
+        let acting = self.acting_context_id();
+        if acting == self.call.context_id {
+            return Some((&self.stream, self.call.phase));
+        }
+        self.parked.get(&acting).map(|(stream, phase)| (stream, *phase))
+    }
+
+    fn acting_stream_mut(&mut self) -> Option<(&mut HttpStream, Phase)> {
+        let acting = self.acting_context_id();
+        if acting == self.call.context_id {
+            return Some((&mut self.stream, self.call.phase));
+        }
+        self.parked.get_mut(&acting).map(|(stream, phase)| (stream, *phase))
+    }
+
     /// The header map `map` if this callback may read it.
     pub(crate) fn readable_map(&self, map: MapType) -> Result<&HeaderMap, Status> {
-        let s = &self.stream;
-        match (self.call.phase, map) {
+        if let (Phase::HttpCallResponse, Some(response)) = (self.call.phase, &self.http_call_response) {
+            match map {
+                MapType::HttpCallResponseHeaders => return Ok(&response.headers),
+                MapType::HttpCallResponseTrailers => return Ok(&response.trailers),
+                _ => {}
+            }
+        }
+        let (s, phase) = self.acting_stream().ok_or(Status::BadArgument)?;
+        match (phase, map) {
             (Phase::RequestHeaders | Phase::Log, MapType::HttpRequestHeaders) => Ok(&s.request_headers),
             (Phase::ResponseHeaders | Phase::Log, MapType::HttpResponseHeaders) => Ok(&s.response_headers),
             (Phase::Log, MapType::HttpResponseTrailers) => Ok(&s.response_trailers),
@@ -126,11 +183,18 @@ impl HostState {
 
     /// The header map `map` if this callback may change it.
     pub(crate) fn writable_map(&mut self, map: MapType) -> Result<&mut HeaderMap, Status> {
-        let s = &mut self.stream;
-        match (self.call.phase, map) {
+        let (s, phase) = self.acting_stream_mut().ok_or(Status::BadArgument)?;
+        match (phase, map) {
             (Phase::RequestHeaders, MapType::HttpRequestHeaders) => Ok(&mut s.request_headers),
             (Phase::ResponseHeaders, MapType::HttpResponseHeaders) => Ok(&mut s.response_headers),
             _ => Err(Status::BadArgument),
         }
+    }
+
+    /// Whether the acting context is a stream that can be answered or
+    /// resumed: the one in its header callback, or a parked one.
+    pub(crate) fn acting_stream_context(&self) -> Option<u32> {
+        let (id, entry, _) = self.acting_context()?;
+        (!entry.is_root(id)).then_some(id)
     }
 }

@@ -45,6 +45,86 @@ pub enum Verdict {
     Pause,
     /// Answer with this response instead.
     LocalResponse(LocalResponse),
+    /// Reset the stream (`proxy_close_stream`).
+    Close,
+}
+
+/// What a plugin asked for a stream from outside that stream's own header
+/// callback: typically from `proxy_on_http_call_response`, after
+/// `proxy_set_effective_context` made the stream's context the acting one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamAction {
+    /// `proxy_continue_stream`: go on from where the stream paused.
+    Resume,
+    /// `proxy_close_stream`: reset the stream.
+    Close,
+    /// `proxy_send_local_response`: answer with this.
+    LocalResponse(LocalResponse),
+    /// Not the plugin's: its VM failed while the stream waited. The stream
+    /// can be taken back with `unpark`; the plugin's failure policy applies.
+    Failed,
+}
+
+/// A [`StreamAction`] for stream context `context_id` of VM `vm_key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSignal {
+    /// The VM.
+    pub vm_key: crate::VmKey,
+    /// The stream context.
+    pub context_id: u32,
+    /// What to do.
+    pub action: StreamAction,
+}
+
+/// An HTTP call a plugin made with `proxy_http_call`: the embedder sends it
+/// and reports back with [`crate::WasmThread::on_http_call_response`].
+#[derive(Clone, Debug)]
+pub struct HttpCallRequest {
+    /// The VM that made the call.
+    pub vm_key: crate::VmKey,
+    /// The root context that gets `proxy_on_http_call_response`.
+    pub context_id: u32,
+    /// The call's token, as the plugin knows it.
+    pub token: u32,
+    /// The cluster to send it to.
+    pub upstream: String,
+    /// Request headers, `:method`, `:path` and `:authority` among them.
+    pub headers: HeaderMap,
+    /// Request body.
+    pub body: Bytes,
+    /// Request trailers.
+    pub trailers: HeaderMap,
+    /// `None`: no timeout.
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// The answer to an HTTP call.
+#[derive(Clone, Debug, Default)]
+pub struct HttpCallResponse {
+    /// Response headers, `:status` first.
+    pub headers: HeaderMap,
+    /// Response body.
+    pub body: Bytes,
+    /// Response trailers.
+    pub trailers: HeaderMap,
+}
+
+/// Where a stream paused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PausedAt {
+    /// In `proxy_on_request_headers`: the request headers stay writable.
+    RequestHeaders,
+    /// In `proxy_on_response_headers`: the response headers stay writable.
+    ResponseHeaders,
+}
+
+impl PausedAt {
+    pub(crate) fn phase(self) -> Phase {
+        match self {
+            PausedAt::RequestHeaders => Phase::RequestHeaders,
+            PausedAt::ResponseHeaders => Phase::ResponseHeaders,
+        }
+    }
 }
 
 /// Which callback is running, which decides what a plugin may touch.
@@ -61,4 +141,6 @@ pub(crate) enum Phase {
     Log,
     /// Stream callbacks with no map of their own (`proxy_on_done`, ...).
     StreamOther,
+    /// `proxy_on_http_call_response`: the call's response maps and body.
+    HttpCallResponse,
 }

@@ -6,6 +6,7 @@
 //! fresh one, started like the first. Streams that had contexts in the old
 //! instance see their plugin as failed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use crate::mailbox::{QueueReady, ThreadMailbox, VmKey};
 use crate::module::PluginModule;
 use crate::plugin::Plugin;
 use crate::state::TickRequest;
-use crate::stream::{HttpStream, Verdict};
+use crate::stream::{HttpCallRequest, HttpCallResponse, HttpStream, PausedAt, StreamAction, StreamSignal, Verdict};
 use crate::vm::{CallError, Vm};
 
 /// How long a VM that failed to restart stays down before the next try.
@@ -48,6 +49,24 @@ impl StreamContext {
     }
 }
 
+/// What the VMs of a thread ask of their embedder, collected after each call.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Timers to arm, change or stop.
+    pub ticks: Vec<TickChange>,
+    /// Paused streams to resume, answer or close.
+    pub stream_signals: Vec<StreamSignal>,
+    /// HTTP calls to send; report each with [`WasmThread::on_http_call_response`].
+    pub http_calls: Vec<HttpCallRequest>,
+}
+
+impl Effects {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.ticks.is_empty() && self.stream_signals.is_empty() && self.http_calls.is_empty()
+    }
+}
+
 /// A tick period change for the embedder's timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TickChange {
@@ -73,14 +92,24 @@ pub struct WasmThread {
     host: Arc<Host>,
     mailbox: Arc<dyn ThreadMailbox>,
     slots: Vec<VmSlot>,
-    tick_changes: Vec<TickChange>,
+    effects: Effects,
+    /// Streams that were parked in a VM when it was discarded, by VM,
+    /// context id and generation, until their exchange takes them back.
+    orphans: HashMap<(VmKey, u32, u64), HttpStream>,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl WasmThread {
     /// An empty set of VMs whose queue notifications arrive through `mailbox`.
     pub fn new(host: Arc<Host>, mailbox: Arc<dyn ThreadMailbox>) -> Self {
-        WasmThread { host, mailbox, slots: Vec::new(), tick_changes: Vec::new(), _not_send: Default::default() }
+        WasmThread {
+            host,
+            mailbox,
+            slots: Vec::new(),
+            effects: Effects::default(),
+            orphans: HashMap::new(),
+            _not_send: Default::default(),
+        }
     }
 
     /// Adds a plugin; plugins of the same module share one VM here, each
@@ -198,9 +227,50 @@ impl WasmThread {
         let _ = self.after_call(handle, result);
     }
 
-    /// Tick period changes since the last call, for the embedder's timers.
-    pub fn take_tick_changes(&mut self) -> Vec<TickChange> {
-        std::mem::take(&mut self.tick_changes)
+    /// What the VMs asked for since the last call: timers, stream signals,
+    /// HTTP calls.
+    pub fn take_effects(&mut self) -> Effects {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Delivers the response to an HTTP call (`None`: the call failed, and
+    /// `failure` says why) to the root context that made it.
+    pub fn on_http_call_response(
+        &mut self,
+        vm_key: VmKey,
+        context_id: u32,
+        token: u32,
+        response: Option<HttpCallResponse>,
+        failure: &str,
+    ) {
+        let Some(handle) = self.root_handle(vm_key, context_id) else { return };
+        let Some(vm) = self.slots[handle.slot].vm.as_mut() else { return };
+        let result = vm.on_http_call_response(context_id, token, response, failure);
+        let _ = self.after_call(handle, result);
+    }
+
+    /// Keeps a paused stream in its plugin's VM, where callbacks acting on
+    /// its context (an HTTP call's response, a tick) can read and change it.
+    /// Returns the stream if the VM is gone.
+    pub fn park(&mut self, context: &StreamContext, stream: HttpStream, at: PausedAt) -> Result<(), HttpStream> {
+        match self.live_vm(context) {
+            Ok(vm) => {
+                vm.park(context.id, stream, at.phase());
+                Ok(())
+            }
+            Err(_) => Err(stream),
+        }
+    }
+
+    /// Takes a parked stream back (`None` if its VM was discarded meanwhile).
+    pub fn unpark(&mut self, context: &StreamContext) -> Option<HttpStream> {
+        match self.live_vm(context) {
+            Ok(vm) => vm.unpark(context.id),
+            Err(_) => {
+                let vm_key = self.slots[context.plugin.slot].module.key();
+                self.orphans.remove(&(vm_key, context.id, context.generation))
+            }
+        }
     }
 
     /// The plugin whose root context is `context_id` in VM `vm_key`.
@@ -225,9 +295,8 @@ impl WasmThread {
     /// that discards the instance.
     fn after_call<T>(&mut self, handle: PluginHandle, result: Result<T, CallError>) -> Result<T, PluginFailure> {
         let slot = &mut self.slots[handle.slot];
-        if let Some(vm) = slot.vm.as_mut().filter(|vm| vm.has_tick_requests()) {
-            let vm_key = slot.module.key();
-            self.tick_changes.extend(vm.take_tick_requests().into_iter().map(|request| TickChange { vm_key, request }));
+        if let Some(vm) = slot.vm.as_mut().filter(|vm| vm.has_requests()) {
+            collect(&mut self.effects, slot.module.key(), vm);
         }
         result.map_err(|error| self.discard_vm(handle, &error))
     }
@@ -238,12 +307,18 @@ impl WasmThread {
         let plugin = &slot.plugins[handle.plugin];
         let failure = failure(plugin, error.to_string());
         tracing::error!(target: "wasm", "{failure}; the VM instance on this thread is discarded and will be recreated");
-        slot.vm = None;
-        slot.generation += 1;
         let vm_key = slot.module.key();
+        // Streams waiting on this instance learn that it failed.
+        if let Some(mut vm) = slot.vm.take() {
+            for (context_id, stream) in vm.take_parked() {
+                self.orphans.insert((vm_key, context_id, slot.generation), stream);
+                self.effects.stream_signals.push(StreamSignal { vm_key, context_id, action: StreamAction::Failed });
+            }
+        }
+        slot.generation += 1;
         // The old instance's timers stop; the new one sets its own.
         for &context_id in &slot.root_ids {
-            self.tick_changes.push(TickChange { vm_key, request: TickRequest { context_id, period_ms: 0 } });
+            self.effects.ticks.push(TickChange { vm_key, request: TickRequest { context_id, period_ms: 0 } });
         }
         failure
     }
@@ -281,13 +356,24 @@ impl WasmThread {
             let id = vm.start_root_context(plugin).map_err(|e| (plugin.clone(), e))?;
             root_ids.push(id);
         }
-        let vm_key = slot.module.key();
-        self.tick_changes.extend(vm.take_tick_requests().into_iter().map(|request| TickChange { vm_key, request }));
+        collect(&mut self.effects, slot.module.key(), &mut vm);
         slot.root_ids = root_ids;
         slot.vm = Some(vm);
         slot.restart_after = None;
         Ok(())
     }
+}
+
+/// Moves what a VM asked for into the thread's effects.
+fn collect(effects: &mut Effects, vm_key: VmKey, vm: &mut Vm) {
+    effects.ticks.extend(vm.take_tick_requests().into_iter().map(|request| TickChange { vm_key, request }));
+    let (actions, calls) = vm.take_requests();
+    effects.stream_signals.extend(actions.into_iter().map(|(context_id, action)| StreamSignal {
+        vm_key,
+        context_id,
+        action,
+    }));
+    effects.http_calls.extend(calls);
 }
 
 fn failure(plugin: &Plugin, reason: String) -> PluginFailure {

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use ferry_abi::AbiVersion;
 use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
 
@@ -13,7 +14,7 @@ use crate::mailbox::ThreadMailbox;
 use crate::module::PluginModule;
 use crate::plugin::Plugin;
 use crate::state::{CallFrame, ContextEntry, HostState, TickRequest};
-use crate::stream::{HttpStream, Phase, Verdict};
+use crate::stream::{HttpCallRequest, HttpCallResponse, HttpStream, Phase, StreamAction, Verdict};
 
 /// Epoch deadline when no CPU limit applies: never reached.
 const NO_DEADLINE: u64 = 1 << 62;
@@ -48,6 +49,7 @@ struct Exports {
     on_delete: Option<TypedFunc<i32, ()>>,
     on_tick: Option<TypedFunc<i32, ()>>,
     on_queue_ready: Option<TypedFunc<(i32, i32), ()>>,
+    on_http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
     on_request_headers: Option<HeadersCallback>,
     on_response_headers: Option<HeadersCallback>,
 }
@@ -100,6 +102,7 @@ impl Vm {
             on_delete: func(&instance, &mut store, "proxy_on_delete"),
             on_tick: func(&instance, &mut store, "proxy_on_tick"),
             on_queue_ready: func(&instance, &mut store, "proxy_on_queue_ready"),
+            on_http_call_response: func(&instance, &mut store, "proxy_on_http_call_response"),
             on_request_headers: headers(&mut store, "proxy_on_request_headers"),
             on_response_headers: headers(&mut store, "proxy_on_response_headers"),
         };
@@ -230,12 +233,17 @@ impl Vm {
                 HeadersCallback::V2(f) => f.call(s, (id_arg, count, end_of_stream as i32)),
             })
         })?;
-        if let Some(local) = self.store.data_mut().call.local_response.take() {
+        let outcome = std::mem::take(&mut self.store.data_mut().call.outcome);
+        if outcome.closed {
+            return Ok(Verdict::Close);
+        }
+        if let Some(local) = outcome.local_response {
             return Ok(Verdict::LocalResponse(local));
         }
         // Envoy turns every stop status into "stop all iteration" unless the
-        // plugin opted in to plain StopIteration; both mean "wait for resume".
-        Ok(if action == 0 || action == 2 { Verdict::Continue } else { Verdict::Pause })
+        // plugin opted in to plain StopIteration; both mean "wait for
+        // resume". A resume asked for during the callback cancels the pause.
+        Ok(if action == 0 || action == 2 || outcome.resumed { Verdict::Continue } else { Verdict::Pause })
     }
 
     /// The end of an HTTP stream, in Envoy's order: `proxy_on_log` (all maps
@@ -243,7 +251,9 @@ impl Vm {
     /// contexts), then `proxy_on_delete`, after which the id is gone.
     pub(crate) fn finish_http_stream(&mut self, id: u32, stream: &mut HttpStream) -> Result<(), CallError> {
         let result = self.finish_stream_calls(id, stream);
-        self.store.data_mut().contexts.remove(&id);
+        let data = self.store.data_mut();
+        data.contexts.remove(&id);
+        data.parked.remove(&id);
         result
     }
 
@@ -283,14 +293,68 @@ impl Vm {
         enter(&mut self.store, "proxy_on_tick", frame(id, Phase::Root), |s| f.call(s, id as i32))
     }
 
+    /// `proxy_on_http_call_response` on root context `id`: the response's
+    /// maps and body are readable during the call; `None` means the call
+    /// failed (no headers, as in Envoy).
+    pub(crate) fn on_http_call_response(
+        &mut self,
+        id: u32,
+        token: u32,
+        response: Option<HttpCallResponse>,
+        failure: &str,
+    ) -> Result<(), CallError> {
+        if !self.is_root_context(id) {
+            return Ok(());
+        }
+        let Some(f) = &self.exports.on_http_call_response else { return Ok(()) };
+        let counts = response
+            .as_ref()
+            .map_or((0, 0, 0), |r| (r.headers.len() as i32, r.body.len() as i32, r.trailers.len() as i32));
+        let data = self.store.data_mut();
+        data.status = match &response {
+            Some(_) => (0, Bytes::new()),
+            None => (ferry_abi::Status::BrokenConnection as u32, Bytes::copy_from_slice(failure.as_bytes())),
+        };
+        data.http_call_response = Some(response.unwrap_or_default());
+        let result = enter(&mut self.store, "proxy_on_http_call_response", frame(id, Phase::HttpCallResponse), |s| {
+            f.call(s, (id as i32, token as i32, counts.0, counts.1, counts.2))
+        });
+        let data = self.store.data_mut();
+        data.http_call_response = None;
+        data.status = (0, Bytes::new());
+        result
+    }
+
+    /// Keeps a paused stream where callbacks acting on its context find it.
+    pub(crate) fn park(&mut self, id: u32, stream: HttpStream, phase: Phase) {
+        self.store.data_mut().parked.insert(id, (stream, phase));
+    }
+
+    /// Every parked stream, taken out (the VM is being discarded).
+    pub(crate) fn take_parked(&mut self) -> Vec<(u32, HttpStream)> {
+        self.store.data_mut().parked.drain().map(|(id, (stream, _))| (id, stream)).collect()
+    }
+
+    /// Takes a parked stream back.
+    pub(crate) fn unpark(&mut self, id: u32) -> Option<HttpStream> {
+        self.store.data_mut().parked.remove(&id).map(|(stream, _)| stream)
+    }
+
+    /// Stream actions and HTTP calls asked for since the last call.
+    pub(crate) fn take_requests(&mut self) -> (Vec<(u32, StreamAction)>, Vec<HttpCallRequest>) {
+        let data = self.store.data_mut();
+        (std::mem::take(&mut data.stream_actions), std::mem::take(&mut data.http_calls))
+    }
+
+    /// Whether the VM has any pending request for the embedder.
+    pub(crate) fn has_requests(&self) -> bool {
+        let data = self.store.data();
+        !data.tick_requests.is_empty() || !data.stream_actions.is_empty() || !data.http_calls.is_empty()
+    }
+
     /// Tick periods set since the last call.
     pub(crate) fn take_tick_requests(&mut self) -> Vec<TickRequest> {
         std::mem::take(&mut self.store.data_mut().tick_requests)
-    }
-
-    /// Whether the VM has any pending tick request.
-    pub(crate) fn has_tick_requests(&self) -> bool {
-        !self.store.data().tick_requests.is_empty()
     }
 
     fn is_root_context(&self, id: u32) -> bool {
@@ -328,8 +392,8 @@ fn enter<R>(
     let result = call(store);
     let data = store.data_mut();
     // Keep a local response for the caller to collect; drop the rest.
-    let local_response = data.call.local_response.take();
-    data.call = CallFrame { local_response, ..CallFrame::default() };
+    let outcome = std::mem::take(&mut data.call.outcome);
+    data.call = CallFrame { outcome, ..CallFrame::default() };
     result.map_err(|e| CallError { function, message: trap_message(&e) })
 }
 

@@ -27,6 +27,7 @@ const PRELUDE: &str = r#"
   (import "env" "proxy_get_buffer_status" (func $buffer_status (param i32 i32 i32) (result i32)))
   (import "env" "proxy_get_property" (func $get_property (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_http_call" (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_property" (func $set_property (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_set_shared_data" (func $set_data (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_shared_data" (func $get_data (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_register_shared_queue" (func $register (param i32 i32 i32) (result i32)))
@@ -150,9 +151,19 @@ fn configuration_buffers_and_properties() {
 #[test]
 fn unimplemented_functions_link_and_return_unimplemented() {
     assert_starts(
+        "proxy_set_property",
+        &checks(&[
+            "(call $expect (call $set_property (i32.const 32) (i32.const 12) (i32.const 16) (i32.const 5)) (i32.const 12))",
+        ]),
+    );
+}
+
+#[test]
+fn an_http_call_without_method_path_and_authority_is_a_bad_argument() {
+    assert_starts(
         "proxy_http_call",
         &checks(&[
-            "(call $expect (call $http_call (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 200)) (i32.const 12))",
+            "(call $expect (call $http_call (i32.const 80) (i32.const 8) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 1000) (i32.const 200)) (i32.const 2))",
         ]),
     );
 }

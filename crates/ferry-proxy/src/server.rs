@@ -86,7 +86,7 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
     // Singleton services start on this thread before any worker exists, so
     // the queues they register are there when filters resolve them.
     let (main_inbox_tx, main_inbox) = mpsc::unbounded_channel();
-    let main_wasm = ThreadWasm::start(plan.host.clone(), main_inbox_tx, &plan.main_plugins)?;
+    let main_wasm = ThreadWasm::start(plan.host.clone(), main_inbox_tx, &plan.main_plugins, &plan.clusters)?;
 
     let mut workers = Vec::with_capacity(options.concurrency);
     for index in 0..options.concurrency {
@@ -146,7 +146,7 @@ fn spawn_worker(index: usize, plan: Arc<Plan>, listeners: Vec<WorkerListener>) -
         };
         LocalSet::new().block_on(&runtime, async move {
             tokio::task::spawn_local(crate::thread_wasm::run_outbox());
-            let wasm = match ThreadWasm::start(plan.host.clone(), mailbox, &plan.worker_plugins) {
+            let wasm = match ThreadWasm::start(plan.host.clone(), mailbox, &plan.worker_plugins, &plan.clusters) {
                 Ok(wasm) => wasm,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));

@@ -7,8 +7,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_host::{Host, Plugin, PluginHandle, QueueReady, ThreadMailbox, TickChange, VmKey, WasmThread};
-use tokio::sync::{Notify, mpsc};
+use ferry_host::{
+    Host, HttpCallRequest, Plugin, PluginHandle, QueueReady, StreamAction, ThreadMailbox, TickChange, VmKey, WasmThread,
+};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::upstream::{Clusters, Upstreams};
 use tokio::time::Instant;
 
 /// A message for a thread's event loop.
@@ -107,6 +111,13 @@ pub(crate) struct ThreadWasm {
     handles: Vec<PluginHandle>,
     ticks: RefCell<Ticks>,
     ticks_changed: Notify,
+    /// Paused streams waiting for their plugin, by VM and context id.
+    waiters: RefCell<HashMap<(VmKey, u32), oneshot::Sender<StreamAction>>>,
+    /// HTTP calls plugins made, for the calls task to send.
+    calls: RefCell<Vec<HttpCallRequest>>,
+    calls_made: Notify,
+    /// This thread's connection pools (HTTP calls, and the router's upstreams).
+    pub(crate) upstreams: Rc<Upstreams>,
     /// Set while a callback runs, to catch accidental re-entry.
     busy: Cell<bool>,
 }
@@ -117,6 +128,7 @@ impl ThreadWasm {
         host: Arc<Host>,
         mailbox: Inbox,
         plugins: &[Arc<Plugin>],
+        clusters: &Clusters,
     ) -> Result<Rc<ThreadWasm>, ferry_host::StartError> {
         let mut vms = WasmThread::new(host, Arc::new(ChannelMailbox(mailbox)));
         let handles = plugins.iter().map(|p| vms.add_plugin(p.clone())).collect();
@@ -126,9 +138,14 @@ impl ThreadWasm {
             handles,
             ticks: RefCell::default(),
             ticks_changed: Notify::new(),
+            waiters: RefCell::default(),
+            calls: RefCell::default(),
+            calls_made: Notify::new(),
+            upstreams: Rc::new(Upstreams::new(clusters)),
             busy: Cell::new(false),
         });
-        wasm.apply_tick_changes();
+        wasm.apply_effects();
+        tokio::task::spawn_local(wasm.clone().run_calls());
         Ok(wasm)
     }
 
@@ -143,15 +160,67 @@ impl ThreadWasm {
         assert!(!self.busy.replace(true), "re-entered the VMs of this thread");
         let result = f(&mut self.vms.borrow_mut());
         self.busy.set(false);
-        self.apply_tick_changes();
+        self.apply_effects();
         result
     }
 
-    fn apply_tick_changes(&self) {
-        let changes = self.vms.borrow_mut().take_tick_changes();
-        if !changes.is_empty() {
-            self.ticks.borrow_mut().apply(changes);
+    /// Carries out what the last callbacks asked for: timers, signals to
+    /// paused streams, HTTP calls.
+    fn apply_effects(&self) {
+        let effects = self.vms.borrow_mut().take_effects();
+        if effects.is_empty() {
+            return;
+        }
+        if !effects.ticks.is_empty() {
+            self.ticks.borrow_mut().apply(effects.ticks);
             self.ticks_changed.notify_one();
+        }
+        for signal in effects.stream_signals {
+            // No waiter: the client went away meanwhile.
+            if let Some(waiter) = self.waiters.borrow_mut().remove(&(signal.vm_key, signal.context_id)) {
+                let _ = waiter.send(signal.action);
+            }
+        }
+        if !effects.http_calls.is_empty() {
+            self.calls.borrow_mut().extend(effects.http_calls);
+            self.calls_made.notify_one();
+        }
+    }
+
+    /// Waits for the plugin of a paused stream to resume, answer or close it.
+    pub(crate) fn wait_for(&self, vm_key: VmKey, context_id: u32) -> oneshot::Receiver<StreamAction> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.borrow_mut().insert((vm_key, context_id), tx);
+        rx
+    }
+
+    /// Forgets a waiter (its stream ended without a signal).
+    pub(crate) fn forget_waiter(&self, vm_key: VmKey, context_id: u32) {
+        self.waiters.borrow_mut().remove(&(vm_key, context_id));
+    }
+
+    /// Sends the HTTP calls plugins make, each in its own task, and delivers
+    /// each response to the root context that made the call.
+    async fn run_calls(self: Rc<Self>) {
+        loop {
+            self.calls_made.notified().await;
+            let calls = std::mem::take(&mut *self.calls.borrow_mut());
+            for call in calls {
+                let wasm = self.clone();
+                tokio::task::spawn_local(async move {
+                    let result = wasm.upstreams.call(&call).await;
+                    let (response, failure) = match result {
+                        Ok(response) => (Some(response), String::new()),
+                        Err(error) => {
+                            tracing::debug!(target: "upstream", "HTTP call to {}: {error}", call.upstream);
+                            (None, error.to_string())
+                        }
+                    };
+                    wasm.with(|vms| {
+                        vms.on_http_call_response(call.vm_key, call.context_id, call.token, response, &failure)
+                    });
+                });
+            }
         }
     }
 

@@ -6,14 +6,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_host::HeaderMap;
+use ferry_host::{HeaderMap, HttpCallRequest, HttpCallResponse};
 use http::{Request, Response, Uri};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::http::headers::to_hyper_headers;
+use crate::http::headers::{response_headers, to_hyper_headers};
 
 /// Clusters as configured; each worker builds its own connection pools from them.
 pub struct Clusters {
@@ -50,8 +51,44 @@ impl UpstreamError {
     }
 }
 
+/// A request body to an upstream: the downstream's, streamed, or one the
+/// proxy holds (an HTTP call's).
+pub(crate) enum UpstreamBody {
+    Streamed(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Streamed(body) => std::pin::Pin::new(body).poll_frame(cx),
+            UpstreamBody::Full(bytes) => std::task::Poll::Ready(bytes.take().map(|b| Ok(http_body::Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Streamed(body) => body.is_end_stream(),
+            UpstreamBody::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            UpstreamBody::Streamed(body) => body.size_hint(),
+            UpstreamBody::Full(bytes) => http_body::SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
 struct Pool {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, UpstreamBody>,
     endpoints: Vec<String>,
     next: Cell<usize>,
 }
@@ -89,6 +126,46 @@ impl Upstreams {
         headers: &HeaderMap,
         body: Incoming,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        self.send(cluster, timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT), headers, UpstreamBody::Streamed(body)).await
+    }
+
+    /// Sends a plugin's HTTP call and reads the whole response.
+    pub(crate) async fn call(&self, call: &HttpCallRequest) -> Result<HttpCallResponse, UpstreamError> {
+        let body = (!call.body.is_empty()).then(|| call.body.clone());
+        let timeout = call.timeout.unwrap_or(Duration::ZERO);
+        let response = self.send(&call.upstream, timeout, &call.headers, UpstreamBody::Full(body)).await?;
+        let (parts, body) = response.into_parts();
+        let read = body.collect();
+        let collected = if timeout.is_zero() {
+            read.await
+        } else {
+            tokio::time::timeout(timeout, read).await.map_err(|_| UpstreamError::Timeout)?
+        }
+        .map_err(|e| UpstreamError::Request(e.to_string()))?;
+        let mut trailers = HeaderMap::new();
+        if let Some(t) = collected.trailers() {
+            for (name, value) in t {
+                trailers.append_lowercase(
+                    Bytes::copy_from_slice(name.as_str().as_bytes()),
+                    Bytes::copy_from_slice(value.as_bytes()),
+                );
+            }
+        }
+        Ok(HttpCallResponse {
+            headers: response_headers(parts.status, &parts.headers),
+            body: collected.to_bytes(),
+            trailers,
+        })
+    }
+
+    /// One request to the next endpoint of `cluster`; a zero timeout waits forever.
+    async fn send(
+        &self,
+        cluster: &str,
+        timeout: Duration,
+        headers: &HeaderMap,
+        body: UpstreamBody,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
         if pool.endpoints.is_empty() {
             return Err(UpstreamError::NoEndpoint);
@@ -97,7 +174,6 @@ impl Upstreams {
         pool.next.set(index + 1);
         let request = build_request(&pool.endpoints[index], headers, body)?;
         let response = pool.client.request(request);
-        let timeout = timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
         let result = if timeout.is_zero() {
             response.await
         } else {
@@ -107,7 +183,11 @@ impl Upstreams {
     }
 }
 
-fn build_request(endpoint: &str, headers: &HeaderMap, body: Incoming) -> Result<Request<Incoming>, UpstreamError> {
+fn build_request(
+    endpoint: &str,
+    headers: &HeaderMap,
+    body: UpstreamBody,
+) -> Result<Request<UpstreamBody>, UpstreamError> {
     let get = |name: &[u8]| headers.get(name).cloned().unwrap_or_else(Bytes::new);
     let path = get(b":path");
     let uri = Uri::builder()

@@ -13,12 +13,10 @@ use tokio::sync::mpsc;
 use crate::http::conn_manager::{self, ConnContext};
 use crate::plan::{HttpPlan, Plan};
 use crate::thread_wasm::{ThreadMessage, ThreadWasm};
-use crate::upstream::Upstreams;
 
 /// What every connection of a worker shares.
 pub(crate) struct WorkerShared {
     pub(crate) wasm: Rc<ThreadWasm>,
-    pub(crate) upstreams: Upstreams,
 }
 
 /// A worker's listening sockets, cloned from the main thread's.
@@ -34,7 +32,8 @@ pub(crate) async fn run(
     listeners: Vec<WorkerListener>,
     inbox: mpsc::UnboundedReceiver<ThreadMessage>,
 ) {
-    let shared = Rc::new(WorkerShared { wasm: wasm.clone(), upstreams: Upstreams::new(&plan.clusters) });
+    let _ = plan;
+    let shared = Rc::new(WorkerShared { wasm: wasm.clone() });
     let mut accept_tasks = Vec::new();
     for listener in listeners {
         match TcpListener::from_std(listener.socket) {

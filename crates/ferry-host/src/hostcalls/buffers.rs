@@ -53,6 +53,9 @@ fn buffer_of(state: &HostState, kind: BufferType) -> Result<Bytes, Status> {
     match kind {
         BufferType::VmConfiguration => Ok(state.module.spec.vm_configuration.clone()),
         BufferType::PluginConfiguration => state.call.plugin_configuration.clone().ok_or(Status::NotFound),
+        BufferType::HttpCallResponseBody => {
+            state.http_call_response.as_ref().map(|r| r.body.clone()).ok_or(Status::NotFound)
+        }
         _ => Err(Status::NotFound),
     }
 }

@@ -8,6 +8,7 @@
 
 mod buffers;
 mod headers;
+mod http_call;
 pub(crate) mod log;
 mod metrics;
 mod properties;
@@ -50,6 +51,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     metrics::add(linker)?;
     buffers::add(linker)?;
     headers::add(linker)?;
+    http_call::add(linker)?;
     shared::add(linker)?;
     properties::add(linker)?;
     stream::add(linker)?;
@@ -87,6 +89,13 @@ pub const IMPLEMENTED: &[&str] = &[
     "proxy_increment_metric",
     "proxy_record_metric",
     "proxy_get_metric",
+    "proxy_continue_stream",
+    "proxy_close_stream",
+    "proxy_continue_request",
+    "proxy_continue_response",
+    "proxy_clear_route_cache",
+    "proxy_http_call",
+    "proxy_get_status",
 ];
 
 pub use unimplemented::UNIMPLEMENTED;

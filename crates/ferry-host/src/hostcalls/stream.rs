@@ -1,16 +1,35 @@
-//! Stream control: local responses, the effective context, `proxy_done`.
+//! Stream control: local responses, resuming and closing streams, the
+//! effective context, `proxy_done`.
 
 use bytes::Bytes;
-use ferry_abi::{Status, pairs};
+use ferry_abi::{Status, StreamType, pairs};
 use wasmtime::Linker;
 
 use super::{Caller, HostResult, MODULE, check, ok};
 use crate::memory::{slice, split};
 use crate::state::HostState;
-use crate::stream::{LocalResponse, Phase};
+use crate::stream::{LocalResponse, Phase, StreamAction};
 
 pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(MODULE, "proxy_send_local_response", send_local_response)?;
+    linker.func_wrap(MODULE, "proxy_continue_stream", |mut caller: Caller<'_>, stream: i32| -> HostResult {
+        let stream = check!(StreamType::from_raw(stream as u32).ok_or(Status::BadArgument));
+        Ok(stream_action(caller.data_mut(), stream, StreamAction::Resume).code())
+    })?;
+    linker.func_wrap(MODULE, "proxy_close_stream", |mut caller: Caller<'_>, stream: i32| -> HostResult {
+        let stream = check!(StreamType::from_raw(stream as u32).ok_or(Status::BadArgument));
+        Ok(stream_action(caller.data_mut(), stream, StreamAction::Close).code())
+    })?;
+    // ABI 0.1.0 names.
+    linker.func_wrap(MODULE, "proxy_continue_request", |mut caller: Caller<'_>| -> HostResult {
+        Ok(stream_action(caller.data_mut(), StreamType::HttpRequest, StreamAction::Resume).code())
+    })?;
+    linker.func_wrap(MODULE, "proxy_continue_response", |mut caller: Caller<'_>| -> HostResult {
+        Ok(stream_action(caller.data_mut(), StreamType::HttpResponse, StreamAction::Resume).code())
+    })?;
+    // Routes are chosen after the request filters ran, on the headers they
+    // left: there is never a cached route to clear.
+    linker.func_wrap(MODULE, "proxy_clear_route_cache", |_: Caller<'_>| -> HostResult { ok() })?;
     linker.func_wrap(MODULE, "proxy_set_effective_context", |mut caller: Caller<'_>, id: i32| -> HostResult {
         let state = caller.data_mut();
         let id = id as u32;
@@ -48,11 +67,42 @@ fn send_local_response(
         .map(|(k, v)| (Bytes::copy_from_slice(k), Bytes::copy_from_slice(v)))
         .collect();
     let status = check!(u16::try_from(status).ok().filter(|s| (100..=999).contains(s)).ok_or(Status::BadArgument));
-    if !matches!(state.call.phase, Phase::RequestHeaders | Phase::ResponseHeaders) {
-        // No stream is waiting for a response in this callback.
-        return Ok(Status::BadArgument.code());
+    let response = LocalResponse { status, details, body, headers, grpc_status: u32::try_from(grpc_status).ok() };
+    Ok(answer(state, response).code())
+}
+
+/// Routes a decision about the acting stream: into the outcome of its own
+/// header callback, or, for a parked stream, to the embedder.
+fn answer(state: &mut HostState, response: LocalResponse) -> Status {
+    let Some(target) = state.acting_stream_context() else { return Status::BadArgument };
+    let in_own_callback =
+        target == state.call.context_id && matches!(state.call.phase, Phase::RequestHeaders | Phase::ResponseHeaders);
+    if in_own_callback {
+        state.call.outcome.local_response = Some(response);
+    } else if state.parked.contains_key(&target) {
+        state.stream_actions.push((target, StreamAction::LocalResponse(response)));
+    } else {
+        // Nothing waits for an answer from this stream now.
+        return Status::BadArgument;
     }
-    state.call.local_response =
-        Some(LocalResponse { status, details, body, headers, grpc_status: u32::try_from(grpc_status).ok() });
-    ok()
+    Status::Ok
+}
+
+/// `proxy_continue_stream` / `proxy_close_stream` for the acting context.
+/// As in Envoy, a call from a root context changes nothing and is `Ok`.
+fn stream_action(state: &mut HostState, stream: StreamType, action: StreamAction) -> Status {
+    if matches!(stream, StreamType::Downstream | StreamType::Upstream) {
+        // Network filters are not implemented yet.
+        return Status::Unimplemented;
+    }
+    let Some(target) = state.acting_stream_context() else { return Status::Ok };
+    if target == state.call.context_id && matches!(state.call.phase, Phase::RequestHeaders | Phase::ResponseHeaders) {
+        match action {
+            StreamAction::Close => state.call.outcome.closed = true,
+            _ => state.call.outcome.resumed = true,
+        }
+    } else if state.parked.contains_key(&target) {
+        state.stream_actions.push((target, action));
+    }
+    Status::Ok
 }

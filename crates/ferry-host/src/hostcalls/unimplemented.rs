@@ -12,18 +12,11 @@ use crate::state::HostState;
 /// All return an i32 status.
 pub const UNIMPLEMENTED: &[(&str, &str)] = &[
     ("proxy_set_buffer_bytes", "iiiii"),
-    ("proxy_continue_stream", "i"),
-    ("proxy_close_stream", "i"),
-    ("proxy_continue_request", ""),
-    ("proxy_continue_response", ""),
-    ("proxy_clear_route_cache", ""),
-    ("proxy_http_call", "iiiiiiiiii"),
     ("proxy_grpc_call", "iiiiiiiiiiii"),
     ("proxy_grpc_stream", "iiiiiiiii"),
     ("proxy_grpc_send", "iiii"),
     ("proxy_grpc_cancel", "i"),
     ("proxy_grpc_close", "i"),
-    ("proxy_get_status", "iii"),
     ("proxy_set_property", "iiii"),
     ("proxy_call_foreign_function", "iiiiii"),
 ];

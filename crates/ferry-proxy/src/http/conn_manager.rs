@@ -6,15 +6,19 @@
 //!   → direct response | upstream | local reply (404, plugin, failure)
 //!   → response filters (in reverse) → encode → on body end: log, done, delete
 //! ```
+//!
+//! A filter that pauses the stream parks it in its VM and waits until a
+//! later callback of the plugin (an HTTP call's response, a tick, a queue)
+//! resumes, answers or closes it.
 
-use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_config::RouteAction;
 use ferry_host::{
-    FailurePolicy, HeaderMap, HttpStream, LocalResponse, PluginFailure, PluginHandle, StreamContext, Verdict,
+    FailurePolicy, HeaderMap, HttpStream, LocalResponse, PausedAt, PluginHandle, StreamAction, StreamContext, Verdict,
+    VmKey,
 };
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
@@ -38,17 +42,25 @@ struct Exchange {
     stream: HttpStream,
     /// One per filter that saw the request, in filter order.
     contexts: Vec<StreamContext>,
+    /// While paused: the VM holding the stream (the last context's).
+    parked_in: Option<VmKey>,
 }
 
-/// What the request filters decided.
-enum Decoded {
-    /// Every filter continued: route the request.
+/// What the filters decided in one direction.
+enum Decided {
+    /// Every filter continued.
     Continue,
     /// A filter answered, or failed closed.
     Respond(Local),
-    /// A filter paused the request.
-    Paused,
+    /// A filter closed the stream: reset it without a response.
+    Reset,
 }
+
+/// A plugin closed the stream (`proxy_close_stream`): hyper drops the
+/// connection without an answer, as a reset.
+#[derive(Debug, thiserror::Error)]
+#[error("a plugin closed the stream")]
+pub(crate) struct StreamReset;
 
 /// The response body before response filters run.
 enum Reply {
@@ -77,11 +89,12 @@ impl From<LocalResponse> for Local {
     }
 }
 
-/// Handles one request. Never fails: every error becomes a response.
+/// Handles one request. Every error becomes a response, except a stream
+/// a plugin closed.
 pub(crate) async fn handle(
     request: Request<Incoming>,
     conn: Rc<ConnContext>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> Result<Response<ResponseBody>, StreamReset> {
     let (parts, body) = request.into_parts();
     if conn.http.filters.is_empty()
         && let Some(response) = answer_without_filters(&parts, &conn)
@@ -89,17 +102,18 @@ pub(crate) async fn handle(
         return Ok(response);
     }
     let request_headers = request_headers(&parts, conn.http.generate_request_id);
-    let mut exchange =
-        Exchange { conn, stream: HttpStream { request_headers, ..HttpStream::default() }, contexts: Vec::new() };
-    let reply = match exchange.request_filters(body.is_end_stream()) {
-        Decoded::Continue => exchange.route(body).await,
-        Decoded::Respond(local) => exchange.local_reply(local),
-        // Nothing can resume a stream yet (proxy_continue_stream is not
-        // implemented), so, as in Envoy when no plugin resumes it, the
-        // request waits until the client gives up.
-        Decoded::Paused => std::future::pending().await,
+    let mut exchange = Exchange {
+        conn,
+        stream: HttpStream { request_headers, ..HttpStream::default() },
+        contexts: Vec::new(),
+        parked_in: None,
     };
-    let body = exchange.response_filters(reply);
+    let reply = match exchange.request_filters(body.is_end_stream()).await {
+        Decided::Continue => exchange.route(body).await,
+        Decided::Respond(local) => exchange.local_reply(local),
+        Decided::Reset => return Err(StreamReset),
+    };
+    let body = exchange.response_filters(reply).await?;
     Ok(exchange.encode(body))
 }
 
@@ -135,8 +149,8 @@ fn answer_without_filters(parts: &http::request::Parts, conn: &ConnContext) -> O
 
 impl Exchange {
     /// Request headers through each filter in order, until one answers,
-    /// pauses or fails closed.
-    fn request_filters(&mut self, end_of_stream: bool) -> Decoded {
+    /// closes or fails closed. A pause waits for the plugin.
+    async fn request_filters(&mut self, end_of_stream: bool) -> Decided {
         let conn = self.conn.clone();
         let wasm = &conn.worker.wasm;
         for &index in &conn.http.filters {
@@ -147,27 +161,59 @@ impl Exchange {
                 self.contexts.push(context);
                 verdict
             });
-            match verdict {
-                Ok(Verdict::Continue) => {}
-                Ok(Verdict::LocalResponse(response)) => return Decoded::Respond(response.into()),
-                Ok(Verdict::Pause) => return Decoded::Paused,
-                Err(failure) => {
-                    if let Some(local) = self.on_failure(handle, &failure) {
-                        return Decoded::Respond(local);
-                    }
-                }
+            let decided = match verdict {
+                Ok(verdict) => self.follow(verdict, self.contexts.len() - 1, PausedAt::RequestHeaders).await,
+                // The host logged the failure; the plugin's policy decides.
+                Err(_) => self.failure_policy(handle),
+            };
+            if !matches!(decided, Decided::Continue) {
+                return decided;
             }
         }
-        Decoded::Continue
+        Decided::Continue
+    }
+
+    /// What a filter's verdict means for the stream; waits out a pause.
+    async fn follow(&mut self, verdict: Verdict, context: usize, at: PausedAt) -> Decided {
+        match verdict {
+            Verdict::Continue => Decided::Continue,
+            Verdict::LocalResponse(response) => Decided::Respond(response.into()),
+            Verdict::Close => Decided::Reset,
+            Verdict::Pause => self.wait(context, at).await,
+        }
+    }
+
+    /// Parks the stream in the pausing plugin's VM and waits for the plugin
+    /// to resume, answer or close it (or for its VM to fail).
+    async fn wait(&mut self, context: usize, at: PausedAt) -> Decided {
+        let wasm = self.conn.worker.wasm.clone();
+        let handle = self.contexts[context].plugin();
+        let vm_key = wasm.with(|vms| vms.plugin(handle).module.key());
+        let stream = std::mem::take(&mut self.stream);
+        let parked = wasm.with(|vms| vms.park(&self.contexts[context], stream, at));
+        if let Err(stream) = parked {
+            self.stream = stream;
+            return self.failure_policy(handle);
+        }
+        self.parked_in = Some(vm_key);
+        let action = wasm.wait_for(vm_key, self.contexts[context].id()).await.unwrap_or(StreamAction::Failed);
+        self.parked_in = None;
+        self.stream = wasm.with(|vms| vms.unpark(&self.contexts[context])).unwrap_or_default();
+        match action {
+            StreamAction::Resume => Decided::Continue,
+            StreamAction::Close => Decided::Reset,
+            StreamAction::LocalResponse(response) => Decided::Respond(response.into()),
+            StreamAction::Failed => self.failure_policy(handle),
+        }
     }
 
     /// Fail closed: 503 with an empty body (Envoy's `wasm_fail_stream`).
     /// Fail open: go on without the plugin.
-    fn on_failure(&self, handle: PluginHandle, _failure: &PluginFailure) -> Option<Local> {
+    fn failure_policy(&self, handle: PluginHandle) -> Decided {
         let wasm = &self.conn.worker.wasm;
         match wasm.with(|vms| vms.plugin(handle).failure_policy) {
-            FailurePolicy::FailOpen => None,
-            FailurePolicy::FailClosed => Some(Local::new(503, Bytes::new())),
+            FailurePolicy::FailOpen => Decided::Continue,
+            FailurePolicy::FailClosed => Decided::Respond(Local::new(503, Bytes::new())),
         }
     }
 
@@ -184,7 +230,7 @@ impl Exchange {
             }
             Some(RouteAction::Cluster { name, timeout }) => {
                 let worker = self.conn.worker.clone();
-                match worker.upstreams.forward(name, *timeout, &self.stream.request_headers, body).await {
+                match worker.wasm.upstreams.forward(name, *timeout, &self.stream.request_headers, body).await {
                     Ok(response) => {
                         let (parts, body) = response.into_parts();
                         self.stream.response_headers = response_headers(parts.status, &parts.headers);
@@ -222,8 +268,8 @@ impl Exchange {
     }
 
     /// Response headers through the filters that saw the request, in
-    /// reverse order. A filter may replace the response.
-    fn response_filters(&mut self, mut reply: Reply) -> ResponseBody {
+    /// reverse order. A filter may replace the response, pause or close it.
+    async fn response_filters(&mut self, mut reply: Reply) -> Result<ResponseBody, StreamReset> {
         let wasm = self.conn.worker.wasm.clone();
         for i in (0..self.contexts.len()).rev() {
             let end_of_stream = match &reply {
@@ -231,23 +277,20 @@ impl Exchange {
                 Reply::Upstream(body) => body.is_end_stream(),
             };
             let verdict = wasm.with(|vms| vms.on_response_headers(&self.contexts[i], &mut self.stream, end_of_stream));
-            let replacement = match verdict {
-                Ok(Verdict::Continue) => None,
-                Ok(Verdict::LocalResponse(response)) => Some(Local::from(response)),
-                Ok(Verdict::Pause) => {
-                    tracing::debug!(target: "http", "a plugin paused the response; resuming is not implemented yet");
-                    None
-                }
-                Err(failure) => self.on_failure(self.contexts[i].plugin(), &failure),
+            let decided = match verdict {
+                Ok(verdict) => self.follow(verdict, i, PausedAt::ResponseHeaders).await,
+                Err(_) => self.failure_policy(self.contexts[i].plugin()),
             };
-            if let Some(local) = replacement {
-                reply = self.local_reply(local);
+            match decided {
+                Decided::Continue => {}
+                Decided::Respond(local) => reply = self.local_reply(local),
+                Decided::Reset => return Err(StreamReset),
             }
         }
-        match reply {
+        Ok(match reply {
             Reply::Local(body) => ResponseBody::full(body),
             Reply::Upstream(body) => ResponseBody::upstream(body),
-        }
+        })
     }
 
     /// The hyper response: status from `:status`, the headers as the plugins
@@ -272,5 +315,29 @@ impl Exchange {
         };
         *response.body_mut() = body.finish_with(finisher);
         response
+    }
+}
+
+impl Drop for Exchange {
+    /// A stream that ends before its response (the client left, or it was
+    /// reset) still ends its plugin contexts: log, done, delete.
+    fn drop(&mut self) {
+        if self.contexts.is_empty() {
+            return;
+        }
+        let wasm = self.conn.worker.wasm.clone();
+        if let (Some(vm_key), Some(context)) = (self.parked_in.take(), self.contexts.last()) {
+            wasm.forget_waiter(vm_key, context.id());
+            if let Some(stream) = wasm.with(|vms| vms.unpark(context)) {
+                self.stream = stream;
+            }
+        }
+        let contexts = std::mem::take(&mut self.contexts);
+        let stream = &mut self.stream;
+        wasm.with(|vms| {
+            for context in contexts {
+                vms.finish_http_stream(context, stream);
+            }
+        });
     }
 }

@@ -1,0 +1,119 @@
+//! HTTP calls from plugins, and streams paused until the call answers,
+//! against the real binary.
+
+mod common;
+
+use std::net::TcpListener;
+
+use common::{Ferry, get, plugin};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `main` listener with the authorizer, an `auth` listener answering
+/// `allow` under `/check/allow` and `deny` elsewhere, and the clusters.
+fn config(auth_port: u16) -> String {
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                direct_response: {{ status: 200, body: {{ inline_string: "welcome\n" }} }}
+          http_filters:
+          - name: auth
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: auth
+                vm_config:
+                  vm_id: auth
+                  code: {{ local: {{ filename: "{}" }} }}
+          - name: envoy.filters.http.router
+  - name: auth
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {auth_port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/check/allow" }}
+                direct_response: {{ status: 200, body: {{ inline_string: "allow" }} }}
+              - match: {{ prefix: "/check" }}
+                direct_response: {{ status: 200, body: {{ inline_string: "deny" }} }}
+          http_filters:
+          - name: envoy.filters.http.router
+  clusters:
+  - name: auth
+    connect_timeout: 1s
+    load_assignment:
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {auth_port} }} }} }}
+  - name: broken
+    connect_timeout: 1s
+    load_assignment:
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 1 }} }} }}
+"#,
+        plugin("http_call_auth_plugin.wasm").display()
+    )
+}
+
+#[test]
+fn a_paused_request_resumes_when_the_call_allows_it() {
+    let ferry = Ferry::start(&config(free_port()), &["--concurrency", "2"]);
+    let main = ferry.address("main");
+    let allowed = get(main, "/allow/me", &[]);
+    assert_eq!((allowed.status, allowed.text().as_str()), (200, "welcome\n"));
+    assert_eq!(allowed.header("x-auth"), Some("allowed"), "the plugin changed the parked request's headers");
+    // Several at once: each stream waits for its own call.
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let path = if i % 2 == 0 { "/allow/x" } else { "/nope" };
+                (i, get(main, path, &[]).status)
+            })
+        })
+        .collect();
+    for client in clients {
+        let (i, status) = client.join().unwrap();
+        assert_eq!(status, if i % 2 == 0 { 200 } else { 403 });
+    }
+}
+
+#[test]
+fn a_paused_request_is_answered_by_the_plugin() {
+    let ferry = Ferry::start(&config(free_port()), &["--concurrency", "1"]);
+    let denied = get(ferry.address("main"), "/other", &[]);
+    assert_eq!((denied.status, denied.text().as_str()), (403, "denied\n"));
+    assert_eq!(denied.header("x-auth"), Some("denied"));
+}
+
+#[test]
+fn a_failed_call_reaches_the_plugin_with_no_headers() {
+    let ferry = Ferry::start(&config(free_port()), &["--concurrency", "1"]);
+    let failed = get(ferry.address("main"), "/broken", &[]);
+    assert_eq!((failed.status, failed.text().as_str()), (502, "call failed\n"));
+    assert_eq!(failed.header("x-auth"), Some("call-failed"));
+    // And the server goes on.
+    assert_eq!(get(ferry.address("main"), "/allow/again", &[]).status, 200);
+}
