@@ -39,6 +39,9 @@ enum HeadersCallback {
     V2(TypedFunc<(i32, i32, i32), i32>),
 }
 
+/// Root context, token, header count, body size, trailer count.
+type CallResponseArgs = (i32, i32, i32, i32, i32);
+
 /// The guest exports the host calls, resolved once per instance.
 struct Exports {
     on_context_create: Option<TypedFunc<(i32, i32), ()>>,
@@ -49,7 +52,7 @@ struct Exports {
     on_delete: Option<TypedFunc<i32, ()>>,
     on_tick: Option<TypedFunc<i32, ()>>,
     on_queue_ready: Option<TypedFunc<(i32, i32), ()>>,
-    on_http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    on_http_call_response: Option<TypedFunc<CallResponseArgs, ()>>,
     on_request_headers: Option<HeadersCallback>,
     on_response_headers: Option<HeadersCallback>,
 }
