@@ -6,50 +6,18 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Ferry, example_config, get, plugin, run_to_end, temp_file};
+use common::{
+    Ferry, direct_route, example_config, file_code, get, listener, plugin, run_to_end, temp_file, wasm_filter,
+};
 
-/// A listener on a free port with one Wasm filter whose code is given inline.
+/// A listener on a free port with one Wasm filter, `test_filter`, running `code`.
 fn filter_config(code: &str) -> String {
-    format!(
-        r#"
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                direct_response: {{ status: 200, body: {{ inline_string: "ok\n" }} }}
-          http_filters:
-          - name: test_filter
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: test_filter
-                vm_config:
-                  vm_id: test
-                  code:
-                    local:
-{code}
-          - name: envoy.filters.http.router
-"#
-    )
-}
-
-fn file_code(path: &std::path::Path) -> String {
-    format!("                      filename: {:?}", path.display().to_string())
+    let filter = wasm_filter("test_filter", "test", code);
+    format!("static_resources:\n  listeners:\n{}", listener("main", 0, &direct_route("/", "ok\n"), &filter))
 }
 
 fn inline_code(wat: &str) -> String {
-    format!("                      inline_string: {wat:?}")
+    format!("{{ local: {{ inline_string: {wat:?} }} }}")
 }
 
 /// Start-up with `config` fails; returns the error output.
@@ -114,7 +82,7 @@ fn a_bad_field_is_named_by_its_path() {
 
 #[test]
 fn a_missing_module_names_the_file_and_the_field() {
-    let config = filter_config("                      filename: ./no/such/plugin.wasm");
+    let config = filter_config("{ local: { filename: ./no/such/plugin.wasm } }");
     let stderr = start_fails(&config);
     assert!(stderr.contains("./no/such/plugin.wasm"), "{stderr}");
     assert!(stderr.contains("vm_config.code.local.filename"), "{stderr}");
@@ -159,7 +127,7 @@ fn validate_mode_checks_config_and_modules_without_serving() {
     let (status, stdout, stderr) = run_to_end(&["-c", path.to_str().unwrap(), "--mode", "validate"]);
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_eq!(stdout.trim(), format!("configuration '{}' OK", path.display()));
-    let bad = temp_file("bad.yaml", &filter_config("                      filename: ./missing.wasm"));
+    let bad = temp_file("bad.yaml", &filter_config("{ local: { filename: ./missing.wasm } }"));
     let (status, _, _) = run_to_end(&["-c", bad.to_str().unwrap(), "--mode", "validate"]);
     assert_eq!(status.code(), Some(1));
 }

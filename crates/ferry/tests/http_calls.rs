@@ -5,7 +5,7 @@ mod common;
 
 use std::net::TcpListener;
 
-use common::{Ferry, get, plugin};
+use common::{Ferry, direct_route, file_code, get, listener, plugin, wasm_filter};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -14,67 +14,27 @@ fn free_port() -> u16 {
 /// A `main` listener with the authorizer, an `auth` listener answering
 /// `allow` under `/check/allow` and `deny` elsewhere, and the clusters.
 fn config(auth_port: u16) -> String {
+    let routes = direct_route("/check/allow", "allow") + &direct_route("/check", "deny");
     format!(
-        r#"
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                direct_response: {{ status: 200, body: {{ inline_string: "welcome\n" }} }}
-          http_filters:
-          - name: auth
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: auth
-                vm_config:
-                  vm_id: auth
-                  code: {{ local: {{ filename: "{}" }} }}
-          - name: envoy.filters.http.router
-  - name: auth
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {auth_port} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/check/allow" }}
-                direct_response: {{ status: 200, body: {{ inline_string: "allow" }} }}
-              - match: {{ prefix: "/check" }}
-                direct_response: {{ status: 200, body: {{ inline_string: "deny" }} }}
-          http_filters:
-          - name: envoy.filters.http.router
-  clusters:
-  - name: auth
-    connect_timeout: 1s
-    load_assignment:
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {auth_port} }} }} }}
-  - name: broken
-    connect_timeout: 1s
-    load_assignment:
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 1 }} }} }}
-"#,
-        plugin("http_call_auth_plugin.wasm").display()
+        "static_resources:\n  listeners:\n{}{}{}",
+        listener(
+            "main",
+            0,
+            &direct_route("/", "welcome\n"),
+            &wasm_filter("auth", "auth", &file_code(&plugin("http_call_auth_plugin.wasm")))
+        ),
+        listener("auth", auth_port, &routes, ""),
+        format!(
+            "  clusters:\n{}{}",
+            cluster("auth", auth_port),
+            cluster("broken", 1) // nothing listens on port 1
+        )
+    )
+}
+
+fn cluster(name: &str, port: u16) -> String {
+    format!(
+        "  - name: {name}\n    connect_timeout: 1s\n    load_assignment:\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}\n"
     )
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Ferry, get, go_plugin, plugin};
+use common::{Ferry, direct_route, file_code, get, go_plugin, listener, plugin, wasm_filter};
 
 /// Three singleton services sharing one receiver vm_config, as in the
 /// current upstream shared_queue example, plus the sender as HTTP filter.
@@ -32,43 +32,13 @@ fn three_services_config() -> String {
             receiver.display()
         )
     };
+    let filter = wasm_filter("envoy.filters.http.wasm", "sender", &file_code(&sender));
     format!(
-        r#"
-bootstrap_extensions:
-{}{}{}
-static_resources:
-  listeners:
-  - name: http
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          route_config:
-            virtual_hosts:
-            - name: local_service
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                direct_response: {{ status: 200, body: {{ inline_string: "example body\n" }} }}
-          http_filters:
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                vm_config:
-                  vm_id: "sender"
-                  code: {{ local: {{ filename: "{}" }} }}
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-"#,
+        "bootstrap_extensions:\n{}{}{}static_resources:\n  listeners:\n{}",
         service("http_request_headers"),
         service("http_response_headers"),
         service("http_headers"),
-        sender.display()
+        listener("http", 0, &direct_route("/", "example body\n"), &filter)
     )
 }
 
@@ -92,26 +62,8 @@ fn services_sharing_a_vm_config_get_root_contexts_1_2_3_in_one_vm() {
 
 #[test]
 fn a_go_wasip1_plugin_loads_starts_and_logs() {
-    let config = format!(
-        r#"
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                direct_response: {{ status: 200, body: {{ inline_string: "ok\n" }} }}
-          http_filters:
-          - name: go
+    let go_filter = format!(
+        r#"          - name: go
             typed_config:
               "@type": type.googleapis.com/udpa.type.v1.TypedStruct
               type_url: type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
@@ -125,11 +77,12 @@ static_resources:
                     vm_id: go
                     environment_variables:
                       key_values: {{ GREETING: hello }}
-                    code: {{ local: {{ filename: "{}" }} }}
-          - name: envoy.filters.http.router
+                    code: {}
 "#,
-        go_plugin().display()
+        file_code(&go_plugin())
     );
+    let config =
+        format!("static_resources:\n  listeners:\n{}", listener("main", 0, &direct_route("/", "ok\n"), &go_filter));
     let ferry = Ferry::start(&config, &["--concurrency", "1"]);
     ferry.wait_for(r#"wasm log go: go plugin vm started, GREETING="hello""#, Duration::from_secs(5));
     ferry.wait_for(r#"wasm log go: go plugin configured: {"greeting":"hi"}"#, Duration::from_secs(5));

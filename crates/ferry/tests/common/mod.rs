@@ -254,3 +254,57 @@ fn read_response(stream: &mut TcpStream) -> Response {
     reader.read_exact(&mut body).unwrap();
     Response { status, headers, body }
 }
+
+/// One item of `listeners:` (indented for `static_resources.listeners`): a
+/// listener on 127.0.0.1:`port` whose connection manager has the route
+/// items `routes` (each starting `              - match:`), then the HTTP
+/// filter items `filters` (each starting `          - name:`), then the router.
+pub fn listener(name: &str, port: u16, routes: &str, filters: &str) -> String {
+    format!(
+        r#"  - name: {name}
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+{routes}
+          http_filters:
+{filters}
+          - name: envoy.filters.http.router
+"#
+    )
+}
+
+/// A route item answering paths under `prefix` with 200 and `body`.
+pub fn direct_route(prefix: &str, body: &str) -> String {
+    format!(
+        "              - match: {{ prefix: {prefix:?} }}\n                direct_response: {{ status: 200, body: {{ inline_string: {body:?} }} }}\n"
+    )
+}
+
+/// An HTTP filter item running a Wasm plugin; `code` is the flow mapping
+/// of `vm_config.code`, e.g. `{ local: { filename: "x.wasm" } }`.
+pub fn wasm_filter(name: &str, vm_id: &str, code: &str) -> String {
+    format!(
+        r#"          - name: {name}
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: {name}
+                vm_config:
+                  vm_id: {vm_id}
+                  code: {code}
+"#
+    )
+}
+
+/// `vm_config.code` for a module file.
+pub fn file_code(path: &std::path::Path) -> String {
+    format!("{{ local: {{ filename: {:?} }} }}", path.display().to_string())
+}
