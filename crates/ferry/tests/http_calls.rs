@@ -15,20 +15,13 @@ fn free_port() -> u16 {
 /// `allow` under `/check/allow` and `deny` elsewhere, and the clusters.
 fn config(auth_port: u16) -> String {
     let routes = direct_route("/check/allow", "allow") + &direct_route("/check", "deny");
+    let filter = wasm_filter("auth", "auth", &file_code(&plugin("http_call_auth_plugin.wasm")));
     format!(
-        "static_resources:\n  listeners:\n{}{}{}",
-        listener(
-            "main",
-            0,
-            &direct_route("/", "welcome\n"),
-            &wasm_filter("auth", "auth", &file_code(&plugin("http_call_auth_plugin.wasm")))
-        ),
+        "static_resources:\n  listeners:\n{}{}  clusters:\n{}{}",
+        listener("main", 0, &direct_route("/", "welcome\n"), &filter),
         listener("auth", auth_port, &routes, ""),
-        format!(
-            "  clusters:\n{}{}",
-            cluster("auth", auth_port),
-            cluster("broken", 1) // nothing listens on port 1
-        )
+        cluster("auth", auth_port),
+        cluster("broken", 1) // nothing listens on port 1
     )
 }
 
