@@ -50,6 +50,8 @@ pub(crate) struct SharedState {
     wasm_log_level: AtomicU8,
     /// Clusters `proxy_http_call` may name; `None` accepts any.
     upstreams: Option<HashSet<String>>,
+    /// `node.id` and `node.cluster`.
+    pub(crate) node: (String, String),
     unimplemented_reported: Mutex<HashSet<&'static str>>,
 }
 
@@ -87,11 +89,18 @@ pub struct HostOptions {
     /// The clusters plugins may call with `proxy_http_call` (others are a
     /// `BadArgument`); `None` accepts any name.
     pub upstreams: Option<Vec<String>>,
+    /// `node.id` and `node.cluster` of the configuration, as properties.
+    pub node: (String, String),
 }
 
 impl Default for HostOptions {
     fn default() -> Self {
-        HostOptions { wasm_log_level: WasmLogLevel::At(LogLevel::Info), module_cache: None, upstreams: None }
+        HostOptions {
+            wasm_log_level: WasmLogLevel::At(LogLevel::Info),
+            module_cache: None,
+            upstreams: None,
+            node: Default::default(),
+        }
     }
 }
 
@@ -148,6 +157,7 @@ impl Host {
             vm_id_modules: Mutex::default(),
             wasm_log_level: AtomicU8::new(options.wasm_log_level.to_raw()),
             upstreams: options.upstreams.map(|u| u.into_iter().collect()),
+            node: options.node,
             unimplemented_reported: Mutex::default(),
         });
         Ok(Arc::new(Host { engine, linker, shared, modules: Mutex::default() }))

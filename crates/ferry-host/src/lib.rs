@@ -40,6 +40,7 @@ pub use shared_data::SharedData;
 pub use shared_queue::{QueueOwner, QueueTotals, SharedQueues};
 pub use state::{HostState, TickRequest};
 pub use stream::{
-    HttpCallRequest, HttpCallResponse, HttpStream, LocalResponse, PausedAt, StreamAction, StreamSignal, Verdict,
+    HttpCallRequest, HttpCallResponse, HttpStream, LocalResponse, PausedAt, StreamAction, StreamInfo, StreamSignal,
+    Verdict,
 };
 pub use thread::{Effects, PluginHandle, StreamContext, TickChange, WasmThread};

@@ -95,6 +95,8 @@ pub struct HostState {
     pub(crate) http_call_response: Option<HttpCallResponse>,
     /// What `proxy_get_status` reports: a status code and a message.
     pub(crate) status: (u32, Bytes),
+    /// Values root contexts set with `proxy_set_property`.
+    pub(crate) root_properties: Vec<(Bytes, Bytes)>,
 }
 
 impl HostState {
@@ -117,6 +119,7 @@ impl HostState {
             last_http_call_token: 0,
             http_call_response: None,
             status: (0, Bytes::new()),
+            root_properties: Vec::new(),
         }
     }
 
@@ -147,7 +150,7 @@ impl HostState {
     /// The stream the acting context may see, and the phase that decides
     /// how: the stream lent to the callback, or a parked stream whose
     /// context was made the effective one.
-    fn acting_stream(&self) -> Option<(&HttpStream, Phase)> {
+    pub(crate) fn acting_stream(&self) -> Option<(&HttpStream, Phase)> {
         let acting = self.acting_context_id();
         if acting == self.call.context_id {
             return Some((&self.stream, self.call.phase));
@@ -155,7 +158,7 @@ impl HostState {
         self.parked.get(&acting).map(|(stream, phase)| (stream, *phase))
     }
 
-    fn acting_stream_mut(&mut self) -> Option<(&mut HttpStream, Phase)> {
+    pub(crate) fn acting_stream_mut(&mut self) -> Option<(&mut HttpStream, Phase)> {
         let acting = self.acting_context_id();
         if acting == self.call.context_id {
             return Some((&mut self.stream, self.call.phase));

@@ -19,6 +19,27 @@ pub struct HttpStream {
     pub response_headers: HeaderMap,
     /// Response trailers.
     pub response_trailers: HeaderMap,
+    /// What the embedder knows about the stream, for properties.
+    pub info: StreamInfo,
+}
+
+/// Facts about a stream that plugins read as properties (`source.address`,
+/// `request.time`, ...), and the values plugins set with `proxy_set_property`.
+#[derive(Clone, Debug, Default)]
+pub struct StreamInfo {
+    /// The downstream peer.
+    pub source: Option<std::net::SocketAddr>,
+    /// The local address the connection came in on.
+    pub destination: Option<std::net::SocketAddr>,
+    /// A number unique to the downstream connection within the process.
+    pub connection_id: u64,
+    /// When the request's headers arrived.
+    pub start: Option<std::time::SystemTime>,
+    /// `HTTP/1.0`, `HTTP/1.1`, ...
+    pub protocol: &'static str,
+    /// Values set with `proxy_set_property` by any plugin of the stream,
+    /// by path (segments joined with NUL).
+    pub properties: Vec<(Bytes, Bytes)>,
 }
 
 /// A response a plugin asked for with `proxy_send_local_response`.

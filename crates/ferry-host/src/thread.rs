@@ -251,14 +251,15 @@ impl WasmThread {
 
     /// Keeps a paused stream in its plugin's VM, where callbacks acting on
     /// its context (an HTTP call's response, a tick) can read and change it.
-    /// Returns the stream if the VM is gone.
-    pub fn park(&mut self, context: &StreamContext, stream: HttpStream, at: PausedAt) -> Result<(), HttpStream> {
+    /// Gives the stream back if the plugin's VM is gone.
+    #[must_use = "a stream given back was not parked"]
+    pub fn park(&mut self, context: &StreamContext, stream: HttpStream, at: PausedAt) -> Option<HttpStream> {
         match self.live_vm(context) {
             Ok(vm) => {
                 vm.park(context.id, stream, at.phase());
-                Ok(())
+                None
             }
-            Err(_) => Err(stream),
+            Err(_) => Some(stream),
         }
     }
 

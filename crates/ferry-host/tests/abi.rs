@@ -28,6 +28,7 @@ const PRELUDE: &str = r#"
   (import "env" "proxy_get_property" (func $get_property (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_http_call" (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_set_property" (func $set_property (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_buffer_bytes" (func $set_buffer (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_set_shared_data" (func $set_data (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_shared_data" (func $get_data (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_register_shared_queue" (func $register (param i32 i32 i32) (result i32)))
@@ -151,9 +152,9 @@ fn configuration_buffers_and_properties() {
 #[test]
 fn unimplemented_functions_link_and_return_unimplemented() {
     assert_starts(
-        "proxy_set_property",
+        "proxy_set_buffer_bytes",
         &checks(&[
-            "(call $expect (call $set_property (i32.const 32) (i32.const 12) (i32.const 16) (i32.const 5)) (i32.const 12))",
+            "(call $expect (call $set_buffer (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 16) (i32.const 5)) (i32.const 12))",
         ]),
     );
 }
@@ -197,6 +198,47 @@ fn metrics() {
             ("queue".into(), "-3".into())
         ]
     );
+}
+
+#[test]
+fn properties_set_by_a_plugin_read_back() {
+    assert_starts(
+        "proxy_set_property",
+        &checks(&[
+            "(call $expect (call $get_property (i32.const 64) (i32.const 5) (i32.const 200) (i32.const 204)) (i32.const 1))",
+            "(call $expect (call $set_property (i32.const 64) (i32.const 5) (i32.const 16) (i32.const 5)) (i32.const 0))",
+            "(call $expect (call $get_property (i32.const 64) (i32.const 5) (i32.const 200) (i32.const 204)) (i32.const 0))",
+            "(call $expect (i32.load (i32.const 204)) (i32.const 5))",
+            "(call $expect (i32.load8_u (i32.load (i32.const 200))) (i32.const 104))", // 'h'
+        ]),
+    );
+}
+
+/// In `proxy_on_request_headers`: copies the `request.path` and
+/// `source.port` properties into request headers.
+const PROPERTY_FILTER: &str = r#"
+  (data (i32.const 600) "request\00path")
+  (data (i32.const 620) "x-path")
+  (data (i32.const 640) "source\00port")
+  (data (i32.const 660) "x-port-bytes")
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $get_property (i32.const 600) (i32.const 12) (i32.const 208) (i32.const 212)))
+    (drop (call $add_header (i32.const 0) (i32.const 620) (i32.const 6) (i32.load (i32.const 208)) (i32.load (i32.const 212))))
+    (drop (call $get_property (i32.const 640) (i32.const 11) (i32.const 208) (i32.const 212)))
+    (drop (call $add_header (i32.const 0) (i32.const 660) (i32.const 12) (i32.load (i32.const 208)) (i32.load (i32.const 212))))
+    (i32.const 0))
+"#;
+
+#[test]
+fn stream_properties_come_from_the_stream() {
+    let host = Host::new(HostOptions::default()).unwrap();
+    let (mut thread, _, handle) = start(&host, module_in(&host, "vm", PROPERTY_FILTER));
+    let mut stream = request("/a?b");
+    stream.info.source = Some("10.0.0.1:4242".parse().unwrap());
+    let context = thread.create_http_stream(handle).unwrap();
+    thread.on_request_headers(&context, &mut stream, true).unwrap();
+    assert_eq!(&stream.request_headers.get(b"x-path").unwrap()[..], b"/a?b");
+    assert_eq!(&stream.request_headers.get(b"x-port-bytes").unwrap()[..], &4242i64.to_le_bytes());
 }
 
 #[test]

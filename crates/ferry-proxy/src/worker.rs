@@ -3,6 +3,7 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -51,9 +52,12 @@ pub(crate) async fn run(
     }
 }
 
+/// Connection ids, unique in the process (the `connection.id` property).
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
 async fn accept_loop(listener: TcpListener, http: Arc<HttpPlan>, worker: Rc<WorkerShared>) {
     loop {
-        let (stream, _peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly.
@@ -63,7 +67,13 @@ async fn accept_loop(listener: TcpListener, http: Arc<HttpPlan>, worker: Rc<Work
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = Rc::new(ConnContext { worker: worker.clone(), http: http.clone() });
+        let conn = Rc::new(ConnContext {
+            worker: worker.clone(),
+            http: http.clone(),
+            source: peer,
+            destination: stream.local_addr().ok(),
+            id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+        });
         tokio::task::spawn_local(async move {
             let service = service_fn(move |request| conn_manager::handle(request, conn.clone()));
             if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {

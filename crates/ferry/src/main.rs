@@ -101,7 +101,8 @@ fn run(cli: &Cli, wasm_level: ferry_host::WasmLogLevel) -> anyhow::Result<()> {
         .with_context(|| format!("error initializing configuration '{path}'"))?;
     let module_cache = if cli.no_wasm_cache { None } else { cli.wasm_cache_dir.clone().or_else(default_cache_dir) };
     let upstreams = Some(config.clusters.iter().map(|c| c.name.clone()).collect());
-    let host = Host::new(HostOptions { wasm_log_level: wasm_level, module_cache, upstreams })?;
+    let node = (config.node.id.clone(), config.node.cluster.clone());
+    let host = Host::new(HostOptions { wasm_log_level: wasm_level, module_cache, upstreams, node })?;
     let plan = Plan::build(&config, host).with_context(|| format!("error initializing configuration '{path}'"))?;
     if cli.mode == Mode::Validate {
         println!("configuration '{path}' OK");

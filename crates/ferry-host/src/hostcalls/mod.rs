@@ -96,6 +96,7 @@ pub const IMPLEMENTED: &[&str] = &[
     "proxy_clear_route_cache",
     "proxy_http_call",
     "proxy_get_status",
+    "proxy_set_property",
 ];
 
 pub use unimplemented::UNIMPLEMENTED;

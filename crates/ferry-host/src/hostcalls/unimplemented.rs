@@ -17,7 +17,6 @@ pub const UNIMPLEMENTED: &[(&str, &str)] = &[
     ("proxy_grpc_send", "iiii"),
     ("proxy_grpc_cancel", "i"),
     ("proxy_grpc_close", "i"),
-    ("proxy_set_property", "iiii"),
     ("proxy_call_foreign_function", "iiiiii"),
 ];
 

@@ -11,14 +11,15 @@
 //! later callback of the plugin (an HTTP call's response, a tick, a queue)
 //! resumes, answers or closes it.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_config::RouteAction;
 use ferry_host::{
-    FailurePolicy, HeaderMap, HttpStream, LocalResponse, PausedAt, PluginHandle, StreamAction, StreamContext, Verdict,
-    VmKey,
+    FailurePolicy, HeaderMap, HttpStream, LocalResponse, PausedAt, PluginHandle, StreamAction, StreamContext,
+    StreamInfo, Verdict, VmKey,
 };
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
@@ -33,6 +34,12 @@ use crate::worker::WorkerShared;
 pub(crate) struct ConnContext {
     pub(crate) worker: Rc<WorkerShared>,
     pub(crate) http: Arc<HttpPlan>,
+    /// The downstream peer.
+    pub(crate) source: SocketAddr,
+    /// The local address it connected to.
+    pub(crate) destination: Option<SocketAddr>,
+    /// Unique in the process.
+    pub(crate) id: u64,
 }
 
 /// The filters' view of one request: the stream's header maps and the
@@ -102,9 +109,17 @@ pub(crate) async fn handle(
         return Ok(response);
     }
     let request_headers = request_headers(&parts, conn.http.generate_request_id);
+    let info = StreamInfo {
+        source: Some(conn.source),
+        destination: conn.destination,
+        connection_id: conn.id,
+        start: Some(std::time::SystemTime::now()),
+        protocol: protocol(parts.version),
+        properties: Vec::new(),
+    };
     let mut exchange = Exchange {
         conn,
-        stream: HttpStream { request_headers, ..HttpStream::default() },
+        stream: HttpStream { request_headers, info, ..HttpStream::default() },
         contexts: Vec::new(),
         parked_in: None,
     };
@@ -115,6 +130,17 @@ pub(crate) async fn handle(
     };
     let body = exchange.response_filters(reply).await?;
     Ok(exchange.encode(body))
+}
+
+/// The `request.protocol` property.
+fn protocol(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
 }
 
 /// The fast path of a connection manager without filters: no plugin sees
@@ -191,7 +217,7 @@ impl Exchange {
         let vm_key = wasm.with(|vms| vms.plugin(handle).module.key());
         let stream = std::mem::take(&mut self.stream);
         let parked = wasm.with(|vms| vms.park(&self.contexts[context], stream, at));
-        if let Err(stream) = parked {
+        if let Some(stream) = parked {
             self.stream = stream;
             return self.failure_policy(handle);
         }
