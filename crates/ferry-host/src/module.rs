@@ -105,6 +105,8 @@ pub(crate) fn expected_exports(abi: AbiVersion) -> Vec<(&'static str, &'static [
         ("proxy_on_http_call_response", &[I32, I32, I32, I32, I32], &[]),
         ("proxy_on_request_headers", headers, &[I32]),
         ("proxy_on_response_headers", headers, &[I32]),
+        ("proxy_on_request_body", &[I32, I32, I32], &[I32]),
+        ("proxy_on_response_body", &[I32, I32, I32], &[I32]),
     ]
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferry_abi::{MapType, Status};
+use ferry_abi::{BufferType, MapType, Status};
 use rustc_hash::FxHashMap;
 use wasmtime::{Memory, TypedFunc};
 
@@ -191,6 +191,27 @@ impl HostState {
             (Phase::RequestHeaders, MapType::HttpRequestHeaders) => Ok(&mut s.request_headers),
             (Phase::ResponseHeaders, MapType::HttpResponseHeaders) => Ok(&mut s.response_headers),
             _ => Err(Status::BadArgument),
+        }
+    }
+
+    /// The body a body callback (or a callback acting on a stream parked in
+    /// one) may read.
+    pub(crate) fn readable_body(&self, kind: BufferType) -> Result<&[u8], Status> {
+        let (s, phase) = self.acting_stream().ok_or(Status::NotFound)?;
+        match (phase, kind) {
+            (Phase::RequestBody, BufferType::HttpRequestBody) => Ok(&s.request_body),
+            (Phase::ResponseBody, BufferType::HttpResponseBody) => Ok(&s.response_body),
+            _ => Err(Status::NotFound),
+        }
+    }
+
+    /// The body a body callback may change.
+    pub(crate) fn writable_body(&mut self, kind: BufferType) -> Result<&mut Vec<u8>, Status> {
+        let (s, phase) = self.acting_stream_mut().ok_or(Status::NotFound)?;
+        match (phase, kind) {
+            (Phase::RequestBody, BufferType::HttpRequestBody) => Ok(&mut s.request_body),
+            (Phase::ResponseBody, BufferType::HttpResponseBody) => Ok(&mut s.response_body),
+            _ => Err(Status::NotFound),
         }
     }
 

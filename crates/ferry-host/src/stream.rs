@@ -19,6 +19,10 @@ pub struct HttpStream {
     pub response_headers: HeaderMap,
     /// Response trailers.
     pub response_trailers: HeaderMap,
+    /// The request body a body callback sees (`HTTP_REQUEST_BODY`).
+    pub request_body: Vec<u8>,
+    /// The response body a body callback sees (`HTTP_RESPONSE_BODY`).
+    pub response_body: Vec<u8>,
     /// What the embedder knows about the stream, for properties.
     pub info: StreamInfo,
 }
@@ -137,6 +141,10 @@ pub enum PausedAt {
     RequestHeaders,
     /// In `proxy_on_response_headers`: the response headers stay writable.
     ResponseHeaders,
+    /// In `proxy_on_request_body`: the request body stays writable.
+    RequestBody,
+    /// In `proxy_on_response_body`: the response body stays writable.
+    ResponseBody,
 }
 
 impl PausedAt {
@@ -144,6 +152,8 @@ impl PausedAt {
         match self {
             PausedAt::RequestHeaders => Phase::RequestHeaders,
             PausedAt::ResponseHeaders => Phase::ResponseHeaders,
+            PausedAt::RequestBody => Phase::RequestBody,
+            PausedAt::ResponseBody => Phase::ResponseBody,
         }
     }
 }
@@ -158,6 +168,10 @@ pub(crate) enum Phase {
     RequestHeaders,
     /// `proxy_on_response_headers`.
     ResponseHeaders,
+    /// `proxy_on_request_body`.
+    RequestBody,
+    /// `proxy_on_response_body`.
+    ResponseBody,
     /// `proxy_on_log`: every map readable, none writable.
     Log,
     /// Stream callbacks with no map of their own (`proxy_on_done`, ...).

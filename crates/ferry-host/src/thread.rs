@@ -202,6 +202,36 @@ impl WasmThread {
         self.after_call(context.plugin, result)
     }
 
+    /// `proxy_on_request_body` with `stream.request_body`.
+    ///
+    /// # Errors
+    /// As [`WasmThread::on_request_headers`].
+    pub fn on_request_body(
+        &mut self,
+        context: &StreamContext,
+        stream: &mut HttpStream,
+        end_of_stream: bool,
+    ) -> Result<Verdict, PluginFailure> {
+        let vm = self.live_vm(context)?;
+        let result = vm.on_request_body(context.id, stream, end_of_stream);
+        self.after_call(context.plugin, result)
+    }
+
+    /// `proxy_on_response_body` with `stream.response_body`.
+    ///
+    /// # Errors
+    /// As [`WasmThread::on_request_headers`].
+    pub fn on_response_body(
+        &mut self,
+        context: &StreamContext,
+        stream: &mut HttpStream,
+        end_of_stream: bool,
+    ) -> Result<Verdict, PluginFailure> {
+        let vm = self.live_vm(context)?;
+        let result = vm.on_response_body(context.id, stream, end_of_stream);
+        self.after_call(context.plugin, result)
+    }
+
     /// Ends a stream context: `proxy_on_log`, `proxy_on_done`,
     /// `proxy_on_delete`. A failure here is logged; the response is gone.
     pub fn finish_http_stream(&mut self, context: StreamContext, stream: &mut HttpStream) {

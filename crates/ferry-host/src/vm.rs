@@ -55,6 +55,8 @@ struct Exports {
     on_http_call_response: Option<TypedFunc<CallResponseArgs, ()>>,
     on_request_headers: Option<HeadersCallback>,
     on_response_headers: Option<HeadersCallback>,
+    on_request_body: Option<HeadersCallback>,
+    on_response_body: Option<HeadersCallback>,
 }
 
 /// A VM instance: a store, its instance's exports, and its context ids.
@@ -108,6 +110,8 @@ impl Vm {
             on_http_call_response: func(&instance, &mut store, "proxy_on_http_call_response"),
             on_request_headers: headers(&mut store, "proxy_on_request_headers"),
             on_response_headers: headers(&mut store, "proxy_on_response_headers"),
+            on_request_body: func(&instance, &mut store, "proxy_on_request_body").map(HeadersCallback::V2),
+            on_response_body: func(&instance, &mut store, "proxy_on_response_body").map(HeadersCallback::V2),
         };
         let initialize: Option<TypedFunc<(), ()>> = func(&instance, &mut store, "_initialize");
         let main: Option<TypedFunc<(i32, i32), i32>> = func(&instance, &mut store, "main");
@@ -217,6 +221,47 @@ impl Vm {
         )
     }
 
+    /// `proxy_on_request_body` with the whole body (`stream.request_body`)
+    /// lent to the plugin.
+    pub(crate) fn on_request_body(
+        &mut self,
+        id: u32,
+        stream: &mut HttpStream,
+        end_of_stream: bool,
+    ) -> Result<Verdict, CallError> {
+        let size = stream.request_body.len() as i32;
+        self.headers_callback(
+            "proxy_on_request_body",
+            |e| e.on_request_body.as_ref(),
+            id,
+            Phase::RequestBody,
+            stream,
+            size,
+            end_of_stream,
+        )
+    }
+
+    /// `proxy_on_response_body` with `stream.response_body` lent to the plugin.
+    pub(crate) fn on_response_body(
+        &mut self,
+        id: u32,
+        stream: &mut HttpStream,
+        end_of_stream: bool,
+    ) -> Result<Verdict, CallError> {
+        let size = stream.response_body.len() as i32;
+        self.headers_callback(
+            "proxy_on_response_body",
+            |e| e.on_response_body.as_ref(),
+            id,
+            Phase::ResponseBody,
+            stream,
+            size,
+            end_of_stream,
+        )
+    }
+
+    /// A stream callback that returns an action: headers (with their count)
+    /// or bodies (with their size).
     #[allow(clippy::too_many_arguments)]
     fn headers_callback(
         &mut self,
@@ -243,10 +288,13 @@ impl Vm {
         if let Some(local) = outcome.local_response {
             return Ok(Verdict::LocalResponse(local));
         }
-        // Envoy turns every stop status into "stop all iteration" unless the
-        // plugin opted in to plain StopIteration; both mean "wait for
-        // resume". A resume asked for during the callback cancels the pause.
-        Ok(if action == 0 || action == 2 || outcome.resumed { Verdict::Continue } else { Verdict::Pause })
+        // Headers: Envoy turns every stop status into "stop all iteration"
+        // unless the plugin opted in to plain StopIteration; both mean "wait
+        // for resume", and 2 is ContinueAndEndStream. Bodies: every status
+        // but 0 stops (buffering). A resume asked for during the callback
+        // cancels the pause.
+        let continues = action == 0 || (action == 2 && matches!(phase, Phase::RequestHeaders | Phase::ResponseHeaders));
+        Ok(if continues || outcome.resumed { Verdict::Continue } else { Verdict::Pause })
     }
 
     /// The end of an HTTP stream, in Envoy's order: `proxy_on_log` (all maps

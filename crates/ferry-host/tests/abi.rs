@@ -29,6 +29,7 @@ const PRELUDE: &str = r#"
   (import "env" "proxy_http_call" (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_set_property" (func $set_property (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_set_buffer_bytes" (func $set_buffer (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_grpc_cancel" (func $grpc_cancel (param i32) (result i32)))
   (import "env" "proxy_set_shared_data" (func $set_data (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_shared_data" (func $get_data (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_register_shared_queue" (func $register (param i32 i32 i32) (result i32)))
@@ -151,12 +152,7 @@ fn configuration_buffers_and_properties() {
 
 #[test]
 fn unimplemented_functions_link_and_return_unimplemented() {
-    assert_starts(
-        "proxy_set_buffer_bytes",
-        &checks(&[
-            "(call $expect (call $set_buffer (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 16) (i32.const 5)) (i32.const 12))",
-        ]),
-    );
+    assert_starts("proxy_grpc_cancel", &checks(&["(call $expect (call $grpc_cancel (i32.const 1)) (i32.const 12))"]));
 }
 
 #[test]
@@ -197,6 +193,18 @@ fn metrics() {
             ("key".into(), "5".into()),
             ("queue".into(), "-3".into())
         ]
+    );
+}
+
+#[test]
+fn bodies_are_not_found_outside_their_callbacks_and_config_is_read_only() {
+    assert_starts(
+        "proxy_set_buffer_bytes",
+        &checks(&[
+            "(call $expect (call $set_buffer (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 16) (i32.const 5)) (i32.const 1))",
+            "(call $expect (call $set_buffer (i32.const 6) (i32.const 0) (i32.const 0) (i32.const 16) (i32.const 5)) (i32.const 2))",
+            "(call $expect (call $set_buffer (i32.const 9) (i32.const 0) (i32.const 0) (i32.const 16) (i32.const 5)) (i32.const 2))",
+        ]),
     );
 }
 

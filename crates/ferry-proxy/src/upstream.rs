@@ -124,9 +124,9 @@ impl Upstreams {
         cluster: &str,
         timeout: Option<Duration>,
         headers: &HeaderMap,
-        body: Incoming,
+        body: UpstreamBody,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        self.send(cluster, timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT), headers, UpstreamBody::Streamed(body)).await
+        self.send(cluster, timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT), headers, body).await
     }
 
     /// Sends a plugin's HTTP call and reads the whole response.

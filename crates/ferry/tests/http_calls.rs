@@ -5,7 +5,7 @@ mod common;
 
 use std::net::TcpListener;
 
-use common::{Ferry, direct_route, file_code, get, listener, plugin, wasm_filter};
+use common::{Ferry, cluster, direct_route, file_code, get, listener, plugin, wasm_filter};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -20,14 +20,8 @@ fn config(auth_port: u16) -> String {
         "static_resources:\n  listeners:\n{}{}  clusters:\n{}{}",
         listener("main", 0, &direct_route("/", "welcome\n"), &filter),
         listener("auth", auth_port, &routes, ""),
-        cluster("auth", auth_port),
-        cluster("broken", 1) // nothing listens on port 1
-    )
-}
-
-fn cluster(name: &str, port: u16) -> String {
-    format!(
-        "  - name: {name}\n    connect_timeout: 1s\n    load_assignment:\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}\n"
+        cluster("auth", ([127, 0, 0, 1], auth_port).into()),
+        cluster("broken", ([127, 0, 0, 1], 1).into()) // nothing listens on port 1
     )
 }
 

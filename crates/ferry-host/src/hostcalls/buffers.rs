@@ -1,12 +1,11 @@
 //! Buffers: the VM and plugin configuration (bodies and call responses come
 //! with the data path that produces them).
 
-use bytes::Bytes;
 use ferry_abi::{BufferType, Status};
 use wasmtime::Linker;
 
 use super::{Caller, HostResult, MODULE, check, ok};
-use crate::memory::{return_copy, split, write_u32};
+use crate::memory::{return_bytes, return_copy, slice, split, write_u32};
 use crate::state::HostState;
 
 pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -15,13 +14,34 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_get_buffer_bytes",
         |mut caller: Caller<'_>, buffer: i32, start: i32, max_size: i32, ptr_out: i32, size_out: i32| -> HostResult {
             let kind = check!(BufferType::from_raw(buffer as u32).ok_or(Status::BadArgument));
-            let bytes = check!(buffer_of(caller.data(), kind));
+            let len = check!(buffer_of(caller.data(), kind)).len();
             let (start, max_size) = (start as u32 as usize, max_size as u32 as usize);
-            if start > bytes.len() {
+            if start > len {
                 return Ok(Status::BadArgument.code());
             }
-            let end = start.saturating_add(max_size).min(bytes.len());
-            Ok(return_copy(&mut caller, &bytes[start..end], ptr_out, size_out)?.code())
+            let end = start.saturating_add(max_size).min(len);
+            let status = return_bytes(&mut caller, end - start, ptr_out, size_out, |state, dest| {
+                if let Ok(bytes) = buffer_of(state, kind) {
+                    dest.copy_from_slice(&bytes[start..end]);
+                }
+            })?;
+            Ok(status.code())
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "proxy_set_buffer_bytes",
+        |mut caller: Caller<'_>, buffer: i32, start: i32, size: i32, data_ptr: i32, data_len: i32| -> HostResult {
+            let kind = check!(BufferType::from_raw(buffer as u32).ok_or(Status::BadArgument));
+            let (mem, state) = split(&mut caller);
+            let data = check!(slice(mem, data_ptr, data_len));
+            if !matches!(kind, BufferType::HttpRequestBody | BufferType::HttpResponseBody) {
+                // Configuration and call responses are read-only.
+                return Ok(Status::BadArgument.code());
+            }
+            let body = check!(state.writable_body(kind));
+            check!(replace(body, start as u32 as usize, size as u32 as usize, data));
+            ok()
         },
     )?;
     linker.func_wrap(
@@ -41,21 +61,54 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         MODULE,
         "proxy_get_configuration",
         |mut caller: Caller<'_>, ptr_out: i32, size_out: i32| -> HostResult {
-            let bytes = check!(buffer_of(caller.data(), BufferType::PluginConfiguration));
+            let bytes = check!(buffer_of(caller.data(), BufferType::PluginConfiguration)).to_vec();
             Ok(return_copy(&mut caller, &bytes, ptr_out, size_out)?.code())
         },
     )?;
     Ok(())
 }
 
+/// Envoy's edits of a body: replace `size` bytes at the front with `data`
+/// (`start` 0; `size` 0 prepends), or append (`start` at or past the end).
+/// Anything else is a `BadArgument`.
+fn replace(body: &mut Vec<u8>, start: usize, size: usize, data: &[u8]) -> Result<(), Status> {
+    if start == 0 {
+        body.splice(..size.min(body.len()), data.iter().copied());
+    } else if start >= body.len() {
+        body.extend_from_slice(data);
+    } else {
+        return Err(Status::BadArgument);
+    }
+    Ok(())
+}
+
 /// The bytes of buffer `kind`, if the callback in progress has it.
-fn buffer_of(state: &HostState, kind: BufferType) -> Result<Bytes, Status> {
+fn buffer_of(state: &HostState, kind: BufferType) -> Result<&[u8], Status> {
     match kind {
-        BufferType::VmConfiguration => Ok(state.module.spec.vm_configuration.clone()),
-        BufferType::PluginConfiguration => state.call.plugin_configuration.clone().ok_or(Status::NotFound),
+        BufferType::VmConfiguration => Ok(&state.module.spec.vm_configuration),
+        BufferType::PluginConfiguration => state.call.plugin_configuration.as_deref().ok_or(Status::NotFound),
         BufferType::HttpCallResponseBody => {
-            state.http_call_response.as_ref().map(|r| r.body.clone()).ok_or(Status::NotFound)
+            state.http_call_response.as_ref().map(|r| &r.body[..]).ok_or(Status::NotFound)
         }
+        BufferType::HttpRequestBody | BufferType::HttpResponseBody => state.readable_body(kind),
         _ => Err(Status::NotFound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_edits_replace_the_front_prepend_or_append() {
+        let mut body = b"hello world".to_vec();
+        replace(&mut body, 0, 5, b"HOWDY").unwrap();
+        assert_eq!(body, b"HOWDY world");
+        replace(&mut body, 0, 0, b">").unwrap();
+        replace(&mut body, 99, 0, b"!").unwrap();
+        assert_eq!(body, b">HOWDY world!");
+        replace(&mut body, 0, usize::MAX, b"all new").unwrap();
+        assert_eq!(body, b"all new");
+        assert_eq!(replace(&mut body, 3, 1, b"x"), Err(Status::BadArgument));
     }
 }

@@ -97,6 +97,7 @@ pub const IMPLEMENTED: &[&str] = &[
     "proxy_http_call",
     "proxy_get_status",
     "proxy_set_property",
+    "proxy_set_buffer_bytes",
 ];
 
 pub use unimplemented::UNIMPLEMENTED;

@@ -75,8 +75,11 @@ fn send_local_response(
 /// header callback, or, for a parked stream, to the embedder.
 fn answer(state: &mut HostState, response: LocalResponse) -> Status {
     let Some(target) = state.acting_stream_context() else { return Status::BadArgument };
-    let in_own_callback =
-        target == state.call.context_id && matches!(state.call.phase, Phase::RequestHeaders | Phase::ResponseHeaders);
+    let in_own_callback = target == state.call.context_id
+        && matches!(
+            state.call.phase,
+            Phase::RequestHeaders | Phase::ResponseHeaders | Phase::RequestBody | Phase::ResponseBody
+        );
     if in_own_callback {
         state.call.outcome.local_response = Some(response);
     } else if state.parked.contains_key(&target) {
@@ -96,7 +99,12 @@ fn stream_action(state: &mut HostState, stream: StreamType, action: StreamAction
         return Status::Unimplemented;
     }
     let Some(target) = state.acting_stream_context() else { return Status::Ok };
-    if target == state.call.context_id && matches!(state.call.phase, Phase::RequestHeaders | Phase::ResponseHeaders) {
+    if target == state.call.context_id
+        && matches!(
+            state.call.phase,
+            Phase::RequestHeaders | Phase::ResponseHeaders | Phase::RequestBody | Phase::ResponseBody
+        )
+    {
         match action {
             StreamAction::Close => state.call.outcome.closed = true,
             _ => state.call.outcome.resumed = true,

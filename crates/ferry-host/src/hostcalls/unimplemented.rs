@@ -11,7 +11,6 @@ use crate::state::HostState;
 /// Each unimplemented function with its parameters: `i` = i32, `I` = i64.
 /// All return an i32 status.
 pub const UNIMPLEMENTED: &[(&str, &str)] = &[
-    ("proxy_set_buffer_bytes", "iiiii"),
     ("proxy_grpc_call", "iiiiiiiiiiii"),
     ("proxy_grpc_stream", "iiiiiiiii"),
     ("proxy_grpc_send", "iiii"),

@@ -28,6 +28,7 @@ use hyper::body::Incoming;
 use crate::http::body::{ResponseBody, StreamFinisher};
 use crate::http::headers::{request_headers, response_headers, to_hyper_headers};
 use crate::plan::HttpPlan;
+use crate::upstream::UpstreamBody;
 use crate::worker::WorkerShared;
 
 /// Per-connection state shared by its requests.
@@ -130,6 +131,20 @@ pub(crate) async fn handle(
     };
     let body = exchange.response_filters(reply).await?;
     Ok(exchange.encode(body))
+}
+
+/// Most of a body the proxy reads whole for filters: as Envoy's default
+/// buffer limit. A larger request is answered 413, a larger response 502.
+const MAX_BUFFERED_BODY: usize = 1 << 20;
+
+/// Reads a body whole, or the status to answer with.
+async fn read_whole(body: Incoming) -> Result<Bytes, u16> {
+    use http_body_util::BodyExt as _;
+    match http_body_util::Limited::new(body, MAX_BUFFERED_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(413),
+        Err(_) => Err(400),
+    }
 }
 
 /// The `request.protocol` property.
@@ -255,6 +270,11 @@ impl Exchange {
                 self.local_reply(Local::new(*status, body.clone().map(Bytes::from).unwrap_or_default()))
             }
             Some(RouteAction::Cluster { name, timeout }) => {
+                let body = match self.request_body_filters(body).await {
+                    Ok(body) => body,
+                    Err(Decided::Respond(local)) => return self.local_reply(local),
+                    Err(_) => return self.local_reply(Local::new(503, Bytes::new())),
+                };
                 let worker = self.conn.worker.clone();
                 match worker.wasm.upstreams.forward(name, *timeout, &self.stream.request_headers, body).await {
                     Ok(response) => {
@@ -271,10 +291,42 @@ impl Exchange {
         }
     }
 
-    /// Response headers of a local reply: `:status`, the extra headers,
-    /// then `content-length` and `content-type: text/plain` when there is a
-    /// body, as Envoy's local replies.
+    /// The request body on its way upstream. With no filter it streams;
+    /// with filters it is read whole (up to [`MAX_BUFFERED_BODY`]), shown to
+    /// each filter's `proxy_on_request_body` in order, and sent as they
+    /// left it.
+    async fn request_body_filters(&mut self, body: Incoming) -> Result<UpstreamBody, Decided> {
+        if self.contexts.is_empty() || body.is_end_stream() {
+            return Ok(UpstreamBody::Streamed(body));
+        }
+        self.stream.request_body = match read_whole(body).await {
+            Ok(bytes) => bytes.into(),
+            Err(status) => return Err(Decided::Respond(Local::new(status, Bytes::new()))),
+        };
+        let wasm = self.conn.worker.wasm.clone();
+        for i in 0..self.contexts.len() {
+            let verdict = wasm.with(|vms| vms.on_request_body(&self.contexts[i], &mut self.stream, true));
+            let decided = match verdict {
+                Ok(verdict) => self.follow(verdict, i, PausedAt::RequestBody).await,
+                Err(_) => self.failure_policy(self.contexts[i].plugin()),
+            };
+            if !matches!(decided, Decided::Continue) {
+                return Err(decided);
+            }
+        }
+        let body = std::mem::take(&mut self.stream.request_body);
+        Ok(UpstreamBody::Full((!body.is_empty()).then(|| Bytes::from(body))))
+    }
+
+    /// A response the proxy makes, to go through the response filters.
     fn local_reply(&mut self, local: Local) -> Reply {
+        Reply::Local(self.local_response(local))
+    }
+
+    /// Sets the response headers of a local reply, as Envoy's: `:status`,
+    /// the extra headers, then `content-length` and `content-type:
+    /// text/plain` when there is a body; returns the body.
+    fn local_response(&mut self, local: Local) -> Bytes {
         let mut map = HeaderMap::with_capacity(3 + local.headers.len());
         let status = StatusCode::from_u16(local.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         map.append_lowercase(Bytes::from_static(b":status"), Bytes::copy_from_slice(status.as_str().as_bytes()));
@@ -290,7 +342,7 @@ impl Exchange {
             }
         }
         self.stream.response_headers = map;
-        Reply::Local(local.body)
+        local.body
     }
 
     /// Response headers through the filters that saw the request, in
@@ -313,10 +365,36 @@ impl Exchange {
                 Decided::Reset => return Err(StreamReset),
             }
         }
-        Ok(match reply {
-            Reply::Local(body) => ResponseBody::full(body),
-            Reply::Upstream(body) => ResponseBody::upstream(body),
-        })
+        if self.contexts.is_empty() {
+            return Ok(match reply {
+                Reply::Local(body) => ResponseBody::full(body),
+                Reply::Upstream(body) => ResponseBody::upstream(body),
+            });
+        }
+        // Filters see the response body whole, in reverse order.
+        self.stream.response_body = match reply {
+            Reply::Local(body) => body.into(),
+            Reply::Upstream(body) => match read_whole(body).await {
+                Ok(bytes) => bytes.into(),
+                Err(_) => self.local_response(Local::new(502, Bytes::new())).into(),
+            },
+        };
+        for i in (0..self.contexts.len()).rev() {
+            let verdict = wasm.with(|vms| vms.on_response_body(&self.contexts[i], &mut self.stream, true));
+            let decided = match verdict {
+                Ok(verdict) => self.follow(verdict, i, PausedAt::ResponseBody).await,
+                Err(_) => self.failure_policy(self.contexts[i].plugin()),
+            };
+            match decided {
+                Decided::Continue => {}
+                Decided::Respond(local) => {
+                    self.stream.response_body = self.local_response(local).into();
+                    break;
+                }
+                Decided::Reset => return Err(StreamReset),
+            }
+        }
+        Ok(ResponseBody::full(Bytes::from(std::mem::take(&mut self.stream.response_body))))
     }
 
     /// The hyper response: status from `:status`, the headers as the plugins

@@ -211,21 +211,75 @@ impl Response {
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection, headers as given (Host
-/// first if present).
+/// One GET on a fresh connection, headers as given (Host first if present).
 pub fn get(address: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    request(address, "GET", path, headers, b"")
+}
+
+/// One HTTP/1.1 request on a fresh connection, with a `content-length` body
+/// when `body` is not empty.
+pub fn request(address: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
     let mut stream = TcpStream::connect(address).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut request = format!("GET {path} HTTP/1.1\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
-        request.push_str(&format!("Host: localhost:{}\r\n", address.port()));
+        head.push_str(&format!("Host: localhost:{}\r\n", address.port()));
     }
     for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
+    if !body.is_empty() {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
     read_response(&mut stream)
+}
+
+/// An upstream for tests: answers each request with 200 and `echo: ` plus
+/// the request body, then closes the connection. Returns its address.
+pub fn echo_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let line = line.trim_end().to_ascii_lowercase();
+                    if line.is_empty() {
+                        break;
+                    }
+                    if let Some(value) = line.strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let reply = [b"echo: ".as_slice(), &body].concat();
+                let mut stream = stream;
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", reply.len());
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&reply);
+            });
+        }
+    });
+    address
+}
+
+/// One item of `clusters:` with a single endpoint.
+pub fn cluster(name: &str, address: SocketAddr) -> String {
+    format!(
+        "  - name: {name}\n    connect_timeout: 1s\n    load_assignment:\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}\n",
+        address.ip(),
+        address.port()
+    )
 }
 
 /// Reads a response framed by `content-length`.

@@ -1,0 +1,52 @@
+//! Rewrites bodies, in the shape of the Rust SDK's `http_body` example:
+//! waits for the whole body (returning Pause until end of stream), then
+//! upper-cases the request body — or answers 403 if it says `forbidden` —
+//! and appends ` [checked]` to the response body.
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root) });
+}}
+
+struct Root;
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Rewrite))
+    }
+}
+
+struct Rewrite;
+
+impl Context for Rewrite {}
+
+impl HttpContext for Rewrite {
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        if body.windows(9).any(|w| w == b"forbidden") {
+            self.send_http_response(403, vec![("x-body", "refused")], Some(b"forbidden body\n"));
+            return Action::Pause;
+        }
+        self.set_http_request_body(0, body_size, &body.to_ascii_uppercase());
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.set_http_response_body(body_size, 0, b" [checked]");
+        Action::Continue
+    }
+}
