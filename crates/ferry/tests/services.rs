@@ -79,7 +79,7 @@ fn a_go_wasip1_plugin_loads_starts_and_logs() {
                       key_values: {{ GREETING: hello }}
                     code: {}
 "#,
-        file_code(&go_plugin())
+        file_code(&go_plugin("go_hello.wasm"))
     );
     let config =
         format!("static_resources:\n  listeners:\n{}", listener("main", 0, &direct_route("/", "ok\n"), &go_filter));

@@ -30,9 +30,9 @@ pub fn plugin(file: &str) -> PathBuf {
     path
 }
 
-/// The Go test plugin.
-pub fn go_plugin() -> PathBuf {
-    let path = repo_root().join("target/go-plugins/go_hello.wasm");
+/// A Go test plugin (`go_hello.wasm`, `go_abi.wasm`).
+pub fn go_plugin(file: &str) -> PathBuf {
+    let path = repo_root().join("target/go-plugins").join(file);
     assert!(path.exists(), "{} is missing: run `cargo xtask build-plugins` (needs Go) first", path.display());
     path
 }

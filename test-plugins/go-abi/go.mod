@@ -1,0 +1,3 @@
+module ferrytest/goabi
+
+go 1.24
