@@ -182,9 +182,7 @@ impl WasmThread {
         stream: &mut HttpStream,
         end_of_stream: bool,
     ) -> Result<Verdict, PluginFailure> {
-        let vm = self.live_vm(context)?;
-        let result = vm.on_request_headers(context.id, stream, end_of_stream);
-        self.after_call(context.plugin, result)
+        self.stream_call(context, |vm, id| vm.on_request_headers(id, stream, end_of_stream))
     }
 
     /// `proxy_on_response_headers` for `stream`.
@@ -197,9 +195,7 @@ impl WasmThread {
         stream: &mut HttpStream,
         end_of_stream: bool,
     ) -> Result<Verdict, PluginFailure> {
-        let vm = self.live_vm(context)?;
-        let result = vm.on_response_headers(context.id, stream, end_of_stream);
-        self.after_call(context.plugin, result)
+        self.stream_call(context, |vm, id| vm.on_response_headers(id, stream, end_of_stream))
     }
 
     /// `proxy_on_request_body` with `stream.request_body`.
@@ -212,9 +208,7 @@ impl WasmThread {
         stream: &mut HttpStream,
         end_of_stream: bool,
     ) -> Result<Verdict, PluginFailure> {
-        let vm = self.live_vm(context)?;
-        let result = vm.on_request_body(context.id, stream, end_of_stream);
-        self.after_call(context.plugin, result)
+        self.stream_call(context, |vm, id| vm.on_request_body(id, stream, end_of_stream))
     }
 
     /// `proxy_on_response_body` with `stream.response_body`.
@@ -227,9 +221,7 @@ impl WasmThread {
         stream: &mut HttpStream,
         end_of_stream: bool,
     ) -> Result<Verdict, PluginFailure> {
-        let vm = self.live_vm(context)?;
-        let result = vm.on_response_body(context.id, stream, end_of_stream);
-        self.after_call(context.plugin, result)
+        self.stream_call(context, |vm, id| vm.on_response_body(id, stream, end_of_stream))
     }
 
     /// Ends a stream context: `proxy_on_log`, `proxy_on_done`,
@@ -309,6 +301,18 @@ impl WasmThread {
         let slot = self.slots.iter().position(|s| s.module.key() == vm_key)?;
         let plugin = self.slots[slot].root_ids.iter().position(|&id| id == context_id)?;
         Some(PluginHandle { slot, plugin })
+    }
+
+    /// Runs `call` on the live VM of a stream context, then collects what it
+    /// asked for and turns a trap into a failure.
+    fn stream_call<T>(
+        &mut self,
+        context: &StreamContext,
+        call: impl FnOnce(&mut Vm, u32) -> Result<T, CallError>,
+    ) -> Result<T, PluginFailure> {
+        let vm = self.live_vm(context)?;
+        let result = call(vm, context.id);
+        self.after_call(context.plugin, result)
     }
 
     fn live_vm(&mut self, context: &StreamContext) -> Result<&mut Vm, PluginFailure> {
