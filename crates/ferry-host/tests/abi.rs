@@ -30,6 +30,20 @@ const PRELUDE: &str = r#"
   (import "env" "proxy_set_property" (func $set_property (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_set_buffer_bytes" (func $set_buffer (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_grpc_cancel" (func $grpc_cancel (param i32) (result i32)))
+  (import "env" "proxy_get_log_level" (func $log_level (param i32) (result i32)))
+  (import "env" "proxy_get_current_time_nanoseconds" (func $now (param i32) (result i32)))
+  (import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))
+  (import "env" "proxy_get_header_map_size" (func $map_size (param i32 i32) (result i32)))
+  (import "env" "proxy_done" (func $done (result i32)))
+  (import "env" "proxy_clear_route_cache" (func $clear_route_cache (result i32)))
+  (import "env" "proxy_continue_request" (func $continue_request (result i32)))
+  (import "env" "proxy_continue_response" (func $continue_response (result i32)))
+  (import "env" "proxy_continue_stream" (func $continue_stream (param i32) (result i32)))
+  (import "env" "proxy_close_stream" (func $close_stream (param i32) (result i32)))
+  (import "env" "proxy_get_status" (func $get_status (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_configuration" (func $get_configuration (param i32 i32) (result i32)))
+  (import "env" "proxy_set_effective_context" (func $set_effective (param i32) (result i32)))
+  (import "env" "proxy_send_local_response" (func $local_response (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_set_shared_data" (func $set_data (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_shared_data" (func $get_data (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_register_shared_queue" (func $register (param i32 i32 i32) (result i32)))
@@ -193,6 +207,49 @@ fn metrics() {
             ("key".into(), "5".into()),
             ("queue".into(), "-3".into())
         ]
+    );
+}
+
+/// Status paths of the functions no other test reaches, from a root
+/// context in `proxy_on_vm_start`.
+#[test]
+fn remaining_host_functions_statuses() {
+    assert_starts(
+        "remaining",
+        &checks(&[
+            // The wasm logger is at info (2) by default.
+            "(call $expect (call $log_level (i32.const 700)) (i32.const 0))",
+            "(call $expect (i32.load (i32.const 700)) (i32.const 2))",
+            "(call $expect (call $now (i32.const 704)) (i32.const 0))",
+            "(i64.gt_u (i64.load (i32.const 704)) (i64.const 1700000000000000000))",
+            "(call $expect (call $now (i32.const 65533)) (i32.const 6))",
+            "(call $expect (call $tick (i32.const 100)) (i32.const 0))",
+            "(call $expect (call $tick (i32.const 0)) (i32.const 0))",
+            // No stream here: map sizes are a bad argument, local responses too.
+            "(call $expect (call $map_size (i32.const 0) (i32.const 712)) (i32.const 2))",
+            "(call $expect (call $map_size (i32.const 9) (i32.const 712)) (i32.const 2))",
+            "(call $expect (call $local_response (i32.const 200) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const -1)) (i32.const 2))",
+            // No context waits for proxy_done.
+            "(call $expect (call $done) (i32.const 1))",
+            // From a root context, continuing or closing changes nothing (as Envoy).
+            "(call $expect (call $clear_route_cache) (i32.const 0))",
+            "(call $expect (call $continue_request) (i32.const 0))",
+            "(call $expect (call $continue_response) (i32.const 0))",
+            "(call $expect (call $continue_stream (i32.const 0)) (i32.const 0))",
+            "(call $expect (call $close_stream (i32.const 1)) (i32.const 0))",
+            "(call $expect (call $continue_stream (i32.const 2)) (i32.const 12))",
+            "(call $expect (call $continue_stream (i32.const 9)) (i32.const 2))",
+            // No call failed: status 0, empty message.
+            "(call $expect (call $get_status (i32.const 716) (i32.const 720) (i32.const 724)) (i32.const 0))",
+            "(call $expect (i32.load (i32.const 716)) (i32.const 0))",
+            "(call $expect (i32.load (i32.const 724)) (i32.const 0))",
+            // ABI 0.1.0's configuration getter: the plugin configuration while starting.
+            "(call $expect (call $get_configuration (i32.const 728) (i32.const 732)) (i32.const 0))",
+            "(call $expect (i32.load (i32.const 732)) (i32.const 13))",
+            // Context 1 is this root context; 99 does not exist.
+            "(call $expect (call $set_effective (i32.const 1)) (i32.const 0))",
+            "(call $expect (call $set_effective (i32.const 99)) (i32.const 2))",
+        ]),
     );
 }
 

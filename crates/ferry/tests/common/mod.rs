@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -93,8 +93,14 @@ pub fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
 impl Ferry {
     /// Starts ferry on `config` and waits until its workers accept traffic.
     pub fn start(config: &str, extra_args: &[&str]) -> Ferry {
+        Ferry::start_binary(Path::new(env!("CARGO_BIN_EXE_ferry")), config, extra_args)
+    }
+
+    /// Starts `binary` (ferry, or another host with Envoy's command line)
+    /// on `config`, and waits for Envoy's "starting workers" log line.
+    pub fn start_binary(binary: &Path, config: &str, extra_args: &[&str]) -> Ferry {
         let path = temp_file("envoy.yaml", config);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        let mut child = Command::new(binary)
             .arg("-c")
             .arg(&path)
             .args(["--log-format", LOG_FORMAT])
@@ -143,6 +149,11 @@ impl Ferry {
         self.wait_until(timeout, |lines| lines.iter().find(|l| l.contains(needle)).cloned()).unwrap_or_else(|| {
             panic!("no log line contains {needle:?} within {timeout:?}; log:\n{}", self.lines().join("\n"))
         })
+    }
+
+    /// Waits until a log line contains `needle`; `None` if none does in time.
+    pub fn wait_until_contains(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_until(timeout, |lines| lines.iter().find(|l| l.contains(needle)).cloned())
     }
 
     /// Waits until `count` log lines contain `needle`.

@@ -1,0 +1,222 @@
+//! The conformance kit's runner: every case in `conformance/cases/` against
+//! the real binary (or another host with Envoy's command line, named by
+//! `FERRY_CONFORMANCE_HOST`). See conformance/README.md.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Ferry, echo_server, go_plugin, plugin, repo_root, request};
+use serde::Deserialize;
+
+/// One case: a configuration, and steps with what each must show.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    description: String,
+    /// ABI functions and callbacks the case exercises (docs/abi-coverage.md).
+    covers: Vec<String>,
+    /// Where Envoy behaves otherwise, and why: such a case runs against
+    /// ferry only.
+    #[serde(default)]
+    differs_from_envoy: Option<String>,
+    /// Names of free ports to allocate, used as `{port:NAME}` in `config`.
+    #[serde(default)]
+    ports: Vec<String>,
+    /// Echo upstreams to start, used as `{port:NAME}` in `config`.
+    #[serde(default)]
+    echo_servers: Vec<String>,
+    #[serde(default = "one")]
+    concurrency: u32,
+    /// Envoy YAML; `{plugin:FILE}` and `{go:FILE}` name built test plugins.
+    config: String,
+    steps: Vec<Step>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Step {
+    /// Send a request and check the response.
+    #[serde(default)]
+    request: Option<Request>,
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    body: Option<String>,
+    /// Response headers that must have these values.
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    /// Wait (up to 10 s) for a log line containing this.
+    #[serde(default)]
+    log: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    #[serde(default = "get")]
+    method: String,
+    path: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    body: String,
+    /// The `{port:NAME}` to send to.
+    #[serde(default = "main")]
+    port: String,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+fn main() -> String {
+    "main".into()
+}
+
+fn cases_dir() -> PathBuf {
+    repo_root().join("conformance/cases")
+}
+
+/// The cases, by file name.
+fn cases() -> Vec<(String, Case)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(cases_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let case = serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (name, case)
+        })
+        .collect()
+}
+
+/// Fills the placeholders of a case's configuration: `{plugin:FILE}`,
+/// `{go:FILE}` and `{port:NAME}`.
+fn render(config: &str, ports: &HashMap<String, u16>) -> String {
+    let mut out = String::new();
+    let mut rest = config;
+    loop {
+        let next = ["{plugin:", "{go:", "{port:"].iter().filter_map(|p| rest.find(p).map(|i| (i, *p))).min();
+        let Some((start, prefix)) = next else { break };
+        let end = start + rest[start..].find('}').expect("unterminated placeholder");
+        let argument = &rest[start + prefix.len()..end];
+        out.push_str(&rest[..start]);
+        out.push_str(&match prefix {
+            "{plugin:" => plugin(argument).display().to_string(),
+            "{go:" => go_plugin(argument).display().to_string(),
+            _ => ports.get(argument).unwrap_or_else(|| panic!("no port {argument}")).to_string(),
+        });
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs one case; `Err` says which step failed and how.
+fn run(case: &Case, host: &Path) -> Result<(), String> {
+    let mut ports: HashMap<String, u16> = case.ports.iter().map(|n| (n.clone(), free_port())).collect();
+    for name in &case.echo_servers {
+        ports.insert(name.clone(), echo_server().port());
+    }
+    let config = render(&case.config, &ports);
+    let ferry = Ferry::start_binary(host, &config, &["--concurrency", &case.concurrency.to_string()]);
+    for (i, step) in case.steps.iter().enumerate() {
+        let fail = |what: String| format!("step {}: {what}", i + 1);
+        if let Some(needle) = &step.log {
+            ferry
+                .wait_until_contains(needle, Duration::from_secs(10))
+                .ok_or_else(|| fail(format!("no log line contains {needle:?}")))?;
+        }
+        let Some(r) = &step.request else { continue };
+        let port = *ports.get(&r.port).ok_or_else(|| fail(format!("no port {}", r.port)))?;
+        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let response =
+            request(SocketAddr::from(([127, 0, 0, 1], port)), &r.method, &r.path, &headers, r.body.as_bytes());
+        let what = format!("{} {}", r.method, r.path);
+        if let Some(status) = step.status.filter(|&s| s != response.status) {
+            return Err(fail(format!("{what}: status {} instead of {status}", response.status)));
+        }
+        if let Some(body) = step.body.as_ref().filter(|&b| *b != response.text()) {
+            return Err(fail(format!("{what}: body {:?} instead of {body:?}", response.text())));
+        }
+        for (name, value) in &step.headers {
+            if response.header(name) != Some(value.as_str()) {
+                return Err(fail(format!("{what}: header {name}: {:?} instead of {value:?}", response.header(name))));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_case_passes() {
+    let host = std::env::var_os("FERRY_CONFORMANCE_HOST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ferry")));
+    let cases = cases();
+    assert!(!cases.is_empty(), "no cases in {}", cases_dir().display());
+    let other_host = std::env::var_os("FERRY_CONFORMANCE_HOST").is_some();
+    let failures: Vec<String> = cases
+        .iter()
+        .filter(|(_, case)| !(other_host && case.differs_from_envoy.is_some()))
+        .filter_map(|(name, case)| run(case, &host).err().map(|e| format!("{name} ({}): {e}", case.description)))
+        .collect();
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+/// docs/abi-coverage.md names, for each ABI function and callback, the
+/// cases and host tests that cover it; every name must exist and every
+/// case must list the function in its `covers`.
+#[test]
+fn the_coverage_table_points_at_real_cases_and_tests() {
+    let doc = std::fs::read_to_string(repo_root().join("docs/abi-coverage.md")).unwrap();
+    let cases: HashMap<String, Case> = cases().into_iter().collect();
+    let host_tests = std::fs::read_to_string(repo_root().join("crates/ferry-host/tests/abi.rs")).unwrap();
+    let mut rows = 0;
+    for line in doc.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let function = cells[1].trim_matches('`');
+        rows += 1;
+        for reference in cells[3].split(',').map(str::trim).filter(|r| !r.is_empty() && *r != "-") {
+            if let Some(case) = reference.strip_prefix("case ") {
+                let case = case.trim_matches('`');
+                let found = cases.get(case).unwrap_or_else(|| panic!("{function}: no case {case}"));
+                assert!(
+                    found.covers.iter().any(|c| c == function),
+                    "{function}: case {case} does not list it in covers"
+                );
+            } else if let Some(test) = reference.strip_prefix("test ") {
+                let test = test.trim_matches('`');
+                assert!(host_tests.contains(&format!("fn {test}(")), "{function}: no host test {test}");
+            } else {
+                panic!("{function}: reference {reference:?} is neither `case NAME` nor `test NAME`");
+            }
+        }
+    }
+    assert!(rows > 0, "no rows in docs/abi-coverage.md");
+    // Every implemented host function has a row with at least one reference.
+    for name in ferry_host::IMPLEMENTED {
+        let row =
+            doc.lines().find(|l| l.starts_with(&format!("| `{name}` |"))).unwrap_or_else(|| panic!("{name}: no row"));
+        let refs = row.split('|').nth(3).unwrap_or("").trim();
+        assert!(!refs.is_empty() && refs != "-", "{name}: no case or test covers it");
+    }
+}
