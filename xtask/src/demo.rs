@@ -1,4 +1,5 @@
-//! `cargo xtask demo`: the shared_queue example end to end.
+//! `cargo xtask demo [multi]`: the shared_queue example (or its multi-queue
+//! version) end to end.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -12,11 +13,25 @@ use anyhow::{Context, bail};
 use crate::plugins::{Plugins, build_plugins};
 use crate::{cargo, stop};
 
-/// Starts ferry on the example, sends one request, prints what happened.
-pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
+/// Which example to run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Example {
+    /// `examples/shared_queue`: one queue, the sender as an HTTP filter.
+    SharedQueue,
+    /// `examples/shared_queue_multi`: three queues, the sender as an HTTP
+    /// filter on :18000 and as a network filter on :18001.
+    Multi,
+}
+
+/// Starts ferry on the example, sends one request (the multi example: one
+/// more through the TCP listener), prints what happened.
+pub(crate) fn run(root: &Path, example: Example) -> anyhow::Result<()> {
     build_plugins(root, Plugins::Examples)?;
     crate::run(cargo().args(["build", "--release", "--bin", "ferry"]))?;
-    let config = "examples/shared_queue/envoy.yaml";
+    let config = match example {
+        Example::SharedQueue => "examples/shared_queue/envoy.yaml",
+        Example::Multi => "examples/shared_queue_multi/envoy.yaml",
+    };
     println!("$ ferry -c {config} --concurrency 2 --log-format '%v'");
     let mut ferry = Command::new(root.join("target/release/ferry"))
         .args(["-c", config, "--concurrency", "2", "--log-format", "%v"])
@@ -27,17 +42,22 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     let result = (|| {
         wait_for_line(&lines, "starting workers", Duration::from_secs(30))?;
         println!("$ curl -s localhost:18000/");
-        let body = http_get("127.0.0.1:18000", "/")?;
+        let body = http_get("127.0.0.1:18000", "localhost:18000", "/")?;
         print!("{body}");
         // Let the receiver drain the queue before stopping.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if wait_for_line(&lines, "\"x-request-id\"", Duration::from_millis(200)).is_ok()
-                && wait_for_line(&lines, "dequeued data: {\"key\": \"x-request-id\"", Duration::from_secs(2)).is_ok()
-            {
-                break;
-            }
+        let last_item = match example {
+            Example::SharedQueue => "dequeued data: {\"key\": \"x-request-id\"",
+            Example::Multi => "dequeued data from http_response_headers",
+        };
+        wait_for_line(&lines, last_item, Duration::from_secs(5))?;
+        if example == Example::Multi {
+            // Through the TCP listener's tcp_proxy to the admin endpoint.
+            println!("$ curl -s localhost:18001/ready");
+            let body = http_get("127.0.0.1:18001", "localhost:18001", "/ready")?;
+            println!("{body}");
+            wait_for_line(&lines, "dequeued data from tcp_data_hashes", Duration::from_secs(5))?;
         }
+        std::thread::sleep(Duration::from_millis(300));
         Ok(())
     })();
     stop(&mut ferry);
@@ -74,12 +94,12 @@ fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str, timeout: Duration
 }
 
 /// A minimal HTTP/1.1 GET, so the demo needs no curl.
-fn http_get(address: &str, path: &str) -> anyhow::Result<String> {
+fn http_get(address: &str, host: &str, path: &str) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect(address).with_context(|| format!("cannot connect to {address}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost:18000\r\nUser-Agent: xtask-demo\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: xtask-demo\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;

@@ -3,7 +3,8 @@
 //! - `build-plugins`: the example and test plugins (Rust for wasm32-wasip1,
 //!   and the Go test plugin), installing the Rust target when missing.
 //! - `demo`: the shared_queue example end to end: build, start ferry, send
-//!   `GET /` to port 18000, print the log, stop.
+//!   `GET /` to port 18000, print the log, stop. `demo multi`: the
+//!   multi-queue example, with a request through its TCP listener too.
 //! - `test`: build the plugins, then run every test of the workspace.
 //! - `bench`: the end-to-end benchmark, side by side with nginx (see docs/benchmarks.md).
 
@@ -25,12 +26,18 @@ fn main() -> anyhow::Result<()> {
     std::env::set_current_dir(&root)?;
     match task.as_str() {
         "build-plugins" => build_plugins(&root, Plugins::All),
-        "demo" => demo::run(&root),
+        "demo" => match std::env::args().nth(2).as_deref() {
+            None => demo::run(&root, demo::Example::SharedQueue),
+            Some("multi") => demo::run(&root, demo::Example::Multi),
+            Some(other) => {
+                anyhow::bail!("unknown example {other:?}; try `cargo xtask demo` or `cargo xtask demo multi`")
+            }
+        },
         "test" => test(&root),
         "bench" => bench::run(&root),
         "bench-upstream" => bench::upstream::serve(std::env::args().nth(2).as_deref()),
         _ => {
-            eprintln!("usage: cargo xtask <build-plugins|demo|test|bench>");
+            eprintln!("usage: cargo xtask <build-plugins|demo [multi]|test|bench>");
             std::process::exit(2);
         }
     }

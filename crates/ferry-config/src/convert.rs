@@ -15,6 +15,8 @@ use crate::raw;
 
 const HCM: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const HTTP_WASM: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
+const NETWORK_WASM: &str = "envoy.extensions.filters.network.wasm.v3.Wasm";
+const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
 const WASM_SERVICE: &str = "envoy.extensions.wasm.v3.WasmService";
 const STRING_VALUE: &str = "google.protobuf.StringValue";
@@ -22,8 +24,7 @@ const BYTES_VALUE: &str = "google.protobuf.BytesValue";
 const STRUCT: &str = "google.protobuf.Struct";
 const TYPED_STRUCTS: [&str; 2] = ["udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"];
 
-/// Names that mean "HTTP connection manager" or "router" without a typed config.
-const HCM_NAMES: [&str; 2] = ["envoy.filters.network.http_connection_manager", "envoy.http_connection_manager"];
+/// Names that mean "router" without a typed config.
 const ROUTER_NAMES: [&str; 2] = ["envoy.filters.http.router", "envoy.router"];
 
 fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -134,25 +135,78 @@ fn listener(raw: raw::Listener, path: &str, clusters: &[Cluster]) -> Result<List
         err(join(path, "filter_chains"), format!("expected exactly one filter chain, found {}", chains.len()))
     })?;
     let path = join(path, "filter_chains[0].filters");
-    let [filter] = <[raw::TypedExtension; 1]>::try_from(chain.filters).map_err(|filters| {
-        err(&path, format!("expected one network filter (the HTTP connection manager), found {}", filters.len()))
-    })?;
-    let path = format!("{path}[0]");
-    let Some(typed) = filter.typed_config else {
-        return Err(err(join(&path, "typed_config"), format!("missing for filter {:?}", filter.name)));
-    };
-    let any = unpack_any(typed, &join(&path, "typed_config"))?;
-    let kind = match any.type_name.as_str() {
-        HCM => ListenerKind::Http(http_connection_manager(decode(any.fields, &any.path)?, &any.path, clusters)?),
-        other => {
-            return Err(err(
-                join(&any.path, "@type"),
-                format!("network filter {other} ({:?}) is not supported; ferry runs {HCM}", filter.name),
-            ));
+    if chain.filters.is_empty() {
+        return Err(err(&path, "no network filters: the last one must be the HTTP connection manager or tcp_proxy"));
+    }
+    let count = chain.filters.len();
+    let mut wasm_filters = Vec::new();
+    for (i, filter) in chain.filters.into_iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let Some(typed) = filter.typed_config else {
+            return Err(err(join(&at, "typed_config"), format!("missing for filter {:?}", filter.name)));
+        };
+        let any = unpack_any(typed, &join(&at, "typed_config"))?;
+        let is_last = i + 1 == count;
+        match (any.type_name.as_str(), is_last) {
+            (NETWORK_WASM, false) => {
+                let config: raw::WasmFilter = decode(any.fields, &any.path)?;
+                wasm_filters.push(plugin_config(config.config, &join(&any.path, "config"))?);
+            }
+            (HCM, true) if wasm_filters.is_empty() => {
+                let hcm = http_connection_manager(decode(any.fields, &any.path)?, &any.path, clusters)?;
+                return Ok(Listener { name: raw.name, address, kind: ListenerKind::Http(hcm) });
+            }
+            (HCM, true) => {
+                return Err(err(
+                    &at,
+                    "network Wasm filters in front of the HTTP connection manager are not supported; \
+                     use envoy.filters.http.wasm inside it",
+                ));
+            }
+            (TCP_PROXY, true) => {
+                let proxy = tcp_proxy(decode(any.fields, &any.path)?, &any.path, clusters, wasm_filters)?;
+                return Ok(Listener { name: raw.name, address, kind: ListenerKind::Tcp(proxy) });
+            }
+            (NETWORK_WASM, true) => {
+                return Err(err(at, "a network Wasm filter cannot be last: end the chain with tcp_proxy"));
+            }
+            (HCM | TCP_PROXY, false) => {
+                return Err(err(at, format!("{} must be the last network filter", filter.name)));
+            }
+            (other, _) => {
+                return Err(err(
+                    join(&any.path, "@type"),
+                    format!(
+                        "network filter {other} ({:?}) is not supported; ferry runs {HCM}, {TCP_PROXY} and {NETWORK_WASM}",
+                        filter.name
+                    ),
+                ));
+            }
         }
+    }
+    unreachable!("the last filter always returns")
+}
+
+fn tcp_proxy(
+    raw: raw::TcpProxy,
+    path: &str,
+    clusters: &[Cluster],
+    filters: Vec<PluginConfig>,
+) -> Result<TcpProxy, ConfigError> {
+    if raw.weighted_clusters.is_some() {
+        return Err(err(join(path, "weighted_clusters"), "not supported; name one cluster"));
+    }
+    let Some(cluster) = raw.cluster else {
+        return Err(err(join(path, "cluster"), "required"));
     };
-    let _ = HCM_NAMES; // names alone never select a filter: v3 needs typed_config
-    Ok(Listener { name: raw.name, address, kind })
+    if !clusters.iter().any(|c| c.name == cluster) {
+        return Err(err(join(path, "cluster"), format!("unknown cluster {cluster:?}")));
+    }
+    let idle_timeout = match raw.idle_timeout {
+        Some(t) => Some(duration(&t, &join(path, "idle_timeout"))?).filter(|d| !d.is_zero()),
+        None => Some(Duration::from_secs(3600)),
+    };
+    Ok(TcpProxy { filters, cluster, idle_timeout })
 }
 
 fn http_connection_manager(

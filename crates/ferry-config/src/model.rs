@@ -57,11 +57,24 @@ pub struct Listener {
     pub kind: ListenerKind,
 }
 
-/// The terminal network filter of a listener.
+/// The network filter chain of a listener, by its terminal filter.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ListenerKind {
     /// `envoy.filters.network.http_connection_manager`.
     Http(HttpConnectionManager),
+    /// `envoy.filters.network.tcp_proxy`, after any network Wasm filters.
+    Tcp(TcpProxy),
+}
+
+/// `TcpProxy` with the network filters before it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TcpProxy {
+    /// `envoy.filters.network.wasm` filters, in order.
+    pub filters: Vec<PluginConfig>,
+    /// `cluster`: where connections go (validated to exist).
+    pub cluster: String,
+    /// `idle_timeout` (default 1 h; zero disables it).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// `HttpConnectionManager`.

@@ -256,6 +256,24 @@ pub(crate) struct Endpoint {
     pub address: Address,
 }
 
+/// `envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TcpProxy {
+    #[serde(default)]
+    pub stat_prefix: Ignored,
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub weighted_clusters: Option<Value>,
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    #[serde(default)]
+    pub access_log: Ignored,
+    #[serde(default)]
+    pub max_connect_attempts: Ignored,
+}
+
 /// `envoy.extensions.wasm.v3.WasmService`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,6 +3,7 @@
 use ferry_config::{Code, HttpFilter, ListenerKind, PathMatch, RouteAction, from_yaml};
 
 const SEED: &str = include_str!("../../../examples/shared_queue/envoy.yaml");
+const MULTI: &str = include_str!("../../../examples/shared_queue_multi/envoy.yaml");
 
 #[test]
 fn the_seed_config_parses() {
@@ -15,7 +16,7 @@ fn the_seed_config_parses() {
     assert_eq!(config.admin.as_ref().unwrap().port, 8001);
     let listener = &config.listeners[0];
     assert_eq!((listener.name.as_str(), listener.address.port), ("main", 18000));
-    let ListenerKind::Http(hcm) = &listener.kind;
+    let ListenerKind::Http(hcm) = &listener.kind else { panic!("an HTTP listener") };
     let [HttpFilter::Wasm(sender)] = hcm.http_filters.as_slice() else { panic!("one wasm filter before the router") };
     assert_eq!(sender.vm.vm_id, "sender");
     assert!(!sender.fail_open);
@@ -152,7 +153,7 @@ fn clusters_and_routes_to_them() {
     let config = from_yaml(&yaml).unwrap();
     assert_eq!(config.clusters[0].connect_timeout, std::time::Duration::from_millis(1500));
     assert_eq!(config.clusters[0].endpoints[0].to_string(), "127.0.0.1:9000");
-    let ListenerKind::Http(hcm) = &config.listeners[0].kind;
+    let ListenerKind::Http(hcm) = &config.listeners[0].kind else { panic!("an HTTP listener") };
     assert_eq!(
         hcm.route_config.virtual_hosts[0].routes[0].action,
         RouteAction::Cluster { name: "backend".into(), timeout: Some(std::time::Duration::from_millis(250)) }
@@ -162,4 +163,61 @@ fn clusters_and_routes_to_them() {
         from_yaml(&bad).unwrap_err().path,
         "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address"
     );
+}
+
+#[test]
+fn the_multi_queue_example_parses_with_a_tcp_listener() {
+    let config = from_yaml(MULTI).unwrap();
+    let queues: Vec<&[u8]> = config.wasm_services.iter().map(|s| s.plugin.configuration.as_slice()).collect();
+    assert_eq!(queues, [&b"http_request_headers"[..], b"http_response_headers", b"tcp_data_hashes"]);
+    assert!(config.wasm_services.iter().all(|s| s.singleton && s.plugin.vm.vm_id == "receiver"));
+    let ListenerKind::Http(hcm) = &config.listeners[0].kind else { panic!("listener 0 is HTTP") };
+    let [HttpFilter::Wasm(http_sender)] = hcm.http_filters.as_slice() else { panic!("one HTTP wasm filter") };
+    assert_eq!(http_sender.configuration, b"http");
+    let tcp = &config.listeners[1];
+    assert_eq!((tcp.name.as_str(), tcp.address.port), ("tcp", 18001));
+    let ListenerKind::Tcp(proxy) = &tcp.kind else { panic!("listener 1 is tcp_proxy") };
+    assert_eq!(proxy.cluster, "admin");
+    assert_eq!(proxy.idle_timeout, Some(std::time::Duration::from_secs(3600)));
+    let [tcp_sender] = proxy.filters.as_slice() else { panic!("one network wasm filter") };
+    assert_eq!((tcp_sender.vm.vm_id.as_str(), tcp_sender.configuration.as_slice()), ("sender", &b"tcp"[..]));
+    assert_eq!(tcp_sender.config_path, "static_resources.listeners[1].filter_chains[0].filters[0].typed_config.config");
+}
+
+#[test]
+fn tcp_listener_errors_name_the_field_path() {
+    let chain = "static_resources.listeners[1].filter_chains[0].filters";
+    let cases: Vec<(String, String)> = vec![
+        (MULTI.replace("cluster: admin", "cluster: nowhere"), format!("{chain}[1].typed_config.cluster")),
+        (
+            MULTI.replace("cluster: admin", "cluster: admin\n                idle_timeout: soon"),
+            format!("{chain}[1].typed_config.idle_timeout"),
+        ),
+        (
+            MULTI.replace("stat_prefix: ingress\n", "stat_prefix: ingress\n                hash_policy: []\n"),
+            format!("{chain}[1].typed_config.hash_policy"),
+        ),
+        (
+            MULTI.replace("cluster: admin", "weighted_clusters: {}"),
+            format!("{chain}[1].typed_config.weighted_clusters"),
+        ),
+        (
+            MULTI.replace("- name: envoy.tcp_proxy", "- name: envoy.tcp_proxy_gone").replace(
+                "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                "envoy.extensions.filters.network.redis_proxy.v3.RedisProxy",
+            ),
+            format!("{chain}[1].typed_config.@type"),
+        ),
+    ];
+    for (yaml, path) in cases {
+        let err = from_yaml(&yaml).expect_err(&path);
+        assert_eq!(err.path, path, "wrong path for error: {err}");
+    }
+    // A network Wasm filter alone has nothing to pass data to.
+    let start = MULTI.find("            - name: envoy.tcp_proxy").unwrap();
+    let end = MULTI.find("  clusters:").unwrap();
+    let alone = format!("{}{}", &MULTI[..start], &MULTI[end..]);
+    let err = from_yaml(&alone).unwrap_err();
+    assert_eq!(err.path, format!("{chain}[0]"));
+    assert!(err.message.contains("tcp_proxy"), "{err}");
 }

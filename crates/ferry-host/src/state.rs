@@ -201,6 +201,8 @@ impl HostState {
         match (phase, kind) {
             (Phase::RequestBody, BufferType::HttpRequestBody) => Ok(&s.request_body),
             (Phase::ResponseBody, BufferType::HttpResponseBody) => Ok(&s.response_body),
+            (Phase::DownstreamData, BufferType::DownstreamData) => Ok(&s.downstream_data),
+            (Phase::UpstreamData, BufferType::UpstreamData) => Ok(&s.upstream_data),
             _ => Err(Status::NotFound),
         }
     }
@@ -211,6 +213,8 @@ impl HostState {
         match (phase, kind) {
             (Phase::RequestBody, BufferType::HttpRequestBody) => Ok(&mut s.request_body),
             (Phase::ResponseBody, BufferType::HttpResponseBody) => Ok(&mut s.response_body),
+            (Phase::DownstreamData, BufferType::DownstreamData) => Ok(&mut s.downstream_data),
+            (Phase::UpstreamData, BufferType::UpstreamData) => Ok(&mut s.upstream_data),
             _ => Err(Status::NotFound),
         }
     }

@@ -1,12 +1,14 @@
-//! The data of one HTTP stream that plugins can see and change, and what a
-//! plugin can decide about the stream.
+//! The data of one stream that plugins can see and change (an HTTP exchange,
+//! or a TCP connection passing a network filter), and what a plugin can
+//! decide about the stream.
 
 use bytes::Bytes;
 
 use crate::headers::HeaderMap;
 
-/// Header maps of one HTTP stream. The embedder owns it and lends it to each
-/// plugin callback; the host decides per callback which maps a plugin may
+/// Header maps and bodies of one HTTP stream, or the data of one TCP
+/// connection (`downstream_data`, `upstream_data`; no header maps). The
+/// embedder owns it and lends it to each plugin callback; the host decides per callback which maps a plugin may
 /// read or write (as Envoy: request headers in `on_request_headers`,
 /// response headers in `on_response_headers`, all of them read-only in `on_log`).
 #[derive(Clone, Debug, Default)]
@@ -23,6 +25,10 @@ pub struct HttpStream {
     pub request_body: Vec<u8>,
     /// The response body a body callback sees (`HTTP_RESPONSE_BODY`).
     pub response_body: Vec<u8>,
+    /// Bytes from the client a network filter sees (`DOWNSTREAM_DATA`).
+    pub downstream_data: Vec<u8>,
+    /// Bytes from the upstream a network filter sees (`UPSTREAM_DATA`).
+    pub upstream_data: Vec<u8>,
     /// What the embedder knows about the stream, for properties.
     pub info: StreamInfo,
 }
@@ -39,8 +45,10 @@ pub struct StreamInfo {
     pub connection_id: u64,
     /// When the request's headers arrived.
     pub start: Option<std::time::SystemTime>,
-    /// `HTTP/1.0`, `HTTP/1.1`, ...
+    /// `HTTP/1.0`, `HTTP/1.1`, ...; empty for a TCP connection.
     pub protocol: &'static str,
+    /// The upstream host the stream was sent to (`upstream.address`), once chosen.
+    pub upstream: Option<std::net::SocketAddr>,
     /// Values set with `proxy_set_property` by any plugin of the stream,
     /// by path (segments joined with NUL).
     pub properties: Vec<(Bytes, Bytes)>,
@@ -79,8 +87,12 @@ pub enum Verdict {
 /// `proxy_set_effective_context` made the stream's context the acting one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StreamAction {
-    /// `proxy_continue_stream`: go on from where the stream paused.
+    /// `proxy_continue_stream`: go on from where the stream paused (for a
+    /// TCP connection: the client's direction).
     Resume,
+    /// `proxy_continue_stream(UPSTREAM)`: a TCP connection's upstream
+    /// direction goes on.
+    ResumeUpstream,
     /// `proxy_close_stream`: reset the stream.
     Close,
     /// `proxy_send_local_response`: answer with this.
@@ -178,4 +190,8 @@ pub(crate) enum Phase {
     StreamOther,
     /// `proxy_on_http_call_response`: the call's response maps and body.
     HttpCallResponse,
+    /// `proxy_on_downstream_data`: the client's bytes.
+    DownstreamData,
+    /// `proxy_on_upstream_data`: the upstream's bytes.
+    UpstreamData,
 }

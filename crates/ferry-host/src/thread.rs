@@ -162,6 +162,74 @@ impl WasmThread {
     /// # Errors
     /// The plugin's VM is down and could not be restarted, or it trapped.
     pub fn create_http_stream(&mut self, plugin: PluginHandle) -> Result<StreamContext, PluginFailure> {
+        self.create_stream(plugin)
+    }
+
+    /// Creates a stream context for a new TCP connection and runs
+    /// `proxy_on_new_connection` on it.
+    ///
+    /// # Errors
+    /// As [`WasmThread::create_http_stream`].
+    pub fn create_tcp_stream(
+        &mut self,
+        plugin: PluginHandle,
+        connection: &mut HttpStream,
+    ) -> Result<(StreamContext, Verdict), PluginFailure> {
+        let context = self.create_stream(plugin)?;
+        let verdict = self.stream_call(&context, |vm, id| vm.on_new_connection(id, connection))?;
+        Ok((context, verdict))
+    }
+
+    /// `proxy_on_downstream_data` with `connection.downstream_data`.
+    ///
+    /// # Errors
+    /// As [`WasmThread::on_request_headers`].
+    pub fn on_downstream_data(
+        &mut self,
+        context: &StreamContext,
+        connection: &mut HttpStream,
+        end_of_stream: bool,
+    ) -> Result<Verdict, PluginFailure> {
+        self.stream_call(context, |vm, id| vm.on_downstream_data(id, connection, end_of_stream))
+    }
+
+    /// `proxy_on_upstream_data` with `connection.upstream_data`.
+    ///
+    /// # Errors
+    /// As [`WasmThread::on_request_headers`].
+    pub fn on_upstream_data(
+        &mut self,
+        context: &StreamContext,
+        connection: &mut HttpStream,
+        end_of_stream: bool,
+    ) -> Result<Verdict, PluginFailure> {
+        self.stream_call(context, |vm, id| vm.on_upstream_data(id, connection, end_of_stream))
+    }
+
+    /// `proxy_on_downstream_connection_close` or (`upstream`)
+    /// `proxy_on_upstream_connection_close`.
+    ///
+    /// # Errors
+    /// As [`WasmThread::on_request_headers`].
+    pub fn on_connection_close(
+        &mut self,
+        context: &StreamContext,
+        connection: &mut HttpStream,
+        upstream: bool,
+        peer: ferry_abi::PeerType,
+    ) -> Result<(), PluginFailure> {
+        self.stream_call(context, |vm, id| vm.on_connection_close(id, connection, upstream, peer))
+    }
+
+    /// Ends a network filter's context: `proxy_on_done`, `proxy_on_log`,
+    /// `proxy_on_delete` (Envoy's order for TCP). A failure here is logged.
+    pub fn finish_tcp_stream(&mut self, context: StreamContext, connection: &mut HttpStream) {
+        let Ok(vm) = self.live_vm(&context) else { return };
+        let result = vm.finish_tcp_stream(context.id, connection);
+        let _ = self.after_call(context.plugin, result);
+    }
+
+    fn create_stream(&mut self, plugin: PluginHandle) -> Result<StreamContext, PluginFailure> {
         self.ensure_vm(plugin)?;
         let slot = &mut self.slots[plugin.slot];
         let root_id = slot.root_ids[plugin.plugin];

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferry_abi::AbiVersion;
+use ferry_abi::{AbiVersion, PeerType};
 use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
 
 use crate::host::SharedState;
@@ -57,6 +57,11 @@ struct Exports {
     on_response_headers: Option<HeadersCallback>,
     on_request_body: Option<HeadersCallback>,
     on_response_body: Option<HeadersCallback>,
+    on_new_connection: Option<TypedFunc<i32, i32>>,
+    on_downstream_data: Option<HeadersCallback>,
+    on_upstream_data: Option<HeadersCallback>,
+    on_downstream_connection_close: Option<TypedFunc<(i32, i32), ()>>,
+    on_upstream_connection_close: Option<TypedFunc<(i32, i32), ()>>,
 }
 
 /// A VM instance: a store, its instance's exports, and its context ids.
@@ -112,6 +117,11 @@ impl Vm {
             on_response_headers: headers(&mut store, "proxy_on_response_headers"),
             on_request_body: func(&instance, &mut store, "proxy_on_request_body").map(HeadersCallback::V2),
             on_response_body: func(&instance, &mut store, "proxy_on_response_body").map(HeadersCallback::V2),
+            on_new_connection: func(&instance, &mut store, "proxy_on_new_connection"),
+            on_downstream_data: func(&instance, &mut store, "proxy_on_downstream_data").map(HeadersCallback::V2),
+            on_upstream_data: func(&instance, &mut store, "proxy_on_upstream_data").map(HeadersCallback::V2),
+            on_downstream_connection_close: func(&instance, &mut store, "proxy_on_downstream_connection_close"),
+            on_upstream_connection_close: func(&instance, &mut store, "proxy_on_upstream_connection_close"),
         };
         let initialize: Option<TypedFunc<(), ()>> = func(&instance, &mut store, "_initialize");
         let main: Option<TypedFunc<(i32, i32), i32>> = func(&instance, &mut store, "main");
@@ -260,8 +270,106 @@ impl Vm {
         )
     }
 
+    /// `proxy_on_new_connection`, with the connection lent to the plugin.
+    pub(crate) fn on_new_connection(&mut self, id: u32, stream: &mut HttpStream) -> Result<Verdict, CallError> {
+        let Some(f) = &self.exports.on_new_connection else { return Ok(Verdict::Continue) };
+        let action = with_stream(&mut self.store, stream, |store| {
+            enter(store, "proxy_on_new_connection", frame(id, Phase::StreamOther), |s| f.call(s, id as i32))
+        })?;
+        let outcome = std::mem::take(&mut self.store.data_mut().call.outcome);
+        Ok(if outcome.closed {
+            Verdict::Close
+        } else if action == 0 || outcome.resumed {
+            Verdict::Continue
+        } else {
+            Verdict::Pause
+        })
+    }
+
+    /// `proxy_on_downstream_data` with `stream.downstream_data` lent to the plugin.
+    pub(crate) fn on_downstream_data(
+        &mut self,
+        id: u32,
+        stream: &mut HttpStream,
+        end_of_stream: bool,
+    ) -> Result<Verdict, CallError> {
+        let size = stream.downstream_data.len() as i32;
+        self.headers_callback(
+            "proxy_on_downstream_data",
+            |e| e.on_downstream_data.as_ref(),
+            id,
+            Phase::DownstreamData,
+            stream,
+            size,
+            end_of_stream,
+        )
+    }
+
+    /// `proxy_on_upstream_data` with `stream.upstream_data` lent to the plugin.
+    pub(crate) fn on_upstream_data(
+        &mut self,
+        id: u32,
+        stream: &mut HttpStream,
+        end_of_stream: bool,
+    ) -> Result<Verdict, CallError> {
+        let size = stream.upstream_data.len() as i32;
+        self.headers_callback(
+            "proxy_on_upstream_data",
+            |e| e.on_upstream_data.as_ref(),
+            id,
+            Phase::UpstreamData,
+            stream,
+            size,
+            end_of_stream,
+        )
+    }
+
+    /// `proxy_on_downstream_connection_close` (`upstream` false) or
+    /// `proxy_on_upstream_connection_close` (`upstream` true).
+    pub(crate) fn on_connection_close(
+        &mut self,
+        id: u32,
+        stream: &mut HttpStream,
+        upstream: bool,
+        peer: PeerType,
+    ) -> Result<(), CallError> {
+        let (name, f) = if upstream {
+            ("proxy_on_upstream_connection_close", &self.exports.on_upstream_connection_close)
+        } else {
+            ("proxy_on_downstream_connection_close", &self.exports.on_downstream_connection_close)
+        };
+        let Some(f) = f else { return Ok(()) };
+        with_stream(&mut self.store, stream, |store| {
+            enter(store, name, frame(id, Phase::StreamOther), |s| f.call(s, (id as i32, peer as i32)))
+        })?;
+        self.store.data_mut().call.outcome = Default::default();
+        Ok(())
+    }
+
+    /// The end of a network filter's context, in Envoy's order for TCP:
+    /// `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
+    pub(crate) fn finish_tcp_stream(&mut self, id: u32, stream: &mut HttpStream) -> Result<(), CallError> {
+        let arg = id as i32;
+        let result = (|| {
+            if let Some(f) = &self.exports.on_done {
+                enter(&mut self.store, "proxy_on_done", frame(id, Phase::StreamOther), |s| f.call(s, arg))?;
+            }
+            if let Some(f) = &self.exports.on_log {
+                with_stream(&mut self.store, stream, |store| {
+                    enter(store, "proxy_on_log", frame(id, Phase::Log), |s| f.call(s, arg))
+                })?;
+            }
+            if let Some(f) = &self.exports.on_delete {
+                enter(&mut self.store, "proxy_on_delete", frame(id, Phase::StreamOther), |s| f.call(s, arg))?;
+            }
+            Ok(())
+        })();
+        self.store.data_mut().contexts.remove(&id);
+        result
+    }
+
     /// A stream callback that returns an action: headers (with their count)
-    /// or bodies (with their size).
+    /// or bodies and TCP data (with their size).
     #[allow(clippy::too_many_arguments)]
     fn headers_callback(
         &mut self,

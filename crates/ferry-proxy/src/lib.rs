@@ -1,6 +1,6 @@
 //! The proxy: listeners, worker threads, the HTTP connection manager, the
-//! router and upstream clusters, with Proxy-Wasm plugins as HTTP filters and
-//! services.
+//! router and upstream clusters, the TCP proxy, with Proxy-Wasm plugins as
+//! HTTP filters, network filters and services.
 //!
 //! [`Plan::build`] loads everything a configuration needs; [`run`] starts
 //! the threads and serves until SIGINT or SIGTERM.
@@ -9,10 +9,11 @@ mod admin;
 pub mod http;
 mod plan;
 mod server;
+mod tcp_proxy;
 mod thread_wasm;
 mod upstream;
 mod worker;
 
-pub use plan::{HttpPlan, ListenerPlan, Plan, PlanError};
+pub use plan::{HttpPlan, ListenerPlan, ListenerService, Plan, PlanError, TcpPlan};
 pub use server::{RunError, RunOptions, run};
 pub use upstream::Clusters;

@@ -70,8 +70,27 @@ pub struct ListenerPlan {
     pub name: String,
     /// Where to bind.
     pub address: SocketAddr,
-    /// The HTTP connection manager behind it.
-    pub http: Arc<HttpPlan>,
+    /// What runs on its connections.
+    pub service: ListenerService,
+}
+
+/// The network filter chain of a listener.
+#[derive(Clone)]
+pub enum ListenerService {
+    /// The HTTP connection manager.
+    Http(Arc<HttpPlan>),
+    /// Network Wasm filters, then `tcp_proxy`.
+    Tcp(Arc<TcpPlan>),
+}
+
+/// Network Wasm filters in front of a `tcp_proxy`.
+pub struct TcpPlan {
+    /// Network filters in order, as indexes into [`Plan::worker_plugins`].
+    pub filters: Vec<usize>,
+    /// The cluster connections go to.
+    pub cluster: String,
+    /// Close a connection with no data either way for this long.
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// An HTTP connection manager.
@@ -106,19 +125,30 @@ impl Plan {
         let mut listeners = Vec::new();
         for listener in &config.listeners {
             let address = resolve(&listener.address.to_string(), &format!("listener {:?}", listener.name))?;
-            let ListenerKind::Http(hcm) = &listener.kind;
-            let filters = hcm
-                .http_filters
-                .iter()
-                .map(|HttpFilter::Wasm(p)| plugins.add_worker(p))
-                .collect::<Result<Vec<_>, _>>()?;
-            let http = HttpPlan {
-                routes: RouteTable::new(&hcm.route_config),
-                filters,
-                generate_request_id: hcm.generate_request_id,
-                server_name: Bytes::from(hcm.server_name.clone()),
+            let service = match &listener.kind {
+                ListenerKind::Http(hcm) => {
+                    let filters = hcm
+                        .http_filters
+                        .iter()
+                        .map(|HttpFilter::Wasm(p)| plugins.add_worker(p))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    ListenerService::Http(Arc::new(HttpPlan {
+                        routes: RouteTable::new(&hcm.route_config),
+                        filters,
+                        generate_request_id: hcm.generate_request_id,
+                        server_name: Bytes::from(hcm.server_name.clone()),
+                    }))
+                }
+                ListenerKind::Tcp(proxy) => {
+                    let filters = proxy.filters.iter().map(|p| plugins.add_worker(p)).collect::<Result<Vec<_>, _>>()?;
+                    ListenerService::Tcp(Arc::new(TcpPlan {
+                        filters,
+                        cluster: proxy.cluster.clone(),
+                        idle_timeout: proxy.idle_timeout,
+                    }))
+                }
             };
-            listeners.push(ListenerPlan { name: listener.name.clone(), address, http: Arc::new(http) });
+            listeners.push(ListenerPlan { name: listener.name.clone(), address, service });
         }
         let admin = config.admin.as_ref().map(|a| resolve(&a.to_string(), "admin.address")).transpose()?;
         let PluginSet { main, worker, .. } = plugins;

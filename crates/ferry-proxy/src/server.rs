@@ -93,7 +93,7 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
         let listeners = sockets
             .iter()
             .zip(&plan.listeners)
-            .map(|(socket, l)| Ok(WorkerListener { socket: socket.try_clone()?, http: l.http.clone() }))
+            .map(|(socket, l)| Ok(WorkerListener { socket: socket.try_clone()?, service: l.service.clone() }))
             .collect::<std::io::Result<Vec<_>>>()?;
         workers.push(spawn_worker(index, plan.clone(), listeners)?);
     }

@@ -26,6 +26,9 @@ pub(crate) enum ThreadMessage {
 
 type Inbox = mpsc::UnboundedSender<ThreadMessage>;
 
+/// Where a TCP connection receives its plugins' signals: (context id, action).
+pub(crate) type SignalSink = mpsc::UnboundedSender<(u32, StreamAction)>;
+
 /// Most notifications a thread holds before sending them anyway.
 const MAX_PENDING_NOTIFICATIONS: usize = 1024;
 
@@ -113,6 +116,8 @@ pub(crate) struct ThreadWasm {
     ticks_changed: Notify,
     /// Paused streams waiting for their plugin, by VM and context id.
     waiters: RefCell<HashMap<(VmKey, u32), oneshot::Sender<StreamAction>>>,
+    /// TCP connections listening to their plugins' signals, by VM and context id.
+    subscribers: RefCell<HashMap<(VmKey, u32), SignalSink>>,
     /// HTTP calls plugins made, for the calls task to send.
     calls: RefCell<Vec<HttpCallRequest>>,
     calls_made: Notify,
@@ -139,6 +144,7 @@ impl ThreadWasm {
             ticks: RefCell::default(),
             ticks_changed: Notify::new(),
             waiters: RefCell::default(),
+            subscribers: RefCell::default(),
             calls: RefCell::default(),
             calls_made: Notify::new(),
             upstreams: Rc::new(Upstreams::new(clusters)),
@@ -176,9 +182,12 @@ impl ThreadWasm {
             self.ticks_changed.notify_one();
         }
         for signal in effects.stream_signals {
+            let key = (signal.vm_key, signal.context_id);
             // No waiter: the client went away meanwhile.
-            if let Some(waiter) = self.waiters.borrow_mut().remove(&(signal.vm_key, signal.context_id)) {
+            if let Some(waiter) = self.waiters.borrow_mut().remove(&key) {
                 let _ = waiter.send(signal.action);
+            } else if let Some(subscriber) = self.subscribers.borrow().get(&key) {
+                let _ = subscriber.send((signal.context_id, signal.action));
             }
         }
         if !effects.http_calls.is_empty() {
@@ -192,6 +201,17 @@ impl ThreadWasm {
         let (tx, rx) = oneshot::channel();
         self.waiters.borrow_mut().insert((vm_key, context_id), tx);
         rx
+    }
+
+    /// Sends every signal for a stream context to `sink` until [`ThreadWasm::unsubscribe`]:
+    /// a TCP connection may be resumed or closed by its plugins at any time.
+    pub(crate) fn subscribe(&self, vm_key: VmKey, context_id: u32, sink: SignalSink) {
+        self.subscribers.borrow_mut().insert((vm_key, context_id), sink);
+    }
+
+    /// Stops sending signals for a stream context.
+    pub(crate) fn unsubscribe(&self, vm_key: VmKey, context_id: u32) {
+        self.subscribers.borrow_mut().remove(&(vm_key, context_id));
     }
 
     /// Forgets a waiter (its stream ended without a signal).

@@ -35,6 +35,8 @@ pub(crate) enum UpstreamError {
     NoEndpoint,
     #[error("upstream connect error or disconnect/reset before headers. reset reason: connection failure")]
     Connect(#[source] hyper_util::client::legacy::Error),
+    #[error("upstream connect error: {0}")]
+    TcpConnect(#[source] std::io::Error),
     #[error("upstream request timeout")]
     Timeout,
     #[error("invalid upstream request: {0}")]
@@ -91,6 +93,19 @@ struct Pool {
     client: Client<HttpConnector, UpstreamBody>,
     endpoints: Vec<String>,
     next: Cell<usize>,
+    connect_timeout: Duration,
+}
+
+impl Pool {
+    /// Round robin over the endpoints.
+    fn next_endpoint(&self) -> Option<&str> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let index = self.next.get() % self.endpoints.len();
+        self.next.set(index + 1);
+        Some(&self.endpoints[index])
+    }
 }
 
 /// One worker's connection pools, one per cluster.
@@ -112,7 +127,8 @@ impl Upstreams {
                 connector.set_nodelay(true);
                 let client = Client::builder(TokioExecutor::new()).build(connector);
                 let endpoints = c.endpoints.iter().map(ToString::to_string).collect();
-                (c.name.clone(), Pool { client, endpoints, next: Cell::new(0) })
+                let pool = Pool { client, endpoints, next: Cell::new(0), connect_timeout: c.connect_timeout };
+                (c.name.clone(), pool)
             })
             .collect();
         Upstreams { pools }
@@ -158,6 +174,19 @@ impl Upstreams {
         })
     }
 
+    /// A TCP connection to the next endpoint of `cluster` (for `tcp_proxy`).
+    pub(crate) async fn connect_tcp(&self, cluster: &str) -> Result<tokio::net::TcpStream, UpstreamError> {
+        let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
+        let endpoint = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
+        let connect = tokio::net::TcpStream::connect(endpoint);
+        let stream = tokio::time::timeout(pool.connect_timeout, connect)
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(UpstreamError::TcpConnect)?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
     /// One request to the next endpoint of `cluster`; a zero timeout waits forever.
     async fn send(
         &self,
@@ -167,12 +196,8 @@ impl Upstreams {
         body: UpstreamBody,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
-        if pool.endpoints.is_empty() {
-            return Err(UpstreamError::NoEndpoint);
-        }
-        let index = pool.next.get() % pool.endpoints.len();
-        pool.next.set(index + 1);
-        let request = build_request(&pool.endpoints[index], headers, body)?;
+        let endpoint = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
+        let request = build_request(endpoint, headers, body)?;
         let response = pool.client.request(request);
         let result = if timeout.is_zero() {
             response.await

@@ -2,7 +2,6 @@
 //! connections it accepts on every listener.
 
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hyper::server::conn::http1;
@@ -12,8 +11,10 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::http::conn_manager::{self, ConnContext};
-use crate::plan::{HttpPlan, Plan};
+use crate::plan::{ListenerService, Plan};
+use crate::tcp_proxy;
 use crate::thread_wasm::{ThreadMessage, ThreadWasm};
+use ferry_host::StreamInfo;
 
 /// What every connection of a worker shares.
 pub(crate) struct WorkerShared {
@@ -23,7 +24,7 @@ pub(crate) struct WorkerShared {
 /// A worker's listening sockets, cloned from the main thread's.
 pub(crate) struct WorkerListener {
     pub(crate) socket: std::net::TcpListener,
-    pub(crate) http: Arc<HttpPlan>,
+    pub(crate) service: ListenerService,
 }
 
 /// Runs the worker's event loop until it is told to shut down.
@@ -39,7 +40,7 @@ pub(crate) async fn run(
     for listener in listeners {
         match TcpListener::from_std(listener.socket) {
             Ok(socket) => {
-                accept_tasks.push(tokio::task::spawn_local(accept_loop(socket, listener.http, shared.clone())))
+                accept_tasks.push(tokio::task::spawn_local(accept_loop(socket, listener.service, shared.clone())))
             }
             Err(e) => tracing::error!(target: "main", "worker cannot listen: {e}"),
         }
@@ -55,7 +56,7 @@ pub(crate) async fn run(
 /// Connection ids, unique in the process (the `connection.id` property).
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
-async fn accept_loop(listener: TcpListener, http: Arc<HttpPlan>, worker: Rc<WorkerShared>) {
+async fn accept_loop(listener: TcpListener, service: ListenerService, worker: Rc<WorkerShared>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -67,12 +68,27 @@ async fn accept_loop(listener: TcpListener, http: Arc<HttpPlan>, worker: Rc<Work
             }
         };
         let _ = stream.set_nodelay(true);
+        let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+        let http = match &service {
+            ListenerService::Http(http) => http.clone(),
+            ListenerService::Tcp(tcp) => {
+                let info = StreamInfo {
+                    source: Some(peer),
+                    destination: stream.local_addr().ok(),
+                    connection_id: id,
+                    start: Some(std::time::SystemTime::now()),
+                    ..StreamInfo::default()
+                };
+                tokio::task::spawn_local(tcp_proxy::serve(stream, info, tcp.clone(), worker.clone()));
+                continue;
+            }
+        };
         let conn = Rc::new(ConnContext {
             worker: worker.clone(),
             http: http.clone(),
             source: peer,
             destination: stream.local_addr().ok(),
-            id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+            id,
         });
         tokio::task::spawn_local(async move {
             let service = service_fn(move |request| conn_manager::handle(request, conn.clone()));

@@ -24,7 +24,7 @@ use tracing_subscriber::registry::LookupSpan;
 pub const DEFAULT_FORMAT: &str = "[%Y-%m-%d %T.%e][%t][%l][%n] [%g:%#] %v";
 
 /// The loggers ferry logs to, as in Envoy's `--component-log-level`.
-const COMPONENTS: &[&str] = &["main", "wasm", "http", "upstream", "admin", "config"];
+const COMPONENTS: &[&str] = &["main", "wasm", "http", "connection", "upstream", "admin", "config"];
 
 /// A level of Envoy's: trace 0 … critical 5, off 6.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

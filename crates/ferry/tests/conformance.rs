@@ -5,11 +5,12 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Ferry, echo_server, go_plugin, plugin, repo_root, request};
+use common::{Ferry, echo_server, go_plugin, plugin, repo_root, request, tcp_echo_server};
 use serde::Deserialize;
 
 /// One case: a configuration, and steps with what each must show.
@@ -29,6 +30,9 @@ struct Case {
     /// Echo upstreams to start, used as `{port:NAME}` in `config`.
     #[serde(default)]
     echo_servers: Vec<String>,
+    /// TCP echo upstreams (every byte sent back), used as `{port:NAME}`.
+    #[serde(default)]
+    tcp_echo_servers: Vec<String>,
     #[serde(default = "one")]
     concurrency: u32,
     /// Envoy YAML; `{plugin:FILE}` and `{go:FILE}` name built test plugins.
@@ -56,6 +60,28 @@ struct Step {
     /// Wait (up to 10 s) for a log line containing this.
     #[serde(default)]
     log: Option<String>,
+    /// Wait for log lines containing these, logged during this step, in
+    /// this order (each after the line that matched the one before).
+    #[serde(default)]
+    log_order: Vec<String>,
+    /// Open a TCP connection, send, read until the proxy closes, compare.
+    #[serde(default)]
+    tcp: Option<TcpExchange>,
+    /// Lines `name: value` the admin endpoint's `/stats` must show
+    /// (the admin address must be `{port:admin}`).
+    #[serde(default)]
+    stats: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TcpExchange {
+    /// The `{port:NAME}` to connect to.
+    port: String,
+    /// Chunks written one at a time, 100 ms apart; then the client ends its side.
+    send: Vec<String>,
+    /// Every byte the client receives before the connection closes.
+    expect: String,
 }
 
 #[derive(Deserialize)]
@@ -136,14 +162,50 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
     for name in &case.echo_servers {
         ports.insert(name.clone(), echo_server().port());
     }
+    for name in &case.tcp_echo_servers {
+        ports.insert(name.clone(), tcp_echo_server().port());
+    }
     let config = render(&case.config, &ports);
     let ferry = Ferry::start_binary(host, &config, &["--concurrency", &case.concurrency.to_string()]);
     for (i, step) in case.steps.iter().enumerate() {
         let fail = |what: String| format!("step {}: {what}", i + 1);
+        let step_start = ferry.lines().len();
+        if let Some(t) = &step.tcp {
+            let port = *ports.get(&t.port).ok_or_else(|| fail(format!("no port {}", t.port)))?;
+            let received = tcp_exchange(port, &t.send).map_err(|e| fail(format!("TCP to {}: {e}", t.port)))?;
+            if received != t.expect.as_bytes() {
+                return Err(fail(format!(
+                    "TCP received {:?} instead of {:?}",
+                    String::from_utf8_lossy(&received),
+                    t.expect
+                )));
+            }
+        }
         if let Some(needle) = &step.log {
             ferry
                 .wait_until_contains(needle, Duration::from_secs(10))
                 .ok_or_else(|| fail(format!("no log line contains {needle:?}")))?;
+        }
+        if !step.log_order.is_empty() {
+            // Lines logged since this step began, as they come.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match check_order(&ferry.lines()[step_start..], &step.log_order) {
+                    Ok(()) => break,
+                    Err(e) if std::time::Instant::now() > deadline => return Err(fail(e)),
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+        if !step.stats.is_empty() {
+            let admin = *ports.get("admin").ok_or_else(|| fail("stats need {port:admin}".into()))?;
+            let text = request(SocketAddr::from(([127, 0, 0, 1], admin)), "GET", "/stats", &[], b"").text();
+            for (name, value) in &step.stats {
+                let line = format!("{name}: {value}");
+                if !text.lines().any(|l| l == line) {
+                    return Err(fail(format!("/stats has no line {line:?}:\n{text}")));
+                }
+            }
         }
         let Some(r) = &step.request else { continue };
         let port = *ports.get(&r.port).ok_or_else(|| fail(format!("no port {}", r.port)))?;
@@ -162,6 +224,40 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
                 return Err(fail(format!("{what}: header {name}: {:?} instead of {value:?}", response.header(name))));
             }
         }
+    }
+    Ok(())
+}
+
+/// Writes each chunk (100 ms apart), ends the client's side, reads until
+/// the connection closes.
+fn tcp_exchange(port: u16, chunks: &[String]) -> std::io::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    for (i, chunk) in chunks.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stream.write_all(chunk.as_bytes())?;
+    }
+    stream.shutdown(Shutdown::Write)?;
+    let mut received = Vec::new();
+    match stream.read_to_end(&mut received) {
+        // A connection the proxy closed with data unread may end in a reset.
+        Ok(_) => Ok(received),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(received),
+        Err(e) => Err(e),
+    }
+}
+
+/// Each needle must be in a log line after the line the previous one matched.
+fn check_order(lines: &[String], needles: &[String]) -> Result<(), String> {
+    let mut from = 0;
+    for needle in needles {
+        let found = lines[from..].iter().position(|l| l.contains(needle.as_str()));
+        let Some(at) = found else {
+            return Err(format!("no log line contains {needle:?} after the previous one; log:\n{}", lines.join("\n")));
+        };
+        from += at + 1;
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! Buffers: the VM and plugin configuration (bodies and call responses come
-//! with the data path that produces them).
+//! Buffers: configuration, HTTP bodies, TCP data and HTTP call responses,
+//! each readable in the callbacks Envoy makes it readable in.
 
 use ferry_abi::{BufferType, Status};
 use wasmtime::Linker;
@@ -35,7 +35,13 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let kind = check!(BufferType::from_raw(buffer as u32).ok_or(Status::BadArgument));
             let (mem, state) = split(&mut caller);
             let data = check!(slice(mem, data_ptr, data_len));
-            if !matches!(kind, BufferType::HttpRequestBody | BufferType::HttpResponseBody) {
+            if !matches!(
+                kind,
+                BufferType::HttpRequestBody
+                    | BufferType::HttpResponseBody
+                    | BufferType::DownstreamData
+                    | BufferType::UpstreamData
+            ) {
                 // Configuration and call responses are read-only.
                 return Ok(Status::BadArgument.code());
             }
@@ -90,7 +96,10 @@ fn buffer_of(state: &HostState, kind: BufferType) -> Result<&[u8], Status> {
         BufferType::HttpCallResponseBody => {
             state.http_call_response.as_ref().map(|r| &r.body[..]).ok_or(Status::NotFound)
         }
-        BufferType::HttpRequestBody | BufferType::HttpResponseBody => state.readable_body(kind),
+        BufferType::HttpRequestBody
+        | BufferType::HttpResponseBody
+        | BufferType::DownstreamData
+        | BufferType::UpstreamData => state.readable_body(kind),
         _ => Err(Status::NotFound),
     }
 }

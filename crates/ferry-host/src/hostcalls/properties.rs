@@ -86,6 +86,14 @@ fn property(state: &HostState, path: &[u8]) -> Option<Vec<u8>> {
                 _ => None,
             }
         }),
+        [b"upstream", field] => stream.and_then(|s| {
+            let address = s.info.upstream?;
+            match *field {
+                b"address" => Some(text(address.to_string())),
+                b"port" => Some(int(i64::from(address.port()))),
+                _ => None,
+            }
+        }),
         [b"connection", b"id"] => stream.map(|s| s.info.connection_id.to_le_bytes().to_vec()),
         [b"connection", b"mtls"] => stream.map(|_| vec![0]),
         _ => None,

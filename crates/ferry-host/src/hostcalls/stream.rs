@@ -93,23 +93,30 @@ fn answer(state: &mut HostState, response: LocalResponse) -> Status {
 
 /// `proxy_continue_stream` / `proxy_close_stream` for the acting context.
 /// As in Envoy, a call from a root context changes nothing and is `Ok`.
+/// Unlike Envoy, resuming the upstream direction of a TCP connection works
+/// (Envoy answers `Unimplemented`, on which the Rust SDK panics).
 fn stream_action(state: &mut HostState, stream: StreamType, action: StreamAction) -> Status {
-    if matches!(stream, StreamType::Downstream | StreamType::Upstream) {
-        // Network filters are not implemented yet.
-        return Status::Unimplemented;
-    }
+    let network = matches!(stream, StreamType::Downstream | StreamType::Upstream);
     let Some(target) = state.acting_stream_context() else { return Status::Ok };
-    if target == state.call.context_id
-        && matches!(
+    let own_phase = if network {
+        matches!(state.call.phase, Phase::DownstreamData | Phase::UpstreamData | Phase::StreamOther)
+    } else {
+        matches!(
             state.call.phase,
             Phase::RequestHeaders | Phase::ResponseHeaders | Phase::RequestBody | Phase::ResponseBody
         )
-    {
+    };
+    if target == state.call.context_id && own_phase {
         match action {
             StreamAction::Close => state.call.outcome.closed = true,
             _ => state.call.outcome.resumed = true,
         }
-    } else if state.parked.contains_key(&target) {
+    } else if network || state.parked.contains_key(&target) {
+        // A TCP connection listens for its plugins' signals all its life.
+        let action = match (stream, action) {
+            (StreamType::Upstream, StreamAction::Resume) => StreamAction::ResumeUpstream,
+            (_, action) => action,
+        };
         state.stream_actions.push((target, action));
     }
     Status::Ok

@@ -116,7 +116,7 @@ pub(crate) async fn handle(
         connection_id: conn.id,
         start: Some(std::time::SystemTime::now()),
         protocol: protocol(parts.version),
-        properties: Vec::new(),
+        ..StreamInfo::default()
     };
     let mut exchange = Exchange {
         conn,
@@ -241,7 +241,7 @@ impl Exchange {
         self.parked_in = None;
         self.stream = wasm.with(|vms| vms.unpark(&self.contexts[context])).unwrap_or_default();
         match action {
-            StreamAction::Resume => Decided::Continue,
+            StreamAction::Resume | StreamAction::ResumeUpstream => Decided::Continue,
             StreamAction::Close => Decided::Reset,
             StreamAction::LocalResponse(response) => Decided::Respond(response.into()),
             StreamAction::Failed => self.failure_policy(handle),
@@ -280,6 +280,11 @@ impl Exchange {
                     Ok(response) => {
                         let (parts, body) = response.into_parts();
                         self.stream.response_headers = response_headers(parts.status, &parts.headers);
+                        // The connector records the peer of each connection (`upstream.address`).
+                        self.stream.info.upstream = parts
+                            .extensions
+                            .get::<hyper_util::client::legacy::connect::HttpInfo>()
+                            .map(|i| i.remote_addr());
                         Reply::Upstream(body)
                     }
                     Err(error) => {

@@ -373,3 +373,52 @@ pub fn wasm_filter(name: &str, vm_id: &str, code: &str) -> String {
 pub fn file_code(path: &std::path::Path) -> String {
     format!("{{ local: {{ filename: {:?} }} }}", path.display().to_string())
 }
+
+/// A TCP upstream for tests: sends back every byte it receives, and closes
+/// its side when the client ends its own. Returns its address.
+pub fn tcp_echo_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut reader = stream.try_clone().unwrap();
+                let mut writer = stream;
+                let _ = std::io::copy(&mut reader, &mut writer);
+                let _ = writer.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    address
+}
+
+/// One item of `listeners:`: a listener on 127.0.0.1:`port` running the
+/// network Wasm filter `name` (module `code`, see [`wasm_filter`]) in front
+/// of a `tcp_proxy` to `cluster`.
+pub fn tcp_listener(name: &str, port: u16, code: &str, fail_open: bool, cluster: &str) -> String {
+    format!(
+        r#"  - name: {name}
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.wasm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
+          config:
+            name: {name}
+            fail_open: {fail_open}
+            vm_config: {{ vm_id: {name}, code: {code} }}
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: {cluster}
+"#
+    )
+}
+
+/// A port that was free a moment ago (for configurations that must name
+/// the same port twice, such as a cluster pointing at the admin endpoint).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

@@ -1,0 +1,378 @@
+//! `tcp_proxy` with network Wasm filters in front of it: one task per
+//! downstream connection relays bytes to one upstream connection, and shows
+//! each chunk to the filters first.
+//!
+//! Envoy's semantics, in short:
+//! - `proxy_on_new_connection` runs for each filter when the connection is
+//!   accepted, before the upstream connection is made.
+//! - Data from the client goes through the filters in order
+//!   (`proxy_on_downstream_data`), data from the upstream in reverse order
+//!   (`proxy_on_upstream_data`). A filter may change the bytes.
+//! - A filter that stops iteration holds the data: the next chunk is added to
+//!   what is held and the chain runs again from the first filter; for the
+//!   held direction `proxy_continue_stream(DOWNSTREAM)` or `(UPSTREAM)`
+//!   resumes from the next filter (Envoy supports only the first).
+//! - Each side's end is passed on as a half close. When the upstream ends
+//!   its side, each filter gets `proxy_on_upstream_connection_close` (peer
+//!   unknown); when the connection closes, `proxy_on_downstream_connection_close` (remote if the client
+//!   closed first, local otherwise); then `proxy_on_done`, `proxy_on_log`,
+//!   `proxy_on_delete`.
+//! - A plugin that fails closes the connection (fail closed) or is skipped
+//!   from then on (fail open).
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use ferry_abi::PeerType;
+use ferry_host::{FailurePolicy, HttpStream, PluginHandle, StreamAction, StreamContext, StreamInfo, Verdict, VmKey};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::plan::TcpPlan;
+use crate::thread_wasm::SignalSink;
+use crate::worker::WorkerShared;
+
+/// Bytes read from either side at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Why the relay stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// Both sides finished (the client's end closes the connection), or
+    /// the client went away.
+    Remote,
+    /// The proxy closed: a plugin asked, a plugin failed closed, the
+    /// upstream failed, or the idle timeout.
+    Local,
+}
+
+/// A network filter's context on this connection.
+struct Filter {
+    context: StreamContext,
+    handle: PluginHandle,
+    vm_key: VmKey,
+    /// Skipped from now on: it failed and its policy is fail open.
+    skipped: bool,
+}
+
+/// One proxied connection: its filters and the data they see.
+struct Connection {
+    worker: Rc<WorkerShared>,
+    /// Lent to each callback; only `downstream_data`, `upstream_data` and `info` are used.
+    data: HttpStream,
+    filters: Vec<Filter>,
+    /// Client bytes held by a filter that stopped iteration.
+    held_downstream: Vec<u8>,
+    /// Index of the filter holding `held_downstream`, if one does.
+    downstream_paused_at: Option<usize>,
+    /// Upstream bytes held by a filter that stopped iteration.
+    held_upstream: Vec<u8>,
+    /// Index of the filter holding `held_upstream`, if one does.
+    upstream_paused_at: Option<usize>,
+    signals: SignalSink,
+}
+
+/// What running a filter chain decided.
+enum Flow {
+    /// Every filter let the data through.
+    Forward(Vec<u8>),
+    /// A filter holds it.
+    Held,
+    /// Close the connection.
+    Close,
+}
+
+/// Serves one downstream connection until both sides are done.
+pub(crate) async fn serve(downstream: TcpStream, info: StreamInfo, plan: Arc<TcpPlan>, worker: Rc<WorkerShared>) {
+    let (signals, mut signal_rx) = mpsc::unbounded_channel();
+    let mut conn = Connection {
+        worker,
+        data: HttpStream { info, ..HttpStream::default() },
+        filters: Vec::new(),
+        held_downstream: Vec::new(),
+        downstream_paused_at: None,
+        held_upstream: Vec::new(),
+        upstream_paused_at: None,
+        signals,
+    };
+    let ending = match conn.open(&plan).await {
+        Ok(()) => conn.relay(downstream, &plan, &mut signal_rx).await,
+        Err(ending) => ending,
+    };
+    conn.finish(ending);
+}
+
+impl Connection {
+    /// Creates each filter's context (`proxy_on_new_connection`); a filter
+    /// that stops iteration holds the connection until it resumes it.
+    async fn open(&mut self, plan: &TcpPlan) -> Result<(), Ending> {
+        let wasm = self.worker.wasm.clone();
+        for &index in &plan.filters {
+            let handle = wasm.handle(index);
+            let created = wasm.with(|vms| {
+                let vm_key = vms.plugin(handle).module.key();
+                vms.create_tcp_stream(handle, &mut self.data).map(|(context, verdict)| (context, verdict, vm_key))
+            });
+            let (context, verdict, vm_key) = match created {
+                Ok(created) => created,
+                Err(_) if self.fails_open(handle) => continue,
+                Err(_) => return Err(Ending::Local),
+            };
+            wasm.subscribe(vm_key, context.id(), self.signals.clone());
+            self.filters.push(Filter { context, handle, vm_key, skipped: false });
+            match verdict {
+                Verdict::Continue => {}
+                Verdict::Close | Verdict::LocalResponse(_) => return Err(Ending::Local),
+                Verdict::Pause => {
+                    // Wait for this filter to resume the connection (or close it).
+                    self.downstream_paused_at = Some(self.filters.len() - 1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects upstream and relays until the connection ends.
+    async fn relay(
+        &mut self,
+        mut downstream: TcpStream,
+        plan: &TcpPlan,
+        signal_rx: &mut mpsc::UnboundedReceiver<(u32, StreamAction)>,
+    ) -> Ending {
+        // A filter paused in proxy_on_new_connection holds the connection
+        // before the upstream exists.
+        while let Some(paused) = self.downstream_paused_at {
+            match signal_rx.recv().await {
+                Some((id, StreamAction::Resume)) if id == self.filters[paused].context.id() => {
+                    self.downstream_paused_at = None;
+                }
+                Some((_, StreamAction::Resume | StreamAction::ResumeUpstream)) => {}
+                Some((_, StreamAction::Close | StreamAction::Failed | StreamAction::LocalResponse(_))) | None => {
+                    return Ending::Local;
+                }
+            }
+        }
+        let wasm = self.worker.wasm.clone();
+        let mut upstream = match wasm.upstreams.connect_tcp(&plan.cluster).await {
+            Ok(upstream) => upstream,
+            Err(error) => {
+                tracing::debug!(target: "connection", "tcp_proxy to cluster {}: {error}", plan.cluster);
+                return Ending::Local;
+            }
+        };
+        self.data.info.upstream = upstream.peer_addr().ok();
+        let (mut down_read, mut down_write) = downstream.split();
+        let (mut up_read, mut up_write) = upstream.split();
+        let mut down_buf = vec![0u8; READ_CHUNK];
+        let mut up_buf = vec![0u8; READ_CHUNK];
+        let (mut down_open, mut up_open) = (true, true);
+        loop {
+            if !down_open && !up_open {
+                return Ending::Remote;
+            }
+            let idle = async {
+                match plan.idle_timeout {
+                    Some(timeout) => tokio::time::sleep(timeout).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                read = down_read.read(&mut down_buf), if down_open => {
+                    let chunk = match read {
+                        Ok(n) => &down_buf[..n],
+                        Err(_) => return Ending::Remote,
+                    };
+                    let end_of_stream = chunk.is_empty();
+                    down_open = !end_of_stream;
+                    self.held_downstream.extend_from_slice(chunk);
+                    match self.downstream_chain(0, end_of_stream) {
+                        Flow::Forward(bytes) => {
+                            if up_write.write_all(&bytes).await.is_err() {
+                                return Ending::Local;
+                            }
+                            if end_of_stream {
+                                let _ = up_write.shutdown().await;
+                            }
+                        }
+                        Flow::Held => {}
+                        Flow::Close => return Ending::Local,
+                    }
+                }
+                read = up_read.read(&mut up_buf), if up_open => {
+                    let chunk = match read {
+                        Ok(n) => &up_buf[..n],
+                        Err(_) => return Ending::Local,
+                    };
+                    let end_of_stream = chunk.is_empty();
+                    up_open = !end_of_stream;
+                    self.held_upstream.extend_from_slice(chunk);
+                    let flow = self.upstream_chain(self.filters.len(), end_of_stream);
+                    if end_of_stream {
+                        self.upstream_closed();
+                    }
+                    match flow {
+                        Flow::Forward(bytes) => {
+                            if down_write.write_all(&bytes).await.is_err() {
+                                return Ending::Remote;
+                            }
+                        }
+                        Flow::Held => {}
+                        Flow::Close => return Ending::Local,
+                    }
+                    if end_of_stream {
+                        // Half close, as tcp_proxy: the client may still send.
+                        let _ = down_write.shutdown().await;
+                    }
+                }
+                signal = signal_rx.recv() => match signal {
+                    Some((context_id, StreamAction::Resume)) => {
+                        let Some(at) = self.downstream_paused_at.filter(|&i| self.filters[i].context.id() == context_id)
+                        else {
+                            continue;
+                        };
+                        match self.downstream_chain(at + 1, !down_open) {
+                            Flow::Forward(bytes) => {
+                                if up_write.write_all(&bytes).await.is_err() {
+                                    return Ending::Local;
+                                }
+                            }
+                            Flow::Held => {}
+                            Flow::Close => return Ending::Local,
+                        }
+                    }
+                    Some((context_id, StreamAction::ResumeUpstream)) => {
+                        let Some(at) = self.upstream_paused_at.filter(|&i| self.filters[i].context.id() == context_id)
+                        else {
+                            continue;
+                        };
+                        match self.upstream_chain(at, !up_open) {
+                            Flow::Forward(bytes) => {
+                                if down_write.write_all(&bytes).await.is_err() {
+                                    return Ending::Remote;
+                                }
+                            }
+                            Flow::Held => {}
+                            Flow::Close => return Ending::Local,
+                        }
+                    }
+                    Some((_, StreamAction::Close)) => return Ending::Local,
+                    Some((context_id, StreamAction::Failed)) => {
+                        if let Some(i) = self.filters.iter().position(|f| f.context.id() == context_id)
+                            && !self.fail(i)
+                        {
+                            return Ending::Local;
+                        }
+                    }
+                    Some((_, StreamAction::LocalResponse(_))) | None => {}
+                },
+                () = idle => {
+                    tracing::debug!(target: "connection", "tcp_proxy: idle timeout");
+                    return Ending::Local;
+                }
+            }
+        }
+    }
+
+    /// Runs the client's held bytes through the filters from `from` on.
+    fn downstream_chain(&mut self, from: usize, end_of_stream: bool) -> Flow {
+        self.downstream_paused_at = None;
+        let wasm = self.worker.wasm.clone();
+        for i in from..self.filters.len() {
+            if self.filters[i].skipped {
+                continue;
+            }
+            self.data.downstream_data = std::mem::take(&mut self.held_downstream);
+            let verdict =
+                wasm.with(|vms| vms.on_downstream_data(&self.filters[i].context, &mut self.data, end_of_stream));
+            self.held_downstream = std::mem::take(&mut self.data.downstream_data);
+            match verdict {
+                Ok(Verdict::Continue) => {}
+                Ok(Verdict::Pause) => {
+                    self.downstream_paused_at = Some(i);
+                    return Flow::Held;
+                }
+                Ok(Verdict::Close | Verdict::LocalResponse(_)) => return Flow::Close,
+                Err(_) if self.fail(i) => {}
+                Err(_) => return Flow::Close,
+            }
+        }
+        Flow::Forward(std::mem::take(&mut self.held_downstream))
+    }
+
+    /// Runs the upstream's held bytes through the filters before `before`,
+    /// last filter first.
+    fn upstream_chain(&mut self, before: usize, end_of_stream: bool) -> Flow {
+        self.upstream_paused_at = None;
+        let wasm = self.worker.wasm.clone();
+        for i in (0..before).rev() {
+            if self.filters[i].skipped {
+                continue;
+            }
+            self.data.upstream_data = std::mem::take(&mut self.held_upstream);
+            let verdict =
+                wasm.with(|vms| vms.on_upstream_data(&self.filters[i].context, &mut self.data, end_of_stream));
+            self.held_upstream = std::mem::take(&mut self.data.upstream_data);
+            match verdict {
+                Ok(Verdict::Continue) => {}
+                Ok(Verdict::Pause) => {
+                    self.upstream_paused_at = Some(i);
+                    return Flow::Held;
+                }
+                Ok(Verdict::Close | Verdict::LocalResponse(_)) => return Flow::Close,
+                Err(_) if self.fail(i) => {}
+                Err(_) => return Flow::Close,
+            }
+        }
+        Flow::Forward(std::mem::take(&mut self.held_upstream))
+    }
+
+    /// `proxy_on_upstream_connection_close` with an unknown peer, as Envoy
+    /// reports the upstream's end of stream.
+    fn upstream_closed(&mut self) {
+        self.close_callbacks(true, PeerType::Unknown);
+    }
+
+    fn close_callbacks(&mut self, upstream: bool, peer: PeerType) {
+        let wasm = self.worker.wasm.clone();
+        for i in 0..self.filters.len() {
+            if self.filters[i].skipped {
+                continue;
+            }
+            let result =
+                wasm.with(|vms| vms.on_connection_close(&self.filters[i].context, &mut self.data, upstream, peer));
+            if result.is_err() {
+                self.filters[i].skipped = true;
+            }
+        }
+    }
+
+    /// Applies filter `i`'s failure policy: `true` to go on without it.
+    fn fail(&mut self, i: usize) -> bool {
+        self.filters[i].skipped = true;
+        for paused in [&mut self.downstream_paused_at, &mut self.upstream_paused_at] {
+            if *paused == Some(i) {
+                *paused = None;
+            }
+        }
+        self.fails_open(self.filters[i].handle)
+    }
+
+    fn fails_open(&self, handle: PluginHandle) -> bool {
+        self.worker.wasm.with(|vms| vms.plugin(handle).failure_policy) == FailurePolicy::FailOpen
+    }
+
+    /// The connection is closed: `proxy_on_downstream_connection_close`,
+    /// then each context ends.
+    fn finish(mut self, ending: Ending) {
+        let peer = if ending == Ending::Remote { PeerType::Remote } else { PeerType::Local };
+        self.close_callbacks(false, peer);
+        let wasm = self.worker.wasm.clone();
+        for filter in std::mem::take(&mut self.filters) {
+            wasm.unsubscribe(filter.vm_key, filter.context.id());
+            if !filter.skipped {
+                wasm.with(|vms| vms.finish_tcp_stream(filter.context, &mut self.data));
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Network Wasm filters in front of `tcp_proxy`, end to end against the real
+//! binary with a TCP echo upstream: held partial data, rewritten bytes, the
+//! close callbacks and their peer types, the end-of-context order, a plugin
+//! closing the connection, and a plugin failing.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{Ferry, cluster, file_code, plugin, tcp_echo_server, tcp_listener};
+
+fn start(fail_open: bool) -> Ferry {
+    let echo = tcp_echo_server();
+    let code = file_code(&plugin("tcp_filter_plugin.wasm"));
+    let config = format!(
+        "static_resources:\n  listeners:\n{}  clusters:\n{}",
+        tcp_listener("tcp_filter", 0, &code, fail_open, "echo"),
+        cluster("echo", echo)
+    );
+    Ferry::start(&config, &["--concurrency", "1"])
+}
+
+fn connect(address: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+}
+
+/// The messages the plugin logged for context `id`, in order.
+fn events(ferry: &Ferry, id: &str) -> Vec<String> {
+    let prefix = format!("[{id}] ");
+    ferry.lines().iter().filter_map(|l| l.split_once(&prefix).map(|(_, m)| m.to_owned())).collect()
+}
+
+/// The context id the plugin logged for the connection from `client`.
+fn context_of(ferry: &Ferry, client: &TcpStream) -> String {
+    let line =
+        ferry.wait_for(&format!("new connection from {}", client.local_addr().unwrap()), Duration::from_secs(10));
+    line.split('[').next_back().unwrap().split(']').next().unwrap().to_owned()
+}
+
+#[test]
+fn data_is_held_until_a_whole_line_then_rewritten_and_the_context_ends_in_order() {
+    let ferry = start(false);
+    let mut client = connect(ferry.address("tcp_filter"));
+    let id = context_of(&ferry, &client);
+    client.write_all(b"hel").unwrap();
+    ferry.wait_for(&format!("[{id}] downstream 3 bytes"), Duration::from_secs(10));
+    client.write_all(b"lo\n").unwrap();
+    let mut echoed = [0u8; 6];
+    client.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"HELLO\n", "the upstream saw one whole, upper-cased line");
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "nothing after the echo: {rest:?}");
+    ferry.wait_for(&format!("[{id}] log"), Duration::from_secs(10));
+    let upstream = ferry.lines().iter().find_map(|l| l.split("upstream 6 bytes from ").nth(1).map(str::to_owned));
+    let upstream = upstream.expect("an upstream chunk of 6 bytes");
+    assert!(upstream.starts_with("127.0.0.1:"), "upstream.address is the echo server: {upstream}");
+    assert_eq!(
+        events(&ferry, &id),
+        [
+            format!("new connection from {}", client.local_addr().unwrap()),
+            "downstream 3 bytes, end_of_stream=false".into(),
+            "downstream 6 bytes, end_of_stream=false".into(),
+            format!("upstream 6 bytes from {upstream}"),
+            "downstream 0 bytes, end_of_stream=true".into(),
+            format!("upstream 0 bytes from {}, end_of_stream=true", upstream.split(',').next().unwrap()),
+            "upstream close, peer 0".into(),
+            "downstream close, peer 2".into(),
+            "done".into(),
+            "log".into(),
+        ]
+    );
+}
+
+#[test]
+fn a_plugin_closing_the_connection_closes_it_before_the_upstream_sees_data() {
+    let ferry = start(false);
+    let mut client = connect(ferry.address("tcp_filter"));
+    let id = context_of(&ferry, &client);
+    client.write_all(b"close\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = client.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "no echo: the data never reached the upstream");
+    ferry.wait_for(&format!("[{id}] log"), Duration::from_secs(10));
+    let events = events(&ferry, &id);
+    assert!(events.contains(&"downstream close, peer 1".to_owned()), "the proxy closed it: {events:?}");
+    assert!(!events.iter().any(|e| e.starts_with("upstream")), "{events:?}");
+}
+
+#[test]
+fn a_failing_plugin_closes_only_its_connection_when_it_fails_closed() {
+    let ferry = start(false);
+    let address = ferry.address("tcp_filter");
+    let mut failing = connect(address);
+    failing.write_all(b"trap\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = failing.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "the connection closed without an echo");
+    let error = ferry.wait_for("proxy_on_downstream_data failed", Duration::from_secs(10));
+    assert!(error.contains("tcp_filter"), "the error names the plugin: {error}");
+    let mut next = connect(address);
+    next.write_all(b"still here\n").unwrap();
+    let mut echoed = [0u8; 11];
+    next.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"STILL HERE\n", "a fresh instance serves the next connection");
+}
+
+#[test]
+fn a_failing_plugin_is_skipped_when_it_fails_open() {
+    let ferry = start(true);
+    let mut client = connect(ferry.address("tcp_filter"));
+    client.write_all(b"trap\n").unwrap();
+    let mut echoed = [0u8; 5];
+    client.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"trap\n", "the data passes unchanged without the plugin");
+}
