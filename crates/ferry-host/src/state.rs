@@ -179,7 +179,8 @@ impl HostState {
         match (phase, map) {
             (Phase::RequestHeaders | Phase::Log, MapType::HttpRequestHeaders) => Ok(&s.request_headers),
             (Phase::ResponseHeaders | Phase::Log, MapType::HttpResponseHeaders) => Ok(&s.response_headers),
-            (Phase::Log, MapType::HttpResponseTrailers) => Ok(&s.response_trailers),
+            (Phase::RequestTrailers | Phase::Log, MapType::HttpRequestTrailers) => Ok(&s.request_trailers),
+            (Phase::ResponseTrailers | Phase::Log, MapType::HttpResponseTrailers) => Ok(&s.response_trailers),
             _ => Err(Status::BadArgument),
         }
     }
@@ -190,6 +191,8 @@ impl HostState {
         match (phase, map) {
             (Phase::RequestHeaders, MapType::HttpRequestHeaders) => Ok(&mut s.request_headers),
             (Phase::ResponseHeaders, MapType::HttpResponseHeaders) => Ok(&mut s.response_headers),
+            (Phase::RequestTrailers, MapType::HttpRequestTrailers) => Ok(&mut s.request_trailers),
+            (Phase::ResponseTrailers, MapType::HttpResponseTrailers) => Ok(&mut s.response_trailers),
             _ => Err(Status::BadArgument),
         }
     }

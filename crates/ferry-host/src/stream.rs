@@ -157,6 +157,10 @@ pub enum PausedAt {
     RequestBody,
     /// In `proxy_on_response_body`: the response body stays writable.
     ResponseBody,
+    /// In `proxy_on_request_trailers`: the request trailers stay writable.
+    RequestTrailers,
+    /// In `proxy_on_response_trailers`: the response trailers stay writable.
+    ResponseTrailers,
 }
 
 impl PausedAt {
@@ -166,6 +170,8 @@ impl PausedAt {
             PausedAt::ResponseHeaders => Phase::ResponseHeaders,
             PausedAt::RequestBody => Phase::RequestBody,
             PausedAt::ResponseBody => Phase::ResponseBody,
+            PausedAt::RequestTrailers => Phase::RequestTrailers,
+            PausedAt::ResponseTrailers => Phase::ResponseTrailers,
         }
     }
 }
@@ -184,6 +190,10 @@ pub(crate) enum Phase {
     RequestBody,
     /// `proxy_on_response_body`.
     ResponseBody,
+    /// `proxy_on_request_trailers`.
+    RequestTrailers,
+    /// `proxy_on_response_trailers`.
+    ResponseTrailers,
     /// `proxy_on_log`: every map readable, none writable.
     Log,
     /// Stream callbacks with no map of their own (`proxy_on_done`, ...).

@@ -292,6 +292,30 @@ impl WasmThread {
         self.stream_call(context, |vm, id| vm.on_response_body(id, stream, end_of_stream))
     }
 
+    /// `proxy_on_request_trailers` with `stream.request_trailers`.
+    ///
+    /// # Errors
+    /// As [`WasmThread::on_request_headers`].
+    pub fn on_request_trailers(
+        &mut self,
+        context: &StreamContext,
+        stream: &mut HttpStream,
+    ) -> Result<Verdict, PluginFailure> {
+        self.stream_call(context, |vm, id| vm.on_request_trailers(id, stream))
+    }
+
+    /// `proxy_on_response_trailers` with `stream.response_trailers`.
+    ///
+    /// # Errors
+    /// As [`WasmThread::on_request_headers`].
+    pub fn on_response_trailers(
+        &mut self,
+        context: &StreamContext,
+        stream: &mut HttpStream,
+    ) -> Result<Verdict, PluginFailure> {
+        self.stream_call(context, |vm, id| vm.on_response_trailers(id, stream))
+    }
+
     /// Ends a stream context: `proxy_on_log`, `proxy_on_done`,
     /// `proxy_on_delete`. A failure here is logged; the response is gone.
     pub fn finish_http_stream(&mut self, context: StreamContext, stream: &mut HttpStream) {

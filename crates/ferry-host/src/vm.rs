@@ -57,6 +57,8 @@ struct Exports {
     on_response_headers: Option<HeadersCallback>,
     on_request_body: Option<HeadersCallback>,
     on_response_body: Option<HeadersCallback>,
+    on_request_trailers: Option<HeadersCallback>,
+    on_response_trailers: Option<HeadersCallback>,
     on_new_connection: Option<TypedFunc<i32, i32>>,
     on_downstream_data: Option<HeadersCallback>,
     on_upstream_data: Option<HeadersCallback>,
@@ -117,6 +119,9 @@ impl Vm {
             on_response_headers: headers(&mut store, "proxy_on_response_headers"),
             on_request_body: func(&instance, &mut store, "proxy_on_request_body").map(HeadersCallback::V2),
             on_response_body: func(&instance, &mut store, "proxy_on_response_body").map(HeadersCallback::V2),
+            // Trailer callbacks take (context, count) in every ABI version.
+            on_request_trailers: func(&instance, &mut store, "proxy_on_request_trailers").map(HeadersCallback::V1),
+            on_response_trailers: func(&instance, &mut store, "proxy_on_response_trailers").map(HeadersCallback::V1),
             on_new_connection: func(&instance, &mut store, "proxy_on_new_connection"),
             on_downstream_data: func(&instance, &mut store, "proxy_on_downstream_data").map(HeadersCallback::V2),
             on_upstream_data: func(&instance, &mut store, "proxy_on_upstream_data").map(HeadersCallback::V2),
@@ -267,6 +272,34 @@ impl Vm {
             stream,
             size,
             end_of_stream,
+        )
+    }
+
+    /// `proxy_on_request_trailers` with `stream.request_trailers` lent to the plugin.
+    pub(crate) fn on_request_trailers(&mut self, id: u32, stream: &mut HttpStream) -> Result<Verdict, CallError> {
+        let count = stream.request_trailers.len() as i32;
+        self.headers_callback(
+            "proxy_on_request_trailers",
+            |e| e.on_request_trailers.as_ref(),
+            id,
+            Phase::RequestTrailers,
+            stream,
+            count,
+            true,
+        )
+    }
+
+    /// `proxy_on_response_trailers` with `stream.response_trailers` lent to the plugin.
+    pub(crate) fn on_response_trailers(&mut self, id: u32, stream: &mut HttpStream) -> Result<Verdict, CallError> {
+        let count = stream.response_trailers.len() as i32;
+        self.headers_callback(
+            "proxy_on_response_trailers",
+            |e| e.on_response_trailers.as_ref(),
+            id,
+            Phase::ResponseTrailers,
+            stream,
+            count,
+            true,
         )
     }
 

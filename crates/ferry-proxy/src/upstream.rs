@@ -14,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::http::headers::{response_headers, to_hyper_headers};
+use crate::http::headers::{hyper_trailers, response_headers, to_hyper_headers, trailers_map};
 
 /// Clusters as configured; each worker builds its own connection pools from them.
 pub struct Clusters {
@@ -54,10 +54,10 @@ impl UpstreamError {
 }
 
 /// A request body to an upstream: the downstream's, streamed, or one the
-/// proxy holds (an HTTP call's).
+/// proxy holds (read for filters, or an HTTP call's), with its trailers.
 pub(crate) enum UpstreamBody {
     Streamed(Incoming),
-    Full(Option<Bytes>),
+    Full(Option<Bytes>, Option<http::HeaderMap>),
 }
 
 impl http_body::Body for UpstreamBody {
@@ -70,21 +70,31 @@ impl http_body::Body for UpstreamBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpstreamBody::Streamed(body) => std::pin::Pin::new(body).poll_frame(cx),
-            UpstreamBody::Full(bytes) => std::task::Poll::Ready(bytes.take().map(|b| Ok(http_body::Frame::data(b)))),
+            UpstreamBody::Full(bytes, trailers) => std::task::Poll::Ready(
+                bytes
+                    .take()
+                    .map(http_body::Frame::data)
+                    .or_else(|| trailers.take().map(http_body::Frame::trailers))
+                    .map(Ok),
+            ),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Streamed(body) => body.is_end_stream(),
-            UpstreamBody::Full(bytes) => bytes.is_none(),
+            UpstreamBody::Full(bytes, trailers) => bytes.is_none() && trailers.is_none(),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
             UpstreamBody::Streamed(body) => body.size_hint(),
-            UpstreamBody::Full(bytes) => http_body::SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            UpstreamBody::Full(bytes, None) => {
+                http_body::SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            // Not exact: trailers need chunked framing.
+            UpstreamBody::Full(_, Some(_)) => http_body::SizeHint::default(),
         }
     }
 }
@@ -148,8 +158,9 @@ impl Upstreams {
     /// Sends a plugin's HTTP call and reads the whole response.
     pub(crate) async fn call(&self, call: &HttpCallRequest) -> Result<HttpCallResponse, UpstreamError> {
         let body = (!call.body.is_empty()).then(|| call.body.clone());
+        let trailers = (!call.trailers.is_empty()).then(|| hyper_trailers(&call.trailers).0);
         let timeout = call.timeout.unwrap_or(Duration::ZERO);
-        let response = self.send(&call.upstream, timeout, &call.headers, UpstreamBody::Full(body)).await?;
+        let response = self.send(&call.upstream, timeout, &call.headers, UpstreamBody::Full(body, trailers)).await?;
         let (parts, body) = response.into_parts();
         let read = body.collect();
         let collected = if timeout.is_zero() {
@@ -158,15 +169,7 @@ impl Upstreams {
             tokio::time::timeout(timeout, read).await.map_err(|_| UpstreamError::Timeout)?
         }
         .map_err(|e| UpstreamError::Request(e.to_string()))?;
-        let mut trailers = HeaderMap::new();
-        if let Some(t) = collected.trailers() {
-            for (name, value) in t {
-                trailers.append_lowercase(
-                    Bytes::copy_from_slice(name.as_str().as_bytes()),
-                    Bytes::copy_from_slice(value.as_bytes()),
-                );
-            }
-        }
+        let trailers = collected.trailers().map(trailers_map).unwrap_or_default();
         Ok(HttpCallResponse {
             headers: response_headers(parts.status, &parts.headers),
             body: collected.to_bytes(),
@@ -229,5 +232,12 @@ fn build_request(
         request.headers_mut().insert(http::header::HOST, host);
     }
     to_hyper_headers(headers, request.headers_mut());
+    if let UpstreamBody::Full(_, Some(trailers)) = request.body() {
+        // hyper sends only the trailer fields the `trailer` header announces.
+        let names: Vec<&str> = trailers.keys().map(http::HeaderName::as_str).collect();
+        if let Ok(value) = http::HeaderValue::from_str(&names.join(", ")) {
+            request.headers_mut().insert(http::header::TRAILER, value);
+        }
+    }
     Ok(request)
 }

@@ -10,7 +10,10 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Ferry, echo_server, go_plugin, plugin, repo_root, request, tcp_echo_server};
+use common::{
+    Ferry, echo_server, go_plugin, plugin, repo_root, request, request_with_trailers, tcp_echo_server,
+    trailer_echo_server,
+};
 use serde::Deserialize;
 
 /// One case: a configuration, and steps with what each must show.
@@ -33,6 +36,10 @@ struct Case {
     /// TCP echo upstreams (every byte sent back), used as `{port:NAME}`.
     #[serde(default)]
     tcp_echo_servers: Vec<String>,
+    /// HTTP upstreams answering with the request's body and, as response
+    /// trailers, its trailers; used as `{port:NAME}`.
+    #[serde(default)]
+    trailer_echo_servers: Vec<String>,
     #[serde(default = "one")]
     concurrency: u32,
     /// Envoy YAML; `{plugin:FILE}` and `{go:FILE}` name built test plugins.
@@ -57,6 +64,9 @@ struct Step {
     /// Response headers that must have these values.
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// Response trailers that must have these values.
+    #[serde(default)]
+    trailers: BTreeMap<String, String>,
     /// Wait (up to 10 s) for a log line containing this.
     #[serde(default)]
     log: Option<String>,
@@ -94,6 +104,9 @@ struct Request {
     headers: BTreeMap<String, String>,
     #[serde(default)]
     body: String,
+    /// Trailers: the request is sent chunked, with `te: trailers`.
+    #[serde(default)]
+    trailers: Vec<(String, String)>,
     /// The `{port:NAME}` to send to.
     #[serde(default = "main")]
     port: String,
@@ -165,6 +178,9 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
     for name in &case.tcp_echo_servers {
         ports.insert(name.clone(), tcp_echo_server().port());
     }
+    for name in &case.trailer_echo_servers {
+        ports.insert(name.clone(), trailer_echo_server().port());
+    }
     let config = render(&case.config, &ports);
     let ferry = Ferry::start_binary(host, &config, &["--concurrency", &case.concurrency.to_string()]);
     for (i, step) in case.steps.iter().enumerate() {
@@ -179,6 +195,39 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
                     String::from_utf8_lossy(&received),
                     t.expect
                 )));
+            }
+        }
+        if let Some(r) = &step.request {
+            let port = *ports.get(&r.port).ok_or_else(|| fail(format!("no port {}", r.port)))?;
+            let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let address = SocketAddr::from(([127, 0, 0, 1], port));
+            let response = if r.trailers.is_empty() {
+                request(address, &r.method, &r.path, &headers, r.body.as_bytes())
+            } else {
+                assert!(headers.is_empty(), "a request with trailers takes no extra headers");
+                let trailers: Vec<(&str, &str)> = r.trailers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                request_with_trailers(address, &r.method, &r.path, r.body.as_bytes(), &trailers)
+            };
+            let what = format!("{} {}", r.method, r.path);
+            if let Some(status) = step.status.filter(|&s| s != response.status) {
+                return Err(fail(format!("{what}: status {} instead of {status}", response.status)));
+            }
+            if let Some(body) = step.body.as_ref().filter(|&b| *b != response.text()) {
+                return Err(fail(format!("{what}: body {:?} instead of {body:?}", response.text())));
+            }
+            for (name, value) in &step.headers {
+                if response.header(name) != Some(value.as_str()) {
+                    return Err(fail(format!(
+                        "{what}: header {name}: {:?} instead of {value:?}",
+                        response.header(name)
+                    )));
+                }
+            }
+            for (name, value) in &step.trailers {
+                let got = response.header(&format!("trailer:{name}"));
+                if got != Some(value.as_str()) {
+                    return Err(fail(format!("{what}: trailer {name}: {got:?} instead of {value:?}")));
+                }
             }
         }
         if let Some(needle) = &step.log {
@@ -205,23 +254,6 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
                 if !text.lines().any(|l| l == line) {
                     return Err(fail(format!("/stats has no line {line:?}:\n{text}")));
                 }
-            }
-        }
-        let Some(r) = &step.request else { continue };
-        let port = *ports.get(&r.port).ok_or_else(|| fail(format!("no port {}", r.port)))?;
-        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let response =
-            request(SocketAddr::from(([127, 0, 0, 1], port)), &r.method, &r.path, &headers, r.body.as_bytes());
-        let what = format!("{} {}", r.method, r.path);
-        if let Some(status) = step.status.filter(|&s| s != response.status) {
-            return Err(fail(format!("{what}: status {} instead of {status}", response.status)));
-        }
-        if let Some(body) = step.body.as_ref().filter(|&b| *b != response.text()) {
-            return Err(fail(format!("{what}: body {:?} instead of {body:?}", response.text())));
-        }
-        for (name, value) in &step.headers {
-            if response.header(name) != Some(value.as_str()) {
-                return Err(fail(format!("{what}: header {name}: {:?} instead of {value:?}", response.header(name))));
             }
         }
     }

@@ -78,7 +78,12 @@ fn answer(state: &mut HostState, response: LocalResponse) -> Status {
     let in_own_callback = target == state.call.context_id
         && matches!(
             state.call.phase,
-            Phase::RequestHeaders | Phase::ResponseHeaders | Phase::RequestBody | Phase::ResponseBody
+            Phase::RequestHeaders
+                | Phase::ResponseHeaders
+                | Phase::RequestBody
+                | Phase::ResponseBody
+                | Phase::RequestTrailers
+                | Phase::ResponseTrailers
         );
     if in_own_callback {
         state.call.outcome.local_response = Some(response);
@@ -103,7 +108,12 @@ fn stream_action(state: &mut HostState, stream: StreamType, action: StreamAction
     } else {
         matches!(
             state.call.phase,
-            Phase::RequestHeaders | Phase::ResponseHeaders | Phase::RequestBody | Phase::ResponseBody
+            Phase::RequestHeaders
+                | Phase::ResponseHeaders
+                | Phase::RequestBody
+                | Phase::ResponseBody
+                | Phase::RequestTrailers
+                | Phase::ResponseTrailers
         )
     };
     if target == state.call.context_id && own_phase {

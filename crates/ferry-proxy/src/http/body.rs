@@ -36,6 +36,8 @@ impl StreamFinisher {
 
 enum Content {
     Full(Option<Bytes>),
+    /// A body and trailers held in memory: framed chunked.
+    WithTrailers(Option<Bytes>, Option<http::HeaderMap>),
     Upstream(Incoming),
 }
 
@@ -49,6 +51,12 @@ impl ResponseBody {
     /// A body held in memory.
     pub(crate) fn full(bytes: Bytes) -> Self {
         let content = Content::Full(if bytes.is_empty() { None } else { Some(bytes) });
+        ResponseBody { content, finisher: None }
+    }
+
+    /// A body and trailers held in memory.
+    pub(crate) fn with_trailers(bytes: Bytes, trailers: http::HeaderMap) -> Self {
+        let content = Content::WithTrailers((!bytes.is_empty()).then_some(bytes), Some(trailers));
         ResponseBody { content, finisher: None }
     }
 
@@ -78,6 +86,9 @@ impl Body for ResponseBody {
         let this = self.get_mut();
         let poll = match &mut this.content {
             Content::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Content::WithTrailers(bytes, trailers) => {
+                Poll::Ready(bytes.take().map(Frame::data).or_else(|| trailers.take().map(Frame::trailers)).map(Ok))
+            }
             Content::Upstream(body) => Pin::new(body).poll_frame(cx),
         };
         if matches!(poll, Poll::Ready(None)) {
@@ -89,6 +100,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.content {
             Content::Full(bytes) => bytes.is_none(),
+            Content::WithTrailers(bytes, trailers) => bytes.is_none() && trailers.is_none(),
             Content::Upstream(body) => body.is_end_stream(),
         }
     }
@@ -96,6 +108,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match &self.content {
             Content::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Content::WithTrailers(..) => SizeHint::default(),
             Content::Upstream(body) => body.size_hint(),
         }
     }

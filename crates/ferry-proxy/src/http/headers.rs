@@ -103,7 +103,12 @@ pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
 pub(crate) fn to_hyper_headers(map: &HeaderMap, out: &mut http::HeaderMap) {
     out.reserve(map.len());
     for (name, value) in map.entries() {
-        if name.starts_with(b":") || is_hop_by_hop(name) || name.eq_ignore_ascii_case(b"content-length") {
+        // `te: trailers` says the client takes trailers: passed on, as Envoy does.
+        let te_trailers = name.eq_ignore_ascii_case(b"te") && value.eq_ignore_ascii_case(b"trailers");
+        if name.starts_with(b":")
+            || (is_hop_by_hop(name) && !te_trailers)
+            || name.eq_ignore_ascii_case(b"content-length")
+        {
             continue;
         }
         let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_maybe_shared(value.clone()))
@@ -113,6 +118,26 @@ pub(crate) fn to_hyper_headers(map: &HeaderMap, out: &mut http::HeaderMap) {
         };
         out.append(name, value);
     }
+}
+
+/// Trailers as plugins see them, in order.
+pub(crate) fn trailers_map(trailers: &http::HeaderMap) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(trailers.len());
+    for (name, value) in trailers {
+        map.append_lowercase(name_bytes(name), Bytes::copy_from_slice(value.as_bytes()));
+    }
+    map
+}
+
+/// Trailers as plugins left them, for hyper, with the `trailer` header that
+/// must announce them (hyper sends only announced trailer fields).
+pub(crate) fn hyper_trailers(map: &HeaderMap) -> (http::HeaderMap, Option<HeaderValue>) {
+    let mut trailers = http::HeaderMap::new();
+    to_hyper_headers(map, &mut trailers);
+    let mut names: Vec<&str> = trailers.keys().map(HeaderName::as_str).collect();
+    names.dedup();
+    let announce = HeaderValue::from_str(&names.join(", ")).ok().filter(|_| !names.is_empty());
+    (trailers, announce)
 }
 
 /// The response header map for a response with `status` and hyper headers:

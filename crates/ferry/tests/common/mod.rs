@@ -422,3 +422,146 @@ pub fn tcp_listener(name: &str, port: u16, code: &str, fail_open: bool, cluster:
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// Reads a chunked body and its trailers from `reader`.
+pub fn read_chunked(reader: &mut impl BufRead) -> (Vec<u8>, Vec<String>) {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size).unwrap();
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or_else(|_| panic!("bad chunk size {size:?}"));
+        if size == 0 {
+            break;
+        }
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk).unwrap();
+        body.extend_from_slice(&chunk[..size]);
+    }
+    let mut trailers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        trailers.push(line.to_ascii_lowercase());
+    }
+    (body, trailers)
+}
+
+/// Reads a message head; returns its lower-cased header lines.
+pub fn read_head(reader: &mut impl BufRead) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        lines.push(line.to_ascii_lowercase());
+    }
+    lines
+}
+
+/// An upstream that answers each request (chunked or with a length) with
+/// its body, chunked, and its trailers sent back as response trailers
+/// (announced in a `trailer` header). Returns its address.
+pub fn trailer_echo_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let head = read_head(&mut reader);
+                let (body, trailers) = if head.iter().any(|l| l == "transfer-encoding: chunked") {
+                    read_chunked(&mut reader)
+                } else {
+                    let length = head
+                        .iter()
+                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                        .unwrap_or(0);
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    (body, Vec::new())
+                };
+                let names: Vec<&str> = trailers.iter().filter_map(|t| t.split(':').next()).collect();
+                let mut reply = String::from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n");
+                if !names.is_empty() {
+                    reply.push_str(&format!("Trailer: {}\r\n", names.join(", ")));
+                }
+                reply.push_str("\r\n");
+                let mut out = reply.into_bytes();
+                if !body.is_empty() {
+                    out.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+                    out.extend_from_slice(&body);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\n");
+                for trailer in &trailers {
+                    out.extend_from_slice(format!("{trailer}\r\n").as_bytes());
+                }
+                out.extend_from_slice(b"\r\n");
+                let mut stream = stream;
+                let _ = stream.write_all(&out);
+            });
+        }
+    });
+    address
+}
+
+/// Sends a chunked request with `trailers` (and `te: trailers`); returns
+/// the response, with its trailers as `trailer:NAME` headers.
+pub fn request_with_trailers(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    trailers: &[(&str, &str)],
+) -> Response {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let names: Vec<&str> = trailers.iter().map(|(n, _)| *n).collect();
+    let mut out = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\nTrailer: {}\r\nConnection: close\r\n\r\n",
+        names.join(", ")
+    )
+    .into_bytes();
+    if !body.is_empty() {
+        out.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+        out.extend_from_slice(body);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers {
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    stream.write_all(&out).unwrap();
+    let mut reader = BufReader::new(stream);
+    let head = read_head(&mut reader);
+    let status = head[0].split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad head {head:?}"));
+    let mut headers: Vec<(String, String)> = head[1..]
+        .iter()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let body = if headers.iter().any(|(n, v)| n == "transfer-encoding" && v == "chunked") {
+        let (body, trailers) = read_chunked(&mut reader);
+        for line in trailers {
+            if let Some((n, v)) = line.split_once(':') {
+                headers.push((format!("trailer:{}", n.trim()), v.trim().to_owned()));
+            }
+        }
+        body
+    } else {
+        let mut body = Vec::new();
+        let _ = reader.read_to_end(&mut body);
+        body
+    };
+    Response { status, headers, body }
+}
