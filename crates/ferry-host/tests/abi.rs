@@ -58,6 +58,7 @@ const PRELUDE: &str = r#"
   (import "env" "proxy_increment_metric" (func $increment (param i32 i64) (result i32)))
   (import "env" "proxy_record_metric" (func $record (param i32 i64) (result i32)))
   (import "env" "proxy_get_metric" (func $get (param i32 i32) (result i32)))
+  (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
@@ -71,6 +72,10 @@ const PRELUDE: &str = r#"
   (data (i32.const 96) ":path")
   (data (i32.const 112) "x-added")
   (data (i32.const 128) "yes")
+  ;; 160: "compress", 176: "uncompress", 192: "clear_route_cache"
+  (data (i32.const 160) "compress")
+  (data (i32.const 176) "uncompress")
+  (data (i32.const 192) "clear_route_cache")
   (global $heap (mut i32) (i32.const 8192))
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
@@ -607,4 +612,30 @@ fn every_sdk_and_wasi_import_links() {
     let module = host.load_module(spec).unwrap_or_else(|e| panic!("{e}"));
     let plugin = Plugin::new("all", "", Bytes::new(), module, FailurePolicy::FailClosed);
     start(&host, plugin);
+}
+
+#[test]
+fn foreign_functions_compress_uncompress_and_unknown_names() {
+    assert_starts(
+        "proxy_call_foreign_function",
+        &checks(&[
+            // compress("hello") → zlib data at *900, size *904.
+            "(call $expect (call $foreign (i32.const 160) (i32.const 8) (i32.const 16) (i32.const 5) (i32.const 900) (i32.const 904)) (i32.const 0))",
+            "(call $expect (i32.load8_u (i32.load (i32.const 900))) (i32.const 0x78))",
+            // uncompress(that) → "hello" at *908, size *912.
+            "(call $expect (call $foreign (i32.const 176) (i32.const 10) (i32.load (i32.const 900)) (i32.load (i32.const 904)) (i32.const 908) (i32.const 912)) (i32.const 0))",
+            "(call $expect (i32.load (i32.const 912)) (i32.const 5))",
+            "(call $expect (i32.load (i32.load (i32.const 908))) (i32.load (i32.const 16)))",
+            "(call $expect (i32.load8_u (i32.add (i32.load (i32.const 908)) (i32.const 4))) (i32.const 0x6f))",
+            // Not zlib data: SerializationFailure.
+            "(call $expect (call $foreign (i32.const 176) (i32.const 10) (i32.const 16) (i32.const 5) (i32.const 908) (i32.const 912)) (i32.const 3))",
+            // No result: address 0, size 0.
+            "(call $expect (call $foreign (i32.const 192) (i32.const 17) (i32.const 0) (i32.const 0) (i32.const 916) (i32.const 920)) (i32.const 0))",
+            "(call $expect (i32.load (i32.const 920)) (i32.const 0))",
+            // An unknown name is NotFound; bad pointers InvalidMemoryAccess.
+            "(call $expect (call $foreign (i32.const 64) (i32.const 5) (i32.const 0) (i32.const 0) (i32.const 916) (i32.const 920)) (i32.const 1))",
+            "(call $expect (call $foreign (i32.const 160) (i32.const 8) (i32.const 65530) (i32.const 100) (i32.const 916) (i32.const 920)) (i32.const 6))",
+            "(call $expect (call $foreign (i32.const 160) (i32.const 8) (i32.const 16) (i32.const 5) (i32.const 65534) (i32.const 920)) (i32.const 6))",
+        ]),
+    );
 }

@@ -7,6 +7,7 @@
 //! traps when the guest's own allocator traps.
 
 mod buffers;
+mod foreign;
 mod headers;
 mod http_call;
 pub(crate) mod log;
@@ -55,6 +56,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     shared::add(linker)?;
     properties::add(linker)?;
     stream::add(linker)?;
+    foreign::add(linker)?;
     unimplemented::add(linker)?;
     Ok(())
 }
@@ -98,6 +100,7 @@ pub const IMPLEMENTED: &[&str] = &[
     "proxy_get_status",
     "proxy_set_property",
     "proxy_set_buffer_bytes",
+    "proxy_call_foreign_function",
 ];
 
 pub use unimplemented::UNIMPLEMENTED;

@@ -16,7 +16,6 @@ pub const UNIMPLEMENTED: &[(&str, &str)] = &[
     ("proxy_grpc_send", "iiii"),
     ("proxy_grpc_cancel", "i"),
     ("proxy_grpc_close", "i"),
-    ("proxy_call_foreign_function", "iiiiii"),
 ];
 
 /// Wasm parameter types from a signature string.
