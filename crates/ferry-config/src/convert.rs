@@ -19,6 +19,7 @@ const NETWORK_WASM: &str = "envoy.extensions.filters.network.wasm.v3.Wasm";
 const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
 const WASM_SERVICE: &str = "envoy.extensions.wasm.v3.WasmService";
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const STRING_VALUE: &str = "google.protobuf.StringValue";
 const BYTES_VALUE: &str = "google.protobuf.BytesValue";
 const STRUCT: &str = "google.protobuf.Struct";
@@ -368,7 +369,30 @@ fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
             endpoints.push(address);
         }
     }
-    Ok(Cluster { name: raw.name, connect_timeout, discovery, endpoints })
+    let mut http2 = raw.http2_protocol_options.is_some();
+    for (key, value) in raw.typed_extension_protocol_options.unwrap_or_default() {
+        let key = key.as_str().unwrap_or_default().to_owned();
+        let at = join(path, &format!("typed_extension_protocol_options.{key}"));
+        let any = unpack_any(value, &at)?;
+        if any.type_name != HTTP_PROTOCOL_OPTIONS {
+            return Err(err(
+                join(&any.path, "@type"),
+                format!("{} is not supported; ferry reads {HTTP_PROTOCOL_OPTIONS}", any.type_name),
+            ));
+        }
+        let options: raw::HttpProtocolOptions = decode(any.fields, &any.path)?;
+        if options.auto_config.is_some() || options.use_downstream_protocol_config.is_some() {
+            return Err(err(
+                &any.path,
+                "only explicit_http_config is supported (ALPN needs TLS, which ferry does not do)",
+            ));
+        }
+        if let Some(explicit) = options.explicit_http_config {
+            http2 = explicit.http2_protocol_options.is_some();
+            let _ = explicit.http_protocol_options;
+        }
+    }
+    Ok(Cluster { name: raw.name, connect_timeout, discovery, endpoints, http2 })
 }
 
 /// A protobuf JSON duration: seconds with an `s` suffix, e.g. `0.25s`.

@@ -221,6 +221,10 @@ pub struct Cluster {
     pub discovery: Discovery,
     /// The endpoints of `load_assignment`, in order.
     pub endpoints: Vec<SocketAddress>,
+    /// HTTP/2 (cleartext) to the endpoints, from `HttpProtocolOptions`'
+    /// `explicit_http_config.http2_protocol_options` (or the deprecated
+    /// `http2_protocol_options`); HTTP/1.1 otherwise.
+    pub http2: bool,
 }
 
 /// How a cluster finds its endpoints (`type`).

@@ -224,6 +224,36 @@ pub(crate) struct Cluster {
     pub load_assignment: Option<LoadAssignment>,
     #[serde(default)]
     pub dns_lookup_family: Ignored,
+    /// Deprecated form of `HttpProtocolOptions.explicit_http_config.http2_protocol_options`.
+    #[serde(default)]
+    pub http2_protocol_options: Option<Value>,
+    #[serde(default)]
+    pub typed_extension_protocol_options: Option<serde_norway::Mapping>,
+}
+
+/// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HttpProtocolOptions {
+    #[serde(default)]
+    pub explicit_http_config: Option<ExplicitHttpConfig>,
+    #[serde(default)]
+    pub auto_config: Option<Value>,
+    #[serde(default)]
+    pub use_downstream_protocol_config: Option<Value>,
+    #[serde(default)]
+    pub common_http_protocol_options: Ignored,
+    #[serde(default)]
+    pub upstream_http_protocol_options: Ignored,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExplicitHttpConfig {
+    #[serde(default)]
+    pub http_protocol_options: Option<Value>,
+    #[serde(default)]
+    pub http2_protocol_options: Option<Value>,
 }
 
 #[derive(Deserialize)]

@@ -221,3 +221,28 @@ fn tcp_listener_errors_name_the_field_path() {
     assert_eq!(err.path, format!("{chain}[0]"));
     assert!(err.message.contains("tcp_proxy"), "{err}");
 }
+
+#[test]
+fn clusters_choose_http2_through_protocol_options() {
+    let cluster = |options: &str| {
+        format!(
+            "static_resources:\n  clusters:\n  - name: grpc\n{options}    load_assignment:\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 9000 }} }} }}\n"
+        )
+    };
+    let typed = |config: &str| {
+        format!(
+            "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        {config}\n"
+        )
+    };
+    let http2 = |yaml: &str| from_yaml(yaml).map(|c| c.clusters[0].http2);
+    assert_eq!(http2(&cluster("")), Ok(false));
+    assert_eq!(http2(&cluster("    http2_protocol_options: {}\n")), Ok(true));
+    assert_eq!(http2(&cluster(&typed("explicit_http_config: { http2_protocol_options: {} }"))), Ok(true));
+    assert_eq!(http2(&cluster(&typed("explicit_http_config: { http_protocol_options: {} }"))), Ok(false));
+    let at = "static_resources.clusters[0].typed_extension_protocol_options.envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+    assert_eq!(from_yaml(&cluster(&typed("auto_config: {}"))).unwrap_err().path, at);
+    assert_eq!(
+        from_yaml(&cluster(&typed("explicit_http_config: { http3_protocol_options: {} }"))).unwrap_err().path,
+        format!("{at}.explicit_http_config.http3_protocol_options")
+    );
+}

@@ -12,6 +12,7 @@
 //! - [`WasmThread`]: the VM instances of one thread and every call into them.
 
 mod error;
+mod grpc;
 mod headers;
 mod host;
 mod hostcalls;
@@ -29,6 +30,7 @@ mod vm;
 mod wasi;
 
 pub use error::{LoadError, PluginFailure, StartError};
+pub use grpc::{GrpcCommand, GrpcEvent, GrpcOpen, status as grpc_status};
 pub use headers::HeaderMap;
 pub use host::{Host, HostOptions, WasmLogLevel, module_spec};
 pub use hostcalls::{IMPLEMENTED, UNIMPLEMENTED};

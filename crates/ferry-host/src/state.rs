@@ -8,6 +8,7 @@ use ferry_abi::{BufferType, MapType, Status};
 use rustc_hash::FxHashMap;
 use wasmtime::{Memory, TypedFunc};
 
+use crate::grpc::{GrpcCommand, GrpcEvent};
 use crate::headers::HeaderMap;
 use crate::host::SharedState;
 use crate::mailbox::ThreadMailbox;
@@ -97,6 +98,20 @@ pub struct HostState {
     pub(crate) status: (u32, Bytes),
     /// Values root contexts set with `proxy_set_property`.
     pub(crate) root_properties: Vec<(Bytes, Bytes)>,
+    /// gRPC calls and streams asked for during the callback in progress.
+    pub(crate) grpc_commands: Vec<GrpcCommand>,
+    /// Open gRPC calls and streams, by token: whether it is a stream.
+    pub(crate) grpc_tokens: FxHashMap<u32, GrpcKind>,
+    pub(crate) last_grpc_token: u32,
+    /// What a gRPC callback in progress delivers (metadata or a message).
+    pub(crate) grpc_received: Option<GrpcEvent>,
+}
+
+/// A unary call or a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GrpcKind {
+    Call,
+    Stream,
 }
 
 impl HostState {
@@ -120,6 +135,10 @@ impl HostState {
             http_call_response: None,
             status: (0, Bytes::new()),
             root_properties: Vec::new(),
+            grpc_commands: Vec::new(),
+            grpc_tokens: FxHashMap::default(),
+            last_grpc_token: 0,
+            grpc_received: None,
         }
     }
 
@@ -168,6 +187,11 @@ impl HostState {
 
     /// The header map `map` if this callback may read it.
     pub(crate) fn readable_map(&self, map: MapType) -> Result<&HeaderMap, Status> {
+        match (map, &self.grpc_received) {
+            (MapType::GrpcCallInitialMetadata, Some(GrpcEvent::InitialMetadata(m)))
+            | (MapType::GrpcCallTrailingMetadata, Some(GrpcEvent::TrailingMetadata(m))) => return Ok(m),
+            _ => {}
+        }
         if let (Phase::HttpCallResponse, Some(response)) = (self.call.phase, &self.http_call_response) {
             match map {
                 MapType::HttpCallResponseHeaders => return Ok(&response.headers),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{PluginFailure, StartError};
+use crate::grpc::{GrpcCommand, GrpcEvent};
 use crate::host::Host;
 use crate::mailbox::{QueueReady, ThreadMailbox, VmKey};
 use crate::module::PluginModule;
@@ -58,12 +59,15 @@ pub struct Effects {
     pub stream_signals: Vec<StreamSignal>,
     /// HTTP calls to send; report each with [`WasmThread::on_http_call_response`].
     pub http_calls: Vec<HttpCallRequest>,
+    /// gRPC calls and streams to open, feed, cancel or close; report what
+    /// happens on them with [`WasmThread::on_grpc_event`].
+    pub grpc: Vec<GrpcCommand>,
 }
 
 impl Effects {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.ticks.is_empty() && self.stream_signals.is_empty() && self.http_calls.is_empty()
+        self.ticks.is_empty() && self.stream_signals.is_empty() && self.http_calls.is_empty() && self.grpc.is_empty()
     }
 }
 
@@ -363,6 +367,16 @@ impl WasmThread {
         let _ = self.after_call(handle, result);
     }
 
+    /// Delivers an event of gRPC call or stream `token` to the root context
+    /// that opened it. Dropped if the VM, the context or the token is gone
+    /// (a cancelled call hears nothing more).
+    pub fn on_grpc_event(&mut self, vm_key: VmKey, context_id: u32, token: u32, event: GrpcEvent) {
+        let Some(handle) = self.root_handle(vm_key, context_id) else { return };
+        let Some(vm) = self.slots[handle.slot].vm.as_mut() else { return };
+        let result = vm.on_grpc_event(context_id, token, event);
+        let _ = self.after_call(handle, result);
+    }
+
     /// Keeps a paused stream in its plugin's VM, where callbacks acting on
     /// its context (an HTTP call's response, a tick) can read and change it.
     /// Gives the stream back if the plugin's VM is gone.
@@ -494,7 +508,8 @@ impl WasmThread {
 /// Moves what a VM asked for into the thread's effects.
 fn collect(effects: &mut Effects, vm_key: VmKey, vm: &mut Vm) {
     effects.ticks.extend(vm.take_tick_requests().into_iter().map(|request| TickChange { vm_key, request }));
-    let (actions, calls) = vm.take_requests();
+    let (actions, calls, grpc) = vm.take_requests();
+    effects.grpc.extend(grpc);
     effects.stream_signals.extend(actions.into_iter().map(|(context_id, action)| StreamSignal {
         vm_key,
         context_id,

@@ -9,11 +9,12 @@ use bytes::Bytes;
 use ferry_abi::{AbiVersion, PeerType};
 use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
 
+use crate::grpc::{GrpcCommand, GrpcEvent};
 use crate::host::SharedState;
 use crate::mailbox::ThreadMailbox;
 use crate::module::PluginModule;
 use crate::plugin::Plugin;
-use crate::state::{CallFrame, ContextEntry, HostState, TickRequest};
+use crate::state::{CallFrame, ContextEntry, GrpcKind, HostState, TickRequest};
 use crate::stream::{HttpCallRequest, HttpCallResponse, HttpStream, Phase, StreamAction, Verdict};
 
 /// Epoch deadline when no CPU limit applies: never reached.
@@ -53,6 +54,10 @@ struct Exports {
     on_tick: Option<TypedFunc<i32, ()>>,
     on_queue_ready: Option<TypedFunc<(i32, i32), ()>>,
     on_http_call_response: Option<TypedFunc<CallResponseArgs, ()>>,
+    on_grpc_receive_initial_metadata: Option<TypedFunc<(i32, i32, i32), ()>>,
+    on_grpc_receive: Option<TypedFunc<(i32, i32, i32), ()>>,
+    on_grpc_receive_trailing_metadata: Option<TypedFunc<(i32, i32, i32), ()>>,
+    on_grpc_close: Option<TypedFunc<(i32, i32, i32), ()>>,
     on_request_headers: Option<HeadersCallback>,
     on_response_headers: Option<HeadersCallback>,
     on_request_body: Option<HeadersCallback>,
@@ -115,6 +120,10 @@ impl Vm {
             on_tick: func(&instance, &mut store, "proxy_on_tick"),
             on_queue_ready: func(&instance, &mut store, "proxy_on_queue_ready"),
             on_http_call_response: func(&instance, &mut store, "proxy_on_http_call_response"),
+            on_grpc_receive_initial_metadata: func(&instance, &mut store, "proxy_on_grpc_receive_initial_metadata"),
+            on_grpc_receive: func(&instance, &mut store, "proxy_on_grpc_receive"),
+            on_grpc_receive_trailing_metadata: func(&instance, &mut store, "proxy_on_grpc_receive_trailing_metadata"),
+            on_grpc_close: func(&instance, &mut store, "proxy_on_grpc_close"),
             on_request_headers: headers(&mut store, "proxy_on_request_headers"),
             on_response_headers: headers(&mut store, "proxy_on_response_headers"),
             on_request_body: func(&instance, &mut store, "proxy_on_request_body").map(HeadersCallback::V2),
@@ -517,6 +526,51 @@ impl Vm {
         result
     }
 
+    /// Delivers a gRPC event to root context `id`: the matching
+    /// `proxy_on_grpc_*` callback, with the metadata or message readable
+    /// during it. A close (and a unary call's message) ends the token.
+    pub(crate) fn on_grpc_event(&mut self, id: u32, token: u32, event: GrpcEvent) -> Result<(), CallError> {
+        let data = self.store.data_mut();
+        let Some(&kind) = data.grpc_tokens.get(&token) else {
+            // Cancelled meanwhile: the plugin hears nothing more of it.
+            return Ok(());
+        };
+        if matches!(event, GrpcEvent::Close { .. }) || kind == GrpcKind::Call {
+            data.grpc_tokens.remove(&token);
+        }
+        if !self.is_root_context(id) {
+            return Ok(());
+        }
+        let (name, f, arg) = match &event {
+            GrpcEvent::InitialMetadata(map) => (
+                "proxy_on_grpc_receive_initial_metadata",
+                &self.exports.on_grpc_receive_initial_metadata,
+                map.len() as i32,
+            ),
+            GrpcEvent::Message(message) => {
+                ("proxy_on_grpc_receive", &self.exports.on_grpc_receive, message.len() as i32)
+            }
+            GrpcEvent::TrailingMetadata(map) => (
+                "proxy_on_grpc_receive_trailing_metadata",
+                &self.exports.on_grpc_receive_trailing_metadata,
+                map.len() as i32,
+            ),
+            GrpcEvent::Close { status, .. } => ("proxy_on_grpc_close", &self.exports.on_grpc_close, *status as i32),
+        };
+        let Some(f) = f else { return Ok(()) };
+        let data = self.store.data_mut();
+        if let GrpcEvent::Close { status, message } = &event {
+            data.status = (*status, Bytes::copy_from_slice(message.as_bytes()));
+        }
+        data.grpc_received = Some(event);
+        let result =
+            enter(&mut self.store, name, frame(id, Phase::Root), |s| f.call(s, (id as i32, token as i32, arg)));
+        let data = self.store.data_mut();
+        data.grpc_received = None;
+        data.status = (0, Bytes::new());
+        result
+    }
+
     /// Keeps a paused stream where callbacks acting on its context find it.
     pub(crate) fn park(&mut self, id: u32, stream: HttpStream, phase: Phase) {
         self.store.data_mut().parked.insert(id, (stream, phase));
@@ -532,16 +586,23 @@ impl Vm {
         self.store.data_mut().parked.remove(&id).map(|(stream, _)| stream)
     }
 
-    /// Stream actions and HTTP calls asked for since the last call.
-    pub(crate) fn take_requests(&mut self) -> (Vec<(u32, StreamAction)>, Vec<HttpCallRequest>) {
+    /// Stream actions, HTTP calls and gRPC commands asked for since the last call.
+    pub(crate) fn take_requests(&mut self) -> (Vec<(u32, StreamAction)>, Vec<HttpCallRequest>, Vec<GrpcCommand>) {
         let data = self.store.data_mut();
-        (std::mem::take(&mut data.stream_actions), std::mem::take(&mut data.http_calls))
+        (
+            std::mem::take(&mut data.stream_actions),
+            std::mem::take(&mut data.http_calls),
+            std::mem::take(&mut data.grpc_commands),
+        )
     }
 
     /// Whether the VM has any pending request for the embedder.
     pub(crate) fn has_requests(&self) -> bool {
         let data = self.store.data();
-        !data.tick_requests.is_empty() || !data.stream_actions.is_empty() || !data.http_calls.is_empty()
+        !data.tick_requests.is_empty()
+            || !data.stream_actions.is_empty()
+            || !data.http_calls.is_empty()
+            || !data.grpc_commands.is_empty()
     }
 
     /// Tick periods set since the last call.

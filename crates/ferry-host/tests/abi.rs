@@ -30,6 +30,11 @@ const PRELUDE: &str = r#"
   (import "env" "proxy_set_property" (func $set_property (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_set_buffer_bytes" (func $set_buffer (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_grpc_cancel" (func $grpc_cancel (param i32) (result i32)))
+  (import "env" "proxy_grpc_call" (func $grpc_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_grpc_stream" (func $grpc_stream (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_grpc_send" (func $grpc_send (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_grpc_close" (func $grpc_close (param i32) (result i32)))
+  (import "env" "envoy_resolve_dns" (func $resolve_dns (param i32 i32 i32) (result i32)))
   (import "env" "proxy_get_log_level" (func $log_level (param i32) (result i32)))
   (import "env" "proxy_get_current_time_nanoseconds" (func $now (param i32) (result i32)))
   (import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))
@@ -171,7 +176,10 @@ fn configuration_buffers_and_properties() {
 
 #[test]
 fn unimplemented_functions_link_and_return_unimplemented() {
-    assert_starts("proxy_grpc_cancel", &checks(&["(call $expect (call $grpc_cancel (i32.const 1)) (i32.const 12))"]));
+    assert_starts(
+        "envoy_resolve_dns",
+        &checks(&["(call $expect (call $resolve_dns (i32.const 16) (i32.const 5) (i32.const 200)) (i32.const 12))"]),
+    );
 }
 
 #[test]
@@ -638,4 +646,46 @@ fn foreign_functions_compress_uncompress_and_unknown_names() {
             "(call $expect (call $foreign (i32.const 160) (i32.const 8) (i32.const 16) (i32.const 5) (i32.const 65534) (i32.const 920)) (i32.const 6))",
         ]),
     );
+}
+
+#[test]
+fn grpc_statuses_for_unknown_clusters_tokens_and_kinds() {
+    // Any cluster is known to a host without a cluster list: "receiver" (80, 8) is one.
+    assert_starts(
+        "proxy_grpc_*",
+        &checks(&[
+            // A unary call (token at 300) and a stream (token at 304).
+            "(call $expect (call $grpc_call (i32.const 80) (i32.const 8) (i32.const 64) (i32.const 5) (i32.const 48) (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 16) (i32.const 5) (i32.const 1000) (i32.const 300)) (i32.const 0))",
+            "(call $expect (call $grpc_stream (i32.const 80) (i32.const 8) (i32.const 64) (i32.const 5) (i32.const 48) (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 304)) (i32.const 0))",
+            "(i32.ne (i32.load (i32.const 300)) (i32.load (i32.const 304)))",
+            // Sending on a stream is fine; on a unary call a bad argument; on nothing NotFound.
+            "(call $expect (call $grpc_send (i32.load (i32.const 304)) (i32.const 16) (i32.const 5) (i32.const 0)) (i32.const 0))",
+            "(call $expect (call $grpc_send (i32.load (i32.const 300)) (i32.const 16) (i32.const 5) (i32.const 0)) (i32.const 2))",
+            "(call $expect (call $grpc_send (i32.const 999) (i32.const 16) (i32.const 5) (i32.const 0)) (i32.const 1))",
+            // Closing a stream keeps it (the peer still answers); closing a call ends it.
+            "(call $expect (call $grpc_close (i32.load (i32.const 304))) (i32.const 0))",
+            "(call $expect (call $grpc_send (i32.load (i32.const 304)) (i32.const 16) (i32.const 5) (i32.const 1)) (i32.const 0))",
+            "(call $expect (call $grpc_close (i32.load (i32.const 300))) (i32.const 0))",
+            "(call $expect (call $grpc_cancel (i32.load (i32.const 300))) (i32.const 1))",
+            // Cancelling ends a stream; unknown tokens are NotFound.
+            "(call $expect (call $grpc_cancel (i32.load (i32.const 304))) (i32.const 0))",
+            "(call $expect (call $grpc_close (i32.load (i32.const 304))) (i32.const 1))",
+            "(call $expect (call $grpc_cancel (i32.const 999)) (i32.const 1))",
+            // A bad pointer is InvalidMemoryAccess.
+            "(call $expect (call $grpc_call (i32.const 80) (i32.const 8) (i32.const 64) (i32.const 5) (i32.const 48) (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 65534) (i32.const 5) (i32.const 1000) (i32.const 300)) (i32.const 6))",
+        ]),
+    );
+}
+
+#[test]
+fn a_grpc_call_to_an_unknown_cluster_is_a_parse_failure() {
+    let host = Host::new(HostOptions { upstreams: Some(vec!["known".into()]), ..HostOptions::default() }).unwrap();
+    let plugin = module_in(
+        &host,
+        "vm",
+        &checks(&[
+            "(call $expect (call $grpc_call (i32.const 80) (i32.const 8) (i32.const 64) (i32.const 5) (i32.const 48) (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 16) (i32.const 5) (i32.const 1000) (i32.const 300)) (i32.const 4))",
+        ]),
+    );
+    start(&host, plugin);
 }

@@ -15,7 +15,10 @@ fn the_abi_support_table_matches_the_linked_functions() {
     }
     let rows = doc
         .lines()
-        .filter(|l| l.starts_with("| `proxy_") && (l.contains("| implemented |") || l.contains("| unimplemented |")))
+        .filter(|l| {
+            (l.starts_with("| `proxy_") || l.starts_with("| `envoy_"))
+                && (l.contains("| implemented |") || l.contains("| unimplemented |"))
+        })
         .count();
     assert_eq!(rows, ferry_host::IMPLEMENTED.len() + ferry_host::UNIMPLEMENTED.len(), "no extra rows");
 }

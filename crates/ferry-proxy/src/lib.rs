@@ -6,6 +6,7 @@
 //! the threads and serves until SIGINT or SIGTERM.
 
 mod admin;
+mod grpc;
 pub mod http;
 mod plan;
 mod server;

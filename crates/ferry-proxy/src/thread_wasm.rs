@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_host::{
-    Host, HttpCallRequest, Plugin, PluginHandle, QueueReady, StreamAction, ThreadMailbox, TickChange, VmKey, WasmThread,
+    GrpcCommand, Host, HttpCallRequest, Plugin, PluginHandle, QueueReady, StreamAction, ThreadMailbox, TickChange,
+    VmKey, WasmThread,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::grpc::GrpcCalls;
 use crate::upstream::{Clusters, Upstreams};
 use tokio::time::Instant;
 
@@ -120,7 +122,11 @@ pub(crate) struct ThreadWasm {
     subscribers: RefCell<HashMap<(VmKey, u32), SignalSink>>,
     /// HTTP calls plugins made, for the calls task to send.
     calls: RefCell<Vec<HttpCallRequest>>,
+    /// gRPC commands plugins gave, for the calls task to carry out in order.
+    grpc_commands: RefCell<Vec<GrpcCommand>>,
     calls_made: Notify,
+    /// Open gRPC calls and streams.
+    pub(crate) grpc: RefCell<GrpcCalls>,
     /// This thread's connection pools (HTTP calls, and the router's upstreams).
     pub(crate) upstreams: Rc<Upstreams>,
     /// Set while a callback runs, to catch accidental re-entry.
@@ -146,7 +152,9 @@ impl ThreadWasm {
             waiters: RefCell::default(),
             subscribers: RefCell::default(),
             calls: RefCell::default(),
+            grpc_commands: RefCell::default(),
             calls_made: Notify::new(),
+            grpc: RefCell::default(),
             upstreams: Rc::new(Upstreams::new(clusters)),
             busy: Cell::new(false),
         });
@@ -190,8 +198,9 @@ impl ThreadWasm {
                 let _ = subscriber.send((signal.context_id, signal.action));
             }
         }
-        if !effects.http_calls.is_empty() {
+        if !effects.http_calls.is_empty() || !effects.grpc.is_empty() {
             self.calls.borrow_mut().extend(effects.http_calls);
+            self.grpc_commands.borrow_mut().extend(effects.grpc);
             self.calls_made.notify_one();
         }
     }
@@ -220,10 +229,23 @@ impl ThreadWasm {
     }
 
     /// Sends the HTTP calls plugins make, each in its own task, and delivers
-    /// each response to the root context that made the call.
+    /// each response to the root context that made the call; carries out
+    /// gRPC commands in the order they were given.
     async fn run_calls(self: Rc<Self>) {
         loop {
             self.calls_made.notified().await;
+            let commands = std::mem::take(&mut *self.grpc_commands.borrow_mut());
+            for command in commands {
+                let mut grpc = self.grpc.borrow_mut();
+                match command {
+                    GrpcCommand::Open(open) => grpc.open(&self, open),
+                    GrpcCommand::Send { vm_key, token, message, end_stream } => {
+                        grpc.send((vm_key, token), &message, end_stream);
+                    }
+                    GrpcCommand::Close { vm_key, token } => grpc.close((vm_key, token)),
+                    GrpcCommand::Cancel { vm_key, token } => grpc.cancel((vm_key, token)),
+                }
+            }
             let calls = std::mem::take(&mut *self.calls.borrow_mut());
             for call in calls {
                 let wasm = self.clone();

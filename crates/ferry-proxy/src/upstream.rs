@@ -1,5 +1,6 @@
 //! Upstream clusters: round-robin over the configured endpoints, HTTP/1.1
-//! with pooled connections per worker.
+//! (or HTTP/2 where the cluster says so) with pooled connections per
+//! worker; gRPC calls always over HTTP/2.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::grpc::ChannelBody;
 use crate::http::headers::{hyper_trailers, response_headers, to_hyper_headers, trailers_map};
 
 /// Clusters as configured; each worker builds its own connection pools from them.
@@ -101,6 +103,8 @@ impl http_body::Body for UpstreamBody {
 
 struct Pool {
     client: Client<HttpConnector, UpstreamBody>,
+    /// HTTP/2 without TLS (prior knowledge), for gRPC calls.
+    grpc_client: Client<HttpConnector, ChannelBody>,
     endpoints: Vec<String>,
     next: Cell<usize>,
     connect_timeout: Duration,
@@ -135,9 +139,11 @@ impl Upstreams {
                 let mut connector = HttpConnector::new();
                 connector.set_connect_timeout(Some(c.connect_timeout));
                 connector.set_nodelay(true);
-                let client = Client::builder(TokioExecutor::new()).build(connector);
+                let client = Client::builder(TokioExecutor::new()).http2_only(c.http2).build(connector.clone());
+                let grpc_client = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
                 let endpoints = c.endpoints.iter().map(ToString::to_string).collect();
-                let pool = Pool { client, endpoints, next: Cell::new(0), connect_timeout: c.connect_timeout };
+                let pool =
+                    Pool { client, grpc_client, endpoints, next: Cell::new(0), connect_timeout: c.connect_timeout };
                 (c.name.clone(), pool)
             })
             .collect();
@@ -175,6 +181,32 @@ impl Upstreams {
             body: collected.to_bytes(),
             trailers,
         })
+    }
+
+    /// Opens a gRPC exchange (`POST path`, HTTP/2) with the next endpoint of
+    /// `cluster`; `metadata` goes as request headers, `body` carries the
+    /// length-prefixed messages.
+    pub(crate) async fn grpc(
+        &self,
+        cluster: &str,
+        path: &str,
+        metadata: &HeaderMap,
+        body: ChannelBody,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
+        let endpoint = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(endpoint)
+            .path_and_query(path)
+            .build()
+            .map_err(|e| UpstreamError::Request(e.to_string()))?;
+        let mut request = Request::post(uri).body(body).map_err(|e| UpstreamError::Request(e.to_string()))?;
+        to_hyper_headers(metadata, request.headers_mut());
+        let headers = request.headers_mut();
+        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+        headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        pool.grpc_client.request(request).await.map_err(UpstreamError::Connect)
     }
 
     /// A TCP connection to the next endpoint of `cluster` (for `tcp_proxy`).

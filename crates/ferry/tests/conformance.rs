@@ -10,6 +10,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::grpc::grpc_server;
 use common::{
     Ferry, echo_server, go_plugin, plugin, repo_root, request, request_with_trailers, tcp_echo_server,
     trailer_echo_server,
@@ -40,6 +41,10 @@ struct Case {
     /// trailers, its trailers; used as `{port:NAME}`.
     #[serde(default)]
     trailer_echo_servers: Vec<String>,
+    /// gRPC servers with the `test.Echo` service (see tests/common/grpc.rs),
+    /// used as `{port:NAME}`.
+    #[serde(default)]
+    grpc_servers: Vec<String>,
     #[serde(default = "one")]
     concurrency: u32,
     /// Envoy YAML; `{plugin:FILE}` and `{go:FILE}` name built test plugins.
@@ -180,6 +185,9 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
     }
     for name in &case.trailer_echo_servers {
         ports.insert(name.clone(), trailer_echo_server().port());
+    }
+    for name in &case.grpc_servers {
+        ports.insert(name.clone(), grpc_server().port());
     }
     let config = render(&case.config, &ports);
     let ferry = Ferry::start_binary(host, &config, &["--concurrency", &case.concurrency.to_string()]);

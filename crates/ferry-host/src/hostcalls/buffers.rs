@@ -1,5 +1,5 @@
-//! Buffers: configuration, HTTP bodies, TCP data and HTTP call responses,
-//! each readable in the callbacks Envoy makes it readable in.
+//! Buffers: configuration, HTTP bodies, TCP data, HTTP call responses and
+//! gRPC messages, each readable in the callbacks Envoy makes it readable in.
 
 use ferry_abi::{BufferType, Status};
 use wasmtime::Linker;
@@ -96,6 +96,10 @@ fn buffer_of(state: &HostState, kind: BufferType) -> Result<&[u8], Status> {
         BufferType::HttpCallResponseBody => {
             state.http_call_response.as_ref().map(|r| &r.body[..]).ok_or(Status::NotFound)
         }
+        BufferType::GrpcCallMessage => match &state.grpc_received {
+            Some(crate::grpc::GrpcEvent::Message(message)) => Ok(message),
+            _ => Err(Status::NotFound),
+        },
         BufferType::HttpRequestBody
         | BufferType::HttpResponseBody
         | BufferType::DownstreamData

@@ -8,6 +8,7 @@
 
 mod buffers;
 mod foreign;
+mod grpc;
 mod headers;
 mod http_call;
 pub(crate) mod log;
@@ -57,6 +58,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     properties::add(linker)?;
     stream::add(linker)?;
     foreign::add(linker)?;
+    grpc::add(linker)?;
     unimplemented::add(linker)?;
     Ok(())
 }
@@ -101,6 +103,11 @@ pub const IMPLEMENTED: &[&str] = &[
     "proxy_set_property",
     "proxy_set_buffer_bytes",
     "proxy_call_foreign_function",
+    "proxy_grpc_call",
+    "proxy_grpc_stream",
+    "proxy_grpc_send",
+    "proxy_grpc_cancel",
+    "proxy_grpc_close",
 ];
 
 pub use unimplemented::UNIMPLEMENTED;

@@ -1,5 +1,6 @@
-//! `proxy_*` functions a plugin may import that this host does not implement
-//! yet. They link (so a plugin that never calls them runs), return
+//! Host functions a plugin may import that this host does not implement
+//! yet: every `proxy_*` function of the ABI is implemented; what is left are
+//! Envoy's own extensions. They link (so a plugin that never calls them runs), return
 //! `Unimplemented` (12), and are logged once per process when first called.
 
 use ferry_abi::Status;
@@ -11,11 +12,8 @@ use crate::state::HostState;
 /// Each unimplemented function with its parameters: `i` = i32, `I` = i64.
 /// All return an i32 status.
 pub const UNIMPLEMENTED: &[(&str, &str)] = &[
-    ("proxy_grpc_call", "iiiiiiiiiiii"),
-    ("proxy_grpc_stream", "iiiiiiiii"),
-    ("proxy_grpc_send", "iiii"),
-    ("proxy_grpc_cancel", "i"),
-    ("proxy_grpc_close", "i"),
+    // Envoy's asynchronous DNS lookup (answered through `envoy_on_resolve_dns`).
+    ("envoy_resolve_dns", "iii"),
 ];
 
 /// Wasm parameter types from a signature string.

@@ -1,0 +1,231 @@
+//! gRPC calls and streams plugins open, over HTTP/2 (cleartext, prior
+//! knowledge) to an endpoint of the named cluster.
+//!
+//! Each call or stream is a task of the thread whose plugin opened it. It
+//! sends `POST /<service>/<method>` with `content-type: application/grpc`,
+//! `te: trailers` and the plugin's initial metadata, then the messages the
+//! plugin sends (each with gRPC's 5-byte length prefix), and reports back
+//! what Envoy reports: for a unary call the response message, or a close
+//! with its status; for a stream the response headers (initial metadata),
+//! each message, the trailers (trailing metadata) and a close.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+use ferry_host::{GrpcEvent, GrpcOpen, HeaderMap, VmKey, grpc_status};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt as _;
+use tokio::sync::mpsc;
+
+use crate::http::headers::{response_headers, trailers_map};
+use crate::thread_wasm::ThreadWasm;
+
+/// A request body fed by the plugin's `proxy_grpc_send`: ends when the
+/// sender is dropped (half close).
+pub(crate) struct ChannelBody(mpsc::UnboundedReceiver<Bytes>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.get_mut().0.poll_recv(cx).map(|message| message.map(|m| Ok(Frame::data(m))))
+    }
+}
+
+/// One message with gRPC's length prefix (uncompressed).
+fn framed(message: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(5 + message.len());
+    out.put_u8(0);
+    out.put_u32(message.len() as u32);
+    out.put_slice(message);
+    out.freeze()
+}
+
+/// The open calls and streams of one thread: how to feed or stop each.
+#[derive(Default)]
+pub(crate) struct GrpcCalls {
+    open: HashMap<(VmKey, u32), Handle>,
+}
+
+struct Handle {
+    /// `None` once the plugin half-closed its side.
+    sender: Option<mpsc::UnboundedSender<Bytes>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl GrpcCalls {
+    /// Starts a call or stream in a task of this thread.
+    pub(crate) fn open(&mut self, wasm: &Rc<ThreadWasm>, open: GrpcOpen) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let sender = match &open.message {
+            // A unary call: its one message, then the end of the request.
+            Some(message) => {
+                let _ = sender.send(framed(message));
+                None
+            }
+            None => Some(sender),
+        };
+        let key = (open.vm_key, open.token);
+        let task = tokio::task::spawn_local(run(wasm.clone(), open, ChannelBody(receiver))).abort_handle();
+        self.open.insert(key, Handle { sender, task });
+    }
+
+    /// `proxy_grpc_send`: one more message, then perhaps the end of the request.
+    pub(crate) fn send(&mut self, key: (VmKey, u32), message: &[u8], end_stream: bool) {
+        let Some(handle) = self.open.get_mut(&key) else { return };
+        if let Some(sender) = &handle.sender {
+            let _ = sender.send(framed(message));
+        }
+        if end_stream {
+            handle.sender = None;
+        }
+    }
+
+    /// `proxy_grpc_close` on a stream: the end of the request.
+    pub(crate) fn close(&mut self, key: (VmKey, u32)) {
+        if let Some(handle) = self.open.get_mut(&key) {
+            handle.sender = None;
+        }
+    }
+
+    /// `proxy_grpc_cancel`: reset it; nothing more is reported.
+    pub(crate) fn cancel(&mut self, key: (VmKey, u32)) {
+        if let Some(handle) = self.open.remove(&key) {
+            handle.task.abort();
+        }
+    }
+
+    /// Forgets a call or stream whose task ended.
+    fn ended(&mut self, key: (VmKey, u32)) {
+        self.open.remove(&key);
+    }
+}
+
+/// Sends the request and reports what comes back, until the close.
+async fn run(wasm: Rc<ThreadWasm>, open: GrpcOpen, body: ChannelBody) {
+    let key = (open.vm_key, open.token);
+    let unary = open.message.is_some();
+    let exchange = exchange(&wasm, &open, body);
+    let (status, message) = match open.timeout {
+        Some(timeout) => match tokio::time::timeout(timeout, exchange).await {
+            Ok(end) => end,
+            Err(_) => (grpc_status::DEADLINE_EXCEEDED, "deadline exceeded".to_owned()),
+        },
+        None => exchange.await,
+    };
+    wasm.grpc.borrow_mut().ended(key);
+    let report = |event| wasm.with(|vms| vms.on_grpc_event(open.vm_key, open.context_id, open.token, event));
+    if unary && status == 0 {
+        // A unary call that succeeded was reported with its message.
+        return;
+    }
+    report(GrpcEvent::Close { status, message });
+}
+
+/// The exchange itself; returns the gRPC status and message it ended with.
+/// Streams have their metadata and messages reported as they come; a unary
+/// call has its one message reported if it succeeded.
+async fn exchange(wasm: &Rc<ThreadWasm>, open: &GrpcOpen, body: ChannelBody) -> (u32, String) {
+    let report = |event| wasm.with(|vms| vms.on_grpc_event(open.vm_key, open.context_id, open.token, event));
+    let unary = open.message.is_some();
+    let path = format!("/{}/{}", open.service, open.method);
+    let response = match wasm.upstreams.grpc(&open.cluster, &path, &open.initial_metadata, body).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::debug!(target: "upstream", "gRPC call to {}: {error}", open.cluster);
+            return (grpc_status::UNAVAILABLE, error.to_string());
+        }
+    };
+    let (parts, mut body) = response.into_parts();
+    if !parts.status.is_success() {
+        return (grpc_status::UNAVAILABLE, format!("upstream answered HTTP {}", parts.status.as_u16()));
+    }
+    let mut headers = response_headers(parts.status, &parts.headers);
+    headers.remove(b":status");
+    // A "trailers-only" response carries its status in the headers.
+    if let Some(end) = status_of(&headers) {
+        return end;
+    }
+    if !unary {
+        report(GrpcEvent::InitialMetadata(headers));
+    }
+    let mut pending = BytesMut::new();
+    let mut unary_message = None;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) => return (grpc_status::UNAVAILABLE, error.to_string()),
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                pending.extend_from_slice(&data);
+                while let Some(message) = next_message(&mut pending) {
+                    if unary {
+                        unary_message = Some(message);
+                    } else {
+                        report(GrpcEvent::Message(message));
+                    }
+                }
+            }
+            Err(frame) => {
+                let Ok(trailers) = frame.into_trailers() else { continue };
+                let trailers = trailers_map(&trailers);
+                let end = status_of(&trailers).unwrap_or((grpc_status::UNKNOWN, "no grpc-status".into()));
+                if unary {
+                    if end.0 == 0 {
+                        match unary_message {
+                            Some(message) => report(GrpcEvent::Message(message)),
+                            None => return (grpc_status::INTERNAL, "no response message".into()),
+                        }
+                    }
+                } else {
+                    report(GrpcEvent::TrailingMetadata(trailers));
+                }
+                return end;
+            }
+        }
+    }
+    (grpc_status::UNKNOWN, "the response ended without a grpc-status".into())
+}
+
+/// The next whole length-prefixed message in `pending`, if there is one.
+fn next_message(pending: &mut BytesMut) -> Option<Bytes> {
+    if pending.len() < 5 {
+        return None;
+    }
+    let len = u32::from_be_bytes([pending[1], pending[2], pending[3], pending[4]]) as usize;
+    if pending.len() < 5 + len {
+        return None;
+    }
+    pending.advance(5);
+    Some(pending.split_to(len).freeze())
+}
+
+/// `grpc-status` and `grpc-message` of a header or trailer map.
+fn status_of(map: &HeaderMap) -> Option<(u32, String)> {
+    let status = std::str::from_utf8(map.get(b"grpc-status")?).ok()?.trim().parse().ok()?;
+    let message = map.get(b"grpc-message").map(|m| String::from_utf8_lossy(m).into_owned()).unwrap_or_default();
+    Some((status, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_length_prefixed_and_split_back() {
+        let mut pending = BytesMut::new();
+        pending.extend_from_slice(&framed(b"one"));
+        pending.extend_from_slice(&framed(b""));
+        pending.extend_from_slice(&framed(b"three")[..4]);
+        assert_eq!(next_message(&mut pending).as_deref(), Some(&b"one"[..]));
+        assert_eq!(next_message(&mut pending).as_deref(), Some(&b""[..]));
+        assert_eq!(next_message(&mut pending), None, "a partial message waits");
+        pending.extend_from_slice(&framed(b"three")[4..]);
+        assert_eq!(next_message(&mut pending).as_deref(), Some(&b"three"[..]));
+    }
+}

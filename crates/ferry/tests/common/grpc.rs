@@ -1,0 +1,125 @@
+//! A gRPC server for tests (HTTP/2 without TLS), service `test.Echo`:
+//! - `Unary`: answers `echo: <message>`;
+//! - `Slow`: the same after 2 s;
+//! - `Fail`: a trailers-only answer, status 5 (NOT_FOUND), `nothing here`;
+//! - `Stream`: answers each message with `echo: <message>` as it comes, and
+//!   when the client ends its side, trailers with status 0 and `x-count`.
+//!
+//! Every answer carries the request's `x-tag` back as initial metadata.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::mpsc;
+
+/// A response body fed from a channel.
+struct ChannelBody(mpsc::UnboundedReceiver<Frame<Bytes>>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.get_mut().0.poll_recv(cx).map(|f| f.map(Ok))
+    }
+}
+
+fn framed(message: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(5 + message.len());
+    out.push(0);
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out.into()
+}
+
+fn status_trailers(status: u32, extra: &[(&str, String)]) -> http::HeaderMap {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", status.to_string().parse().unwrap());
+    for (name, value) in extra {
+        trailers.insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+    }
+    trailers
+}
+
+async fn serve(request: Request<Incoming>) -> Result<Response<ChannelBody>, Infallible> {
+    let tag = request.headers().get("x-tag").cloned();
+    let method = request.uri().path().rsplit('/').next().unwrap_or_default().to_owned();
+    let (frames, receiver) = mpsc::unbounded_channel();
+    let mut response = Response::new(ChannelBody(receiver));
+    response.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
+    if let Some(tag) = tag {
+        response.headers_mut().insert("x-tag", tag);
+    }
+    let mut body = request.into_body();
+    match method.as_str() {
+        "Fail" => {
+            response.headers_mut().insert("grpc-status", "5".parse().unwrap());
+            response.headers_mut().insert("grpc-message", "nothing here".parse().unwrap());
+            drop(frames);
+        }
+        "Unary" | "Slow" => {
+            let whole = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let message = whole.get(5..).unwrap_or_default().to_vec();
+            tokio::spawn(async move {
+                if method == "Slow" {
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+                let _ = frames.send(Frame::data(framed(&[b"echo: ".as_slice(), &message].concat())));
+                let _ = frames.send(Frame::trailers(status_trailers(0, &[])));
+            });
+        }
+        _ => {
+            tokio::spawn(async move {
+                let mut pending = BytesMut::new();
+                let mut count = 0;
+                while let Some(Ok(frame)) = body.frame().await {
+                    let Ok(data) = frame.into_data() else { continue };
+                    pending.extend_from_slice(&data);
+                    while pending.len() >= 5 {
+                        let len = u32::from_be_bytes([pending[1], pending[2], pending[3], pending[4]]) as usize;
+                        if pending.len() < 5 + len {
+                            break;
+                        }
+                        pending.advance(5);
+                        let message = pending.split_to(len);
+                        count += 1;
+                        let _ = frames.send(Frame::data(framed(&[b"echo: ".as_slice(), &message].concat())));
+                    }
+                }
+                let _ = frames.send(Frame::trailers(status_trailers(0, &[("x-count", count.to_string())])));
+            });
+        }
+    }
+    Ok(response)
+}
+
+/// Starts the server on a thread of its own; returns its address.
+pub fn grpc_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(serve);
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    address
+}

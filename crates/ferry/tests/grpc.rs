@@ -1,0 +1,71 @@
+//! gRPC calls and streams from a Wasm filter, end to end: a unary call, a
+//! failing call (trailers-only status), a timeout, a cancelled call, an
+//! unknown cluster, and a bidirectional stream with its metadata.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::grpc::grpc_server;
+use common::{Ferry, cluster, file_code, get, listener, plugin, wasm_filter};
+
+fn start() -> Ferry {
+    let grpc = grpc_server();
+    let route = "              - match: { prefix: \"/\" }\n                direct_response: { status: 404 }\n";
+    let filter = wasm_filter("grpc_client", "grpc_client", &file_code(&plugin("grpc_client_plugin.wasm")));
+    let config = format!(
+        "static_resources:\n  listeners:\n{}  clusters:\n{}",
+        listener("main", 0, route, &filter),
+        cluster("grpc", grpc)
+    );
+    Ferry::start(&config, &["--concurrency", "1"])
+}
+
+fn call(address: SocketAddr, path: &str, message: &str) -> (String, String) {
+    let response = get(address, path, &[("x-message", message)]);
+    assert_eq!(response.status, 200, "{path}: {}", response.text());
+    (response.header("x-grpc-status").unwrap_or("-").to_owned(), response.text())
+}
+
+#[test]
+fn unary_calls_answer_fail_and_time_out() {
+    let ferry = start();
+    let address = ferry.address("main");
+    assert_eq!(call(address, "/unary/Unary", "hello"), ("0".into(), "echo: hello".into()));
+    assert_eq!(call(address, "/unary/Fail", "x"), ("5".into(), "nothing here".into()));
+    let (status, message) = call(address, "/unary/Slow", "x");
+    assert_eq!(status, "4", "DEADLINE_EXCEEDED after the 500 ms timeout: {message}");
+    let (status, message) = call(address, "/unknown-cluster", "x");
+    assert_eq!((status.as_str(), message.as_str()), ("99", "Err(ParseFailure)"));
+}
+
+#[test]
+fn a_stream_gets_initial_metadata_messages_trailing_metadata_and_close() {
+    let ferry = start();
+    let (status, report) = call(ferry.address("main"), "/stream", "");
+    // Initial metadata: content-type, x-tag and the server's date.
+    assert_eq!(status, "0");
+    assert_eq!(
+        report,
+        "initial(3) x-tag=/stream; message echo: one; message echo: two; trailing(2) x-count=2; close 0"
+    );
+}
+
+#[test]
+fn a_cancelled_call_reports_nothing() {
+    let ferry = start();
+    let address = ferry.address("main");
+    assert_eq!(call(address, "/cancel", ""), ("0".into(), "cancelled".into()));
+    let line = ferry.wait_for("cancelled", Duration::from_secs(5));
+    let token = line.split("grpc call ").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    // The Slow answer would come after 2 s; nothing may reach the plugin.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        !ferry.lines().iter().any(|l| l.contains(&format!("grpc call {token} answered"))),
+        "{}",
+        ferry.lines().join("\n")
+    );
+    // The server keeps serving.
+    assert_eq!(call(address, "/unary/Unary", "again"), ("0".into(), "echo: again".into()));
+}

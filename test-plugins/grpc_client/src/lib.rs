@@ -1,0 +1,149 @@
+//! An HTTP filter for ferry's gRPC tests. By request path:
+//! - `/unary/<method>`: a unary call of `test.Echo/<method>` to cluster
+//!   `grpc` with the request's `x-message` header as the message and 500 ms
+//!   timeout; answers 200 with `x-grpc-status`, and the response message or
+//!   the status message as body.
+//! - `/stream`: a stream to `test.Echo/Stream`: sends `one`, `two`, then
+//!   closes its side; answers with what came back (initial metadata, each
+//!   message, trailing metadata, status).
+//! - `/cancel`: a unary call to `test.Echo/Slow`, cancelled at once;
+//!   answers `cancelled`.
+//! - `/unknown-cluster`: a call to a cluster that does not exist: answers
+//!   with the error.
+//!
+//! Initial metadata `x-tag: <path>` goes with each call.
+
+use std::time::Duration;
+
+use log::info;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root) });
+}}
+
+struct Root;
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Caller { report: Vec::new() }))
+    }
+}
+
+struct Caller {
+    /// What a stream delivered, in order.
+    report: Vec<String>,
+}
+
+fn text(bytes: Option<Vec<u8>>) -> String {
+    String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned()
+}
+
+impl Caller {
+    fn answer(&self, status: u32, body: &str) {
+        let status = status.to_string();
+        self.send_http_response(200, vec![("x-grpc-status", status.as_str())], Some(body.as_bytes()));
+    }
+}
+
+impl Context for Caller {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        info!("grpc call {token_id} answered: status {status_code}, {response_size} bytes");
+        if status_code == 0 {
+            let body = text(self.get_grpc_call_response_body(0, response_size));
+            self.answer(0, &body);
+        } else {
+            let (status, message) = self.get_grpc_status();
+            self.answer(status, &message.unwrap_or_default());
+        }
+    }
+
+    fn on_grpc_stream_initial_metadata(&mut self, _token_id: u32, num_elements: u32) {
+        let tag = text(self.get_grpc_stream_initial_metadata_value("x-tag").map(|b| b.to_vec()));
+        self.report.push(format!("initial({num_elements}) x-tag={tag}"));
+    }
+
+    fn on_grpc_stream_message(&mut self, _token_id: u32, message_size: usize) {
+        let message = text(self.get_grpc_stream_message(0, message_size));
+        self.report.push(format!("message {message}"));
+    }
+
+    fn on_grpc_stream_trailing_metadata(&mut self, _token_id: u32, num_elements: u32) {
+        let count = text(self.get_grpc_stream_trailing_metadata_value("x-count").map(|b| b.to_vec()));
+        self.report.push(format!("trailing({num_elements}) x-count={count}"));
+    }
+
+    fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
+        info!("grpc stream {token_id} closed: status {status_code}");
+        self.report.push(format!("close {status_code}"));
+        let body = self.report.join("; ");
+        self.answer(status_code, &body);
+    }
+}
+
+impl HttpContext for Caller {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let path = self.get_http_request_header(":path").unwrap_or_default();
+        let tag = path.as_bytes();
+        let metadata = vec![("x-tag", tag)];
+        if let Some(method) = path.strip_prefix("/unary/") {
+            let message = self.get_http_request_header("x-message").unwrap_or_default();
+            let sent = self.dispatch_grpc_call(
+                "grpc",
+                "test.Echo",
+                method,
+                metadata,
+                Some(message.as_bytes()),
+                Duration::from_millis(500),
+            );
+            return match sent {
+                Ok(token) => {
+                    info!("grpc call {token} to {method}");
+                    Action::Pause
+                }
+                Err(status) => {
+                    self.answer(99, &format!("dispatch failed: {status:?}"));
+                    Action::Pause
+                }
+            };
+        }
+        match path.as_str() {
+            "/stream" => match self.open_grpc_stream("grpc", "test.Echo", "Stream", metadata) {
+                Ok(token) => {
+                    self.send_grpc_stream_message(token, Some(b"one"), false);
+                    self.send_grpc_stream_message(token, Some(b"two"), false);
+                    self.close_grpc_stream(token);
+                    Action::Pause
+                }
+                Err(status) => {
+                    self.answer(99, &format!("open failed: {status:?}"));
+                    Action::Pause
+                }
+            },
+            "/cancel" => {
+                let token = self
+                    .dispatch_grpc_call("grpc", "test.Echo", "Slow", metadata, Some(b"x"), Duration::from_secs(5))
+                    .unwrap();
+                self.cancel_grpc_call(token);
+                info!("grpc call {token} cancelled");
+                self.answer(0, "cancelled");
+                Action::Pause
+            }
+            "/unknown-cluster" => {
+                let result =
+                    self.dispatch_grpc_call("nowhere", "test.Echo", "Unary", metadata, Some(b"x"), Duration::ZERO);
+                self.answer(99, &format!("{result:?}"));
+                Action::Pause
+            }
+            _ => Action::Continue,
+        }
+    }
+}
