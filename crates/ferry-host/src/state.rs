@@ -105,6 +105,12 @@ pub struct HostState {
     pub(crate) last_grpc_token: u32,
     /// What a gRPC callback in progress delivers (metadata or a message).
     pub(crate) grpc_received: Option<GrpcEvent>,
+    /// Root contexts that answered `proxy_on_done` with false at shutdown:
+    /// they finish when they call `proxy_done`.
+    pub(crate) pending_done: Vec<u32>,
+    /// Root contexts that called `proxy_done` during the callback in
+    /// progress; `proxy_on_delete` follows once it returns.
+    pub(crate) done_roots: Vec<u32>,
 }
 
 /// A unary call or a stream.
@@ -139,6 +145,8 @@ impl HostState {
             grpc_tokens: FxHashMap::default(),
             last_grpc_token: 0,
             grpc_received: None,
+            pending_done: Vec::new(),
+            done_roots: Vec::new(),
         }
     }
 

@@ -367,6 +367,29 @@ impl WasmThread {
         let _ = self.after_call(handle, result);
     }
 
+    /// Starts shutting down every root context of this thread (Envoy's
+    /// order): `proxy_on_done` on each, `proxy_on_delete` on those that are
+    /// done. Returns how many deferred their end until they call
+    /// `proxy_done`; keep running callbacks (ticks, call responses) until
+    /// [`WasmThread::pending_shutdown`] is 0.
+    pub fn begin_shutdown(&mut self) -> usize {
+        let mut pending = 0;
+        for slot in 0..self.slots.len() {
+            let Some(vm) = self.slots[slot].vm.as_mut() else { continue };
+            let result = vm.shutdown_roots();
+            // A failure is logged and the instance is gone: nothing waits in it.
+            if let Ok(waiting) = self.after_call(PluginHandle { slot, plugin: 0 }, result) {
+                pending += waiting;
+            }
+        }
+        pending
+    }
+
+    /// Root contexts still waiting to call `proxy_done`.
+    pub fn pending_shutdown(&self) -> usize {
+        self.slots.iter().filter_map(|s| s.vm.as_ref()).map(Vm::pending_done).sum()
+    }
+
     /// Delivers an event of gRPC call or stream `token` to the root context
     /// that opened it. Dropped if the VM, the context or the token is gone
     /// (a cancelled call hears nothing more).
@@ -436,6 +459,11 @@ impl WasmThread {
     /// that discards the instance.
     fn after_call<T>(&mut self, handle: PluginHandle, result: Result<T, CallError>) -> Result<T, PluginFailure> {
         let slot = &mut self.slots[handle.slot];
+        // Root contexts that called proxy_done are deleted once the callback returned.
+        let result = match (result, slot.vm.as_mut()) {
+            (Ok(value), Some(vm)) => vm.delete_done_roots().map(|()| value),
+            (result, _) => result,
+        };
         if let Some(vm) = slot.vm.as_mut().filter(|vm| vm.has_requests()) {
             collect(&mut self.effects, slot.module.key(), vm);
         }

@@ -571,6 +571,53 @@ impl Vm {
         result
     }
 
+    /// Starts shutting the root contexts down, as Envoy does when it stops:
+    /// `proxy_on_done` on each; those answering true are deleted at once
+    /// (`proxy_on_delete`), the others wait until they call `proxy_done`.
+    /// Returns how many wait.
+    pub(crate) fn shutdown_roots(&mut self) -> Result<usize, CallError> {
+        let mut roots: Vec<u32> =
+            self.store.data().contexts.iter().filter(|(id, e)| e.is_root(**id)).map(|(id, _)| *id).collect();
+        roots.sort_unstable();
+        for id in roots {
+            let done = match &self.exports.on_done {
+                Some(f) => {
+                    enter(&mut self.store, "proxy_on_done", frame(id, Phase::Root), |s| f.call(s, id as i32))? != 0
+                }
+                None => true,
+            };
+            if done {
+                self.delete_root(id)?;
+            } else {
+                self.store.data_mut().pending_done.push(id);
+            }
+        }
+        // A root context may have called proxy_done inside its own proxy_on_done.
+        self.delete_done_roots()?;
+        Ok(self.store.data().pending_done.len())
+    }
+
+    /// Root contexts still waiting to call `proxy_done`.
+    pub(crate) fn pending_done(&self) -> usize {
+        self.store.data().pending_done.len()
+    }
+
+    /// `proxy_on_delete` for the root contexts that called `proxy_done`.
+    pub(crate) fn delete_done_roots(&mut self) -> Result<(), CallError> {
+        for id in std::mem::take(&mut self.store.data_mut().done_roots) {
+            self.delete_root(id)?;
+        }
+        Ok(())
+    }
+
+    fn delete_root(&mut self, id: u32) -> Result<(), CallError> {
+        if let Some(f) = &self.exports.on_delete {
+            enter(&mut self.store, "proxy_on_delete", frame(id, Phase::Root), |s| f.call(s, id as i32))?;
+        }
+        self.store.data_mut().contexts.remove(&id);
+        Ok(())
+    }
+
     /// Keeps a paused stream where callbacks acting on its context find it.
     pub(crate) fn park(&mut self, id: u32, stream: HttpStream, phase: Phase) {
         self.store.data_mut().parked.insert(id, (stream, phase));

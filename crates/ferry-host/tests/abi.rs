@@ -689,3 +689,41 @@ fn a_grpc_call_to_an_unknown_cluster_is_a_parse_failure() {
     );
     start(&host, plugin);
 }
+
+/// Shutdown as Envoy does it: `proxy_on_done` on each root context; one
+/// answering false stays until it calls `proxy_done` (here from a tick),
+/// then gets `proxy_on_delete`. The module records what happened in shared
+/// data: "key" = the proxy_done status seen in the tick, "queue" = deleted.
+#[test]
+fn proxy_done_finishes_a_root_context_that_deferred_its_shutdown() {
+    let host = Host::new(HostOptions::default()).unwrap();
+    let plugin = module_in(
+        &host,
+        "shutdown",
+        r#"
+        (global $shutting_down (mut i32) (i32.const 0))
+        (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+        (func (export "proxy_on_done") (param i32) (result i32)
+          (global.set $shutting_down (i32.const 1))
+          (i32.const 0))
+        (func (export "proxy_on_tick") (param i32)
+          ;; Before shutdown nothing waits: NotFound (1). After: Ok (0).
+          (i32.store8 (i32.const 600) (i32.add (i32.const 48) (call $done)))
+          (drop (call $set_data (i32.const 48) (i32.const 3) (i32.const 600) (i32.const 1) (i32.const 0))))
+        (func (export "proxy_on_delete") (param i32)
+          (drop (call $set_data (i32.const 64) (i32.const 5) (i32.const 128) (i32.const 3) (i32.const 0))))
+        "#,
+    );
+    let (mut thread, _, handle) = start(&host, plugin);
+    let vm_key = thread.plugin(handle).module.key();
+    let recorded = |key: &[u8]| host.shared_data().get("shutdown", key).ok().map(|(v, _)| v);
+    thread.on_tick(vm_key, 1);
+    assert_eq!(recorded(b"key").as_deref(), Some(&b"1"[..]), "proxy_done before shutdown is NotFound");
+    assert_eq!(thread.begin_shutdown(), 1, "the root context deferred its end");
+    assert_eq!(thread.pending_shutdown(), 1);
+    assert_eq!(recorded(b"queue"), None, "not deleted yet");
+    thread.on_tick(vm_key, 1);
+    assert_eq!(recorded(b"key").as_deref(), Some(&b"0"[..]), "proxy_done while pending is Ok");
+    assert_eq!(thread.pending_shutdown(), 0);
+    assert_eq!(recorded(b"queue").as_deref(), Some(&b"yes"[..]), "proxy_on_delete followed proxy_done");
+}

@@ -114,11 +114,13 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
     }
     let ticks = tokio::task::spawn_local(main_wasm.clone().run_ticks());
     tokio::select! {
-        () = main_wasm.run_inbox(main_inbox) => {}
+        () = main_wasm.clone().run_inbox(main_inbox) => {}
         name = shutdown_signal() => tracing::info!(target: "main", "caught {name}, shutting down"),
     }
-    ticks.abort();
     stop(workers);
+    // Services last: workers' filters may still have fed their queues.
+    main_wasm.shutdown_roots().await;
+    ticks.abort();
     tracing::info!(target: "main", "exiting");
     Ok(())
 }

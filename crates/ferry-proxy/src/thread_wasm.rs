@@ -31,6 +31,10 @@ type Inbox = mpsc::UnboundedSender<ThreadMessage>;
 /// Where a TCP connection receives its plugins' signals: (context id, action).
 pub(crate) type SignalSink = mpsc::UnboundedSender<(u32, StreamAction)>;
 
+/// How long root contexts that deferred their shutdown (`proxy_on_done`
+/// false) have to call `proxy_done` before the thread stops anyway.
+const ROOT_DONE_GRACE: Duration = Duration::from_secs(2);
+
 /// Most notifications a thread holds before sending them anyway.
 const MAX_PENDING_NOTIFICATIONS: usize = 1024;
 
@@ -291,6 +295,24 @@ impl ThreadWasm {
                 return;
             }
         }
+    }
+
+    /// Shuts the root contexts of this thread down: `proxy_on_done` on each,
+    /// then waits (at most [`ROOT_DONE_GRACE`], with timers and calls still
+    /// running) for those that deferred to call `proxy_done`.
+    pub(crate) async fn shutdown_roots(&self) {
+        if self.with(WasmThread::begin_shutdown) == 0 {
+            return;
+        }
+        let deadline = Instant::now() + ROOT_DONE_GRACE;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if self.with(|vms| vms.pending_shutdown()) == 0 {
+                return;
+            }
+        }
+        let left = self.with(|vms| vms.pending_shutdown());
+        tracing::warn!(target: "wasm", "{left} root context(s) did not call proxy_done within {ROOT_DONE_GRACE:?} of shutdown");
     }
 
     /// Fires `proxy_on_tick` for root contexts whose period is due, forever.

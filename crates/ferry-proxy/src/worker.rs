@@ -46,7 +46,8 @@ pub(crate) async fn run(
         }
     }
     let ticks = tokio::task::spawn_local(wasm.clone().run_ticks());
-    wasm.run_inbox(inbox).await;
+    wasm.clone().run_inbox(inbox).await;
+    wasm.shutdown_roots().await;
     ticks.abort();
     for task in accept_tasks {
         task.abort();

@@ -48,7 +48,7 @@ fn a_stream_gets_initial_metadata_messages_trailing_metadata_and_close() {
     assert_eq!(status, "0");
     assert_eq!(
         report,
-        "initial(3) x-tag=/stream; message echo: one; message echo: two; trailing(2) x-count=2; close 0"
+        "initial(3) x-tag=/stream content-type=application/grpc; message echo: one; message echo: two; trailing(2) x-count=2 grpc-status=0; close 0"
     );
 }
 
@@ -66,6 +66,11 @@ fn a_cancelled_call_reports_nothing() {
         "{}",
         ferry.lines().join("\n")
     );
+    assert_eq!(call(address, "/cancel-stream", ""), ("0".into(), "cancelled stream".into()));
+    let line = ferry.wait_for("grpc stream", Duration::from_secs(5));
+    let token = line.split("grpc stream ").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!ferry.lines().iter().any(|l| l.contains(&format!("grpc stream {token} closed"))));
     // The server keeps serving.
     assert_eq!(call(address, "/unary/Unary", "again"), ("0".into(), "echo: again".into()));
 }

@@ -7,7 +7,7 @@
 //!   closes its side; answers with what came back (initial metadata, each
 //!   message, trailing metadata, status).
 //! - `/cancel`: a unary call to `test.Echo/Slow`, cancelled at once;
-//!   answers `cancelled`.
+//!   answers `cancelled`. `/cancel-stream`: the same with a stream.
 //! - `/unknown-cluster`: a call to a cluster that does not exist: answers
 //!   with the error.
 //!
@@ -68,7 +68,9 @@ impl Context for Caller {
 
     fn on_grpc_stream_initial_metadata(&mut self, _token_id: u32, num_elements: u32) {
         let tag = text(self.get_grpc_stream_initial_metadata_value("x-tag").map(|b| b.to_vec()));
-        self.report.push(format!("initial({num_elements}) x-tag={tag}"));
+        let all = self.get_grpc_stream_initial_metadata();
+        let content_type = all.iter().find(|(n, _)| n == "content-type").map(|(_, v)| String::from_utf8_lossy(v));
+        self.report.push(format!("initial({num_elements}) x-tag={tag} content-type={}", content_type.unwrap_or_default()));
     }
 
     fn on_grpc_stream_message(&mut self, _token_id: u32, message_size: usize) {
@@ -78,7 +80,9 @@ impl Context for Caller {
 
     fn on_grpc_stream_trailing_metadata(&mut self, _token_id: u32, num_elements: u32) {
         let count = text(self.get_grpc_stream_trailing_metadata_value("x-count").map(|b| b.to_vec()));
-        self.report.push(format!("trailing({num_elements}) x-count={count}"));
+        let all = self.get_grpc_stream_trailing_metadata();
+        let status = all.iter().find(|(n, _)| n == "grpc-status").map(|(_, v)| String::from_utf8_lossy(v));
+        self.report.push(format!("trailing({num_elements}) x-count={count} grpc-status={}", status.unwrap_or_default()));
     }
 
     fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
@@ -135,6 +139,14 @@ impl HttpContext for Caller {
                 self.cancel_grpc_call(token);
                 info!("grpc call {token} cancelled");
                 self.answer(0, "cancelled");
+                Action::Pause
+            }
+            "/cancel-stream" => {
+                let token = self.open_grpc_stream("grpc", "test.Echo", "Stream", metadata).unwrap();
+                self.send_grpc_stream_message(token, Some(b"lost"), false);
+                self.cancel_grpc_stream(token);
+                info!("grpc stream {token} cancelled");
+                self.answer(0, "cancelled stream");
                 Action::Pause
             }
             "/unknown-cluster" => {

@@ -39,10 +39,19 @@ pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         state.call.effective_context = Some(id);
         ok()
     })?;
-    // No context ever waits for proxy_done here: HTTP streams finish whatever
-    // proxy_on_done returns (as in Envoy), and root contexts live as long as
-    // the process. So, as in Envoy for a context that is not pending: NotFound.
-    linker.func_wrap(MODULE, "proxy_done", |_: Caller<'_>| -> HostResult { Ok(Status::NotFound.code()) })?;
+    // Only a root context that deferred its shutdown (proxy_on_done returned
+    // false) waits for proxy_done; HTTP and TCP streams finish whatever
+    // proxy_on_done returns, as in Envoy. Anything else: NotFound.
+    linker.func_wrap(MODULE, "proxy_done", |mut caller: Caller<'_>| -> HostResult {
+        let state = caller.data_mut();
+        let id = state.acting_context_id();
+        let Some(at) = state.pending_done.iter().position(|&pending| pending == id) else {
+            return Ok(Status::NotFound.code());
+        };
+        state.pending_done.remove(at);
+        state.done_roots.push(id);
+        ok()
+    })?;
     Ok(())
 }
 

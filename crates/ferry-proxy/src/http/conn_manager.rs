@@ -83,17 +83,19 @@ struct Local {
     status: u16,
     body: Bytes,
     headers: Vec<(Bytes, Bytes)>,
+    /// The gRPC status a plugin chose, for a gRPC request.
+    grpc_status: Option<u32>,
 }
 
 impl Local {
     fn new(status: u16, body: impl Into<Bytes>) -> Self {
-        Local { status, body: body.into(), headers: Vec::new() }
+        Local { status, body: body.into(), headers: Vec::new(), grpc_status: None }
     }
 }
 
 impl From<LocalResponse> for Local {
     fn from(r: LocalResponse) -> Self {
-        Local { status: r.status, body: r.body, headers: r.headers }
+        Local { status: r.status, body: r.body, headers: r.headers, grpc_status: r.grpc_status }
     }
 }
 
@@ -358,8 +360,14 @@ impl Exchange {
 
     /// Sets the response headers of a local reply, as Envoy's: `:status`,
     /// the extra headers, then `content-length` and `content-type:
-    /// text/plain` when there is a body; returns the body.
+    /// text/plain` when there is a body; returns the body. A gRPC request
+    /// gets a gRPC answer instead (see [`Exchange::grpc_local_response`]).
     fn local_response(&mut self, local: Local) -> Bytes {
+        let is_grpc =
+            self.stream.request_headers.get(b"content-type").is_some_and(|t| t.starts_with(b"application/grpc"));
+        if is_grpc {
+            return self.grpc_local_response(local);
+        }
         let mut map = HeaderMap::with_capacity(3 + local.headers.len());
         let status = StatusCode::from_u16(local.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         map.append_lowercase(Bytes::from_static(b":status"), Bytes::copy_from_slice(status.as_str().as_bytes()));
@@ -376,6 +384,32 @@ impl Exchange {
         }
         self.stream.response_headers = map;
         local.body
+    }
+
+    /// A local reply to a gRPC request, as Envoy makes it: HTTP 200 with no
+    /// body, `content-type: application/grpc`, `grpc-status` (the plugin's,
+    /// or mapped from the HTTP status) and the body text as `grpc-message`.
+    fn grpc_local_response(&mut self, local: Local) -> Bytes {
+        let grpc_status = local.grpc_status.unwrap_or(match local.status {
+            400 => 13,
+            401 => 16,
+            403 => 7,
+            404 => 12,
+            429 | 502..=504 => 14,
+            _ => 2,
+        });
+        let mut map = HeaderMap::with_capacity(4 + local.headers.len());
+        map.append_lowercase(Bytes::from_static(b":status"), Bytes::from_static(b"200"));
+        for (name, value) in &local.headers {
+            map.add(name, value);
+        }
+        map.replace(b"content-type", b"application/grpc");
+        map.replace(b"grpc-status", grpc_status.to_string().as_bytes());
+        if !local.body.is_empty() {
+            map.replace(b"grpc-message", &local.body);
+        }
+        self.stream.response_headers = map;
+        Bytes::new()
     }
 
     /// Response headers through the filters that saw the request, in

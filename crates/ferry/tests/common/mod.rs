@@ -185,6 +185,20 @@ impl Ferry {
         }
     }
 
+    /// Sends SIGTERM, waits for the exit status and returns it with the
+    /// whole log (shutdown lines included).
+    pub fn stop_with_log(self) -> (ExitStatus, Vec<String>) {
+        let log = self.log.clone();
+        let status = self.stop();
+        let (lock, cond) = &*log;
+        let mut state = lock.lock().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !state.closed && Instant::now() < deadline {
+            state = cond.wait_timeout(state, Duration::from_millis(100)).unwrap().0;
+        }
+        (status, state.lines.clone())
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(mut self) -> ExitStatus {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
@@ -522,14 +536,16 @@ pub fn request_with_trailers(
     address: SocketAddr,
     method: &str,
     path: &str,
+    headers: &[(&str, &str)],
     body: &[u8],
     trailers: &[(&str, &str)],
 ) -> Response {
     let mut stream = TcpStream::connect(address).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let names: Vec<&str> = trailers.iter().map(|(n, _)| *n).collect();
+    let extra: String = headers.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
     let mut out = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\nTrailer: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}Transfer-Encoding: chunked\r\nTE: trailers\r\nTrailer: {}\r\nConnection: close\r\n\r\n",
         names.join(", ")
     )
     .into_bytes();
