@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::grpc::grpc_server;
 use common::{
-    Ferry, echo_server, go_plugin, plugin, repo_root, request, request_with_trailers, tcp_echo_server,
-    trailer_echo_server,
+    Ferry, echo_server, go_plugin, plugin, repo_root, request, request_with_trailers, run_to_end_binary,
+    tcp_echo_server, trailer_echo_server,
 };
 use serde::Deserialize;
 
@@ -49,6 +49,10 @@ struct Case {
     concurrency: u32,
     /// Envoy YAML; `{plugin:FILE}` and `{go:FILE}` name built test plugins.
     config: String,
+    /// The host must refuse to start, with a log line containing this.
+    #[serde(default)]
+    fails_to_start: Option<String>,
+    #[serde(default)]
     steps: Vec<Step>,
 }
 
@@ -190,6 +194,16 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
         ports.insert(name.clone(), grpc_server().port());
     }
     let config = render(&case.config, &ports);
+    if let Some(needle) = &case.fails_to_start {
+        let (status, log) = run_to_end_binary(host, &config, &["--concurrency", &case.concurrency.to_string()]);
+        if status.success() {
+            return Err("the host started; it should have refused the configuration".into());
+        }
+        if !log.contains(needle.as_str()) {
+            return Err(format!("no log line contains {needle:?}; log:\n{log}"));
+        }
+        return Ok(());
+    }
     let ferry = Ferry::start_binary(host, &config, &["--concurrency", &case.concurrency.to_string()]);
     for (i, step) in case.steps.iter().enumerate() {
         let fail = |what: String| format!("step {}: {what}", i + 1);

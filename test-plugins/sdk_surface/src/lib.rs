@@ -6,7 +6,8 @@
 //! The plugin configuration picks the role of the root context: `http` (an
 //! HTTP filter; paths `/surface`, `/reset-request`, `/reset-response`,
 //! `/grpc-response`) or `tcp` (a network filter; client lines `hold`,
-//! `closeup`). HTTP calls go to cluster `echo`. At shutdown the `http` root
+//! `closeup`). HTTP calls go to cluster `echo`. With `refuse` the root
+//! context refuses its configuration (`on_configure` false). At shutdown the `http` root
 //! context defers its end and finishes it with `done()` from a tick.
 
 use std::time::{Duration, UNIX_EPOCH};
@@ -79,6 +80,10 @@ impl RootContext for Root {
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         self.role = String::from_utf8(self.get_plugin_configuration().unwrap_or_default()).unwrap_or_default();
+        if self.role == "refuse" {
+            error!("sdk surface refuses its configuration");
+            return false;
+        }
         let key = format!("sdk-{}", self.role);
         let set = self.set_shared_data(&key, Some(b"v1"), None);
         let (value, cas) = self.get_shared_data(&key);

@@ -92,6 +92,38 @@ pub fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
     )
 }
 
+/// Runs `binary` (ferry or another host) on `config` until it exits (at
+/// most 60 s), returning its status and log; for configurations it must refuse.
+pub fn run_to_end_binary(binary: &Path, config: &str, extra_args: &[&str]) -> (ExitStatus, String) {
+    let path = temp_file("envoy.yaml", config);
+    let mut child = Command::new(binary)
+        .arg("-c")
+        .arg(&path)
+        .args(["--log-format", LOG_FORMAT])
+        .args(extra_args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the host");
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = stderr.read_to_string(&mut log);
+        log
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().unwrap())
+}
+
 impl Ferry {
     /// Starts ferry on `config` and waits until its workers accept traffic.
     pub fn start(config: &str, extra_args: &[&str]) -> Ferry {
