@@ -83,6 +83,13 @@ struct Step {
     /// this order (each after the line that matched the one before).
     #[serde(default)]
     log_order: Vec<String>,
+    /// Wait for log lines containing each of these, logged during this step,
+    /// in any order.
+    #[serde(default)]
+    logs: Vec<String>,
+    /// No line logged so far may contain any of these.
+    #[serde(default)]
+    absent: Vec<String>,
     /// Open a TCP connection, send, read until the proxy closes, compare.
     #[serde(default)]
     tcp: Option<TcpExchange>,
@@ -101,6 +108,9 @@ struct TcpExchange {
     send: Vec<String>,
     /// Every byte the client receives before the connection closes.
     expect: String,
+    /// Do not end the client's side: read just `expect`'s length, then close.
+    #[serde(default)]
+    keep_open: bool,
 }
 
 #[derive(Deserialize)]
@@ -210,7 +220,8 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
         let step_start = ferry.lines().len();
         if let Some(t) = &step.tcp {
             let port = *ports.get(&t.port).ok_or_else(|| fail(format!("no port {}", t.port)))?;
-            let received = tcp_exchange(port, &t.send).map_err(|e| fail(format!("TCP to {}: {e}", t.port)))?;
+            let received = tcp_exchange(port, &t.send, t.keep_open.then_some(t.expect.len()))
+                .map_err(|e| fail(format!("TCP to {}: {e}", t.port)))?;
             if received != t.expect.as_bytes() {
                 return Err(fail(format!(
                     "TCP received {:?} instead of {:?}",
@@ -267,6 +278,20 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
                 }
             }
         }
+        for needle in &step.logs {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !ferry.lines()[step_start..].iter().any(|l| l.contains(needle.as_str())) {
+                if std::time::Instant::now() > deadline {
+                    return Err(fail(format!("no log line contains {needle:?}")));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        for needle in &step.absent {
+            if let Some(line) = ferry.lines().iter().find(|l| l.contains(needle.as_str())) {
+                return Err(fail(format!("a log line contains {needle:?}: {line}")));
+            }
+        }
         if !step.stats.is_empty() {
             let admin = *ports.get("admin").ok_or_else(|| fail("stats need {port:admin}".into()))?;
             let text = request(SocketAddr::from(([127, 0, 0, 1], admin)), "GET", "/stats", &[], b"").text();
@@ -282,8 +307,9 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
 }
 
 /// Writes each chunk (100 ms apart), ends the client's side, reads until
-/// the connection closes.
-fn tcp_exchange(port: u16, chunks: &[String]) -> std::io::Result<Vec<u8>> {
+/// the connection closes; or, with `read_exactly`, reads that many bytes
+/// and closes.
+fn tcp_exchange(port: u16, chunks: &[String], read_exactly: Option<usize>) -> std::io::Result<Vec<u8>> {
     let mut stream = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     for (i, chunk) in chunks.iter().enumerate() {
@@ -291,6 +317,11 @@ fn tcp_exchange(port: u16, chunks: &[String]) -> std::io::Result<Vec<u8>> {
             std::thread::sleep(Duration::from_millis(100));
         }
         stream.write_all(chunk.as_bytes())?;
+    }
+    if let Some(len) = read_exactly {
+        let mut received = vec![0; len];
+        stream.read_exact(&mut received)?;
+        return Ok(received);
     }
     stream.shutdown(Shutdown::Write)?;
     let mut received = Vec::new();
