@@ -205,3 +205,18 @@ pub(crate) enum Phase {
     /// `proxy_on_upstream_data`: the upstream's bytes.
     UpstreamData,
 }
+
+impl Phase {
+    /// A callback of an HTTP stream that can pause, answer or close it.
+    pub(crate) fn is_http_stream_callback(self) -> bool {
+        matches!(
+            self,
+            Phase::RequestHeaders
+                | Phase::ResponseHeaders
+                | Phase::RequestBody
+                | Phase::ResponseBody
+                | Phase::RequestTrailers
+                | Phase::ResponseTrailers
+        )
+    }
+}

@@ -62,15 +62,34 @@ struct Connection {
     /// Lent to each callback; only `downstream_data`, `upstream_data` and `info` are used.
     data: HttpStream,
     filters: Vec<Filter>,
-    /// Client bytes held by a filter that stopped iteration.
-    held_downstream: Vec<u8>,
-    /// Index of the filter holding `held_downstream`, if one does.
-    downstream_paused_at: Option<usize>,
-    /// Upstream bytes held by a filter that stopped iteration.
-    held_upstream: Vec<u8>,
-    /// Index of the filter holding `held_upstream`, if one does.
-    upstream_paused_at: Option<usize>,
+    /// Bytes held by a filter that stopped iteration, per [`Direction`].
+    held: [Vec<u8>; 2],
+    /// Index of the filter holding them, if one does, per [`Direction`].
+    paused_at: [Option<usize>; 2],
     signals: SignalSink,
+}
+
+/// Which way bytes go.
+#[derive(Clone, Copy)]
+enum Direction {
+    /// From the client to the upstream.
+    Downstream = 0,
+    /// From the upstream to the client.
+    Upstream = 1,
+}
+
+/// Indexes of [`Direction`]s into per-direction arrays.
+const DOWNSTREAM: usize = Direction::Downstream as usize;
+const UPSTREAM: usize = Direction::Upstream as usize;
+
+impl Direction {
+    /// The buffer plugins see for this direction.
+    fn buffer(self, data: &mut HttpStream) -> &mut Vec<u8> {
+        match self {
+            Direction::Downstream => &mut data.downstream_data,
+            Direction::Upstream => &mut data.upstream_data,
+        }
+    }
 }
 
 /// What running a filter chain decided.
@@ -90,10 +109,8 @@ pub(crate) async fn serve(downstream: TcpStream, info: StreamInfo, plan: Arc<Tcp
         worker,
         data: HttpStream { info, ..HttpStream::default() },
         filters: Vec::new(),
-        held_downstream: Vec::new(),
-        downstream_paused_at: None,
-        held_upstream: Vec::new(),
-        upstream_paused_at: None,
+        held: [Vec::new(), Vec::new()],
+        paused_at: [None, None],
         signals,
     };
     let ending = match conn.open(&plan).await {
@@ -126,7 +143,7 @@ impl Connection {
                 Verdict::Close | Verdict::LocalResponse(_) => return Err(Ending::Local),
                 Verdict::Pause => {
                     // Wait for this filter to resume the connection (or close it).
-                    self.downstream_paused_at = Some(self.filters.len() - 1);
+                    self.paused_at[DOWNSTREAM] = Some(self.filters.len() - 1);
                 }
             }
         }
@@ -142,10 +159,10 @@ impl Connection {
     ) -> Ending {
         // A filter paused in proxy_on_new_connection holds the connection
         // before the upstream exists.
-        while let Some(paused) = self.downstream_paused_at {
+        while let Some(paused) = self.paused_at[DOWNSTREAM] {
             match signal_rx.recv().await {
                 Some((id, StreamAction::Resume)) if id == self.filters[paused].context.id() => {
-                    self.downstream_paused_at = None;
+                    self.paused_at[DOWNSTREAM] = None;
                 }
                 Some((_, StreamAction::Resume | StreamAction::ResumeUpstream)) => {}
                 Some((_, StreamAction::Close | StreamAction::Failed | StreamAction::LocalResponse(_))) | None => {
@@ -185,7 +202,7 @@ impl Connection {
                     };
                     let end_of_stream = chunk.is_empty();
                     down_open = !end_of_stream;
-                    self.held_downstream.extend_from_slice(chunk);
+                    self.held[DOWNSTREAM].extend_from_slice(chunk);
                     match self.downstream_chain(0, end_of_stream) {
                         Flow::Forward(bytes) => {
                             if up_write.write_all(&bytes).await.is_err() {
@@ -206,7 +223,7 @@ impl Connection {
                     };
                     let end_of_stream = chunk.is_empty();
                     up_open = !end_of_stream;
-                    self.held_upstream.extend_from_slice(chunk);
+                    self.held[UPSTREAM].extend_from_slice(chunk);
                     let flow = self.upstream_chain(self.filters.len(), end_of_stream);
                     if end_of_stream {
                         self.upstream_closed();
@@ -227,7 +244,7 @@ impl Connection {
                 }
                 signal = signal_rx.recv() => match signal {
                     Some((context_id, StreamAction::Resume)) => {
-                        let Some(at) = self.downstream_paused_at.filter(|&i| self.filters[i].context.id() == context_id)
+                        let Some(at) = self.paused_at[DOWNSTREAM].filter(|&i| self.filters[i].context.id() == context_id)
                         else {
                             continue;
                         };
@@ -242,7 +259,7 @@ impl Connection {
                         }
                     }
                     Some((context_id, StreamAction::ResumeUpstream)) => {
-                        let Some(at) = self.upstream_paused_at.filter(|&i| self.filters[i].context.id() == context_id)
+                        let Some(at) = self.paused_at[UPSTREAM].filter(|&i| self.filters[i].context.id() == context_id)
                         else {
                             continue;
                         };
@@ -276,47 +293,38 @@ impl Connection {
 
     /// Runs the client's held bytes through the filters from `from` on.
     fn downstream_chain(&mut self, from: usize, end_of_stream: bool) -> Flow {
-        self.downstream_paused_at = None;
-        let wasm = self.worker.wasm.clone();
-        for i in from..self.filters.len() {
-            if self.filters[i].skipped {
-                continue;
-            }
-            self.data.downstream_data = std::mem::take(&mut self.held_downstream);
-            let verdict =
-                wasm.with(|vms| vms.on_downstream_data(&self.filters[i].context, &mut self.data, end_of_stream));
-            self.held_downstream = std::mem::take(&mut self.data.downstream_data);
-            match verdict {
-                Ok(Verdict::Continue) => {}
-                Ok(Verdict::Pause) => {
-                    self.downstream_paused_at = Some(i);
-                    return Flow::Held;
-                }
-                Ok(Verdict::Close | Verdict::LocalResponse(_)) => return Flow::Close,
-                Err(_) if self.fail(i) => {}
-                Err(_) => return Flow::Close,
-            }
-        }
-        Flow::Forward(std::mem::take(&mut self.held_downstream))
+        let order: Vec<usize> = (from..self.filters.len()).collect();
+        self.chain(Direction::Downstream, order, end_of_stream)
     }
 
     /// Runs the upstream's held bytes through the filters before `before`,
     /// last filter first.
     fn upstream_chain(&mut self, before: usize, end_of_stream: bool) -> Flow {
-        self.upstream_paused_at = None;
+        let order: Vec<usize> = (0..before).rev().collect();
+        self.chain(Direction::Upstream, order, end_of_stream)
+    }
+
+    /// Runs one direction's held bytes through the filters in `order`.
+    fn chain(&mut self, direction: Direction, order: Vec<usize>, end_of_stream: bool) -> Flow {
+        let d = direction as usize;
+        self.paused_at[d] = None;
         let wasm = self.worker.wasm.clone();
-        for i in (0..before).rev() {
+        for i in order {
             if self.filters[i].skipped {
                 continue;
             }
-            self.data.upstream_data = std::mem::take(&mut self.held_upstream);
-            let verdict =
-                wasm.with(|vms| vms.on_upstream_data(&self.filters[i].context, &mut self.data, end_of_stream));
-            self.held_upstream = std::mem::take(&mut self.data.upstream_data);
+            *direction.buffer(&mut self.data) = std::mem::take(&mut self.held[d]);
+            let context = &self.filters[i].context;
+            let data = &mut self.data;
+            let verdict = wasm.with(|vms| match direction {
+                Direction::Downstream => vms.on_downstream_data(context, data, end_of_stream),
+                Direction::Upstream => vms.on_upstream_data(context, data, end_of_stream),
+            });
+            self.held[d] = std::mem::take(direction.buffer(&mut self.data));
             match verdict {
                 Ok(Verdict::Continue) => {}
                 Ok(Verdict::Pause) => {
-                    self.upstream_paused_at = Some(i);
+                    self.paused_at[d] = Some(i);
                     return Flow::Held;
                 }
                 Ok(Verdict::Close | Verdict::LocalResponse(_)) => return Flow::Close,
@@ -324,7 +332,7 @@ impl Connection {
                 Err(_) => return Flow::Close,
             }
         }
-        Flow::Forward(std::mem::take(&mut self.held_upstream))
+        Flow::Forward(std::mem::take(&mut self.held[d]))
     }
 
     /// `proxy_on_upstream_connection_close` with an unknown peer, as Envoy
@@ -350,7 +358,7 @@ impl Connection {
     /// Applies filter `i`'s failure policy: `true` to go on without it.
     fn fail(&mut self, i: usize) -> bool {
         self.filters[i].skipped = true;
-        for paused in [&mut self.downstream_paused_at, &mut self.upstream_paused_at] {
+        for paused in &mut self.paused_at {
             if *paused == Some(i) {
                 *paused = None;
             }

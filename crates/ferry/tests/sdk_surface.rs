@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Ferry, file_code, get, plugin, repo_root, request_with_trailers, tcp_echo_server, trailer_echo_server};
+use common::{
+    Ferry, cluster, file_code, get, plugin, repo_root, request_with_trailers, tcp_echo_server, trailer_echo_server,
+};
 
 fn config() -> String {
     let code = file_code(&plugin("sdk_surface_plugin.wasm"));
@@ -26,12 +28,6 @@ fn config() -> String {
                     vm_id: sdk
                     configuration: {{ "@type": type.googleapis.com/google.protobuf.StringValue, value: vm-config }}
                     code: {code}"#
-        )
-    };
-    let endpoint = |address: std::net::SocketAddr| {
-        format!(
-            "load_assignment: {{ endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }} }} ] }} ] }}",
-            address.port()
         )
     };
     format!(
@@ -72,15 +68,11 @@ fn config() -> String {
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
           cluster: tcp_echo
   clusters:
-  - name: echo
-    {echo}
-  - name: tcp_echo
-    {tcp_echo}
-"#,
+{echo}{tcp_echo}"#,
         http = plugin("http"),
         tcp = plugin("tcp"),
-        echo = endpoint(echo),
-        tcp_echo = endpoint(tcp_echo),
+        echo = cluster("echo", echo),
+        tcp_echo = cluster("tcp_echo", tcp_echo),
     )
 }
 

@@ -84,16 +84,7 @@ fn send_local_response(
 /// header callback, or, for a parked stream, to the embedder.
 fn answer(state: &mut HostState, response: LocalResponse) -> Status {
     let Some(target) = state.acting_stream_context() else { return Status::BadArgument };
-    let in_own_callback = target == state.call.context_id
-        && matches!(
-            state.call.phase,
-            Phase::RequestHeaders
-                | Phase::ResponseHeaders
-                | Phase::RequestBody
-                | Phase::ResponseBody
-                | Phase::RequestTrailers
-                | Phase::ResponseTrailers
-        );
+    let in_own_callback = target == state.call.context_id && state.call.phase.is_http_stream_callback();
     if in_own_callback {
         state.call.outcome.local_response = Some(response);
     } else if state.parked.contains_key(&target) {
@@ -115,15 +106,7 @@ fn stream_action(state: &mut HostState, stream: StreamType, action: StreamAction
     let own_phase = if network {
         matches!(state.call.phase, Phase::DownstreamData | Phase::UpstreamData | Phase::StreamOther)
     } else {
-        matches!(
-            state.call.phase,
-            Phase::RequestHeaders
-                | Phase::ResponseHeaders
-                | Phase::RequestBody
-                | Phase::ResponseBody
-                | Phase::RequestTrailers
-                | Phase::ResponseTrailers
-        )
+        state.call.phase.is_http_stream_callback()
     };
     if target == state.call.context_id && own_phase {
         match action {

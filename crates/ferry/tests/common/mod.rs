@@ -95,15 +95,7 @@ pub fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
 /// Runs `binary` (ferry or another host) on `config` until it exits (at
 /// most 60 s), returning its status and log; for configurations it must refuse.
 pub fn run_to_end_binary(binary: &Path, config: &str, extra_args: &[&str]) -> (ExitStatus, String) {
-    let path = temp_file("envoy.yaml", config);
-    let mut child = Command::new(binary)
-        .arg("-c")
-        .arg(&path)
-        .args(["--log-format", LOG_FORMAT])
-        .args(extra_args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start the host");
+    let mut child = spawn_host(binary, config, extra_args);
     let mut stderr = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut log = String::new();
@@ -124,6 +116,19 @@ pub fn run_to_end_binary(binary: &Path, config: &str, extra_args: &[&str]) -> (E
     (status, reader.join().unwrap())
 }
 
+/// Starts `binary` with Envoy's command line on `config`, log on a pipe.
+fn spawn_host(binary: &Path, config: &str, extra_args: &[&str]) -> Child {
+    let path = temp_file("envoy.yaml", config);
+    Command::new(binary)
+        .arg("-c")
+        .arg(&path)
+        .args(["--log-format", LOG_FORMAT])
+        .args(extra_args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the host")
+}
+
 impl Ferry {
     /// Starts ferry on `config` and waits until its workers accept traffic.
     pub fn start(config: &str, extra_args: &[&str]) -> Ferry {
@@ -133,15 +138,7 @@ impl Ferry {
     /// Starts `binary` (ferry, or another host with Envoy's command line)
     /// on `config`, and waits for Envoy's "starting workers" log line.
     pub fn start_binary(binary: &Path, config: &str, extra_args: &[&str]) -> Ferry {
-        let path = temp_file("envoy.yaml", config);
-        let mut child = Command::new(binary)
-            .arg("-c")
-            .arg(&path)
-            .args(["--log-format", LOG_FORMAT])
-            .args(extra_args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start ferry");
+        let mut child = spawn_host(binary, config, extra_args);
         let log = Arc::new((Mutex::new(Log::default()), Condvar::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
