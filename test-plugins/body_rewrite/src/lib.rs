@@ -1,12 +1,16 @@
 //! Rewrites bodies, in the shape of the Rust SDK's `http_body` example:
 //! waits for the whole body (returning Pause until end of stream), then
 //! upper-cases the request body — or answers 403 if it says `forbidden` —
-//! and appends ` [checked]` to the response body.
+//! and appends ` [checked]` to the response body. Logs each body callback
+//! (`request body <size> end_of_stream=<bool>`), so tests can see how the
+//! host delivers a body in chunks.
 
+use log::info;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Trace);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root) });
 }}
 
@@ -30,6 +34,7 @@ impl Context for Rewrite {}
 
 impl HttpContext for Rewrite {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        info!("request body {body_size} end_of_stream={end_of_stream}");
         if !end_of_stream {
             return Action::Pause;
         }
@@ -43,6 +48,7 @@ impl HttpContext for Rewrite {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        info!("response body {body_size} end_of_stream={end_of_stream}");
         if !end_of_stream {
             return Action::Pause;
         }

@@ -25,8 +25,12 @@ use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
+mod body_filters;
+
+use body_filters::Side;
+
 use crate::http::body::{ResponseBody, StreamFinisher};
-use crate::http::headers::{hyper_trailers, request_headers, response_headers, to_hyper_headers, trailers_map};
+use crate::http::headers::{hyper_trailers, request_headers, response_headers, to_hyper_headers};
 use crate::plan::HttpPlan;
 use crate::upstream::UpstreamBody;
 use crate::worker::WorkerShared;
@@ -138,25 +142,6 @@ pub(crate) async fn handle(
 /// Most of a body the proxy reads whole for filters: as Envoy's default
 /// buffer limit. A larger request is answered 413, a larger response 502.
 const MAX_BUFFERED_BODY: usize = 1 << 20;
-
-/// A body read whole, with its trailers if it had any.
-struct WholeBody {
-    data: Bytes,
-    trailers: Option<http::HeaderMap>,
-}
-
-/// Reads a body whole, or the status to answer with.
-async fn read_whole(body: Incoming) -> Result<WholeBody, u16> {
-    use http_body_util::BodyExt as _;
-    match http_body_util::Limited::new(body, MAX_BUFFERED_BODY).collect().await {
-        Ok(collected) => {
-            let trailers = collected.trailers().cloned();
-            Ok(WholeBody { data: collected.to_bytes(), trailers })
-        }
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(413),
-        Err(_) => Err(400),
-    }
-}
 
 /// The `request.protocol` property.
 fn protocol(version: http::Version) -> &'static str {
@@ -308,49 +293,16 @@ impl Exchange {
     }
 
     /// The request body on its way upstream. With no filter it streams;
-    /// with filters it is read whole (up to [`MAX_BUFFERED_BODY`]), shown to
-    /// each filter's `proxy_on_request_body` in order (`end_of_stream` false
-    /// when trailers follow, which then go to `proxy_on_request_trailers`),
-    /// and sent as they left it.
+    /// with filters it goes through them chunk by chunk (see
+    /// [`body_filters`]) and is sent as they left it, with its trailers.
     async fn request_body_filters(&mut self, body: Incoming) -> Result<UpstreamBody, Decided> {
         if self.contexts.is_empty() || body.is_end_stream() {
             return Ok(UpstreamBody::Streamed(body));
         }
-        let whole = read_whole(body).await.map_err(|status| Decided::Respond(Local::new(status, Bytes::new())))?;
-        self.stream.request_body = whole.data.into();
-        let has_trailers = whole.trailers.is_some();
-        self.stream.request_trailers = whole.trailers.as_ref().map(trailers_map).unwrap_or_default();
-        let wasm = self.conn.worker.wasm.clone();
-        for i in 0..self.contexts.len() {
-            let verdict = wasm.with(|vms| vms.on_request_body(&self.contexts[i], &mut self.stream, !has_trailers));
-            self.decide(verdict, i, PausedAt::RequestBody).await?;
-        }
-        if has_trailers {
-            for i in 0..self.contexts.len() {
-                let verdict = wasm.with(|vms| vms.on_request_trailers(&self.contexts[i], &mut self.stream));
-                self.decide(verdict, i, PausedAt::RequestTrailers).await?;
-            }
-        }
-        let body = std::mem::take(&mut self.stream.request_body);
-        let trailers = has_trailers.then(|| hyper_trailers(&self.stream.request_trailers).0);
-        Ok(UpstreamBody::Full((!body.is_empty()).then(|| Bytes::from(body)), trailers))
-    }
-
-    /// A request-side verdict, waited out: `Err` with what ends the stream.
-    async fn decide(
-        &mut self,
-        verdict: Result<Verdict, ferry_host::PluginFailure>,
-        context: usize,
-        at: PausedAt,
-    ) -> Result<(), Decided> {
-        let decided = match verdict {
-            Ok(verdict) => self.follow(verdict, context, at).await,
-            Err(_) => self.failure_policy(self.contexts[context].plugin()),
-        };
-        match decided {
-            Decided::Continue => Ok(()),
-            other => Err(other),
-        }
+        let filtered = self.filter_body(Side::Request, body).await?;
+        let trailers = filtered.trailers.map(|t| hyper_trailers(&t).0);
+        let data = (!filtered.data.is_empty()).then_some(filtered.data);
+        Ok(UpstreamBody::Full(data, trailers))
     }
 
     /// A response the proxy makes, to go through the response filters.
@@ -438,52 +390,20 @@ impl Exchange {
                 Reply::Upstream(body) => ResponseBody::upstream(body),
             });
         }
-        // Filters see the response body whole, in reverse order, then the trailers.
-        let mut has_trailers = false;
-        self.stream.response_body = match reply {
-            Reply::Local(body) => body.into(),
-            Reply::Upstream(body) => match read_whole(body).await {
-                Ok(whole) => {
-                    has_trailers = whole.trailers.is_some();
-                    self.stream.response_trailers = whole.trailers.as_ref().map(trailers_map).unwrap_or_default();
-                    whole.data.into()
-                }
-                Err(_) => self.local_response(Local::new(502, Bytes::new())).into(),
-            },
+        // The body (and trailers) through the filters, in reverse order.
+        let filtered = match reply {
+            Reply::Local(body) => self.filter_whole_body(Side::Response, body).await.map(|data| (data, None)),
+            Reply::Upstream(body) => self.filter_body(Side::Response, body).await.map(|f| (f.data, f.trailers)),
         };
-        for i in (0..self.contexts.len()).rev() {
-            let verdict = wasm.with(|vms| vms.on_response_body(&self.contexts[i], &mut self.stream, !has_trailers));
-            let decided = match verdict {
-                Ok(verdict) => self.follow(verdict, i, PausedAt::ResponseBody).await,
-                Err(_) => self.failure_policy(self.contexts[i].plugin()),
-            };
-            match decided {
-                Decided::Continue => {}
-                Decided::Respond(local) => {
-                    self.stream.response_body = self.local_response(local).into();
-                    has_trailers = false;
-                    break;
-                }
-                Decided::Reset => return Err(StreamReset),
-            }
-        }
-        let body = Bytes::from(std::mem::take(&mut self.stream.response_body));
-        if !has_trailers {
-            return Ok(ResponseBody::full(body));
-        }
-        for i in (0..self.contexts.len()).rev() {
-            let verdict = wasm.with(|vms| vms.on_response_trailers(&self.contexts[i], &mut self.stream));
-            let decided = match verdict {
-                Ok(verdict) => self.follow(verdict, i, PausedAt::ResponseTrailers).await,
-                Err(_) => self.failure_policy(self.contexts[i].plugin()),
-            };
-            match decided {
-                Decided::Continue => {}
-                // Headers and body are decided; a plugin can only end the stream here.
-                Decided::Respond(_) | Decided::Reset => return Err(StreamReset),
-            }
-        }
-        let (trailers, announce) = hyper_trailers(&self.stream.response_trailers);
+        let (body, trailers) = match filtered {
+            Ok(filtered) => filtered,
+            // Nothing was sent yet: a filter's answer (or a failure) replaces the response.
+            Err(Decided::Respond(local)) => (self.local_response(local), None),
+            Err(Decided::Reset) => return Err(StreamReset),
+            Err(Decided::Continue) => unreachable!("a continue is not an error"),
+        };
+        let Some(trailers) = trailers else { return Ok(ResponseBody::full(body)) };
+        let (trailers, announce) = hyper_trailers(&trailers);
         if let Some(announce) = announce {
             self.stream.response_headers.replace(b"trailer", announce.as_bytes());
         }
