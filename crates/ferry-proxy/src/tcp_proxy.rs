@@ -120,6 +120,30 @@ pub(crate) async fn serve(downstream: TcpStream, info: StreamInfo, plan: Arc<Tcp
     conn.finish(ending);
 }
 
+/// Writes what passed the filters to the other side, and passes the end of
+/// the sender's side on (a half close, as tcp_proxy) once nothing is held;
+/// `Err` with how the connection ends.
+async fn pass_on(
+    flow: Flow,
+    writer: &mut (impl tokio::io::AsyncWrite + Unpin),
+    sender_ended: bool,
+    on_write_error: Ending,
+) -> Result<(), Ending> {
+    match flow {
+        Flow::Forward(bytes) => {
+            if writer.write_all(&bytes).await.is_err() {
+                return Err(on_write_error);
+            }
+            if sender_ended {
+                let _ = writer.shutdown().await;
+            }
+            Ok(())
+        }
+        Flow::Held => Ok(()),
+        Flow::Close => Err(Ending::Local),
+    }
+}
+
 impl Connection {
     /// Creates each filter's context (`proxy_on_new_connection`); a filter
     /// that stops iteration holds the connection until it resumes it.
@@ -203,17 +227,9 @@ impl Connection {
                     let end_of_stream = chunk.is_empty();
                     down_open = !end_of_stream;
                     self.held[DOWNSTREAM].extend_from_slice(chunk);
-                    match self.downstream_chain(0, end_of_stream) {
-                        Flow::Forward(bytes) => {
-                            if up_write.write_all(&bytes).await.is_err() {
-                                return Ending::Local;
-                            }
-                            if end_of_stream {
-                                let _ = up_write.shutdown().await;
-                            }
-                        }
-                        Flow::Held => {}
-                        Flow::Close => return Ending::Local,
+                    let flow = self.downstream_chain(0, end_of_stream);
+                    if let Err(ending) = pass_on(flow, &mut up_write, end_of_stream, Ending::Local).await {
+                        return ending;
                     }
                 }
                 read = up_read.read(&mut up_buf), if up_open => {
@@ -228,18 +244,8 @@ impl Connection {
                     if end_of_stream {
                         self.upstream_closed();
                     }
-                    match flow {
-                        Flow::Forward(bytes) => {
-                            if down_write.write_all(&bytes).await.is_err() {
-                                return Ending::Remote;
-                            }
-                        }
-                        Flow::Held => {}
-                        Flow::Close => return Ending::Local,
-                    }
-                    if end_of_stream {
-                        // Half close, as tcp_proxy: the client may still send.
-                        let _ = down_write.shutdown().await;
+                    if let Err(ending) = pass_on(flow, &mut down_write, end_of_stream, Ending::Remote).await {
+                        return ending;
                     }
                 }
                 signal = signal_rx.recv() => match signal {
@@ -248,14 +254,9 @@ impl Connection {
                         else {
                             continue;
                         };
-                        match self.downstream_chain(at + 1, !down_open) {
-                            Flow::Forward(bytes) => {
-                                if up_write.write_all(&bytes).await.is_err() {
-                                    return Ending::Local;
-                                }
-                            }
-                            Flow::Held => {}
-                            Flow::Close => return Ending::Local,
+                        let flow = self.downstream_chain(at + 1, !down_open);
+                        if let Err(ending) = pass_on(flow, &mut up_write, !down_open, Ending::Local).await {
+                            return ending;
                         }
                     }
                     Some((context_id, StreamAction::ResumeUpstream)) => {
@@ -263,14 +264,9 @@ impl Connection {
                         else {
                             continue;
                         };
-                        match self.upstream_chain(at, !up_open) {
-                            Flow::Forward(bytes) => {
-                                if down_write.write_all(&bytes).await.is_err() {
-                                    return Ending::Remote;
-                                }
-                            }
-                            Flow::Held => {}
-                            Flow::Close => return Ending::Local,
+                        let flow = self.upstream_chain(at, !up_open);
+                        if let Err(ending) = pass_on(flow, &mut down_write, !up_open, Ending::Remote).await {
+                            return ending;
                         }
                     }
                     Some((_, StreamAction::Close)) => return Ending::Local,

@@ -184,13 +184,17 @@ fn render(config: &str, ports: &HashMap<String, u16>) -> String {
     out
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Sockets on free ports, held until the host is about to bind them, so no
+/// two names (and no upstream started meanwhile) get the same port.
+fn reserve_ports(count: usize) -> Vec<TcpListener> {
+    (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect()
 }
 
 /// Runs one case; `Err` says which step failed and how.
 fn run(case: &Case, host: &Path) -> Result<(), String> {
-    let mut ports: HashMap<String, u16> = case.ports.iter().map(|n| (n.clone(), free_port())).collect();
+    let reserved = reserve_ports(case.ports.len());
+    let mut ports: HashMap<String, u16> =
+        case.ports.iter().zip(&reserved).map(|(n, s)| (n.clone(), s.local_addr().unwrap().port())).collect();
     for name in &case.echo_servers {
         ports.insert(name.clone(), echo_server().port());
     }
@@ -204,6 +208,7 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
         ports.insert(name.clone(), grpc_server().port());
     }
     let config = render(&case.config, &ports);
+    drop(reserved);
     if let Some(needle) = &case.fails_to_start {
         let (status, log) = run_to_end_binary(host, &config, &["--concurrency", &case.concurrency.to_string()]);
         if status.success() {

@@ -3,13 +3,7 @@
 
 mod common;
 
-use std::net::TcpListener;
-
-use common::{Ferry, cluster, direct_route, file_code, get, listener, plugin, wasm_filter};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use common::{Ferry, cluster, direct_route, file_code, free_port, get, listener, plugin, wasm_filter};
 
 /// A `main` listener with the authorizer, an `auth` listener answering
 /// `allow` under `/check/allow` and `deny` elsewhere, and its cluster.

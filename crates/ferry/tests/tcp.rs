@@ -119,3 +119,18 @@ fn a_failing_plugin_is_skipped_when_it_fails_open() {
     client.read_exact(&mut echoed).unwrap();
     assert_eq!(&echoed, b"trap\n", "the data passes unchanged without the plugin");
 }
+
+#[test]
+fn held_data_goes_on_when_the_client_ends_its_side() {
+    let ferry = start(false);
+    let mut client = connect(ferry.address("tcp_filter"));
+    let id = context_of(&ferry, &client);
+    client.write_all(b"hel").unwrap();
+    ferry.wait_for(&format!("[{id}] downstream 3 bytes, end_of_stream=false"), Duration::from_secs(10));
+    // No newline: the plugin holds "hel" until the end of the client's side.
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut echoed = Vec::new();
+    client.read_to_end(&mut echoed).unwrap();
+    assert_eq!(echoed, b"HEL", "the held bytes went on, rewritten, and the upstream saw the end");
+    ferry.wait_for(&format!("[{id}] downstream 3 bytes, end_of_stream=true"), Duration::from_secs(10));
+}
