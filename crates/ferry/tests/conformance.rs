@@ -76,6 +76,9 @@ struct Step {
     /// Response trailers that must have these values.
     #[serde(default)]
     trailers: BTreeMap<String, String>,
+    /// Response headers (or `trailer:NAME` for trailers) that must be absent.
+    #[serde(default)]
+    missing: Vec<String>,
     /// Wait (up to 10 s) for a log line containing this.
     #[serde(default)]
     log: Option<String>,
@@ -93,6 +96,10 @@ struct Step {
     /// Open a TCP connection, send, read until the proxy closes, compare.
     #[serde(default)]
     tcp: Option<TcpExchange>,
+    /// Send SIGTERM and check the rest of the step against the whole log
+    /// (the host must exit with success). Only as the last step.
+    #[serde(default)]
+    stop: bool,
     /// Lines `name: value` the admin endpoint's `/stats` must show
     /// (the admin address must be `{port:admin}`).
     #[serde(default)]
@@ -111,6 +118,14 @@ struct TcpExchange {
     /// Do not end the client's side: read just `expect`'s length, then close.
     #[serde(default)]
     keep_open: bool,
+    /// End the client's side after sending (default); without it the
+    /// client reads until the proxy closes the connection.
+    #[serde(default = "yes")]
+    half_close: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -219,13 +234,19 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
         }
         return Ok(());
     }
-    let ferry = Ferry::start_binary(host, &config, &["--concurrency", &case.concurrency.to_string()]);
+    let mut ferry = Some(Ferry::start_binary(host, &config, &["--concurrency", &case.concurrency.to_string()]));
+    // The whole log once a `stop` step stopped the host.
+    let mut final_log: Option<Vec<String>> = None;
     for (i, step) in case.steps.iter().enumerate() {
         let fail = |what: String| format!("step {}: {what}", i + 1);
-        let step_start = ferry.lines().len();
+        let lines = |ferry: &Option<Ferry>, final_log: &Option<Vec<String>>| match (ferry, final_log) {
+            (Some(ferry), _) => ferry.lines(),
+            (None, log) => log.clone().unwrap_or_default(),
+        };
+        let step_start = lines(&ferry, &final_log).len();
         if let Some(t) = &step.tcp {
             let port = *ports.get(&t.port).ok_or_else(|| fail(format!("no port {}", t.port)))?;
-            let received = tcp_exchange(port, &t.send, t.keep_open.then_some(t.expect.len()))
+            let received = tcp_exchange(port, &t.send, t.keep_open.then_some(t.expect.len()), t.half_close)
                 .map_err(|e| fail(format!("TCP to {}: {e}", t.port)))?;
             if received != t.expect.as_bytes() {
                 return Err(fail(format!(
@@ -266,34 +287,42 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
                     return Err(fail(format!("{what}: trailer {name}: {got:?} instead of {value:?}")));
                 }
             }
+            if let Some(name) = step.missing.iter().find(|name| response.header(name).is_some()) {
+                return Err(fail(format!("{what}: {name} should be absent: {:?}", response.header(name))));
+            }
         }
-        if let Some(needle) = &step.log {
-            ferry
-                .wait_until_contains(needle, Duration::from_secs(10))
-                .ok_or_else(|| fail(format!("no log line contains {needle:?}")))?;
+        if step.stop {
+            if i + 1 != case.steps.len() {
+                return Err(fail("`stop` must be the last step".into()));
+            }
+            let (status, log) = ferry.take().expect("the host runs until the stop step").stop_with_log();
+            if !status.success() {
+                return Err(fail(format!("the host exited with {status} after SIGTERM")));
+            }
+            final_log = Some(log);
         }
-        if !step.log_order.is_empty() {
-            // Lines logged since this step began, as they come.
+        // Log checks look at the lines as they come (up to 10 s each).
+        let wait_for = |from: usize, found: &dyn Fn(&[String]) -> Result<(), String>| {
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             loop {
-                match check_order(&ferry.lines()[step_start..], &step.log_order) {
-                    Ok(()) => break,
+                match found(&lines(&ferry, &final_log)[from..]) {
+                    Ok(()) => return Ok(()),
                     Err(e) if std::time::Instant::now() > deadline => return Err(fail(e)),
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
             }
+        };
+        if let Some(needle) = &step.log {
+            wait_for(0, &contains(needle))?;
+        }
+        if !step.log_order.is_empty() {
+            wait_for(step_start, &|lines: &[String]| check_order(lines, &step.log_order))?;
         }
         for needle in &step.logs {
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while !ferry.lines()[step_start..].iter().any(|l| l.contains(needle.as_str())) {
-                if std::time::Instant::now() > deadline {
-                    return Err(fail(format!("no log line contains {needle:?}")));
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            wait_for(step_start, &contains(needle))?;
         }
         for needle in &step.absent {
-            if let Some(line) = ferry.lines().iter().find(|l| l.contains(needle.as_str())) {
+            if let Some(line) = lines(&ferry, &final_log).iter().find(|l| l.contains(needle.as_str())) {
                 return Err(fail(format!("a log line contains {needle:?}: {line}")));
             }
         }
@@ -311,10 +340,15 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes each chunk (100 ms apart), ends the client's side, reads until
-/// the connection closes; or, with `read_exactly`, reads that many bytes
-/// and closes.
-fn tcp_exchange(port: u16, chunks: &[String], read_exactly: Option<usize>) -> std::io::Result<Vec<u8>> {
+/// Writes each chunk (100 ms apart), ends the client's side if
+/// `half_close`, reads until the connection closes; or, with
+/// `read_exactly`, reads that many bytes and closes.
+fn tcp_exchange(
+    port: u16,
+    chunks: &[String],
+    read_exactly: Option<usize>,
+    half_close: bool,
+) -> std::io::Result<Vec<u8>> {
     let mut stream = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     for (i, chunk) in chunks.iter().enumerate() {
@@ -328,13 +362,22 @@ fn tcp_exchange(port: u16, chunks: &[String], read_exactly: Option<usize>) -> st
         stream.read_exact(&mut received)?;
         return Ok(received);
     }
-    stream.shutdown(Shutdown::Write)?;
+    if half_close {
+        stream.shutdown(Shutdown::Write)?;
+    }
     let mut received = Vec::new();
     match stream.read_to_end(&mut received) {
         // A connection the proxy closed with data unread may end in a reset.
         Ok(_) => Ok(received),
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(received),
         Err(e) => Err(e),
+    }
+}
+
+/// A check that some log line contains `needle`.
+fn contains(needle: &str) -> impl Fn(&[String]) -> Result<(), String> + '_ {
+    move |lines: &[String]| {
+        if lines.iter().any(|l| l.contains(needle)) { Ok(()) } else { Err(format!("no log line contains {needle:?}")) }
     }
 }
 
