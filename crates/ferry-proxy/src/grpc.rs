@@ -118,19 +118,22 @@ async fn run(wasm: Rc<ThreadWasm>, open: GrpcOpen, body: ChannelBody) {
         None => exchange.await,
     };
     wasm.grpc.borrow_mut().ended(key);
-    let report = |event| wasm.with(|vms| vms.on_grpc_event(open.vm_key, open.context_id, open.token, event));
-    if unary && status == 0 {
-        // A unary call that succeeded was reported with its message.
-        return;
+    // A unary call that succeeded was reported with its message.
+    if !(unary && status == 0) {
+        report(&wasm, &open, GrpcEvent::Close { status, message });
     }
-    report(GrpcEvent::Close { status, message });
+}
+
+/// Delivers `event` to the root context that opened the call.
+fn report(wasm: &ThreadWasm, open: &GrpcOpen, event: GrpcEvent) {
+    wasm.with(|vms| vms.on_grpc_event(open.vm_key, open.context_id, open.token, event));
 }
 
 /// The exchange itself; returns the gRPC status and message it ended with.
 /// Streams have their metadata and messages reported as they come; a unary
 /// call has its one message reported if it succeeded.
 async fn exchange(wasm: &Rc<ThreadWasm>, open: &GrpcOpen, body: ChannelBody) -> (u32, String) {
-    let report = |event| wasm.with(|vms| vms.on_grpc_event(open.vm_key, open.context_id, open.token, event));
+    let report = |event| report(wasm, open, event);
     let unary = open.message.is_some();
     let path = format!("/{}/{}", open.service, open.method);
     let response = match wasm.upstreams.grpc(&open.cluster, &path, &open.initial_metadata, body).await {

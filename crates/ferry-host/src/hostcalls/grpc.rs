@@ -123,7 +123,8 @@ struct OpenArgs {
     metadata: (i32, i32),
 }
 
-/// Checks and records a call (`message` set) or a stream; returns its token.
+/// Checks and records a call (`message` set) or a stream, and writes its
+/// token to `token_out`.
 fn open(
     caller: &mut Caller<'_>,
     args: OpenArgs,

@@ -139,8 +139,9 @@ pub(crate) async fn handle(
     Ok(exchange.encode(body))
 }
 
-/// Most of a body the proxy reads whole for filters: as Envoy's default
-/// buffer limit. A larger request is answered 413, a larger response 502.
+/// Most of a body the proxy reads for filters (see [`body_filters`]): as
+/// Envoy's default buffer limit. A larger request is answered 413, a larger
+/// response 502.
 const MAX_BUFFERED_BODY: usize = 1 << 20;
 
 /// The `request.protocol` property.
