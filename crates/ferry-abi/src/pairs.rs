@@ -45,6 +45,14 @@ pub enum PairsError {
     /// More pairs or bytes than the host accepts.
     #[error("pairs buffer too large: {0}")]
     TooLarge(&'static str),
+    /// An output buffer of the wrong size.
+    #[error("pairs output buffer is {actual} bytes, the encoding {expected}")]
+    WrongSize {
+        /// The encoding's size.
+        expected: usize,
+        /// The buffer's.
+        actual: usize,
+    },
 }
 
 /// Size of the encoding of `pairs`.
@@ -64,17 +72,21 @@ where
 /// Writes the encoding of `pairs` into `out`, which must be exactly
 /// [`encoded_len`] bytes long (the host writes straight into plugin memory).
 ///
-/// # Panics
-/// If `out` has the wrong length: that is a bug in the caller.
-pub fn encode_into<'a, I>(out: &mut [u8], pairs: I)
+/// # Errors
+/// [`PairsError::WrongSize`] if `out` is not exactly that long; nothing is
+/// written then.
+pub fn encode_into<'a, I>(out: &mut [u8], pairs: I) -> Result<(), PairsError>
 where
     I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
     I::IntoIter: Clone,
 {
     let pairs = pairs.into_iter();
+    let expected = encoded_len(pairs.clone());
+    if expected != out.len() {
+        return Err(PairsError::WrongSize { expected, actual: out.len() });
+    }
     if out.is_empty() {
-        assert!(pairs.clone().next().is_none(), "pairs output buffer too small");
-        return;
+        return Ok(());
     }
     let count = pairs.clone().count();
     let mut header = COUNT_BYTES;
@@ -91,7 +103,7 @@ where
             data += 1;
         }
     }
-    assert_eq!(data, out.len(), "pairs output buffer has the wrong size");
+    Ok(())
 }
 
 /// Encodes `pairs` into a new vector.
@@ -102,7 +114,8 @@ where
 {
     let pairs = pairs.into_iter();
     let mut out = vec![0; encoded_len(pairs.clone())];
-    encode_into(&mut out, pairs);
+    // The buffer has exactly the encoded length: this cannot fail.
+    let _ = encode_into(&mut out, pairs);
     out
 }
 

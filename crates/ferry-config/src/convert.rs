@@ -19,6 +19,8 @@ const NETWORK_WASM: &str = "envoy.extensions.filters.network.wasm.v3.Wasm";
 const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
 const WASM_SERVICE: &str = "envoy.extensions.wasm.v3.WasmService";
+/// ferry's own bootstrap extension (docs/operations.md).
+const WASM_RUNTIME: &str = "ferry.config.v1.WasmRuntime";
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const STRING_VALUE: &str = "google.protobuf.StringValue";
 const BYTES_VALUE: &str = "google.protobuf.BytesValue";
@@ -113,13 +115,20 @@ pub(crate) fn bootstrap(raw: raw::Bootstrap) -> Result<Bootstrap, ConfigError> {
         .enumerate()
         .map(|(i, l)| listener(l, &format!("static_resources.listeners[{i}]"), &clusters))
         .collect::<Result<Vec<_>, _>>()?;
-    let wasm_services = raw
-        .bootstrap_extensions
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| wasm_service(e, &format!("bootstrap_extensions[{i}]")))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Bootstrap { node, admin, listeners, clusters, wasm_services })
+    let mut wasm_services = Vec::new();
+    let mut wasm_runtime: Option<WasmRuntime> = None;
+    for (i, extension) in raw.bootstrap_extensions.into_iter().enumerate() {
+        let path = format!("bootstrap_extensions[{i}]");
+        match bootstrap_extension(extension, &path)? {
+            Extension::Service(service) => wasm_services.push(service),
+            Extension::Runtime(_) if wasm_runtime.is_some() => {
+                return Err(err(path, format!("a second {WASM_RUNTIME}; give it once")));
+            }
+            Extension::Runtime(runtime) => wasm_runtime = Some(runtime),
+        }
+    }
+    let wasm_runtime = wasm_runtime.unwrap_or_default();
+    Ok(Bootstrap { node, admin, listeners, clusters, wasm_services, wasm_runtime })
 }
 
 fn socket_address(raw: raw::Address, path: &str) -> Result<SocketAddress, ConfigError> {
@@ -406,28 +415,167 @@ fn duration(text: &str, path: &str) -> Result<Duration, ConfigError> {
         })
 }
 
-fn wasm_service(raw: raw::TypedExtension, path: &str) -> Result<WasmService, ConfigError> {
+/// A bootstrap extension ferry runs.
+enum Extension {
+    Service(WasmService),
+    Runtime(WasmRuntime),
+}
+
+fn bootstrap_extension(raw: raw::TypedExtension, path: &str) -> Result<Extension, ConfigError> {
     let Some(typed) = raw.typed_config else {
         return Err(err(join(path, "typed_config"), format!("missing for bootstrap extension {:?}", raw.name)));
     };
     let any = unpack_any(typed, &join(path, "typed_config"))?;
-    if any.type_name != WASM_SERVICE {
-        return Err(err(
+    match any.type_name.as_str() {
+        WASM_SERVICE => {
+            let service: raw::WasmService = decode(any.fields, &any.path)?;
+            let plugin = plugin_config(service.config, &join(&any.path, "config"))?;
+            Ok(Extension::Service(WasmService { singleton: service.singleton, plugin }))
+        }
+        WASM_RUNTIME => Ok(Extension::Runtime(wasm_runtime(decode(any.fields, &any.path)?, &any.path)?)),
+        other => Err(err(
             join(&any.path, "@type"),
-            format!("bootstrap extension {} is not supported; ferry runs {WASM_SERVICE}", any.type_name),
+            format!("bootstrap extension {other} is not supported; ferry runs {WASM_SERVICE} and {WASM_RUNTIME}"),
+        )),
+    }
+}
+
+fn wasm_runtime(raw: raw::WasmRuntime, path: &str) -> Result<WasmRuntime, ConfigError> {
+    let limits = wasm_limits(raw.callback_deadline, raw.start_deadline, raw.memory_limit_bytes, path)?;
+    let plugins = raw
+        .plugins
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let at = format!("{path}.plugins[{i}]");
+            let limits = wasm_limits(p.callback_deadline, p.start_deadline, p.memory_limit_bytes, &at)?;
+            Ok(PluginLimits { name: p.name, limits })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let default_failure_policy = raw
+        .default_failure_policy
+        .map(|name| failure_policy_named(&name, None, &join(path, "default_failure_policy"), path))
+        .transpose()?;
+    let hold_failed = raw
+        .hold_failed
+        .map(|h| {
+            let at = join(path, "hold_failed");
+            if h.failures == 0 {
+                return Err(err(join(&at, "failures"), "must be at least 1"));
+            }
+            Ok(HoldFailed { failures: h.failures, window: duration(&h.window, &join(&at, "window"))? })
+        })
+        .transpose()?;
+    let queue_defaults = raw
+        .shared_queue_defaults
+        .map(|b| queue_bounds(b.max_items, b.max_bytes, b.overflow, &join(path, "shared_queue_defaults")))
+        .transpose()?;
+    let shared_queues = raw
+        .shared_queues
+        .into_iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let at = format!("{path}.shared_queues[{i}]");
+            let bounds = queue_bounds(q.max_items, q.max_bytes, q.overflow, &at)?;
+            Ok(QueueRule { vm_id: q.vm_id, name: q.name, bounds })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    Ok(WasmRuntime { limits, plugins, default_failure_policy, hold_failed, queue_defaults, shared_queues })
+}
+
+fn wasm_limits(
+    callback_deadline: Option<String>,
+    start_deadline: Option<String>,
+    memory_limit_bytes: Option<u64>,
+    path: &str,
+) -> Result<WasmLimits, ConfigError> {
+    let callback_deadline = callback_deadline.map(|d| duration(&d, &join(path, "callback_deadline"))).transpose()?;
+    let start_deadline = start_deadline.map(|d| duration(&d, &join(path, "start_deadline"))).transpose()?;
+    if let Some(bytes) = memory_limit_bytes
+        && !(1 << 16..=1 << 32).contains(&bytes)
+    {
+        return Err(err(
+            join(path, "memory_limit_bytes"),
+            format!(
+                "{bytes} is not between 65536 (one Wasm page) and 4294967296 (4 GiB, all a wasm32 module can address)"
+            ),
         ));
     }
-    let service: raw::WasmService = decode(any.fields, &any.path)?;
-    Ok(WasmService { singleton: service.singleton, plugin: plugin_config(service.config, &join(&any.path, "config"))? })
+    Ok(WasmLimits { callback_deadline, start_deadline, memory_limit_bytes })
+}
+
+fn queue_bounds(
+    max_items: Option<u64>,
+    max_bytes: Option<u64>,
+    overflow: Option<String>,
+    path: &str,
+) -> Result<QueueBounds, ConfigError> {
+    let overflow = overflow
+        .map(|o| match o.as_str() {
+            "REFUSE" => Ok(QueueOverflow::Refuse),
+            "DROP_OLDEST" => Ok(QueueOverflow::DropOldest),
+            other => {
+                Err(err(join(path, "overflow"), format!("unknown overflow {other} (expected REFUSE or DROP_OLDEST)")))
+            }
+        })
+        .transpose()?;
+    Ok(QueueBounds { max_items, max_bytes, overflow })
+}
+
+/// A failure policy by its name in Envoy's enum (at `path`), with the
+/// `reload_config` at `reload_path` for FAIL_RELOAD.
+fn failure_policy_named(
+    name: &str,
+    reload_config: Option<raw::ReloadConfig>,
+    path: &str,
+    reload_path: &str,
+) -> Result<FailurePolicy, ConfigError> {
+    match name {
+        "FAIL_CLOSED" => Ok(FailurePolicy::FailClosed),
+        "FAIL_OPEN" => Ok(FailurePolicy::FailOpen),
+        "FAIL_RELOAD" => {
+            let backoff = reload_config.and_then(|r| r.backoff);
+            let at = |field| format!("{reload_path}.backoff.{field}");
+            let base_interval = match &backoff {
+                Some(b) => duration(&b.base_interval, &at("base_interval"))?,
+                None => Duration::from_secs(1),
+            };
+            if base_interval < Duration::from_millis(1) {
+                return Err(err(at("base_interval"), "must be at least 1ms"));
+            }
+            let max_interval = match backoff.and_then(|b| b.max_interval) {
+                Some(max) => duration(&max, &at("max_interval"))?,
+                None => base_interval * 10,
+            };
+            if max_interval < base_interval {
+                return Err(err(at("max_interval"), "must not be less than base_interval"));
+            }
+            Ok(FailurePolicy::FailReload { base_interval, max_interval })
+        }
+        other => Err(err(path, format!("unknown policy {other} (expected FAIL_CLOSED, FAIL_OPEN or FAIL_RELOAD)"))),
+    }
 }
 
 fn plugin_config(raw: raw::PluginConfig, path: &str) -> Result<PluginConfig, ConfigError> {
-    let fail_open = match raw.failure_policy.as_deref() {
-        None | Some("UNSPECIFIED" | "FAIL_CLOSED") => raw.fail_open,
-        // ferry rebuilds a failed VM for the next request in any case (see docs/host-differences.md).
-        Some("FAIL_RELOAD") => raw.fail_open,
-        Some("FAIL_OPEN") => true,
-        Some(other) => return Err(err(join(path, "failure_policy"), format!("unknown policy {other}"))),
+    let policy_path = join(path, "failure_policy");
+    let failure_policy = match (raw.failure_policy.as_deref(), raw.fail_open) {
+        (None | Some("UNSPECIFIED"), false) => {
+            if raw.reload_config.is_some() {
+                return Err(err(join(path, "reload_config"), "applies only with failure_policy: FAIL_RELOAD"));
+            }
+            None
+        }
+        (None | Some("UNSPECIFIED"), true) => Some(FailurePolicy::FailOpen),
+        // As Envoy: the deprecated flag and the enum exclude each other.
+        (Some(_), true) => {
+            return Err(err(policy_path, "only one of fail_open or failure_policy can be set"));
+        }
+        (Some(name), false) => {
+            if raw.reload_config.is_some() && name != "FAIL_RELOAD" {
+                return Err(err(join(path, "reload_config"), "applies only with failure_policy: FAIL_RELOAD"));
+            }
+            Some(failure_policy_named(name, raw.reload_config, &policy_path, &join(path, "reload_config"))?)
+        }
     };
     let configuration = raw
         .configuration
@@ -439,7 +587,7 @@ fn plugin_config(raw: raw::PluginConfig, path: &str) -> Result<PluginConfig, Con
         root_id: raw.root_id,
         vm: vm_config(raw.vm_config, &join(path, "vm_config"))?,
         configuration,
-        fail_open,
+        failure_policy,
         allow_on_headers_stop_iteration: raw.allow_on_headers_stop_iteration.unwrap_or(false),
         config_path: path.to_owned(),
     })

@@ -16,6 +16,88 @@ pub struct Bootstrap {
     pub clusters: Vec<Cluster>,
     /// `bootstrap_extensions` of type `envoy.bootstrap.wasm`.
     pub wasm_services: Vec<WasmService>,
+    /// The `bootstrap_extensions` entry of type `ferry.config.v1.WasmRuntime`
+    /// (ferry's own): limits, failure handling and queue bounds.
+    pub wasm_runtime: WasmRuntime,
+}
+
+/// ferry's extension `ferry.config.v1.WasmRuntime`: what plugins may cost
+/// and how failures are handled. Every field is optional; unset fields
+/// keep ferry's defaults (or the command line's).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WasmRuntime {
+    /// Limits of every plugin.
+    pub limits: WasmLimits,
+    /// Limits of single plugins, by plugin name.
+    pub plugins: Vec<PluginLimits>,
+    /// The policy of plugins whose configuration names none.
+    pub default_failure_policy: Option<FailurePolicy>,
+    /// `hold_failed`: when a plugin that keeps failing stops being restarted.
+    pub hold_failed: Option<HoldFailed>,
+    /// `shared_queue_defaults`: bounds of every shared queue.
+    pub queue_defaults: Option<QueueBounds>,
+    /// `shared_queues`: bounds of named queues (first match wins).
+    pub shared_queues: Vec<QueueRule>,
+}
+
+/// Time and memory a plugin may use; `None` keeps the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WasmLimits {
+    /// `callback_deadline` (zero: none).
+    pub callback_deadline: Option<Duration>,
+    /// `start_deadline` (zero: none).
+    pub start_deadline: Option<Duration>,
+    /// `memory_limit_bytes`.
+    pub memory_limit_bytes: Option<u64>,
+}
+
+/// An item of `plugins`: the limits of the plugins named `name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// A plugin's `name` (or its `root_id` when it has no name).
+    pub name: String,
+    /// Its limits.
+    pub limits: WasmLimits,
+}
+
+/// `hold_failed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldFailed {
+    /// `failures` within `window` hold the plugin failed.
+    pub failures: u32,
+    /// `window`.
+    pub window: Duration,
+}
+
+/// How much a shared queue may hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueBounds {
+    /// `max_items`.
+    pub max_items: Option<u64>,
+    /// `max_bytes`.
+    pub max_bytes: Option<u64>,
+    /// `overflow`.
+    pub overflow: Option<QueueOverflow>,
+}
+
+/// What a full queue does with one more item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueOverflow {
+    /// `REFUSE`: the enqueue fails.
+    Refuse,
+    /// `DROP_OLDEST`: the oldest items make room.
+    DropOldest,
+}
+
+/// An item of `shared_queues`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueRule {
+    /// `vm_id` of the queue.
+    pub vm_id: String,
+    /// `name` of the queue; `None` for every queue of the vm_id.
+    pub name: Option<String>,
+    /// Its bounds.
+    pub bounds: QueueBounds,
 }
 
 /// `node`.
@@ -176,12 +258,29 @@ pub struct PluginConfig {
     pub vm: VmConfig,
     /// `configuration`, as the bytes `proxy_on_configure` reads.
     pub configuration: Vec<u8>,
-    /// `fail_open` / `failure_policy`.
-    pub fail_open: bool,
+    /// `failure_policy` (or the older `fail_open`); `None` when the
+    /// configuration names neither.
+    pub failure_policy: Option<FailurePolicy>,
     /// `allow_on_headers_stop_iteration`.
     pub allow_on_headers_stop_iteration: bool,
     /// Where this plugin is in the file, for messages.
     pub config_path: String,
+}
+
+/// What a plugin failure means (`failure_policy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// `FAIL_CLOSED`.
+    FailClosed,
+    /// `FAIL_OPEN`, or `fail_open: true`.
+    FailOpen,
+    /// `FAIL_RELOAD`, with `reload_config.backoff`.
+    FailReload {
+        /// `base_interval` (default 1 s).
+        base_interval: Duration,
+        /// `max_interval` (default 10 × the base).
+        max_interval: Duration,
+    },
 }
 
 /// `VmConfig`.

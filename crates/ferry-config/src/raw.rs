@@ -336,7 +336,92 @@ pub(crate) struct PluginConfig {
     #[serde(default)]
     pub failure_policy: Option<String>,
     #[serde(default)]
+    pub reload_config: Option<ReloadConfig>,
+    #[serde(default)]
     pub allow_on_headers_stop_iteration: Option<bool>,
+}
+
+/// `envoy.extensions.wasm.v3.ReloadConfig`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReloadConfig {
+    #[serde(default)]
+    pub backoff: Option<BackoffStrategy>,
+}
+
+/// `envoy.config.core.v3.BackoffStrategy`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackoffStrategy {
+    pub base_interval: String,
+    #[serde(default)]
+    pub max_interval: Option<String>,
+}
+
+/// ferry's `ferry.config.v1.WasmRuntime`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WasmRuntime {
+    #[serde(default)]
+    pub callback_deadline: Option<String>,
+    #[serde(default)]
+    pub start_deadline: Option<String>,
+    #[serde(default)]
+    pub memory_limit_bytes: Option<u64>,
+    #[serde(default)]
+    pub plugins: Vec<PluginLimits>,
+    #[serde(default)]
+    pub default_failure_policy: Option<String>,
+    #[serde(default)]
+    pub hold_failed: Option<HoldFailed>,
+    #[serde(default)]
+    pub shared_queue_defaults: Option<QueueBounds>,
+    #[serde(default)]
+    pub shared_queues: Vec<QueueRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PluginLimits {
+    pub name: String,
+    #[serde(default)]
+    pub callback_deadline: Option<String>,
+    #[serde(default)]
+    pub start_deadline: Option<String>,
+    #[serde(default)]
+    pub memory_limit_bytes: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HoldFailed {
+    pub failures: u32,
+    pub window: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QueueBounds {
+    #[serde(default)]
+    pub max_items: Option<u64>,
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    #[serde(default)]
+    pub overflow: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QueueRule {
+    pub vm_id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub max_items: Option<u64>,
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    #[serde(default)]
+    pub overflow: Option<String>,
 }
 
 /// `envoy.extensions.wasm.v3.VmConfig`.

@@ -1,6 +1,10 @@
 //! Configuration parsing: the shapes plugins ship with, and every error path.
 
-use ferry_config::{Code, HttpFilter, ListenerKind, PathMatch, RouteAction, from_yaml};
+use std::time::Duration;
+
+use ferry_config::{
+    Code, FailurePolicy, HoldFailed, HttpFilter, ListenerKind, PathMatch, QueueOverflow, RouteAction, from_yaml,
+};
 
 const SEED: &str = include_str!("../../../examples/shared_queue/envoy.yaml");
 const MULTI: &str = include_str!("../../../examples/shared_queue_multi/envoy.yaml");
@@ -19,7 +23,7 @@ fn the_seed_config_parses() {
     let ListenerKind::Http(hcm) = &listener.kind else { panic!("an HTTP listener") };
     let [HttpFilter::Wasm(sender)] = hcm.http_filters.as_slice() else { panic!("one wasm filter before the router") };
     assert_eq!(sender.vm.vm_id, "sender");
-    assert!(!sender.fail_open);
+    assert_eq!(sender.failure_policy, None);
     let route = &hcm.route_config.virtual_hosts[0].routes[0];
     assert_eq!(route.matcher, PathMatch::Prefix("/".into()));
     assert_eq!(route.action, RouteAction::DirectResponse { status: 200, body: Some(b"example body\n".to_vec()) });
@@ -245,4 +249,122 @@ fn clusters_choose_http2_through_protocol_options() {
         from_yaml(&cluster(&typed("explicit_http_config: { http3_protocol_options: {} }"))).unwrap_err().path,
         format!("{at}.explicit_http_config.http3_protocol_options")
     );
+}
+
+/// The seed's receiver service with `extra` lines added to its plugin config.
+fn receiver_with(extra: &str) -> String {
+    let anchor = "    config:\n      vm_config:\n        vm_id: \"receiver\"";
+    assert!(SEED.contains(anchor));
+    SEED.replace(anchor, &format!("    config:\n{extra}\n      vm_config:\n        vm_id: \"receiver\""))
+}
+
+#[test]
+fn failure_policies_mean_what_envoy_names_them() {
+    let policy = |extra: &str| from_yaml(&receiver_with(extra)).unwrap().wasm_services[0].plugin.failure_policy;
+    assert_eq!(policy(""), None);
+    assert_eq!(policy("      failure_policy: UNSPECIFIED"), None);
+    assert_eq!(policy("      failure_policy: FAIL_CLOSED"), Some(FailurePolicy::FailClosed));
+    assert_eq!(policy("      failure_policy: FAIL_OPEN"), Some(FailurePolicy::FailOpen));
+    assert_eq!(policy("      fail_open: true"), Some(FailurePolicy::FailOpen));
+    let second = Duration::from_secs(1);
+    assert_eq!(
+        policy("      failure_policy: FAIL_RELOAD"),
+        Some(FailurePolicy::FailReload { base_interval: second, max_interval: 10 * second })
+    );
+    assert_eq!(
+        policy(
+            "      failure_policy: FAIL_RELOAD\n      reload_config: { backoff: { base_interval: 0.2s, max_interval: 5s } }"
+        ),
+        Some(FailurePolicy::FailReload { base_interval: second / 5, max_interval: 5 * second })
+    );
+}
+
+#[test]
+fn failure_policy_errors_name_the_field_path() {
+    let at = "bootstrap_extensions[0].typed_config.config";
+    let cases = [
+        ("      failure_policy: FAIL_SOMETIMES", format!("{at}.failure_policy")),
+        ("      failure_policy: FAIL_OPEN\n      fail_open: true", format!("{at}.failure_policy")),
+        (
+            "      failure_policy: FAIL_CLOSED\n      reload_config: { backoff: { base_interval: 1s } }",
+            format!("{at}.reload_config"),
+        ),
+        (
+            "      failure_policy: FAIL_RELOAD\n      reload_config: { backoff: { base_interval: soon } }",
+            format!("{at}.reload_config.backoff.base_interval"),
+        ),
+        (
+            "      failure_policy: FAIL_RELOAD\n      reload_config: { backoff: { base_interval: 2s, max_interval: 1s } }",
+            format!("{at}.reload_config.backoff.max_interval"),
+        ),
+    ];
+    for (extra, path) in cases {
+        let error = from_yaml(&receiver_with(extra)).expect_err(&path);
+        assert_eq!(error.path, path, "{error}");
+    }
+}
+
+const RUNTIME: &str = r#"
+- name: ferry.wasm_runtime
+  typed_config:
+    "@type": type.googleapis.com/ferry.config.v1.WasmRuntime
+    callback_deadline: 0.05s
+    start_deadline: 0s
+    memory_limit_bytes: 67108864
+    default_failure_policy: FAIL_CLOSED
+    hold_failed: { failures: 3, window: 30s }
+    plugins:
+    - { name: receiver, callback_deadline: 1s }
+    shared_queue_defaults: { max_bytes: 1048576 }
+    shared_queues:
+    - { vm_id: receiver, name: http_headers, max_items: 100, overflow: DROP_OLDEST }
+    - { vm_id: other }
+"#;
+
+#[test]
+fn the_wasm_runtime_extension_sets_limits_policies_and_queue_bounds() {
+    let yaml = SEED.replace("bootstrap_extensions:\n", &format!("bootstrap_extensions:{RUNTIME}"));
+    let config = from_yaml(&yaml).unwrap();
+    assert_eq!(config.wasm_services.len(), 1, "the runtime is not a service");
+    let runtime = &config.wasm_runtime;
+    assert_eq!(runtime.limits.callback_deadline, Some(Duration::from_millis(50)));
+    assert_eq!(runtime.limits.start_deadline, Some(Duration::ZERO));
+    assert_eq!(runtime.limits.memory_limit_bytes, Some(64 << 20));
+    assert_eq!(runtime.default_failure_policy, Some(FailurePolicy::FailClosed));
+    assert_eq!(runtime.hold_failed, Some(HoldFailed { failures: 3, window: Duration::from_secs(30) }));
+    assert_eq!(runtime.plugins[0].name, "receiver");
+    assert_eq!(runtime.plugins[0].limits.callback_deadline, Some(Duration::from_secs(1)));
+    assert_eq!(runtime.queue_defaults.unwrap().max_bytes, Some(1 << 20));
+    assert_eq!(runtime.shared_queues[0].name.as_deref(), Some("http_headers"));
+    assert_eq!(runtime.shared_queues[0].bounds.overflow, Some(QueueOverflow::DropOldest));
+    assert_eq!(runtime.shared_queues[1].name, None);
+}
+
+#[test]
+fn wasm_runtime_errors_name_the_field_path() {
+    let at = "bootstrap_extensions[0].typed_config";
+    let with = |from: &str, to: &str| {
+        SEED.replace("bootstrap_extensions:\n", &format!("bootstrap_extensions:{}", RUNTIME.replace(from, to)))
+    };
+    let cases = [
+        (with("callback_deadline: 0.05s", "callback_deadline: fast"), format!("{at}.callback_deadline")),
+        (with("memory_limit_bytes: 67108864", "memory_limit_bytes: 100"), format!("{at}.memory_limit_bytes")),
+        (
+            with("default_failure_policy: FAIL_CLOSED", "default_failure_policy: NEVER"),
+            format!("{at}.default_failure_policy"),
+        ),
+        (with("failures: 3", "failures: 0"), format!("{at}.hold_failed.failures")),
+        (
+            with("{ name: receiver, callback_deadline: 1s }", "{ name: receiver, callback_deadline: 1 }"),
+            format!("{at}.plugins[0].callback_deadline"),
+        ),
+        (with("overflow: DROP_OLDEST", "overflow: DROP_NEWEST"), format!("{at}.shared_queues[0].overflow")),
+        (with("start_deadline: 0s", "start_deadlines: 0s"), format!("{at}.start_deadlines")),
+    ];
+    for (yaml, path) in cases {
+        let error = from_yaml(&yaml).expect_err(&path);
+        assert_eq!(error.path, path, "{error}");
+    }
+    let twice = SEED.replace("bootstrap_extensions:\n", &format!("bootstrap_extensions:{RUNTIME}{RUNTIME}"));
+    assert_eq!(from_yaml(&twice).unwrap_err().path, "bootstrap_extensions[1]");
 }

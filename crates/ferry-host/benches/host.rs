@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ferry_host::{
-    FailurePolicy, HeaderMap, Host, HostOptions, HttpStream, ModuleSpec, Plugin, PluginHandle, QueueReady,
-    ThreadMailbox, WasmThread,
+    FailurePolicy, HeaderMap, Host, HostOptions, HttpStream, Limits, ModuleSpec, Plugin, PluginHandle, QueueReady,
+    StreamCallback, ThreadMailbox, WasmThread,
 };
 
 /// A mailbox that hands notices to a channel (or drops them).
@@ -84,7 +84,7 @@ fn plugin(host: &Arc<Host>, vm_id: &str, code: Bytes) -> Arc<Plugin> {
         origin: vm_id.into(),
         environment: Vec::new(),
     };
-    Plugin::new(vm_id, "", Bytes::new(), host.load_module(spec).unwrap(), FailurePolicy::FailClosed)
+    Plugin::new(vm_id, "", Bytes::new(), host.load_module(spec).unwrap(), FailurePolicy::FailClosed, Limits::default())
 }
 
 fn started(host: &Arc<Host>, plugin: Arc<Plugin>, mailbox: ChannelMailbox) -> (WasmThread, PluginHandle) {
@@ -115,11 +115,11 @@ fn example_plugin(file: &str) -> Bytes {
 fn boundary(c: &mut Criterion) {
     let host = Host::new(HostOptions::default()).unwrap();
     let (mut thread, handle) = started(&host, plugin(&host, "bench", Bytes::from(WAT)), ChannelMailbox(None));
-    let vm_key = thread.plugin(handle).module.key();
+    let instance = thread.instance(handle);
     let mut group = c.benchmark_group("boundary");
     // One tick = one host→Wasm callback plus 1000 Wasm→host calls.
     group.throughput(Throughput::Elements(1000));
-    group.bench_function("wasm_to_host_call_x1000", |b| b.iter(|| thread.on_tick(vm_key, 1)));
+    group.bench_function("wasm_to_host_call_x1000", |b| b.iter(|| thread.on_tick(instance, 1)));
     group.finish();
 }
 
@@ -131,7 +131,7 @@ fn streams(c: &mut Criterion) {
         let mut stream = stream_with(headers);
         let context = thread.create_http_stream(handle).unwrap();
         group.bench_function(format!("on_request_headers_reading_{headers}_pairs"), |b| {
-            b.iter(|| thread.on_request_headers(&context, &mut stream, true).unwrap())
+            b.iter(|| thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut stream, true).unwrap())
         });
         thread.finish_http_stream(context, &mut stream);
     }
@@ -139,13 +139,13 @@ fn streams(c: &mut Criterion) {
     group.bench_function("lifecycle_create_headers_log_done_delete", |b| {
         b.iter(|| {
             let context = thread.create_http_stream(handle).unwrap();
-            black_box(thread.on_request_headers(&context, &mut stream, true).unwrap());
+            black_box(thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut stream, true).unwrap());
             thread.finish_http_stream(context, &mut stream);
         })
     });
     let context = thread.create_http_stream(handle).unwrap();
     group.bench_function("queue_enqueue_then_dequeue_same_thread", |b| {
-        b.iter(|| thread.on_response_headers(&context, &mut stream, true).unwrap())
+        b.iter(|| thread.stream_callback(&context, StreamCallback::ResponseHeaders, &mut stream, true).unwrap())
     });
     group.finish();
 }
@@ -184,7 +184,7 @@ fn cross_thread(c: &mut Criterion) {
             let start = Instant::now();
             for _ in 0..iterations {
                 for _ in 0..10_000 {
-                    queues.enqueue(token, item.clone()).unwrap();
+                    queues.enqueue(token, &item).unwrap();
                 }
                 done_rx.recv().unwrap();
             }

@@ -66,4 +66,6 @@ pub struct PluginFailure {
     pub vm_id: String,
     /// What happened, e.g. `Function: proxy_on_request_headers failed: wasm trap: unreachable`.
     pub reason: String,
+    /// The plugin's policy lets the stream go on without it (FAIL_OPEN).
+    pub fail_open: bool,
 }

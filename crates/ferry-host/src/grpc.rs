@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::headers::HeaderMap;
-use crate::mailbox::VmKey;
+use crate::mailbox::InstanceId;
 
 /// What a plugin asked for.
 #[derive(Clone, Debug)]
@@ -20,8 +20,8 @@ pub enum GrpcCommand {
     Open(GrpcOpen),
     /// `proxy_grpc_send` on a stream.
     Send {
-        /// The VM of the stream.
-        vm_key: VmKey,
+        /// The VM instance of the stream.
+        instance: InstanceId,
         /// The stream.
         token: u32,
         /// One message, without the gRPC length prefix.
@@ -32,16 +32,16 @@ pub enum GrpcCommand {
     /// `proxy_grpc_cancel`, or `proxy_grpc_close` on a unary call: reset it;
     /// the plugin hears nothing more of it.
     Cancel {
-        /// The VM of the call.
-        vm_key: VmKey,
+        /// The VM instance of the call.
+        instance: InstanceId,
         /// The call or stream.
         token: u32,
     },
     /// `proxy_grpc_close` on a stream: half-close it; the peer's answer and
     /// close still arrive.
     Close {
-        /// The VM of the stream.
-        vm_key: VmKey,
+        /// The VM instance of the stream.
+        instance: InstanceId,
         /// The stream.
         token: u32,
     },
@@ -50,8 +50,9 @@ pub enum GrpcCommand {
 /// A gRPC call or stream to open.
 #[derive(Clone, Debug)]
 pub struct GrpcOpen {
-    /// The VM that opened it.
-    pub vm_key: VmKey,
+    /// The VM instance that opened it: its events go back there, or
+    /// nowhere if it was replaced meanwhile.
+    pub instance: InstanceId,
     /// The root context that gets its callbacks.
     pub context_id: u32,
     /// Its token, as the plugin knows it.
@@ -98,4 +99,16 @@ pub mod status {
     pub const UNAVAILABLE: u32 = 14;
     /// No status came back.
     pub const UNKNOWN: u32 = 2;
+}
+
+impl GrpcCommand {
+    /// The call or stream it is about.
+    pub fn key(&self) -> (InstanceId, u32) {
+        match self {
+            GrpcCommand::Open(open) => (open.instance, open.token),
+            GrpcCommand::Send { instance, token, .. }
+            | GrpcCommand::Cancel { instance, token }
+            | GrpcCommand::Close { instance, token } => (*instance, *token),
+        }
+    }
 }

@@ -13,11 +13,13 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Cache, CacheConfig, Config, Engine, Linker, Module, OptLevel};
 
 use crate::error::LoadError;
+use crate::failure::HoldPolicy;
+use crate::limits::EPOCH_TICK;
 use crate::mailbox::VmKey;
 use crate::metrics::Metrics;
 use crate::module::{ModuleSpec, PluginModule, VmIdHandle};
 use crate::shared_data::SharedData;
-use crate::shared_queue::SharedQueues;
+use crate::shared_queue::{QueueBounds, QueueBoundsRule, SharedQueues};
 use crate::state::HostState;
 
 /// Level of the `wasm` logger: plugin log calls below it are dropped before
@@ -52,7 +54,10 @@ pub(crate) struct SharedState {
     upstreams: Option<HashSet<String>>,
     /// `node.id` and `node.cluster`.
     pub(crate) node: (String, String),
-    unimplemented_reported: Mutex<HashSet<&'static str>>,
+    /// Problems already logged, so each is logged once per process.
+    reported: Mutex<HashSet<(&'static str, &'static str)>>,
+    /// When a plugin that keeps failing is held failed.
+    pub(crate) hold: HoldPolicy,
 }
 
 impl SharedState {
@@ -71,10 +76,10 @@ impl SharedState {
         self.upstreams.as_ref().is_none_or(|u| u.contains(name))
     }
 
-    /// True the first time `function` is reported, so each unimplemented
-    /// host function is logged once per process.
-    pub(crate) fn first_unimplemented_call(&self, function: &'static str) -> bool {
-        self.unimplemented_reported.lock().unwrap_or_else(|e| e.into_inner()).insert(function)
+    /// True the first time `problem` is reported for `function`, so each
+    /// is logged once per process.
+    pub(crate) fn first_report(&self, function: &'static str, problem: &'static str) -> bool {
+        self.reported.lock().unwrap_or_else(|e| e.into_inner()).insert((function, problem))
     }
 }
 
@@ -91,6 +96,10 @@ pub struct HostOptions {
     pub upstreams: Option<Vec<String>>,
     /// `node.id` and `node.cluster` of the configuration, as properties.
     pub node: (String, String),
+    /// When a plugin that keeps failing is held failed.
+    pub hold: HoldPolicy,
+    /// Bounds of shared queues: the default, and rules for named queues.
+    pub queue_bounds: (QueueBounds, Vec<QueueBoundsRule>),
 }
 
 impl Default for HostOptions {
@@ -100,6 +109,8 @@ impl Default for HostOptions {
             module_cache: None,
             upstreams: None,
             node: Default::default(),
+            hold: HoldPolicy::default(),
+            queue_bounds: Default::default(),
         }
     }
 }
@@ -127,8 +138,8 @@ impl Host {
     pub fn new(options: HostOptions) -> Result<Arc<Host>, LoadError> {
         let mut config = Config::new();
         config.cranelift_opt_level(OptLevel::Speed);
-        // Room for a CPU deadline per callback: the epoch check is compiled in
-        // now, so adding a deadline later changes no generated code.
+        // Callback deadlines: compiled code checks the engine's epoch, which
+        // a ticker thread advances (see `limits::EPOCH_TICK`).
         config.epoch_interruption(true);
         if let Some(directory) = &options.module_cache {
             let mut cache = CacheConfig::new();
@@ -150,15 +161,18 @@ impl Host {
         crate::hostcalls::add_to_linker(&mut linker)
             .and_then(|()| crate::wasi::add_to_linker(&mut linker))
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        spawn_epoch_ticker(&engine)?;
+        let (default_bounds, bound_rules) = options.queue_bounds;
         let shared = Arc::new(SharedState {
-            queues: SharedQueues::default(),
+            queues: SharedQueues::with_bounds(default_bounds, bound_rules),
             data: SharedData::default(),
             metrics: Metrics::default(),
             vm_id_modules: Mutex::default(),
             wasm_log_level: AtomicU8::new(options.wasm_log_level.to_raw()),
             upstreams: options.upstreams.map(|u| u.into_iter().collect()),
             node: options.node,
-            unimplemented_reported: Mutex::default(),
+            reported: Mutex::default(),
+            hold: options.hold,
         });
         Ok(Arc::new(Host { engine, linker, shared, modules: Mutex::default() }))
     }
@@ -222,6 +236,23 @@ impl Host {
         let cache = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         cache.by_digest.get(digest).and_then(Weak::upgrade)
     }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] for as long as the
+/// engine lives: the clock every callback deadline is measured on.
+fn spawn_epoch_ticker(engine: &Engine) -> Result<(), LoadError> {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map(drop)
+        .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker: {e}")))
 }
 
 /// Envoy's vm_key: a hash of the vm_id, the VM configuration and the code.

@@ -12,10 +12,13 @@
 //! - [`WasmThread`]: the VM instances of one thread and every call into them.
 
 mod error;
+mod exports;
+mod failure;
 mod grpc;
 mod headers;
 mod host;
 mod hostcalls;
+mod limits;
 mod mailbox;
 mod memory;
 mod metrics;
@@ -30,19 +33,28 @@ mod vm;
 mod wasi;
 
 pub use error::{LoadError, PluginFailure, StartError};
+pub use exports::{Abis, CALLBACKS, Callback};
+pub use failure::{Backoff, FailurePolicy, Health, HoldPolicy, PluginStats};
 pub use grpc::{GrpcCommand, GrpcEvent, GrpcOpen, status as grpc_status};
 pub use headers::HeaderMap;
 pub use host::{Host, HostOptions, WasmLogLevel, module_spec};
-pub use hostcalls::{IMPLEMENTED, UNIMPLEMENTED};
-pub use mailbox::{QueueReady, ThreadMailbox, VmKey};
+pub use hostcalls::{HOST_FUNCTIONS, HostFunction, Param, Support, implemented, unimplemented};
+pub use limits::{
+    EPOCH_TICK, Limits, MAX_FOREIGN_RESULT, MAX_LOG_MESSAGE, MAX_METRICS, MAX_PENDING_CALLS, MAX_SHARED_DATA_BYTES,
+    MAX_TABLE_ELEMENTS, MAX_VALUE_BYTES,
+};
+pub use mailbox::{InstanceId, QueueReady, ThreadMailbox, VmKey};
 pub use metrics::{Metric, Metrics};
 pub use module::{ModuleSpec, PluginModule};
-pub use plugin::{FailurePolicy, Plugin};
+pub use plugin::Plugin;
 pub use shared_data::SharedData;
-pub use shared_queue::{QueueOwner, QueueTotals, SharedQueues};
+pub use shared_queue::{
+    Overflow, QueueBounds, QueueBoundsRule, QueueCounts, QueueOwner, QueueStats, QueueTotals, SharedQueues,
+};
 pub use state::{HostState, TickRequest};
 pub use stream::{
-    HttpCallRequest, HttpCallResponse, HttpStream, LocalResponse, PausedAt, StreamAction, StreamInfo, StreamSignal,
-    Verdict,
+    Cancelled, HttpCallRequest, HttpCallResponse, HttpStream, LocalResponse, PausedAt, StreamAction, StreamInfo,
+    StreamSignal, Verdict,
 };
 pub use thread::{Effects, PluginHandle, StreamContext, TickChange, WasmThread};
+pub use vm::StreamCallback;

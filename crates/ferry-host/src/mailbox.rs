@@ -21,12 +21,24 @@ impl fmt::Debug for VmKey {
     }
 }
 
+/// One VM instance on one thread: the module it runs and which instance
+/// of it this is. A failed instance is replaced by one with the next
+/// generation, so events meant for the old one (a late HTTP call response,
+/// a queue notification) can be told apart and dropped.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct InstanceId {
+    /// The module.
+    pub vm_key: VmKey,
+    /// 0 for the first instance on a thread, then one more per replacement.
+    pub generation: u32,
+}
+
 /// "An item was enqueued": deliver `proxy_on_queue_ready(context_id, queue_id)`
-/// to the VM `vm_key` on the mailbox's thread.
+/// to VM instance `instance` on the mailbox's thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueReady {
-    /// The VM that registered the queue last.
-    pub vm_key: VmKey,
+    /// The VM instance that registered the queue last.
+    pub instance: InstanceId,
     /// Its root context that gets the callback.
     pub context_id: u32,
     /// The queue that got an item.

@@ -60,13 +60,18 @@ pub(crate) fn read_u32(mem: &[u8], ptr: i32) -> Result<u32, Status> {
 /// `ptr_out` and `size_out`. Empty data is returned as address 0, size 0,
 /// without allocating (as Envoy does).
 ///
+/// While the allocator runs, host calls other than `proxy_log` are refused
+/// (see [`crate::hostcalls`]), so what `fill` copies cannot have changed
+/// since `len` was measured; `fill` still reports whether it could write
+/// exactly `len` bytes, and `InternalFailure` is returned if not.
+///
 /// Returns `Err` only when the allocator traps, which fails the callback.
 pub(crate) fn return_bytes(
     caller: &mut Caller<'_, HostState>,
     len: usize,
     ptr_out: i32,
     size_out: i32,
-    fill: impl FnOnce(&HostState, &mut [u8]),
+    fill: impl FnOnce(&HostState, &mut [u8]) -> bool,
 ) -> wasmtime::Result<Status> {
     // Check the out-params first, so a bad pointer does not leak an allocation.
     {
@@ -79,14 +84,17 @@ pub(crate) fn return_bytes(
     let address = if len == 0 {
         0
     } else {
-        // Taken out for the call (a `TypedFunc` is costly to clone): a host
-        // call made from inside the allocator gets `InternalFailure`.
+        // Taken out for the call (a `TypedFunc` is costly to clone); the
+        // flag refuses host calls the allocator makes.
         let Some(allocator) = caller.data_mut().allocator.take() else {
             return Ok(Status::InternalFailure);
         };
+        caller.data_mut().in_allocator = true;
         // The guest may grow its memory here: borrow it only afterwards.
-        let address = allocator.call(&mut *caller, len32);
-        caller.data_mut().allocator = Some(allocator);
+        let address = allocator.call(&mut *caller, (len32,));
+        let state = caller.data_mut();
+        state.in_allocator = false;
+        state.allocator = Some(allocator);
         let address = address?;
         if address == 0 {
             return Ok(Status::InvalidMemoryAccess);
@@ -96,7 +104,11 @@ pub(crate) fn return_bytes(
     let (mem, state) = split(caller);
     if len > 0 {
         match slice_mut(mem, address, len32) {
-            Ok(dest) => fill(state, dest),
+            Ok(dest) => {
+                if !fill(state, dest) {
+                    return Ok(Status::InternalFailure);
+                }
+            }
             Err(status) => return Ok(status),
         }
     }
@@ -113,7 +125,10 @@ pub(crate) fn return_copy(
     ptr_out: i32,
     size_out: i32,
 ) -> wasmtime::Result<Status> {
-    return_bytes(caller, bytes.len(), ptr_out, size_out, |_, dest| dest.copy_from_slice(bytes))
+    return_bytes(caller, bytes.len(), ptr_out, size_out, |_, dest| {
+        dest.copy_from_slice(bytes);
+        true
+    })
 }
 
 #[cfg(test)]

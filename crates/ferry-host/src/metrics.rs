@@ -107,6 +107,9 @@ impl Metrics {
     /// [`Status::BadArgument`] if `name` exists with another kind.
     pub(crate) fn define(&self, kind: MetricType, name: &str) -> Result<Arc<Metric>, Status> {
         let mut by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+        if by_name.len() >= crate::limits::MAX_METRICS && !by_name.contains_key(name) {
+            return Err(Status::BadArgument);
+        }
         let metric = by_name.entry(name.to_owned()).or_insert_with(|| Arc::new(Metric::new(kind)));
         if metric.kind != kind {
             return Err(Status::BadArgument);
@@ -126,13 +129,20 @@ impl Metrics {
 #[derive(Default)]
 pub(crate) struct MetricIds {
     metrics: Vec<Arc<Metric>>,
+    /// Index of each metric in `metrics`, by address.
+    index: rustc_hash::FxHashMap<usize, usize>,
 }
 
 impl MetricIds {
+    /// The id of `metric` in this VM: the one it already has if the plugin
+    /// defined it before, so defining in a loop does not grow the table.
     pub(crate) fn add(&mut self, metric: Arc<Metric>) -> u32 {
-        let id = ((self.metrics.len() as u32 + 1) << 2) | metric.kind as u32;
-        self.metrics.push(metric);
-        id
+        let address = Arc::as_ptr(&metric) as usize;
+        let index = *self.index.entry(address).or_insert_with(|| {
+            self.metrics.push(metric);
+            self.metrics.len() - 1
+        });
+        ((index as u32 + 1) << 2) | self.metrics[index].kind as u32
     }
 
     pub(crate) fn get(&self, id: u32) -> Result<&Metric, Status> {

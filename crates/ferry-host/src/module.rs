@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_abi::AbiVersion;
-use wasmtime::{ExternType, FuncType, InstancePre, Module, ValType};
+use wasmtime::{InstancePre, Module};
 
 use crate::error::LoadError;
 use crate::host::SharedState;
@@ -49,7 +49,7 @@ impl PluginModule {
         let origin = || spec.origin.clone();
         let abi = AbiVersion::detect(module.exports().map(|e| e.name()))
             .map_err(|reason| LoadError::Abi { origin: origin(), reason })?;
-        check_exports(&module, abi).map_err(|reason| LoadError::Export { origin: origin(), reason })?;
+        crate::exports::check(&module, abi).map_err(|reason| LoadError::Export { origin: origin(), reason })?;
         let allocator = ["proxy_on_memory_allocate", "malloc"]
             .into_iter()
             .find(|name| module.get_export(name).is_some())
@@ -79,69 +79,6 @@ impl PluginModule {
     pub fn origin(&self) -> &str {
         &self.spec.origin
     }
-}
-
-use ValType::{I32, I64};
-
-/// The exports the host calls, with the signature it calls them with.
-/// Absent ones are skipped; present ones must match.
-pub(crate) fn expected_exports(abi: AbiVersion) -> Vec<(&'static str, &'static [ValType], &'static [ValType])> {
-    let headers: &'static [ValType] = if abi.headers_have_end_of_stream() { &[I32, I32, I32] } else { &[I32, I32] };
-    vec![
-        ("_initialize", &[], &[]),
-        ("_start", &[], &[]),
-        ("main", &[I32, I32], &[I32]),
-        ("__main_void", &[], &[I32]),
-        ("proxy_on_memory_allocate", &[I32], &[I32]),
-        ("malloc", &[I32], &[I32]),
-        ("proxy_on_context_create", &[I32, I32], &[]),
-        ("proxy_on_vm_start", &[I32, I32], &[I32]),
-        ("proxy_on_configure", &[I32, I32], &[I32]),
-        ("proxy_on_done", &[I32], &[I32]),
-        ("proxy_on_log", &[I32], &[]),
-        ("proxy_on_delete", &[I32], &[]),
-        ("proxy_on_tick", &[I32], &[]),
-        ("proxy_on_queue_ready", &[I32, I32], &[]),
-        ("proxy_on_http_call_response", &[I32, I32, I32, I32, I32], &[]),
-        ("proxy_on_request_headers", headers, &[I32]),
-        ("proxy_on_response_headers", headers, &[I32]),
-        ("proxy_on_request_body", &[I32, I32, I32], &[I32]),
-        ("proxy_on_response_body", &[I32, I32, I32], &[I32]),
-    ]
-}
-
-fn check_exports(module: &Module, abi: AbiVersion) -> Result<(), String> {
-    match module.get_export("memory") {
-        Some(ExternType::Memory(_)) => {}
-        _ => return Err("the module exports no memory named `memory`".into()),
-    }
-    for (name, params, results) in expected_exports(abi) {
-        let Some(ty) = module.get_export(name) else { continue };
-        let ExternType::Func(func) = ty else {
-            return Err(format!("export `{name}` is not a function"));
-        };
-        if !same_signature(&func, params, results) {
-            return Err(format!(
-                "export `{name}` has signature {func} but ABI {abi} calls it as {}",
-                describe(params, results)
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn same_signature(func: &FuncType, params: &[ValType], results: &[ValType]) -> bool {
-    let eq = |a: ValType, b: &ValType| ValType::eq(&a, b);
-    func.params().len() == params.len()
-        && func.results().len() == results.len()
-        && func.params().zip(params).all(|(a, b)| eq(a, b))
-        && func.results().zip(results).all(|(a, b)| eq(a, b))
-}
-
-fn describe(params: &[ValType], results: &[ValType]) -> String {
-    let list =
-        |v: &[ValType]| v.iter().map(|t| if matches!(t, I64) { "i64" } else { "i32" }).collect::<Vec<_>>().join(", ");
-    format!("(func (param {}) (result {}))", list(params), list(results))
 }
 
 /// One per loaded module; the last one of a vm_id to go deletes that

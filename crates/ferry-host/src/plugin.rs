@@ -5,17 +5,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::failure::{FailurePolicy, PluginStats};
+use crate::limits::Limits;
 use crate::module::PluginModule;
-
-/// What to do with a request when the plugin's VM fails (Envoy's `failure_policy`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum FailurePolicy {
-    /// Answer the request with 503 (the default).
-    #[default]
-    FailClosed,
-    /// Skip the plugin and let the request go on.
-    FailOpen,
-}
 
 /// A plugin: one root context, with its own configuration, in a VM of `module`.
 pub struct Plugin {
@@ -29,6 +21,10 @@ pub struct Plugin {
     pub module: Arc<PluginModule>,
     /// What a VM failure means for requests.
     pub failure_policy: FailurePolicy,
+    /// Its deadlines and memory limit.
+    pub limits: Limits,
+    /// Its counters, over all threads.
+    pub stats: PluginStats,
     /// Prefix of `proxy_log` lines from the root context: ` <root_id> <vm_id>`.
     pub(crate) root_log_prefix: String,
     /// Prefix of `proxy_log` lines from stream contexts: ` <name> <root_id> <vm_id>`.
@@ -43,6 +39,7 @@ impl Plugin {
         configuration: impl Into<Bytes>,
         module: Arc<PluginModule>,
         failure_policy: FailurePolicy,
+        limits: Limits,
     ) -> Arc<Self> {
         let name = name.into();
         let root_id = root_id.into();
@@ -54,6 +51,8 @@ impl Plugin {
             configuration: configuration.into(),
             module,
             failure_policy,
+            limits,
+            stats: PluginStats::default(),
             root_log_prefix,
             stream_log_prefix,
         })

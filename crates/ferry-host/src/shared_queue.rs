@@ -17,23 +17,106 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use ferry_abi::Status;
 
-use crate::mailbox::{QueueReady, ThreadMailbox, VmKey};
+use crate::limits::MAX_VALUE_BYTES;
+use crate::mailbox::{InstanceId, QueueReady, ThreadMailbox};
 
-/// Who is told about new items: a root context of a VM on some thread.
+/// Who is told about new items: a root context of a VM instance on some thread.
 #[derive(Clone)]
 pub struct QueueOwner {
     /// The mailbox of the owner's thread.
     pub mailbox: Arc<dyn ThreadMailbox>,
-    /// The owner's VM on that thread.
-    pub vm_key: VmKey,
+    /// The owner's VM instance on that thread.
+    pub instance: InstanceId,
     /// The owner's root context.
     pub context_id: u32,
 }
 
+impl QueueOwner {
+    /// Whether `self` replaces `other`: a new instance of the same VM on the
+    /// same thread (the old one failed and was restarted).
+    fn restarts(&self, other: &QueueOwner) -> bool {
+        let same_thread = std::ptr::addr_eq(Arc::as_ptr(&self.mailbox), Arc::as_ptr(&other.mailbox));
+        same_thread && self.instance.vm_key == other.instance.vm_key && self.instance != other.instance
+    }
+}
+
+/// What a full queue does with one more item.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// The enqueue fails with `NotFound` (the one status every SDK reports
+    /// as an error without crashing the plugin); the items kept are untouched.
+    #[default]
+    Refuse,
+    /// The oldest items are dropped to make room.
+    DropOldest,
+}
+
+/// How much one queue may hold (a ferry extension: Envoy's queues are unbounded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueBounds {
+    /// Most items waiting; `None` for no limit (as Envoy).
+    pub max_items: Option<usize>,
+    /// Most bytes waiting: a safety net against a producer whose consumer
+    /// is gone, on by default.
+    pub max_bytes: usize,
+    /// What happens to an item past either bound.
+    pub overflow: Overflow,
+}
+
+impl Default for QueueBounds {
+    /// No item limit, 256 MiB, refuse.
+    fn default() -> Self {
+        QueueBounds { max_items: None, max_bytes: 256 << 20, overflow: Overflow::Refuse }
+    }
+}
+
+/// The bounds of the queue `(vm_id, name)`, where a configuration sets them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueBoundsRule {
+    /// The queue's vm_id.
+    pub vm_id: String,
+    /// The queue's name; `None` for every queue of the vm_id.
+    pub name: Option<String>,
+    /// Its bounds.
+    pub bounds: QueueBounds,
+}
+
 struct Queue {
     vm_id: String,
+    name: String,
     items: VecDeque<Bytes>,
+    bytes: usize,
     owner: QueueOwner,
+    bounds: QueueBounds,
+    counts: QueueCounts,
+}
+
+/// Counters of one queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Items enqueued.
+    pub enqueued: u64,
+    /// Items dequeued.
+    pub dequeued: u64,
+    /// Items dropped to make room (`DropOldest`).
+    pub dropped: u64,
+    /// Enqueues refused (`Refuse`, or an item larger than any bound allows).
+    pub refused: u64,
+}
+
+/// One queue as `/stats` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Its vm_id.
+    pub vm_id: String,
+    /// Its name.
+    pub name: String,
+    /// Items waiting now.
+    pub depth: u64,
+    /// Bytes waiting now.
+    pub bytes: u64,
+    /// Its counters since it was registered.
+    pub counts: QueueCounts,
 }
 
 #[derive(Default)]
@@ -42,6 +125,8 @@ struct Registry {
     queues: FxHashMap<u32, Queue>,
     last_token: u32,
     totals: QueueTotals,
+    rules: Vec<QueueBoundsRule>,
+    default_bounds: QueueBounds,
 }
 
 /// Items that went through all queues since start: for accounting under
@@ -54,6 +139,10 @@ pub struct QueueTotals {
     pub dequeued: u64,
     /// Items waiting now.
     pub waiting: u64,
+    /// Items dropped to make room.
+    pub dropped: u64,
+    /// Enqueues refused.
+    pub refused: u64,
 }
 
 /// All shared queues of one process.
@@ -63,20 +152,51 @@ pub struct SharedQueues {
 }
 
 impl SharedQueues {
+    /// Queues bounded by `rules` (first match wins), others by `default`.
+    pub fn with_bounds(default: QueueBounds, rules: Vec<QueueBoundsRule>) -> Self {
+        let registry = Registry { rules, default_bounds: default, ..Registry::default() };
+        SharedQueues { registry: Mutex::new(registry) }
+    }
+
     /// Creates the queue `(vm_id, name)` or takes over an existing one, and
     /// returns its token (`proxy_register_shared_queue`).
+    ///
+    /// A new instance of the VM that owned the queue (the old one failed)
+    /// is told once per item that waited meanwhile: the notifications sent
+    /// to the failed instance were dropped, and each item still gets one.
     pub fn register(&self, vm_id: &str, name: &str, owner: QueueOwner) -> u32 {
-        let mut reg = self.lock();
-        let key = (vm_id.to_owned(), name.to_owned());
-        if let Some(&token) = reg.tokens.get(&key) {
-            if let Some(queue) = reg.queues.get_mut(&token) {
-                queue.owner = owner;
+        let (token, missed) = {
+            let mut reg = self.lock();
+            let key = (vm_id.to_owned(), name.to_owned());
+            if let Some(&token) = reg.tokens.get(&key) {
+                let queue = reg.queues.get_mut(&token).expect("a token names a queue");
+                let missed = if owner.restarts(&queue.owner) { queue.items.len() } else { 0 };
+                queue.owner = owner.clone();
+                (token, missed)
+            } else {
+                let token = reg.next_free_token();
+                let bounds = reg.bounds_of(vm_id, name);
+                reg.tokens.insert(key, token);
+                let queue = Queue {
+                    vm_id: vm_id.to_owned(),
+                    name: name.to_owned(),
+                    items: VecDeque::new(),
+                    bytes: 0,
+                    owner: owner.clone(),
+                    bounds,
+                    counts: QueueCounts::default(),
+                };
+                reg.queues.insert(token, queue);
+                (token, 0)
             }
-            return token;
+        };
+        for _ in 0..missed {
+            owner.mailbox.post_queue_ready(QueueReady {
+                instance: owner.instance,
+                context_id: owner.context_id,
+                queue_id: token,
+            });
         }
-        let token = reg.next_free_token();
-        reg.tokens.insert(key, token);
-        reg.queues.insert(token, Queue { vm_id: vm_id.to_owned(), items: VecDeque::new(), owner });
         token
     }
 
@@ -86,23 +206,35 @@ impl SharedQueues {
         self.lock().tokens.get(&(vm_id.to_owned(), name.to_owned())).copied()
     }
 
-    /// Appends `item` and posts one notification to the owner
-    /// (`proxy_enqueue_shared_queue`).
+    /// Appends a copy of `item` and posts one notification to the owner
+    /// (`proxy_enqueue_shared_queue`). A full queue refuses it or drops its
+    /// oldest items, as its bounds say.
     ///
     /// # Errors
-    /// [`Status::NotFound`] for an unknown token.
-    pub fn enqueue(&self, token: u32, item: Bytes) -> Result<(), Status> {
+    /// [`Status::NotFound`] for an unknown token, a refused item, or one
+    /// larger than [`MAX_VALUE_BYTES`] or the queue's byte bound.
+    pub fn enqueue(&self, token: u32, item: &[u8]) -> Result<(), Status> {
         let owner = {
             let mut reg = self.lock();
             let queue = reg.queues.get_mut(&token).ok_or(Status::NotFound)?;
-            queue.items.push_back(item);
+            let dropped_before = queue.counts.dropped;
+            if !queue.make_room(item.len()) {
+                queue.counts.refused += 1;
+                reg.totals.refused += 1;
+                return Err(Status::NotFound);
+            }
+            queue.items.push_back(Bytes::copy_from_slice(item));
+            queue.bytes += item.len();
+            queue.counts.enqueued += 1;
             let owner = queue.owner.clone();
+            let dropped = queue.counts.dropped - dropped_before;
             reg.totals.enqueued += 1;
+            reg.totals.dropped += dropped;
             owner
         };
         // The lock is released: the owner's thread may be dequeuing right now.
         owner.mailbox.post_queue_ready(QueueReady {
-            vm_key: owner.vm_key,
+            instance: owner.instance,
             context_id: owner.context_id,
             queue_id: token,
         });
@@ -118,6 +250,8 @@ impl SharedQueues {
         let mut reg = self.lock();
         let queue = reg.queues.get_mut(&token).ok_or(Status::NotFound)?;
         let item = queue.items.pop_front().ok_or(Status::Empty)?;
+        queue.bytes -= item.len();
+        queue.counts.dequeued += 1;
         reg.totals.dequeued += 1;
         Ok(item)
     }
@@ -127,6 +261,24 @@ impl SharedQueues {
         let reg = self.lock();
         let waiting = reg.queues.values().map(|q| q.items.len() as u64).sum();
         QueueTotals { waiting, ..reg.totals }
+    }
+
+    /// Every queue with its depth and counters, by vm_id and name.
+    pub fn stats(&self) -> Vec<QueueStats> {
+        let reg = self.lock();
+        let mut all: Vec<QueueStats> = reg
+            .queues
+            .values()
+            .map(|q| QueueStats {
+                vm_id: q.vm_id.clone(),
+                name: q.name.clone(),
+                depth: q.items.len() as u64,
+                bytes: q.bytes as u64,
+                counts: q.counts,
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.vm_id, &a.name).cmp(&(&b.vm_id, &b.name)));
+        all
     }
 
     /// Number of items waiting in queue `token`, if it exists.
@@ -148,6 +300,31 @@ impl SharedQueues {
     }
 }
 
+impl Queue {
+    /// Whether an item of `len` bytes may go in, after dropping the oldest
+    /// items if the queue drops rather than refuses.
+    fn make_room(&mut self, len: usize) -> bool {
+        if len > MAX_VALUE_BYTES || len > self.bounds.max_bytes {
+            return false;
+        }
+        let full = |q: &Queue| {
+            q.bounds.max_items.is_some_and(|max| q.items.len() >= max) || q.bytes + len > q.bounds.max_bytes
+        };
+        if !full(self) {
+            return true;
+        }
+        if self.bounds.overflow == Overflow::Refuse || self.bounds.max_items == Some(0) {
+            return false;
+        }
+        while full(self) {
+            let Some(oldest) = self.items.pop_front() else { break };
+            self.bytes -= oldest.len();
+            self.counts.dropped += 1;
+        }
+        true
+    }
+}
+
 impl Registry {
     /// The next token after the last one handed out, skipping 0 and tokens
     /// still in use (they only repeat after 2^32 registrations).
@@ -158,6 +335,13 @@ impl Registry {
                 return self.last_token;
             }
         }
+    }
+
+    fn bounds_of(&self, vm_id: &str, name: &str) -> QueueBounds {
+        self.rules
+            .iter()
+            .find(|r| r.vm_id == vm_id && r.name.as_deref().is_none_or(|n| n == name))
+            .map_or(self.default_bounds, |r| r.bounds)
     }
 }
 
@@ -185,8 +369,12 @@ mod tests {
         }
     }
 
+    fn instance(vm: u32, generation: u32) -> InstanceId {
+        InstanceId { vm_key: crate::mailbox::VmKey(vm), generation }
+    }
+
     fn owner(mailbox: &Arc<RecordingMailbox>, vm: u32, context_id: u32) -> QueueOwner {
-        QueueOwner { mailbox: mailbox.clone(), vm_key: VmKey(vm), context_id }
+        QueueOwner { mailbox: mailbox.clone(), instance: instance(vm, 0), context_id }
     }
 
     #[test]
@@ -205,12 +393,12 @@ mod tests {
         let first = Arc::new(RecordingMailbox::default());
         let second = Arc::new(RecordingMailbox::default());
         let token = queues.register("receiver", "q", owner(&first, 0, 1));
-        queues.enqueue(token, Bytes::from_static(b"kept")).unwrap();
+        queues.enqueue(token, b"kept").unwrap();
         assert_eq!(queues.register("receiver", "q", owner(&second, 7, 3)), token);
-        queues.enqueue(token, Bytes::from_static(b"new")).unwrap();
+        queues.enqueue(token, b"new").unwrap();
         // The first owner heard of the first item only; the last registrant of the second.
-        assert_eq!(first.take(), [QueueReady { vm_key: VmKey(0), context_id: 1, queue_id: token }]);
-        assert_eq!(second.take(), [QueueReady { vm_key: VmKey(7), context_id: 3, queue_id: token }]);
+        assert_eq!(first.take(), [QueueReady { instance: instance(0, 0), context_id: 1, queue_id: token }]);
+        assert_eq!(second.take(), [QueueReady { instance: instance(7, 0), context_id: 3, queue_id: token }]);
         assert_eq!(queues.dequeue(token).unwrap(), "kept");
         assert_eq!(queues.dequeue(token).unwrap(), "new");
     }
@@ -229,7 +417,7 @@ mod tests {
     fn unknown_tokens_are_not_found_and_an_empty_queue_is_empty() {
         let queues = SharedQueues::default();
         let mb = Arc::new(RecordingMailbox::default());
-        assert_eq!(queues.enqueue(1, Bytes::new()), Err(Status::NotFound));
+        assert_eq!(queues.enqueue(1, b""), Err(Status::NotFound));
         assert_eq!(queues.dequeue(1), Err(Status::NotFound));
         let token = queues.register("receiver", "q", owner(&mb, 0, 1));
         assert_eq!(queues.dequeue(token), Err(Status::Empty));
@@ -242,7 +430,7 @@ mod tests {
         let mb = Arc::new(RecordingMailbox::default());
         let token = queues.register("receiver", "q", owner(&mb, 0, 1));
         for i in 0..5u8 {
-            queues.enqueue(token, Bytes::from(vec![i])).unwrap();
+            queues.enqueue(token, &[i]).unwrap();
         }
         // Five posts, one per item; nothing was dequeued on the owner's behalf.
         assert_eq!(mb.take().len(), 5);
@@ -263,10 +451,10 @@ mod tests {
         let token = queues.register(
             "receiver",
             "q",
-            QueueOwner { mailbox: Arc::new(ClosedMailbox), vm_key: VmKey(0), context_id: 1 },
+            QueueOwner { mailbox: Arc::new(ClosedMailbox), instance: instance(0, 0), context_id: 1 },
         );
-        queues.enqueue(token, Bytes::from_static(b"a")).unwrap();
-        queues.enqueue(token, Bytes::from_static(b"b")).unwrap();
+        queues.enqueue(token, b"a").unwrap();
+        queues.enqueue(token, b"b").unwrap();
         assert_eq!(queues.len(token), Some(2));
         // A new owner can still drain them.
         let mb = Arc::new(RecordingMailbox::default());
@@ -281,11 +469,11 @@ mod tests {
         let mb = Arc::new(RecordingMailbox::default());
         let gone = queues.register("receiver", "q", owner(&mb, 0, 1));
         let kept = queues.register("other", "q", owner(&mb, 1, 1));
-        queues.enqueue(gone, Bytes::from_static(b"x")).unwrap();
+        queues.enqueue(gone, b"x").unwrap();
         queues.remove_vm_id("receiver");
         assert_eq!(queues.resolve("receiver", "q"), None);
         assert_eq!(queues.dequeue(gone), Err(Status::NotFound));
-        assert_eq!(queues.enqueue(gone, Bytes::new()), Err(Status::NotFound));
+        assert_eq!(queues.enqueue(gone, b""), Err(Status::NotFound));
         assert_eq!(queues.resolve("other", "q"), Some(kept));
         let fresh = queues.register("receiver", "q", owner(&mb, 0, 1));
         assert!(fresh != gone && fresh != kept);
@@ -303,14 +491,17 @@ mod tests {
                     for i in 0..1000u16 {
                         let mut item = vec![t];
                         item.extend_from_slice(&i.to_le_bytes());
-                        queues.enqueue(token, Bytes::from(item)).unwrap();
+                        queues.enqueue(token, &item).unwrap();
                     }
                 })
             })
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
         assert_eq!(mb.take().len(), 4000);
-        assert_eq!(queues.totals(), QueueTotals { enqueued: 4000, dequeued: 0, waiting: 4000 });
+        assert_eq!(
+            queues.totals(),
+            QueueTotals { enqueued: 4000, dequeued: 0, waiting: 4000, ..QueueTotals::default() }
+        );
         // Each thread's items come out in the order that thread put them in.
         let mut next = [0u16; 4];
         while let Ok(item) = queues.dequeue(token) {
@@ -319,6 +510,83 @@ mod tests {
             next[t] += 1;
         }
         assert_eq!(next, [1000; 4]);
-        assert_eq!(queues.totals(), QueueTotals { enqueued: 4000, dequeued: 4000, waiting: 0 });
+        assert_eq!(
+            queues.totals(),
+            QueueTotals { enqueued: 4000, dequeued: 4000, waiting: 0, ..QueueTotals::default() }
+        );
+    }
+
+    fn bounded(max_items: usize, overflow: Overflow) -> SharedQueues {
+        let bounds = QueueBounds { max_items: Some(max_items), overflow, ..QueueBounds::default() };
+        let rule = QueueBoundsRule { vm_id: "receiver".into(), name: Some("q".into()), bounds };
+        SharedQueues::with_bounds(QueueBounds::default(), vec![rule])
+    }
+
+    #[test]
+    fn a_full_queue_that_refuses_keeps_its_items_and_counts_the_refusal() {
+        let queues = bounded(2, Overflow::Refuse);
+        let mb = Arc::new(RecordingMailbox::default());
+        let token = queues.register("receiver", "q", owner(&mb, 0, 1));
+        queues.enqueue(token, b"1").unwrap();
+        queues.enqueue(token, b"2").unwrap();
+        assert_eq!(queues.enqueue(token, b"3"), Err(Status::NotFound));
+        assert_eq!(mb.take().len(), 2, "no notification for a refused item");
+        assert_eq!(queues.dequeue(token).unwrap(), "1");
+        queues.enqueue(token, b"3").unwrap();
+        let stats = &queues.stats()[0];
+        assert_eq!((stats.depth, stats.counts.refused, stats.counts.enqueued), (2, 1, 3));
+        // Other queues of the vm_id are not bounded by the rule.
+        let other = queues.register("receiver", "other", owner(&mb, 0, 1));
+        for _ in 0..10 {
+            queues.enqueue(other, b"x").unwrap();
+        }
+    }
+
+    #[test]
+    fn a_full_queue_that_drops_the_oldest_keeps_the_newest() {
+        let queues = bounded(2, Overflow::DropOldest);
+        let mb = Arc::new(RecordingMailbox::default());
+        let token = queues.register("receiver", "q", owner(&mb, 0, 1));
+        for item in [b"1", b"2", b"3", b"4"] {
+            queues.enqueue(token, item).unwrap();
+        }
+        assert_eq!(queues.dequeue(token).unwrap(), "3");
+        assert_eq!(queues.dequeue(token).unwrap(), "4");
+        assert_eq!(queues.dequeue(token), Err(Status::Empty));
+        assert_eq!(queues.totals().dropped, 2);
+        assert_eq!(queues.stats()[0].counts.dropped, 2);
+    }
+
+    #[test]
+    fn the_byte_bound_applies_by_default() {
+        let bounds = QueueBounds { max_bytes: 10, ..QueueBounds::default() };
+        let queues = SharedQueues::with_bounds(bounds, Vec::new());
+        let mb = Arc::new(RecordingMailbox::default());
+        let token = queues.register("any", "q", owner(&mb, 0, 1));
+        queues.enqueue(token, b"12345").unwrap();
+        queues.enqueue(token, b"67890").unwrap();
+        assert_eq!(queues.enqueue(token, b"x"), Err(Status::NotFound));
+        assert_eq!(queues.enqueue(token, &[0; 11]), Err(Status::NotFound));
+        assert_eq!(queues.stats()[0].bytes, 10);
+    }
+
+    #[test]
+    fn a_restarted_owner_is_told_once_per_item_that_waited() {
+        let queues = SharedQueues::default();
+        let mb = Arc::new(RecordingMailbox::default());
+        let token = queues.register("receiver", "q", owner(&mb, 0, 1));
+        queues.enqueue(token, b"a").unwrap();
+        queues.enqueue(token, b"b").unwrap();
+        // The notifications went to instance 0, which failed before handling them.
+        assert_eq!(mb.take().len(), 2);
+        let restarted = QueueOwner { mailbox: mb.clone(), instance: instance(0, 1), context_id: 1 };
+        assert_eq!(queues.register("receiver", "q", restarted.clone()), token);
+        assert_eq!(mb.take(), [QueueReady { instance: instance(0, 1), context_id: 1, queue_id: token }; 2]);
+        // Registering again from the same instance tells nothing new.
+        queues.register("receiver", "q", restarted);
+        assert!(mb.take().is_empty());
+        // Nor does another VM taking the queue over.
+        queues.register("receiver", "q", owner(&mb, 5, 1));
+        assert!(mb.take().is_empty());
     }
 }

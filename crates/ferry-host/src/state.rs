@@ -6,16 +6,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ferry_abi::{BufferType, MapType, Status};
 use rustc_hash::FxHashMap;
-use wasmtime::{Memory, TypedFunc};
+use wasmtime::{Memory, StoreLimits, StoreLimitsBuilder, TypedFunc};
 
 use crate::grpc::{GrpcCommand, GrpcEvent};
 use crate::headers::HeaderMap;
 use crate::host::SharedState;
-use crate::mailbox::ThreadMailbox;
+use crate::limits::MAX_TABLE_ELEMENTS;
+use crate::mailbox::{InstanceId, ThreadMailbox};
 use crate::metrics::MetricIds;
 use crate::module::PluginModule;
 use crate::plugin::Plugin;
-use crate::stream::{HttpCallRequest, HttpCallResponse, HttpStream, LocalResponse, Phase, StreamAction};
+use crate::stream::{Cancelled, HttpCallRequest, HttpCallResponse, HttpStream, LocalResponse, Phase, StreamAction};
 
 /// A context known to the VM.
 #[derive(Clone, Copy, Debug)]
@@ -70,10 +71,16 @@ pub struct TickRequest {
 /// The store data of one VM instance.
 pub struct HostState {
     pub(crate) module: Arc<PluginModule>,
+    /// Which instance this is, for what it asks of the embedder.
+    pub(crate) instance: InstanceId,
+    /// Memory and table limits (wasmtime's store limiter).
+    pub(crate) limits: StoreLimits,
+    /// Set while the guest's allocator runs: host calls are refused then.
+    pub(crate) in_allocator: bool,
     pub(crate) shared: Arc<SharedState>,
     pub(crate) mailbox: Arc<dyn ThreadMailbox>,
     pub(crate) memory: Option<Memory>,
-    pub(crate) allocator: Option<TypedFunc<i32, i32>>,
+    pub(crate) allocator: Option<TypedFunc<(i32,), i32>>,
     pub(crate) plugins: Vec<Arc<Plugin>>,
     /// Context ids are small sequential numbers: a fast, non-keyed hash suits them.
     pub(crate) contexts: FxHashMap<u32, ContextEntry>,
@@ -92,6 +99,9 @@ pub struct HostState {
     /// HTTP calls made during the callback in progress.
     pub(crate) http_calls: Vec<HttpCallRequest>,
     pub(crate) last_http_call_token: u32,
+    /// HTTP calls not answered yet, by token: the context that made each
+    /// (a stream's calls end with it).
+    pub(crate) http_call_tokens: FxHashMap<u32, u32>,
     /// The response being delivered by `proxy_on_http_call_response`.
     pub(crate) http_call_response: Option<HttpCallResponse>,
     /// What `proxy_get_status` reports: a status code and a message.
@@ -100,8 +110,8 @@ pub struct HostState {
     pub(crate) root_properties: Vec<(Bytes, Bytes)>,
     /// gRPC calls and streams asked for during the callback in progress.
     pub(crate) grpc_commands: Vec<GrpcCommand>,
-    /// Open gRPC calls and streams, by token: whether it is a stream.
-    pub(crate) grpc_tokens: FxHashMap<u32, GrpcKind>,
+    /// Open gRPC calls and streams, by token.
+    pub(crate) grpc_tokens: FxHashMap<u32, OpenGrpc>,
     pub(crate) last_grpc_token: u32,
     /// What a gRPC callback in progress delivers (metadata or a message).
     pub(crate) grpc_received: Option<GrpcEvent>,
@@ -111,6 +121,8 @@ pub struct HostState {
     /// Root contexts that called `proxy_done` during the callback in
     /// progress; `proxy_on_delete` follows once it returns.
     pub(crate) done_roots: Vec<u32>,
+    /// Calls no longer waited for (their stream ended), for the embedder to stop.
+    pub(crate) cancelled: Vec<Cancelled>,
 }
 
 /// A unary call or a stream.
@@ -120,10 +132,34 @@ pub(crate) enum GrpcKind {
     Stream,
 }
 
+/// An open gRPC call or stream: its kind and the context that opened it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OpenGrpc {
+    pub kind: GrpcKind,
+    pub origin: u32,
+}
+
 impl HostState {
-    pub(crate) fn new(module: Arc<PluginModule>, shared: Arc<SharedState>, mailbox: Arc<dyn ThreadMailbox>) -> Self {
+    pub(crate) fn new(
+        module: Arc<PluginModule>,
+        instance: InstanceId,
+        memory_bytes: usize,
+        shared: Arc<SharedState>,
+        mailbox: Arc<dyn ThreadMailbox>,
+    ) -> Self {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(memory_bytes)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .instances(1)
+            .memories(1)
+            .tables(16)
+            .trap_on_grow_failure(false)
+            .build();
         HostState {
             module,
+            instance,
+            limits,
+            in_allocator: false,
             shared,
             mailbox,
             memory: None,
@@ -138,6 +174,7 @@ impl HostState {
             stream_actions: Vec::new(),
             http_calls: Vec::new(),
             last_http_call_token: 0,
+            http_call_tokens: FxHashMap::default(),
             http_call_response: None,
             status: (0, Bytes::new()),
             root_properties: Vec::new(),
@@ -147,7 +184,13 @@ impl HostState {
             grpc_received: None,
             pending_done: Vec::new(),
             done_roots: Vec::new(),
+            cancelled: Vec::new(),
         }
+    }
+
+    /// HTTP and gRPC calls open now.
+    pub(crate) fn open_calls(&self) -> usize {
+        self.http_call_tokens.len() + self.grpc_tokens.len()
     }
 
     /// The context host calls act on: the effective one if set, else the current one.

@@ -102,11 +102,11 @@ pub enum StreamAction {
     Failed,
 }
 
-/// A [`StreamAction`] for stream context `context_id` of VM `vm_key`.
+/// A [`StreamAction`] for stream context `context_id` of VM instance `instance`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamSignal {
-    /// The VM.
-    pub vm_key: crate::VmKey,
+    /// The VM instance.
+    pub instance: crate::InstanceId,
     /// The stream context.
     pub context_id: u32,
     /// What to do.
@@ -117,8 +117,9 @@ pub struct StreamSignal {
 /// and reports back with [`crate::WasmThread::on_http_call_response`].
 #[derive(Clone, Debug)]
 pub struct HttpCallRequest {
-    /// The VM that made the call.
-    pub vm_key: crate::VmKey,
+    /// The VM instance that made the call: the response goes back there,
+    /// or nowhere if it was replaced meanwhile.
+    pub instance: crate::InstanceId,
     /// The root context that gets `proxy_on_http_call_response`.
     pub context_id: u32,
     /// The call's token, as the plugin knows it.
@@ -133,6 +134,27 @@ pub struct HttpCallRequest {
     pub trailers: HeaderMap,
     /// `None`: no timeout.
     pub timeout: Option<std::time::Duration>,
+}
+
+/// A call the host no longer waits for: its stream ended, or its instance
+/// was discarded. The embedder stops it; a response that still arrives is
+/// dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cancelled {
+    /// An HTTP call.
+    HttpCall {
+        /// The instance that made it.
+        instance: crate::InstanceId,
+        /// Its token.
+        token: u32,
+    },
+    /// A gRPC call or stream.
+    Grpc {
+        /// The instance that opened it.
+        instance: crate::InstanceId,
+        /// Its token.
+        token: u32,
+    },
 }
 
 /// The answer to an HTTP call.

@@ -1,27 +1,31 @@
 //! The VMs of one thread: one instance per module, created at start-up,
-//! rebuilt after a failure, and every call into them.
+//! replaced after a failure as its plugins' policy says, and every call
+//! into them.
 //!
-//! A trap fails only the callback that trapped: the instance is discarded
-//! (its memory may be corrupt) and the next callback that needs it gets a
-//! fresh one, started like the first. Streams that had contexts in the old
-//! instance see their plugin as failed.
+//! A failure fails only the callback that failed: the instance is discarded
+//! (its memory may be corrupt), streams parked in it learn that it failed,
+//! and what happens next is decided in one place, [`crate::failure`]: a new
+//! instance after a backoff, or the plugin stays failed. Every event the
+//! embedder delivers names the instance it is for ([`InstanceId`]); events
+//! for an instance that was discarded are dropped and counted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::error::{PluginFailure, StartError};
+use crate::failure::{FailState, FailurePolicy, Health, PluginStats};
 use crate::grpc::{GrpcCommand, GrpcEvent};
 use crate::host::Host;
-use crate::mailbox::{QueueReady, ThreadMailbox, VmKey};
+use crate::limits::Limits;
+use crate::mailbox::{InstanceId, QueueReady, ThreadMailbox};
 use crate::module::PluginModule;
 use crate::plugin::Plugin;
 use crate::state::TickRequest;
-use crate::stream::{HttpCallRequest, HttpCallResponse, HttpStream, PausedAt, StreamAction, StreamSignal, Verdict};
-use crate::vm::{CallError, Vm};
-
-/// How long a VM that failed to restart stays down before the next try.
-const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+use crate::stream::{
+    Cancelled, HttpCallRequest, HttpCallResponse, HttpStream, PausedAt, StreamAction, StreamSignal, Verdict,
+};
+use crate::vm::{CallError, StreamCallback, Vm};
 
 /// A plugin added to a [`WasmThread`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +39,7 @@ pub struct PluginHandle {
 pub struct StreamContext {
     plugin: PluginHandle,
     id: u32,
-    generation: u64,
+    instance: InstanceId,
 }
 
 impl StreamContext {
@@ -47,6 +51,11 @@ impl StreamContext {
     /// The context id the plugin sees.
     pub fn id(&self) -> u32 {
         self.id
+    }
+
+    /// The VM instance the context lives in.
+    pub fn instance(&self) -> InstanceId {
+        self.instance
     }
 }
 
@@ -62,20 +71,32 @@ pub struct Effects {
     /// gRPC calls and streams to open, feed, cancel or close; report what
     /// happens on them with [`WasmThread::on_grpc_event`].
     pub grpc: Vec<GrpcCommand>,
+    /// Calls nobody waits for any more (their stream ended): stop them.
+    pub cancelled: Vec<Cancelled>,
+    /// Instances discarded: stop their timers and every call they made.
+    pub retired: Vec<InstanceId>,
+    /// Call [`WasmThread::restart_due`] at (or after) each of these times.
+    pub restarts: Vec<Instant>,
 }
 
 impl Effects {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.ticks.is_empty() && self.stream_signals.is_empty() && self.http_calls.is_empty() && self.grpc.is_empty()
+        self.ticks.is_empty()
+            && self.stream_signals.is_empty()
+            && self.http_calls.is_empty()
+            && self.grpc.is_empty()
+            && self.cancelled.is_empty()
+            && self.retired.is_empty()
+            && self.restarts.is_empty()
     }
 }
 
 /// A tick period change for the embedder's timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TickChange {
-    /// The VM of the root context.
-    pub vm_key: VmKey,
+    /// The VM instance of the root context.
+    pub instance: InstanceId,
     /// Root context and period (0 = stop).
     pub request: TickRequest,
 }
@@ -87,8 +108,34 @@ struct VmSlot {
     root_ids: Vec<u32>,
     vm: Option<Vm>,
     /// Bumped each time the instance is discarded.
-    generation: u64,
-    restart_after: Option<Instant>,
+    generation: u32,
+    fail: FailState,
+}
+
+impl VmSlot {
+    fn instance(&self) -> InstanceId {
+        InstanceId { vm_key: self.module.key(), generation: self.generation }
+    }
+
+    /// What a failure means for this VM: its plugins share it, so it is
+    /// restarted if any of them wants that (with the first one's backoff).
+    fn policy(&self) -> FailurePolicy {
+        let reload = self.plugins.iter().map(|p| p.failure_policy).find(|p| matches!(p, FailurePolicy::FailReload(_)));
+        reload.unwrap_or(self.plugins[0].failure_policy)
+    }
+
+    /// The limits of the instance: plugins that share a VM share its
+    /// limits, the most generous of theirs.
+    fn limits(&self) -> Limits {
+        let mut limits = self.plugins[0].limits;
+        for plugin in &self.plugins[1..] {
+            let l = plugin.limits;
+            limits.memory_bytes = limits.memory_bytes.max(l.memory_bytes);
+            limits.callback_deadline = limits.callback_deadline.zip(l.callback_deadline).map(|(a, b)| a.max(b));
+            limits.start_deadline = limits.start_deadline.zip(l.start_deadline).map(|(a, b)| a.max(b));
+        }
+        limits
+    }
 }
 
 /// All VM instances of one thread. Not `Send`: it stays on its thread.
@@ -97,9 +144,9 @@ pub struct WasmThread {
     mailbox: Arc<dyn ThreadMailbox>,
     slots: Vec<VmSlot>,
     effects: Effects,
-    /// Streams that were parked in a VM when it was discarded, by VM,
-    /// context id and generation, until their exchange takes them back.
-    orphans: HashMap<(VmKey, u32, u64), HttpStream>,
+    /// Streams that were parked in an instance when it was discarded, until
+    /// their exchange takes them back.
+    orphans: HashMap<(InstanceId, u32), HttpStream>,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
@@ -129,7 +176,7 @@ impl WasmThread {
                     root_ids: Vec::new(),
                     vm: None,
                     generation: 0,
-                    restart_after: None,
+                    fail: FailState::new(Instant::now()),
                 });
                 self.slots.len() - 1
             }
@@ -138,7 +185,8 @@ impl WasmThread {
         PluginHandle { slot, plugin: self.slots[slot].plugins.len() - 1 }
     }
 
-    /// Creates every VM and starts every plugin's root context.
+    /// Creates every VM and starts every plugin's root context, each start
+    /// function under its plugin's start deadline.
     ///
     /// # Errors
     /// The first plugin whose VM or `proxy_on_vm_start`/`proxy_on_configure`
@@ -161,12 +209,35 @@ impl WasmThread {
         &self.slots[handle.slot].plugins[handle.plugin]
     }
 
+    /// The current instance of the plugin's VM on this thread.
+    pub fn instance(&self, handle: PluginHandle) -> InstanceId {
+        self.slots[handle.slot].instance()
+    }
+
+    /// Where the VM of the plugin behind `handle` stands on this thread.
+    pub fn health(&self, handle: PluginHandle) -> Health {
+        self.slots[handle.slot].fail.health
+    }
+
+    /// Every plugin of this thread with the health of its VM.
+    pub fn plugins(&self) -> impl Iterator<Item = (&Arc<Plugin>, Health)> {
+        self.slots.iter().flat_map(|slot| slot.plugins.iter().map(|p| (p, slot.fail.health)))
+    }
+
     /// Creates a stream context for a new HTTP stream.
     ///
     /// # Errors
-    /// The plugin's VM is down and could not be restarted, or it trapped.
+    /// The plugin's VM is down (failed, restarting or held failed), or
+    /// `proxy_on_context_create` failed.
     pub fn create_http_stream(&mut self, plugin: PluginHandle) -> Result<StreamContext, PluginFailure> {
-        self.create_stream(plugin)
+        self.ensure_vm(plugin)?;
+        let slot = &mut self.slots[plugin.slot];
+        let root_id = slot.root_ids[plugin.plugin];
+        let instance = slot.instance();
+        let vm = slot.vm.as_mut().expect("ensured above");
+        let result = vm.create_stream_context(root_id);
+        let id = self.after_call(plugin, result)?;
+        Ok(StreamContext { plugin, id, instance })
     }
 
     /// Creates a stream context for a new TCP connection and runs
@@ -179,42 +250,33 @@ impl WasmThread {
         plugin: PluginHandle,
         connection: &mut HttpStream,
     ) -> Result<(StreamContext, Verdict), PluginFailure> {
-        let context = self.create_stream(plugin)?;
-        let verdict = self.stream_call(&context, |vm, id| vm.on_new_connection(id, connection))?;
+        let context = self.create_http_stream(plugin)?;
+        let verdict = self.stream_callback(&context, StreamCallback::NewConnection, connection, false)?;
         Ok((context, verdict))
     }
 
-    /// `proxy_on_downstream_data` with `connection.downstream_data`.
+    /// A stream callback (headers, body, trailers, TCP data) with `stream`
+    /// lent to the plugin, and what the plugin decided.
     ///
     /// # Errors
-    /// As [`WasmThread::on_request_headers`].
-    pub fn on_downstream_data(
+    /// The plugin failed, or its VM was replaced since the context was created.
+    pub fn stream_callback(
         &mut self,
         context: &StreamContext,
-        connection: &mut HttpStream,
+        callback: StreamCallback,
+        stream: &mut HttpStream,
         end_of_stream: bool,
     ) -> Result<Verdict, PluginFailure> {
-        self.stream_call(context, |vm, id| vm.on_downstream_data(id, connection, end_of_stream))
-    }
-
-    /// `proxy_on_upstream_data` with `connection.upstream_data`.
-    ///
-    /// # Errors
-    /// As [`WasmThread::on_request_headers`].
-    pub fn on_upstream_data(
-        &mut self,
-        context: &StreamContext,
-        connection: &mut HttpStream,
-        end_of_stream: bool,
-    ) -> Result<Verdict, PluginFailure> {
-        self.stream_call(context, |vm, id| vm.on_upstream_data(id, connection, end_of_stream))
+        let vm = self.live_vm(context)?;
+        let result = vm.stream_callback(callback, context.id, stream, end_of_stream);
+        self.after_call(context.plugin, result)
     }
 
     /// `proxy_on_downstream_connection_close` or (`upstream`)
     /// `proxy_on_upstream_connection_close`.
     ///
     /// # Errors
-    /// As [`WasmThread::on_request_headers`].
+    /// As [`WasmThread::stream_callback`].
     pub fn on_connection_close(
         &mut self,
         context: &StreamContext,
@@ -222,7 +284,9 @@ impl WasmThread {
         upstream: bool,
         peer: ferry_abi::PeerType,
     ) -> Result<(), PluginFailure> {
-        self.stream_call(context, |vm, id| vm.on_connection_close(id, connection, upstream, peer))
+        let vm = self.live_vm(context)?;
+        let result = vm.on_connection_close(context.id, connection, upstream, peer);
+        self.after_call(context.plugin, result)
     }
 
     /// Ends a network filter's context: `proxy_on_done`, `proxy_on_log`,
@@ -233,138 +297,65 @@ impl WasmThread {
         let _ = self.after_call(context.plugin, result);
     }
 
-    fn create_stream(&mut self, plugin: PluginHandle) -> Result<StreamContext, PluginFailure> {
-        self.ensure_vm(plugin)?;
-        let slot = &mut self.slots[plugin.slot];
-        let root_id = slot.root_ids[plugin.plugin];
-        let generation = slot.generation;
-        let vm = slot.vm.as_mut().expect("ensured above");
-        let result = vm.create_stream_context(root_id);
-        let id = self.after_call(plugin, result)?;
-        Ok(StreamContext { plugin, id, generation })
-    }
-
-    /// `proxy_on_request_headers` for `stream`.
-    ///
-    /// # Errors
-    /// The plugin trapped, or its VM was restarted since the context was created.
-    pub fn on_request_headers(
-        &mut self,
-        context: &StreamContext,
-        stream: &mut HttpStream,
-        end_of_stream: bool,
-    ) -> Result<Verdict, PluginFailure> {
-        self.stream_call(context, |vm, id| vm.on_request_headers(id, stream, end_of_stream))
-    }
-
-    /// `proxy_on_response_headers` for `stream`.
-    ///
-    /// # Errors
-    /// As [`WasmThread::on_request_headers`].
-    pub fn on_response_headers(
-        &mut self,
-        context: &StreamContext,
-        stream: &mut HttpStream,
-        end_of_stream: bool,
-    ) -> Result<Verdict, PluginFailure> {
-        self.stream_call(context, |vm, id| vm.on_response_headers(id, stream, end_of_stream))
-    }
-
-    /// `proxy_on_request_body` with `stream.request_body`.
-    ///
-    /// # Errors
-    /// As [`WasmThread::on_request_headers`].
-    pub fn on_request_body(
-        &mut self,
-        context: &StreamContext,
-        stream: &mut HttpStream,
-        end_of_stream: bool,
-    ) -> Result<Verdict, PluginFailure> {
-        self.stream_call(context, |vm, id| vm.on_request_body(id, stream, end_of_stream))
-    }
-
-    /// `proxy_on_response_body` with `stream.response_body`.
-    ///
-    /// # Errors
-    /// As [`WasmThread::on_request_headers`].
-    pub fn on_response_body(
-        &mut self,
-        context: &StreamContext,
-        stream: &mut HttpStream,
-        end_of_stream: bool,
-    ) -> Result<Verdict, PluginFailure> {
-        self.stream_call(context, |vm, id| vm.on_response_body(id, stream, end_of_stream))
-    }
-
-    /// `proxy_on_request_trailers` with `stream.request_trailers`.
-    ///
-    /// # Errors
-    /// As [`WasmThread::on_request_headers`].
-    pub fn on_request_trailers(
-        &mut self,
-        context: &StreamContext,
-        stream: &mut HttpStream,
-    ) -> Result<Verdict, PluginFailure> {
-        self.stream_call(context, |vm, id| vm.on_request_trailers(id, stream))
-    }
-
-    /// `proxy_on_response_trailers` with `stream.response_trailers`.
-    ///
-    /// # Errors
-    /// As [`WasmThread::on_request_headers`].
-    pub fn on_response_trailers(
-        &mut self,
-        context: &StreamContext,
-        stream: &mut HttpStream,
-    ) -> Result<Verdict, PluginFailure> {
-        self.stream_call(context, |vm, id| vm.on_response_trailers(id, stream))
-    }
-
     /// Ends a stream context: `proxy_on_log`, `proxy_on_done`,
-    /// `proxy_on_delete`. A failure here is logged; the response is gone.
+    /// `proxy_on_delete`; the HTTP and gRPC calls it made are cancelled. A
+    /// failure here is logged; the response is gone.
     pub fn finish_http_stream(&mut self, context: StreamContext, stream: &mut HttpStream) {
         let Ok(vm) = self.live_vm(&context) else { return };
         let result = vm.finish_http_stream(context.id, stream);
         let _ = self.after_call(context.plugin, result);
     }
 
-    /// Delivers a queue notification posted to this thread. Dropped if the
-    /// VM or context is gone; the item stays in the queue.
+    /// Delivers a queue notification posted to this thread. Dropped (and
+    /// counted) if the instance it is for was discarded: the item stays in
+    /// the queue, and the next instance is told about it when it registers
+    /// the queue again.
     pub fn on_queue_ready(&mut self, notice: QueueReady) {
-        let Some(handle) = self.root_handle(notice.vm_key, notice.context_id) else { return };
-        let Some(vm) = self.slots[handle.slot].vm.as_mut() else { return };
-        let result = vm.on_queue_ready(notice.context_id, notice.queue_id);
-        let _ = self.after_call(handle, result);
+        self.root_call(notice.instance, notice.context_id, |vm| vm.on_queue_ready(notice.context_id, notice.queue_id));
     }
 
     /// Runs `proxy_on_tick` on a root context whose timer fired.
-    pub fn on_tick(&mut self, vm_key: VmKey, context_id: u32) {
-        let Some(handle) = self.root_handle(vm_key, context_id) else { return };
-        let Some(vm) = self.slots[handle.slot].vm.as_mut() else { return };
-        let result = vm.on_tick(context_id);
-        let _ = self.after_call(handle, result);
+    pub fn on_tick(&mut self, instance: InstanceId, context_id: u32) {
+        self.root_call(instance, context_id, |vm| vm.on_tick(context_id));
+    }
+
+    /// Delivers the response to an HTTP call (`None`: the call failed, and
+    /// `failure` says why) to the root context that made it. Dropped if the
+    /// instance was replaced or the call cancelled meanwhile.
+    pub fn on_http_call_response(
+        &mut self,
+        instance: InstanceId,
+        context_id: u32,
+        token: u32,
+        response: Option<HttpCallResponse>,
+        failure: &str,
+    ) {
+        self.root_call(instance, context_id, |vm| vm.on_http_call_response(context_id, token, response, failure));
+    }
+
+    /// Delivers an event of gRPC call or stream `token` to the root context
+    /// that opened it. Dropped if the instance, the context or the token is
+    /// gone (a cancelled call hears nothing more).
+    pub fn on_grpc_event(&mut self, instance: InstanceId, context_id: u32, token: u32, event: GrpcEvent) {
+        self.root_call(instance, context_id, |vm| vm.on_grpc_event(context_id, token, event));
+    }
+
+    /// Starts the instances whose restart is due at `now` (see
+    /// [`Effects::restarts`]).
+    pub fn restart_due(&mut self, now: Instant) {
+        for slot in 0..self.slots.len() {
+            if let Health::Restarting { at } = self.slots[slot].fail.health
+                && at <= now
+            {
+                let _ = self.restart(slot);
+            }
+        }
     }
 
     /// What the VMs asked for since the last call: timers, stream signals,
     /// HTTP calls.
     pub fn take_effects(&mut self) -> Effects {
         std::mem::take(&mut self.effects)
-    }
-
-    /// Delivers the response to an HTTP call (`None`: the call failed, and
-    /// `failure` says why) to the root context that made it.
-    pub fn on_http_call_response(
-        &mut self,
-        vm_key: VmKey,
-        context_id: u32,
-        token: u32,
-        response: Option<HttpCallResponse>,
-        failure: &str,
-    ) {
-        let Some(handle) = self.root_handle(vm_key, context_id) else { return };
-        let Some(vm) = self.slots[handle.slot].vm.as_mut() else { return };
-        let result = vm.on_http_call_response(context_id, token, response, failure);
-        let _ = self.after_call(handle, result);
     }
 
     /// Starts shutting down every root context of this thread (Envoy's
@@ -390,16 +381,6 @@ impl WasmThread {
         self.slots.iter().filter_map(|s| s.vm.as_ref()).map(Vm::pending_done).sum()
     }
 
-    /// Delivers an event of gRPC call or stream `token` to the root context
-    /// that opened it. Dropped if the VM, the context or the token is gone
-    /// (a cancelled call hears nothing more).
-    pub fn on_grpc_event(&mut self, vm_key: VmKey, context_id: u32, token: u32, event: GrpcEvent) {
-        let Some(handle) = self.root_handle(vm_key, context_id) else { return };
-        let Some(vm) = self.slots[handle.slot].vm.as_mut() else { return };
-        let result = vm.on_grpc_event(context_id, token, event);
-        let _ = self.after_call(handle, result);
-    }
-
     /// Keeps a paused stream in its plugin's VM, where callbacks acting on
     /// its context (an HTTP call's response, a tick) can read and change it.
     /// Gives the stream back if the plugin's VM is gone.
@@ -418,45 +399,43 @@ impl WasmThread {
     pub fn unpark(&mut self, context: &StreamContext) -> Option<HttpStream> {
         match self.live_vm(context) {
             Ok(vm) => vm.unpark(context.id),
-            Err(_) => {
-                let vm_key = self.slots[context.plugin.slot].module.key();
-                self.orphans.remove(&(vm_key, context.id, context.generation))
-            }
+            Err(_) => self.orphans.remove(&(context.instance, context.id)),
         }
     }
 
-    /// The plugin whose root context is `context_id` in VM `vm_key`.
-    fn root_handle(&self, vm_key: VmKey, context_id: u32) -> Option<PluginHandle> {
-        let slot = self.slots.iter().position(|s| s.module.key() == vm_key)?;
-        let plugin = self.slots[slot].root_ids.iter().position(|&id| id == context_id)?;
-        Some(PluginHandle { slot, plugin })
-    }
-
-    /// Runs `call` on the live VM of a stream context, then collects what it
-    /// asked for and turns a trap into a failure.
-    fn stream_call<T>(
+    /// Runs `call` on root context `context_id` of `instance`, if that
+    /// instance is still the live one; counts the event as stale otherwise.
+    fn root_call(
         &mut self,
-        context: &StreamContext,
-        call: impl FnOnce(&mut Vm, u32) -> Result<T, CallError>,
-    ) -> Result<T, PluginFailure> {
-        let vm = self.live_vm(context)?;
-        let result = call(vm, context.id);
-        self.after_call(context.plugin, result)
+        instance: InstanceId,
+        context_id: u32,
+        call: impl FnOnce(&mut Vm) -> Result<(), CallError>,
+    ) {
+        let Some(slot) = self.slots.iter().position(|s| s.module.key() == instance.vm_key) else { return };
+        let live = &mut self.slots[slot];
+        let plugin = live.root_ids.iter().position(|&id| id == context_id).unwrap_or(0);
+        match live.vm.as_mut() {
+            Some(vm) if live.generation == instance.generation => {
+                let result = call(vm);
+                let _ = self.after_call(PluginHandle { slot, plugin }, result);
+            }
+            _ => PluginStats::bump(&live.plugins[plugin].stats.stale_events),
+        }
     }
 
     fn live_vm(&mut self, context: &StreamContext) -> Result<&mut Vm, PluginFailure> {
         let slot = &mut self.slots[context.plugin.slot];
         match slot.vm.as_mut() {
-            Some(vm) if slot.generation == context.generation => Ok(vm),
+            Some(vm) if slot.generation == context.instance.generation => Ok(vm),
             _ => {
                 let plugin = &slot.plugins[context.plugin.plugin];
-                Err(failure(plugin, "its VM failed and was restarted during this stream".into()))
+                Err(failure(plugin, "its VM failed and was replaced during this stream".into()))
             }
         }
     }
 
-    /// Collects tick changes after a call, and turns a trap into a failure
-    /// that discards the instance.
+    /// Collects what a call asked for, and turns a failure into a
+    /// [`PluginFailure`] that discards the instance.
     fn after_call<T>(&mut self, handle: PluginHandle, result: Result<T, CallError>) -> Result<T, PluginFailure> {
         let slot = &mut self.slots[handle.slot];
         // Root contexts that called proxy_done are deleted once the callback returned.
@@ -464,52 +443,99 @@ impl WasmThread {
             (Ok(value), Some(vm)) => vm.delete_done_roots().map(|()| value),
             (result, _) => result,
         };
+        let instance = slot.instance();
         if let Some(vm) = slot.vm.as_mut().filter(|vm| vm.has_requests()) {
-            collect(&mut self.effects, slot.module.key(), vm);
+            collect(&mut self.effects, instance, vm);
         }
         result.map_err(|error| self.discard_vm(handle, &error))
     }
 
-    /// Drops a VM instance after a trap; the next callback builds a new one.
+    /// Discards an instance after a failure and decides, by the plugins'
+    /// policy, what comes next.
     fn discard_vm(&mut self, handle: PluginHandle, error: &CallError) -> PluginFailure {
+        let now = Instant::now();
+        let hold = self.host.shared.hold;
         let slot = &mut self.slots[handle.slot];
-        let plugin = &slot.plugins[handle.plugin];
-        let failure = failure(plugin, error.to_string());
-        tracing::error!(target: "wasm", "{failure}; the VM instance on this thread is discarded and will be recreated");
-        let vm_key = slot.module.key();
+        let plugin = slot.plugins[handle.plugin].clone();
+        let failure = failure(&plugin, error.to_string());
+        PluginStats::bump(&plugin.stats.failures);
+        if error.deadline {
+            PluginStats::bump(&plugin.stats.deadline_exceeded);
+        }
+        let instance = slot.instance();
         // Streams waiting on this instance learn that it failed.
         if let Some(mut vm) = slot.vm.take() {
+            self.effects.cancelled.extend(vm.open_calls());
             for (context_id, stream) in vm.take_parked() {
-                self.orphans.insert((vm_key, context_id, slot.generation), stream);
-                self.effects.stream_signals.push(StreamSignal { vm_key, context_id, action: StreamAction::Failed });
+                self.orphans.insert((instance, context_id), stream);
+                self.effects.stream_signals.push(StreamSignal { instance, context_id, action: StreamAction::Failed });
             }
         }
+        self.effects.retired.push(instance);
         slot.generation += 1;
-        // The old instance's timers stop; the new one sets its own.
-        for &context_id in &slot.root_ids {
-            self.effects.ticks.push(TickChange { vm_key, request: TickRequest { context_id, period_ms: 0 } });
-        }
+        let policy = slot.policy();
+        let next = slot.fail.on_failure(now, policy, hold);
+        let what = match next {
+            Health::Restarting { at } => {
+                self.effects.restarts.push(at);
+                format!("a new one starts in {:?} ({})", at.saturating_duration_since(now), policy.name())
+            }
+            Health::HeldFailed => {
+                PluginStats::bump(&plugin.stats.held_failed);
+                format!(
+                    "it failed {} times within {:?}: held failed, its streams get 503 until the configuration changes",
+                    hold.failures, hold.window
+                )
+            }
+            Health::Failed if policy.fails_open() => {
+                "failed for good (FAIL_OPEN): its streams skip it until the configuration changes".to_owned()
+            }
+            _ => "failed for good (FAIL_CLOSED): its streams get 503 until the configuration changes".to_owned(),
+        };
+        tracing::error!(target: "wasm", "{failure}; the VM instance on this thread is discarded; {what}");
         failure
     }
 
-    /// Makes sure the plugin's VM is up, restarting it if it failed (at most
-    /// once per [`RESTART_BACKOFF`] while restarts keep failing).
+    /// Makes sure the plugin's VM is up: starts it if its restart is due.
     fn ensure_vm(&mut self, handle: PluginHandle) -> Result<(), PluginFailure> {
         let slot = &self.slots[handle.slot];
         if slot.vm.is_some() {
             return Ok(());
         }
         let plugin = &slot.plugins[handle.plugin];
-        if slot.restart_after.is_some_and(|t| Instant::now() < t) {
-            return Err(failure(plugin, "its VM failed and could not be restarted yet".into()));
+        let now = Instant::now();
+        match slot.fail.health {
+            Health::Restarting { at } if at <= now => self.restart(handle.slot),
+            Health::Restarting { at } => {
+                PluginStats::bump(&plugin.stats.reload_backoff);
+                let wait = at.saturating_duration_since(now);
+                Err(failure(plugin, format!("its VM failed; a new instance starts in {wait:?}")))
+            }
+            Health::HeldFailed => Err(failure(plugin, "held failed after failing too often".into())),
+            Health::Failed | Health::Running => Err(failure(plugin, "its VM failed".into())),
         }
-        match self.instantiate(handle.slot) {
-            Ok(()) => Ok(()),
+    }
+
+    /// Replaces a failed instance with a new one.
+    fn restart(&mut self, slot_index: usize) -> Result<(), PluginFailure> {
+        match self.instantiate(slot_index) {
+            Ok(()) => {
+                let slot = &self.slots[slot_index];
+                for plugin in &slot.plugins {
+                    PluginStats::bump(&plugin.stats.reload_success);
+                }
+                tracing::info!(
+                    target: "wasm",
+                    "plugin '{}' (vm_id '{}'): a new VM instance started on this thread",
+                    slot.plugins[0].display_name(),
+                    slot.module.vm_id()
+                );
+                Ok(())
+            }
             Err((plugin, error)) => {
-                let failure = failure(&plugin, error.to_string());
-                tracing::error!(target: "wasm", "{failure}; restarting its VM failed, next try in {RESTART_BACKOFF:?}");
-                self.slots[handle.slot].restart_after = Some(Instant::now() + RESTART_BACKOFF);
-                Err(failure)
+                PluginStats::bump(&plugin.stats.reload_failure);
+                let index = self.slots[slot_index].plugins.iter().position(|p| Arc::ptr_eq(p, &plugin)).unwrap_or(0);
+                Err(self.discard_vm(PluginHandle { slot: slot_index, plugin: index }, &error))
             }
         }
     }
@@ -518,34 +544,89 @@ impl WasmThread {
     fn instantiate(&mut self, slot_index: usize) -> Result<(), (Arc<Plugin>, CallError)> {
         let slot = &mut self.slots[slot_index];
         let first = slot.plugins[0].clone();
-        let mut vm = Vm::instantiate(self.host.engine(), &slot.module, self.host.shared.clone(), self.mailbox.clone())
-            .map_err(|e| (first, e))?;
-        let mut root_ids = Vec::with_capacity(slot.plugins.len());
-        for plugin in &slot.plugins {
-            let id = vm.start_root_context(plugin).map_err(|e| (plugin.clone(), e))?;
-            root_ids.push(id);
-        }
-        collect(&mut self.effects, slot.module.key(), &mut vm);
-        slot.root_ids = root_ids;
+        let instance = slot.instance();
+        let vm = Vm::instantiate(
+            self.host.engine(),
+            &slot.module,
+            instance,
+            slot.limits(),
+            self.host.shared.clone(),
+            self.mailbox.clone(),
+        )
+        .map_err(|e| (first, e))?;
         slot.vm = Some(vm);
-        slot.restart_after = None;
+        let mut root_ids = Vec::with_capacity(slot.plugins.len());
+        for plugin in slot.plugins.clone() {
+            let vm = self.slots[slot_index].vm.as_mut().expect("set above");
+            match vm.start_root_context(&plugin) {
+                Ok(id) => root_ids.push(id),
+                Err(e) => {
+                    // What the failed start asked for dies with it.
+                    self.slots[slot_index].vm = None;
+                    return Err((plugin, e));
+                }
+            }
+        }
+        let slot = &mut self.slots[slot_index];
+        slot.root_ids = root_ids;
+        slot.fail.on_started(Instant::now());
+        let instance = slot.instance();
+        if let Some(vm) = slot.vm.as_mut() {
+            collect(&mut self.effects, instance, vm);
+        }
         Ok(())
     }
 }
 
 /// Moves what a VM asked for into the thread's effects.
-fn collect(effects: &mut Effects, vm_key: VmKey, vm: &mut Vm) {
-    effects.ticks.extend(vm.take_tick_requests().into_iter().map(|request| TickChange { vm_key, request }));
-    let (actions, calls, grpc) = vm.take_requests();
-    effects.grpc.extend(grpc);
-    effects.stream_signals.extend(actions.into_iter().map(|(context_id, action)| StreamSignal {
-        vm_key,
+fn collect(effects: &mut Effects, instance: InstanceId, vm: &mut Vm) {
+    let requests = vm.take_requests();
+    effects.ticks.extend(requests.ticks.into_iter().map(|request| TickChange { instance, request }));
+    effects.grpc.extend(requests.grpc);
+    effects.stream_signals.extend(requests.stream_actions.into_iter().map(|(context_id, action)| StreamSignal {
+        instance,
         context_id,
         action,
     }));
-    effects.http_calls.extend(calls);
+    effects.http_calls.extend(requests.http_calls);
+    effects.cancelled.extend(requests.cancelled);
 }
 
 fn failure(plugin: &Plugin, reason: String) -> PluginFailure {
-    PluginFailure { plugin: plugin.display_name().to_owned(), vm_id: plugin.module.vm_id().to_owned(), reason }
+    PluginFailure {
+        plugin: plugin.display_name().to_owned(),
+        vm_id: plugin.module.vm_id().to_owned(),
+        reason,
+        fail_open: plugin.failure_policy.fails_open(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{HostOptions, Limits, module_spec};
+    use bytes::Bytes;
+
+    struct NoMailbox;
+    impl ThreadMailbox for NoMailbox {
+        fn post_queue_ready(&self, _: QueueReady) {}
+    }
+
+    #[test]
+    fn context_ids_wrap_around_skipping_zero_and_ids_in_use() {
+        let host = Host::new(HostOptions::default()).unwrap();
+        let wat = r#"(module (memory (export "memory") 1) (func (export "proxy_abi_version_0_2_1"))
+            (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024)))"#;
+        let module = host.load_module(module_spec("vm", wat, "test")).unwrap();
+        let mut thread = WasmThread::new(host, Arc::new(NoMailbox));
+        let handle =
+            thread.add_plugin(Plugin::new("p", "", Bytes::new(), module, FailurePolicy::FailClosed, Limits::default()));
+        thread.start().unwrap();
+        // Root context 1 is alive; a stream context keeps 2.
+        let kept = thread.create_http_stream(handle).unwrap();
+        assert_eq!(kept.id(), 2);
+        thread.slots[0].vm.as_mut().unwrap().set_last_context_id(u32::MAX - 1);
+        let ids: Vec<u32> = (0..2).map(|_| thread.create_http_stream(handle).unwrap().id()).collect();
+        assert_eq!(ids, [u32::MAX, 3], "0, 1 and 2 are skipped");
+    }
 }

@@ -1,30 +1,40 @@
 //! One instance of a plugin module on one thread, and the typed calls into it.
 //!
-//! Every call into the guest goes through [`Vm::enter`], which sets up the
-//! call frame the host functions read, and turns a trap into a [`CallError`].
+//! Every call into the guest goes through [`enter`], which sets up the call
+//! frame the host functions read, arms the callback's deadline, and turns a
+//! trap into a [`CallError`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_abi::{AbiVersion, PeerType};
-use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
+use ferry_abi::PeerType;
+use wasmtime::{Store, Trap, TypedFunc, WasmParams, WasmResults};
 
+use crate::exports::Exports;
 use crate::grpc::{GrpcCommand, GrpcEvent};
 use crate::host::SharedState;
-use crate::mailbox::ThreadMailbox;
+use crate::limits::Limits;
+use crate::mailbox::{InstanceId, ThreadMailbox};
 use crate::module::PluginModule;
 use crate::plugin::Plugin;
 use crate::state::{CallFrame, ContextEntry, GrpcKind, HostState, TickRequest};
-use crate::stream::{HttpCallRequest, HttpCallResponse, HttpStream, Phase, StreamAction, Verdict};
+use crate::stream::{Cancelled, HttpCallRequest, HttpCallResponse, HttpStream, Phase, StreamAction, Verdict};
 
-/// Epoch deadline when no CPU limit applies: never reached.
-const NO_DEADLINE: u64 = 1 << 62;
-
-/// A callback that trapped (or could not be called).
+/// A callback that failed: it trapped, ran past its deadline, or could not
+/// be called.
 #[derive(Debug, Clone)]
 pub(crate) struct CallError {
     pub function: &'static str,
     pub message: String,
+    /// Interrupted at its deadline.
+    pub deadline: bool,
+}
+
+impl CallError {
+    fn new(function: &'static str, message: impl Into<String>) -> Self {
+        CallError { function, message: message.into(), deadline: false }
+    }
 }
 
 impl std::fmt::Display for CallError {
@@ -34,130 +44,149 @@ impl std::fmt::Display for CallError {
     }
 }
 
-/// A header callback, whose arity depends on the ABI version.
-enum HeadersCallback {
-    V1(TypedFunc<(i32, i32), i32>),
-    V2(TypedFunc<(i32, i32, i32), i32>),
+/// A stream callback that returns an action (continue, stop, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamCallback {
+    /// `proxy_on_request_headers(context, headers, end_of_stream)`.
+    RequestHeaders,
+    /// `proxy_on_response_headers(context, headers, end_of_stream)`.
+    ResponseHeaders,
+    /// `proxy_on_request_body(context, body size, end_of_stream)`.
+    RequestBody,
+    /// `proxy_on_response_body(context, body size, end_of_stream)`.
+    ResponseBody,
+    /// `proxy_on_request_trailers(context, trailers)`.
+    RequestTrailers,
+    /// `proxy_on_response_trailers(context, trailers)`.
+    ResponseTrailers,
+    /// `proxy_on_new_connection(context)`.
+    NewConnection,
+    /// `proxy_on_downstream_data(context, data size, end_of_stream)`.
+    DownstreamData,
+    /// `proxy_on_upstream_data(context, data size, end_of_stream)`.
+    UpstreamData,
 }
 
-/// Root context, token, header count, body size, trailer count.
-type CallResponseArgs = (i32, i32, i32, i32, i32);
+impl StreamCallback {
+    /// The export's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamCallback::RequestHeaders => "proxy_on_request_headers",
+            StreamCallback::ResponseHeaders => "proxy_on_response_headers",
+            StreamCallback::RequestBody => "proxy_on_request_body",
+            StreamCallback::ResponseBody => "proxy_on_response_body",
+            StreamCallback::RequestTrailers => "proxy_on_request_trailers",
+            StreamCallback::ResponseTrailers => "proxy_on_response_trailers",
+            StreamCallback::NewConnection => "proxy_on_new_connection",
+            StreamCallback::DownstreamData => "proxy_on_downstream_data",
+            StreamCallback::UpstreamData => "proxy_on_upstream_data",
+        }
+    }
 
-/// The guest exports the host calls, resolved once per instance.
-struct Exports {
-    on_context_create: Option<TypedFunc<(i32, i32), ()>>,
-    on_vm_start: Option<TypedFunc<(i32, i32), i32>>,
-    on_configure: Option<TypedFunc<(i32, i32), i32>>,
-    on_done: Option<TypedFunc<i32, i32>>,
-    on_log: Option<TypedFunc<i32, ()>>,
-    on_delete: Option<TypedFunc<i32, ()>>,
-    on_tick: Option<TypedFunc<i32, ()>>,
-    on_queue_ready: Option<TypedFunc<(i32, i32), ()>>,
-    on_http_call_response: Option<TypedFunc<CallResponseArgs, ()>>,
-    on_grpc_receive_initial_metadata: Option<TypedFunc<(i32, i32, i32), ()>>,
-    on_grpc_receive: Option<TypedFunc<(i32, i32, i32), ()>>,
-    on_grpc_receive_trailing_metadata: Option<TypedFunc<(i32, i32, i32), ()>>,
-    on_grpc_close: Option<TypedFunc<(i32, i32, i32), ()>>,
-    on_request_headers: Option<HeadersCallback>,
-    on_response_headers: Option<HeadersCallback>,
-    on_request_body: Option<HeadersCallback>,
-    on_response_body: Option<HeadersCallback>,
-    on_request_trailers: Option<HeadersCallback>,
-    on_response_trailers: Option<HeadersCallback>,
-    on_new_connection: Option<TypedFunc<i32, i32>>,
-    on_downstream_data: Option<HeadersCallback>,
-    on_upstream_data: Option<HeadersCallback>,
-    on_downstream_connection_close: Option<TypedFunc<(i32, i32), ()>>,
-    on_upstream_connection_close: Option<TypedFunc<(i32, i32), ()>>,
+    /// What the plugin may touch during it.
+    fn phase(self) -> Phase {
+        match self {
+            StreamCallback::RequestHeaders => Phase::RequestHeaders,
+            StreamCallback::ResponseHeaders => Phase::ResponseHeaders,
+            StreamCallback::RequestBody => Phase::RequestBody,
+            StreamCallback::ResponseBody => Phase::ResponseBody,
+            StreamCallback::RequestTrailers => Phase::RequestTrailers,
+            StreamCallback::ResponseTrailers => Phase::ResponseTrailers,
+            StreamCallback::NewConnection => Phase::StreamOther,
+            StreamCallback::DownstreamData => Phase::DownstreamData,
+            StreamCallback::UpstreamData => Phase::UpstreamData,
+        }
+    }
+
+    /// Its size argument: the number of headers or trailers, or the bytes
+    /// of the body or data.
+    fn size(self, stream: &HttpStream) -> i32 {
+        let size = match self {
+            StreamCallback::RequestHeaders => stream.request_headers.len(),
+            StreamCallback::ResponseHeaders => stream.response_headers.len(),
+            StreamCallback::RequestBody => stream.request_body.len(),
+            StreamCallback::ResponseBody => stream.response_body.len(),
+            StreamCallback::RequestTrailers => stream.request_trailers.len(),
+            StreamCallback::ResponseTrailers => stream.response_trailers.len(),
+            StreamCallback::NewConnection => 0,
+            StreamCallback::DownstreamData => stream.downstream_data.len(),
+            StreamCallback::UpstreamData => stream.upstream_data.len(),
+        };
+        size as i32
+    }
 }
 
 /// A VM instance: a store, its instance's exports, and its context ids.
 pub(crate) struct Vm {
     store: Store<HostState>,
     exports: Exports,
-    /// Next context id; ids start at 1 (0 is the VM itself) and are never reused.
-    next_context_id: u32,
-}
-
-fn func<P: WasmParams, R: WasmResults>(
-    instance: &Instance,
-    store: &mut Store<HostState>,
-    name: &str,
-) -> Option<TypedFunc<P, R>> {
-    // Signatures were checked when the module was loaded.
-    instance.get_typed_func(&mut *store, name).ok()
+    /// The last context id handed out; ids are never 0 (the VM itself) and
+    /// skip ids still in use once they wrap.
+    last_context_id: u32,
+    /// Epoch ticks a callback may run.
+    callback_ticks: u64,
+    /// Epoch ticks each start function may run.
+    start_ticks: u64,
+    /// The deadline, for messages.
+    callback_deadline: Option<Duration>,
+    start_deadline: Option<Duration>,
 }
 
 impl Vm {
     /// Instantiates `module` and runs its start functions (`_initialize` then
-    /// `main`, or `_start`), as proxy-wasm-cpp-host does.
+    /// `main`, or `_start`), as proxy-wasm-cpp-host does, each under the
+    /// start deadline of `limits`.
     pub(crate) fn instantiate(
         engine: &wasmtime::Engine,
         module: &Arc<PluginModule>,
+        instance: InstanceId,
+        limits: Limits,
         shared: Arc<SharedState>,
         mailbox: Arc<dyn ThreadMailbox>,
     ) -> Result<Vm, CallError> {
-        let mut store = Store::new(engine, HostState::new(module.clone(), shared, mailbox));
+        let state = HostState::new(module.clone(), instance, limits.memory_bytes, shared, mailbox);
+        let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(NO_DEADLINE);
-        let instance = module
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| CallError { function: "instantiate", message: format!("{e:#}") })?;
-        store.data_mut().memory = instance.get_memory(&mut store, "memory");
-        store.data_mut().allocator = func(&instance, &mut store, module.allocator);
-        let headers = |store: &mut Store<HostState>, name: &str| match module.abi {
-            AbiVersion::V0_1_0 => func(&instance, store, name).map(HeadersCallback::V1),
-            _ => func(&instance, store, name).map(HeadersCallback::V2),
+        let start_ticks = Limits::ticks(limits.start_deadline);
+        store.set_epoch_deadline(start_ticks);
+        let wasm_instance =
+            module.pre.instantiate(&mut store).map_err(|e| CallError::new("instantiate", trap_message(&e)))?;
+        let exports = Exports::resolve(&wasm_instance, &mut store, module.abi);
+        let memory = wasm_instance.get_memory(&mut store, "memory");
+        store.data_mut().memory = memory;
+        store.data_mut().allocator = match module.allocator {
+            "proxy_on_memory_allocate" => exports.memory_allocate.clone(),
+            _ => exports.malloc.clone(),
         };
-        let exports = Exports {
-            on_context_create: func(&instance, &mut store, "proxy_on_context_create"),
-            on_vm_start: func(&instance, &mut store, "proxy_on_vm_start"),
-            on_configure: func(&instance, &mut store, "proxy_on_configure"),
-            on_done: func(&instance, &mut store, "proxy_on_done"),
-            on_log: func(&instance, &mut store, "proxy_on_log"),
-            on_delete: func(&instance, &mut store, "proxy_on_delete"),
-            on_tick: func(&instance, &mut store, "proxy_on_tick"),
-            on_queue_ready: func(&instance, &mut store, "proxy_on_queue_ready"),
-            on_http_call_response: func(&instance, &mut store, "proxy_on_http_call_response"),
-            on_grpc_receive_initial_metadata: func(&instance, &mut store, "proxy_on_grpc_receive_initial_metadata"),
-            on_grpc_receive: func(&instance, &mut store, "proxy_on_grpc_receive"),
-            on_grpc_receive_trailing_metadata: func(&instance, &mut store, "proxy_on_grpc_receive_trailing_metadata"),
-            on_grpc_close: func(&instance, &mut store, "proxy_on_grpc_close"),
-            on_request_headers: headers(&mut store, "proxy_on_request_headers"),
-            on_response_headers: headers(&mut store, "proxy_on_response_headers"),
-            on_request_body: func(&instance, &mut store, "proxy_on_request_body").map(HeadersCallback::V2),
-            on_response_body: func(&instance, &mut store, "proxy_on_response_body").map(HeadersCallback::V2),
-            // Trailer callbacks take (context, count) in every ABI version.
-            on_request_trailers: func(&instance, &mut store, "proxy_on_request_trailers").map(HeadersCallback::V1),
-            on_response_trailers: func(&instance, &mut store, "proxy_on_response_trailers").map(HeadersCallback::V1),
-            on_new_connection: func(&instance, &mut store, "proxy_on_new_connection"),
-            on_downstream_data: func(&instance, &mut store, "proxy_on_downstream_data").map(HeadersCallback::V2),
-            on_upstream_data: func(&instance, &mut store, "proxy_on_upstream_data").map(HeadersCallback::V2),
-            on_downstream_connection_close: func(&instance, &mut store, "proxy_on_downstream_connection_close"),
-            on_upstream_connection_close: func(&instance, &mut store, "proxy_on_upstream_connection_close"),
+        let mut vm = Vm {
+            store,
+            exports,
+            last_context_id: 0,
+            callback_ticks: Limits::ticks(limits.callback_deadline),
+            start_ticks,
+            callback_deadline: limits.callback_deadline,
+            start_deadline: limits.start_deadline,
         };
-        let initialize: Option<TypedFunc<(), ()>> = func(&instance, &mut store, "_initialize");
-        let main: Option<TypedFunc<(i32, i32), i32>> = func(&instance, &mut store, "main");
-        let main_void: Option<TypedFunc<(), i32>> = func(&instance, &mut store, "__main_void");
-        let start: Option<TypedFunc<(), ()>> = func(&instance, &mut store, "_start");
-        let mut vm = Vm { store, exports, next_context_id: 1 };
-        let frame = CallFrame::default;
-        if let Some(initialize) = initialize {
-            enter(&mut vm.store, "_initialize", frame(), |s| initialize.call(s, ()))?;
-            if let Some(main) = main {
-                enter(&mut vm.store, "main", frame(), |s| main.call(s, (0, 0)))?;
-            } else if let Some(main_void) = main_void {
-                enter(&mut vm.store, "__main_void", frame(), |s| main_void.call(s, ()))?;
-            }
-        } else if let Some(start) = start {
-            enter(&mut vm.store, "_start", frame(), |s| start.call(s, ()))?;
-        }
+        vm.run_start_functions()?;
         Ok(vm)
     }
 
+    fn run_start_functions(&mut self) -> Result<(), CallError> {
+        let frame = CallFrame::default;
+        if self.call(Deadline::Start, "_initialize", frame(), |e| e.initialize.as_ref(), ())?.is_some() {
+            if self.call(Deadline::Start, "main", frame(), |e| e.main.as_ref(), (0, 0))?.is_none() {
+                self.call(Deadline::Start, "__main_void", frame(), |e| e.main_void.as_ref(), ())?;
+            }
+        } else {
+            self.call(Deadline::Start, "_start", frame(), |e| e.start.as_ref(), ())?;
+        }
+        Ok(())
+    }
+
     /// Creates the root context of `plugin` and runs `proxy_on_context_create`,
-    /// `proxy_on_vm_start` and `proxy_on_configure` on it. Returns its id.
+    /// `proxy_on_vm_start` and `proxy_on_configure` on it (the last two
+    /// under the start deadline). Returns its id.
     pub(crate) fn start_root_context(&mut self, plugin: &Arc<Plugin>) -> Result<u32, CallError> {
         let id = self.alloc_context_id();
         let data = self.store.data_mut();
@@ -168,267 +197,100 @@ impl Vm {
             plugin_configuration: Some(plugin.configuration.clone()),
             ..CallFrame::default()
         };
-        if let Some(f) = &self.exports.on_context_create {
-            enter(&mut self.store, "proxy_on_context_create", with_config(), |s| f.call(s, (id as i32, 0)))?;
-        }
+        let arg = id as i32;
+        self.call(
+            Deadline::Start,
+            "proxy_on_context_create",
+            with_config(),
+            |e| e.on_context_create.as_ref(),
+            (arg, 0),
+        )?;
         let vm_config_len = plugin.module.spec.vm_configuration.len() as i32;
-        if let Some(f) = &self.exports.on_vm_start {
-            let ok =
-                enter(&mut self.store, "proxy_on_vm_start", with_config(), |s| f.call(s, (id as i32, vm_config_len)))?;
-            if ok == 0 {
-                return Err(CallError { function: "proxy_on_vm_start", message: "the plugin returned false".into() });
-            }
+        let started = self.call(
+            Deadline::Start,
+            "proxy_on_vm_start",
+            with_config(),
+            |e| e.on_vm_start.as_ref(),
+            (arg, vm_config_len),
+        )?;
+        if started == Some(0) {
+            return Err(CallError::new("proxy_on_vm_start", "the plugin returned false"));
         }
         let config_len = plugin.configuration.len() as i32;
-        if let Some(f) = &self.exports.on_configure {
-            let ok =
-                enter(&mut self.store, "proxy_on_configure", with_config(), |s| f.call(s, (id as i32, config_len)))?;
-            if ok == 0 {
-                return Err(CallError { function: "proxy_on_configure", message: "the plugin returned false".into() });
-            }
+        let configured = self.call(
+            Deadline::Start,
+            "proxy_on_configure",
+            with_config(),
+            |e| e.on_configure.as_ref(),
+            (arg, config_len),
+        )?;
+        if configured == Some(0) {
+            return Err(CallError::new("proxy_on_configure", "the plugin returned false"));
         }
         Ok(id)
     }
 
     /// Creates a stream context under `root_id` (`proxy_on_context_create`).
     pub(crate) fn create_stream_context(&mut self, root_id: u32) -> Result<u32, CallError> {
+        let plugin = self
+            .store
+            .data()
+            .contexts
+            .get(&root_id)
+            .map(|e| e.plugin)
+            .ok_or_else(|| CallError::new("proxy_on_context_create", format!("no root context {root_id}")))?;
         let id = self.alloc_context_id();
-        let data = self.store.data_mut();
-        let plugin = data.contexts.get(&root_id).map(|e| e.plugin).ok_or_else(|| CallError {
-            function: "proxy_on_context_create",
-            message: format!("no root context {root_id}"),
-        })?;
-        data.contexts.insert(id, ContextEntry { plugin, root_id });
-        if let Some(f) = &self.exports.on_context_create {
-            enter(&mut self.store, "proxy_on_context_create", frame(id, Phase::StreamOther), |s| {
-                f.call(s, (id as i32, root_id as i32))
-            })?;
-        }
+        self.store.data_mut().contexts.insert(id, ContextEntry { plugin, root_id });
+        let args = (id as i32, root_id as i32);
+        self.call(
+            Deadline::Callback,
+            "proxy_on_context_create",
+            frame(id, Phase::StreamOther),
+            |e| e.on_context_create.as_ref(),
+            args,
+        )?;
         Ok(id)
     }
 
-    /// `proxy_on_request_headers`, with `stream` lent to the plugin.
-    pub(crate) fn on_request_headers(
+    /// A stream callback with `stream` lent to the plugin, and what it
+    /// decided. A missing export continues.
+    pub(crate) fn stream_callback(
         &mut self,
+        callback: StreamCallback,
         id: u32,
         stream: &mut HttpStream,
         end_of_stream: bool,
     ) -> Result<Verdict, CallError> {
-        let count = stream.request_headers.len() as i32;
-        self.headers_callback(
-            "proxy_on_request_headers",
-            |e| e.on_request_headers.as_ref(),
-            id,
-            Phase::RequestHeaders,
-            stream,
-            count,
-            end_of_stream,
-        )
-    }
-
-    /// `proxy_on_response_headers`, with `stream` lent to the plugin.
-    pub(crate) fn on_response_headers(
-        &mut self,
-        id: u32,
-        stream: &mut HttpStream,
-        end_of_stream: bool,
-    ) -> Result<Verdict, CallError> {
-        let count = stream.response_headers.len() as i32;
-        self.headers_callback(
-            "proxy_on_response_headers",
-            |e| e.on_response_headers.as_ref(),
-            id,
-            Phase::ResponseHeaders,
-            stream,
-            count,
-            end_of_stream,
-        )
-    }
-
-    /// `proxy_on_request_body` with the whole body (`stream.request_body`)
-    /// lent to the plugin.
-    pub(crate) fn on_request_body(
-        &mut self,
-        id: u32,
-        stream: &mut HttpStream,
-        end_of_stream: bool,
-    ) -> Result<Verdict, CallError> {
-        let size = stream.request_body.len() as i32;
-        self.headers_callback(
-            "proxy_on_request_body",
-            |e| e.on_request_body.as_ref(),
-            id,
-            Phase::RequestBody,
-            stream,
-            size,
-            end_of_stream,
-        )
-    }
-
-    /// `proxy_on_response_body` with `stream.response_body` lent to the plugin.
-    pub(crate) fn on_response_body(
-        &mut self,
-        id: u32,
-        stream: &mut HttpStream,
-        end_of_stream: bool,
-    ) -> Result<Verdict, CallError> {
-        let size = stream.response_body.len() as i32;
-        self.headers_callback(
-            "proxy_on_response_body",
-            |e| e.on_response_body.as_ref(),
-            id,
-            Phase::ResponseBody,
-            stream,
-            size,
-            end_of_stream,
-        )
-    }
-
-    /// `proxy_on_request_trailers` with `stream.request_trailers` lent to the plugin.
-    pub(crate) fn on_request_trailers(&mut self, id: u32, stream: &mut HttpStream) -> Result<Verdict, CallError> {
-        let count = stream.request_trailers.len() as i32;
-        self.headers_callback(
-            "proxy_on_request_trailers",
-            |e| e.on_request_trailers.as_ref(),
-            id,
-            Phase::RequestTrailers,
-            stream,
-            count,
-            true,
-        )
-    }
-
-    /// `proxy_on_response_trailers` with `stream.response_trailers` lent to the plugin.
-    pub(crate) fn on_response_trailers(&mut self, id: u32, stream: &mut HttpStream) -> Result<Verdict, CallError> {
-        let count = stream.response_trailers.len() as i32;
-        self.headers_callback(
-            "proxy_on_response_trailers",
-            |e| e.on_response_trailers.as_ref(),
-            id,
-            Phase::ResponseTrailers,
-            stream,
-            count,
-            true,
-        )
-    }
-
-    /// `proxy_on_new_connection`, with the connection lent to the plugin.
-    pub(crate) fn on_new_connection(&mut self, id: u32, stream: &mut HttpStream) -> Result<Verdict, CallError> {
-        let Some(f) = &self.exports.on_new_connection else { return Ok(Verdict::Continue) };
-        let action = with_stream(&mut self.store, stream, |store| {
-            enter(store, "proxy_on_new_connection", frame(id, Phase::StreamOther), |s| f.call(s, id as i32))
-        })?;
-        let outcome = std::mem::take(&mut self.store.data_mut().call.outcome);
-        Ok(if outcome.closed {
-            Verdict::Close
-        } else if action == 0 || outcome.resumed {
-            Verdict::Continue
-        } else {
-            Verdict::Pause
-        })
-    }
-
-    /// `proxy_on_downstream_data` with `stream.downstream_data` lent to the plugin.
-    pub(crate) fn on_downstream_data(
-        &mut self,
-        id: u32,
-        stream: &mut HttpStream,
-        end_of_stream: bool,
-    ) -> Result<Verdict, CallError> {
-        let size = stream.downstream_data.len() as i32;
-        self.headers_callback(
-            "proxy_on_downstream_data",
-            |e| e.on_downstream_data.as_ref(),
-            id,
-            Phase::DownstreamData,
-            stream,
-            size,
-            end_of_stream,
-        )
-    }
-
-    /// `proxy_on_upstream_data` with `stream.upstream_data` lent to the plugin.
-    pub(crate) fn on_upstream_data(
-        &mut self,
-        id: u32,
-        stream: &mut HttpStream,
-        end_of_stream: bool,
-    ) -> Result<Verdict, CallError> {
-        let size = stream.upstream_data.len() as i32;
-        self.headers_callback(
-            "proxy_on_upstream_data",
-            |e| e.on_upstream_data.as_ref(),
-            id,
-            Phase::UpstreamData,
-            stream,
-            size,
-            end_of_stream,
-        )
-    }
-
-    /// `proxy_on_downstream_connection_close` (`upstream` false) or
-    /// `proxy_on_upstream_connection_close` (`upstream` true).
-    pub(crate) fn on_connection_close(
-        &mut self,
-        id: u32,
-        stream: &mut HttpStream,
-        upstream: bool,
-        peer: PeerType,
-    ) -> Result<(), CallError> {
-        let (name, f) = if upstream {
-            ("proxy_on_upstream_connection_close", &self.exports.on_upstream_connection_close)
-        } else {
-            ("proxy_on_downstream_connection_close", &self.exports.on_downstream_connection_close)
+        let (arg, size, eos) = (id as i32, callback.size(stream), end_of_stream as i32);
+        let Vm { store, exports: e, callback_ticks, callback_deadline, .. } = self;
+        // Each export with the arity it has in this module's ABI version.
+        let two = |f| two_args(f, (arg, size));
+        let call = match callback {
+            StreamCallback::RequestHeaders => e
+                .on_request_headers
+                .as_ref()
+                .map(|f| Call::Three(f, (arg, size, eos)))
+                .or_else(|| two(&e.on_request_headers_v0_1)),
+            StreamCallback::ResponseHeaders => e
+                .on_response_headers
+                .as_ref()
+                .map(|f| Call::Three(f, (arg, size, eos)))
+                .or_else(|| two(&e.on_response_headers_v0_1)),
+            StreamCallback::RequestBody => e.on_request_body.as_ref().map(|f| Call::Three(f, (arg, size, eos))),
+            StreamCallback::ResponseBody => e.on_response_body.as_ref().map(|f| Call::Three(f, (arg, size, eos))),
+            StreamCallback::RequestTrailers => two(&e.on_request_trailers),
+            StreamCallback::ResponseTrailers => two(&e.on_response_trailers),
+            StreamCallback::NewConnection => e.on_new_connection.as_ref().map(|f| Call::One(f, (arg,))),
+            StreamCallback::DownstreamData => e.on_downstream_data.as_ref().map(|f| Call::Three(f, (arg, size, eos))),
+            StreamCallback::UpstreamData => e.on_upstream_data.as_ref().map(|f| Call::Three(f, (arg, size, eos))),
         };
-        let Some(f) = f else { return Ok(()) };
-        with_stream(&mut self.store, stream, |store| {
-            enter(store, name, frame(id, Phase::StreamOther), |s| f.call(s, (id as i32, peer as i32)))
-        })?;
-        self.store.data_mut().call.outcome = Default::default();
-        Ok(())
-    }
-
-    /// The end of a network filter's context, in Envoy's order for TCP:
-    /// `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
-    pub(crate) fn finish_tcp_stream(&mut self, id: u32, stream: &mut HttpStream) -> Result<(), CallError> {
-        let arg = id as i32;
-        let result = (|| {
-            if let Some(f) = &self.exports.on_done {
-                enter(&mut self.store, "proxy_on_done", frame(id, Phase::StreamOther), |s| f.call(s, arg))?;
-            }
-            if let Some(f) = &self.exports.on_log {
-                with_stream(&mut self.store, stream, |store| {
-                    enter(store, "proxy_on_log", frame(id, Phase::Log), |s| f.call(s, arg))
-                })?;
-            }
-            if let Some(f) = &self.exports.on_delete {
-                enter(&mut self.store, "proxy_on_delete", frame(id, Phase::StreamOther), |s| f.call(s, arg))?;
-            }
-            Ok(())
-        })();
-        self.store.data_mut().contexts.remove(&id);
-        result
-    }
-
-    /// A stream callback that returns an action: headers (with their count)
-    /// or bodies and TCP data (with their size).
-    #[allow(clippy::too_many_arguments)]
-    fn headers_callback(
-        &mut self,
-        function: &'static str,
-        callback: impl FnOnce(&Exports) -> Option<&HeadersCallback>,
-        id: u32,
-        phase: Phase,
-        stream: &mut HttpStream,
-        count: i32,
-        end_of_stream: bool,
-    ) -> Result<Verdict, CallError> {
-        let Some(callback) = callback(&self.exports) else { return Ok(Verdict::Continue) };
-        let id_arg = id as i32;
-        let action = with_stream(&mut self.store, stream, |store| {
-            enter(store, function, frame(id, phase), |s| match callback {
-                HeadersCallback::V1(f) => f.call(s, (id_arg, count)),
-                HeadersCallback::V2(f) => f.call(s, (id_arg, count, end_of_stream as i32)),
+        let Some(call) = call else { return Ok(Verdict::Continue) };
+        let phase = callback.phase();
+        let action = with_stream(store, stream, |store| {
+            enter(store, callback.name(), frame(id, phase), *callback_ticks, *callback_deadline, |s| match call {
+                Call::One(f, a) => f.call(s, a),
+                Call::Two(f, a) => f.call(s, a),
+                Call::Three(f, a) => f.call(s, a),
             })
         })?;
         let outcome = std::mem::take(&mut self.store.data_mut().call.outcome);
@@ -440,58 +302,121 @@ impl Vm {
         }
         // Headers: Envoy turns every stop status into "stop all iteration"
         // unless the plugin opted in to plain StopIteration; both mean "wait
-        // for resume", and 2 is ContinueAndEndStream. Bodies: every status
-        // but 0 stops (buffering). A resume asked for during the callback
-        // cancels the pause.
-        let continues = action == 0 || (action == 2 && matches!(phase, Phase::RequestHeaders | Phase::ResponseHeaders));
+        // for resume", and 2 is ContinueAndEndStream. Bodies and data: every
+        // status but 0 stops (buffering). A resume asked for during the
+        // callback cancels the pause.
+        let headers = matches!(phase, Phase::RequestHeaders | Phase::ResponseHeaders);
+        let continues = action == 0 || (action == 2 && headers);
         Ok(if continues || outcome.resumed { Verdict::Continue } else { Verdict::Pause })
+    }
+
+    /// `proxy_on_downstream_connection_close` (`upstream` false) or
+    /// `proxy_on_upstream_connection_close` (`upstream` true).
+    pub(crate) fn on_connection_close(
+        &mut self,
+        id: u32,
+        stream: &mut HttpStream,
+        upstream: bool,
+        peer: PeerType,
+    ) -> Result<(), CallError> {
+        let name = if upstream { "proxy_on_upstream_connection_close" } else { "proxy_on_downstream_connection_close" };
+        type Select = fn(&Exports) -> Option<&TypedFunc<(i32, i32), ()>>;
+        let select: Select = if upstream {
+            |e| e.on_upstream_connection_close.as_ref()
+        } else {
+            |e| e.on_downstream_connection_close.as_ref()
+        };
+        self.call_with_stream(name, frame(id, Phase::StreamOther), stream, select, (id as i32, peer as i32))?;
+        self.store.data_mut().call.outcome = Default::default();
+        Ok(())
+    }
+
+    /// The end of a network filter's context, in Envoy's order for TCP:
+    /// `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
+    pub(crate) fn finish_tcp_stream(&mut self, id: u32, stream: &mut HttpStream) -> Result<(), CallError> {
+        let result = self
+            .call_done(id, Phase::StreamOther)
+            .and_then(|_| self.call_log(id, stream))
+            .and_then(|()| self.call_delete(id, Phase::StreamOther));
+        self.forget_stream(id);
+        result
     }
 
     /// The end of an HTTP stream, in Envoy's order: `proxy_on_log` (all maps
     /// readable), `proxy_on_done` (its result only matters for root
     /// contexts), then `proxy_on_delete`, after which the id is gone.
     pub(crate) fn finish_http_stream(&mut self, id: u32, stream: &mut HttpStream) -> Result<(), CallError> {
-        let result = self.finish_stream_calls(id, stream);
-        let data = self.store.data_mut();
-        data.contexts.remove(&id);
-        data.parked.remove(&id);
+        let result = self
+            .call_log(id, stream)
+            .and_then(|()| self.call_done(id, Phase::StreamOther))
+            .and_then(|_| self.call_delete(id, Phase::StreamOther));
+        self.forget_stream(id);
         result
     }
 
-    fn finish_stream_calls(&mut self, id: u32, stream: &mut HttpStream) -> Result<(), CallError> {
-        let arg = id as i32;
-        if let Some(f) = &self.exports.on_log {
-            with_stream(&mut self.store, stream, |store| {
-                enter(store, "proxy_on_log", frame(id, Phase::Log), |s| f.call(s, arg))
-            })?;
-        }
-        if let Some(f) = &self.exports.on_done {
-            enter(&mut self.store, "proxy_on_done", frame(id, Phase::StreamOther), |s| f.call(s, arg))?;
-        }
-        if let Some(f) = &self.exports.on_delete {
-            enter(&mut self.store, "proxy_on_delete", frame(id, Phase::StreamOther), |s| f.call(s, arg))?;
-        }
+    /// Forgets a stream context and what it left behind: its parked stream,
+    /// and the HTTP and gRPC calls it made (returned, for the embedder to
+    /// cancel).
+    fn forget_stream(&mut self, id: u32) {
+        let data = self.store.data_mut();
+        data.contexts.remove(&id);
+        data.parked.remove(&id);
+        let instance = data.instance;
+        data.http_call_tokens.retain(|&token, origin| {
+            let ended = *origin == id;
+            if ended {
+                data.cancelled.push(Cancelled::HttpCall { instance, token });
+            }
+            !ended
+        });
+        data.grpc_tokens.retain(|&token, open| {
+            let ended = open.origin == id;
+            if ended {
+                data.cancelled.push(Cancelled::Grpc { instance, token });
+            }
+            !ended
+        });
+    }
+
+    fn call_log(&mut self, id: u32, stream: &mut HttpStream) -> Result<(), CallError> {
+        self.call_with_stream("proxy_on_log", frame(id, Phase::Log), stream, |e| e.on_log.as_ref(), (id as i32,))?;
+        Ok(())
+    }
+
+    fn call_done(&mut self, id: u32, phase: Phase) -> Result<bool, CallError> {
+        let done =
+            self.call(Deadline::Callback, "proxy_on_done", frame(id, phase), |e| e.on_done.as_ref(), (id as i32,))?;
+        Ok(done != Some(0))
+    }
+
+    fn call_delete(&mut self, id: u32, phase: Phase) -> Result<(), CallError> {
+        self.call(Deadline::Callback, "proxy_on_delete", frame(id, phase), |e| e.on_delete.as_ref(), (id as i32,))?;
         Ok(())
     }
 
     /// `proxy_on_queue_ready` on root context `id`, if it exists.
     pub(crate) fn on_queue_ready(&mut self, id: u32, queue_id: u32) -> Result<(), CallError> {
-        let Some(f) = &self.exports.on_queue_ready else { return Ok(()) };
         if !self.is_root_context(id) {
             return Ok(());
         }
-        enter(&mut self.store, "proxy_on_queue_ready", frame(id, Phase::Root), |s| {
-            f.call(s, (id as i32, queue_id as i32))
-        })
+        let args = (id as i32, queue_id as i32);
+        self.call(
+            Deadline::Callback,
+            "proxy_on_queue_ready",
+            frame(id, Phase::Root),
+            |e| e.on_queue_ready.as_ref(),
+            args,
+        )?;
+        Ok(())
     }
 
     /// `proxy_on_tick` on root context `id`, if it exists.
     pub(crate) fn on_tick(&mut self, id: u32) -> Result<(), CallError> {
-        let Some(f) = &self.exports.on_tick else { return Ok(()) };
         if !self.is_root_context(id) {
             return Ok(());
         }
-        enter(&mut self.store, "proxy_on_tick", frame(id, Phase::Root), |s| f.call(s, id as i32))
+        self.call(Deadline::Callback, "proxy_on_tick", frame(id, Phase::Root), |e| e.on_tick.as_ref(), (id as i32,))?;
+        Ok(())
     }
 
     /// `proxy_on_http_call_response` on root context `id`: the response's
@@ -504,10 +429,9 @@ impl Vm {
         response: Option<HttpCallResponse>,
         failure: &str,
     ) -> Result<(), CallError> {
-        if !self.is_root_context(id) {
+        if self.store.data_mut().http_call_tokens.remove(&token).is_none() || !self.is_root_context(id) {
             return Ok(());
         }
-        let Some(f) = &self.exports.on_http_call_response else { return Ok(()) };
         let counts = response
             .as_ref()
             .map_or((0, 0, 0), |r| (r.headers.len() as i32, r.body.len() as i32, r.trailers.len() as i32));
@@ -517,13 +441,18 @@ impl Vm {
             None => (ferry_abi::Status::BrokenConnection as u32, Bytes::copy_from_slice(failure.as_bytes())),
         };
         data.http_call_response = Some(response.unwrap_or_default());
-        let result = enter(&mut self.store, "proxy_on_http_call_response", frame(id, Phase::HttpCallResponse), |s| {
-            f.call(s, (id as i32, token as i32, counts.0, counts.1, counts.2))
-        });
+        let args = (id as i32, token as i32, counts.0, counts.1, counts.2);
+        let result = self.call(
+            Deadline::Callback,
+            "proxy_on_http_call_response",
+            frame(id, Phase::HttpCallResponse),
+            |e| e.on_http_call_response.as_ref(),
+            args,
+        );
         let data = self.store.data_mut();
         data.http_call_response = None;
         data.status = (0, Bytes::new());
-        result
+        result.map(drop)
     }
 
     /// Delivers a gRPC event to root context `id`: the matching
@@ -531,44 +460,44 @@ impl Vm {
     /// during it. A close (and a unary call's message) ends the token.
     pub(crate) fn on_grpc_event(&mut self, id: u32, token: u32, event: GrpcEvent) -> Result<(), CallError> {
         let data = self.store.data_mut();
-        let Some(&kind) = data.grpc_tokens.get(&token) else {
+        let Some(&open) = data.grpc_tokens.get(&token) else {
             // Cancelled meanwhile: the plugin hears nothing more of it.
             return Ok(());
         };
-        if matches!(event, GrpcEvent::Close { .. }) || kind == GrpcKind::Call {
+        if matches!(event, GrpcEvent::Close { .. }) || open.kind == GrpcKind::Call {
             data.grpc_tokens.remove(&token);
         }
         if !self.is_root_context(id) {
             return Ok(());
         }
-        let (name, f, arg) = match &event {
+        type Select = fn(&Exports) -> Option<&TypedFunc<(i32, i32, i32), ()>>;
+        let (name, select, arg): (&'static str, Select, i32) = match &event {
             GrpcEvent::InitialMetadata(map) => (
                 "proxy_on_grpc_receive_initial_metadata",
-                &self.exports.on_grpc_receive_initial_metadata,
+                |e| e.on_grpc_receive_initial_metadata.as_ref(),
                 map.len() as i32,
             ),
             GrpcEvent::Message(message) => {
-                ("proxy_on_grpc_receive", &self.exports.on_grpc_receive, message.len() as i32)
+                ("proxy_on_grpc_receive", |e| e.on_grpc_receive.as_ref(), message.len() as i32)
             }
             GrpcEvent::TrailingMetadata(map) => (
                 "proxy_on_grpc_receive_trailing_metadata",
-                &self.exports.on_grpc_receive_trailing_metadata,
+                |e| e.on_grpc_receive_trailing_metadata.as_ref(),
                 map.len() as i32,
             ),
-            GrpcEvent::Close { status, .. } => ("proxy_on_grpc_close", &self.exports.on_grpc_close, *status as i32),
+            GrpcEvent::Close { status, .. } => ("proxy_on_grpc_close", |e| e.on_grpc_close.as_ref(), *status as i32),
         };
-        let Some(f) = f else { return Ok(()) };
         let data = self.store.data_mut();
         if let GrpcEvent::Close { status, message } = &event {
             data.status = (*status, Bytes::copy_from_slice(message.as_bytes()));
         }
         data.grpc_received = Some(event);
         let result =
-            enter(&mut self.store, name, frame(id, Phase::Root), |s| f.call(s, (id as i32, token as i32, arg)));
+            self.call(Deadline::Callback, name, frame(id, Phase::Root), select, (id as i32, token as i32, arg));
         let data = self.store.data_mut();
         data.grpc_received = None;
         data.status = (0, Bytes::new());
-        result
+        result.map(drop)
     }
 
     /// Starts shutting the root contexts down, as Envoy does when it stops:
@@ -580,13 +509,7 @@ impl Vm {
             self.store.data().contexts.iter().filter(|(id, e)| e.is_root(**id)).map(|(id, _)| *id).collect();
         roots.sort_unstable();
         for id in roots {
-            let done = match &self.exports.on_done {
-                Some(f) => {
-                    enter(&mut self.store, "proxy_on_done", frame(id, Phase::Root), |s| f.call(s, id as i32))? != 0
-                }
-                None => true,
-            };
-            if done {
+            if self.call_done(id, Phase::Root)? {
                 self.delete_root(id)?;
             } else {
                 self.store.data_mut().pending_done.push(id);
@@ -611,9 +534,7 @@ impl Vm {
     }
 
     fn delete_root(&mut self, id: u32) -> Result<(), CallError> {
-        if let Some(f) = &self.exports.on_delete {
-            enter(&mut self.store, "proxy_on_delete", frame(id, Phase::Root), |s| f.call(s, id as i32))?;
-        }
+        self.call_delete(id, Phase::Root)?;
         self.store.data_mut().contexts.remove(&id);
         Ok(())
     }
@@ -633,14 +554,16 @@ impl Vm {
         self.store.data_mut().parked.remove(&id).map(|(stream, _)| stream)
     }
 
-    /// Stream actions, HTTP calls and gRPC commands asked for since the last call.
-    pub(crate) fn take_requests(&mut self) -> (Vec<(u32, StreamAction)>, Vec<HttpCallRequest>, Vec<GrpcCommand>) {
+    /// What the plugin asked of the embedder since the last call.
+    pub(crate) fn take_requests(&mut self) -> Requests {
         let data = self.store.data_mut();
-        (
-            std::mem::take(&mut data.stream_actions),
-            std::mem::take(&mut data.http_calls),
-            std::mem::take(&mut data.grpc_commands),
-        )
+        Requests {
+            ticks: std::mem::take(&mut data.tick_requests),
+            stream_actions: std::mem::take(&mut data.stream_actions),
+            http_calls: std::mem::take(&mut data.http_calls),
+            grpc: std::mem::take(&mut data.grpc_commands),
+            cancelled: std::mem::take(&mut data.cancelled),
+        }
     }
 
     /// Whether the VM has any pending request for the embedder.
@@ -650,22 +573,101 @@ impl Vm {
             || !data.stream_actions.is_empty()
             || !data.http_calls.is_empty()
             || !data.grpc_commands.is_empty()
+            || !data.cancelled.is_empty()
     }
 
-    /// Tick periods set since the last call.
-    pub(crate) fn take_tick_requests(&mut self) -> Vec<TickRequest> {
-        std::mem::take(&mut self.store.data_mut().tick_requests)
+    /// The HTTP and gRPC calls open in this instance, as cancellations: for
+    /// the embedder to stop them when the instance is discarded.
+    pub(crate) fn open_calls(&self) -> Vec<Cancelled> {
+        let data = self.store.data();
+        let instance = data.instance;
+        let http = data.http_call_tokens.keys().map(|&token| Cancelled::HttpCall { instance, token });
+        let grpc = data.grpc_tokens.keys().map(|&token| Cancelled::Grpc { instance, token });
+        http.chain(grpc).collect()
     }
 
     fn is_root_context(&self, id: u32) -> bool {
         self.store.data().contexts.get(&id).is_some_and(|e| e.is_root(id))
     }
 
-    fn alloc_context_id(&mut self) -> u32 {
-        let id = self.next_context_id;
-        self.next_context_id += 1;
-        id
+    #[cfg(test)]
+    pub(crate) fn set_last_context_id(&mut self, id: u32) {
+        self.last_context_id = id;
     }
+
+    fn alloc_context_id(&mut self) -> u32 {
+        let contexts = &self.store.data().contexts;
+        loop {
+            self.last_context_id = self.last_context_id.wrapping_add(1);
+            if self.last_context_id != 0 && !contexts.contains_key(&self.last_context_id) {
+                return self.last_context_id;
+            }
+        }
+    }
+
+    /// Calls the export `select` picks, if the module has it, under
+    /// `deadline`; `None` if it does not export it.
+    fn call<P: WasmParams, R: WasmResults>(
+        &mut self,
+        deadline: Deadline,
+        function: &'static str,
+        frame: CallFrame,
+        select: impl FnOnce(&Exports) -> Option<&TypedFunc<P, R>>,
+        args: P,
+    ) -> Result<Option<R>, CallError> {
+        let Vm { store, exports, callback_ticks, start_ticks, callback_deadline, start_deadline, .. } = self;
+        let Some(f) = select(exports) else { return Ok(None) };
+        let (ticks, limit) = match deadline {
+            Deadline::Callback => (*callback_ticks, *callback_deadline),
+            Deadline::Start => (*start_ticks, *start_deadline),
+        };
+        enter(store, function, frame, ticks, limit, |s| f.call(s, args)).map(Some)
+    }
+
+    /// [`Vm::call`] under the callback deadline, with `stream` lent to the plugin.
+    fn call_with_stream<P: WasmParams, R: WasmResults>(
+        &mut self,
+        function: &'static str,
+        frame: CallFrame,
+        stream: &mut HttpStream,
+        select: impl FnOnce(&Exports) -> Option<&TypedFunc<P, R>>,
+        args: P,
+    ) -> Result<Option<R>, CallError> {
+        std::mem::swap(&mut self.store.data_mut().stream, stream);
+        let result = self.call(Deadline::Callback, function, frame, select, args);
+        std::mem::swap(&mut self.store.data_mut().stream, stream);
+        result
+    }
+}
+
+/// Which deadline a call runs under.
+#[derive(Clone, Copy)]
+enum Deadline {
+    /// A callback's.
+    Callback,
+    /// A start function's (`_initialize`, `proxy_on_vm_start`, ...).
+    Start,
+}
+
+fn two_args(f: &Option<TypedFunc<(i32, i32), i32>>, args: (i32, i32)) -> Option<Call<'_>> {
+    f.as_ref().map(|f| Call::Two(f, args))
+}
+
+/// A typed stream callback with its arguments.
+enum Call<'a> {
+    One(&'a TypedFunc<(i32,), i32>, (i32,)),
+    Two(&'a TypedFunc<(i32, i32), i32>, (i32, i32)),
+    Three(&'a TypedFunc<(i32, i32, i32), i32>, (i32, i32, i32)),
+}
+
+/// What a VM asked of its embedder during a callback.
+#[derive(Default)]
+pub(crate) struct Requests {
+    pub ticks: Vec<TickRequest>,
+    pub stream_actions: Vec<(u32, StreamAction)>,
+    pub http_calls: Vec<HttpCallRequest>,
+    pub grpc: Vec<GrpcCommand>,
+    pub cancelled: Vec<Cancelled>,
 }
 
 /// Lends `stream` to the store for the duration of `f`.
@@ -680,21 +682,32 @@ fn with_stream<R>(
     result
 }
 
-/// Calls into the guest with `frame` as the call in progress.
+/// Calls into the guest with `frame` as the call in progress, interrupted
+/// after `ticks` epoch ticks.
 fn enter<R>(
     store: &mut Store<HostState>,
     function: &'static str,
     frame: CallFrame,
+    ticks: u64,
+    deadline: Option<Duration>,
     call: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
 ) -> Result<R, CallError> {
     // A local response nobody collected belongs to an earlier call: drop it.
     drop(std::mem::replace(&mut store.data_mut().call, frame));
+    store.set_epoch_deadline(ticks);
     let result = call(store);
     let data = store.data_mut();
     // Keep a local response for the caller to collect; drop the rest.
     let outcome = std::mem::take(&mut data.call.outcome);
     data.call = CallFrame { outcome, ..CallFrame::default() };
-    result.map_err(|e| CallError { function, message: trap_message(&e) })
+    result.map_err(|e| {
+        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            let limit = deadline.map_or_else(|| "its deadline".to_owned(), |d| format!("its deadline of {d:?}"));
+            CallError { function, message: format!("interrupted: ran past {limit}"), deadline: true }
+        } else {
+            CallError::new(function, trap_message(&e))
+        }
+    })
 }
 
 fn frame(context_id: u32, phase: Phase) -> CallFrame {

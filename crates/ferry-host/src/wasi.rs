@@ -13,6 +13,7 @@ use ferry_abi::LogLevel;
 use wasmtime::{Caller, FuncType, Linker, Val, ValType};
 
 use crate::hostcalls::log::{emit, now_nanos};
+use crate::limits::MAX_LOG_MESSAGE;
 use crate::memory::{read_u32, slice, slice_mut, split, write_u32, write_u64};
 use crate::state::HostState;
 
@@ -76,7 +77,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 
 fn add_module(linker: &mut Linker<HostState>, m: &str) -> wasmtime::Result<()> {
     for &(name, signature, errno) in STUBS {
-        let ty = FuncType::new(linker.engine(), crate::hostcalls::params_of(signature), [ValType::I32]);
+        let ty = FuncType::new(linker.engine(), params_of(signature), [ValType::I32]);
         linker.func_new(m, name, ty, move |_, _, results| {
             results[0] = Val::I32(errno);
             Ok(())
@@ -161,34 +162,55 @@ fn add_module(linker: &mut Linker<HostState>, m: &str) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// Wasm parameter types from a signature string: `i` = i32, `I` = i64.
+fn params_of(signature: &str) -> Vec<ValType> {
+    signature.chars().map(|c| if c == 'I' { ValType::I64 } else { ValType::I32 }).collect()
+}
+
 fn errno(result: Result<(), ferry_abi::Status>) -> i32 {
     if result.is_ok() { ESUCCESS } else { EFAULT }
 }
 
+/// Most buffers one `fd_write` may pass (POSIX's `IOV_MAX`).
+const MAX_IOVS: i32 = 1024;
+
 /// stdout becomes an info log line, stderr an error line, one per call,
-/// without its trailing newline.
+/// without its trailing newline; at most [`MAX_LOG_MESSAGE`] bytes of it
+/// are kept (the rest is reported as written, and the line says it was cut).
 fn fd_write(mut caller: WasiCaller<'_>, fd: i32, iovs: i32, iovs_len: i32, written_out: i32) -> i32 {
     let level = match fd {
         1 => LogLevel::Info,
         2 => LogLevel::Error,
         _ => return EBADF,
     };
+    if !(0..=MAX_IOVS).contains(&iovs_len) {
+        return EINVAL;
+    }
     let (mem, state) = split(&mut caller);
     let mut text = Vec::new();
-    for i in 0..iovs_len.max(0) {
+    let mut written = 0usize;
+    for i in 0..iovs_len {
         let at = iovs.wrapping_add(i.wrapping_mul(8));
         let (Ok(ptr), Ok(len)) = (read_u32(mem, at), read_u32(mem, at.wrapping_add(4))) else { return EFAULT };
         let Ok(bytes) = slice(mem, ptr as i32, len as i32) else { return EFAULT };
-        text.extend_from_slice(bytes);
+        written = written.saturating_add(bytes.len());
+        let room = (MAX_LOG_MESSAGE + 1).saturating_sub(text.len());
+        text.extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
-    let written = text.len();
-    if text.last() == Some(&b'\n') {
+    let truncated = text.len() > MAX_LOG_MESSAGE;
+    if truncated {
+        text.truncate(MAX_LOG_MESSAGE);
+    } else if text.last() == Some(&b'\n') {
         text.pop();
     }
     if written > 0 && state.shared.log_enabled(level) {
-        emit(level, state.log_prefix(), &String::from_utf8_lossy(&text));
+        let mut line = String::from_utf8_lossy(&text).into_owned();
+        if truncated {
+            line.push_str(&format!("... ({} more bytes not logged)", written - MAX_LOG_MESSAGE));
+        }
+        emit(level, state.log_prefix(), &line);
     }
-    errno(write_u32(mem, written_out, written as u32))
+    errno(write_u32(mem, written_out, u32::try_from(written).unwrap_or(u32::MAX)))
 }
 
 /// `KEY=VALUE\0` strings into `buf`, their addresses into `ptrs`.

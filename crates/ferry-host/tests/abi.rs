@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use ferry_host::{
-    FailurePolicy, HeaderMap, Host, HostOptions, HttpStream, ModuleSpec, Plugin, QueueReady, ThreadMailbox, Verdict,
-    WasmThread,
+    FailurePolicy, HeaderMap, Host, HostOptions, HttpStream, Limits, ModuleSpec, Plugin, QueueReady, StreamCallback,
+    ThreadMailbox, Verdict, WasmThread,
 };
 
 /// Records posted notifications instead of delivering them.
@@ -101,7 +101,7 @@ fn module_in(host: &Arc<Host>, vm_id: &str, body: &str) -> Arc<Plugin> {
         environment: Vec::new(),
     };
     let module = host.load_module(spec).unwrap();
-    Plugin::new("test", "", Bytes::from_static(b"plugin-config"), module, FailurePolicy::FailClosed)
+    Plugin::new("test", "", Bytes::from_static(b"plugin-config"), module, FailurePolicy::FailClosed, Limits::default())
 }
 
 /// Starts `plugin` on a thread of its own host, with a recording mailbox.
@@ -316,7 +316,7 @@ fn stream_properties_come_from_the_stream() {
     let mut stream = request("/a?b");
     stream.info.source = Some("10.0.0.1:4242".parse().unwrap());
     let context = thread.create_http_stream(handle).unwrap();
-    thread.on_request_headers(&context, &mut stream, true).unwrap();
+    thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut stream, true).unwrap();
     assert_eq!(&stream.request_headers.get(b"x-path").unwrap()[..], b"/a?b");
     assert_eq!(&stream.request_headers.get(b"x-port-bytes").unwrap()[..], &4242i64.to_le_bytes());
 }
@@ -431,7 +431,10 @@ fn header_pairs_round_trip_through_the_guest() {
     let mut stream = request("/");
     let before = stream.request_headers.clone();
     let context = thread.create_http_stream(handle).unwrap();
-    assert_eq!(thread.on_request_headers(&context, &mut stream, true).unwrap(), Verdict::Continue);
+    assert_eq!(
+        thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut stream, true).unwrap(),
+        Verdict::Continue
+    );
     let mut expected = before;
     expected.add(b"x-added", b"yes");
     assert_eq!(stream.request_headers, expected);
@@ -446,7 +449,7 @@ fn enqueue_posts_one_notification_and_never_runs_the_consumer_inline() {
     for _ in 0..3 {
         let context = thread.create_http_stream(handle).unwrap();
         let mut stream = request("/queue");
-        thread.on_request_headers(&context, &mut stream, true).unwrap();
+        thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut stream, true).unwrap();
         thread.finish_http_stream(context, &mut stream);
     }
     let posted: Vec<QueueReady> = std::mem::take(&mut mailbox.0.lock().unwrap());
@@ -465,16 +468,27 @@ fn a_trap_fails_the_callback_and_the_next_stream_gets_a_fresh_instance() {
       (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) unreachable)
       (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))"#;
     let host = Host::new(HostOptions::default()).unwrap();
-    let (mut thread, _, handle) = start(&host, module_in(&host, "vm", body));
+    let plugin = module_in(&host, "vm", body);
+    // FAIL_RELOAD without a backoff: the next stream starts a new instance.
+    let reload = FailurePolicy::FailReload(ferry_host::Backoff {
+        base: std::time::Duration::ZERO,
+        max: std::time::Duration::ZERO,
+    });
+    let plugin =
+        Plugin::new("test", "", plugin.configuration.clone(), plugin.module.clone(), reload, Limits::default());
+    let (mut thread, _, handle) = start(&host, plugin);
     let first = thread.create_http_stream(handle).unwrap();
-    let failure = thread.on_request_headers(&first, &mut request("/"), true).unwrap_err();
+    let failure = thread.stream_callback(&first, StreamCallback::RequestHeaders, &mut request("/"), true).unwrap_err();
     assert!(failure.reason.contains("proxy_on_request_headers") && failure.reason.contains("unreachable"), "{failure}");
     // The old context is gone with its instance.
-    assert!(thread.on_response_headers(&first, &mut request("/"), true).is_err());
+    assert!(thread.stream_callback(&first, StreamCallback::ResponseHeaders, &mut request("/"), true).is_err());
     // A new stream gets a new instance, whose context ids start over.
     let second = thread.create_http_stream(handle).unwrap();
     assert_eq!(second.id(), 2, "root context 1, then this stream");
-    assert_eq!(thread.on_response_headers(&second, &mut request("/"), true).unwrap(), Verdict::Continue);
+    assert_eq!(
+        thread.stream_callback(&second, StreamCallback::ResponseHeaders, &mut request("/"), true).unwrap(),
+        Verdict::Continue
+    );
 }
 
 #[test]
@@ -618,7 +632,7 @@ fn every_sdk_and_wasi_import_links() {
         environment: Vec::new(),
     };
     let module = host.load_module(spec).unwrap_or_else(|e| panic!("{e}"));
-    let plugin = Plugin::new("all", "", Bytes::new(), module, FailurePolicy::FailClosed);
+    let plugin = Plugin::new("all", "", Bytes::new(), module, FailurePolicy::FailClosed, Limits::default());
     start(&host, plugin);
 }
 
@@ -715,14 +729,14 @@ fn proxy_done_finishes_a_root_context_that_deferred_its_shutdown() {
         "#,
     );
     let (mut thread, _, handle) = start(&host, plugin);
-    let vm_key = thread.plugin(handle).module.key();
+    let instance = thread.instance(handle);
     let recorded = |key: &[u8]| host.shared_data().get("shutdown", key).ok().map(|(v, _)| v);
-    thread.on_tick(vm_key, 1);
+    thread.on_tick(instance, 1);
     assert_eq!(recorded(b"key").as_deref(), Some(&b"1"[..]), "proxy_done before shutdown is NotFound");
     assert_eq!(thread.begin_shutdown(), 1, "the root context deferred its end");
     assert_eq!(thread.pending_shutdown(), 1);
     assert_eq!(recorded(b"queue"), None, "not deleted yet");
-    thread.on_tick(vm_key, 1);
+    thread.on_tick(instance, 1);
     assert_eq!(recorded(b"key").as_deref(), Some(&b"0"[..]), "proxy_done while pending is Ok");
     assert_eq!(thread.pending_shutdown(), 0);
     assert_eq!(recorded(b"queue").as_deref(), Some(&b"yes"[..]), "proxy_on_delete followed proxy_done");

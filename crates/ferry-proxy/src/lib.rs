@@ -6,15 +6,18 @@
 //! the threads and serves until SIGINT or SIGTERM.
 
 mod admin;
-mod grpc;
-pub mod http;
+mod event_loop;
+mod filter;
+mod headers;
+mod health;
+mod http;
+mod listener;
 mod plan;
+pub mod router;
 mod server;
 mod tcp_proxy;
-mod thread_wasm;
 mod upstream;
-mod worker;
 
-pub use plan::{HttpPlan, ListenerPlan, ListenerService, Plan, PlanError, TcpPlan};
-pub use server::{RunError, RunOptions, run};
+pub use plan::{HttpPlan, ListenerPlan, ListenerService, Plan, PlanError, TcpPlan, WasmSettings, host_runtime};
+pub use server::{RunError, RunOptions, check_start, run};
 pub use upstream::Clusters;

@@ -4,12 +4,16 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_config::{Bootstrap, Code, HttpFilter, ListenerKind, PluginConfig};
-use ferry_host::{FailurePolicy, Host, LoadError, ModuleSpec, Plugin};
+use ferry_config::{Bootstrap, Code, HttpFilter, ListenerKind, PluginConfig, WasmLimits, WasmRuntime};
+use ferry_host::{
+    Backoff, FailurePolicy, HoldPolicy, Host, Limits, LoadError, ModuleSpec, Overflow, Plugin, QueueBounds,
+    QueueBoundsRule,
+};
 
-use crate::http::router::RouteTable;
+use crate::router::RouteTable;
 use crate::upstream::Clusters;
 
 /// Why start-up failed, in words a user can act on.
@@ -45,6 +49,79 @@ pub enum PlanError {
         /// Why.
         reason: String,
     },
+}
+
+/// Process-wide Wasm settings from the command line. Each one given wins
+/// over the configuration's `ferry.config.v1.WasmRuntime`; a plugin's own
+/// entry there wins over both.
+#[derive(Clone, Debug, Default)]
+pub struct WasmSettings {
+    /// `--wasm-callback-deadline-ms` (zero: none).
+    pub callback_deadline: Option<Duration>,
+    /// `--wasm-start-deadline-ms` (zero: none).
+    pub start_deadline: Option<Duration>,
+    /// `--wasm-memory-limit-mb`, in bytes.
+    pub memory_limit_bytes: Option<u64>,
+    /// `--wasm-failure-policy`: the policy of plugins that name none.
+    pub failure_policy: Option<ferry_config::FailurePolicy>,
+}
+
+/// What the host needs from the configuration: when plugins are held
+/// failed, and how shared queues are bounded.
+pub fn host_runtime(config: &Bootstrap) -> (HoldPolicy, (QueueBounds, Vec<QueueBoundsRule>)) {
+    let runtime = &config.wasm_runtime;
+    let hold =
+        runtime.hold_failed.map_or_else(HoldPolicy::default, |h| HoldPolicy { failures: h.failures, window: h.window });
+    let defaults = queue_bounds(QueueBounds::default(), runtime.queue_defaults);
+    let rules = runtime
+        .shared_queues
+        .iter()
+        .map(|rule| QueueBoundsRule {
+            vm_id: rule.vm_id.clone(),
+            name: rule.name.clone(),
+            bounds: queue_bounds(defaults, Some(rule.bounds)),
+        })
+        .collect();
+    (hold, (defaults, rules))
+}
+
+/// `base` with the bounds `config` sets.
+fn queue_bounds(base: QueueBounds, config: Option<ferry_config::QueueBounds>) -> QueueBounds {
+    let Some(config) = config else { return base };
+    QueueBounds {
+        max_items: config.max_items.map(|n| n as usize).or(base.max_items),
+        max_bytes: config.max_bytes.map_or(base.max_bytes, |n| n as usize),
+        overflow: match config.overflow {
+            Some(ferry_config::QueueOverflow::Refuse) => Overflow::Refuse,
+            Some(ferry_config::QueueOverflow::DropOldest) => Overflow::DropOldest,
+            None => base.overflow,
+        },
+    }
+}
+
+/// `limits` with what `config` sets; a zero deadline means none.
+fn with_limits(mut limits: Limits, config: &WasmLimits) -> Limits {
+    let deadline = |d: Duration| (!d.is_zero()).then_some(d);
+    if let Some(d) = config.callback_deadline {
+        limits.callback_deadline = deadline(d);
+    }
+    if let Some(d) = config.start_deadline {
+        limits.start_deadline = deadline(d);
+    }
+    if let Some(bytes) = config.memory_limit_bytes {
+        limits.memory_bytes = bytes as usize;
+    }
+    limits
+}
+
+fn host_policy(policy: ferry_config::FailurePolicy) -> FailurePolicy {
+    match policy {
+        ferry_config::FailurePolicy::FailClosed => FailurePolicy::FailClosed,
+        ferry_config::FailurePolicy::FailOpen => FailurePolicy::FailOpen,
+        ferry_config::FailurePolicy::FailReload { base_interval, max_interval } => {
+            FailurePolicy::FailReload(Backoff { base: base_interval, max: max_interval })
+        }
+    }
 }
 
 /// Everything the threads need, built once.
@@ -111,8 +188,9 @@ impl Plan {
     /// # Errors
     /// A plugin whose code cannot be read or loaded, or an address that
     /// does not resolve.
-    pub fn build(config: &Bootstrap, host: Arc<Host>) -> Result<Plan, PlanError> {
-        let mut plugins = PluginSet { host: &host, main: Vec::new(), worker: Vec::new() };
+    pub fn build(config: &Bootstrap, host: Arc<Host>, settings: &WasmSettings) -> Result<Plan, PlanError> {
+        let mut plugins =
+            PluginSet { host: &host, runtime: &config.wasm_runtime, settings, main: Vec::new(), worker: Vec::new() };
         for service in &config.wasm_services {
             if service.singleton {
                 let plugin = plugins.load(&service.plugin)?;
@@ -163,6 +241,8 @@ fn resolve(address: &str, what: &str) -> Result<SocketAddr, PlanError> {
 
 struct PluginSet<'a> {
     host: &'a Arc<Host>,
+    runtime: &'a WasmRuntime,
+    settings: &'a WasmSettings,
     main: Vec<Arc<Plugin>>,
     worker: Vec<Arc<Plugin>>,
 }
@@ -212,8 +292,28 @@ impl PluginSet<'_> {
             path: config.config_path.clone(),
             source,
         })?;
-        let policy = if config.fail_open { FailurePolicy::FailOpen } else { FailurePolicy::FailClosed };
-        Ok(Plugin::new(&config.name, &config.root_id, config.configuration.clone(), module, policy))
+        let policy = config
+            .failure_policy
+            .or(self.settings.failure_policy)
+            .or(self.runtime.default_failure_policy)
+            .map_or_else(FailurePolicy::default, host_policy);
+        let limits = self.limits_of(name);
+        Ok(Plugin::new(&config.name, &config.root_id, config.configuration.clone(), module, policy, limits))
+    }
+
+    /// A plugin's limits: ferry's defaults, then the runtime extension's,
+    /// then the command line's, then the plugin's own entry.
+    fn limits_of(&self, name: &str) -> Limits {
+        let flags = WasmLimits {
+            callback_deadline: self.settings.callback_deadline,
+            start_deadline: self.settings.start_deadline,
+            memory_limit_bytes: self.settings.memory_limit_bytes,
+        };
+        let mut limits = with_limits(with_limits(Limits::default(), &self.runtime.limits), &flags);
+        for entry in self.runtime.plugins.iter().filter(|p| p.name == name) {
+            limits = with_limits(limits, &entry.limits);
+        }
+        limits
     }
 }
 
@@ -223,4 +323,5 @@ fn same_plugin(a: &Plugin, b: &Plugin) -> bool {
         && a.root_id == b.root_id
         && a.configuration == b.configuration
         && a.failure_policy == b.failure_policy
+        && a.limits == b.limits
 }

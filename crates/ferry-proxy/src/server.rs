@@ -11,9 +11,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::LocalSet;
 
+use crate::event_loop::{ThreadLoop, ThreadMessage, run_outbox};
+use crate::health::HealthBoard;
+use crate::listener::{self, WorkerListener};
 use crate::plan::Plan;
-use crate::thread_wasm::{ThreadMessage, ThreadWasm};
-use crate::worker::{self, WorkerListener};
 
 /// How to run.
 #[derive(Clone, Debug)]
@@ -82,11 +83,18 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
         None => None,
     };
 
-    tokio::task::spawn_local(crate::thread_wasm::run_outbox());
+    tokio::task::spawn_local(run_outbox());
+    let health = HealthBoard::default();
     // Singleton services start on this thread before any worker exists, so
     // the queues they register are there when filters resolve them.
     let (main_inbox_tx, main_inbox) = mpsc::unbounded_channel();
-    let main_wasm = ThreadWasm::start(plan.host.clone(), main_inbox_tx, &plan.main_plugins, &plan.clusters)?;
+    let main_thread = ThreadLoop::start(
+        plan.host.clone(),
+        main_inbox_tx.clone(),
+        &plan.main_plugins,
+        &plan.clusters,
+        health.clone(),
+    )?;
 
     let mut workers = Vec::with_capacity(options.concurrency);
     for index in 0..options.concurrency {
@@ -95,7 +103,7 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
             .zip(&plan.listeners)
             .map(|(socket, l)| Ok(WorkerListener { socket: socket.try_clone()?, service: l.service.clone() }))
             .collect::<std::io::Result<Vec<_>>>()?;
-        workers.push(spawn_worker(index, plan.clone(), listeners)?);
+        workers.push(spawn_worker(index, plan.clone(), listeners, health.clone())?);
     }
     drop(sockets);
     let started =
@@ -110,18 +118,41 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
     }
 
     if let Some(admin) = admin {
-        tokio::task::spawn_local(crate::admin::serve(admin, plan.host.clone()));
+        let plugins = plan.main_plugins.iter().chain(&plan.worker_plugins).cloned().collect();
+        tokio::task::spawn_local(crate::admin::serve(admin, plan.host.clone(), health, plugins));
     }
-    let ticks = tokio::task::spawn_local(main_wasm.clone().run_ticks());
-    tokio::select! {
-        () = main_wasm.clone().run_inbox(main_inbox) => {}
-        name = shutdown_signal() => tracing::info!(target: "main", "caught {name}, shutting down"),
-    }
-    stop(workers);
-    // Services last: workers' filters may still have fed their queues.
-    main_wasm.shutdown_roots().await;
-    ticks.abort();
+    let signal = tokio::task::spawn_local(async move {
+        let name = shutdown_signal().await;
+        tracing::info!(target: "main", "caught {name}, shutting down");
+        stop(workers);
+        // Services last: workers' filters may still have fed their queues.
+        let _ = main_inbox_tx.send(ThreadMessage::Shutdown);
+    });
+    main_thread.run(main_inbox).await;
+    signal.abort();
     tracing::info!(target: "main", "exiting");
+    Ok(())
+}
+
+/// Starts every plugin once, as the threads would (`_initialize`,
+/// `proxy_on_vm_start`, `proxy_on_configure`, under their start deadline),
+/// then drops them: what `--mode validate` checks beyond loading. Nothing
+/// they ask for (timers, calls) is carried out.
+///
+/// # Errors
+/// The first plugin that fails to start.
+pub fn check_start(plan: &Plan) -> Result<(), StartError> {
+    struct Discard;
+    impl ferry_host::ThreadMailbox for Discard {
+        fn post_queue_ready(&self, _: ferry_host::QueueReady) {}
+    }
+    for plugins in [&plan.main_plugins, &plan.worker_plugins] {
+        let mut vms = ferry_host::WasmThread::new(plan.host.clone(), Arc::new(Discard));
+        for plugin in plugins {
+            vms.add_plugin(plugin.clone());
+        }
+        vms.start()?;
+    }
     Ok(())
 }
 
@@ -129,7 +160,12 @@ fn worker_died() -> StartError {
     StartError { plugin: String::new(), vm_id: String::new(), reason: "a worker thread died while starting".into() }
 }
 
-fn spawn_worker(index: usize, plan: Arc<Plan>, listeners: Vec<WorkerListener>) -> std::io::Result<Worker> {
+fn spawn_worker(
+    index: usize,
+    plan: Arc<Plan>,
+    listeners: Vec<WorkerListener>,
+    health: HealthBoard,
+) -> std::io::Result<Worker> {
     let (inbox_tx, inbox) = mpsc::unbounded_channel();
     let (ready_tx, ready) = std_mpsc::channel();
     let (go, go_rx) = std_mpsc::channel();
@@ -147,20 +183,21 @@ fn spawn_worker(index: usize, plan: Arc<Plan>, listeners: Vec<WorkerListener>) -
             }
         };
         LocalSet::new().block_on(&runtime, async move {
-            tokio::task::spawn_local(crate::thread_wasm::run_outbox());
-            let wasm = match ThreadWasm::start(plan.host.clone(), mailbox, &plan.worker_plugins, &plan.clusters) {
-                Ok(wasm) => wasm,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
+            tokio::task::spawn_local(run_outbox());
+            let thread =
+                match ThreadLoop::start(plan.host.clone(), mailbox, &plan.worker_plugins, &plan.clusters, health) {
+                    Ok(thread) => thread,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
             let _ = ready_tx.send(Ok(()));
             // Accept traffic only once every worker has started.
             if go_rx.recv() != Ok(true) {
                 return;
             }
-            worker::run(wasm, &plan, listeners, inbox).await;
+            listener::serve(thread, listeners, inbox).await;
         });
     })?;
     Ok(Worker { inbox: inbox_tx, thread, ready, go })

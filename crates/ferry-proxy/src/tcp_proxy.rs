@@ -24,14 +24,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use ferry_abi::PeerType;
-use ferry_host::{FailurePolicy, HttpStream, PluginHandle, StreamAction, StreamContext, StreamInfo, Verdict, VmKey};
+use ferry_host::{HttpStream, PluginHandle, StreamAction, StreamCallback, StreamContext, StreamInfo, Verdict};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::event_loop::{SignalSink, ThreadLoop};
 use crate::plan::TcpPlan;
-use crate::thread_wasm::SignalSink;
-use crate::worker::WorkerShared;
 
 /// Bytes read from either side at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -51,14 +50,13 @@ enum Ending {
 struct Filter {
     context: StreamContext,
     handle: PluginHandle,
-    vm_key: VmKey,
     /// Skipped from now on: it failed and its policy is fail open.
     skipped: bool,
 }
 
 /// One proxied connection: its filters and the data they see.
 struct Connection {
-    worker: Rc<WorkerShared>,
+    thread: Rc<ThreadLoop>,
     /// Lent to each callback; only `downstream_data`, `upstream_data` and `info` are used.
     data: HttpStream,
     filters: Vec<Filter>,
@@ -103,10 +101,10 @@ enum Flow {
 }
 
 /// Serves one downstream connection until both sides are done.
-pub(crate) async fn serve(downstream: TcpStream, info: StreamInfo, plan: Arc<TcpPlan>, worker: Rc<WorkerShared>) {
+pub(crate) async fn serve(downstream: TcpStream, info: StreamInfo, plan: Arc<TcpPlan>, thread: Rc<ThreadLoop>) {
     let (signals, mut signal_rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
-        worker,
+        thread,
         data: HttpStream { info, ..HttpStream::default() },
         filters: Vec::new(),
         held: [Vec::new(), Vec::new()],
@@ -148,20 +146,17 @@ impl Connection {
     /// Creates each filter's context (`proxy_on_new_connection`); a filter
     /// that stops iteration holds the connection until it resumes it.
     async fn open(&mut self, plan: &TcpPlan) -> Result<(), Ending> {
-        let wasm = self.worker.wasm.clone();
+        let thread = self.thread.clone();
         for &index in &plan.filters {
-            let handle = wasm.handle(index);
-            let created = wasm.with(|vms| {
-                let vm_key = vms.plugin(handle).module.key();
-                vms.create_tcp_stream(handle, &mut self.data).map(|(context, verdict)| (context, verdict, vm_key))
-            });
-            let (context, verdict, vm_key) = match created {
+            let handle = thread.handle(index);
+            let created = thread.wasm(|vms| vms.create_tcp_stream(handle, &mut self.data));
+            let (context, verdict) = match created {
                 Ok(created) => created,
-                Err(_) if self.fails_open(handle) => continue,
+                Err(failure) if failure.fail_open => continue,
                 Err(_) => return Err(Ending::Local),
             };
-            wasm.subscribe(vm_key, context.id(), self.signals.clone());
-            self.filters.push(Filter { context, handle, vm_key, skipped: false });
+            thread.subscribe(context.instance(), context.id(), self.signals.clone());
+            self.filters.push(Filter { context, handle, skipped: false });
             match verdict {
                 Verdict::Continue => {}
                 Verdict::Close | Verdict::LocalResponse(_) => return Err(Ending::Local),
@@ -194,8 +189,7 @@ impl Connection {
                 }
             }
         }
-        let wasm = self.worker.wasm.clone();
-        let mut upstream = match wasm.upstreams.connect_tcp(&plan.cluster).await {
+        let mut upstream = match self.thread.upstreams().connect_tcp(&plan.cluster).await {
             Ok(upstream) => upstream,
             Err(error) => {
                 tracing::debug!(target: "connection", "tcp_proxy to cluster {}: {error}", plan.cluster);
@@ -304,7 +298,11 @@ impl Connection {
     fn chain(&mut self, direction: Direction, order: Vec<usize>, end_of_stream: bool) -> Flow {
         let d = direction as usize;
         self.paused_at[d] = None;
-        let wasm = self.worker.wasm.clone();
+        let thread = self.thread.clone();
+        let callback = match direction {
+            Direction::Downstream => StreamCallback::DownstreamData,
+            Direction::Upstream => StreamCallback::UpstreamData,
+        };
         for i in order {
             if self.filters[i].skipped {
                 continue;
@@ -312,10 +310,7 @@ impl Connection {
             *direction.buffer(&mut self.data) = std::mem::take(&mut self.held[d]);
             let context = &self.filters[i].context;
             let data = &mut self.data;
-            let verdict = wasm.with(|vms| match direction {
-                Direction::Downstream => vms.on_downstream_data(context, data, end_of_stream),
-                Direction::Upstream => vms.on_upstream_data(context, data, end_of_stream),
-            });
+            let verdict = thread.wasm(|vms| vms.stream_callback(context, callback, data, end_of_stream));
             self.held[d] = std::mem::take(direction.buffer(&mut self.data));
             match verdict {
                 Ok(Verdict::Continue) => {}
@@ -338,13 +333,13 @@ impl Connection {
     }
 
     fn close_callbacks(&mut self, upstream: bool, peer: PeerType) {
-        let wasm = self.worker.wasm.clone();
+        let thread = self.thread.clone();
         for i in 0..self.filters.len() {
             if self.filters[i].skipped {
                 continue;
             }
             let result =
-                wasm.with(|vms| vms.on_connection_close(&self.filters[i].context, &mut self.data, upstream, peer));
+                thread.wasm(|vms| vms.on_connection_close(&self.filters[i].context, &mut self.data, upstream, peer));
             if result.is_err() {
                 self.filters[i].skipped = true;
             }
@@ -363,7 +358,7 @@ impl Connection {
     }
 
     fn fails_open(&self, handle: PluginHandle) -> bool {
-        self.worker.wasm.with(|vms| vms.plugin(handle).failure_policy) == FailurePolicy::FailOpen
+        self.thread.wasm(|vms| vms.plugin(handle).failure_policy.fails_open())
     }
 
     /// The connection is closed: `proxy_on_downstream_connection_close`,
@@ -371,11 +366,11 @@ impl Connection {
     fn finish(mut self, ending: Ending) {
         let peer = if ending == Ending::Remote { PeerType::Remote } else { PeerType::Local };
         self.close_callbacks(false, peer);
-        let wasm = self.worker.wasm.clone();
+        let thread = self.thread.clone();
         for filter in std::mem::take(&mut self.filters) {
-            wasm.unsubscribe(filter.vm_key, filter.context.id());
+            thread.unsubscribe(filter.context.instance(), filter.context.id());
             if !filter.skipped {
-                wasm.with(|vms| vms.finish_tcp_stream(filter.context, &mut self.data));
+                thread.wasm(|vms| vms.finish_tcp_stream(filter.context, &mut self.data));
             }
         }
     }

@@ -18,8 +18,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use ferry_config::FailurePolicy;
 use ferry_host::{Host, HostOptions};
-use ferry_proxy::{Plan, RunOptions};
+use ferry_proxy::{Plan, RunOptions, WasmSettings};
 
 /// Command line: the subset of Envoy's that ferry understands.
 #[derive(Parser, Debug)]
@@ -56,6 +57,35 @@ struct Cli {
     /// Accepted for Envoy compatibility; ferry needs no shared-memory id.
     #[arg(long = "base-id")]
     base_id: Option<u64>,
+    /// Longest a plugin callback may run before it is interrupted, in
+    /// milliseconds (0: no limit). Default 100.
+    #[arg(long = "wasm-callback-deadline-ms")]
+    wasm_callback_deadline_ms: Option<u64>,
+    /// Longest each plugin start function (`_initialize`, `proxy_on_vm_start`,
+    /// `proxy_on_configure`) may run, in milliseconds (0: no limit). Default 10000.
+    #[arg(long = "wasm-start-deadline-ms")]
+    wasm_start_deadline_ms: Option<u64>,
+    /// Most linear memory one plugin instance may have, in MiB. Default 1024.
+    #[arg(long = "wasm-memory-limit-mb", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    wasm_memory_limit_mb: Option<u64>,
+    /// The failure policy of plugins whose configuration names none
+    /// (default: fail-reload, with Envoy's default backoff of 1 s).
+    #[arg(long = "wasm-failure-policy", value_enum)]
+    wasm_failure_policy: Option<PolicyArg>,
+}
+
+/// `--wasm-failure-policy`, by Envoy's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PolicyArg {
+    /// FAIL_CLOSED: 503 until the configuration changes.
+    #[value(name = "fail-closed")]
+    Closed,
+    /// FAIL_OPEN: skip the plugin from then on.
+    #[value(name = "fail-open")]
+    Open,
+    /// FAIL_RELOAD: restart it after 1 s (more after repeated failures).
+    #[value(name = "fail-reload")]
+    Reload,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -102,9 +132,14 @@ fn run(cli: &Cli, wasm_level: ferry_host::WasmLogLevel) -> anyhow::Result<()> {
     let module_cache = if cli.no_wasm_cache { None } else { cli.wasm_cache_dir.clone().or_else(default_cache_dir) };
     let upstreams = Some(config.clusters.iter().map(|c| c.name.clone()).collect());
     let node = (config.node.id.clone(), config.node.cluster.clone());
-    let host = Host::new(HostOptions { wasm_log_level: wasm_level, module_cache, upstreams, node })?;
-    let plan = Plan::build(&config, host).with_context(|| format!("error initializing configuration '{path}'"))?;
+    let (hold, queue_bounds) = ferry_proxy::host_runtime(&config);
+    let host =
+        Host::new(HostOptions { wasm_log_level: wasm_level, module_cache, upstreams, node, hold, queue_bounds })?;
+    let settings = wasm_settings(cli);
+    let plan =
+        Plan::build(&config, host, &settings).with_context(|| format!("error initializing configuration '{path}'"))?;
     if cli.mode == Mode::Validate {
+        ferry_proxy::check_start(&plan).with_context(|| format!("error initializing configuration '{path}'"))?;
         println!("configuration '{path}' OK");
         return Ok(());
     }
@@ -114,6 +149,21 @@ fn run(cli: &Cli, wasm_level: ferry_host::WasmLogLevel) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     ferry_proxy::run(plan, RunOptions { concurrency })?;
     Ok(())
+}
+
+/// The `--wasm-*` flags.
+fn wasm_settings(cli: &Cli) -> WasmSettings {
+    let second = std::time::Duration::from_secs(1);
+    WasmSettings {
+        callback_deadline: cli.wasm_callback_deadline_ms.map(std::time::Duration::from_millis),
+        start_deadline: cli.wasm_start_deadline_ms.map(std::time::Duration::from_millis),
+        memory_limit_bytes: cli.wasm_memory_limit_mb.map(|mb| mb << 20),
+        failure_policy: cli.wasm_failure_policy.map(|policy| match policy {
+            PolicyArg::Closed => FailurePolicy::FailClosed,
+            PolicyArg::Open => FailurePolicy::FailOpen,
+            PolicyArg::Reload => FailurePolicy::FailReload { base_interval: second, max_interval: 10 * second },
+        }),
+    }
 }
 
 /// `$XDG_CACHE_HOME/ferry/wasm`, else `$HOME/.cache/ferry/wasm`.

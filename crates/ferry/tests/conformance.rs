@@ -104,6 +104,9 @@ struct Step {
     /// (the admin address must be `{port:admin}`).
     #[serde(default)]
     stats: BTreeMap<String, String>,
+    /// Wait this long before the step's traffic (e.g. for a restart's backoff).
+    #[serde(default)]
+    wait_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -142,7 +145,7 @@ struct Request {
     #[serde(default)]
     trailers: Vec<(String, String)>,
     /// The `{port:NAME}` to send to.
-    #[serde(default = "main")]
+    #[serde(default = "main_port")]
     port: String,
 }
 
@@ -150,7 +153,7 @@ fn get() -> String {
     "GET".into()
 }
 
-fn main() -> String {
+fn main_port() -> String {
     "main".into()
 }
 
@@ -244,6 +247,7 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
             (None, log) => log.clone().unwrap_or_default(),
         };
         let step_start = lines(&ferry, &final_log).len();
+        std::thread::sleep(Duration::from_millis(step.wait_ms));
         if let Some(t) = &step.tcp {
             let port = *ports.get(&t.port).ok_or_else(|| fail(format!("no port {}", t.port)))?;
             let received = tcp_exchange(port, &t.send, t.keep_open.then_some(t.expect.len()), t.half_close)
@@ -394,26 +398,37 @@ fn check_order(lines: &[String], needles: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-#[test]
-fn every_case_passes() {
+/// Each case is a test of its own, named `case::<file name>`, plus the
+/// coverage-table check; `cargo test --test conformance -- NAME` runs one.
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
     let host = std::env::var_os("FERRY_CONFORMANCE_HOST")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ferry")));
+    let other_host = std::env::var_os("FERRY_CONFORMANCE_HOST").is_some();
     let cases = cases();
     assert!(!cases.is_empty(), "no cases in {}", cases_dir().display());
-    let other_host = std::env::var_os("FERRY_CONFORMANCE_HOST").is_some();
-    let failures: Vec<String> = cases
-        .iter()
-        .filter(|(_, case)| !(other_host && case.differs_from_envoy.is_some()))
-        .filter_map(|(name, case)| run(case, &host).err().map(|e| format!("{name} ({}): {e}", case.description)))
+    let mut trials: Vec<libtest_mimic::Trial> = cases
+        .into_iter()
+        .map(|(name, case)| {
+            let host = host.clone();
+            let skip = other_host && case.differs_from_envoy.is_some();
+            libtest_mimic::Trial::test(format!("case::{name}"), move || {
+                run(&case, &host).map_err(|e| format!("{} {e}", case.description.trim()).into())
+            })
+            .with_ignored_flag(skip)
+        })
         .collect();
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    trials.push(libtest_mimic::Trial::test("the_coverage_table_points_at_real_cases_and_tests", || {
+        the_coverage_table_points_at_real_cases_and_tests();
+        Ok(())
+    }));
+    libtest_mimic::run(&args, trials).exit();
 }
 
 /// docs/abi-coverage.md names, for each ABI function and callback, the
 /// cases and host tests that cover it; every name must exist and every
 /// case must list the function in its `covers`.
-#[test]
 fn the_coverage_table_points_at_real_cases_and_tests() {
     let doc = std::fs::read_to_string(repo_root().join("docs/abi-coverage.md")).unwrap();
     let cases: HashMap<String, Case> = cases().into_iter().collect();
@@ -441,7 +456,7 @@ fn the_coverage_table_points_at_real_cases_and_tests() {
     }
     assert!(rows > 0, "no rows in docs/abi-coverage.md");
     // Every implemented host function has a row with at least one reference.
-    for name in ferry_host::IMPLEMENTED {
+    for name in ferry_host::implemented() {
         let row =
             doc.lines().find(|l| l.starts_with(&format!("| `{name}` |"))).unwrap_or_else(|| panic!("{name}: no row"));
         let refs = row.split('|').nth(3).unwrap_or("").trim();

@@ -29,8 +29,12 @@ fn start_fails(config: &str) -> String {
 }
 
 #[test]
-fn a_trapping_plugin_fails_its_own_request_and_the_next_one_succeeds() {
-    let config = filter_config(&file_code(&plugin("trap_plugin.wasm")));
+fn a_trapping_plugin_fails_its_own_request_and_a_new_instance_serves_the_next_one() {
+    // FAIL_RELOAD, with a backoff short enough for the next request.
+    let config = filter_config(&file_code(&plugin("trap_plugin.wasm"))).replace(
+        "                name: test_filter\n",
+        "                name: test_filter\n                failure_policy: FAIL_RELOAD\n                reload_config: { backoff: { base_interval: 0.05s } }\n",
+    );
     let ferry = Ferry::start(&config, &["--concurrency", "1"]);
     let address = ferry.address("main");
     let ok = get(address, "/", &[]);
@@ -44,7 +48,8 @@ fn a_trapping_plugin_fails_its_own_request_and_the_next_one_succeeds() {
     assert!(error.contains("[error]") && error.contains("plugin 'test_filter'"), "{error}");
     assert!(error.contains("unreachable"), "the trap is named: {error}");
 
-    // The next request runs on a fresh instance of the plugin.
+    // After the backoff, the next request runs on a fresh instance of the plugin.
+    std::thread::sleep(Duration::from_millis(100));
     let next = get(address, "/", &[]);
     assert_eq!(next.status, 200);
     assert_eq!(next.header("x-trap-plugin"), Some("1"), "a new VM instance counts from 1 again");
@@ -53,6 +58,8 @@ fn a_trapping_plugin_fails_its_own_request_and_the_next_one_succeeds() {
     let failed = get(address, "/trap-response", &[]);
     assert_eq!(failed.status, 503);
     ferry.wait_for("Function: proxy_on_response_headers failed", Duration::from_secs(5));
+    // A second failure within a minute: the backoff doubles.
+    std::thread::sleep(Duration::from_millis(200));
     assert_eq!(get(address, "/", &[]).status, 200);
     assert_eq!(ferry.stop().code(), Some(0));
 }

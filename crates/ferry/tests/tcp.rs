@@ -11,12 +11,18 @@ use std::time::Duration;
 
 use common::{Ferry, cluster, file_code, plugin, tcp_echo_server, tcp_listener};
 
+/// FAIL_RELOAD with a backoff short enough that the next connection gets a
+/// new instance.
+const RELOAD: &str =
+    "            failure_policy: FAIL_RELOAD\n            reload_config: { backoff: { base_interval: 0.01s } }\n";
+const OPEN: &str = "            failure_policy: FAIL_OPEN\n";
+
 fn start(fail_open: bool) -> Ferry {
     let echo = tcp_echo_server();
     let code = file_code(&plugin("tcp_filter_plugin.wasm"));
     let config = format!(
         "static_resources:\n  listeners:\n{}  clusters:\n{}",
-        tcp_listener("tcp_filter", 0, &code, fail_open, "echo"),
+        tcp_listener("tcp_filter", 0, &code, if fail_open { OPEN } else { RELOAD }, "echo"),
         cluster("echo", echo)
     );
     Ferry::start(&config, &["--concurrency", "1"])
@@ -103,6 +109,7 @@ fn a_failing_plugin_closes_only_its_connection_when_it_fails_closed() {
     assert!(rest.is_empty(), "the connection closed without an echo");
     let error = ferry.wait_for("proxy_on_downstream_data failed", Duration::from_secs(10));
     assert!(error.contains("tcp_filter"), "the error names the plugin: {error}");
+    std::thread::sleep(Duration::from_millis(50));
     let mut next = connect(address);
     next.write_all(b"still here\n").unwrap();
     let mut echoed = [0u8; 11];

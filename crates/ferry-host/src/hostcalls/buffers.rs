@@ -1,83 +1,94 @@
 //! Buffers: configuration, HTTP bodies, TCP data, HTTP call responses and
 //! gRPC messages, each readable in the callbacks Envoy makes it readable in.
 
-use ferry_abi::{BufferType, Status};
-use wasmtime::Linker;
-
-use super::{Caller, HostResult, MODULE, check, ok};
+use super::{Caller, HostResult, check, ok};
+use crate::limits::MAX_VALUE_BYTES;
 use crate::memory::{return_bytes, return_copy, slice, split, write_u32};
 use crate::state::HostState;
+use ferry_abi::{BufferType, Status};
 
-pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(
-        MODULE,
-        "proxy_get_buffer_bytes",
-        |mut caller: Caller<'_>, buffer: i32, start: i32, max_size: i32, ptr_out: i32, size_out: i32| -> HostResult {
-            let kind = check!(BufferType::from_raw(buffer as u32).ok_or(Status::BadArgument));
-            let len = check!(buffer_of(caller.data(), kind)).len();
-            let (start, max_size) = (start as u32 as usize, max_size as u32 as usize);
-            if start > len {
-                return Ok(Status::BadArgument.code());
+pub(super) fn proxy_get_buffer_bytes(
+    mut caller: Caller<'_>,
+    buffer: i32,
+    start: i32,
+    max_size: i32,
+    ptr_out: i32,
+    size_out: i32,
+) -> HostResult {
+    let kind = check!(BufferType::from_raw(buffer as u32).ok_or(Status::BadArgument));
+    let len = check!(buffer_of(caller.data(), kind)).len();
+    let (start, max_size) = (start as u32 as usize, max_size as u32 as usize);
+    if start > len {
+        return Ok(Status::BadArgument.code());
+    }
+    let end = start.saturating_add(max_size).min(len);
+    let status = return_bytes(&mut caller, end - start, ptr_out, size_out, |state, dest| {
+        match buffer_of(state, kind).ok().and_then(|bytes| bytes.get(start..end)) {
+            Some(bytes) if bytes.len() == dest.len() => {
+                dest.copy_from_slice(bytes);
+                true
             }
-            let end = start.saturating_add(max_size).min(len);
-            let status = return_bytes(&mut caller, end - start, ptr_out, size_out, |state, dest| {
-                if let Ok(bytes) = buffer_of(state, kind) {
-                    dest.copy_from_slice(&bytes[start..end]);
-                }
-            })?;
-            Ok(status.code())
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "proxy_set_buffer_bytes",
-        |mut caller: Caller<'_>, buffer: i32, start: i32, size: i32, data_ptr: i32, data_len: i32| -> HostResult {
-            let kind = check!(BufferType::from_raw(buffer as u32).ok_or(Status::BadArgument));
-            let (mem, state) = split(&mut caller);
-            let data = check!(slice(mem, data_ptr, data_len));
-            if !matches!(
-                kind,
-                BufferType::HttpRequestBody
-                    | BufferType::HttpResponseBody
-                    | BufferType::DownstreamData
-                    | BufferType::UpstreamData
-            ) {
-                // Configuration and call responses are read-only.
-                return Ok(Status::BadArgument.code());
-            }
-            let body = check!(state.writable_body(kind));
-            check!(replace(body, start as u32 as usize, size as u32 as usize, data));
-            ok()
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "proxy_get_buffer_status",
-        |mut caller: Caller<'_>, buffer: i32, size_out: i32, flags_out: i32| -> HostResult {
-            let kind = check!(BufferType::from_raw(buffer as u32).ok_or(Status::BadArgument));
-            let len = check!(buffer_of(caller.data(), kind)).len();
-            let (mem, _) = split(&mut caller);
-            check!(write_u32(mem, size_out, len as u32));
-            check!(write_u32(mem, flags_out, 0));
-            ok()
-        },
-    )?;
-    // ABI 0.1.0: the plugin configuration, during proxy_on_configure.
-    linker.func_wrap(
-        MODULE,
-        "proxy_get_configuration",
-        |mut caller: Caller<'_>, ptr_out: i32, size_out: i32| -> HostResult {
-            let bytes = check!(buffer_of(caller.data(), BufferType::PluginConfiguration)).to_vec();
-            Ok(return_copy(&mut caller, &bytes, ptr_out, size_out)?.code())
-        },
-    )?;
-    Ok(())
+            _ => false,
+        }
+    })?;
+    Ok(status.code())
+}
+
+pub(super) fn proxy_set_buffer_bytes(
+    mut caller: Caller<'_>,
+    buffer: i32,
+    start: i32,
+    size: i32,
+    data_ptr: i32,
+    data_len: i32,
+) -> HostResult {
+    let kind = check!(BufferType::from_raw(buffer as u32).ok_or(Status::BadArgument));
+    let (mem, state) = split(&mut caller);
+    let data = check!(slice(mem, data_ptr, data_len));
+    if !matches!(
+        kind,
+        BufferType::HttpRequestBody
+            | BufferType::HttpResponseBody
+            | BufferType::DownstreamData
+            | BufferType::UpstreamData
+    ) {
+        // Configuration and call responses are read-only.
+        return Ok(Status::BadArgument.code());
+    }
+    let body = check!(state.writable_body(kind));
+    check!(replace(body, start as u32 as usize, size as u32 as usize, data));
+    ok()
+}
+
+pub(super) fn proxy_get_buffer_status(
+    mut caller: Caller<'_>,
+    buffer: i32,
+    size_out: i32,
+    flags_out: i32,
+) -> HostResult {
+    let kind = check!(BufferType::from_raw(buffer as u32).ok_or(Status::BadArgument));
+    let len = check!(buffer_of(caller.data(), kind)).len();
+    let (mem, _) = split(&mut caller);
+    check!(write_u32(mem, size_out, len as u32));
+    check!(write_u32(mem, flags_out, 0));
+    ok()
+}
+
+/// ABI 0.1.0: the plugin configuration, during `proxy_on_configure`.
+pub(super) fn proxy_get_configuration(mut caller: Caller<'_>, ptr_out: i32, size_out: i32) -> HostResult {
+    let bytes = check!(buffer_of(caller.data(), BufferType::PluginConfiguration)).to_vec();
+    Ok(return_copy(&mut caller, &bytes, ptr_out, size_out)?.code())
 }
 
 /// Envoy's edits of a body: replace `size` bytes at the front with `data`
 /// (`start` 0; `size` 0 prepends), or append (`start` at or past the end).
-/// Anything else is a `BadArgument`.
+/// Anything else is a `BadArgument`, and so is a body that would grow past
+/// [`MAX_VALUE_BYTES`].
 fn replace(body: &mut Vec<u8>, start: usize, size: usize, data: &[u8]) -> Result<(), Status> {
+    let kept = if start == 0 { body.len().saturating_sub(size) } else { body.len() };
+    if kept.saturating_add(data.len()) > MAX_VALUE_BYTES {
+        return Err(Status::BadArgument);
+    }
     if start == 0 {
         body.splice(..size.min(body.len()), data.iter().copied());
     } else if start >= body.len() {

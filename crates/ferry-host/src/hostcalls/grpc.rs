@@ -4,62 +4,67 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use ferry_abi::{Status, pairs};
-use wasmtime::Linker;
-
-use super::{Caller, HostResult, MODULE, check, ok};
+use super::http_call::next_token;
+use super::{Caller, HostResult, check, ok};
 use crate::grpc::{GrpcCommand, GrpcOpen};
 use crate::headers::HeaderMap;
+use crate::limits::{MAX_PENDING_CALLS, MAX_VALUE_BYTES};
 use crate::memory::{slice, split, write_u32};
-use crate::state::{GrpcKind, HostState};
+use crate::state::{GrpcKind, OpenGrpc};
+use bytes::Bytes;
+use ferry_abi::{Status, pairs};
 
-pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(MODULE, "proxy_grpc_call", grpc_call)?;
-    linker.func_wrap(MODULE, "proxy_grpc_stream", grpc_stream)?;
-    linker.func_wrap(
-        MODULE,
-        "proxy_grpc_send",
-        |mut caller: Caller<'_>, token: i32, message_ptr: i32, message_len: i32, end_stream: i32| -> HostResult {
-            let (mem, state) = split(&mut caller);
-            let message = Bytes::copy_from_slice(check!(slice(mem, message_ptr, message_len)));
-            let token = token as u32;
-            match state.grpc_tokens.get(&token) {
-                None => return Ok(Status::NotFound.code()),
-                // A unary call took its one message when it was made.
-                Some(GrpcKind::Call) => return Ok(Status::BadArgument.code()),
-                Some(GrpcKind::Stream) => {}
-            }
-            let vm_key = state.module.key;
-            state.grpc_commands.push(GrpcCommand::Send { vm_key, token, message, end_stream: end_stream != 0 });
-            ok()
-        },
-    )?;
-    linker.func_wrap(MODULE, "proxy_grpc_cancel", |mut caller: Caller<'_>, token: i32| -> HostResult {
-        let state = caller.data_mut();
-        let token = token as u32;
-        if state.grpc_tokens.remove(&token).is_none() {
-            return Ok(Status::NotFound.code());
+pub(super) fn proxy_grpc_send(
+    mut caller: Caller<'_>,
+    token: i32,
+    message_ptr: i32,
+    message_len: i32,
+    end_stream: i32,
+) -> HostResult {
+    let (mem, state) = split(&mut caller);
+    let message = check!(slice(mem, message_ptr, message_len).and_then(capped));
+    let token = token as u32;
+    match state.grpc_tokens.get(&token) {
+        None => return Ok(Status::NotFound.code()),
+        // A unary call took its one message when it was made.
+        Some(open) if open.kind == GrpcKind::Call => return Ok(Status::BadArgument.code()),
+        Some(_) => {}
+    }
+    let message = Bytes::copy_from_slice(message);
+    let instance = state.instance;
+    state.grpc_commands.push(GrpcCommand::Send { instance, token, message, end_stream: end_stream != 0 });
+    ok()
+}
+
+pub(super) fn proxy_grpc_cancel(mut caller: Caller<'_>, token: i32) -> HostResult {
+    let state = caller.data_mut();
+    let token = token as u32;
+    if state.grpc_tokens.remove(&token).is_none() {
+        return Ok(Status::NotFound.code());
+    }
+    state.grpc_commands.push(GrpcCommand::Cancel { instance: state.instance, token });
+    ok()
+}
+
+pub(super) fn proxy_grpc_close(mut caller: Caller<'_>, token: i32) -> HostResult {
+    let state = caller.data_mut();
+    let token = token as u32;
+    let instance = state.instance;
+    match state.grpc_tokens.get(&token) {
+        None => return Ok(Status::NotFound.code()),
+        // As Envoy: closing a unary call cancels it.
+        Some(open) if open.kind == GrpcKind::Call => {
+            state.grpc_tokens.remove(&token);
+            state.grpc_commands.push(GrpcCommand::Cancel { instance, token });
         }
-        state.grpc_commands.push(GrpcCommand::Cancel { vm_key: state.module.key, token });
-        ok()
-    })?;
-    linker.func_wrap(MODULE, "proxy_grpc_close", |mut caller: Caller<'_>, token: i32| -> HostResult {
-        let state = caller.data_mut();
-        let token = token as u32;
-        let vm_key = state.module.key;
-        match state.grpc_tokens.get(&token) {
-            None => return Ok(Status::NotFound.code()),
-            // As Envoy: closing a unary call cancels it.
-            Some(GrpcKind::Call) => {
-                state.grpc_tokens.remove(&token);
-                state.grpc_commands.push(GrpcCommand::Cancel { vm_key, token });
-            }
-            Some(GrpcKind::Stream) => state.grpc_commands.push(GrpcCommand::Close { vm_key, token }),
-        }
-        ok()
-    })?;
-    Ok(())
+        Some(_) => state.grpc_commands.push(GrpcCommand::Close { instance, token }),
+    }
+    ok()
+}
+
+/// A message a plugin hands in: at most [`MAX_VALUE_BYTES`].
+fn capped(bytes: &[u8]) -> Result<&[u8], Status> {
+    if bytes.len() > MAX_VALUE_BYTES { Err(Status::BadArgument) } else { Ok(bytes) }
 }
 
 /// The cluster a gRPC call goes to: a cluster name, or (as Envoy accepts
@@ -139,16 +144,19 @@ fn open(
     let mut initial_metadata = HeaderMap::new();
     initial_metadata
         .set_all(pairs::decode(slice(mem, args.metadata.0, args.metadata.1)?).map_err(|_| Status::BadArgument)?);
-    let message = message.map(|(ptr, len)| slice(mem, ptr, len).map(Bytes::copy_from_slice)).transpose()?;
+    let message =
+        message.map(|(ptr, len)| slice(mem, ptr, len).and_then(capped).map(Bytes::copy_from_slice)).transpose()?;
     slice(mem, token_out, 4)?;
     let cluster = cluster_name(upstream).filter(|c| state.shared.knows_upstream(c)).ok_or(Status::ParseFailure)?;
-    let (_, entry, _) = state.acting_context().ok_or(Status::BadArgument)?;
-    state.last_grpc_token = state.last_grpc_token.wrapping_add(1).max(1);
-    let token = state.last_grpc_token;
+    let (origin, entry, _) = state.acting_context().ok_or(Status::BadArgument)?;
+    if state.open_calls() >= MAX_PENDING_CALLS {
+        return Err(Status::InternalFailure);
+    }
+    let token = next_token(&mut state.last_grpc_token, |t| state.grpc_tokens.contains_key(&t));
     let kind = if message.is_some() { GrpcKind::Call } else { GrpcKind::Stream };
-    state.grpc_tokens.insert(token, kind);
+    state.grpc_tokens.insert(token, OpenGrpc { kind, origin });
     state.grpc_commands.push(GrpcCommand::Open(GrpcOpen {
-        vm_key: state.module.key,
+        instance: state.instance,
         context_id: entry.root_id,
         token,
         cluster,
@@ -162,7 +170,7 @@ fn open(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn grpc_call(
+pub(super) fn proxy_grpc_call(
     mut caller: Caller<'_>,
     upstream_ptr: i32,
     upstream_len: i32,
@@ -188,7 +196,7 @@ fn grpc_call(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn grpc_stream(
+pub(super) fn proxy_grpc_stream(
     mut caller: Caller<'_>,
     upstream_ptr: i32,
     upstream_len: i32,

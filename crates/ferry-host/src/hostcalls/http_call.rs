@@ -6,29 +6,19 @@
 
 use std::time::Duration;
 
+use super::{Caller, HostResult, check, ok};
+use crate::headers::HeaderMap;
+use crate::limits::{MAX_PENDING_CALLS, MAX_VALUE_BYTES};
+use crate::memory::{return_copy, slice, split, write_u32};
+use crate::stream::HttpCallRequest;
 use bytes::Bytes;
 use ferry_abi::{Status, pairs};
-use wasmtime::Linker;
 
-use super::{Caller, HostResult, MODULE, check, ok};
-use crate::headers::HeaderMap;
-use crate::memory::{return_copy, slice, split, write_u32};
-use crate::state::HostState;
-use crate::stream::HttpCallRequest;
-
-pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(MODULE, "proxy_http_call", http_call)?;
-    linker.func_wrap(
-        MODULE,
-        "proxy_get_status",
-        |mut caller: Caller<'_>, code_out: i32, ptr_out: i32, size_out: i32| -> HostResult {
-            let (mem, state) = split(&mut caller);
-            let (code, message) = state.status.clone();
-            check!(write_u32(mem, code_out, code));
-            Ok(return_copy(&mut caller, &message, ptr_out, size_out)?.code())
-        },
-    )?;
-    Ok(())
+pub(super) fn proxy_get_status(mut caller: Caller<'_>, code_out: i32, ptr_out: i32, size_out: i32) -> HostResult {
+    let (mem, state) = split(&mut caller);
+    let (code, message) = state.status.clone();
+    check!(write_u32(mem, code_out, code));
+    Ok(return_copy(&mut caller, &message, ptr_out, size_out)?.code())
 }
 
 fn map(mem: &[u8], ptr: i32, len: i32) -> Result<HeaderMap, Status> {
@@ -38,7 +28,7 @@ fn map(mem: &[u8], ptr: i32, len: i32) -> Result<HeaderMap, Status> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn http_call(
+pub(super) fn proxy_http_call(
     mut caller: Caller<'_>,
     upstream_ptr: i32,
     upstream_len: i32,
@@ -55,7 +45,11 @@ fn http_call(
     let upstream = String::from_utf8_lossy(check!(slice(mem, upstream_ptr, upstream_len))).into_owned();
     let headers = check!(map(mem, headers_ptr, headers_len));
     let trailers = check!(map(mem, trailers_ptr, trailers_len));
-    let body = Bytes::copy_from_slice(check!(slice(mem, body_ptr, body_len)));
+    let body = check!(slice(mem, body_ptr, body_len));
+    if body.len() > MAX_VALUE_BYTES {
+        return Ok(Status::BadArgument.code());
+    }
+    let body = Bytes::copy_from_slice(body);
     check!(slice(mem, token_out, 4));
     if !state.shared.knows_upstream(&upstream) {
         return Ok(Status::BadArgument.code());
@@ -63,11 +57,15 @@ fn http_call(
     if [&b":method"[..], b":path", b":authority"].iter().any(|h| !headers.contains(h)) {
         return Ok(Status::BadArgument.code());
     }
-    let Some((_, entry, _)) = state.acting_context() else { return Ok(Status::BadArgument.code()) };
-    state.last_http_call_token = state.last_http_call_token.wrapping_add(1).max(1);
-    let token = state.last_http_call_token;
+    let Some((origin, entry, _)) = state.acting_context() else { return Ok(Status::BadArgument.code()) };
+    if state.open_calls() >= MAX_PENDING_CALLS {
+        return Ok(Status::InternalFailure.code());
+    }
+    let token = next_token(&mut state.last_http_call_token, |t| state.http_call_tokens.contains_key(&t));
+    // A call made by a stream context ends with that stream.
+    state.http_call_tokens.insert(token, origin);
     state.http_calls.push(HttpCallRequest {
-        vm_key: state.module.key,
+        instance: state.instance,
         context_id: entry.root_id,
         token,
         upstream,
@@ -78,4 +76,14 @@ fn http_call(
     });
     check!(write_u32(mem, token_out, token));
     ok()
+}
+
+/// The next call token after `last`: never 0, never one still in use.
+pub(crate) fn next_token(last: &mut u32, in_use: impl Fn(u32) -> bool) -> u32 {
+    loop {
+        *last = last.wrapping_add(1);
+        if *last != 0 && !in_use(*last) {
+            return *last;
+        }
+    }
 }

@@ -6,46 +6,54 @@
 //! little-endian, booleans as one byte, times as nanoseconds since the epoch,
 //! header maps in the pairs encoding. A path is its segments joined by NUL.
 
-use bytes::Bytes;
-use ferry_abi::{Status, pairs};
-use wasmtime::Linker;
-
-use super::{Caller, HostResult, MODULE, check, ok};
+use super::{Caller, HostResult, check, ok};
 use crate::headers::HeaderMap;
+use crate::limits::MAX_VALUE_BYTES;
 use crate::memory::{return_copy, slice, split};
 use crate::state::HostState;
 use crate::stream::HttpStream;
+use bytes::Bytes;
+use ferry_abi::{Status, pairs};
 
-pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(
-        MODULE,
-        "proxy_get_property",
-        |mut caller: Caller<'_>, path_ptr: i32, path_len: i32, ptr_out: i32, size_out: i32| -> HostResult {
-            let (mem, state) = split(&mut caller);
-            let path = normalize(check!(slice(mem, path_ptr, path_len)));
-            let value = check!(property(state, path).ok_or(Status::NotFound));
-            Ok(return_copy(&mut caller, &value, ptr_out, size_out)?.code())
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "proxy_set_property",
-        |mut caller: Caller<'_>, path_ptr: i32, path_len: i32, value_ptr: i32, value_len: i32| -> HostResult {
-            let (mem, state) = split(&mut caller);
-            let path = Bytes::copy_from_slice(normalize(check!(slice(mem, path_ptr, path_len))));
-            let value = Bytes::copy_from_slice(check!(slice(mem, value_ptr, value_len)));
-            let properties = match state.acting_stream_mut() {
-                Some((stream, _)) => &mut stream.info.properties,
-                None => &mut state.root_properties,
-            };
-            match properties.iter_mut().find(|(p, _)| *p == path) {
-                Some(entry) => entry.1 = value,
-                None => properties.push((path, value)),
-            }
-            ok()
-        },
-    )?;
-    Ok(())
+pub(super) fn proxy_get_property(
+    mut caller: Caller<'_>,
+    path_ptr: i32,
+    path_len: i32,
+    ptr_out: i32,
+    size_out: i32,
+) -> HostResult {
+    let (mem, state) = split(&mut caller);
+    let path = normalize(check!(slice(mem, path_ptr, path_len)));
+    let value = check!(property(state, path).ok_or(Status::NotFound));
+    Ok(return_copy(&mut caller, &value, ptr_out, size_out)?.code())
+}
+
+pub(super) fn proxy_set_property(
+    mut caller: Caller<'_>,
+    path_ptr: i32,
+    path_len: i32,
+    value_ptr: i32,
+    value_len: i32,
+) -> HostResult {
+    let (mem, state) = split(&mut caller);
+    let path = normalize(check!(slice(mem, path_ptr, path_len)));
+    let value = check!(slice(mem, value_ptr, value_len));
+    let properties = match state.acting_stream_mut() {
+        Some((stream, _)) => &mut stream.info.properties,
+        None => &mut state.root_properties,
+    };
+    // All values set on one stream (or root context) together stay under
+    // MAX_VALUE_BYTES: a plugin setting properties in a loop gets BadArgument.
+    let held: usize = properties.iter().filter(|(p, _)| p != path).map(|(p, v)| p.len() + v.len()).sum();
+    if held + path.len() + value.len() > MAX_VALUE_BYTES {
+        return Ok(Status::BadArgument.code());
+    }
+    let (path, value) = (Bytes::copy_from_slice(path), Bytes::copy_from_slice(value));
+    match properties.iter_mut().find(|(p, _)| *p == path) {
+        Some(entry) => entry.1 = value,
+        None => properties.push((path, value)),
+    }
+    ok()
 }
 
 /// SDKs may end a path with a NUL.

@@ -1,62 +1,66 @@
 //! Stream control: local responses, resuming and closing streams, the
 //! effective context, `proxy_done`.
 
-use bytes::Bytes;
-use ferry_abi::{Status, StreamType, pairs};
-use wasmtime::Linker;
-
-use super::{Caller, HostResult, MODULE, check, ok};
+use super::{Caller, HostResult, check, ok};
+use crate::limits::MAX_VALUE_BYTES;
 use crate::memory::{slice, split};
 use crate::state::HostState;
 use crate::stream::{LocalResponse, Phase, StreamAction};
+use bytes::Bytes;
+use ferry_abi::{Status, StreamType, pairs};
 
-pub(super) fn add(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(MODULE, "proxy_send_local_response", send_local_response)?;
-    linker.func_wrap(MODULE, "proxy_continue_stream", |mut caller: Caller<'_>, stream: i32| -> HostResult {
-        let stream = check!(StreamType::from_raw(stream as u32).ok_or(Status::BadArgument));
-        Ok(stream_action(caller.data_mut(), stream, StreamAction::Resume).code())
-    })?;
-    linker.func_wrap(MODULE, "proxy_close_stream", |mut caller: Caller<'_>, stream: i32| -> HostResult {
-        let stream = check!(StreamType::from_raw(stream as u32).ok_or(Status::BadArgument));
-        Ok(stream_action(caller.data_mut(), stream, StreamAction::Close).code())
-    })?;
-    // ABI 0.1.0 names.
-    linker.func_wrap(MODULE, "proxy_continue_request", |mut caller: Caller<'_>| -> HostResult {
-        Ok(stream_action(caller.data_mut(), StreamType::HttpRequest, StreamAction::Resume).code())
-    })?;
-    linker.func_wrap(MODULE, "proxy_continue_response", |mut caller: Caller<'_>| -> HostResult {
-        Ok(stream_action(caller.data_mut(), StreamType::HttpResponse, StreamAction::Resume).code())
-    })?;
-    // Routes are chosen after the request filters ran, on the headers they
-    // left: there is never a cached route to clear.
-    linker.func_wrap(MODULE, "proxy_clear_route_cache", |_: Caller<'_>| -> HostResult { ok() })?;
-    linker.func_wrap(MODULE, "proxy_set_effective_context", |mut caller: Caller<'_>, id: i32| -> HostResult {
-        let state = caller.data_mut();
-        let id = id as u32;
-        if !state.contexts.contains_key(&id) {
-            return Ok(Status::BadArgument.code());
-        }
-        state.call.effective_context = Some(id);
-        ok()
-    })?;
-    // Only a root context that deferred its shutdown (proxy_on_done returned
-    // false) waits for proxy_done; HTTP and TCP streams finish whatever
-    // proxy_on_done returns, as in Envoy. Anything else: NotFound.
-    linker.func_wrap(MODULE, "proxy_done", |mut caller: Caller<'_>| -> HostResult {
-        let state = caller.data_mut();
-        let id = state.acting_context_id();
-        let Some(at) = state.pending_done.iter().position(|&pending| pending == id) else {
-            return Ok(Status::NotFound.code());
-        };
-        state.pending_done.remove(at);
-        state.done_roots.push(id);
-        ok()
-    })?;
-    Ok(())
+pub(super) fn proxy_continue_stream(mut caller: Caller<'_>, stream: i32) -> HostResult {
+    let stream = check!(StreamType::from_raw(stream as u32).ok_or(Status::BadArgument));
+    Ok(stream_action(caller.data_mut(), stream, StreamAction::Resume).code())
+}
+
+pub(super) fn proxy_close_stream(mut caller: Caller<'_>, stream: i32) -> HostResult {
+    let stream = check!(StreamType::from_raw(stream as u32).ok_or(Status::BadArgument));
+    Ok(stream_action(caller.data_mut(), stream, StreamAction::Close).code())
+}
+
+/// ABI 0.1.0 name of `proxy_continue_stream(HTTP_REQUEST)`.
+pub(super) fn proxy_continue_request(mut caller: Caller<'_>) -> HostResult {
+    Ok(stream_action(caller.data_mut(), StreamType::HttpRequest, StreamAction::Resume).code())
+}
+
+/// ABI 0.1.0 name of `proxy_continue_stream(HTTP_RESPONSE)`.
+pub(super) fn proxy_continue_response(mut caller: Caller<'_>) -> HostResult {
+    Ok(stream_action(caller.data_mut(), StreamType::HttpResponse, StreamAction::Resume).code())
+}
+
+/// Routes are chosen after the request filters ran, on the headers they
+/// left: there is never a cached route to clear.
+pub(super) fn proxy_clear_route_cache(_: Caller<'_>) -> HostResult {
+    ok()
+}
+
+pub(super) fn proxy_set_effective_context(mut caller: Caller<'_>, id: i32) -> HostResult {
+    let state = caller.data_mut();
+    let id = id as u32;
+    if !state.contexts.contains_key(&id) {
+        return Ok(Status::BadArgument.code());
+    }
+    state.call.effective_context = Some(id);
+    ok()
+}
+
+/// Only a root context that deferred its shutdown (proxy_on_done returned
+/// false) waits for proxy_done; HTTP and TCP streams finish whatever
+/// proxy_on_done returns, as in Envoy. Anything else: NotFound.
+pub(super) fn proxy_done(mut caller: Caller<'_>) -> HostResult {
+    let state = caller.data_mut();
+    let id = state.acting_context_id();
+    let Some(at) = state.pending_done.iter().position(|&pending| pending == id) else {
+        return Ok(Status::NotFound.code());
+    };
+    state.pending_done.remove(at);
+    state.done_roots.push(id);
+    ok()
 }
 
 #[allow(clippy::too_many_arguments)]
-fn send_local_response(
+pub(super) fn proxy_send_local_response(
     mut caller: Caller<'_>,
     status: i32,
     details_ptr: i32,
@@ -68,8 +72,12 @@ fn send_local_response(
     grpc_status: i32,
 ) -> HostResult {
     let (mem, state) = split(&mut caller);
-    let details = String::from_utf8_lossy(check!(slice(mem, details_ptr, details_len))).into_owned();
-    let body = Bytes::copy_from_slice(check!(slice(mem, body_ptr, body_len)));
+    let details = super::log::capped_text(check!(slice(mem, details_ptr, details_len))).into_owned();
+    let body = check!(slice(mem, body_ptr, body_len));
+    if body.len() > MAX_VALUE_BYTES {
+        return Ok(Status::BadArgument.code());
+    }
+    let body = Bytes::copy_from_slice(body);
     let encoded = check!(slice(mem, headers_ptr, headers_len));
     let headers = check!(pairs::decode(encoded).map_err(|_| Status::BadArgument))
         .into_iter()

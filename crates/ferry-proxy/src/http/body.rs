@@ -1,36 +1,28 @@
-//! The response body, which ends the stream's plugin contexts when it is
+//! The response body, which ends the stream's filters when it is
 //! done: fully sent, or dropped because the client went away.
 
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use ferry_host::{HttpStream, StreamContext};
+use ferry_host::HttpStream;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::thread_wasm::ThreadWasm;
+use crate::filter::{Filter, HttpFilter};
 
-/// Runs `proxy_on_log`, `proxy_on_done` and `proxy_on_delete` for each
-/// plugin context of a stream, once.
+/// Ends each filter of a stream (for a plugin: `proxy_on_log`,
+/// `proxy_on_done`, `proxy_on_delete`), once.
 pub(crate) struct StreamFinisher {
-    pub(crate) wasm: Rc<ThreadWasm>,
-    pub(crate) contexts: Vec<StreamContext>,
+    pub(crate) filters: Vec<Filter>,
     pub(crate) stream: HttpStream,
 }
 
 impl StreamFinisher {
     fn finish(mut self) {
-        if self.contexts.is_empty() {
-            return;
+        for filter in self.filters.drain(..) {
+            filter.finish(&mut self.stream);
         }
-        let stream = &mut self.stream;
-        self.wasm.with(|vms| {
-            for context in self.contexts.drain(..) {
-                vms.finish_http_stream(context, stream);
-            }
-        });
     }
 }
 

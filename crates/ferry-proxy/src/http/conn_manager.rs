@@ -3,13 +3,13 @@
 //!
 //! ```text
 //! decode headers → request filters (in order) → route
-//!   → direct response | upstream | local reply (404, plugin, failure)
-//!   → response filters (in reverse) → encode → on body end: log, done, delete
+//!   → direct response | upstream | local reply (404, plugin)
+//!   → response filters (in reverse) → encode → on body end: filters finish
 //! ```
 //!
-//! A filter that pauses the stream parks it in its VM and waits until a
-//! later callback of the plugin (an HTTP call's response, a tick, a queue)
-//! resumes, answers or closes it.
+//! Filters are [`HttpFilter`]s; what a Proxy-Wasm plugin does (pausing,
+//! failing by its policy) stays inside [`WasmFilter`]. Every failure
+//! becomes what the client gets in one function, [`rescue`].
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -17,27 +17,24 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_config::RouteAction;
-use ferry_host::{
-    FailurePolicy, HeaderMap, HttpStream, LocalResponse, PausedAt, PluginHandle, StreamAction, StreamContext,
-    StreamInfo, Verdict, VmKey,
-};
+use ferry_host::{HeaderMap, HttpStream, StreamInfo};
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
 mod body_filters;
 
-use body_filters::Side;
-
+use crate::event_loop::ThreadLoop;
+use crate::filter::{Filter, FilterStatus, HttpFilter, Side, WasmFilter};
+use crate::headers::{hyper_trailers, request_headers, response_headers, to_hyper_headers};
 use crate::http::body::{ResponseBody, StreamFinisher};
-use crate::http::headers::{hyper_trailers, request_headers, response_headers, to_hyper_headers};
+use crate::http::rescue::{Local, Rescue, StreamError, rescue};
 use crate::plan::HttpPlan;
 use crate::upstream::UpstreamBody;
-use crate::worker::WorkerShared;
 
 /// Per-connection state shared by its requests.
 pub(crate) struct ConnContext {
-    pub(crate) worker: Rc<WorkerShared>,
+    pub(crate) thread: Rc<ThreadLoop>,
     pub(crate) http: Arc<HttpPlan>,
     /// The downstream peer.
     pub(crate) source: SocketAddr,
@@ -48,24 +45,31 @@ pub(crate) struct ConnContext {
 }
 
 /// The filters' view of one request: the stream's header maps and the
-/// plugin contexts created for it.
+/// filters that saw it.
 struct Exchange {
     conn: Rc<ConnContext>,
     stream: HttpStream,
     /// One per filter that saw the request, in filter order.
-    contexts: Vec<StreamContext>,
-    /// While paused: the VM holding the stream (the last context's).
-    parked_in: Option<VmKey>,
+    filters: Vec<Filter>,
 }
 
-/// What the filters decided in one direction.
-enum Decided {
-    /// Every filter continued.
-    Continue,
-    /// A filter answered, or failed closed.
+/// Why the filters ended a direction early.
+enum Ending {
+    /// A filter answered.
     Respond(Local),
-    /// A filter closed the stream: reset it without a response.
-    Reset,
+    /// The stream cannot go on.
+    Fail(StreamError),
+}
+
+/// `Ok` if a filter lets the stream go on, else how it ends.
+fn go_on(status: FilterStatus) -> Result<(), Ending> {
+    match status {
+        FilterStatus::Continue | FilterStatus::Buffer => Ok(()),
+        FilterStatus::Respond(response) => Err(Ending::Respond(response.into())),
+        FilterStatus::Reset => Err(Ending::Fail(StreamError::PluginClosed)),
+        // The host logged the failure.
+        FilterStatus::Failed => Err(Ending::Fail(StreamError::PluginFailed)),
+    }
 }
 
 /// A plugin closed the stream (`proxy_close_stream`): hyper drops the
@@ -82,29 +86,7 @@ enum Reply {
     Upstream(Incoming),
 }
 
-/// A response the proxy makes itself.
-struct Local {
-    status: u16,
-    body: Bytes,
-    headers: Vec<(Bytes, Bytes)>,
-    /// The gRPC status a plugin chose, for a gRPC request.
-    grpc_status: Option<u32>,
-}
-
-impl Local {
-    fn new(status: u16, body: impl Into<Bytes>) -> Self {
-        Local { status, body: body.into(), headers: Vec::new(), grpc_status: None }
-    }
-}
-
-impl From<LocalResponse> for Local {
-    fn from(r: LocalResponse) -> Self {
-        Local { status: r.status, body: r.body, headers: r.headers, grpc_status: r.grpc_status }
-    }
-}
-
-/// Handles one request. Every error becomes a response, except a stream
-/// a plugin closed.
+/// Handles one request. Every failure becomes a response, except a reset.
 pub(crate) async fn handle(
     request: Request<Incoming>,
     conn: Rc<ConnContext>,
@@ -124,18 +106,23 @@ pub(crate) async fn handle(
         protocol: protocol(parts.version),
         ..StreamInfo::default()
     };
-    let mut exchange = Exchange {
-        conn,
-        stream: HttpStream { request_headers, info, ..HttpStream::default() },
-        contexts: Vec::new(),
-        parked_in: None,
+    let mut exchange =
+        Exchange { conn, stream: HttpStream { request_headers, info, ..HttpStream::default() }, filters: Vec::new() };
+    let reply = match exchange.request_path(body).await {
+        Ok(reply) => reply,
+        Err(error) => match rescue(error) {
+            Rescue::Reply(local) => exchange.local_reply(local),
+            Rescue::Reset => return Err(StreamReset),
+        },
     };
-    let reply = match exchange.request_filters(body.is_end_stream()).await {
-        Decided::Continue => exchange.route(body).await,
-        Decided::Respond(local) => exchange.local_reply(local),
-        Decided::Reset => return Err(StreamReset),
+    let body = match exchange.response_filters(reply).await {
+        Ok(body) => body,
+        // Nothing was sent yet: the rescue's reply replaces the response.
+        Err(error) => match rescue(error) {
+            Rescue::Reply(local) => ResponseBody::full(exchange.local_response(local)),
+            Rescue::Reset => return Err(StreamReset),
+        },
     };
-    let body = exchange.response_filters(reply).await?;
     Ok(exchange.encode(body))
 }
 
@@ -186,118 +173,68 @@ fn answer_without_filters(parts: &http::request::Parts, conn: &ConnContext) -> O
 }
 
 impl Exchange {
+    /// The request filters, then the route: a reply to send back through
+    /// the response filters.
+    async fn request_path(&mut self, body: Incoming) -> Result<Reply, StreamError> {
+        match self.request_filters(body.is_end_stream()).await {
+            Ok(()) => self.route(body).await,
+            Err(Ending::Respond(local)) => Ok(self.local_reply(local)),
+            Err(Ending::Fail(error)) => Err(error),
+        }
+    }
+
     /// Request headers through each filter in order, until one answers,
-    /// closes or fails closed. A pause waits for the plugin.
-    async fn request_filters(&mut self, end_of_stream: bool) -> Decided {
+    /// closes or fails the stream.
+    async fn request_filters(&mut self, end_of_stream: bool) -> Result<(), Ending> {
         let conn = self.conn.clone();
-        let wasm = &conn.worker.wasm;
         for &index in &conn.http.filters {
-            let handle = wasm.handle(index);
-            let verdict = wasm.with(|vms| {
-                let context = vms.create_http_stream(handle)?;
-                let verdict = vms.on_request_headers(&context, &mut self.stream, end_of_stream);
-                self.contexts.push(context);
-                verdict
-            });
-            let decided = match verdict {
-                Ok(verdict) => self.follow(verdict, self.contexts.len() - 1, PausedAt::RequestHeaders).await,
-                // The host logged the failure; the plugin's policy decides.
-                Err(_) => self.failure_policy(handle),
-            };
-            if !matches!(decided, Decided::Continue) {
-                return decided;
-            }
+            // In the list before it runs: a stream dropped while the filter
+            // waits still ends it.
+            self.filters.push(Filter::Wasm(WasmFilter::new(conn.thread.clone(), conn.thread.handle(index))));
+            let filter = self.filters.last_mut().expect("pushed above");
+            go_on(filter.request_headers(&mut self.stream, end_of_stream).await)?;
         }
-        Decided::Continue
-    }
-
-    /// What a filter's verdict means for the stream; waits out a pause.
-    async fn follow(&mut self, verdict: Verdict, context: usize, at: PausedAt) -> Decided {
-        match verdict {
-            Verdict::Continue => Decided::Continue,
-            Verdict::LocalResponse(response) => Decided::Respond(response.into()),
-            Verdict::Close => Decided::Reset,
-            Verdict::Pause => self.wait(context, at).await,
-        }
-    }
-
-    /// Parks the stream in the pausing plugin's VM and waits for the plugin
-    /// to resume, answer or close it (or for its VM to fail).
-    async fn wait(&mut self, context: usize, at: PausedAt) -> Decided {
-        let wasm = self.conn.worker.wasm.clone();
-        let handle = self.contexts[context].plugin();
-        let vm_key = wasm.with(|vms| vms.plugin(handle).module.key());
-        let stream = std::mem::take(&mut self.stream);
-        let parked = wasm.with(|vms| vms.park(&self.contexts[context], stream, at));
-        if let Some(stream) = parked {
-            self.stream = stream;
-            return self.failure_policy(handle);
-        }
-        self.parked_in = Some(vm_key);
-        let action = wasm.wait_for(vm_key, self.contexts[context].id()).await.unwrap_or(StreamAction::Failed);
-        self.parked_in = None;
-        self.stream = wasm.with(|vms| vms.unpark(&self.contexts[context])).unwrap_or_default();
-        match action {
-            StreamAction::Resume | StreamAction::ResumeUpstream => Decided::Continue,
-            StreamAction::Close => Decided::Reset,
-            StreamAction::LocalResponse(response) => Decided::Respond(response.into()),
-            StreamAction::Failed => self.failure_policy(handle),
-        }
-    }
-
-    /// Fail closed: 503 with an empty body (Envoy's `wasm_fail_stream`).
-    /// Fail open: go on without the plugin.
-    fn failure_policy(&self, handle: PluginHandle) -> Decided {
-        let wasm = &self.conn.worker.wasm;
-        match wasm.with(|vms| vms.plugin(handle).failure_policy) {
-            FailurePolicy::FailOpen => Decided::Continue,
-            FailurePolicy::FailClosed => Decided::Respond(Local::new(503, Bytes::new())),
-        }
+        Ok(())
     }
 
     /// Routes on the request headers as the filters left them.
-    async fn route(&mut self, body: Incoming) -> Reply {
+    async fn route(&mut self, body: Incoming) -> Result<Reply, StreamError> {
         let headers = &self.stream.request_headers;
         let authority = headers.get(b":authority").cloned().unwrap_or_default();
         let path = headers.get(b":path").cloned().unwrap_or_default();
         let http = self.conn.http.clone();
-        match http.routes.route(&authority, &path) {
-            None => self.local_reply(Local::new(404, Bytes::new())),
+        let (name, timeout) = match http.routes.route(&authority, &path) {
+            None => return Ok(self.local_reply(Local::new(404, Bytes::new()))),
             Some(RouteAction::DirectResponse { status, body }) => {
-                self.local_reply(Local::new(*status, body.clone().map(Bytes::from).unwrap_or_default()))
+                let body = body.clone().map(Bytes::from).unwrap_or_default();
+                return Ok(self.local_reply(Local::new(*status, body)));
             }
-            Some(RouteAction::Cluster { name, timeout }) => {
-                let body = match self.request_body_filters(body).await {
-                    Ok(body) => body,
-                    Err(Decided::Respond(local)) => return self.local_reply(local),
-                    Err(_) => return self.local_reply(Local::new(503, Bytes::new())),
-                };
-                let worker = self.conn.worker.clone();
-                match worker.wasm.upstreams.forward(name, *timeout, &self.stream.request_headers, body).await {
-                    Ok(response) => {
-                        let (parts, body) = response.into_parts();
-                        self.stream.response_headers = response_headers(parts.status, &parts.headers);
-                        // The connector records the peer of each connection (`upstream.address`).
-                        self.stream.info.upstream = parts
-                            .extensions
-                            .get::<hyper_util::client::legacy::connect::HttpInfo>()
-                            .map(|i| i.remote_addr());
-                        Reply::Upstream(body)
-                    }
-                    Err(error) => {
-                        tracing::debug!(target: "upstream", "cluster {name}: {error}");
-                        self.local_reply(Local::new(error.status(), error.to_string()))
-                    }
-                }
-            }
-        }
+            Some(RouteAction::Cluster { name, timeout }) => (name, *timeout),
+        };
+        let body = match self.request_body_filters(body).await {
+            Ok(body) => body,
+            Err(Ending::Respond(local)) => return Ok(self.local_reply(local)),
+            Err(Ending::Fail(error)) => return Err(error),
+        };
+        let thread = self.conn.thread.clone();
+        let response =
+            thread.upstreams().forward(name, timeout, &self.stream.request_headers, body).await.map_err(|error| {
+                tracing::debug!(target: "upstream", "cluster {name}: {error}");
+                StreamError::Upstream(error)
+            })?;
+        let (parts, body) = response.into_parts();
+        self.stream.response_headers = response_headers(parts.status, &parts.headers);
+        // The connector records the peer of each connection (`upstream.address`).
+        self.stream.info.upstream =
+            parts.extensions.get::<hyper_util::client::legacy::connect::HttpInfo>().map(|i| i.remote_addr());
+        Ok(Reply::Upstream(body))
     }
 
     /// The request body on its way upstream. With no filter it streams;
     /// with filters it goes through them chunk by chunk (see
     /// [`body_filters`]) and is sent as they left it, with its trailers.
-    async fn request_body_filters(&mut self, body: Incoming) -> Result<UpstreamBody, Decided> {
-        if self.contexts.is_empty() || body.is_end_stream() {
+    async fn request_body_filters(&mut self, body: Incoming) -> Result<UpstreamBody, Ending> {
+        if self.filters.is_empty() || body.is_end_stream() {
             return Ok(UpstreamBody::Streamed(body));
         }
         let filtered = self.filter_body(Side::Request, body).await?;
@@ -366,26 +303,21 @@ impl Exchange {
     }
 
     /// Response headers through the filters that saw the request, in
-    /// reverse order. A filter may replace the response, pause or close it.
-    async fn response_filters(&mut self, mut reply: Reply) -> Result<ResponseBody, StreamReset> {
-        let wasm = self.conn.worker.wasm.clone();
-        for i in (0..self.contexts.len()).rev() {
+    /// reverse order, then the body and trailers. A filter may replace the
+    /// response, pause or close it.
+    async fn response_filters(&mut self, mut reply: Reply) -> Result<ResponseBody, StreamError> {
+        for i in (0..self.filters.len()).rev() {
             let end_of_stream = match &reply {
                 Reply::Local(body) => body.is_empty(),
                 Reply::Upstream(body) => body.is_end_stream(),
             };
-            let verdict = wasm.with(|vms| vms.on_response_headers(&self.contexts[i], &mut self.stream, end_of_stream));
-            let decided = match verdict {
-                Ok(verdict) => self.follow(verdict, i, PausedAt::ResponseHeaders).await,
-                Err(_) => self.failure_policy(self.contexts[i].plugin()),
-            };
-            match decided {
-                Decided::Continue => {}
-                Decided::Respond(local) => reply = self.local_reply(local),
-                Decided::Reset => return Err(StreamReset),
+            match go_on(self.filters[i].response_headers(&mut self.stream, end_of_stream).await) {
+                Ok(()) => {}
+                Err(Ending::Respond(local)) => reply = self.local_reply(local),
+                Err(Ending::Fail(error)) => return Err(error),
             }
         }
-        if self.contexts.is_empty() {
+        if self.filters.is_empty() {
             return Ok(match reply {
                 Reply::Local(body) => ResponseBody::full(body),
                 Reply::Upstream(body) => ResponseBody::upstream(body),
@@ -398,10 +330,9 @@ impl Exchange {
         };
         let (body, trailers) = match filtered {
             Ok(filtered) => filtered,
-            // Nothing was sent yet: a filter's answer (or a failure) replaces the response.
-            Err(Decided::Respond(local)) => (self.local_response(local), None),
-            Err(Decided::Reset) => return Err(StreamReset),
-            Err(Decided::Continue) => unreachable!("a continue is not an error"),
+            // Nothing was sent yet: a filter's answer replaces the response.
+            Err(Ending::Respond(local)) => (self.local_response(local), None),
+            Err(Ending::Fail(error)) => return Err(error),
         };
         let Some(trailers) = trailers else { return Ok(ResponseBody::full(body)) };
         let (trailers, announce) = hyper_trailers(&trailers);
@@ -426,11 +357,8 @@ impl Exchange {
         if let Ok(server) = http::HeaderValue::from_maybe_shared(self.conn.http.server_name.clone()) {
             response.headers_mut().insert(http::header::SERVER, server);
         }
-        let finisher = StreamFinisher {
-            wasm: self.conn.worker.wasm.clone(),
-            contexts: std::mem::take(&mut self.contexts),
-            stream: std::mem::take(&mut self.stream),
-        };
+        let finisher =
+            StreamFinisher { filters: std::mem::take(&mut self.filters), stream: std::mem::take(&mut self.stream) };
         *response.body_mut() = body.finish_with(finisher);
         response
     }
@@ -438,24 +366,15 @@ impl Exchange {
 
 impl Drop for Exchange {
     /// A stream that ends before its response (the client left, or it was
-    /// reset) still ends its plugin contexts: log, done, delete.
+    /// reset) still ends its filters, with the stream back from a filter
+    /// that held it.
     fn drop(&mut self) {
-        if self.contexts.is_empty() {
-            return;
+        let mut filters = std::mem::take(&mut self.filters);
+        for filter in &mut filters {
+            filter.reclaim(&mut self.stream);
         }
-        let wasm = self.conn.worker.wasm.clone();
-        if let (Some(vm_key), Some(context)) = (self.parked_in.take(), self.contexts.last()) {
-            wasm.forget_waiter(vm_key, context.id());
-            if let Some(stream) = wasm.with(|vms| vms.unpark(context)) {
-                self.stream = stream;
-            }
+        for filter in filters {
+            filter.finish(&mut self.stream);
         }
-        let contexts = std::mem::take(&mut self.contexts);
-        let stream = &mut self.stream;
-        wasm.with(|vms| {
-            for context in contexts {
-                vms.finish_http_stream(context, stream);
-            }
-        });
     }
 }

@@ -2,5 +2,4 @@
 
 pub(crate) mod body;
 pub(crate) mod conn_manager;
-pub(crate) mod headers;
-pub mod router;
+pub(crate) mod rescue;

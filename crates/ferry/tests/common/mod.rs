@@ -164,6 +164,11 @@ impl Ferry {
         ferry
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The address of listener `name`, on loopback.
     pub fn address(&self, name: &str) -> SocketAddr {
         let bound = self.listeners[name];
@@ -439,8 +444,10 @@ pub fn tcp_echo_server() -> SocketAddr {
 
 /// One item of `listeners:`: a listener on 127.0.0.1:`port` running the
 /// network Wasm filter `name` (module `code`, see [`wasm_filter`]) in front
-/// of a `tcp_proxy` to `cluster`.
-pub fn tcp_listener(name: &str, port: u16, code: &str, fail_open: bool, cluster: &str) -> String {
+/// of a `tcp_proxy` to `cluster`; `policy` is the plugin's failure policy
+/// (`failure_policy: ...` in flow style, e.g. `{ failure_policy: FAIL_OPEN }`
+/// merged in as `failure_policy` and `reload_config` fields).
+pub fn tcp_listener(name: &str, port: u16, code: &str, policy: &str, cluster: &str) -> String {
     format!(
         r#"  - name: {name}
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
@@ -451,8 +458,7 @@ pub fn tcp_listener(name: &str, port: u16, code: &str, fail_open: bool, cluster:
           "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
           config:
             name: {name}
-            fail_open: {fail_open}
-            vm_config: {{ vm_id: {name}, code: {code} }}
+{policy}            vm_config: {{ vm_id: {name}, code: {code} }}
       - name: envoy.filters.network.tcp_proxy
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy

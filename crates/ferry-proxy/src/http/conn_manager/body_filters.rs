@@ -16,57 +16,28 @@
 //! larger response 502).
 
 use bytes::Bytes;
-use ferry_host::{HeaderMap, HttpStream, PausedAt, PluginFailure, Verdict};
+use ferry_host::{HeaderMap, HttpStream};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
-use super::{Decided, Exchange, Local, MAX_BUFFERED_BODY};
-use crate::http::headers::trailers_map;
+use super::{Ending, Exchange, MAX_BUFFERED_BODY, go_on};
+use crate::filter::{FilterStatus, HttpFilter, Side};
+use crate::headers::trailers_map;
+use crate::http::rescue::StreamError;
 
-/// Which message a body belongs to.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Side {
-    Request,
-    Response,
+/// Where a side's body and trailers are in the stream.
+fn body_of(side: Side, stream: &mut HttpStream) -> &mut Vec<u8> {
+    match side {
+        Side::Request => &mut stream.request_body,
+        Side::Response => &mut stream.response_body,
+    }
 }
 
-impl Side {
-    fn body(self, stream: &mut HttpStream) -> &mut Vec<u8> {
-        match self {
-            Side::Request => &mut stream.request_body,
-            Side::Response => &mut stream.response_body,
-        }
-    }
-
-    fn trailers(self, stream: &mut HttpStream) -> &mut HeaderMap {
-        match self {
-            Side::Request => &mut stream.request_trailers,
-            Side::Response => &mut stream.response_trailers,
-        }
-    }
-
-    fn paused_in_body(self) -> PausedAt {
-        match self {
-            Side::Request => PausedAt::RequestBody,
-            Side::Response => PausedAt::ResponseBody,
-        }
-    }
-
-    fn paused_in_trailers(self) -> PausedAt {
-        match self {
-            Side::Request => PausedAt::RequestTrailers,
-            Side::Response => PausedAt::ResponseTrailers,
-        }
-    }
-
-    /// The status to answer when the body is too large or breaks off.
-    fn failure_status(self, too_large: bool) -> u16 {
-        match (self, too_large) {
-            (Side::Request, true) => 413,
-            (Side::Request, false) => 400,
-            (Side::Response, _) => 502,
-        }
+fn trailers_of(side: Side, stream: &mut HttpStream) -> &mut HeaderMap {
+    match side {
+        Side::Request => &mut stream.request_trailers,
+        Side::Response => &mut stream.response_trailers,
     }
 }
 
@@ -80,33 +51,33 @@ impl Exchange {
     /// The filters a side's body goes through, in order.
     fn body_order(&self, side: Side) -> Vec<usize> {
         match side {
-            Side::Request => (0..self.contexts.len()).collect(),
-            Side::Response => (0..self.contexts.len()).rev().collect(),
+            Side::Request => (0..self.filters.len()).collect(),
+            Side::Response => (0..self.filters.len()).rev().collect(),
         }
     }
 
     /// Reads `body` and runs it through the filters; `Err` with what ends
-    /// the stream (a filter answered, reset it, or failed closed).
-    pub(super) async fn filter_body(&mut self, side: Side, mut body: Incoming) -> Result<Filtered, Decided> {
+    /// the stream (a filter answered, reset it, or failed, or the body was
+    /// too large or broke off).
+    pub(super) async fn filter_body(&mut self, side: Side, mut body: Incoming) -> Result<Filtered, Ending> {
         let order = self.body_order(side);
-        let mut held = vec![Vec::new(); self.contexts.len()];
+        let mut held = vec![Vec::new(); self.filters.len()];
         let mut out = Vec::new();
         let mut total = 0usize;
         loop {
-            let failed = |too_large| Decided::Respond(Local::new(side.failure_status(too_large), Bytes::new()));
             let frame = match body.frame().await {
                 None => {
                     self.chunk_through(side, &order, &mut held, Vec::new(), true, &mut out).await?;
                     return Ok(Filtered { data: out.into(), trailers: None });
                 }
-                Some(Err(_)) => return Err(failed(false)),
+                Some(Err(_)) => return Err(Ending::Fail(StreamError::BodyBroken(side))),
                 Some(Ok(frame)) => frame,
             };
             match frame.into_data() {
                 Ok(data) => {
                     total += data.len();
                     if total > MAX_BUFFERED_BODY {
-                        return Err(failed(true));
+                        return Err(Ending::Fail(StreamError::BodyTooLarge(side)));
                     }
                     let end = body.is_end_stream();
                     self.chunk_through(side, &order, &mut held, data.to_vec(), end, &mut out).await?;
@@ -116,9 +87,9 @@ impl Exchange {
                 }
                 Err(frame) => {
                     let Ok(trailers) = frame.into_trailers() else { continue };
-                    *side.trailers(&mut self.stream) = trailers_map(&trailers);
+                    *trailers_of(side, &mut self.stream) = trailers_map(&trailers);
                     self.trailers_through(side, &order, &mut held, &mut out).await?;
-                    let trailers = side.trailers(&mut self.stream).clone();
+                    let trailers = trailers_of(side, &mut self.stream).clone();
                     return Ok(Filtered { data: out.into(), trailers: Some(trailers) });
                 }
             }
@@ -127,9 +98,9 @@ impl Exchange {
 
     /// A body the proxy made (a local reply) through the filters: one call
     /// each, with `end_of_stream` true.
-    pub(super) async fn filter_whole_body(&mut self, side: Side, data: Bytes) -> Result<Bytes, Decided> {
+    pub(super) async fn filter_whole_body(&mut self, side: Side, data: Bytes) -> Result<Bytes, Ending> {
         let order = self.body_order(side);
-        let mut held = vec![Vec::new(); self.contexts.len()];
+        let mut held = vec![Vec::new(); self.filters.len()];
         let mut out = Vec::new();
         self.chunk_through(side, &order, &mut held, data.to_vec(), true, &mut out).await?;
         Ok(out.into())
@@ -145,20 +116,21 @@ impl Exchange {
         chunk: Vec<u8>,
         end: bool,
         out: &mut Vec<u8>,
-    ) -> Result<(), Decided> {
+    ) -> Result<(), Ending> {
         let mut data = chunk;
         for &i in order {
             let mut buffer = std::mem::take(&mut held[i]);
             buffer.append(&mut data);
-            *side.body(&mut self.stream) = buffer;
-            let verdict = self.body_callback(side, i, end);
-            if matches!(verdict, Ok(Verdict::Pause)) && !end {
-                // StopIterationAndBuffer: keep it; the next chunk is added.
-                held[i] = std::mem::take(side.body(&mut self.stream));
-                return Ok(());
+            *body_of(side, &mut self.stream) = buffer;
+            match self.filters[i].body(side, &mut self.stream, end).await {
+                FilterStatus::Buffer => {
+                    // StopIterationAndBuffer: keep it; the next chunk is added.
+                    held[i] = std::mem::take(body_of(side, &mut self.stream));
+                    return Ok(());
+                }
+                status => go_on(status)?,
             }
-            self.decided(verdict, i, side.paused_in_body()).await?;
-            data = std::mem::take(side.body(&mut self.stream));
+            data = std::mem::take(body_of(side, &mut self.stream));
         }
         out.append(&mut data);
         Ok(())
@@ -172,61 +144,24 @@ impl Exchange {
         order: &[usize],
         held: &mut [Vec<u8>],
         out: &mut Vec<u8>,
-    ) -> Result<(), Decided> {
+    ) -> Result<(), Ending> {
         let mut data: Vec<u8> = Vec::new();
         for &i in order {
             let mut buffer = std::mem::take(&mut held[i]);
             if !data.is_empty() {
                 buffer.append(&mut data);
-                *side.body(&mut self.stream) = buffer;
-                let verdict = self.body_callback(side, i, false);
+                *body_of(side, &mut self.stream) = buffer;
                 // A stop here only buffers: the trailers carry everything on.
-                if !matches!(verdict, Ok(Verdict::Pause)) {
-                    self.decided(verdict, i, side.paused_in_body()).await?;
+                match self.filters[i].body(side, &mut self.stream, false).await {
+                    FilterStatus::Buffer => {}
+                    status => go_on(status)?,
                 }
-                buffer = std::mem::take(side.body(&mut self.stream));
+                buffer = std::mem::take(body_of(side, &mut self.stream));
             }
-            let verdict = {
-                let wasm = self.conn.worker.wasm.clone();
-                let context = &self.contexts[i];
-                let stream = &mut self.stream;
-                wasm.with(|vms| match side {
-                    Side::Request => vms.on_request_trailers(context, stream),
-                    Side::Response => vms.on_response_trailers(context, stream),
-                })
-            };
-            self.decided(verdict, i, side.paused_in_trailers()).await?;
+            go_on(self.filters[i].trailers(side, &mut self.stream).await)?;
             data = buffer;
         }
         out.append(&mut data);
         Ok(())
-    }
-
-    /// The body callback of filter `i` on the body the stream holds now.
-    fn body_callback(&mut self, side: Side, i: usize, end: bool) -> Result<Verdict, PluginFailure> {
-        let wasm = self.conn.worker.wasm.clone();
-        let context = &self.contexts[i];
-        let stream = &mut self.stream;
-        wasm.with(|vms| match side {
-            Side::Request => vms.on_request_body(context, stream, end),
-            Side::Response => vms.on_response_body(context, stream, end),
-        })
-    }
-
-    /// A verdict waited out: `Err` with what ends the stream.
-    async fn decided(
-        &mut self,
-        verdict: Result<Verdict, PluginFailure>,
-        i: usize,
-        at: PausedAt,
-    ) -> Result<(), Decided> {
-        let decided = match verdict {
-            Ok(verdict) => self.follow(verdict, i, at).await,
-            Err(_) => self.failure_policy(self.contexts[i].plugin()),
-        };
-        match decided {
-            Decided::Continue => Ok(()),
-            other => Err(other),
-        }
     }
 }

@@ -15,8 +15,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::grpc::ChannelBody;
-use crate::http::headers::{hyper_trailers, response_headers, to_hyper_headers, trailers_map};
+pub(crate) mod grpc;
+
+use grpc::ChannelBody;
+
+use crate::headers::{hyper_trailers, response_headers, to_hyper_headers, trailers_map};
 
 /// Clusters as configured; each worker builds its own connection pools from them.
 pub struct Clusters {

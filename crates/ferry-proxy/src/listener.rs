@@ -1,25 +1,20 @@
-//! A worker thread: its own single-threaded runtime, its own VMs, and the
-//! connections it accepts on every listener.
+//! A worker's listeners: accept loops that hand each connection to the
+//! HTTP connection manager (hyper HTTP/1) or to the TCP proxy.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ferry_host::StreamInfo;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::event_loop::{ThreadLoop, ThreadMessage};
 use crate::http::conn_manager::{self, ConnContext};
-use crate::plan::{ListenerService, Plan};
+use crate::plan::ListenerService;
 use crate::tcp_proxy;
-use crate::thread_wasm::{ThreadMessage, ThreadWasm};
-use ferry_host::StreamInfo;
-
-/// What every connection of a worker shares.
-pub(crate) struct WorkerShared {
-    pub(crate) wasm: Rc<ThreadWasm>,
-}
 
 /// A worker's listening sockets, cloned from the main thread's.
 pub(crate) struct WorkerListener {
@@ -27,28 +22,23 @@ pub(crate) struct WorkerListener {
     pub(crate) service: ListenerService,
 }
 
-/// Runs the worker's event loop until it is told to shut down.
-pub(crate) async fn run(
-    wasm: Rc<ThreadWasm>,
-    plan: &Plan,
+/// Accepts on every listener while the worker's event loop runs, until it
+/// is told to shut down.
+pub(crate) async fn serve(
+    thread: Rc<ThreadLoop>,
     listeners: Vec<WorkerListener>,
     inbox: mpsc::UnboundedReceiver<ThreadMessage>,
 ) {
-    let _ = plan;
-    let shared = Rc::new(WorkerShared { wasm: wasm.clone() });
     let mut accept_tasks = Vec::new();
     for listener in listeners {
         match TcpListener::from_std(listener.socket) {
             Ok(socket) => {
-                accept_tasks.push(tokio::task::spawn_local(accept_loop(socket, listener.service, shared.clone())))
+                accept_tasks.push(tokio::task::spawn_local(accept_loop(socket, listener.service, thread.clone())))
             }
             Err(e) => tracing::error!(target: "main", "worker cannot listen: {e}"),
         }
     }
-    let ticks = tokio::task::spawn_local(wasm.clone().run_ticks());
-    wasm.clone().run_inbox(inbox).await;
-    wasm.shutdown_roots().await;
-    ticks.abort();
+    thread.run(inbox).await;
     for task in accept_tasks {
         task.abort();
     }
@@ -57,7 +47,7 @@ pub(crate) async fn run(
 /// Connection ids, unique in the process (the `connection.id` property).
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
-async fn accept_loop(listener: TcpListener, service: ListenerService, worker: Rc<WorkerShared>) {
+async fn accept_loop(listener: TcpListener, service: ListenerService, thread: Rc<ThreadLoop>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -80,12 +70,12 @@ async fn accept_loop(listener: TcpListener, service: ListenerService, worker: Rc
                     start: Some(std::time::SystemTime::now()),
                     ..StreamInfo::default()
                 };
-                tokio::task::spawn_local(tcp_proxy::serve(stream, info, tcp.clone(), worker.clone()));
+                tokio::task::spawn_local(tcp_proxy::serve(stream, info, tcp.clone(), thread.clone()));
                 continue;
             }
         };
         let conn = Rc::new(ConnContext {
-            worker: worker.clone(),
+            thread: thread.clone(),
             http: http.clone(),
             source: peer,
             destination: stream.local_addr().ok(),

@@ -1,31 +1,35 @@
 //! gRPC calls and streams plugins open, over HTTP/2 (cleartext, prior
 //! knowledge) to an endpoint of the named cluster.
 //!
-//! Each call or stream is a task of the thread whose plugin opened it. It
-//! sends `POST /<service>/<method>` with `content-type: application/grpc`,
+//! Each call or stream is a task of the thread whose plugin opened it
+//! (see `event_loop::calls`). It sends `POST /<service>/<method>` with `content-type: application/grpc`,
 //! `te: trailers` and the plugin's initial metadata, then the messages the
 //! plugin sends (each with gRPC's 5-byte length prefix), and reports back
 //! what Envoy reports: for a unary call the response message, or a close
 //! with its status; for a stream the response headers (initial metadata),
 //! each message, the trailers (trailing metadata) and a close.
 
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
-use ferry_host::{GrpcEvent, GrpcOpen, HeaderMap, VmKey, grpc_status};
+use ferry_host::{GrpcEvent, GrpcOpen, HeaderMap, grpc_status};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt as _;
 use tokio::sync::mpsc;
 
-use crate::http::headers::{response_headers, trailers_map};
-use crate::thread_wasm::ThreadWasm;
+use super::Upstreams;
+use crate::headers::{response_headers, trailers_map};
 
 /// A request body fed by the plugin's `proxy_grpc_send`: ends when the
 /// sender is dropped (half close).
 pub(crate) struct ChannelBody(mpsc::UnboundedReceiver<Bytes>);
+
+impl ChannelBody {
+    pub(crate) fn new(messages: mpsc::UnboundedReceiver<Bytes>) -> Self {
+        ChannelBody(messages)
+    }
+}
 
 impl Body for ChannelBody {
     type Data = Bytes;
@@ -37,7 +41,7 @@ impl Body for ChannelBody {
 }
 
 /// One message with gRPC's length prefix (uncompressed).
-fn framed(message: &[u8]) -> Bytes {
+pub(crate) fn framed(message: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(5 + message.len());
     out.put_u8(0);
     out.put_u32(message.len() as u32);
@@ -45,71 +49,12 @@ fn framed(message: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// The open calls and streams of one thread: how to feed or stop each.
-#[derive(Default)]
-pub(crate) struct GrpcCalls {
-    open: HashMap<(VmKey, u32), Handle>,
-}
-
-struct Handle {
-    /// `None` once the plugin half-closed its side.
-    sender: Option<mpsc::UnboundedSender<Bytes>>,
-    task: tokio::task::AbortHandle,
-}
-
-impl GrpcCalls {
-    /// Starts a call or stream in a task of this thread.
-    pub(crate) fn open(&mut self, wasm: &Rc<ThreadWasm>, open: GrpcOpen) {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let sender = match &open.message {
-            // A unary call: its one message, then the end of the request.
-            Some(message) => {
-                let _ = sender.send(framed(message));
-                None
-            }
-            None => Some(sender),
-        };
-        let key = (open.vm_key, open.token);
-        let task = tokio::task::spawn_local(run(wasm.clone(), open, ChannelBody(receiver))).abort_handle();
-        self.open.insert(key, Handle { sender, task });
-    }
-
-    /// `proxy_grpc_send`: one more message, then perhaps the end of the request.
-    pub(crate) fn send(&mut self, key: (VmKey, u32), message: &[u8], end_stream: bool) {
-        let Some(handle) = self.open.get_mut(&key) else { return };
-        if let Some(sender) = &handle.sender {
-            let _ = sender.send(framed(message));
-        }
-        if end_stream {
-            handle.sender = None;
-        }
-    }
-
-    /// `proxy_grpc_close` on a stream: the end of the request.
-    pub(crate) fn close(&mut self, key: (VmKey, u32)) {
-        if let Some(handle) = self.open.get_mut(&key) {
-            handle.sender = None;
-        }
-    }
-
-    /// `proxy_grpc_cancel`: reset it; nothing more is reported.
-    pub(crate) fn cancel(&mut self, key: (VmKey, u32)) {
-        if let Some(handle) = self.open.remove(&key) {
-            handle.task.abort();
-        }
-    }
-
-    /// Forgets a call or stream whose task ended.
-    fn ended(&mut self, key: (VmKey, u32)) {
-        self.open.remove(&key);
-    }
-}
-
-/// Sends the request and reports what comes back, until the close.
-async fn run(wasm: Rc<ThreadWasm>, open: GrpcOpen, body: ChannelBody) {
-    let key = (open.vm_key, open.token);
+/// Runs a call or stream: sends the request, reports what comes back
+/// with `report`, and ends with the close (a unary call that succeeded was
+/// reported with its message instead).
+pub(crate) async fn run(upstreams: &Upstreams, open: &GrpcOpen, body: ChannelBody, report: impl Fn(GrpcEvent)) {
     let unary = open.message.is_some();
-    let exchange = exchange(&wasm, &open, body);
+    let exchange = exchange(upstreams, open, body, &report);
     let (status, message) = match open.timeout {
         Some(timeout) => match tokio::time::timeout(timeout, exchange).await {
             Ok(end) => end,
@@ -117,26 +62,23 @@ async fn run(wasm: Rc<ThreadWasm>, open: GrpcOpen, body: ChannelBody) {
         },
         None => exchange.await,
     };
-    wasm.grpc.borrow_mut().ended(key);
-    // A unary call that succeeded was reported with its message.
     if !(unary && status == 0) {
-        report(&wasm, &open, GrpcEvent::Close { status, message });
+        report(GrpcEvent::Close { status, message });
     }
-}
-
-/// Delivers `event` to the root context that opened the call.
-fn report(wasm: &ThreadWasm, open: &GrpcOpen, event: GrpcEvent) {
-    wasm.with(|vms| vms.on_grpc_event(open.vm_key, open.context_id, open.token, event));
 }
 
 /// The exchange itself; returns the gRPC status and message it ended with.
 /// Streams have their metadata and messages reported as they come; a unary
 /// call has its one message reported if it succeeded.
-async fn exchange(wasm: &Rc<ThreadWasm>, open: &GrpcOpen, body: ChannelBody) -> (u32, String) {
-    let report = |event| report(wasm, open, event);
+async fn exchange(
+    upstreams: &Upstreams,
+    open: &GrpcOpen,
+    body: ChannelBody,
+    report: &impl Fn(GrpcEvent),
+) -> (u32, String) {
     let unary = open.message.is_some();
     let path = format!("/{}/{}", open.service, open.method);
-    let response = match wasm.upstreams.grpc(&open.cluster, &path, &open.initial_metadata, body).await {
+    let response = match upstreams.grpc(&open.cluster, &path, &open.initial_metadata, body).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(target: "upstream", "gRPC call to {}: {error}", open.cluster);

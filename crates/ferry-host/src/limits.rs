@@ -1,0 +1,91 @@
+//! What one plugin may cost the process: time per callback, linear memory
+//! per instance, and the size of every host-side allocation whose size a
+//! guest chooses.
+//!
+//! The first three are settings ([`Limits`]); the caps below are fixed and
+//! named, so docs/operations.md can list them and a test can hit each.
+
+use std::time::Duration;
+
+/// Longest `proxy_log` message or `fd_write` line printed; the rest is cut
+/// and the line says so.
+pub const MAX_LOG_MESSAGE: usize = 64 * 1024;
+
+/// Largest value a plugin can hand the host in one call: a header value, a
+/// body it sets, a property, a shared-data value, a queue item, a local
+/// response body, an HTTP call or gRPC message body. Larger is `BadArgument`
+/// (queue items: `NotFound`, see [`crate::SharedQueues`]).
+pub const MAX_VALUE_BYTES: usize = 16 << 20;
+
+/// Largest result of a foreign function (`uncompress` of a zlib bomb stops
+/// here with `SerializationFailure`).
+pub const MAX_FOREIGN_RESULT: usize = 16 << 20;
+
+/// Most bytes all shared-data values of one vm_id may hold together; a set
+/// that would pass it is `BadArgument`.
+pub const MAX_SHARED_DATA_BYTES: usize = 256 << 20;
+
+/// Most metrics a process holds; defining more is `BadArgument`.
+pub const MAX_METRICS: usize = 65_536;
+
+/// Most HTTP calls and gRPC calls or streams one VM instance may have open
+/// at once; more is `InternalFailure` (which the SDKs report as an error).
+pub const MAX_PENDING_CALLS: usize = 4096;
+
+/// Most table elements an instance may have (function tables of large Go
+/// modules run to tens of thousands).
+pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+
+/// Granularity of the callback deadline: the epoch advances this often.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Limits on one plugin's VM instance, per thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest a callback may run (wall clock) before it is interrupted;
+    /// `None` for no limit.
+    pub callback_deadline: Option<Duration>,
+    /// Longest `_initialize`/`_start`, `proxy_on_vm_start` and
+    /// `proxy_on_configure` may run, each.
+    pub start_deadline: Option<Duration>,
+    /// Most linear memory the instance may have, in bytes; growing past it
+    /// fails (`memory.grow` returns -1).
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    /// 100 ms per callback, 10 s per start function, 1 GiB of memory (as
+    /// Envoy's hosts).
+    fn default() -> Self {
+        Limits {
+            callback_deadline: Some(Duration::from_millis(100)),
+            start_deadline: Some(Duration::from_secs(10)),
+            memory_bytes: 1 << 30,
+        }
+    }
+}
+
+impl Limits {
+    /// Epoch ticks for `deadline`: at least the deadline, at most one tick more.
+    pub(crate) fn ticks(deadline: Option<Duration>) -> u64 {
+        match deadline {
+            None => NO_DEADLINE,
+            Some(d) => (d.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).saturating_add(1).max(2),
+        }
+    }
+}
+
+/// An epoch deadline never reached.
+pub(crate) const NO_DEADLINE: u64 = 1 << 62;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_round_up_to_whole_ticks_plus_one() {
+        assert_eq!(Limits::ticks(Some(Duration::from_millis(100))), 21);
+        assert_eq!(Limits::ticks(Some(Duration::from_millis(1))), 2);
+        assert_eq!(Limits::ticks(None), NO_DEADLINE);
+    }
+}

@@ -1,0 +1,353 @@
+//! Containment at the host: failure policies, restarts with backoff, the
+//! held-failed state, callback and start deadlines, the memory limit,
+//! host calls from inside the allocator, and events for a replaced
+//! instance — each against a hand-written module (WAT).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferry_host::{
+    Backoff, Cancelled, FailurePolicy, HeaderMap, Health, HoldPolicy, Host, HostOptions, HttpStream, Limits,
+    ModuleSpec, Plugin, PluginHandle, QueueReady, StreamCallback, ThreadMailbox, Verdict, WasmThread,
+};
+
+/// Records posted notifications instead of delivering them.
+#[derive(Default)]
+struct Mailbox(Mutex<Vec<QueueReady>>);
+
+impl ThreadMailbox for Mailbox {
+    fn post_queue_ready(&self, notice: QueueReady) {
+        self.0.lock().unwrap().push(notice);
+    }
+}
+
+impl Mailbox {
+    fn take(&self) -> Vec<QueueReady> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+/// Memory, a bump allocator and the ABI marker.
+const PRELUDE: &str = r#"
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func $alloc (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
+    global.get $heap local.set $p
+    global.get $heap local.get $n i32.add global.set $heap
+    local.get $p)
+"#;
+
+fn reload(base_ms: u64) -> FailurePolicy {
+    FailurePolicy::FailReload(Backoff { base: Duration::from_millis(base_ms), max: Duration::from_secs(10) })
+}
+
+struct Setup {
+    host: Arc<Host>,
+    thread: WasmThread,
+    mailbox: Arc<Mailbox>,
+    handle: PluginHandle,
+}
+
+fn setup_with(host: Arc<Host>, imports: &str, body: &str, policy: FailurePolicy, limits: Limits) -> Setup {
+    let wat = format!("(module {imports} {PRELUDE} {body})");
+    let spec = ModuleSpec {
+        vm_id: "vm".into(),
+        vm_configuration: Bytes::new(),
+        code: Bytes::from(wat),
+        origin: "test".into(),
+        environment: Vec::new(),
+    };
+    let module = host.load_module(spec).unwrap();
+    let plugin = Plugin::new("plugin", "", Bytes::new(), module, policy, limits);
+    let mailbox = Arc::new(Mailbox::default());
+    let mut thread = WasmThread::new(host.clone(), mailbox.clone());
+    let handle = thread.add_plugin(plugin);
+    thread.start().unwrap_or_else(|e| panic!("{e}"));
+    Setup { host, thread, mailbox, handle }
+}
+
+fn setup(imports: &str, body: &str, policy: FailurePolicy) -> Setup {
+    setup_with(Host::new(HostOptions::default()).unwrap(), imports, body, policy, Limits::default())
+}
+
+fn request() -> HttpStream {
+    let mut headers = HeaderMap::new();
+    headers.add(b":path", b"/");
+    HttpStream { request_headers: headers, ..HttpStream::default() }
+}
+
+impl Setup {
+    fn plugin(&self) -> &Arc<Plugin> {
+        self.thread.plugin(self.handle)
+    }
+
+    fn request_headers(&mut self) -> Result<Verdict, ferry_host::PluginFailure> {
+        let context = self.thread.create_http_stream(self.handle)?;
+        self.thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut request(), true)
+    }
+
+    fn stat(&self, name: &str) -> u64 {
+        self.plugin().stats.snapshot().into_iter().find(|(n, _)| *n == name).unwrap().1
+    }
+}
+
+/// On request headers: trap.
+const TRAPS: &str = r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) unreachable)"#;
+
+#[test]
+fn fail_reload_replaces_a_failed_instance_after_its_backoff() {
+    let mut s = setup("", TRAPS, reload(200));
+    assert!(s.request_headers().is_err());
+    let restarts = s.thread.take_effects().restarts;
+    assert_eq!(restarts.len(), 1, "one restart scheduled");
+    // Within the backoff streams fail, and that is counted.
+    let failure = s.request_headers().unwrap_err();
+    assert!(failure.reason.contains("a new instance starts in"), "{failure}");
+    assert!(!failure.fail_open);
+    assert_eq!(s.stat("vm_reload_backoff"), 1);
+    assert!(matches!(s.thread.health(s.handle), Health::Restarting { .. }));
+    std::thread::sleep(restarts[0].saturating_duration_since(Instant::now()));
+    s.thread.restart_due(Instant::now());
+    assert_eq!(s.thread.health(s.handle), Health::Running);
+    assert_eq!(s.thread.instance(s.handle).generation, 1);
+    assert_eq!(s.stat("vm_reload_success"), 1);
+    assert_eq!(s.stat("failures"), 1);
+}
+
+#[test]
+fn an_instance_that_ran_longer_than_the_backoff_is_replaced_at_once() {
+    let mut s = setup("", TRAPS, reload(50));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(s.request_headers().is_err());
+    // The next stream starts the new instance itself.
+    let context = s.thread.create_http_stream(s.handle).unwrap();
+    assert_eq!(context.instance().generation, 1);
+}
+
+#[test]
+fn fail_closed_keeps_failing_until_the_configuration_changes() {
+    let mut s = setup("", TRAPS, FailurePolicy::FailClosed);
+    assert!(s.request_headers().is_err());
+    assert!(s.thread.take_effects().restarts.is_empty(), "no restart");
+    s.thread.restart_due(Instant::now() + Duration::from_secs(3600));
+    let failure = s.request_headers().unwrap_err();
+    assert!(!failure.fail_open);
+    assert_eq!(s.thread.health(s.handle), Health::Failed);
+}
+
+#[test]
+fn fail_open_failures_let_the_stream_go_on() {
+    let mut s = setup("", TRAPS, FailurePolicy::FailOpen);
+    assert!(s.request_headers().unwrap_err().fail_open, "the stream that failed goes on");
+    assert!(s.request_headers().unwrap_err().fail_open, "and so do later ones");
+    assert_eq!(s.thread.health(s.handle), Health::Failed);
+}
+
+#[test]
+fn a_plugin_that_keeps_failing_is_held_failed() {
+    let options =
+        HostOptions { hold: HoldPolicy { failures: 3, window: Duration::from_secs(60) }, ..Default::default() };
+    let host = Host::new(options).unwrap();
+    let mut s = setup_with(host, "", TRAPS, reload(0), Limits::default());
+    for _ in 0..3 {
+        assert!(s.request_headers().is_err());
+        s.thread.restart_due(Instant::now());
+    }
+    assert_eq!(s.thread.health(s.handle), Health::HeldFailed);
+    assert_eq!(s.stat("held_failed"), 1);
+    assert_eq!(s.stat("vm_reload_success"), 2);
+    let failure = s.request_headers().unwrap_err();
+    assert!(failure.reason.contains("held failed"), "{failure}");
+}
+
+#[test]
+fn a_callback_past_its_deadline_is_interrupted_and_fails_only_itself() {
+    let limits = Limits { callback_deadline: Some(Duration::from_millis(50)), ..Limits::default() };
+    let body = r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (loop br 0) i32.const 0)"#;
+    let mut s = setup_with(Host::new(HostOptions::default()).unwrap(), "", body, reload(0), limits);
+    let started = Instant::now();
+    let failure = s.request_headers().unwrap_err();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "interrupted after {took:?}");
+    assert!(took >= Duration::from_millis(50), "not before its deadline: {took:?}");
+    assert!(failure.reason.contains("proxy_on_request_headers") && failure.reason.contains("deadline"), "{failure}");
+    assert_eq!(s.stat("deadline_exceeded"), 1);
+}
+
+#[test]
+fn start_code_past_the_start_deadline_fails_start_naming_the_plugin() {
+    let limits = Limits { start_deadline: Some(Duration::from_millis(100)), ..Limits::default() };
+    let wat = format!(r#"(module {PRELUDE} (func (export "_initialize") (loop br 0)))"#);
+    let host = Host::new(HostOptions::default()).unwrap();
+    let module = host.load_module(ferry_host::module_spec("looper", wat, "test")).unwrap();
+    let mut thread = WasmThread::new(host, Arc::new(Mailbox::default()));
+    thread.add_plugin(Plugin::new("looper", "", Bytes::new(), module, reload(0), limits));
+    let error = thread.start().unwrap_err().to_string();
+    assert!(error.contains("looper") && error.contains("_initialize") && error.contains("deadline"), "{error}");
+}
+
+#[test]
+fn memory_cannot_grow_past_the_limit() {
+    let limits = Limits { memory_bytes: 4 << 20, ..Limits::default() };
+    // 1 page now; 100 more (6.4 MiB) fails with -1, 10 more succeed.
+    let body = r#"
+      (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+        (i32.and
+          (i32.eq (memory.grow (i32.const 100)) (i32.const -1))
+          (i32.eq (memory.grow (i32.const 10)) (i32.const 1))))"#;
+    setup_with(Host::new(HostOptions::default()).unwrap(), "", body, reload(0), limits);
+}
+
+#[test]
+fn host_calls_from_inside_the_allocator_are_refused_except_logging() {
+    // The allocator tries to change the request headers while the host is
+    // handing them over, and logs; the statuses it got come back as a
+    // local response's status: 200 + replace's + 100 × log's.
+    let wat = r#"(module
+      (import "env" "proxy_get_header_map_pairs" (func $get_pairs (param i32 i32 i32) (result i32)))
+      (import "env" "proxy_replace_header_map_value" (func $replace (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+      (import "env" "proxy_send_local_response" (func $respond (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "x-evil")
+      (global $heap (mut i32) (i32.const 4096))
+      (global $replaced (mut i32) (i32.const -1))
+      (global $logged (mut i32) (i32.const -1))
+      (func (export "proxy_abi_version_0_2_1"))
+      (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
+        (global.set $replaced (call $replace (i32.const 0) (i32.const 16) (i32.const 6) (i32.const 16) (i32.const 6)))
+        (global.set $logged (call $log (i32.const 2) (i32.const 16) (i32.const 6)))
+        global.get $heap local.set $p
+        global.get $heap local.get $n i32.add global.set $heap
+        local.get $p)
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        (drop (call $get_pairs (i32.const 0) (i32.const 32) (i32.const 36)))
+        (drop (call $respond
+          (i32.add (i32.const 200) (i32.add (global.get $replaced) (i32.mul (global.get $logged) (i32.const 100))))
+          (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const -1)))
+        (i32.const 1)))"#;
+    let host = Host::new(HostOptions::default()).unwrap();
+    let module = host.load_module(ferry_host::module_spec("vm", wat, "test")).unwrap();
+    let mut thread = WasmThread::new(host, Arc::new(Mailbox::default()));
+    let handle = thread.add_plugin(Plugin::new("p", "", Bytes::new(), module, reload(0), Limits::default()));
+    thread.start().unwrap();
+    let context = thread.create_http_stream(handle).unwrap();
+    let mut stream = request();
+    let verdict = thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut stream, true).unwrap();
+    let Verdict::LocalResponse(response) = verdict else { panic!("{verdict:?}") };
+    // replace: InternalFailure (10); log: Ok (0).
+    assert_eq!(response.status, 210);
+    assert!(stream.request_headers.get(b"x-evil").is_none(), "the map did not change");
+}
+
+#[test]
+fn a_late_http_call_response_for_a_replaced_instance_is_dropped_and_counted() {
+    let imports = r#"
+      (import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+    "#;
+    // `proxy_on_tick` calls cluster "c" with :method, :path and
+    // :authority; a response traps (it must never be delivered here).
+    let body = r#"
+      (data (i32.const 16) "c")
+      (data (i32.const 32) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\01\00\00\00\0a\00\00\00\01\00\00\00:method\00GET\00:path\00/\00:authority\00x\00")
+      (func (export "proxy_on_tick") (param i32)
+        (drop (call $call (i32.const 16) (i32.const 1) (i32.const 32) (i32.const 61) (i32.const 0) (i32.const 0)
+          (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 8))))
+      (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32) unreachable)"#;
+    let body = format!("{body} {TRAPS}");
+    let mut s = setup(imports, &body, reload(0));
+    let old = s.thread.instance(s.handle);
+    s.thread.on_tick(old, 1);
+    let calls = s.thread.take_effects().http_calls;
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].instance, old);
+    // The instance fails and is replaced before the response comes.
+    assert!(s.request_headers().is_err());
+    s.thread.restart_due(Instant::now());
+    assert_eq!(s.thread.take_effects().cancelled, [Cancelled::HttpCall { instance: old, token: calls[0].token }]);
+    assert_eq!(s.thread.health(s.handle), Health::Running);
+    s.thread.on_http_call_response(old, 1, calls[0].token, None, "late");
+    assert_eq!(s.thread.health(s.handle), Health::Running, "the new instance never heard of it");
+    assert_eq!(s.stat("stale_events"), 1);
+    let _ = &s.host;
+}
+
+#[test]
+fn a_stream_that_ends_cancels_the_calls_it_made() {
+    let imports = r#"
+      (import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+    "#;
+    let body = r#"
+      (data (i32.const 16) "c")
+      (data (i32.const 32) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\01\00\00\00\0a\00\00\00\01\00\00\00:method\00GET\00:path\00/\00:authority\00x\00")
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        (drop (call $call (i32.const 16) (i32.const 1) (i32.const 32) (i32.const 61) (i32.const 0) (i32.const 0)
+          (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 8)))
+        (i32.const 1))
+      (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32) unreachable)"#;
+    let mut s = setup(imports, body, reload(0));
+    let context = s.thread.create_http_stream(s.handle).unwrap();
+    let mut stream = request();
+    assert_eq!(
+        s.thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut stream, true).unwrap(),
+        Verdict::Pause
+    );
+    let call = s.thread.take_effects().http_calls.remove(0);
+    let instance = context.instance();
+    s.thread.finish_http_stream(context, &mut stream);
+    assert_eq!(s.thread.take_effects().cancelled, [Cancelled::HttpCall { instance, token: call.token }]);
+    // A response that still arrives is not delivered.
+    s.thread.on_http_call_response(instance, 1, call.token, None, "late");
+    assert_eq!(s.thread.health(s.handle), Health::Running);
+}
+
+#[test]
+fn a_restarted_receiver_registers_again_and_gets_every_item_that_waited() {
+    let imports = r#"
+      (import "env" "proxy_register_shared_queue" (func $register (param i32 i32 i32) (result i32)))
+      (import "env" "proxy_dequeue_shared_queue" (func $dequeue (param i32 i32 i32) (result i32)))
+      (import "env" "proxy_get_shared_data" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_set_shared_data" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+    "#;
+    // Registers "q"; its first queue notification ever traps (remembered
+    // in shared data, which outlives the instance); later ones dequeue.
+    let body = r#"
+      (data (i32.const 16) "q")
+      (data (i32.const 32) "trapped")
+      (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+        (drop (call $register (i32.const 16) (i32.const 1) (i32.const 64)))
+        (i32.const 1))
+      (func (export "proxy_on_queue_ready") (param i32 i32)
+        (if (i32.eq (call $get (i32.const 32) (i32.const 7) (i32.const 80) (i32.const 84) (i32.const 88)) (i32.const 1))
+          (then
+            (drop (call $set (i32.const 32) (i32.const 7) (i32.const 16) (i32.const 1) (i32.const 0)))
+            unreachable))
+        (drop (call $dequeue (local.get 1) (i32.const 80) (i32.const 84))))"#;
+    let mut s = setup(imports, body, reload(0));
+    let queues = s.host.shared_queues();
+    let token = queues.resolve("vm", "q").unwrap();
+    for item in [b"a", b"b", b"c"] {
+        queues.enqueue(token, item).unwrap();
+    }
+    let notices = s.mailbox.take();
+    assert_eq!(notices.len(), 3);
+    // The first notification traps the receiver; the other two are for
+    // the discarded instance: dropped, counted.
+    for notice in notices {
+        s.thread.on_queue_ready(notice);
+    }
+    assert_eq!(s.stat("stale_events"), 2);
+    assert_eq!(queues.len(token), Some(3), "nothing lost");
+    s.thread.restart_due(Instant::now());
+    // The new instance registered again and is told about each waiting item.
+    let reposted = s.mailbox.take();
+    assert_eq!(reposted.len(), 3);
+    for notice in reposted {
+        assert_eq!(notice.instance, s.thread.instance(s.handle));
+        s.thread.on_queue_ready(notice);
+    }
+    assert_eq!(queues.len(token), Some(0), "all three dequeued once");
+    assert_eq!(queues.totals().dequeued, 3);
+}

@@ -1,0 +1,107 @@
+//! The one place where a stream's failure becomes what the client gets.
+//!
+//! | failure | request phases | response phases |
+//! | --- | --- | --- |
+//! | a plugin failed (FAIL_CLOSED, FAIL_RELOAD, held failed) | 503, empty body | 503, empty body |
+//! | a plugin closed the stream (`proxy_close_stream`) | reset | reset |
+//! | upstream unreachable / reset before its headers | 503 with Envoy's text | - |
+//! | upstream timeout (`route.timeout`) | 504 | - |
+//! | request body over the buffer limit | 413 | - |
+//! | request body broke off | 400 | - |
+//! | response body over the buffer limit, or broke off | - | 502 |
+//!
+//! Replies made here go through the response filters that saw the request
+//! when the failure came before the response phase, as Envoy's local
+//! replies do; a failure in the response phase answers directly. A gRPC
+//! request gets each reply in gRPC's form (see `conn_manager`). Once a
+//! response streams without filters, an upstream failure can only reset
+//! the stream (hyper does that).
+
+use bytes::Bytes;
+
+use crate::filter::Side;
+use crate::upstream::UpstreamError;
+
+/// Why a stream cannot go on.
+#[derive(Debug)]
+pub(crate) enum StreamError {
+    /// A filter's plugin failed, and its policy fails the stream.
+    PluginFailed,
+    /// A filter closed the stream.
+    PluginClosed,
+    /// The upstream could not answer.
+    Upstream(UpstreamError),
+    /// A body larger than what the proxy buffers for filters.
+    BodyTooLarge(Side),
+    /// A body that broke off before its end.
+    BodyBroken(Side),
+}
+
+/// A response the proxy makes itself.
+#[derive(Debug)]
+pub(crate) struct Local {
+    pub(crate) status: u16,
+    pub(crate) body: Bytes,
+    pub(crate) headers: Vec<(Bytes, Bytes)>,
+    /// The gRPC status a plugin chose, for a gRPC request.
+    pub(crate) grpc_status: Option<u32>,
+}
+
+impl Local {
+    pub(crate) fn new(status: u16, body: impl Into<Bytes>) -> Self {
+        Local { status, body: body.into(), headers: Vec::new(), grpc_status: None }
+    }
+}
+
+impl From<ferry_host::LocalResponse> for Local {
+    fn from(r: ferry_host::LocalResponse) -> Self {
+        Local { status: r.status, body: r.body, headers: r.headers, grpc_status: r.grpc_status }
+    }
+}
+
+/// What the client gets.
+#[derive(Debug)]
+pub(crate) enum Rescue {
+    /// This response.
+    Reply(Local),
+    /// A reset: the connection closes without a response.
+    Reset,
+}
+
+/// What the client gets for `error`.
+pub(crate) fn rescue(error: StreamError) -> Rescue {
+    let reply = |status| Rescue::Reply(Local::new(status, Bytes::new()));
+    match error {
+        // Envoy's `wasm_fail_stream`: 503 with an empty body.
+        StreamError::PluginFailed => reply(503),
+        StreamError::PluginClosed => Rescue::Reset,
+        StreamError::Upstream(error) => Rescue::Reply(Local::new(error.status(), error.to_string())),
+        StreamError::BodyTooLarge(Side::Request) => reply(413),
+        StreamError::BodyBroken(Side::Request) => reply(400),
+        StreamError::BodyTooLarge(Side::Response) | StreamError::BodyBroken(Side::Response) => reply(502),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(error: StreamError) -> Option<u16> {
+        match rescue(error) {
+            Rescue::Reply(local) => Some(local.status),
+            Rescue::Reset => None,
+        }
+    }
+
+    #[test]
+    fn each_failure_gets_its_answer() {
+        assert_eq!(status(StreamError::PluginFailed), Some(503));
+        assert_eq!(status(StreamError::PluginClosed), None);
+        assert_eq!(status(StreamError::Upstream(UpstreamError::Timeout)), Some(504));
+        assert_eq!(status(StreamError::Upstream(UpstreamError::NoEndpoint)), Some(503));
+        assert_eq!(status(StreamError::BodyTooLarge(Side::Request)), Some(413));
+        assert_eq!(status(StreamError::BodyBroken(Side::Request)), Some(400));
+        assert_eq!(status(StreamError::BodyTooLarge(Side::Response)), Some(502));
+        assert_eq!(status(StreamError::BodyBroken(Side::Response)), Some(502));
+    }
+}
