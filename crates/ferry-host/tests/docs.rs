@@ -22,3 +22,14 @@ fn the_abi_support_table_matches_the_linked_functions() {
         .count();
     assert_eq!(rows, ferry_host::HOST_FUNCTIONS.len(), "no extra rows");
 }
+
+#[test]
+fn the_abi_support_callbacks_table_names_every_callback_the_host_calls() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/abi-support.md")).unwrap();
+    let section = doc.split("## Callbacks").nth(1).expect("a callbacks section");
+    let table: String =
+        section.lines().skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|')).collect();
+    for callback in ferry_host::CALLBACKS {
+        assert!(table.contains(&format!("`{}`", callback.name)), "{} is not in the callbacks table", callback.name);
+    }
+}
