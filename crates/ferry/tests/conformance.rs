@@ -18,7 +18,7 @@ use common::{
 use serde::Deserialize;
 
 /// One case: a configuration, and steps with what each must show.
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Case {
     description: String,
@@ -45,6 +45,29 @@ struct Case {
     /// used as `{port:NAME}`.
     #[serde(default)]
     grpc_servers: Vec<String>,
+    /// TCP upstreams that accept connections and never answer, used as `{port:NAME}`.
+    #[serde(default)]
+    silent_servers: Vec<String>,
+    /// Wasm modules written as WAT, by name: `{wat:NAME}` in `config` is
+    /// the path of the module compiled to a binary.
+    #[serde(default)]
+    modules: BTreeMap<String, String>,
+    /// Values of `{var:NAME}` in `config` (set by variants).
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
+    /// A generated module calling one host function with each argument
+    /// list from `proxy_on_request_headers` (`{probe}` in `config`); the
+    /// runner checks that `GET /` on port `main` answers the statuses.
+    #[serde(default)]
+    probe: Option<Probe>,
+    /// Traffic that must keep being answered while the case runs: the
+    /// runner sends it every 100 ms from the start to the end of the case.
+    #[serde(default)]
+    survives: Option<Survives>,
+    /// Cases that share this configuration, each a test of its own named
+    /// `<file>::<variant>`, each overriding what it sets.
+    #[serde(default)]
+    variants: Vec<Variant>,
     #[serde(default = "one")]
     concurrency: u32,
     /// Envoy YAML; `{plugin:FILE}` and `{go:FILE}` name built test plugins.
@@ -60,7 +83,65 @@ fn one() -> u32 {
     1
 }
 
-#[derive(Deserialize)]
+/// A case sharing its file's configuration.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Variant {
+    name: String,
+    description: String,
+    #[serde(default)]
+    covers: Vec<String>,
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
+    #[serde(default)]
+    steps: Option<Vec<Step>>,
+    #[serde(default)]
+    fails_to_start: Option<String>,
+    #[serde(default)]
+    probe: Option<Probe>,
+    #[serde(default)]
+    differs_from_envoy: Option<String>,
+}
+
+/// Calls of one host function, each with the status it must return.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Probe {
+    function: String,
+    calls: Vec<ProbeCall>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProbeCall {
+    /// What the call tests, for messages.
+    what: String,
+    /// The arguments (i64 where the function takes one).
+    args: Vec<i64>,
+    /// The status it must return.
+    status: u32,
+}
+
+/// A request that must keep being answered.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Survives {
+    port: String,
+    #[serde(default = "root_path")]
+    path: String,
+    #[serde(default = "ok")]
+    status: u16,
+}
+
+fn root_path() -> String {
+    "/".into()
+}
+
+fn ok() -> u16 {
+    200
+}
+
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Step {
     /// Send a request and check the response.
@@ -109,7 +190,7 @@ struct Step {
     wait_ms: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TcpExchange {
     /// The `{port:NAME}` to connect to.
@@ -131,7 +212,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Request {
     #[serde(default = "get")]
@@ -161,45 +242,145 @@ fn cases_dir() -> PathBuf {
     repo_root().join("conformance/cases")
 }
 
-/// The cases, by file name.
+/// The cases, by file name (`dir/file` in subdirectories), a case with
+/// variants as one case per variant (`file::variant`).
 fn cases() -> Vec<(String, Case)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(cases_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(cases_dir()).unwrap().map(|e| e.unwrap().path()) {
+        if entry.is_dir() {
+            files.extend(std::fs::read_dir(&entry).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            files.push(entry);
+        }
+    }
+    files.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
     files.sort();
-    files
-        .into_iter()
-        .map(|path| {
-            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-            let text = std::fs::read_to_string(&path).unwrap();
-            let case = serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            (name, case)
-        })
-        .collect()
+    let mut cases = Vec::new();
+    for path in files {
+        let relative = path.strip_prefix(cases_dir()).unwrap().with_extension("");
+        let name = relative.to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let case: Case = serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if case.variants.is_empty() {
+            cases.push((name, case));
+            continue;
+        }
+        for variant in &case.variants {
+            let mut one = Case { variants: Vec::new(), ..case.clone() };
+            one.description = variant.description.clone();
+            one.covers.extend(variant.covers.iter().cloned());
+            one.vars.extend(variant.vars.clone());
+            if let Some(steps) = &variant.steps {
+                one.steps = steps.clone();
+            }
+            one.fails_to_start = variant.fails_to_start.clone().or(one.fails_to_start);
+            one.probe = variant.probe.clone().or(one.probe);
+            one.differs_from_envoy = variant.differs_from_envoy.clone().or(one.differs_from_envoy);
+            cases.push((format!("{name}::{}", variant.name), one));
+        }
+    }
+    cases
 }
 
 /// Fills the placeholders of a case's configuration: `{plugin:FILE}`,
-/// `{go:FILE}` and `{port:NAME}`.
-fn render(config: &str, ports: &HashMap<String, u16>) -> String {
+/// `{go:FILE}`, `{port:NAME}`, `{var:NAME}`, `{wat:NAME}` and `{probe}`.
+fn render(config: &str, ports: &HashMap<String, u16>, case: &Case) -> Result<String, String> {
+    // Variables first: they may name a module or a port.
+    let mut config = config.to_owned();
+    for (name, value) in &case.vars {
+        config = config.replace(&format!("{{var:{name}}}"), value);
+    }
     let mut out = String::new();
-    let mut rest = config;
+    let mut rest = config.as_str();
     loop {
-        let next = ["{plugin:", "{go:", "{port:"].iter().filter_map(|p| rest.find(p).map(|i| (i, *p))).min();
+        let next = ["{plugin:", "{go:", "{port:", "{var:", "{wat:", "{probe}"]
+            .iter()
+            .filter_map(|p| rest.find(p).map(|i| (i, *p)))
+            .min();
         let Some((start, prefix)) = next else { break };
         let end = start + rest[start..].find('}').expect("unterminated placeholder");
-        let argument = &rest[start + prefix.len()..end];
+        let argument = &rest[(start + prefix.len()).min(end)..end];
         out.push_str(&rest[..start]);
         out.push_str(&match prefix {
             "{plugin:" => plugin(argument).display().to_string(),
             "{go:" => go_plugin(argument).display().to_string(),
-            _ => ports.get(argument).unwrap_or_else(|| panic!("no port {argument}")).to_string(),
+            "{var:" => case.vars.get(argument).cloned().ok_or_else(|| format!("no var {argument}"))?,
+            "{wat:" => {
+                let wat = case.modules.get(argument).ok_or_else(|| format!("no module {argument}"))?;
+                module_file(argument, wat)?
+            }
+            "{probe}" => {
+                let probe = case.probe.as_ref().ok_or("{probe} without a probe")?;
+                module_file(&probe.function, &probe_module(probe)?)?
+            }
+            _ => ports.get(argument).ok_or_else(|| format!("no port {argument}"))?.to_string(),
         });
         rest = &rest[end + 1..];
     }
     out.push_str(rest);
-    out
+    Ok(out)
+}
+
+/// Compiles WAT to a Wasm binary in a file of its own; returns its path.
+fn module_file(name: &str, wat: &str) -> Result<String, String> {
+    let binary = wat::parse_str(wat).map_err(|e| format!("module {name}: {e}"))?;
+    let path = std::env::temp_dir().join(format!("ferry-conformance-{}", std::process::id()));
+    std::fs::create_dir_all(&path).map_err(|e| e.to_string())?;
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let file = path.join(format!("{}-{name}.wasm", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+    std::fs::write(&file, binary).map_err(|e| e.to_string())?;
+    Ok(file.display().to_string())
+}
+
+/// A module that calls `probe.function` with each argument list in
+/// `proxy_on_request_headers`, then answers the request (200) with the
+/// statuses, comma-separated. Its memory is one page (64 KiB) of zeros,
+/// so any address from 65536 on is past it.
+fn probe_module(probe: &Probe) -> Result<String, String> {
+    let function = ferry_host::HOST_FUNCTIONS
+        .iter()
+        .find(|f| f.name == probe.function)
+        .ok_or_else(|| format!("{} is not a host function", probe.function))?;
+    let types: Vec<&str> =
+        function.params.iter().map(|p| if *p == ferry_host::Param::I64 { "i64" } else { "i32" }).collect();
+    let mut calls = String::new();
+    for call in &probe.calls {
+        if call.args.len() != types.len() {
+            return Err(format!("{}: {} takes {} arguments", call.what, probe.function, types.len()));
+        }
+        let args: String = call.args.iter().zip(&types).map(|(a, t)| format!(" ({t}.const {a})")).collect();
+        calls.push_str(&format!("    (call $put (call $probed{args}))\n"));
+    }
+    Ok(format!(
+        r#"(module
+  (import "env" "{name}" (func $probed (param {params}) (result i32)))
+  (import "env" "proxy_send_local_response" (func $respond (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 32768))
+  (global $out (mut i32) (i32.const 16384))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
+    global.get $heap local.set $p
+    global.get $heap local.get $n i32.add global.set $heap
+    local.get $p)
+  ;; Appends a status in decimal, comma-separated.
+  (func $put (param $status i32)
+    (if (i32.gt_u (global.get $out) (i32.const 16384))
+      (then (i32.store8 (global.get $out) (i32.const 44)) (global.set $out (i32.add (global.get $out) (i32.const 1)))))
+    (if (i32.ge_u (local.get $status) (i32.const 10))
+      (then
+        (i32.store8 (global.get $out) (i32.add (i32.const 48) (i32.div_u (local.get $status) (i32.const 10))))
+        (global.set $out (i32.add (global.get $out) (i32.const 1)))))
+    (i32.store8 (global.get $out) (i32.add (i32.const 48) (i32.rem_u (local.get $status) (i32.const 10))))
+    (global.set $out (i32.add (global.get $out) (i32.const 1))))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+{calls}    (drop (call $respond (i32.const 200) (i32.const 0) (i32.const 0)
+      (i32.const 16384) (i32.sub (global.get $out) (i32.const 16384)) (i32.const 0) (i32.const 0) (i32.const -1)))
+    (i32.const 1)))
+"#,
+        name = probe.function,
+        params = types.join(" "),
+    ))
 }
 
 /// Sockets on free ports, held until the host is about to bind them, so no
@@ -225,7 +406,10 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
     for name in &case.grpc_servers {
         ports.insert(name.clone(), grpc_server().port());
     }
-    let config = render(&case.config, &ports);
+    for name in &case.silent_servers {
+        ports.insert(name.clone(), silent_server().port());
+    }
+    let config = render(&case.config, &ports, case)?;
     drop(reserved);
     if let Some(needle) = &case.fails_to_start {
         let (status, log) = run_to_end_binary(host, &config, &["--concurrency", &case.concurrency.to_string()]);
@@ -238,6 +422,25 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
         return Ok(());
     }
     let mut ferry = Some(Ferry::start_binary(host, &config, &["--concurrency", &case.concurrency.to_string()]));
+    let mut prober = case.survives.as_ref().map(|s| Prober::start(s, &ports)).transpose()?;
+    if let Some(probe) = &case.probe {
+        let port = *ports.get("main").ok_or("a probe needs {port:main}")?;
+        let response = request(SocketAddr::from(([127, 0, 0, 1], port)), "GET", "/", &[], b"");
+        let want: Vec<String> = probe.calls.iter().map(|c| c.status.to_string()).collect();
+        let got = response.text();
+        if response.status != 200 || got != want.join(",") {
+            let got: Vec<&str> = got.split(',').collect();
+            let wrong: Vec<String> = probe
+                .calls
+                .iter()
+                .zip(&want)
+                .enumerate()
+                .filter(|(i, (_, w))| got.get(*i) != Some(&w.as_str()))
+                .map(|(i, (c, w))| format!("{} returned {:?} instead of {w}", c.what, got.get(i)))
+                .collect();
+            return Err(format!("probe of {}: status {}; {}", probe.function, response.status, wrong.join("; ")));
+        }
+    }
     // The whole log once a `stop` step stopped the host.
     let mut final_log: Option<Vec<String>> = None;
     for (i, step) in case.steps.iter().enumerate() {
@@ -299,6 +502,9 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
             if i + 1 != case.steps.len() {
                 return Err(fail("`stop` must be the last step".into()));
             }
+            if let Some(prober) = prober.take() {
+                prober.finish().map_err(fail)?;
+            }
             let (status, log) = ferry.take().expect("the host runs until the stop step").stop_with_log();
             if !status.success() {
                 return Err(fail(format!("the host exited with {status} after SIGTERM")));
@@ -330,6 +536,11 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
                 return Err(fail(format!("a log line contains {needle:?}: {line}")));
             }
         }
+        if let Some(prober) = &prober
+            && let Err(e) = prober.check()
+        {
+            return Err(fail(e));
+        }
         if !step.stats.is_empty() {
             let admin = *ports.get("admin").ok_or_else(|| fail("stats need {port:admin}".into()))?;
             let text = request(SocketAddr::from(([127, 0, 0, 1], admin)), "GET", "/stats", &[], b"").text();
@@ -341,7 +552,87 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
             }
         }
     }
+    if let Some(prober) = prober {
+        prober.finish()?;
+    }
     Ok(())
+}
+
+/// Sends a request every 100 ms in a thread of its own while a case runs;
+/// each must be answered with the expected status.
+struct Prober {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Result<usize, String>>,
+    failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// What to ask once more at the end.
+    last: (SocketAddr, String, u16),
+}
+
+impl Prober {
+    fn start(survives: &Survives, ports: &HashMap<String, u16>) -> Result<Prober, String> {
+        let port = *ports.get(&survives.port).ok_or_else(|| format!("no port {}", survives.port))?;
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        let (path, status) = (survives.path.clone(), survives.status);
+        let last = (address, path.clone(), status);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let failed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let (stop_flag, failure) = (stop.clone(), failed.clone());
+        let thread = std::thread::spawn(move || {
+            let mut answered = 0;
+            while !stop_flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let got = std::panic::catch_unwind(|| request(address, "GET", &path, &[], b"").status);
+                match got {
+                    Ok(got) if got == status => answered += 1,
+                    Ok(got) => {
+                        let message = format!("GET {path} on the surviving listener answered {got}, not {status}");
+                        *failure.lock().unwrap() = Some(message.clone());
+                        return Err(message);
+                    }
+                    Err(_) => {
+                        let message = format!("GET {path} on the surviving listener was not answered");
+                        *failure.lock().unwrap() = Some(message.clone());
+                        return Err(message);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(answered)
+        });
+        Ok(Prober { stop, thread, failed, last })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.failed.lock().unwrap().clone().map_or(Ok(()), Err)
+    }
+
+    /// Stops probing; the listener must answer once more now, and every
+    /// probe before must have been answered as expected.
+    fn finish(self) -> Result<(), String> {
+        let (address, path, status) = &self.last;
+        let got = request(*address, "GET", path, &[], b"").status;
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().map_err(|_| "the prober panicked".to_owned())??;
+        if got != *status {
+            return Err(format!("GET {path} on the surviving listener answered {got} at the end, not {status}"));
+        }
+        Ok(())
+    }
+}
+
+/// A TCP upstream that accepts connections and never answers.
+fn silent_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buffer = [0u8; 1024];
+                while matches!(stream.read(&mut buffer), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    address
 }
 
 /// Writes each chunk (100 ms apart), ends the client's side if
