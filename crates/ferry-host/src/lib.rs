@@ -53,8 +53,8 @@ pub use shared_queue::{
 };
 pub use state::{HostState, TickRequest};
 pub use stream::{
-    Cancelled, HttpCallRequest, HttpCallResponse, HttpStream, LocalResponse, PausedAt, StreamAction, StreamInfo,
-    StreamSignal, Verdict,
+    Cancelled, HttpCallRequest, HttpCallResponse, HttpStream, LocalResponse, StreamAction, StreamInfo, StreamSignal,
+    Verdict,
 };
 pub use thread::{Effects, PluginHandle, StreamContext, TickChange, WasmThread};
 pub use vm::StreamCallback;

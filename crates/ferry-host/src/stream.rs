@@ -168,36 +168,6 @@ pub struct HttpCallResponse {
     pub trailers: HeaderMap,
 }
 
-/// Where a stream paused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PausedAt {
-    /// In `proxy_on_request_headers`: the request headers stay writable.
-    RequestHeaders,
-    /// In `proxy_on_response_headers`: the response headers stay writable.
-    ResponseHeaders,
-    /// In `proxy_on_request_body`: the request body stays writable.
-    RequestBody,
-    /// In `proxy_on_response_body`: the response body stays writable.
-    ResponseBody,
-    /// In `proxy_on_request_trailers`: the request trailers stay writable.
-    RequestTrailers,
-    /// In `proxy_on_response_trailers`: the response trailers stay writable.
-    ResponseTrailers,
-}
-
-impl PausedAt {
-    pub(crate) fn phase(self) -> Phase {
-        match self {
-            PausedAt::RequestHeaders => Phase::RequestHeaders,
-            PausedAt::ResponseHeaders => Phase::ResponseHeaders,
-            PausedAt::RequestBody => Phase::RequestBody,
-            PausedAt::ResponseBody => Phase::ResponseBody,
-            PausedAt::RequestTrailers => Phase::RequestTrailers,
-            PausedAt::ResponseTrailers => Phase::ResponseTrailers,
-        }
-    }
-}
-
 /// Which callback is running, which decides what a plugin may touch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum Phase {

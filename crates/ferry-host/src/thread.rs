@@ -22,9 +22,7 @@ use crate::mailbox::{InstanceId, QueueReady, ThreadMailbox};
 use crate::module::PluginModule;
 use crate::plugin::Plugin;
 use crate::state::TickRequest;
-use crate::stream::{
-    Cancelled, HttpCallRequest, HttpCallResponse, HttpStream, PausedAt, StreamAction, StreamSignal, Verdict,
-};
+use crate::stream::{Cancelled, HttpCallRequest, HttpCallResponse, HttpStream, StreamAction, StreamSignal, Verdict};
 use crate::vm::{CallError, StreamCallback, Vm};
 
 /// A plugin added to a [`WasmThread`].
@@ -381,14 +379,20 @@ impl WasmThread {
         self.slots.iter().filter_map(|s| s.vm.as_ref()).map(Vm::pending_done).sum()
     }
 
-    /// Keeps a paused stream in its plugin's VM, where callbacks acting on
-    /// its context (an HTTP call's response, a tick) can read and change it.
-    /// Gives the stream back if the plugin's VM is gone.
+    /// Keeps a stream paused in `callback` in its plugin's VM, where
+    /// callbacks acting on its context (an HTTP call's response, a tick) can
+    /// read and change what that callback could. Gives the stream back if
+    /// the plugin's VM is gone.
     #[must_use = "a stream given back was not parked"]
-    pub fn park(&mut self, context: &StreamContext, stream: HttpStream, at: PausedAt) -> Option<HttpStream> {
+    pub fn park(
+        &mut self,
+        context: &StreamContext,
+        stream: HttpStream,
+        callback: StreamCallback,
+    ) -> Option<HttpStream> {
         match self.live_vm(context) {
             Ok(vm) => {
-                vm.park(context.id, stream, at.phase());
+                vm.park(context.id, stream, callback.phase());
                 None
             }
             Err(_) => Some(stream),

@@ -83,8 +83,9 @@ impl StreamCallback {
         }
     }
 
-    /// What the plugin may touch during it.
-    fn phase(self) -> Phase {
+    /// What the plugin may touch during it (and, for a stream paused in
+    /// it, afterwards).
+    pub(crate) fn phase(self) -> Phase {
         match self {
             StreamCallback::RequestHeaders => Phase::RequestHeaders,
             StreamCallback::ResponseHeaders => Phase::ResponseHeaders,

@@ -93,6 +93,19 @@ impl Setup {
     }
 }
 
+const CALL_IMPORT: &str = r#"
+  (import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+"#;
+
+/// `$call_c`: an HTTP call to cluster "c" with :method, :path and :authority.
+const CALLS: &str = r#"
+  (data (i32.const 16) "c")
+  (data (i32.const 32) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\01\00\00\00\0a\00\00\00\01\00\00\00:method\00GET\00:path\00/\00:authority\00x\00")
+  (func $call_c
+    (drop (call $call (i32.const 16) (i32.const 1) (i32.const 32) (i32.const 61) (i32.const 0) (i32.const 0)
+      (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 8))))
+"#;
+
 /// On request headers: trap.
 const TRAPS: &str = r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) unreachable)"#;
 
@@ -244,20 +257,12 @@ fn host_calls_from_inside_the_allocator_are_refused_except_logging() {
 
 #[test]
 fn a_late_http_call_response_for_a_replaced_instance_is_dropped_and_counted() {
-    let imports = r#"
-      (import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
-    "#;
-    // `proxy_on_tick` calls cluster "c" with :method, :path and
-    // :authority; a response traps (it must never be delivered here).
-    let body = r#"
-      (data (i32.const 16) "c")
-      (data (i32.const 32) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\01\00\00\00\0a\00\00\00\01\00\00\00:method\00GET\00:path\00/\00:authority\00x\00")
-      (func (export "proxy_on_tick") (param i32)
-        (drop (call $call (i32.const 16) (i32.const 1) (i32.const 32) (i32.const 61) (i32.const 0) (i32.const 0)
-          (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 8))))
-      (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32) unreachable)"#;
-    let body = format!("{body} {TRAPS}");
-    let mut s = setup(imports, &body, reload(0));
+    // `proxy_on_tick` calls; a response traps (it must never be delivered here).
+    let body = format!(
+        r#"{CALLS} (func (export "proxy_on_tick") (param i32) (call $call_c))
+        (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32) unreachable) {TRAPS}"#
+    );
+    let mut s = setup(CALL_IMPORT, &body, reload(0));
     let old = s.thread.instance(s.handle);
     s.thread.on_tick(old, 1);
     let calls = s.thread.take_effects().http_calls;
@@ -276,18 +281,11 @@ fn a_late_http_call_response_for_a_replaced_instance_is_dropped_and_counted() {
 
 #[test]
 fn a_stream_that_ends_cancels_the_calls_it_made() {
-    let imports = r#"
-      (import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
-    "#;
-    let body = r#"
-      (data (i32.const 16) "c")
-      (data (i32.const 32) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\01\00\00\00\0a\00\00\00\01\00\00\00:method\00GET\00:path\00/\00:authority\00x\00")
-      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
-        (drop (call $call (i32.const 16) (i32.const 1) (i32.const 32) (i32.const 61) (i32.const 0) (i32.const 0)
-          (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 8)))
-        (i32.const 1))
-      (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32) unreachable)"#;
-    let mut s = setup(imports, body, reload(0));
+    let body = format!(
+        r#"{CALLS} (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (call $call_c) (i32.const 1))
+        (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32) unreachable)"#
+    );
+    let mut s = setup(CALL_IMPORT, &body, reload(0));
     let context = s.thread.create_http_stream(s.handle).unwrap();
     let mut stream = request();
     assert_eq!(
@@ -350,4 +348,101 @@ fn a_restarted_receiver_registers_again_and_gets_every_item_that_waited() {
     }
     assert_eq!(queues.len(token), Some(0), "all three dequeued once");
     assert_eq!(queues.totals().dequeued, 3);
+}
+
+#[test]
+fn an_allocator_calling_the_host_cannot_change_what_any_function_is_handing_over() {
+    // The allocator tries, each time it runs, to change everything a
+    // memory-returning function reads (the request headers, the request
+    // body, shared data, the queue, a property); every try is refused
+    // (InternalFailure, counted in $refused). Then each memory-returning
+    // function runs once and must succeed with what was there before.
+    let wat = r#"(module
+      (import "env" "proxy_get_header_map_pairs" (func $get_pairs (param i32 i32 i32) (result i32)))
+      (import "env" "proxy_get_header_map_value" (func $get_value (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_get_buffer_bytes" (func $get_buffer (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_get_shared_data" (func $get_data (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_dequeue_shared_queue" (func $dequeue (param i32 i32 i32) (result i32)))
+      (import "env" "proxy_get_property" (func $get_property (param i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_get_status" (func $get_status (param i32 i32 i32) (result i32)))
+      (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_set_header_map_pairs" (func $set_pairs (param i32 i32 i32) (result i32)))
+      (import "env" "proxy_replace_header_map_value" (func $replace (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_set_buffer_bytes" (func $set_buffer (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_set_shared_data" (func $set_data (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_enqueue_shared_queue" (func $enqueue (param i32 i32 i32) (result i32)))
+      (import "env" "proxy_register_shared_queue" (func $register (param i32 i32 i32) (result i32)))
+      (import "env" "proxy_set_property" (func $set_property (param i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_send_local_response" (func $respond (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 2)
+      (data (i32.const 16) ":path")
+      (data (i32.const 32) "key")
+      (data (i32.const 48) "q")
+      (data (i32.const 64) "plugin_name")
+      (data (i32.const 80) "compress")
+      (data (i32.const 96) "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+      (global $heap (mut i32) (i32.const 65536))
+      (global $refused (mut i32) (i32.const 0))
+      (global $queue (mut i32) (i32.const 0))
+      (func (export "proxy_abi_version_0_2_1"))
+      (func $count (param $status i32)
+        (if (i32.eq (local.get $status) (i32.const 10))
+          (then (global.set $refused (i32.add (global.get $refused) (i32.const 1))))))
+      (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
+        (call $count (call $set_pairs (i32.const 0) (i32.const 0) (i32.const 0)))
+        (call $count (call $replace (i32.const 0) (i32.const 16) (i32.const 5) (i32.const 96) (i32.const 64)))
+        (call $count (call $set_buffer (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 96) (i32.const 64)))
+        (call $count (call $set_data (i32.const 32) (i32.const 3) (i32.const 96) (i32.const 64) (i32.const 0)))
+        (call $count (call $enqueue (global.get $queue) (i32.const 96) (i32.const 64)))
+        (call $count (call $set_property (i32.const 64) (i32.const 11) (i32.const 96) (i32.const 64)))
+        (local.set $p (global.get $heap))
+        (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+        (local.get $p))
+      (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+        (drop (call $register (i32.const 48) (i32.const 1) (i32.const 8)))
+        (global.set $queue (i32.load (i32.const 8)))
+        (drop (call $set_data (i32.const 32) (i32.const 3) (i32.const 16) (i32.const 5) (i32.const 0)))
+        (drop (call $enqueue (global.get $queue) (i32.const 16) (i32.const 5)))
+        (i32.const 1))
+      (global $failed (mut i32) (i32.const 0))
+      ;; Each must be Ok (0); a non-zero status is added to $failed.
+      (func $expect_ok (param $status i32) (global.set $failed (i32.add (global.get $failed) (local.get $status))))
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        (call $expect_ok (call $get_pairs (i32.const 0) (i32.const 200) (i32.const 204)))
+        (call $expect_ok (call $get_value (i32.const 0) (i32.const 16) (i32.const 5) (i32.const 208) (i32.const 212)))
+        (i32.const 0))
+      (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32) (local $failed i32)
+        (local.set $failed (global.get $failed))
+        (local.set $failed (i32.add (local.get $failed) (call $get_buffer (i32.const 0) (i32.const 0) (i32.const 100) (i32.const 216) (i32.const 220))))
+        (local.set $failed (i32.add (local.get $failed) (call $get_data (i32.const 32) (i32.const 3) (i32.const 224) (i32.const 228) (i32.const 232))))
+        (local.set $failed (i32.add (local.get $failed) (call $dequeue (global.get $queue) (i32.const 236) (i32.const 240))))
+        (local.set $failed (i32.add (local.get $failed) (call $get_property (i32.const 64) (i32.const 11) (i32.const 244) (i32.const 248))))
+        (local.set $failed (i32.add (local.get $failed) (call $get_status (i32.const 252) (i32.const 256) (i32.const 260))))
+        (local.set $failed (i32.add (local.get $failed) (call $foreign (i32.const 80) (i32.const 8) (i32.const 96) (i32.const 64) (i32.const 264) (i32.const 268))))
+        ;; Answer 200 + failures; the refusals go in the body's length.
+        (drop (call $respond (i32.add (i32.const 200) (local.get $failed)) (i32.const 0) (i32.const 0)
+          (i32.const 96) (global.get $refused) (i32.const 0) (i32.const 0) (i32.const -1)))
+        (i32.const 0)))"#;
+    let host = Host::new(HostOptions::default()).unwrap();
+    let module = host.load_module(ferry_host::module_spec("vm", wat, "test")).unwrap();
+    let mut thread = WasmThread::new(host.clone(), Arc::new(Mailbox::default()));
+    let handle = thread.add_plugin(Plugin::new("p", "", Bytes::new(), module, reload(0), Limits::default()));
+    thread.start().unwrap();
+    let context = thread.create_http_stream(handle).unwrap();
+    let mut stream = request();
+    assert_eq!(
+        thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut stream, false).unwrap(),
+        Verdict::Continue
+    );
+    stream.request_body = b"body".to_vec();
+    let verdict = thread.stream_callback(&context, StreamCallback::RequestBody, &mut stream, true).unwrap();
+    let Verdict::LocalResponse(response) = verdict else { panic!("{verdict:?}") };
+    assert_eq!(response.status, 200, "every memory-returning function succeeded");
+    // Eight functions allocated (the status message is empty: no allocation),
+    // six refusals each.
+    assert_eq!(response.body.len(), 7 * 6, "every host call from inside the allocator was refused");
+    assert_eq!(stream.request_headers.get(b":path").map(|v| &v[..]), Some(&b"/"[..]), "the headers did not change");
+    assert_eq!(stream.request_body, b"body", "the body did not change");
+    assert_eq!(host.shared_data().get("vm", b"key").unwrap().0, ":path", "shared data did not change");
+    assert_eq!(host.shared_queues().totals().enqueued, 1, "nothing was enqueued from the allocator");
 }

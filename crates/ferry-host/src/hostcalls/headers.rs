@@ -60,38 +60,42 @@ pub(super) fn proxy_get_header_map_value(
 }
 
 pub(super) fn proxy_add_header_map_value(
-    mut caller: Caller<'_>,
+    caller: Caller<'_>,
     map: i32,
     key_ptr: i32,
     key_len: i32,
     value_ptr: i32,
     value_len: i32,
 ) -> HostResult {
-    let map = check!(map_type(map));
-    let (mem, state) = split(&mut caller);
-    let key = check!(slice(mem, key_ptr, key_len));
-    let value = check!(slice(mem, value_ptr, value_len));
-    let map = check!(state.writable_map(map));
-    check!(room_for(map, key, value));
-    map.add(key, value);
-    ok()
+    set_value(caller, map, (key_ptr, key_len), (value_ptr, value_len), HeaderMap::add)
 }
 
 pub(super) fn proxy_replace_header_map_value(
-    mut caller: Caller<'_>,
+    caller: Caller<'_>,
     map: i32,
     key_ptr: i32,
     key_len: i32,
     value_ptr: i32,
     value_len: i32,
 ) -> HostResult {
+    set_value(caller, map, (key_ptr, key_len), (value_ptr, value_len), HeaderMap::replace)
+}
+
+/// Adds or replaces one value of a writable map, within its size cap.
+fn set_value(
+    mut caller: Caller<'_>,
+    map: i32,
+    key: (i32, i32),
+    value: (i32, i32),
+    set: fn(&mut HeaderMap, &[u8], &[u8]),
+) -> HostResult {
     let map = check!(map_type(map));
     let (mem, state) = split(&mut caller);
-    let key = check!(slice(mem, key_ptr, key_len));
-    let value = check!(slice(mem, value_ptr, value_len));
+    let key = check!(slice(mem, key.0, key.1));
+    let value = check!(slice(mem, value.0, value.1));
     let map = check!(state.writable_map(map));
     check!(room_for(map, key, value));
-    map.replace(key, value);
+    set(map, key, value);
     ok()
 }
 

@@ -8,9 +8,7 @@
 
 use std::rc::Rc;
 
-use ferry_host::{
-    HttpStream, PausedAt, PluginFailure, PluginHandle, StreamAction, StreamCallback, StreamContext, Verdict,
-};
+use ferry_host::{HttpStream, PluginFailure, PluginHandle, StreamAction, StreamCallback, StreamContext, Verdict};
 
 use super::{FilterStatus, HttpFilter, Side};
 use crate::event_loop::ThreadLoop;
@@ -33,16 +31,10 @@ impl WasmFilter {
     }
 
     /// Runs a stream callback and follows what the plugin decided.
-    async fn run(
-        &mut self,
-        callback: StreamCallback,
-        stream: &mut HttpStream,
-        eos: bool,
-        at: PausedAt,
-    ) -> FilterStatus {
+    async fn run(&mut self, callback: StreamCallback, stream: &mut HttpStream, eos: bool) -> FilterStatus {
         match self.call(callback, stream, eos) {
             None => FilterStatus::Continue,
-            Some(Ok(verdict)) => self.follow(verdict, stream, at).await,
+            Some(Ok(verdict)) => self.follow(verdict, stream, callback).await,
             Some(Err(failure)) => self.failed(failure),
         }
     }
@@ -71,22 +63,22 @@ impl WasmFilter {
         }
     }
 
-    /// What a verdict means for the stream; waits out a pause.
-    async fn follow(&mut self, verdict: Verdict, stream: &mut HttpStream, at: PausedAt) -> FilterStatus {
+    /// What a verdict of `callback` means for the stream; waits out a pause.
+    async fn follow(&mut self, verdict: Verdict, stream: &mut HttpStream, callback: StreamCallback) -> FilterStatus {
         match verdict {
             Verdict::Continue => FilterStatus::Continue,
             Verdict::LocalResponse(response) => FilterStatus::Respond(response),
             Verdict::Close => FilterStatus::Reset,
-            Verdict::Pause => self.wait(stream, at).await,
+            Verdict::Pause => self.wait(stream, callback).await,
         }
     }
 
-    /// Parks the stream in the plugin's VM and waits for the plugin to
-    /// resume, answer or close it (or for its VM to fail).
-    async fn wait(&mut self, stream: &mut HttpStream, at: PausedAt) -> FilterStatus {
+    /// Parks the stream (paused in `callback`) in the plugin's VM and waits
+    /// for the plugin to resume, answer or close it (or for its VM to fail).
+    async fn wait(&mut self, stream: &mut HttpStream, callback: StreamCallback) -> FilterStatus {
         let Some(context) = &self.context else { return FilterStatus::Continue };
         let (instance, id) = (context.instance(), context.id());
-        let parked = self.thread.wasm(|vms| vms.park(context, std::mem::take(stream), at));
+        let parked = self.thread.wasm(|vms| vms.park(context, std::mem::take(stream), callback));
         if let Some(given_back) = parked {
             // The VM failed between the callback and now.
             *stream = given_back;
@@ -129,33 +121,33 @@ impl HttpFilter for WasmFilter {
             Ok(context) => self.context = Some(context),
             Err(failure) => return self.failed(failure),
         }
-        self.run(StreamCallback::RequestHeaders, stream, end_of_stream, PausedAt::RequestHeaders).await
+        self.run(StreamCallback::RequestHeaders, stream, end_of_stream).await
     }
 
     async fn response_headers(&mut self, stream: &mut HttpStream, end_of_stream: bool) -> FilterStatus {
-        self.run(StreamCallback::ResponseHeaders, stream, end_of_stream, PausedAt::ResponseHeaders).await
+        self.run(StreamCallback::ResponseHeaders, stream, end_of_stream).await
     }
 
     async fn body(&mut self, side: Side, stream: &mut HttpStream, end_of_stream: bool) -> FilterStatus {
-        let (callback, at) = match side {
-            Side::Request => (StreamCallback::RequestBody, PausedAt::RequestBody),
-            Side::Response => (StreamCallback::ResponseBody, PausedAt::ResponseBody),
+        let callback = match side {
+            Side::Request => StreamCallback::RequestBody,
+            Side::Response => StreamCallback::ResponseBody,
         };
         match self.call(callback, stream, end_of_stream) {
             None => FilterStatus::Continue,
             // StopIterationAndBuffer before the end: hold it.
             Some(Ok(Verdict::Pause)) if !end_of_stream => FilterStatus::Buffer,
-            Some(Ok(verdict)) => self.follow(verdict, stream, at).await,
+            Some(Ok(verdict)) => self.follow(verdict, stream, callback).await,
             Some(Err(failure)) => self.failed(failure),
         }
     }
 
     async fn trailers(&mut self, side: Side, stream: &mut HttpStream) -> FilterStatus {
-        let (callback, at) = match side {
-            Side::Request => (StreamCallback::RequestTrailers, PausedAt::RequestTrailers),
-            Side::Response => (StreamCallback::ResponseTrailers, PausedAt::ResponseTrailers),
+        let callback = match side {
+            Side::Request => StreamCallback::RequestTrailers,
+            Side::Response => StreamCallback::ResponseTrailers,
         };
-        self.run(callback, stream, true, at).await
+        self.run(callback, stream, true).await
     }
 
     fn reclaim(&mut self, stream: &mut HttpStream) {
