@@ -157,6 +157,12 @@ impl FailState {
         self.health
     }
 
+    /// A new instance is being started at `now` (it may still fail): the
+    /// next backoff counts from here.
+    pub(crate) fn on_attempt(&mut self, now: Instant) {
+        self.started_at = now;
+    }
+
     /// A new instance started at `now`.
     pub(crate) fn on_started(&mut self, now: Instant) {
         self.started_at = now;
@@ -248,6 +254,20 @@ mod tests {
         assert!(matches!(state.on_failure(start, reload(), hold), Health::Restarting { .. }));
         assert!(matches!(state.on_failure(start + 11 * SECOND, reload(), hold), Health::Restarting { .. }));
         assert_eq!(state.on_failure(start + 12 * SECOND, reload(), hold), Health::HeldFailed);
+    }
+
+    #[test]
+    fn failed_restart_attempts_are_spaced_by_the_backoff_too() {
+        let hold = HoldPolicy { failures: 10, window: 60 * SECOND };
+        let start = Instant::now();
+        let mut state = FailState::new(start);
+        // Ran long, failed: restart at once.
+        let first = start + 30 * SECOND;
+        assert_eq!(state.on_failure(first, reload(), hold), Health::Restarting { at: first });
+        // The restart attempt fails right away: the next one waits 2 s from it.
+        state.on_attempt(first);
+        let failed = first + Duration::from_millis(5);
+        assert_eq!(state.on_failure(failed, reload(), hold), Health::Restarting { at: first + 2 * SECOND });
     }
 
     #[test]

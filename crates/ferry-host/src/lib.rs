@@ -49,7 +49,8 @@ pub use module::{ModuleSpec, PluginModule};
 pub use plugin::Plugin;
 pub use shared_data::SharedData;
 pub use shared_queue::{
-    Overflow, QueueBounds, QueueBoundsRule, QueueCounts, QueueOwner, QueueStats, QueueTotals, SharedQueues,
+    ITEM_OVERHEAD, Overflow, QueueBounds, QueueBoundsRule, QueueCounts, QueueOwner, QueueStats, QueueTotals,
+    SharedQueues,
 };
 pub use state::{HostState, TickRequest};
 pub use stream::{

@@ -51,13 +51,19 @@ pub enum Overflow {
     DropOldest,
 }
 
+/// What one waiting item costs the host beyond its bytes (its place in the
+/// queue and its notification), counted against `max_bytes` so that empty
+/// items cannot grow a queue for free.
+pub const ITEM_OVERHEAD: usize = 64;
+
 /// How much one queue may hold (a ferry extension: Envoy's queues are unbounded).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueBounds {
     /// Most items waiting; `None` for no limit (as Envoy).
     pub max_items: Option<usize>,
-    /// Most bytes waiting: a safety net against a producer whose consumer
-    /// is gone, on by default.
+    /// Most bytes waiting (each item counts its length plus
+    /// [`ITEM_OVERHEAD`]): a safety net against a producer whose consumer is
+    /// gone, on by default.
     pub max_bytes: usize,
     /// What happens to an item past either bound.
     pub overflow: Overflow,
@@ -224,7 +230,7 @@ impl SharedQueues {
                 return Err(Status::NotFound);
             }
             queue.items.push_back(Bytes::copy_from_slice(item));
-            queue.bytes += item.len();
+            queue.bytes += item.len() + ITEM_OVERHEAD;
             queue.counts.enqueued += 1;
             let owner = queue.owner.clone();
             let dropped = queue.counts.dropped - dropped_before;
@@ -250,10 +256,21 @@ impl SharedQueues {
         let mut reg = self.lock();
         let queue = reg.queues.get_mut(&token).ok_or(Status::NotFound)?;
         let item = queue.items.pop_front().ok_or(Status::Empty)?;
-        queue.bytes -= item.len();
+        queue.bytes -= item.len() + ITEM_OVERHEAD;
         queue.counts.dequeued += 1;
         reg.totals.dequeued += 1;
         Ok(item)
+    }
+
+    /// Puts back at the front an item [`SharedQueues::dequeue`] took but
+    /// could not hand over (the plugin's allocator failed): nothing is lost.
+    pub(crate) fn undo_dequeue(&self, token: u32, item: Bytes) {
+        let mut reg = self.lock();
+        let Some(queue) = reg.queues.get_mut(&token) else { return };
+        queue.bytes += item.len() + ITEM_OVERHEAD;
+        queue.items.push_front(item);
+        queue.counts.dequeued -= 1;
+        reg.totals.dequeued -= 1;
     }
 
     /// Items enqueued and dequeued since start, and waiting now.
@@ -304,11 +321,12 @@ impl Queue {
     /// Whether an item of `len` bytes may go in, after dropping the oldest
     /// items if the queue drops rather than refuses.
     fn make_room(&mut self, len: usize) -> bool {
-        if len > MAX_VALUE_BYTES || len > self.bounds.max_bytes {
+        let cost = len + ITEM_OVERHEAD;
+        if len > MAX_VALUE_BYTES || cost > self.bounds.max_bytes {
             return false;
         }
         let full = |q: &Queue| {
-            q.bounds.max_items.is_some_and(|max| q.items.len() >= max) || q.bytes + len > q.bounds.max_bytes
+            q.bounds.max_items.is_some_and(|max| q.items.len() >= max) || q.bytes + cost > q.bounds.max_bytes
         };
         if !full(self) {
             return true;
@@ -318,7 +336,7 @@ impl Queue {
         }
         while full(self) {
             let Some(oldest) = self.items.pop_front() else { break };
-            self.bytes -= oldest.len();
+            self.bytes -= oldest.len() + ITEM_OVERHEAD;
             self.counts.dropped += 1;
         }
         true
@@ -558,16 +576,21 @@ mod tests {
     }
 
     #[test]
-    fn the_byte_bound_applies_by_default() {
-        let bounds = QueueBounds { max_bytes: 10, ..QueueBounds::default() };
+    fn the_byte_bound_counts_each_item_with_its_overhead() {
+        let bounds = QueueBounds { max_bytes: 2 * (5 + ITEM_OVERHEAD), ..QueueBounds::default() };
         let queues = SharedQueues::with_bounds(bounds, Vec::new());
         let mb = Arc::new(RecordingMailbox::default());
         let token = queues.register("any", "q", owner(&mb, 0, 1));
         queues.enqueue(token, b"12345").unwrap();
         queues.enqueue(token, b"67890").unwrap();
-        assert_eq!(queues.enqueue(token, b"x"), Err(Status::NotFound));
-        assert_eq!(queues.enqueue(token, &[0; 11]), Err(Status::NotFound));
-        assert_eq!(queues.stats()[0].bytes, 10);
+        assert_eq!(queues.enqueue(token, b""), Err(Status::NotFound), "even an empty item costs room");
+        assert_eq!(queues.enqueue(token, &[0; 2 * (5 + ITEM_OVERHEAD)]), Err(Status::NotFound));
+        assert_eq!(queues.stats()[0].bytes, 2 * (5 + ITEM_OVERHEAD) as u64);
+        // A dequeue that could not be handed over puts the item back first.
+        let item = queues.dequeue(token).unwrap();
+        queues.undo_dequeue(token, item);
+        assert_eq!(queues.dequeue(token).unwrap(), "12345");
+        assert_eq!(queues.totals().dequeued, 1);
     }
 
     #[test]

@@ -145,6 +145,8 @@ pub struct WasmThread {
     /// Streams that were parked in an instance when it was discarded, until
     /// their exchange takes them back.
     orphans: HashMap<(InstanceId, u32), HttpStream>,
+    /// Set by [`WasmThread::begin_shutdown`]: no new streams, no restarts.
+    shutting_down: bool,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
@@ -157,6 +159,7 @@ impl WasmThread {
             slots: Vec::new(),
             effects: Effects::default(),
             orphans: HashMap::new(),
+            shutting_down: false,
             _not_send: Default::default(),
         }
     }
@@ -228,6 +231,9 @@ impl WasmThread {
     /// The plugin's VM is down (failed, restarting or held failed), or
     /// `proxy_on_context_create` failed.
     pub fn create_http_stream(&mut self, plugin: PluginHandle) -> Result<StreamContext, PluginFailure> {
+        if self.shutting_down {
+            return Err(failure(self.plugin(plugin), "the thread is shutting down".into()));
+        }
         self.ensure_vm(plugin)?;
         let slot = &mut self.slots[plugin.slot];
         let root_id = slot.root_ids[plugin.plugin];
@@ -341,6 +347,9 @@ impl WasmThread {
     /// Starts the instances whose restart is due at `now` (see
     /// [`Effects::restarts`]).
     pub fn restart_due(&mut self, now: Instant) {
+        if self.shutting_down {
+            return;
+        }
         for slot in 0..self.slots.len() {
             if let Health::Restarting { at } = self.slots[slot].fail.health
                 && at <= now
@@ -362,6 +371,9 @@ impl WasmThread {
     /// `proxy_done`; keep running callbacks (ticks, call responses) until
     /// [`WasmThread::pending_shutdown`] is 0.
     pub fn begin_shutdown(&mut self) -> usize {
+        if std::mem::replace(&mut self.shutting_down, true) {
+            return self.pending_shutdown();
+        }
         let mut pending = 0;
         for slot in 0..self.slots.len() {
             let Some(vm) = self.slots[slot].vm.as_mut() else { continue };
@@ -448,8 +460,12 @@ impl WasmThread {
             (result, _) => result,
         };
         let instance = slot.instance();
-        if let Some(vm) = slot.vm.as_mut().filter(|vm| vm.has_requests()) {
-            collect(&mut self.effects, instance, vm);
+        match (&result, slot.vm.as_mut()) {
+            (Ok(_), Some(vm)) if vm.has_requests() => collect(&mut self.effects, instance, vm),
+            // What a failed callback asked for dies with it: no call is
+            // started, no stream resumed.
+            (Err(_), Some(vm)) => drop(vm.take_requests()),
+            _ => {}
         }
         result.map_err(|error| self.discard_vm(handle, &error))
     }
@@ -478,14 +494,19 @@ impl WasmThread {
         self.effects.retired.push(instance);
         slot.generation += 1;
         let policy = slot.policy();
+        // A thread that is shutting down starts no new instance.
+        let policy = if self.shutting_down { FailurePolicy::FailClosed } else { policy };
         let next = slot.fail.on_failure(now, policy, hold);
         let what = match next {
+            _ if self.shutting_down => "the thread is shutting down: no new one starts".to_owned(),
             Health::Restarting { at } => {
                 self.effects.restarts.push(at);
                 format!("a new one starts in {:?} ({})", at.saturating_duration_since(now), policy.name())
             }
             Health::HeldFailed => {
-                PluginStats::bump(&plugin.stats.held_failed);
+                for held in &slot.plugins {
+                    PluginStats::bump(&held.stats.held_failed);
+                }
                 format!(
                     "it failed {} times within {:?}: held failed, its streams get 503 until the configuration changes",
                     hold.failures, hold.window
@@ -509,7 +530,12 @@ impl WasmThread {
         let plugin = &slot.plugins[handle.plugin];
         let now = Instant::now();
         match slot.fail.health {
-            Health::Restarting { at } if at <= now => self.restart(handle.slot),
+            Health::Restarting { at } if at <= now => {
+                // A failed restart is reported as the asking plugin's
+                // failure, with its own policy (whichever plugin failed).
+                let asking = plugin.clone();
+                self.restart(handle.slot).map_err(|f| failure(&asking, f.reason))
+            }
             Health::Restarting { at } => {
                 PluginStats::bump(&plugin.stats.reload_backoff);
                 let wait = at.saturating_duration_since(now);
@@ -522,6 +548,8 @@ impl WasmThread {
 
     /// Replaces a failed instance with a new one.
     fn restart(&mut self, slot_index: usize) -> Result<(), PluginFailure> {
+        // The backoff counts from each attempt, so failing restarts are spaced too.
+        self.slots[slot_index].fail.on_attempt(Instant::now());
         match self.instantiate(slot_index) {
             Ok(()) => {
                 let slot = &self.slots[slot_index];

@@ -446,3 +446,68 @@ fn an_allocator_calling_the_host_cannot_change_what_any_function_is_handing_over
     assert_eq!(host.shared_data().get("vm", b"key").unwrap().0, ":path", "shared data did not change");
     assert_eq!(host.shared_queues().totals().enqueued, 1, "nothing was enqueued from the allocator");
 }
+
+#[test]
+fn what_a_failing_callback_asked_for_dies_with_it() {
+    // The callback makes an HTTP call, then traps: the call is never sent.
+    let body = format!(
+        r#"{CALLS} (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (call $call_c) unreachable)"#
+    );
+    let mut s = setup(CALL_IMPORT, &body, reload(0));
+    assert!(s.request_headers().is_err());
+    let effects = s.thread.take_effects();
+    assert!(effects.http_calls.is_empty(), "a call from the failed callback would be sent: {effects:?}");
+}
+
+#[test]
+fn a_thread_shutting_down_takes_no_new_streams_and_starts_no_instance() {
+    let body = r#"(func (export "proxy_on_done") (param i32) (result i32) (i32.const 0))"#;
+    let mut s = setup("", &format!("{body} {TRAPS}"), reload(0));
+    // The root context defers its end; meanwhile a new stream is refused
+    // without failing the plugin.
+    assert_eq!(s.thread.begin_shutdown(), 1);
+    let refused = s.thread.create_http_stream(s.handle).unwrap_err();
+    assert!(refused.reason.contains("shutting down"), "{refused}");
+    assert_eq!(s.thread.health(s.handle), Health::Running);
+    assert_eq!(s.stat("failures"), 0);
+    assert_eq!(s.thread.begin_shutdown(), 1, "a second call changes nothing");
+    assert!(s.thread.take_effects().restarts.is_empty());
+}
+
+#[test]
+fn a_failed_restart_is_reported_with_the_asking_plugins_policy() {
+    // Two plugins share a VM: `auth` (FAIL_RELOAD) and `extra` (FAIL_OPEN).
+    // auth's first request traps; on the restart, extra's
+    // proxy_on_configure refuses (it remembers, in shared data, that it
+    // started before). auth's request must not fail open.
+    let wat = format!(
+        r#"(module
+      (import "env" "proxy_get_shared_data" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_set_shared_data" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "proxy_get_buffer_bytes" (func $buffer (param i32 i32 i32 i32 i32) (result i32)))
+      {PRELUDE}
+      (data (i32.const 16) "started")
+      (func (export "proxy_on_configure") (param i32 i32) (result i32)
+        ;; The plugin configuration is 1 byte: "a" or "e".
+        (drop (call $buffer (i32.const 7) (i32.const 0) (i32.const 1) (i32.const 32) (i32.const 36)))
+        (if (i32.eq (i32.load8_u (i32.load (i32.const 32))) (i32.const 101))
+          (then
+            (if (i32.eqz (call $get (i32.const 16) (i32.const 7) (i32.const 40) (i32.const 44) (i32.const 48)))
+              (then (return (i32.const 0))))
+            (drop (call $set (i32.const 16) (i32.const 7) (i32.const 16) (i32.const 1) (i32.const 0)))))
+        (i32.const 1))
+      {TRAPS})"#
+    );
+    let host = Host::new(HostOptions::default()).unwrap();
+    let module = host.load_module(ferry_host::module_spec("vm", wat, "test")).unwrap();
+    let mut thread = WasmThread::new(host, Arc::new(Mailbox::default()));
+    let auth = thread.add_plugin(Plugin::new("auth", "", "a", module.clone(), reload(0), Limits::default()));
+    thread.add_plugin(Plugin::new("extra", "", "e", module, FailurePolicy::FailOpen, Limits::default()));
+    thread.start().unwrap();
+    let context = thread.create_http_stream(auth).unwrap();
+    assert!(thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut request(), true).is_err());
+    let failure = thread.create_http_stream(auth).unwrap_err();
+    assert!(failure.reason.contains("proxy_on_configure"), "the restart failed: {failure}");
+    assert_eq!(failure.plugin, "auth");
+    assert!(!failure.fail_open, "auth fails closed, whatever extra's policy");
+}

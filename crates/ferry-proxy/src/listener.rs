@@ -49,7 +49,12 @@ static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 async fn accept_loop(listener: TcpListener, service: ListenerService, thread: Rc<ThreadLoop>) {
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            // Shutting down: no new connections.
+            () = thread.stopping() => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly.

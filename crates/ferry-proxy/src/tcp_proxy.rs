@@ -35,6 +35,21 @@ use crate::plan::TcpPlan;
 /// Bytes read from either side at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Most bytes held for filters per direction before reading that side
+/// stops (Envoy's default `per_connection_buffer_limit_bytes`).
+const MAX_HELD: usize = 1 << 20;
+
+/// A filter as its plugin's signals name it: VM instance and context id.
+type FilterKey = (ferry_host::InstanceId, u32);
+
+/// Sleeps for the idle timeout, or forever without one.
+async fn idle(timeout: Option<std::time::Duration>) {
+    match timeout {
+        Some(timeout) => tokio::time::sleep(timeout).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Why the relay stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ending {
@@ -174,17 +189,37 @@ impl Connection {
         &mut self,
         mut downstream: TcpStream,
         plan: &TcpPlan,
-        signal_rx: &mut mpsc::UnboundedReceiver<(u32, StreamAction)>,
+        signal_rx: &mut mpsc::UnboundedReceiver<(FilterKey, StreamAction)>,
     ) -> Ending {
         // A filter paused in proxy_on_new_connection holds the connection
-        // before the upstream exists.
+        // before the upstream exists: until it resumes or closes it, its VM
+        // fails, the client goes away, or the idle timeout.
+        let mut client_sent_data = false;
         while let Some(paused) = self.paused_at[DOWNSTREAM] {
-            match signal_rx.recv().await {
-                Some((id, StreamAction::Resume)) if id == self.filters[paused].context.id() => {
-                    self.paused_at[DOWNSTREAM] = None;
-                }
-                Some((_, StreamAction::Resume | StreamAction::ResumeUpstream)) => {}
-                Some((_, StreamAction::Close | StreamAction::Failed | StreamAction::LocalResponse(_))) | None => {
+            let mut probe = [0u8; 1];
+            tokio::select! {
+                signal = signal_rx.recv() => match signal {
+                    Some((key, StreamAction::Resume)) if key == self.key(paused) => {
+                        self.paused_at[DOWNSTREAM] = None;
+                    }
+                    Some((key, StreamAction::Failed)) => {
+                        if let Some(i) = self.position(key)
+                            && !self.fail(i)
+                        {
+                            return Ending::Local;
+                        }
+                    }
+                    Some((_, StreamAction::Resume | StreamAction::ResumeUpstream | StreamAction::LocalResponse(_))) => {}
+                    Some((_, StreamAction::Close)) | None => return Ending::Local,
+                },
+                // Data waits in the socket until the relay reads it; only the
+                // end of the client's side matters here.
+                peeked = downstream.peek(&mut probe), if !client_sent_data => match peeked {
+                    Ok(0) | Err(_) => return Ending::Remote,
+                    Ok(_) => client_sent_data = true,
+                },
+                () = idle(plan.idle_timeout) => {
+                    tracing::debug!(target: "connection", "tcp_proxy: idle timeout while a filter held the connection");
                     return Ending::Local;
                 }
             }
@@ -206,14 +241,11 @@ impl Connection {
             if !down_open && !up_open {
                 return Ending::Remote;
             }
-            let idle = async {
-                match plan.idle_timeout {
-                    Some(timeout) => tokio::time::sleep(timeout).await,
-                    None => std::future::pending().await,
-                }
-            };
+            // While a filter holds data, a side is read only up to the
+            // buffer limit: past it the peer waits (TCP's own backpressure).
+            let (down_room, up_room) = (self.held[DOWNSTREAM].len() < MAX_HELD, self.held[UPSTREAM].len() < MAX_HELD);
             tokio::select! {
-                read = down_read.read(&mut down_buf), if down_open => {
+                read = down_read.read(&mut down_buf), if down_open && down_room => {
                     let chunk = match read {
                         Ok(n) => &down_buf[..n],
                         Err(_) => return Ending::Remote,
@@ -226,7 +258,7 @@ impl Connection {
                         return ending;
                     }
                 }
-                read = up_read.read(&mut up_buf), if up_open => {
+                read = up_read.read(&mut up_buf), if up_open && up_room => {
                     let chunk = match read {
                         Ok(n) => &up_buf[..n],
                         Err(_) => return Ending::Local,
@@ -243,9 +275,8 @@ impl Connection {
                     }
                 }
                 signal = signal_rx.recv() => match signal {
-                    Some((context_id, StreamAction::Resume)) => {
-                        let Some(at) = self.paused_at[DOWNSTREAM].filter(|&i| self.filters[i].context.id() == context_id)
-                        else {
+                    Some((key, StreamAction::Resume)) => {
+                        let Some(at) = self.paused_at[DOWNSTREAM].filter(|&i| self.key(i) == key) else {
                             continue;
                         };
                         let flow = self.downstream_chain(at + 1, !down_open);
@@ -253,9 +284,8 @@ impl Connection {
                             return ending;
                         }
                     }
-                    Some((context_id, StreamAction::ResumeUpstream)) => {
-                        let Some(at) = self.paused_at[UPSTREAM].filter(|&i| self.filters[i].context.id() == context_id)
-                        else {
+                    Some((key, StreamAction::ResumeUpstream)) => {
+                        let Some(at) = self.paused_at[UPSTREAM].filter(|&i| self.key(i) == key) else {
                             continue;
                         };
                         let flow = self.upstream_chain(at, !up_open);
@@ -264,8 +294,8 @@ impl Connection {
                         }
                     }
                     Some((_, StreamAction::Close)) => return Ending::Local,
-                    Some((context_id, StreamAction::Failed)) => {
-                        if let Some(i) = self.filters.iter().position(|f| f.context.id() == context_id)
+                    Some((key, StreamAction::Failed)) => {
+                        if let Some(i) = self.position(key)
                             && !self.fail(i)
                         {
                             return Ending::Local;
@@ -273,12 +303,22 @@ impl Connection {
                     }
                     Some((_, StreamAction::LocalResponse(_))) | None => {}
                 },
-                () = idle => {
+                () = idle(plan.idle_timeout) => {
                     tracing::debug!(target: "connection", "tcp_proxy: idle timeout");
                     return Ending::Local;
                 }
             }
         }
+    }
+
+    /// How signals name filter `i`.
+    fn key(&self, i: usize) -> FilterKey {
+        (self.filters[i].context.instance(), self.filters[i].context.id())
+    }
+
+    /// The filter a signal is for.
+    fn position(&self, key: FilterKey) -> Option<usize> {
+        (0..self.filters.len()).find(|&i| self.key(i) == key)
     }
 
     /// Runs the client's held bytes through the filters from `from` on.

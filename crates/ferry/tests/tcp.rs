@@ -141,3 +141,28 @@ fn held_data_goes_on_when_the_client_ends_its_side() {
     assert_eq!(echoed, b"HEL", "the held bytes went on, rewritten, and the upstream saw the end");
     ferry.wait_for(&format!("[{id}] downstream 3 bytes, end_of_stream=true"), Duration::from_secs(10));
 }
+
+#[test]
+fn data_a_filter_holds_is_bounded_and_the_client_waits() {
+    let ferry = start(false);
+    let mut client = connect(ferry.address("tcp_filter"));
+    // No newline: the plugin holds everything. ferry holds at most 1 MiB
+    // and then stops reading, so the client's writes stop going through.
+    client.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut written = 0usize;
+    while written < 64 << 20 {
+        match client.write(&chunk) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    assert!(written < 16 << 20, "{written} bytes went in: the held buffer grew without bound");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", ferry.pid())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(rss_kib < 200 * 1024, "RSS {rss_kib} KiB");
+}

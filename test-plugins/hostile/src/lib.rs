@@ -31,6 +31,9 @@
 //! - `hoard`: registers the queue `items` and never dequeues;
 //! - `late_call`: every 50 ms, unless one is pending, calls cluster `slow`
 //!   with a 200 ms timeout from the root context, and logs its end;
+//! - `hold_then_trap`: as a network filter, holds each new connection
+//!   (pauses in `proxy_on_new_connection`), and its root's first tick,
+//!   200 ms later, traps;
 //! - `loop_on_tick`: ticks every 10 ms, and each tick loops;
 //! - `loop_on_start`: `proxy_on_configure` loops.
 
@@ -130,6 +133,7 @@ impl RootContext for Root {
             }
             "loop_on_tick" => self.set_tick_period(Duration::from_millis(10)),
             "late_call" => self.set_tick_period(Duration::from_millis(50)),
+            "hold_then_trap" => self.set_tick_period(Duration::from_millis(200)),
             "loop_on_start" => spin(),
             _ => {}
         }
@@ -147,6 +151,9 @@ impl RootContext for Root {
         info!("hostile tick");
         if self.mode == "loop_on_tick" {
             spin();
+        }
+        if self.mode == "hold_then_trap" {
+            panic!("hostile: the VM fails while it holds connections");
         }
         if self.mode == "late_call" && !self.calling {
             let headers = vec![(":method", "GET"), (":path", "/"), (":authority", "slow")];
@@ -175,7 +182,7 @@ impl RootContext for Root {
     }
 
     fn get_type(&self) -> Option<ContextType> {
-        let network = MISBEHAVE.with(|m| NETWORK.contains(&m.borrow().0.as_str()));
+        let network = self.mode == "hold_then_trap" || MISBEHAVE.with(|m| NETWORK.contains(&m.borrow().0.as_str()));
         Some(if network { ContextType::StreamContext } else { ContextType::HttpContext })
     }
 
@@ -192,7 +199,7 @@ impl RootContext for Root {
 
     fn create_stream_context(&self, _: u32) -> Option<Box<dyn StreamContext>> {
         at("context_create");
-        Some(Box::new(Connection))
+        Some(Box::new(Connection { hold: self.mode == "hold_then_trap" }))
     }
 }
 
@@ -299,7 +306,10 @@ impl HttpContext for Stream {
 }
 
 /// A network filter's context.
-struct Connection;
+struct Connection {
+    /// Pause in `proxy_on_new_connection` (and never resume).
+    hold: bool,
+}
 
 impl Context for Connection {
     fn on_done(&mut self) -> bool {
@@ -311,7 +321,7 @@ impl Context for Connection {
 impl StreamContext for Connection {
     fn on_new_connection(&mut self) -> Action {
         at("new_connection");
-        Action::Continue
+        if self.hold { Action::Pause } else { Action::Continue }
     }
 
     fn on_downstream_data(&mut self, _: usize, _: bool) -> Action {

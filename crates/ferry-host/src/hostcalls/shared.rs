@@ -60,7 +60,12 @@ pub(super) fn proxy_dequeue_shared_queue(
     check!(slice(mem, ptr_out, 4));
     check!(slice(mem, size_out, 4));
     let item = check!(state.shared.queues.dequeue(token as u32));
-    Ok(return_copy(&mut caller, &item, ptr_out, size_out)?.code())
+    // An item the plugin could not take (its allocator failed) goes back.
+    let handed = return_copy(&mut caller, &item, ptr_out, size_out);
+    if !matches!(handed, Ok(Status::Ok)) {
+        caller.data().shared.queues.undo_dequeue(token as u32, item);
+    }
+    Ok(handed?.code())
 }
 
 pub(super) fn proxy_get_shared_data(

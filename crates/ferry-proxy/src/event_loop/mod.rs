@@ -89,6 +89,8 @@ pub(crate) struct ThreadLoop {
     event_receiver: RefCell<Option<mpsc::UnboundedReceiver<Event>>>,
     /// Where this thread reports its plugins' health, for the admin endpoint.
     health: HealthBoard,
+    /// Set when the thread starts shutting down: listeners stop accepting.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl ThreadLoop {
@@ -116,6 +118,7 @@ impl ThreadLoop {
             events,
             event_receiver: RefCell::new(Some(event_receiver)),
             health,
+            stopping: tokio::sync::watch::Sender::new(false),
         });
         thread.dispatch_effects();
         thread.report_health();
@@ -166,6 +169,12 @@ impl ThreadLoop {
         self.streams.borrow_mut().unsubscribe(instance, context_id);
     }
 
+    /// Resolves once the thread starts shutting down (listeners stop accepting).
+    pub(crate) async fn stopping(&self) {
+        let mut stopping = self.stopping.subscribe();
+        let _ = stopping.wait_for(|&stopping| stopping).await;
+    }
+
     /// Calls and streams the plugins of this thread have open.
     #[allow(dead_code)]
     pub(crate) fn open_calls(&self) -> usize {
@@ -179,30 +188,40 @@ impl ThreadLoop {
         if effects.is_empty() {
             return;
         }
-        let health_changed = !effects.retired.is_empty();
-        if !effects.ticks.is_empty() || !effects.restarts.is_empty() || !effects.retired.is_empty() {
+        let retired = effects.retired;
+        let health_changed = !retired.is_empty();
+        if !effects.ticks.is_empty() || !effects.restarts.is_empty() || !retired.is_empty() {
             let mut timers = self.timers.borrow_mut();
             timers.apply(effects.ticks);
             for at in effects.restarts {
                 timers.restart_at(at);
             }
-            for instance in effects.retired {
+            for &instance in &retired {
                 timers.retire(instance);
             }
             self.timers_changed.notify_one();
         }
+        let mut streams = self.streams.borrow_mut();
         for signal in effects.stream_signals {
-            self.streams.borrow_mut().signal(signal);
+            streams.signal(signal);
         }
+        // Streams of a discarded instance that no signal reached (a TCP
+        // connection paused before its upstream) learn it now.
+        for &instance in &retired {
+            streams.retire(instance);
+        }
+        drop(streams);
+        // Calls start before cancellations apply: a call made and cancelled
+        // in the same turn (by a stream that ended) is stopped.
         let mut calls = self.calls.borrow_mut();
-        for cancelled in effects.cancelled {
-            calls.cancel(cancelled);
-        }
         for call in effects.http_calls {
             calls.start_http(call);
         }
         for command in effects.grpc {
             calls.grpc(command);
+        }
+        for cancelled in effects.cancelled {
+            calls.cancel(cancelled);
         }
         drop(calls);
         if health_changed {
@@ -250,6 +269,8 @@ impl ThreadLoop {
                 }
             };
             if let Event::Message(ThreadMessage::Shutdown) = event {
+                // No new connections while root contexts finish.
+                self.stopping.send_replace(true);
                 if self.wasm(WasmThread::begin_shutdown) == 0 {
                     return;
                 }

@@ -6,8 +6,10 @@ use std::collections::HashMap;
 use ferry_host::{InstanceId, StreamAction, StreamSignal};
 use tokio::sync::{mpsc, oneshot};
 
-/// Where a TCP connection receives its plugins' signals: (context id, action).
-pub(crate) type SignalSink = mpsc::UnboundedSender<(u32, StreamAction)>;
+/// Where a TCP connection receives its plugins' signals: (VM instance and
+/// context id, action). Filters of one connection may live in different
+/// VMs, whose context ids overlap.
+pub(crate) type SignalSink = mpsc::UnboundedSender<((InstanceId, u32), StreamAction)>;
 
 /// The streams of a thread that wait for signals from their plugins.
 #[derive(Default)]
@@ -44,7 +46,20 @@ impl Streams {
         if let Some(waiter) = self.waiters.remove(&key) {
             let _ = waiter.send(signal.action);
         } else if let Some(subscriber) = self.subscribers.get(&key) {
-            let _ = subscriber.send((signal.context_id, signal.action));
+            let _ = subscriber.send((key, signal.action));
+        }
+    }
+
+    /// Every stream still waiting on a discarded instance learns that it failed.
+    pub(crate) fn retire(&mut self, instance: InstanceId) {
+        let waiting: Vec<(InstanceId, u32)> = self.waiters.keys().filter(|(i, _)| *i == instance).copied().collect();
+        for key in waiting {
+            if let Some(waiter) = self.waiters.remove(&key) {
+                let _ = waiter.send(StreamAction::Failed);
+            }
+        }
+        for (key, subscriber) in self.subscribers.iter().filter(|((i, _), _)| *i == instance) {
+            let _ = subscriber.send((*key, StreamAction::Failed));
         }
     }
 }

@@ -171,13 +171,14 @@ impl Upstreams {
         let timeout = call.timeout.unwrap_or(Duration::ZERO);
         let response = self.send(&call.upstream, timeout, &call.headers, UpstreamBody::Full(body, trailers)).await?;
         let (parts, body) = response.into_parts();
-        let read = body.collect();
+        // A response larger than a plugin can be handed is a failed call.
+        let read = http_body_util::Limited::new(body, ferry_host::MAX_VALUE_BYTES).collect();
         let collected = if timeout.is_zero() {
             read.await
         } else {
             tokio::time::timeout(timeout, read).await.map_err(|_| UpstreamError::Timeout)?
         }
-        .map_err(|e| UpstreamError::Request(e.to_string()))?;
+        .map_err(|e| UpstreamError::Request(format!("reading the response: {e}")))?;
         let trailers = collected.trailers().map(trailers_map).unwrap_or_default();
         Ok(HttpCallResponse {
             headers: response_headers(parts.status, &parts.headers),

@@ -22,6 +22,11 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
 use super::{Ending, Exchange, MAX_BUFFERED_BODY, go_on};
+
+/// Most of a body the filters may make (a plugin can rewrite each chunk
+/// into up to 16 MiB): past it the body is too large (413 / 502), like an
+/// incoming body past [`MAX_BUFFERED_BODY`].
+const MAX_FILTERED_BODY: usize = ferry_host::MAX_VALUE_BYTES;
 use crate::filter::{FilterStatus, HttpFilter, Side};
 use crate::headers::trailers_map;
 use crate::http::rescue::StreamError;
@@ -121,6 +126,9 @@ impl Exchange {
         for &i in order {
             let mut buffer = std::mem::take(&mut held[i]);
             buffer.append(&mut data);
+            if buffer.len() > MAX_FILTERED_BODY {
+                return Err(Ending::Fail(StreamError::BodyTooLarge(side)));
+            }
             *body_of(side, &mut self.stream) = buffer;
             match self.filters[i].body(side, &mut self.stream, end).await {
                 FilterStatus::Buffer => {
@@ -133,6 +141,9 @@ impl Exchange {
             data = std::mem::take(body_of(side, &mut self.stream));
         }
         out.append(&mut data);
+        if out.len() > MAX_FILTERED_BODY {
+            return Err(Ending::Fail(StreamError::BodyTooLarge(side)));
+        }
         Ok(())
     }
 
