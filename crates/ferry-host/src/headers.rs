@@ -14,6 +14,8 @@ use bytes::Bytes;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeaderMap {
     entries: Vec<(Bytes, Bytes)>,
+    /// Sum of the lengths of all names and values, kept up to date.
+    bytes: usize,
 }
 
 impl HeaderMap {
@@ -24,17 +26,20 @@ impl HeaderMap {
 
     /// An empty map with room for `capacity` entries.
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { entries: Vec::with_capacity(capacity) }
+        Self { entries: Vec::with_capacity(capacity), bytes: 0 }
     }
 
     /// Appends an entry whose name the caller knows to be lower case already
     /// (names from hyper, pseudo-headers).
     pub fn append_lowercase(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
-        self.entries.push((name.into(), value.into()));
+        let (name, value) = (name.into(), value.into());
+        self.bytes += name.len() + value.len();
+        self.entries.push((name, value));
     }
 
     /// Appends an entry, lower-casing its name (`proxy_add_header_map_value`).
     pub fn add(&mut self, name: &[u8], value: &[u8]) {
+        self.bytes += name.len() + value.len();
         self.entries.push((lowercase(name), Bytes::copy_from_slice(value)));
     }
 
@@ -45,27 +50,41 @@ impl HeaderMap {
         let name = lowercase_cow(name);
         match self.position_exact(&name) {
             Some(first) => {
+                self.bytes = self.bytes + value.len() - self.entries[first].1.len();
                 self.entries[first].1 = value;
-                // Duplicates are rare: only then rebuild the list.
+                // Duplicates are rare: only then drop the later ones.
                 if self.entries[first + 1..].iter().any(|(n, _)| **n == *name) {
-                    let mut index = 0;
-                    self.entries.retain(|(n, _)| {
-                        let keep = index <= first || **n != *name;
-                        index += 1;
-                        keep
-                    });
+                    self.remove_from(first + 1, &name);
                 }
             }
-            None => self.entries.push((Bytes::copy_from_slice(&name), value)),
+            None => {
+                self.bytes += name.len() + value.len();
+                self.entries.push((Bytes::copy_from_slice(&name), value));
+            }
         }
     }
 
     /// Removes every entry named `name` (`proxy_remove_header_map_value`).
     pub fn remove(&mut self, name: &[u8]) {
         let name = lowercase_cow(name);
-        if self.position_exact(&name).is_some() {
-            self.entries.retain(|(n, _)| **n != *name);
+        if let Some(first) = self.position_exact(&name) {
+            self.remove_from(first, &name);
         }
+    }
+
+    /// Removes the entries named `lowercase_name` from index `start` on, in
+    /// one pass that keeps the others' order.
+    fn remove_from(&mut self, start: usize, lowercase_name: &[u8]) {
+        let mut kept = start;
+        for i in start..self.entries.len() {
+            if *self.entries[i].0 == *lowercase_name {
+                self.bytes -= self.entries[i].0.len() + self.entries[i].1.len();
+            } else {
+                self.entries.swap(kept, i);
+                kept += 1;
+            }
+        }
+        self.entries.truncate(kept);
     }
 
     /// The first value of `name`.
@@ -81,6 +100,7 @@ impl HeaderMap {
     /// Replaces the whole map with `pairs`, lower-casing names (`proxy_set_header_map_pairs`).
     pub fn set_all<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) {
         self.entries.clear();
+        self.bytes = 0;
         for (name, value) in pairs {
             self.add(name, value);
         }
@@ -109,7 +129,7 @@ impl HeaderMap {
     /// Sum of the lengths of all names and values, which is what Envoy
     /// reports for `proxy_get_header_map_size`.
     pub fn byte_size(&self) -> usize {
-        self.entries.iter().map(|(n, v)| n.len() + v.len()).sum()
+        self.bytes
     }
 
     fn position(&self, name: &[u8]) -> Option<usize> {
@@ -181,5 +201,21 @@ mod tests {
         map.remove(b"absent");
         assert_eq!(names_values(&map), [("b".to_string(), "2".to_string())]);
         assert_eq!(map.byte_size(), 2);
+    }
+
+    #[test]
+    fn the_byte_size_follows_every_change() {
+        let mut map: HeaderMap = [("a", "1"), ("dup", "x"), ("b", "22"), ("dup", "yy")].into_iter().collect();
+        let sum = |m: &HeaderMap| m.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
+        assert_eq!(map.byte_size(), sum(&map));
+        map.replace(b"dup", b"zzz");
+        assert_eq!(map.byte_size(), sum(&map));
+        map.replace(b"new", b"v");
+        map.append_lowercase(Bytes::from_static(b"c"), Bytes::from_static(b"3"));
+        assert_eq!(map.byte_size(), sum(&map));
+        map.remove(b"a");
+        assert_eq!(map.byte_size(), sum(&map));
+        map.set_all([(&b"x"[..], &b"y"[..])]);
+        assert_eq!((map.byte_size(), sum(&map)), (2, 2));
     }
 }

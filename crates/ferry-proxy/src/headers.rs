@@ -84,17 +84,21 @@ fn name_bytes(name: &HeaderName) -> Bytes {
     }
 }
 
+/// Headers that describe one connection, not the message: never forwarded
+/// to the other side. The first four are also stripped before filters see
+/// a request, as Envoy does.
+pub(crate) const HOP_BY_HOP: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"];
+
 /// Headers about the downstream connection that Envoy strips before
 /// filters see the request.
 fn is_connection_header(name: &[u8]) -> bool {
-    const CONNECTION: &[&[u8]] = &[b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding"];
-    CONNECTION.iter().any(|h| h.eq_ignore_ascii_case(name))
+    HOP_BY_HOP[..4].iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name))
 }
 
-/// Headers that describe one connection, not the message: never forwarded
-/// to the other side.
+/// Whether `name` is one of [`HOP_BY_HOP`].
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    is_connection_header(name) || name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"te")
+    HOP_BY_HOP.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Copies a plugin-visible map into hyper headers: pseudo-headers, framing

@@ -23,6 +23,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 
 mod body_filters;
+mod passthrough;
 
 use crate::event_loop::ThreadLoop;
 use crate::filter::{Filter, FilterStatus, HttpFilter, Side, WasmFilter};
@@ -92,10 +93,9 @@ pub(crate) async fn handle(
     conn: Rc<ConnContext>,
 ) -> Result<Response<ResponseBody>, StreamReset> {
     let (parts, body) = request.into_parts();
-    if conn.http.filters.is_empty()
-        && let Some(response) = answer_without_filters(&parts, &conn)
-    {
-        return Ok(response);
+    if conn.http.filters.is_empty() {
+        // No plugin sees the request: it goes on as hyper parsed it.
+        return Ok(passthrough::handle(parts, body, &conn).await);
     }
     let request_headers = request_headers(&parts, conn.http.generate_request_id);
     let info = StreamInfo {
@@ -140,36 +140,6 @@ fn protocol(version: http::Version) -> &'static str {
         http::Version::HTTP_3 => "HTTP/3",
         _ => "HTTP/1.1",
     }
-}
-
-/// The fast path of a connection manager without filters: no plugin sees
-/// the request, so a direct response or a 404 needs no header maps at all.
-/// `None` for a route to a cluster, which takes the general path.
-fn answer_without_filters(parts: &http::request::Parts, conn: &ConnContext) -> Option<Response<ResponseBody>> {
-    let authority = parts
-        .headers
-        .get(http::header::HOST)
-        .map(|h| h.as_bytes())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let (status, body) = match conn.http.routes.route(authority.unwrap_or_default(), path.as_bytes()) {
-        None => (404, Bytes::new()),
-        Some(RouteAction::DirectResponse { status, body }) => {
-            (*status, body.clone().map(Bytes::from).unwrap_or_default())
-        }
-        Some(RouteAction::Cluster { .. }) => return None,
-    };
-    let mut response = Response::new(ResponseBody::full(Bytes::new()));
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    // The same headers `Exchange::local_reply` gives plugins: hyper adds the length.
-    if !body.is_empty() {
-        response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
-    }
-    if let Ok(server) = http::HeaderValue::from_maybe_shared(conn.http.server_name.clone()) {
-        response.headers_mut().insert(http::header::SERVER, server);
-    }
-    *response.body_mut() = ResponseBody::full(body);
-    Some(response)
 }
 
 impl Exchange {
@@ -248,58 +218,13 @@ impl Exchange {
         Reply::Local(self.local_response(local))
     }
 
-    /// Sets the response headers of a local reply, as Envoy's: `:status`,
-    /// the extra headers, then `content-length` and `content-type:
-    /// text/plain` when there is a body; returns the body. A gRPC request
-    /// gets a gRPC answer instead (see [`Exchange::grpc_local_response`]).
+    /// Sets the response headers of a local reply (see
+    /// [`Local::into_response`]); returns its body.
     fn local_response(&mut self, local: Local) -> Bytes {
-        let is_grpc =
-            self.stream.request_headers.get(b"content-type").is_some_and(|t| t.starts_with(b"application/grpc"));
-        if is_grpc {
-            return self.grpc_local_response(local);
-        }
-        let mut map = HeaderMap::with_capacity(3 + local.headers.len());
-        let status = StatusCode::from_u16(local.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        map.append_lowercase(Bytes::from_static(b":status"), Bytes::copy_from_slice(status.as_str().as_bytes()));
-        for (name, value) in &local.headers {
-            map.add(name, value);
-        }
-        if !local.body.is_empty() {
-            if !map.contains(b"content-length") {
-                map.append_lowercase(Bytes::from_static(b"content-length"), Bytes::from(local.body.len().to_string()));
-            }
-            if !map.contains(b"content-type") {
-                map.append_lowercase(Bytes::from_static(b"content-type"), Bytes::from_static(b"text/plain"));
-            }
-        }
-        self.stream.response_headers = map;
-        local.body
-    }
-
-    /// A local reply to a gRPC request, as Envoy makes it: HTTP 200 with no
-    /// body, `content-type: application/grpc`, `grpc-status` (the plugin's,
-    /// or mapped from the HTTP status) and the body text as `grpc-message`.
-    fn grpc_local_response(&mut self, local: Local) -> Bytes {
-        let grpc_status = local.grpc_status.unwrap_or(match local.status {
-            400 => 13,
-            401 => 16,
-            403 => 7,
-            404 => 12,
-            429 | 502..=504 => 14,
-            _ => 2,
-        });
-        let mut map = HeaderMap::with_capacity(4 + local.headers.len());
-        map.append_lowercase(Bytes::from_static(b":status"), Bytes::from_static(b"200"));
-        for (name, value) in &local.headers {
-            map.add(name, value);
-        }
-        map.replace(b"content-type", b"application/grpc");
-        map.replace(b"grpc-status", grpc_status.to_string().as_bytes());
-        if !local.body.is_empty() {
-            map.replace(b"grpc-message", &local.body);
-        }
-        self.stream.response_headers = map;
-        Bytes::new()
+        let grpc = is_grpc(&self.stream.request_headers);
+        let (headers, body) = local.into_response(grpc);
+        self.stream.response_headers = headers;
+        body
     }
 
     /// Response headers through the filters that saw the request, in
@@ -345,23 +270,34 @@ impl Exchange {
     /// The hyper response: status from `:status`, the headers as the plugins
     /// left them, then `server`. The body ends the plugin contexts when done.
     fn encode(mut self, body: ResponseBody) -> Response<ResponseBody> {
-        let headers = &self.stream.response_headers;
-        let status = headers
-            .get(b":status")
-            .and_then(|s| std::str::from_utf8(s).ok()?.parse::<u16>().ok())
-            .and_then(|s| StatusCode::from_u16(s).ok())
-            .unwrap_or(StatusCode::BAD_GATEWAY);
-        let mut response = Response::new(ResponseBody::full(Bytes::new()));
-        *response.status_mut() = status;
-        to_hyper_headers(headers, response.headers_mut());
-        if let Ok(server) = http::HeaderValue::from_maybe_shared(self.conn.http.server_name.clone()) {
-            response.headers_mut().insert(http::header::SERVER, server);
-        }
+        let mut response = hyper_response(&self.stream.response_headers, &self.conn.http.server_name);
         let finisher =
             StreamFinisher { filters: std::mem::take(&mut self.filters), stream: std::mem::take(&mut self.stream) };
         *response.body_mut() = body.finish_with(finisher);
         response
     }
+}
+
+/// A hyper response (with an empty body) from a response map: status from
+/// `:status`, the headers in order, then `server`.
+pub(super) fn hyper_response(headers: &HeaderMap, server_name: &Bytes) -> Response<ResponseBody> {
+    let status = headers
+        .get(b":status")
+        .and_then(|s| std::str::from_utf8(s).ok()?.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = Response::new(ResponseBody::full(Bytes::new()));
+    *response.status_mut() = status;
+    to_hyper_headers(headers, response.headers_mut());
+    if let Ok(server) = http::HeaderValue::from_maybe_shared(server_name.clone()) {
+        response.headers_mut().insert(http::header::SERVER, server);
+    }
+    response
+}
+
+/// Whether a request is gRPC (its local replies then take gRPC's form).
+fn is_grpc(request_headers: &HeaderMap) -> bool {
+    request_headers.get(b"content-type").is_some_and(|t| t.starts_with(b"application/grpc"))
 }
 
 impl Drop for Exchange {

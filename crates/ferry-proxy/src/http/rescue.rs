@@ -18,6 +18,8 @@
 //! the stream (hyper does that).
 
 use bytes::Bytes;
+use ferry_host::HeaderMap;
+use http::StatusCode;
 
 use crate::filter::Side;
 use crate::upstream::UpstreamError;
@@ -50,6 +52,57 @@ pub(crate) struct Local {
 impl Local {
     pub(crate) fn new(status: u16, body: impl Into<Bytes>) -> Self {
         Local { status, body: body.into(), headers: Vec::new(), grpc_status: None }
+    }
+}
+
+impl Local {
+    /// The response map (`:status` first) and body of this reply, as
+    /// Envoy makes it: the reply's headers, then `content-length` and
+    /// `content-type: text/plain` when there is a body. A gRPC request gets
+    /// gRPC's form instead: HTTP 200 with no body, `content-type:
+    /// application/grpc`, `grpc-status` (the plugin's, or mapped from the
+    /// HTTP status) and the body text as `grpc-message`.
+    pub(crate) fn into_response(self, grpc: bool) -> (HeaderMap, Bytes) {
+        if grpc {
+            return (self.grpc_headers(), Bytes::new());
+        }
+        let mut map = HeaderMap::with_capacity(3 + self.headers.len());
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        map.append_lowercase(Bytes::from_static(b":status"), Bytes::copy_from_slice(status.as_str().as_bytes()));
+        for (name, value) in &self.headers {
+            map.add(name, value);
+        }
+        if !self.body.is_empty() {
+            if !map.contains(b"content-length") {
+                map.append_lowercase(Bytes::from_static(b"content-length"), Bytes::from(self.body.len().to_string()));
+            }
+            if !map.contains(b"content-type") {
+                map.append_lowercase(Bytes::from_static(b"content-type"), Bytes::from_static(b"text/plain"));
+            }
+        }
+        (map, self.body)
+    }
+
+    fn grpc_headers(&self) -> HeaderMap {
+        let grpc_status = self.grpc_status.unwrap_or(match self.status {
+            400 => 13,
+            401 => 16,
+            403 => 7,
+            404 => 12,
+            429 | 502..=504 => 14,
+            _ => 2,
+        });
+        let mut map = HeaderMap::with_capacity(4 + self.headers.len());
+        map.append_lowercase(Bytes::from_static(b":status"), Bytes::from_static(b"200"));
+        for (name, value) in &self.headers {
+            map.add(name, value);
+        }
+        map.replace(b"content-type", b"application/grpc");
+        map.replace(b"grpc-status", grpc_status.to_string().as_bytes());
+        if !self.body.is_empty() {
+            map.replace(b"grpc-message", &self.body);
+        }
+        map
     }
 }
 

@@ -164,6 +164,30 @@ impl Upstreams {
         self.send(cluster, timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT), headers, body).await
     }
 
+    /// Sends a request as hyper parsed it (no filter changed it) to
+    /// `cluster`: its URI is pointed at the next endpoint, its headers go as
+    /// they are.
+    pub(crate) async fn forward_parts(
+        &self,
+        cluster: &str,
+        timeout: Option<Duration>,
+        mut parts: http::request::Parts,
+        body: UpstreamBody,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
+        let endpoint = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = Uri::builder()
+            .scheme("http")
+            .authority(endpoint)
+            .path_and_query(path)
+            .build()
+            .map_err(|e| UpstreamError::Request(e.to_string()))?;
+        // The request goes out in the cluster's protocol, whatever the client spoke.
+        parts.version = http::Version::HTTP_11;
+        Self::send_request(pool, timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT), Request::from_parts(parts, body)).await
+    }
+
     /// Sends a plugin's HTTP call and reads the whole response.
     pub(crate) async fn call(&self, call: &HttpCallRequest) -> Result<HttpCallResponse, UpstreamError> {
         let body = (!call.body.is_empty()).then(|| call.body.clone());
@@ -237,6 +261,15 @@ impl Upstreams {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
         let endpoint = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
         let request = build_request(endpoint, headers, body)?;
+        Self::send_request(pool, timeout, request).await
+    }
+
+    /// Sends `request` on the pool; a zero timeout waits forever.
+    async fn send_request(
+        pool: &Pool,
+        timeout: Duration,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let response = pool.client.request(request);
         let result = if timeout.is_zero() {
             response.await

@@ -1,0 +1,136 @@
+//! The connection manager without filters: no plugin sees the request, so
+//! it is routed and sent on as hyper parsed it, without building the
+//! header maps plugins see (and converting them back).
+//!
+//! What the client and the upstream see is what the general path gives
+//! them: the same local replies, `x-forwarded-proto` and `x-request-id`
+//! added upstream when absent, connection-level headers dropped both
+//! ways, and `server` on the response.
+
+use bytes::Bytes;
+use ferry_config::RouteAction;
+use http::Response;
+use http::header::{self, HeaderValue};
+use hyper::body::Incoming;
+
+use super::{ConnContext, hyper_response};
+use crate::headers::HOP_BY_HOP;
+use crate::http::body::ResponseBody;
+use crate::http::rescue::{Local, Rescue, StreamError, rescue};
+use crate::upstream::UpstreamBody;
+
+/// Answers one request.
+pub(super) async fn handle(parts: http::request::Parts, body: Incoming, conn: &ConnContext) -> Response<ResponseBody> {
+    let grpc = parts.headers.get(header::CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+    let local = match route(&parts, conn) {
+        Routed::Local(local) => local,
+        Routed::Cluster(cluster, timeout) => match forward(parts, body, conn, cluster, timeout).await {
+            Ok(response) => return response,
+            Err(error) => match rescue(error) {
+                Rescue::Reply(local) => local,
+                // Only plugins reset streams; none is on this path.
+                Rescue::Reset => Local::new(503, Bytes::new()),
+            },
+        },
+    };
+    local_reply(local, grpc, conn)
+}
+
+/// Where the route table sends a request.
+enum Routed<'a> {
+    Local(Local),
+    Cluster(&'a str, Option<std::time::Duration>),
+}
+
+fn route<'a>(parts: &http::request::Parts, conn: &'a ConnContext) -> Routed<'a> {
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .map(|h| h.as_bytes())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()))
+        .unwrap_or_default();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    match conn.http.routes.route(authority, path.as_bytes()) {
+        None => Routed::Local(Local::new(404, Bytes::new())),
+        Some(RouteAction::DirectResponse { status, body }) => {
+            Routed::Local(Local::new(*status, body.clone().map(Bytes::from).unwrap_or_default()))
+        }
+        Some(RouteAction::Cluster { name, timeout }) => Routed::Cluster(name, *timeout),
+    }
+}
+
+/// The response to a local reply: the head `Local::into_response` gives,
+/// built for hyper directly (hyper adds the length).
+fn local_reply(local: Local, grpc: bool, conn: &ConnContext) -> Response<ResponseBody> {
+    if grpc {
+        let (headers, body) = local.into_response(true);
+        let mut response = hyper_response(&headers, &conn.http.server_name);
+        *response.body_mut() = ResponseBody::full(body);
+        return response;
+    }
+    let mut response = Response::new(ResponseBody::full(local.body.clone()));
+    *response.status_mut() =
+        http::StatusCode::from_u16(local.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    if !local.body.is_empty() {
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    if let Ok(server) = HeaderValue::from_maybe_shared(conn.http.server_name.clone()) {
+        response.headers_mut().insert(header::SERVER, server);
+    }
+    response
+}
+
+/// Sends the request to `cluster` and streams the upstream's response back.
+async fn forward(
+    mut parts: http::request::Parts,
+    body: Incoming,
+    conn: &ConnContext,
+    cluster: &str,
+    timeout: Option<std::time::Duration>,
+) -> Result<Response<ResponseBody>, StreamError> {
+    prepare_upstream_headers(&mut parts.headers, conn.http.generate_request_id);
+    let upstreams = conn.thread.upstreams();
+    let response =
+        upstreams.forward_parts(cluster, timeout, parts, UpstreamBody::Streamed(body)).await.map_err(|error| {
+            tracing::debug!(target: "upstream", "cluster {cluster}: {error}");
+            StreamError::Upstream(error)
+        })?;
+    let (mut head, body) = response.into_parts();
+    remove_hop_by_hop(&mut head.headers);
+    if let Ok(server) = HeaderValue::from_maybe_shared(conn.http.server_name.clone()) {
+        head.headers.insert(header::SERVER, server);
+    }
+    Ok(Response::from_parts(head, ResponseBody::upstream(body)))
+}
+
+/// The request headers as the general path sends them upstream:
+/// connection-level headers dropped (`te: trailers` kept), then
+/// `x-forwarded-proto` and `x-request-id` added when absent.
+fn prepare_upstream_headers(headers: &mut http::HeaderMap, generate_request_id: bool) {
+    let te_trailers = headers.get(header::TE).is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    remove_hop_by_hop(headers);
+    // hyper frames the body itself.
+    headers.remove(header::CONTENT_LENGTH);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if generate_request_id && !headers.contains_key("x-request-id") {
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        if let Ok(id) = HeaderValue::from_bytes(&text) {
+            headers.insert("x-request-id", id);
+        }
+    }
+}
+
+/// Drops the headers that describe one connection, not the message.
+fn remove_hop_by_hop(headers: &mut http::HeaderMap) {
+    for name in HOP_BY_HOP {
+        if headers.contains_key(*name) {
+            headers.remove(*name);
+        }
+    }
+}
