@@ -658,7 +658,12 @@ fn tcp_exchange(
         return Ok(received);
     }
     if half_close {
-        stream.shutdown(Shutdown::Write)?;
+        match stream.shutdown(Shutdown::Write) {
+            // The proxy may have closed the connection already (a plugin
+            // that failed on it): what was received tells.
+            Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {}
+            result => result?,
+        }
     }
     let mut received = Vec::new();
     match stream.read_to_end(&mut received) {
