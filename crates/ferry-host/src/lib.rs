@@ -40,8 +40,8 @@ pub use headers::HeaderMap;
 pub use host::{Host, HostOptions, WasmLogLevel, module_spec};
 pub use hostcalls::{HOST_FUNCTIONS, HostFunction, Param, Support, implemented, unimplemented};
 pub use limits::{
-    EPOCH_TICK, Limits, MAX_FOREIGN_RESULT, MAX_LOG_MESSAGE, MAX_METRICS, MAX_PENDING_CALLS, MAX_SHARED_DATA_BYTES,
-    MAX_TABLE_ELEMENTS, MAX_VALUE_BYTES,
+    EPOCH_TICK, Limits, MAX_FOREIGN_RESULT, MAX_LOG_MESSAGE, MAX_METRICS, MAX_PENDING_CALLS,
+    MAX_QUEUED_BYTES_PER_VM_ID, MAX_SHARED_DATA_BYTES, MAX_TABLE_ELEMENTS, MAX_VALUE_BYTES,
 };
 pub use mailbox::{InstanceId, QueueReady, ThreadMailbox, VmKey};
 pub use metrics::{Metric, Metrics};
@@ -49,8 +49,8 @@ pub use module::{ModuleSpec, PluginModule};
 pub use plugin::Plugin;
 pub use shared_data::SharedData;
 pub use shared_queue::{
-    ITEM_OVERHEAD, Overflow, QueueBounds, QueueBoundsRule, QueueCounts, QueueOwner, QueueStats, QueueTotals,
-    SharedQueues,
+    ITEM_OVERHEAD, Overflow, QUEUE_OVERHEAD, QueueBounds, QueueBoundsRule, QueueCounts, QueueOwner, QueueStats,
+    QueueTotals, SharedQueues,
 };
 pub use state::{HostState, TickRequest};
 pub use stream::{

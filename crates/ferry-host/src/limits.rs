@@ -25,6 +25,14 @@ pub const MAX_FOREIGN_RESULT: usize = 16 << 20;
 /// that would pass it is `BadArgument`.
 pub const MAX_SHARED_DATA_BYTES: usize = 256 << 20;
 
+/// Most bytes all shared queues of one vm_id may hold together: each waiting
+/// item ([`crate::ITEM_OVERHEAD`] plus its length) and each queue (its name
+/// plus [`crate::QUEUE_OVERHEAD`]). Past it an enqueue is refused and a
+/// registration fails with `InternalFailure`, whatever the queues' own
+/// bounds: a plugin registering queue after queue cannot take the
+/// process's memory.
+pub const MAX_QUEUED_BYTES_PER_VM_ID: usize = 1 << 30;
+
 /// Most metrics a process holds; defining more is `BadArgument`.
 pub const MAX_METRICS: usize = 65_536;
 

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use ferry_abi::Status;
 
-use crate::limits::MAX_VALUE_BYTES;
+use crate::limits::{MAX_QUEUED_BYTES_PER_VM_ID, MAX_VALUE_BYTES};
 use crate::mailbox::{InstanceId, QueueReady, ThreadMailbox};
 
 /// Who is told about new items: a root context of a VM instance on some thread.
@@ -55,6 +55,10 @@ pub enum Overflow {
 /// queue and its notification), counted against `max_bytes` so that empty
 /// items cannot grow a queue for free.
 pub const ITEM_OVERHEAD: usize = 64;
+
+/// What one queue costs the host beyond its name, counted against
+/// [`MAX_QUEUED_BYTES_PER_VM_ID`].
+pub const QUEUE_OVERHEAD: usize = 256;
 
 /// How much one queue may hold (a ferry extension: Envoy's queues are unbounded).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,7 +129,6 @@ pub struct QueueStats {
     pub counts: QueueCounts,
 }
 
-#[derive(Default)]
 struct Registry {
     tokens: HashMap<(String, String), u32>,
     queues: FxHashMap<u32, Queue>,
@@ -133,6 +136,25 @@ struct Registry {
     totals: QueueTotals,
     rules: Vec<QueueBoundsRule>,
     default_bounds: QueueBounds,
+    /// Bytes held by each vm_id's queues, and the most they may hold
+    /// ([`MAX_QUEUED_BYTES_PER_VM_ID`]; tests lower it).
+    vm_bytes: HashMap<String, usize>,
+    vm_budget: usize,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            tokens: HashMap::new(),
+            queues: FxHashMap::default(),
+            last_token: 0,
+            totals: QueueTotals::default(),
+            rules: Vec::new(),
+            default_bounds: QueueBounds::default(),
+            vm_bytes: HashMap::new(),
+            vm_budget: MAX_QUEUED_BYTES_PER_VM_ID,
+        }
+    }
 }
 
 /// Items that went through all queues since start: for accounting under
@@ -170,7 +192,11 @@ impl SharedQueues {
     /// A new instance of the VM that owned the queue (the old one failed)
     /// is told once per item that waited meanwhile: the notifications sent
     /// to the failed instance were dropped, and each item still gets one.
-    pub fn register(&self, vm_id: &str, name: &str, owner: QueueOwner) -> u32 {
+    ///
+    /// # Errors
+    /// [`Status::InternalFailure`] when a new queue would take the vm_id's
+    /// queues past [`MAX_QUEUED_BYTES_PER_VM_ID`].
+    pub fn register(&self, vm_id: &str, name: &str, owner: QueueOwner) -> Result<u32, Status> {
         let (token, missed) = {
             let mut reg = self.lock();
             let key = (vm_id.to_owned(), name.to_owned());
@@ -180,6 +206,11 @@ impl SharedQueues {
                 queue.owner = owner.clone();
                 (token, missed)
             } else {
+                let cost = name.len() + QUEUE_OVERHEAD;
+                if reg.vm_used(vm_id) + cost > reg.vm_budget {
+                    return Err(Status::InternalFailure);
+                }
+                *reg.vm_bytes.entry(vm_id.to_owned()).or_default() += cost;
                 let token = reg.next_free_token();
                 let bounds = reg.bounds_of(vm_id, name);
                 reg.tokens.insert(key, token);
@@ -203,7 +234,7 @@ impl SharedQueues {
                 queue_id: token,
             });
         }
-        token
+        Ok(token)
     }
 
     /// The token of queue `(vm_id, name)`, if registered (`proxy_resolve_shared_queue`;
@@ -218,19 +249,24 @@ impl SharedQueues {
     ///
     /// # Errors
     /// [`Status::NotFound`] for an unknown token, a refused item, or one
-    /// larger than [`MAX_VALUE_BYTES`] or the queue's byte bound.
+    /// larger than [`MAX_VALUE_BYTES`], the queue's byte bound or what its
+    /// vm_id's queues may still hold ([`MAX_QUEUED_BYTES_PER_VM_ID`]).
     pub fn enqueue(&self, token: u32, item: &[u8]) -> Result<(), Status> {
         let owner = {
             let mut reg = self.lock();
+            let reg = &mut *reg;
             let queue = reg.queues.get_mut(&token).ok_or(Status::NotFound)?;
-            let dropped_before = queue.counts.dropped;
-            if !queue.make_room(item.len()) {
+            let vm_bytes = reg.vm_bytes.entry(queue.vm_id.clone()).or_default();
+            let (dropped_before, bytes_before) = (queue.counts.dropped, queue.bytes);
+            let cost = item.len() + ITEM_OVERHEAD;
+            if *vm_bytes + cost > reg.vm_budget || !queue.make_room(item.len()) {
                 queue.counts.refused += 1;
                 reg.totals.refused += 1;
                 return Err(Status::NotFound);
             }
             queue.items.push_back(Bytes::copy_from_slice(item));
-            queue.bytes += item.len() + ITEM_OVERHEAD;
+            queue.bytes += cost;
+            *vm_bytes = *vm_bytes + queue.bytes - bytes_before;
             queue.counts.enqueued += 1;
             let owner = queue.owner.clone();
             let dropped = queue.counts.dropped - dropped_before;
@@ -258,7 +294,9 @@ impl SharedQueues {
         let item = queue.items.pop_front().ok_or(Status::Empty)?;
         queue.bytes -= item.len() + ITEM_OVERHEAD;
         queue.counts.dequeued += 1;
+        let vm_id = queue.vm_id.clone();
         reg.totals.dequeued += 1;
+        reg.release(&vm_id, item.len() + ITEM_OVERHEAD);
         Ok(item)
     }
 
@@ -266,9 +304,12 @@ impl SharedQueues {
     /// could not hand over (the plugin's allocator failed): nothing is lost.
     pub(crate) fn undo_dequeue(&self, token: u32, item: Bytes) {
         let mut reg = self.lock();
+        let reg = &mut *reg;
         let Some(queue) = reg.queues.get_mut(&token) else { return };
-        queue.bytes += item.len() + ITEM_OVERHEAD;
+        let cost = item.len() + ITEM_OVERHEAD;
+        queue.bytes += cost;
         queue.items.push_front(item);
+        *reg.vm_bytes.entry(queue.vm_id.clone()).or_default() += cost;
         queue.counts.dequeued -= 1;
         reg.totals.dequeued -= 1;
     }
@@ -309,6 +350,7 @@ impl SharedQueues {
         let mut reg = self.lock();
         reg.tokens.retain(|(id, _), _| id != vm_id);
         reg.queues.retain(|_, q| q.vm_id != vm_id);
+        reg.vm_bytes.remove(vm_id);
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -352,6 +394,16 @@ impl Registry {
             if self.last_token != 0 && !self.queues.contains_key(&self.last_token) {
                 return self.last_token;
             }
+        }
+    }
+
+    fn vm_used(&self, vm_id: &str) -> usize {
+        self.vm_bytes.get(vm_id).copied().unwrap_or(0)
+    }
+
+    fn release(&mut self, vm_id: &str, bytes: usize) {
+        if let Some(used) = self.vm_bytes.get_mut(vm_id) {
+            *used = used.saturating_sub(bytes);
         }
     }
 
@@ -399,9 +451,9 @@ mod tests {
     fn tokens_start_at_one_and_differ_per_name_and_vm_id() {
         let queues = SharedQueues::default();
         let mb = Arc::new(RecordingMailbox::default());
-        let a = queues.register("receiver", "http_headers", owner(&mb, 0, 1));
-        let b = queues.register("receiver", "other", owner(&mb, 0, 1));
-        let c = queues.register("sender", "http_headers", owner(&mb, 1, 1));
+        let a = queues.register("receiver", "http_headers", owner(&mb, 0, 1)).unwrap();
+        let b = queues.register("receiver", "other", owner(&mb, 0, 1)).unwrap();
+        let c = queues.register("sender", "http_headers", owner(&mb, 1, 1)).unwrap();
         assert_eq!((a, b, c), (1, 2, 3));
     }
 
@@ -410,9 +462,9 @@ mod tests {
         let queues = SharedQueues::default();
         let first = Arc::new(RecordingMailbox::default());
         let second = Arc::new(RecordingMailbox::default());
-        let token = queues.register("receiver", "q", owner(&first, 0, 1));
+        let token = queues.register("receiver", "q", owner(&first, 0, 1)).unwrap();
         queues.enqueue(token, b"kept").unwrap();
-        assert_eq!(queues.register("receiver", "q", owner(&second, 7, 3)), token);
+        assert_eq!(queues.register("receiver", "q", owner(&second, 7, 3)).unwrap(), token);
         queues.enqueue(token, b"new").unwrap();
         // The first owner heard of the first item only; the last registrant of the second.
         assert_eq!(first.take(), [QueueReady { instance: instance(0, 0), context_id: 1, queue_id: token }]);
@@ -426,7 +478,7 @@ mod tests {
         let queues = SharedQueues::default();
         let mb = Arc::new(RecordingMailbox::default());
         assert_eq!(queues.resolve("receiver", "q"), None);
-        let token = queues.register("receiver", "q", owner(&mb, 0, 1));
+        let token = queues.register("receiver", "q", owner(&mb, 0, 1)).unwrap();
         assert_eq!(queues.resolve("receiver", "q"), Some(token));
         assert_eq!(queues.resolve("sender", "q"), None);
     }
@@ -437,7 +489,7 @@ mod tests {
         let mb = Arc::new(RecordingMailbox::default());
         assert_eq!(queues.enqueue(1, b""), Err(Status::NotFound));
         assert_eq!(queues.dequeue(1), Err(Status::NotFound));
-        let token = queues.register("receiver", "q", owner(&mb, 0, 1));
+        let token = queues.register("receiver", "q", owner(&mb, 0, 1)).unwrap();
         assert_eq!(queues.dequeue(token), Err(Status::Empty));
         assert_eq!(queues.dequeue(0), Err(Status::NotFound));
     }
@@ -446,7 +498,7 @@ mod tests {
     fn one_notification_per_item_posted_not_delivered_inline_and_fifo() {
         let queues = SharedQueues::default();
         let mb = Arc::new(RecordingMailbox::default());
-        let token = queues.register("receiver", "q", owner(&mb, 0, 1));
+        let token = queues.register("receiver", "q", owner(&mb, 0, 1)).unwrap();
         for i in 0..5u8 {
             queues.enqueue(token, &[i]).unwrap();
         }
@@ -466,17 +518,19 @@ mod tests {
             fn post_queue_ready(&self, _: QueueReady) {}
         }
         let queues = SharedQueues::default();
-        let token = queues.register(
-            "receiver",
-            "q",
-            QueueOwner { mailbox: Arc::new(ClosedMailbox), instance: instance(0, 0), context_id: 1 },
-        );
+        let token = queues
+            .register(
+                "receiver",
+                "q",
+                QueueOwner { mailbox: Arc::new(ClosedMailbox), instance: instance(0, 0), context_id: 1 },
+            )
+            .unwrap();
         queues.enqueue(token, b"a").unwrap();
         queues.enqueue(token, b"b").unwrap();
         assert_eq!(queues.len(token), Some(2));
         // A new owner can still drain them.
         let mb = Arc::new(RecordingMailbox::default());
-        assert_eq!(queues.register("receiver", "q", owner(&mb, 0, 1)), token);
+        assert_eq!(queues.register("receiver", "q", owner(&mb, 0, 1)).unwrap(), token);
         assert_eq!(queues.dequeue(token).unwrap(), "a");
         assert_eq!(queues.dequeue(token).unwrap(), "b");
     }
@@ -485,15 +539,15 @@ mod tests {
     fn removing_a_vm_id_deletes_its_queues_and_tokens_are_not_reused() {
         let queues = SharedQueues::default();
         let mb = Arc::new(RecordingMailbox::default());
-        let gone = queues.register("receiver", "q", owner(&mb, 0, 1));
-        let kept = queues.register("other", "q", owner(&mb, 1, 1));
+        let gone = queues.register("receiver", "q", owner(&mb, 0, 1)).unwrap();
+        let kept = queues.register("other", "q", owner(&mb, 1, 1)).unwrap();
         queues.enqueue(gone, b"x").unwrap();
         queues.remove_vm_id("receiver");
         assert_eq!(queues.resolve("receiver", "q"), None);
         assert_eq!(queues.dequeue(gone), Err(Status::NotFound));
         assert_eq!(queues.enqueue(gone, b""), Err(Status::NotFound));
         assert_eq!(queues.resolve("other", "q"), Some(kept));
-        let fresh = queues.register("receiver", "q", owner(&mb, 0, 1));
+        let fresh = queues.register("receiver", "q", owner(&mb, 0, 1)).unwrap();
         assert!(fresh != gone && fresh != kept);
     }
 
@@ -501,7 +555,7 @@ mod tests {
     fn concurrent_enqueues_from_many_threads_lose_nothing() {
         let queues = Arc::new(SharedQueues::default());
         let mb = Arc::new(RecordingMailbox::default());
-        let token = queues.register("receiver", "q", owner(&mb, 0, 1));
+        let token = queues.register("receiver", "q", owner(&mb, 0, 1)).unwrap();
         let threads: Vec<_> = (0..4u8)
             .map(|t| {
                 let queues = queues.clone();
@@ -544,7 +598,7 @@ mod tests {
     fn a_full_queue_that_refuses_keeps_its_items_and_counts_the_refusal() {
         let queues = bounded(2, Overflow::Refuse);
         let mb = Arc::new(RecordingMailbox::default());
-        let token = queues.register("receiver", "q", owner(&mb, 0, 1));
+        let token = queues.register("receiver", "q", owner(&mb, 0, 1)).unwrap();
         queues.enqueue(token, b"1").unwrap();
         queues.enqueue(token, b"2").unwrap();
         assert_eq!(queues.enqueue(token, b"3"), Err(Status::NotFound));
@@ -554,7 +608,7 @@ mod tests {
         let stats = &queues.stats()[0];
         assert_eq!((stats.depth, stats.counts.refused, stats.counts.enqueued), (2, 1, 3));
         // Other queues of the vm_id are not bounded by the rule.
-        let other = queues.register("receiver", "other", owner(&mb, 0, 1));
+        let other = queues.register("receiver", "other", owner(&mb, 0, 1)).unwrap();
         for _ in 0..10 {
             queues.enqueue(other, b"x").unwrap();
         }
@@ -564,7 +618,7 @@ mod tests {
     fn a_full_queue_that_drops_the_oldest_keeps_the_newest() {
         let queues = bounded(2, Overflow::DropOldest);
         let mb = Arc::new(RecordingMailbox::default());
-        let token = queues.register("receiver", "q", owner(&mb, 0, 1));
+        let token = queues.register("receiver", "q", owner(&mb, 0, 1)).unwrap();
         for item in [b"1", b"2", b"3", b"4"] {
             queues.enqueue(token, item).unwrap();
         }
@@ -580,7 +634,7 @@ mod tests {
         let bounds = QueueBounds { max_bytes: 2 * (5 + ITEM_OVERHEAD), ..QueueBounds::default() };
         let queues = SharedQueues::with_bounds(bounds, Vec::new());
         let mb = Arc::new(RecordingMailbox::default());
-        let token = queues.register("any", "q", owner(&mb, 0, 1));
+        let token = queues.register("any", "q", owner(&mb, 0, 1)).unwrap();
         queues.enqueue(token, b"12345").unwrap();
         queues.enqueue(token, b"67890").unwrap();
         assert_eq!(queues.enqueue(token, b""), Err(Status::NotFound), "even an empty item costs room");
@@ -597,19 +651,43 @@ mod tests {
     fn a_restarted_owner_is_told_once_per_item_that_waited() {
         let queues = SharedQueues::default();
         let mb = Arc::new(RecordingMailbox::default());
-        let token = queues.register("receiver", "q", owner(&mb, 0, 1));
+        let token = queues.register("receiver", "q", owner(&mb, 0, 1)).unwrap();
         queues.enqueue(token, b"a").unwrap();
         queues.enqueue(token, b"b").unwrap();
         // The notifications went to instance 0, which failed before handling them.
         assert_eq!(mb.take().len(), 2);
         let restarted = QueueOwner { mailbox: mb.clone(), instance: instance(0, 1), context_id: 1 };
-        assert_eq!(queues.register("receiver", "q", restarted.clone()), token);
+        assert_eq!(queues.register("receiver", "q", restarted.clone()).unwrap(), token);
         assert_eq!(mb.take(), [QueueReady { instance: instance(0, 1), context_id: 1, queue_id: token }; 2]);
         // Registering again from the same instance tells nothing new.
-        queues.register("receiver", "q", restarted);
+        queues.register("receiver", "q", restarted).unwrap();
         assert!(mb.take().is_empty());
         // Nor does another VM taking the queue over.
-        queues.register("receiver", "q", owner(&mb, 5, 1));
+        queues.register("receiver", "q", owner(&mb, 5, 1)).unwrap();
         assert!(mb.take().is_empty());
+    }
+
+    #[test]
+    fn the_queues_of_one_vm_id_share_a_byte_budget_and_others_are_not_touched() {
+        let queues = SharedQueues::default();
+        let budget = 2 * QUEUE_OVERHEAD + 2 + 3 * (100 + ITEM_OVERHEAD);
+        queues.lock().vm_budget = budget;
+        let mb = Arc::new(RecordingMailbox::default());
+        let a = queues.register("hog", "a", owner(&mb, 0, 1)).unwrap();
+        let b = queues.register("hog", "b", owner(&mb, 0, 1)).unwrap();
+        for token in [a, b, a] {
+            queues.enqueue(token, &[0; 100]).unwrap();
+        }
+        // Full: neither queue takes more, and no new queue is registered...
+        assert_eq!(queues.enqueue(b, &[0; 100]), Err(Status::NotFound));
+        assert_eq!(queues.register("hog", "c", owner(&mb, 0, 1)), Err(Status::InternalFailure));
+        assert_eq!(queues.stats().iter().map(|q| q.counts.refused).sum::<u64>(), 1);
+        // ...another vm_id has its own budget...
+        let other = queues.register("other", "a", owner(&mb, 1, 1)).unwrap();
+        queues.enqueue(other, &[0; 100]).unwrap();
+        // ...and a dequeue makes room again.
+        queues.dequeue(a).unwrap();
+        queues.enqueue(b, &[0; 100]).unwrap();
+        assert_eq!(queues.enqueue(b, &[0; 1]), Err(Status::NotFound));
     }
 }

@@ -19,7 +19,7 @@ pub(super) fn proxy_register_shared_queue(
     // A stream context registers on behalf of its root context.
     let context_id = state.acting_context().map_or(0, |(_, entry, _)| entry.root_id);
     let owner = QueueOwner { mailbox: state.mailbox.clone(), instance: state.instance, context_id };
-    let token = state.shared.queues.register(state.module.vm_id(), &name, owner);
+    let token = check!(state.shared.queues.register(state.module.vm_id(), &name, owner));
     check!(write_u32(mem, id_out, token));
     ok()
 }
