@@ -480,7 +480,19 @@ fn wasm_runtime(raw: raw::WasmRuntime, path: &str) -> Result<WasmRuntime, Config
             Ok(QueueRule { vm_id: q.vm_id, name: q.name, bounds })
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
-    Ok(WasmRuntime { limits, plugins, default_failure_policy, hold_failed, queue_defaults, shared_queues })
+    let compilation = raw
+        .compilation
+        .map(|name| match name.as_str() {
+            "TIERED" => Ok(Compilation::Tiered),
+            "OPTIMIZING" => Ok(Compilation::Optimizing),
+            "BASELINE" => Ok(Compilation::Baseline),
+            other => Err(err(
+                join(path, "compilation"),
+                format!("unknown compilation {other} (expected TIERED, OPTIMIZING or BASELINE)"),
+            )),
+        })
+        .transpose()?;
+    Ok(WasmRuntime { limits, plugins, default_failure_policy, hold_failed, queue_defaults, shared_queues, compilation })
 }
 
 fn wasm_limits(

@@ -38,6 +38,20 @@ pub struct WasmRuntime {
     pub queue_defaults: Option<QueueBounds>,
     /// `shared_queues`: bounds of named queues (first match wins).
     pub shared_queues: Vec<QueueRule>,
+    /// `compilation`: which compilers make plugin code.
+    pub compilation: Option<Compilation>,
+}
+
+/// `compilation` of `ferry.config.v1.WasmRuntime`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compilation {
+    /// `TIERED`: start on baseline code when the optimised code takes
+    /// long, move to the optimised code when it is ready.
+    Tiered,
+    /// `OPTIMIZING`: wait for the optimised code.
+    Optimizing,
+    /// `BASELINE`: baseline code only.
+    Baseline,
 }
 
 /// Time and memory a plugin may use; `None` keeps the default.

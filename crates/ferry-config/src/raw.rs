@@ -378,6 +378,8 @@ pub(crate) struct WasmRuntime {
     pub shared_queue_defaults: Option<QueueBounds>,
     #[serde(default)]
     pub shared_queues: Vec<QueueRule>,
+    #[serde(default)]
+    pub compilation: Option<String>,
 }
 
 #[derive(Deserialize)]

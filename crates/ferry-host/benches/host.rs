@@ -1,4 +1,4 @@
-//! Micro-benchmarks of the host: the Wasm boundary, header maps, a stream's
+//! Micro-benchmarks of the host: the Wasm boundary, header-map operations, a stream's
 //! lifecycle, shared queues, instantiation and compilation.
 //!
 //! `cargo bench -p ferry-host` (after `cargo xtask build-plugins`, for the
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ferry_host::{
-    FailurePolicy, HeaderMap, Host, HostOptions, HttpStream, Limits, ModuleSpec, Plugin, PluginHandle, QueueReady,
-    StreamCallback, ThreadMailbox, WasmThread,
+    Compilation, FailurePolicy, HeaderMap, Host, HostOptions, HttpStream, Limits, ModuleSpec, Plugin, PluginHandle,
+    QueueReady, StreamCallback, ThreadMailbox, WasmThread,
 };
 
 /// A mailbox that hands notices to a channel (or drops them).
@@ -112,6 +112,13 @@ fn example_plugin(file: &str) -> Bytes {
     )
 }
 
+fn go_plugin() -> Bytes {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/go-plugins/go_hello.wasm");
+    Bytes::from(
+        std::fs::read(&path).unwrap_or_else(|_| panic!("{} is missing: run cargo xtask build-plugins", path.display())),
+    )
+}
+
 fn boundary(c: &mut Criterion) {
     let host = Host::new(HostOptions::default()).unwrap();
     let (mut thread, handle) = started(&host, plugin(&host, "bench", Bytes::from(WAT)), ChannelMailbox(None));
@@ -147,6 +154,33 @@ fn streams(c: &mut Criterion) {
     group.bench_function("queue_enqueue_then_dequeue_same_thread", |b| {
         b.iter(|| thread.stream_callback(&context, StreamCallback::ResponseHeaders, &mut stream, true).unwrap())
     });
+    group.finish();
+}
+
+/// The header-map operations a header-rewriting filter makes per request
+/// (the conformance bench's C case): replace, add, remove and the size a
+/// plugin asks for, on a browser-sized request.
+fn header_maps(c: &mut Criterion) {
+    let mut group = c.benchmark_group("header_map");
+    let request = stream_with(12).request_headers;
+    group.bench_function("replace_existing_of_12", |b| {
+        b.iter_batched_ref(
+            || request.clone(),
+            |map| map.replace(black_box(b"X-Header-7"), b"a new value"),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("remove_of_12", |b| {
+        b.iter_batched_ref(|| request.clone(), |map| map.remove(black_box(b"x-header-7")), BatchSize::SmallInput)
+    });
+    group.bench_function("add_to_12", |b| {
+        b.iter_batched_ref(
+            || request.clone(),
+            |map| map.add(black_box(b"x-added"), b"a new value"),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("byte_size_of_12", |b| b.iter(|| black_box(&request).byte_size()));
     group.finish();
 }
 
@@ -216,6 +250,23 @@ fn loading(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // The same with the baseline compiler (Winch), and the Go test plugin
+    // (2.5 MB) with each: what tiered compilation trades.
+    let baseline = || Host::new(HostOptions { compilation: Compilation::Baseline, ..HostOptions::default() }).unwrap();
+    group.bench_function("compile_sdk_plugin_baseline_no_cache", |b| {
+        b.iter_batched(baseline, |host| plugin(&host, "sender", sender.clone()), BatchSize::PerIteration)
+    });
+    let go = go_plugin();
+    group.bench_function("compile_go_plugin_no_cache", |b| {
+        b.iter_batched(
+            || Host::new(HostOptions::default()).unwrap(),
+            |host| plugin(&host, "go", go.clone()),
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("compile_go_plugin_baseline_no_cache", |b| {
+        b.iter_batched(baseline, |host| plugin(&host, "go", go.clone()), BatchSize::PerIteration)
+    });
     let cache = std::env::temp_dir().join(format!("ferry-bench-cache-{}", std::process::id()));
     let cached = || Host::new(HostOptions { module_cache: Some(cache.clone()), ..HostOptions::default() }).unwrap();
     plugin(&cached(), "sender", sender.clone()); // fill the cache
@@ -226,5 +277,5 @@ fn loading(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&cache);
 }
 
-criterion_group!(benches, boundary, streams, cross_thread, loading);
+criterion_group!(benches, boundary, streams, header_maps, cross_thread, loading);
 criterion_main!(benches);

@@ -1,5 +1,5 @@
-//! The process-wide host: one wasmtime engine, one linker with every host
-//! function, the module cache, shared queues and shared data.
+//! The process-wide host: the compilers (wasmtime engines with every host
+//! function linked), the loaded modules, shared queues and shared data.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -10,17 +10,14 @@ use bytes::Bytes;
 use ferry_abi::LogLevel;
 use sha2::{Digest, Sha256};
 
-use wasmtime::{Cache, CacheConfig, Config, Engine, Linker, Module, OptLevel};
-
+use crate::compiler::{Compilation, Compilers};
 use crate::error::LoadError;
 use crate::failure::HoldPolicy;
-use crate::limits::EPOCH_TICK;
 use crate::mailbox::VmKey;
 use crate::metrics::Metrics;
 use crate::module::{ModuleSpec, PluginModule, VmIdHandle};
 use crate::shared_data::SharedData;
 use crate::shared_queue::{QueueBounds, QueueBoundsRule, SharedQueues};
-use crate::state::HostState;
 
 /// Level of the `wasm` logger: plugin log calls below it are dropped before
 /// their message is read, and `proxy_get_log_level` reports it.
@@ -100,6 +97,11 @@ pub struct HostOptions {
     pub hold: HoldPolicy,
     /// Bounds of shared queues: the default, and rules for named queues.
     pub queue_bounds: (QueueBounds, Vec<QueueBoundsRule>),
+    /// Which compilers make plugin code.
+    pub compilation: Compilation,
+    /// In tiered mode, how long to wait for optimised code before starting
+    /// on baseline code ([`crate::TIER_UP_WAIT`] by default).
+    pub tier_up_wait: std::time::Duration,
 }
 
 impl Default for HostOptions {
@@ -111,6 +113,8 @@ impl Default for HostOptions {
             node: Default::default(),
             hold: HoldPolicy::default(),
             queue_bounds: Default::default(),
+            compilation: Compilation::default(),
+            tier_up_wait: crate::compiler::TIER_UP_WAIT,
         }
     }
 }
@@ -118,8 +122,7 @@ impl Default for HostOptions {
 /// The Proxy-Wasm host of one process. Cheap to share (`Arc`), safe to use
 /// from any thread; VMs themselves live on one thread each (see [`crate::WasmThread`]).
 pub struct Host {
-    engine: Engine,
-    linker: Linker<HostState>,
+    compilers: Compilers,
     pub(crate) shared: Arc<SharedState>,
     modules: Mutex<ModuleCache>,
 }
@@ -136,32 +139,11 @@ impl Host {
     /// # Errors
     /// If wasmtime rejects the engine configuration (a bug, not user input).
     pub fn new(options: HostOptions) -> Result<Arc<Host>, LoadError> {
-        let mut config = Config::new();
-        config.cranelift_opt_level(OptLevel::Speed);
-        // Callback deadlines: compiled code checks the engine's epoch, which
-        // a ticker thread advances (see `limits::EPOCH_TICK`).
-        config.epoch_interruption(true);
-        if let Some(directory) = &options.module_cache {
-            let mut cache = CacheConfig::new();
-            cache.with_directory(directory);
-            match Cache::new(cache) {
-                Ok(cache) => {
-                    config.cache(Some(cache));
-                }
-                // A cache is an optimisation: go on without it.
-                Err(e) => tracing::warn!(
-                    target: "wasm",
-                    "module cache in {} unavailable, compiling every start: {e:#}",
-                    directory.display()
-                ),
-            }
-        }
-        let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-        let mut linker = Linker::new(&engine);
-        crate::hostcalls::add_to_linker(&mut linker)
-            .and_then(|()| crate::wasi::add_to_linker(&mut linker))
-            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-        spawn_epoch_ticker(&engine)?;
+        let cache = options.module_cache.as_deref().and_then(Compilers::cache);
+        let compilers = Compilers::new(options.compilation, options.tier_up_wait, cache, |linker| {
+            crate::hostcalls::add_to_linker(linker)?;
+            crate::wasi::add_to_linker(linker)
+        })?;
         let (default_bounds, bound_rules) = options.queue_bounds;
         let shared = Arc::new(SharedState {
             queues: SharedQueues::with_bounds(default_bounds, bound_rules),
@@ -174,7 +156,7 @@ impl Host {
             reported: Mutex::default(),
             hold: options.hold,
         });
-        Ok(Arc::new(Host { engine, linker, shared, modules: Mutex::default() }))
+        Ok(Arc::new(Host { compilers, shared, modules: Mutex::default() }))
     }
 
     /// Compiles and links a plugin module, or returns the one already loaded
@@ -189,12 +171,7 @@ impl Host {
         if let Some(existing) = self.cached(&digest) {
             return Ok(existing);
         }
-        let module = Module::new(&self.engine, &spec.code)
-            .map_err(|e| LoadError::Compile { origin: spec.origin.clone(), reason: format!("{e:#}") })?;
-        let pre = self
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| LoadError::Link { origin: spec.origin.clone(), reason: format!("{e:#}") })?;
+        let compiled = self.compilers.compile(&spec)?;
         let mut cache = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         // Another thread may have loaded the same code meanwhile.
         if let Some(existing) = cache.by_digest.get(&digest).and_then(Weak::upgrade) {
@@ -202,9 +179,12 @@ impl Host {
         }
         let key = VmKey(cache.next_key);
         let vm_id_handle = VmIdHandle::new(self.shared.clone(), spec.vm_id.clone());
-        let loaded = Arc::new(PluginModule::new(spec, key, module, pre, vm_id_handle)?);
+        let loaded = Arc::new(PluginModule::new(spec, key, compiled.code, vm_id_handle)?);
         cache.next_key += 1;
         cache.by_digest.insert(digest, Arc::downgrade(&loaded));
+        if let Some(optimized) = compiled.optimized_later {
+            PluginModule::tier_up_when_ready(&loaded, optimized);
+        }
         Ok(loaded)
     }
 
@@ -228,31 +208,10 @@ impl Host {
         self.shared.wasm_log_level.store(level.to_raw(), Ordering::Relaxed);
     }
 
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     fn cached(&self, digest: &[u8; 32]) -> Option<Arc<PluginModule>> {
         let cache = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         cache.by_digest.get(digest).and_then(Weak::upgrade)
     }
-}
-
-/// Advances the engine's epoch every [`EPOCH_TICK`] for as long as the
-/// engine lives: the clock every callback deadline is measured on.
-fn spawn_epoch_ticker(engine: &Engine) -> Result<(), LoadError> {
-    let engine = engine.weak();
-    std::thread::Builder::new()
-        .name("wasm-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = engine.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })
-        .map(drop)
-        .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker: {e}")))
 }
 
 /// Envoy's vm_key: a hash of the vm_id, the VM configuration and the code.

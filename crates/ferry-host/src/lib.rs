@@ -5,12 +5,13 @@
 //! configurations, lends it header maps for the duration of a callback, and
 //! delivers cross-thread messages through a [`ThreadMailbox`].
 //!
-//! - [`Host`]: one per process. Engine, linker, module cache, shared queues
-//!   and shared data.
+//! - [`Host`]: one per process. Compilers (engines and linkers), loaded
+//!   modules, shared queues and shared data.
 //! - [`PluginModule`]: a compiled module (one per distinct `vm_config`).
 //! - [`Plugin`]: a root context's identity and configuration in a module.
 //! - [`WasmThread`]: the VM instances of one thread and every call into them.
 
+mod compiler;
 mod error;
 mod exports;
 mod failure;
@@ -32,6 +33,7 @@ mod thread;
 mod vm;
 mod wasi;
 
+pub use compiler::{Compilation, TIER_UP_WAIT, Tier};
 pub use error::{LoadError, PluginFailure, StartError};
 pub use exports::{Abis, CALLBACKS, Callback};
 pub use failure::{Backoff, FailurePolicy, Health, HoldPolicy, PluginStats};

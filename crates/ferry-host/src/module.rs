@@ -1,16 +1,16 @@
 //! A compiled plugin module: code, ABI version, and a pre-linked template
 //! from which each thread instantiates its VM cheaply.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak, mpsc};
 
 use bytes::Bytes;
 use ferry_abi::AbiVersion;
-use wasmtime::{InstancePre, Module};
 
+use crate::compiler::{Code, Tier};
 use crate::error::LoadError;
 use crate::host::SharedState;
 use crate::mailbox::VmKey;
-use crate::state::HostState;
 
 /// What to load: the parts of Envoy's `vm_config` that make a VM.
 #[derive(Clone, Debug)]
@@ -32,24 +32,23 @@ pub struct PluginModule {
     pub(crate) key: VmKey,
     pub(crate) spec: ModuleSpec,
     pub(crate) abi: AbiVersion,
-    pub(crate) pre: InstancePre<HostState>,
+    /// The code new instances start from: baseline code until the
+    /// optimised code replaces it (tiered compilation), then for good.
+    code: Mutex<Arc<Code>>,
+    /// Set once `code` is optimised: read on every new stream.
+    optimized: AtomicBool,
     pub(crate) allocator: &'static str,
     /// Keeps the vm_id's queues and data alive while this module is loaded.
     _vm_id: VmIdHandle,
 }
 
 impl PluginModule {
-    pub(crate) fn new(
-        spec: ModuleSpec,
-        key: VmKey,
-        module: Module,
-        pre: InstancePre<HostState>,
-        vm_id: VmIdHandle,
-    ) -> Result<Self, LoadError> {
+    pub(crate) fn new(spec: ModuleSpec, key: VmKey, code: Code, vm_id: VmIdHandle) -> Result<Self, LoadError> {
+        let module = code.pre.module();
         let origin = || spec.origin.clone();
         let abi = AbiVersion::detect(module.exports().map(|e| e.name()))
             .map_err(|reason| LoadError::Abi { origin: origin(), reason })?;
-        crate::exports::check(&module, abi).map_err(|reason| LoadError::Export { origin: origin(), reason })?;
+        crate::exports::check(module, abi).map_err(|reason| LoadError::Export { origin: origin(), reason })?;
         let allocator = ["proxy_on_memory_allocate", "malloc"]
             .into_iter()
             .find(|name| module.get_export(name).is_some())
@@ -57,7 +56,48 @@ impl PluginModule {
                 origin: origin(),
                 reason: "the module exports no allocator (proxy_on_memory_allocate or malloc)".into(),
             })?;
-        Ok(PluginModule { key, spec, abi, pre, allocator, _vm_id: vm_id })
+        let optimized = AtomicBool::new(code.tier == Tier::Optimized);
+        Ok(PluginModule { key, spec, abi, code: Mutex::new(Arc::new(code)), optimized, allocator, _vm_id: vm_id })
+    }
+
+    /// Installs the optimised code when the compiler thread delivers it, if
+    /// the module is still loaded then. Threads move their VMs to it as
+    /// they take new streams (see `WasmThread`).
+    pub(crate) fn tier_up_when_ready(module: &Arc<Self>, optimized: mpsc::Receiver<Result<Code, LoadError>>) {
+        let module: Weak<Self> = Arc::downgrade(module);
+        let spawned = std::thread::Builder::new().name("wasm-tier-up".into()).spawn(move || {
+            let Ok(result) = optimized.recv() else { return };
+            let Some(module) = module.upgrade() else { return };
+            match result {
+                Ok(code) => {
+                    *module.code.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(code);
+                    module.optimized.store(true, Ordering::Release);
+                    tracing::info!(
+                        target: "wasm",
+                        "module {}: optimised code ready; VMs move to it at their next stream or event",
+                        module.spec.origin
+                    );
+                }
+                Err(error) => tracing::warn!(
+                    target: "wasm",
+                    "module {}: optimised compilation failed, staying on baseline code: {error}",
+                    module.spec.origin
+                ),
+            }
+        });
+        if let Err(error) = spawned {
+            tracing::warn!(target: "wasm", "cannot wait for optimised code, staying on baseline code: {error}");
+        }
+    }
+
+    /// The code a new instance starts from.
+    pub(crate) fn code(&self) -> Arc<Code> {
+        self.code.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether the current code is the optimising compiler's.
+    pub fn is_optimized(&self) -> bool {
+        self.optimized.load(Ordering::Acquire)
     }
 
     /// The key that identifies this module's VMs.

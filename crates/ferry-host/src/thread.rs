@@ -8,11 +8,19 @@
 //! instance after a backoff, or the plugin stays failed. Every event the
 //! embedder delivers names the instance it is for ([`InstanceId`]); events
 //! for an instance that was discarded are dropped and counted.
+//!
+//! With tiered compilation ([`crate::Compilation::Tiered`]) an instance
+//! running baseline code is replaced once its module's optimised code is
+//! ready: the next stream (or root context event) starts a new instance on
+//! it, and the old one *retires*: it keeps the streams it has, and the
+//! events addressed to it, until its last stream ends; then its root
+//! contexts are ended and it is dropped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::compiler::Tier;
 use crate::error::{PluginFailure, StartError};
 use crate::failure::{FailState, FailurePolicy, Health, PluginStats};
 use crate::grpc::{GrpcCommand, GrpcEvent};
@@ -75,6 +83,8 @@ pub struct Effects {
     pub retired: Vec<InstanceId>,
     /// Call [`WasmThread::restart_due`] at (or after) each of these times.
     pub restarts: Vec<Instant>,
+    /// A VM moved to optimised code: what [`WasmThread::plugins`] reports changed.
+    pub code_changed: bool,
 }
 
 impl Effects {
@@ -87,6 +97,7 @@ impl Effects {
             && self.cancelled.is_empty()
             && self.retired.is_empty()
             && self.restarts.is_empty()
+            && !self.code_changed
     }
 }
 
@@ -105,14 +116,49 @@ struct VmSlot {
     /// Root context id of each plugin in the current instance.
     root_ids: Vec<u32>,
     vm: Option<Vm>,
-    /// Bumped each time the instance is discarded.
+    /// Bumped each time the instance is discarded or replaced.
     generation: u32,
     fail: FailState,
+    /// Earlier instances finishing their streams (tiered compilation).
+    retiring: Vec<Retiring>,
+    /// An instance on the optimised code failed to start: stay on baseline.
+    tier_up_failed: bool,
+}
+
+/// An instance replaced while it had streams: it serves them, and the
+/// events addressed to it, until the last one ends.
+struct Retiring {
+    generation: u32,
+    vm: Vm,
+    root_ids: Vec<u32>,
 }
 
 impl VmSlot {
     fn instance(&self) -> InstanceId {
         InstanceId { vm_key: self.module.key(), generation: self.generation }
+    }
+
+    /// Instance `generation`: the live one or one retiring.
+    fn vm_mut(&mut self, generation: u32) -> Option<&mut Vm> {
+        if generation == self.generation {
+            return self.vm.as_mut();
+        }
+        self.retiring.iter_mut().find(|r| r.generation == generation).map(|r| &mut r.vm)
+    }
+
+    /// The root context ids of instance `generation`.
+    fn root_ids(&self, generation: u32) -> &[u32] {
+        if generation == self.generation {
+            return &self.root_ids;
+        }
+        self.retiring.iter().find(|r| r.generation == generation).map_or(&[], |r| &r.root_ids)
+    }
+
+    /// Whether the live instance runs baseline code and optimised code is ready.
+    fn tier_up_due(&self) -> bool {
+        !self.tier_up_failed
+            && self.vm.as_ref().is_some_and(|vm| vm.tier == Tier::Baseline)
+            && self.module.is_optimized()
     }
 
     /// What a failure means for this VM: its plugins share it, so it is
@@ -178,6 +224,8 @@ impl WasmThread {
                     vm: None,
                     generation: 0,
                     fail: FailState::new(Instant::now()),
+                    retiring: Vec::new(),
+                    tier_up_failed: false,
                 });
                 self.slots.len() - 1
             }
@@ -220,9 +268,13 @@ impl WasmThread {
         self.slots[handle.slot].fail.health
     }
 
-    /// Every plugin of this thread with the health of its VM.
-    pub fn plugins(&self) -> impl Iterator<Item = (&Arc<Plugin>, Health)> {
-        self.slots.iter().flat_map(|slot| slot.plugins.iter().map(|p| (p, slot.fail.health)))
+    /// Every plugin of this thread with the health of its VM and which
+    /// compiler made the code of its live instance (`None`: none is live).
+    pub fn plugins(&self) -> impl Iterator<Item = (&Arc<Plugin>, Health, Option<Tier>)> {
+        self.slots.iter().flat_map(|slot| {
+            let tier = slot.vm.as_ref().map(|vm| vm.tier);
+            slot.plugins.iter().map(move |p| (p, slot.fail.health, tier))
+        })
     }
 
     /// Creates a stream context for a new HTTP stream.
@@ -234,13 +286,16 @@ impl WasmThread {
         if self.shutting_down {
             return Err(failure(self.plugin(plugin), "the thread is shutting down".into()));
         }
+        if self.slots[plugin.slot].tier_up_due() {
+            self.tier_up(plugin.slot);
+        }
         self.ensure_vm(plugin)?;
         let slot = &mut self.slots[plugin.slot];
         let root_id = slot.root_ids[plugin.plugin];
         let instance = slot.instance();
         let vm = slot.vm.as_mut().expect("ensured above");
         let result = vm.create_stream_context(root_id);
-        let id = self.after_call(plugin, result)?;
+        let id = self.after_call(plugin, instance.generation, result)?;
         Ok(StreamContext { plugin, id, instance })
     }
 
@@ -273,7 +328,7 @@ impl WasmThread {
     ) -> Result<Verdict, PluginFailure> {
         let vm = self.live_vm(context)?;
         let result = vm.stream_callback(callback, context.id, stream, end_of_stream);
-        self.after_call(context.plugin, result)
+        self.after_call(context.plugin, context.instance.generation, result)
     }
 
     /// `proxy_on_downstream_connection_close` or (`upstream`)
@@ -290,7 +345,7 @@ impl WasmThread {
     ) -> Result<(), PluginFailure> {
         let vm = self.live_vm(context)?;
         let result = vm.on_connection_close(context.id, connection, upstream, peer);
-        self.after_call(context.plugin, result)
+        self.after_call(context.plugin, context.instance.generation, result)
     }
 
     /// Ends a network filter's context: `proxy_on_done`, `proxy_on_log`,
@@ -298,7 +353,7 @@ impl WasmThread {
     pub fn finish_tcp_stream(&mut self, context: StreamContext, connection: &mut HttpStream) {
         let Ok(vm) = self.live_vm(&context) else { return };
         let result = vm.finish_tcp_stream(context.id, connection);
-        let _ = self.after_call(context.plugin, result);
+        let _ = self.after_call(context.plugin, context.instance.generation, result);
     }
 
     /// Ends a stream context: `proxy_on_log`, `proxy_on_done`,
@@ -307,7 +362,7 @@ impl WasmThread {
     pub fn finish_http_stream(&mut self, context: StreamContext, stream: &mut HttpStream) {
         let Ok(vm) = self.live_vm(&context) else { return };
         let result = vm.finish_http_stream(context.id, stream);
-        let _ = self.after_call(context.plugin, result);
+        let _ = self.after_call(context.plugin, context.instance.generation, result);
     }
 
     /// Delivers a queue notification posted to this thread. Dropped (and
@@ -376,10 +431,11 @@ impl WasmThread {
         }
         let mut pending = 0;
         for slot in 0..self.slots.len() {
+            let generation = self.slots[slot].generation;
             let Some(vm) = self.slots[slot].vm.as_mut() else { continue };
             let result = vm.shutdown_roots();
             // A failure is logged and the instance is gone: nothing waits in it.
-            if let Ok(waiting) = self.after_call(PluginHandle { slot, plugin: 0 }, result) {
+            if let Ok(waiting) = self.after_call(PluginHandle { slot, plugin: 0 }, generation, result) {
                 pending += waiting;
             }
         }
@@ -419,8 +475,8 @@ impl WasmThread {
         }
     }
 
-    /// Runs `call` on root context `context_id` of `instance`, if that
-    /// instance is still the live one; counts the event as stale otherwise.
+    /// Runs `call` on context `context_id` of `instance`, if that instance
+    /// is still live or retiring; counts the event as stale otherwise.
     fn root_call(
         &mut self,
         instance: InstanceId,
@@ -428,31 +484,41 @@ impl WasmThread {
         call: impl FnOnce(&mut Vm) -> Result<(), CallError>,
     ) {
         let Some(slot) = self.slots.iter().position(|s| s.module.key() == instance.vm_key) else { return };
-        let live = &mut self.slots[slot];
-        let plugin = live.root_ids.iter().position(|&id| id == context_id).unwrap_or(0);
-        match live.vm.as_mut() {
-            Some(vm) if live.generation == instance.generation => {
+        let target = &mut self.slots[slot];
+        let plugin = target.root_ids(instance.generation).iter().position(|&id| id == context_id).unwrap_or(0);
+        match target.vm_mut(instance.generation) {
+            Some(vm) => {
                 let result = call(vm);
-                let _ = self.after_call(PluginHandle { slot, plugin }, result);
+                let _ = self.after_call(PluginHandle { slot, plugin }, instance.generation, result);
             }
-            _ => PluginStats::bump(&live.plugins[plugin].stats.stale_events),
+            None => PluginStats::bump(&target.plugins[plugin].stats.stale_events),
+        }
+        if self.slots[slot].tier_up_due() && !self.shutting_down {
+            self.tier_up(slot);
         }
     }
 
+    /// The instance a stream context lives in: the live one or one retiring.
     fn live_vm(&mut self, context: &StreamContext) -> Result<&mut Vm, PluginFailure> {
         let slot = &mut self.slots[context.plugin.slot];
-        match slot.vm.as_mut() {
-            Some(vm) if slot.generation == context.instance.generation => Ok(vm),
-            _ => {
-                let plugin = &slot.plugins[context.plugin.plugin];
-                Err(failure(plugin, "its VM failed and was replaced during this stream".into()))
-            }
+        if slot.vm_mut(context.instance.generation).is_none() {
+            let plugin = &slot.plugins[context.plugin.plugin];
+            return Err(failure(plugin, "its VM failed and was replaced during this stream".into()));
         }
+        Ok(slot.vm_mut(context.instance.generation).expect("checked above"))
     }
 
-    /// Collects what a call asked for, and turns a failure into a
-    /// [`PluginFailure`] that discards the instance.
-    fn after_call<T>(&mut self, handle: PluginHandle, result: Result<T, CallError>) -> Result<T, PluginFailure> {
+    /// Collects what a call into instance `generation` asked for, and turns
+    /// a failure into a [`PluginFailure`] that discards the instance.
+    fn after_call<T>(
+        &mut self,
+        handle: PluginHandle,
+        generation: u32,
+        result: Result<T, CallError>,
+    ) -> Result<T, PluginFailure> {
+        if generation != self.slots[handle.slot].generation {
+            return self.after_retiring_call(handle, generation, result);
+        }
         let slot = &mut self.slots[handle.slot];
         // Root contexts that called proxy_done are deleted once the callback returned.
         let result = match (result, slot.vm.as_mut()) {
@@ -521,6 +587,119 @@ impl WasmThread {
         failure
     }
 
+    /// [`WasmThread::after_call`] for a retiring instance: a failure ends
+    /// it (the live instance is not concerned); once its last stream is
+    /// done it is ended.
+    fn after_retiring_call<T>(
+        &mut self,
+        handle: PluginHandle,
+        generation: u32,
+        result: Result<T, CallError>,
+    ) -> Result<T, PluginFailure> {
+        let slot = &mut self.slots[handle.slot];
+        let Some(index) = slot.retiring.iter().position(|r| r.generation == generation) else {
+            return result.map_err(|e| failure(&slot.plugins[handle.plugin], e.to_string()));
+        };
+        let instance = InstanceId { vm_key: slot.module.key(), generation };
+        let vm = &mut slot.retiring[index].vm;
+        let result = match result {
+            Ok(value) => vm.delete_done_roots().map(|()| value),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(value) => {
+                collect(&mut self.effects, instance, vm);
+                if !vm.has_stream_contexts() {
+                    self.end_retiring(handle.slot, index);
+                }
+                Ok(value)
+            }
+            Err(error) => {
+                let mut retiring = slot.retiring.remove(index);
+                let plugin = slot.plugins[handle.plugin].clone();
+                PluginStats::bump(&plugin.stats.failures);
+                if error.deadline {
+                    PluginStats::bump(&plugin.stats.deadline_exceeded);
+                }
+                drop(retiring.vm.take_requests());
+                self.effects.cancelled.extend(retiring.vm.open_calls());
+                for (context_id, stream) in retiring.vm.take_parked() {
+                    self.orphans.insert((instance, context_id), stream);
+                    self.effects.stream_signals.push(StreamSignal {
+                        instance,
+                        context_id,
+                        action: StreamAction::Failed,
+                    });
+                }
+                self.effects.retired.push(instance);
+                let failure = failure(&plugin, error.to_string());
+                tracing::error!(
+                    target: "wasm",
+                    "{failure}; the retiring VM instance (baseline code) on this thread is discarded"
+                );
+                Err(failure)
+            }
+        }
+    }
+
+    /// Moves the slot's live instance (baseline code) to the optimised
+    /// code: a new instance takes new streams and events, the old one
+    /// retires. If the new one fails to start, the old one stays live.
+    fn tier_up(&mut self, slot_index: usize) {
+        let slot = &mut self.slots[slot_index];
+        let Some(old) = slot.vm.take() else { return };
+        let old_generation = slot.generation;
+        let old_roots = std::mem::take(&mut slot.root_ids);
+        slot.generation += 1;
+        match self.instantiate(slot_index) {
+            Ok(()) => {
+                let slot = &mut self.slots[slot_index];
+                let streams = old.has_stream_contexts();
+                slot.retiring.push(Retiring { generation: old_generation, vm: old, root_ids: old_roots });
+                tracing::info!(
+                    target: "wasm",
+                    "plugin '{}' (vm_id '{}'): VM on this thread moved to optimised code{}",
+                    slot.plugins[0].display_name(),
+                    slot.module.vm_id(),
+                    if streams { "; the baseline instance finishes its streams" } else { "" }
+                );
+                if !streams {
+                    let index = slot.retiring.len() - 1;
+                    self.end_retiring(slot_index, index);
+                }
+                self.effects.code_changed = true;
+            }
+            Err((plugin, error)) => {
+                let slot = &mut self.slots[slot_index];
+                slot.vm = Some(old);
+                slot.root_ids = old_roots;
+                slot.generation = old_generation;
+                slot.tier_up_failed = true;
+                tracing::warn!(
+                    target: "wasm",
+                    "plugin '{}' (vm_id '{}'): did not start on optimised code ({error}); staying on baseline code",
+                    plugin.display_name(),
+                    slot.module.vm_id()
+                );
+            }
+        }
+    }
+
+    /// Ends a retiring instance that has no stream left: its root contexts
+    /// end as at shutdown (one that defers its end is not waited for), and
+    /// what it still had open stops.
+    fn end_retiring(&mut self, slot_index: usize, index: usize) {
+        let slot = &mut self.slots[slot_index];
+        let Retiring { generation, mut vm, .. } = slot.retiring.remove(index);
+        let instance = InstanceId { vm_key: slot.module.key(), generation };
+        if let Err(error) = vm.shutdown_roots() {
+            tracing::debug!(target: "wasm", "retiring VM instance of '{}': {error}", slot.module.vm_id());
+        }
+        drop(vm.take_requests());
+        self.effects.cancelled.extend(vm.open_calls());
+        self.effects.retired.push(instance);
+    }
+
     /// Makes sure the plugin's VM is up: starts it if its restart is due.
     fn ensure_vm(&mut self, handle: PluginHandle) -> Result<(), PluginFailure> {
         let slot = &self.slots[handle.slot];
@@ -577,15 +756,8 @@ impl WasmThread {
         let slot = &mut self.slots[slot_index];
         let first = slot.plugins[0].clone();
         let instance = slot.instance();
-        let vm = Vm::instantiate(
-            self.host.engine(),
-            &slot.module,
-            instance,
-            slot.limits(),
-            self.host.shared.clone(),
-            self.mailbox.clone(),
-        )
-        .map_err(|e| (first, e))?;
+        let vm = Vm::instantiate(&slot.module, instance, slot.limits(), self.host.shared.clone(), self.mailbox.clone())
+            .map_err(|e| (first, e))?;
         slot.vm = Some(vm);
         let mut root_ids = Vec::with_capacity(slot.plugins.len());
         for plugin in slot.plugins.clone() {

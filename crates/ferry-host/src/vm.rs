@@ -11,6 +11,7 @@ use bytes::Bytes;
 use ferry_abi::PeerType;
 use wasmtime::{Store, Trap, TypedFunc, WasmParams, WasmResults};
 
+use crate::compiler::Tier;
 use crate::exports::Exports;
 use crate::grpc::{GrpcCommand, GrpcEvent};
 use crate::host::SharedState;
@@ -120,6 +121,8 @@ impl StreamCallback {
 /// A VM instance: a store, its instance's exports, and its context ids.
 pub(crate) struct Vm {
     store: Store<HostState>,
+    /// Which compiler made the code it runs.
+    pub(crate) tier: Tier,
     exports: Exports,
     /// The last context id handed out; ids are never 0 (the VM itself) and
     /// skip ids still in use once they wrap.
@@ -138,7 +141,6 @@ impl Vm {
     /// `main`, or `_start`), as proxy-wasm-cpp-host does, each under the
     /// start deadline of `limits`.
     pub(crate) fn instantiate(
-        engine: &wasmtime::Engine,
         module: &Arc<PluginModule>,
         instance: InstanceId,
         limits: Limits,
@@ -146,13 +148,14 @@ impl Vm {
         mailbox: Arc<dyn ThreadMailbox>,
     ) -> Result<Vm, CallError> {
         let state = HostState::new(module.clone(), instance, limits.memory_bytes, shared, mailbox);
-        let mut store = Store::new(engine, state);
+        let code = module.code();
+        let mut store = Store::new(code.pre.module().engine(), state);
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
         let start_ticks = Limits::ticks(limits.start_deadline);
         store.set_epoch_deadline(start_ticks);
         let wasm_instance =
-            module.pre.instantiate(&mut store).map_err(|e| CallError::new("instantiate", trap_message(&e)))?;
+            code.pre.instantiate(&mut store).map_err(|e| CallError::new("instantiate", trap_message(&e)))?;
         let exports = Exports::resolve(&wasm_instance, &mut store, module.abi);
         let memory = wasm_instance.get_memory(&mut store, "memory");
         store.data_mut().memory = memory;
@@ -162,6 +165,7 @@ impl Vm {
         };
         let mut vm = Vm {
             store,
+            tier: code.tier,
             exports,
             last_context_id: 0,
             callback_ticks: Limits::ticks(limits.callback_deadline),
@@ -585,6 +589,11 @@ impl Vm {
         let http = data.http_call_tokens.keys().map(|&token| Cancelled::HttpCall { instance, token });
         let grpc = data.grpc_tokens.keys().map(|&token| Cancelled::Grpc { instance, token });
         http.chain(grpc).collect()
+    }
+
+    /// Whether any stream context (HTTP stream or TCP connection) is open.
+    pub(crate) fn has_stream_contexts(&self) -> bool {
+        self.store.data().contexts.iter().any(|(id, e)| !e.is_root(*id))
     }
 
     fn is_root_context(&self, id: u32) -> bool {

@@ -18,6 +18,8 @@ mod server;
 mod tcp_proxy;
 mod upstream;
 
-pub use plan::{HttpPlan, ListenerPlan, ListenerService, Plan, PlanError, TcpPlan, WasmSettings, host_runtime};
+pub use plan::{
+    HostRuntime, HttpPlan, ListenerPlan, ListenerService, Plan, PlanError, TcpPlan, WasmSettings, host_runtime,
+};
 pub use server::{RunError, RunOptions, check_start, run};
 pub use upstream::Clusters;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_config::{Bootstrap, Code, HttpFilter, ListenerKind, PluginConfig, WasmLimits, WasmRuntime};
 use ferry_host::{
-    Backoff, FailurePolicy, HoldPolicy, Host, Limits, LoadError, ModuleSpec, Overflow, Plugin, QueueBounds,
-    QueueBoundsRule,
+    Backoff, Compilation, FailurePolicy, HoldPolicy, Host, Limits, LoadError, ModuleSpec, Overflow, Plugin,
+    QueueBounds, QueueBoundsRule,
 };
 
 use crate::router::RouteTable;
@@ -66,9 +66,18 @@ pub struct WasmSettings {
     pub failure_policy: Option<ferry_config::FailurePolicy>,
 }
 
-/// What the host needs from the configuration: when plugins are held
-/// failed, and how shared queues are bounded.
-pub fn host_runtime(config: &Bootstrap) -> (HoldPolicy, (QueueBounds, Vec<QueueBoundsRule>)) {
+/// What the host needs from the configuration (`ferry.config.v1.WasmRuntime`).
+pub struct HostRuntime {
+    /// When plugins that keep failing are held failed.
+    pub hold: HoldPolicy,
+    /// Bounds of shared queues: the default, and rules for named queues.
+    pub queue_bounds: (QueueBounds, Vec<QueueBoundsRule>),
+    /// `compilation`, if set.
+    pub compilation: Option<Compilation>,
+}
+
+/// Reads [`HostRuntime`] from the configuration.
+pub fn host_runtime(config: &Bootstrap) -> HostRuntime {
     let runtime = &config.wasm_runtime;
     let hold =
         runtime.hold_failed.map_or_else(HoldPolicy::default, |h| HoldPolicy { failures: h.failures, window: h.window });
@@ -82,7 +91,12 @@ pub fn host_runtime(config: &Bootstrap) -> (HoldPolicy, (QueueBounds, Vec<QueueB
             bounds: queue_bounds(defaults, Some(rule.bounds)),
         })
         .collect();
-    (hold, (defaults, rules))
+    let compilation = runtime.compilation.map(|c| match c {
+        ferry_config::Compilation::Tiered => Compilation::Tiered,
+        ferry_config::Compilation::Optimizing => Compilation::Optimizing,
+        ferry_config::Compilation::Baseline => Compilation::Baseline,
+    });
+    HostRuntime { hold, queue_bounds: (defaults, rules), compilation }
 }
 
 /// `base` with the bounds `config` sets.

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use ferry_config::FailurePolicy;
-use ferry_host::{Host, HostOptions};
+use ferry_host::{Compilation, Host, HostOptions};
 use ferry_proxy::{Plan, RunOptions, WasmSettings};
 
 /// Command line: the subset of Envoy's that ferry understands.
@@ -72,6 +72,22 @@ struct Cli {
     /// (default: fail-reload, with Envoy's default backoff of 1 s).
     #[arg(long = "wasm-failure-policy", value_enum)]
     wasm_failure_policy: Option<PolicyArg>,
+    /// How plugin code is compiled (default: tiered). Overrides the
+    /// configuration's `compilation`.
+    #[arg(long = "wasm-compilation", value_enum)]
+    wasm_compilation: Option<CompilationArg>,
+}
+
+/// `--wasm-compilation`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CompilationArg {
+    /// Serve on quickly made baseline code when the optimised code takes
+    /// long, then move to the optimised code.
+    Tiered,
+    /// Wait for the optimised code (Cranelift).
+    Optimizing,
+    /// Baseline code only (Winch): the fastest start, slower code.
+    Baseline,
 }
 
 /// `--wasm-failure-policy`, by Envoy's names.
@@ -132,9 +148,23 @@ fn run(cli: &Cli, wasm_level: ferry_host::WasmLogLevel) -> anyhow::Result<()> {
     let module_cache = if cli.no_wasm_cache { None } else { cli.wasm_cache_dir.clone().or_else(default_cache_dir) };
     let upstreams = Some(config.clusters.iter().map(|c| c.name.clone()).collect());
     let node = (config.node.id.clone(), config.node.cluster.clone());
-    let (hold, queue_bounds) = ferry_proxy::host_runtime(&config);
-    let host =
-        Host::new(HostOptions { wasm_log_level: wasm_level, module_cache, upstreams, node, hold, queue_bounds })?;
+    let runtime = ferry_proxy::host_runtime(&config);
+    let compilation = match cli.wasm_compilation {
+        Some(CompilationArg::Tiered) => Compilation::Tiered,
+        Some(CompilationArg::Optimizing) => Compilation::Optimizing,
+        Some(CompilationArg::Baseline) => Compilation::Baseline,
+        None => runtime.compilation.unwrap_or(Compilation::Tiered),
+    };
+    let host = Host::new(HostOptions {
+        wasm_log_level: wasm_level,
+        module_cache,
+        upstreams,
+        node,
+        hold: runtime.hold,
+        queue_bounds: runtime.queue_bounds,
+        compilation,
+        ..HostOptions::default()
+    })?;
     let settings = wasm_settings(cli);
     let plan =
         Plan::build(&config, host, &settings).with_context(|| format!("error initializing configuration '{path}'"))?;

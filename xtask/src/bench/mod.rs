@@ -416,17 +416,57 @@ fn memory_run(root: &Path, ferry: &Path, work: &Path, wrk: &Wrk, n: u64) -> anyh
     result
 }
 
-/// Median time from spawn to the first 200, module cache warm, over 5 starts.
-fn startup_run(root: &Path, ferry: &Path, work: &Path) -> anyhow::Result<f64> {
+/// Start-up times, in milliseconds, from spawn to the first answered request.
+struct Startup {
+    /// The shared_queue example, module cache warm (median of 5).
+    warm_ms: f64,
+    /// The Go test plugin (a multi-megabyte module from standard Go), no
+    /// module cache (median of 3).
+    go_cold_ms: f64,
+    /// Its size.
+    go_bytes: u64,
+}
+
+fn startup_run(root: &Path, ferry: &Path, work: &Path) -> anyhow::Result<Startup> {
     eprintln!("== start-up: shared_queue example, module cache warm");
-    let mut times = Vec::new();
-    for attempt in 0..6 {
+    // The first start fills the cache.
+    let mut warm = time_to_serve(ferry, work, 6, &[], |port| example_config(root, port))?;
+    warm.remove(0);
+    eprintln!("== start-up: Go plugin, no module cache");
+    let go = root.join("target/go-plugins/go_hello.wasm");
+    let go_bytes = std::fs::metadata(&go).with_context(|| format!("{} is missing", go.display()))?.len();
+    let filter = format!(
+        r#"
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                vm_config:
+                  vm_id: go
+                  code: {{ local: {{ filename: "{}" }} }}"#,
+        go.display()
+    );
+    let cold = time_to_serve(ferry, work, 3, &["--no-wasm-cache"], |port| direct_config(port, &filter, ""))?;
+    Ok(Startup { warm_ms: median(warm), go_cold_ms: median(cold), go_bytes })
+}
+
+/// Starts ferry `times` times (2 workers) with the config `config(port)`
+/// makes; for each, the milliseconds until `GET /` answers `example body`.
+fn time_to_serve(
+    ferry: &Path,
+    work: &Path,
+    times: usize,
+    args: &[&str],
+    config: impl Fn(u16) -> String,
+) -> anyhow::Result<Vec<f64>> {
+    let mut elapsed_ms = Vec::new();
+    for _ in 0..times {
         let port = free_port_pair()?;
-        let config = work.join("startup.yaml");
-        std::fs::write(&config, example_config(root, port))?;
+        let path = work.join("startup.yaml");
+        std::fs::write(&path, config(port))?;
         let started = Instant::now();
-        let mut server = start_ferry(ferry, &config, &work.join("startup.log"), "2", &[])?;
-        let deadline = started + Duration::from_secs(30);
+        let mut server = start_ferry(ferry, &path, &work.join("startup.log"), "2", args)?;
+        let deadline = started + Duration::from_secs(60);
         let mut ready = None;
         while Instant::now() < deadline {
             if http_get(port, "/").is_ok_and(|b| b == "example body\n") {
@@ -437,13 +477,14 @@ fn startup_run(root: &Path, ferry: &Path, work: &Path) -> anyhow::Result<f64> {
         }
         stop(&mut server);
         let elapsed = ready.context("ferry did not answer; see target/bench/startup.stderr")?;
-        // The first start fills the cache.
-        if attempt > 0 {
-            times.push(elapsed.as_secs_f64() * 1000.0);
-        }
+        elapsed_ms.push(elapsed.as_secs_f64() * 1000.0);
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(elapsed_ms)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn listener(port: u16, filters: &str, action: &str) -> String {
@@ -538,7 +579,7 @@ fn report(
     rows: &[Row],
     accounting: &[Accounting],
     memory: Option<(u64, u64, u64)>,
-    startup_ms: f64,
+    startup: Startup,
     seconds: u64,
     connections: u64,
 ) -> String {
@@ -608,7 +649,11 @@ fn report(
         ));
     }
     out.push_str(&format!(
-        "\nStart-up to the first answered request, module cache warm (median of 5): {startup_ms:.1} ms.\n"
+        "\nStart-up to the first answered request: shared_queue example, module cache warm (median of 5) {:.1} ms; \
+         Go plugin ({:.1} MB), no module cache (median of 3) {:.0} ms.\n",
+        startup.warm_ms,
+        startup.go_bytes as f64 / 1e6,
+        startup.go_cold_ms
     ));
     out
 }

@@ -189,7 +189,7 @@ impl ThreadLoop {
             return;
         }
         let retired = effects.retired;
-        let health_changed = !retired.is_empty();
+        let health_changed = !retired.is_empty() || effects.code_changed;
         if !effects.ticks.is_empty() || !effects.restarts.is_empty() || !retired.is_empty() {
             let mut timers = self.timers.borrow_mut();
             timers.apply(effects.ticks);
