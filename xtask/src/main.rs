@@ -7,9 +7,12 @@
 //!   multi-queue example, with a request through its TCP listener too.
 //! - `test`: build the plugins, then run every test of the workspace.
 //! - `bench`: the end-to-end benchmark, side by side with nginx (see docs/benchmarks.md).
+//! - `fuzz [SECONDS] [TARGET]`: a coverage-guided run of the fuzz targets
+//!   (nightly cargo-fuzz, installed when missing; see docs/reliability.md).
 
 mod bench;
 mod demo;
+mod fuzz;
 mod plugins;
 
 use std::path::{Path, PathBuf};
@@ -36,8 +39,12 @@ fn main() -> anyhow::Result<()> {
         "test" => test(&root),
         "bench" => bench::run(&root),
         "bench-upstream" => bench::upstream::serve(std::env::args().nth(2).as_deref()),
+        "fuzz" => {
+            let seconds = std::env::args().nth(2).map_or(Ok(60), |s| s.parse()).context("SECONDS is a number")?;
+            fuzz::run_fuzz(&root, seconds, std::env::args().nth(3).as_deref())
+        }
         _ => {
-            eprintln!("usage: cargo xtask <build-plugins|demo [multi]|test|bench>");
+            eprintln!("usage: cargo xtask <build-plugins|demo [multi]|test|bench|fuzz [SECONDS] [TARGET]>");
             std::process::exit(2);
         }
     }

@@ -41,8 +41,8 @@ fn join(path: &str, field: &str) -> String {
 /// Deserializes `value` as `T`, reporting errors under `path`.
 fn decode<T: DeserializeOwned>(value: Value, path: &str) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let inner = e.path().to_string();
-        let at = if inner == "." { path.to_owned() } else { join(path, &inner) };
+        let inner = crate::field_path(e.path());
+        let at = if inner.is_empty() { path.to_owned() } else { join(path, &inner) };
         err(at, e.into_inner().to_string())
     })
 }

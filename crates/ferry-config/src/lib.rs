@@ -35,14 +35,39 @@ pub struct ConfigError {
 pub fn from_yaml(text: &str) -> Result<Bootstrap, ConfigError> {
     let deserializer = serde_norway::Deserializer::from_str(text);
     let raw: raw::Bootstrap = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { "(file)".to_owned() } else { path };
+        let path = field_path(e.path());
+        let path = if path.is_empty() { "(file)".to_owned() } else { path };
         // The YAML library names the path itself when it knows it.
         let message = e.into_inner().to_string();
         let message = message.strip_prefix(&format!("{path}: ")).map_or(message.clone(), str::to_owned);
         ConfigError { path, message }
     })?;
     convert::bootstrap(raw)
+}
+
+/// A serde path as ferry's messages write it: `a.b[0].c`, with an empty
+/// key written `""` (so the path still says where the field is).
+pub(crate) fn field_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(if key.is_empty() { "\"\"" } else { key });
+            }
+            Segment::Unknown => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push('?');
+            }
+        }
+    }
+    out
 }
 
 /// Reads and parses a configuration file.
