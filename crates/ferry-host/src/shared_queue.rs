@@ -138,7 +138,7 @@ struct Registry {
     default_bounds: QueueBounds,
     /// Bytes held by each vm_id's queues, and the most they may hold
     /// ([`MAX_QUEUED_BYTES_PER_VM_ID`]; tests lower it).
-    vm_bytes: HashMap<String, usize>,
+    vm_bytes: FxHashMap<String, usize>,
     vm_budget: usize,
 }
 
@@ -151,7 +151,7 @@ impl Default for Registry {
             totals: QueueTotals::default(),
             rules: Vec::new(),
             default_bounds: QueueBounds::default(),
-            vm_bytes: HashMap::new(),
+            vm_bytes: FxHashMap::default(),
             vm_budget: MAX_QUEUED_BYTES_PER_VM_ID,
         }
     }
@@ -256,7 +256,9 @@ impl SharedQueues {
             let mut reg = self.lock();
             let reg = &mut *reg;
             let queue = reg.queues.get_mut(&token).ok_or(Status::NotFound)?;
-            let vm_bytes = reg.vm_bytes.entry(queue.vm_id.clone()).or_default();
+            let mut no_entry = 0;
+            // Registration made the entry; a lookup, not an allocation, per item.
+            let vm_bytes = reg.vm_bytes.get_mut(queue.vm_id.as_str()).unwrap_or(&mut no_entry);
             let (dropped_before, bytes_before) = (queue.counts.dropped, queue.bytes);
             let cost = item.len() + ITEM_OVERHEAD;
             if *vm_bytes + cost > reg.vm_budget || !queue.make_room(item.len()) {
@@ -290,13 +292,15 @@ impl SharedQueues {
     /// there is no item.
     pub fn dequeue(&self, token: u32) -> Result<Bytes, Status> {
         let mut reg = self.lock();
+        let reg = &mut *reg;
         let queue = reg.queues.get_mut(&token).ok_or(Status::NotFound)?;
         let item = queue.items.pop_front().ok_or(Status::Empty)?;
         queue.bytes -= item.len() + ITEM_OVERHEAD;
         queue.counts.dequeued += 1;
-        let vm_id = queue.vm_id.clone();
         reg.totals.dequeued += 1;
-        reg.release(&vm_id, item.len() + ITEM_OVERHEAD);
+        if let Some(used) = reg.vm_bytes.get_mut(queue.vm_id.as_str()) {
+            *used = used.saturating_sub(item.len() + ITEM_OVERHEAD);
+        }
         Ok(item)
     }
 
@@ -309,7 +313,9 @@ impl SharedQueues {
         let cost = item.len() + ITEM_OVERHEAD;
         queue.bytes += cost;
         queue.items.push_front(item);
-        *reg.vm_bytes.entry(queue.vm_id.clone()).or_default() += cost;
+        if let Some(used) = reg.vm_bytes.get_mut(queue.vm_id.as_str()) {
+            *used += cost;
+        }
         queue.counts.dequeued -= 1;
         reg.totals.dequeued -= 1;
     }
@@ -399,12 +405,6 @@ impl Registry {
 
     fn vm_used(&self, vm_id: &str) -> usize {
         self.vm_bytes.get(vm_id).copied().unwrap_or(0)
-    }
-
-    fn release(&mut self, vm_id: &str, bytes: usize) {
-        if let Some(used) = self.vm_bytes.get_mut(vm_id) {
-            *used = used.saturating_sub(bytes);
-        }
     }
 
     fn bounds_of(&self, vm_id: &str, name: &str) -> QueueBounds {
