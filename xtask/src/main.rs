@@ -23,7 +23,15 @@ use anyhow::{Context, bail};
 
 use plugins::{Plugins, build_plugins};
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    // One clean message, with its causes on the same line, and no backtrace.
+    if let Err(error) = run_task() {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_task() -> anyhow::Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
