@@ -115,6 +115,16 @@ pub(crate) fn bootstrap(raw: raw::Bootstrap) -> Result<Bootstrap, ConfigError> {
         .enumerate()
         .map(|(i, l)| listener(l, &format!("static_resources.listeners[{i}]"), &clusters))
         .collect::<Result<Vec<_>, _>>()?;
+    // Envoy refuses a second listener of the same name (an unnamed one gets a
+    // generated name, so only given names can clash).
+    for (i, l) in listeners.iter().enumerate() {
+        if !l.name.is_empty() && listeners[..i].iter().any(|other| other.name == l.name) {
+            return Err(err(
+                format!("static_resources.listeners[{i}].name"),
+                format!("duplicate listener name {:?}", l.name),
+            ));
+        }
+    }
     let mut wasm_services = Vec::new();
     let mut wasm_runtime: Option<WasmRuntime> = None;
     for (i, extension) in raw.bootstrap_extensions.into_iter().enumerate() {
@@ -277,7 +287,11 @@ fn http_filter(raw: raw::TypedExtension, path: &str) -> Result<Option<HttpFilter
     }
 }
 
+/// Envoy's default for `max_direct_response_body_size_bytes`.
+const DEFAULT_MAX_DIRECT_RESPONSE_BODY: u32 = 4096;
+
 fn route_config(raw: raw::RouteConfiguration, path: &str, clusters: &[Cluster]) -> Result<RouteConfig, ConfigError> {
+    let max_body = raw.max_direct_response_body_size_bytes.unwrap_or(DEFAULT_MAX_DIRECT_RESPONSE_BODY);
     let mut virtual_hosts = Vec::new();
     for (i, vh) in raw.virtual_hosts.into_iter().enumerate() {
         let vh_path = format!("{path}.virtual_hosts[{i}]");
@@ -288,14 +302,14 @@ fn route_config(raw: raw::RouteConfiguration, path: &str, clusters: &[Cluster]) 
             .routes
             .into_iter()
             .enumerate()
-            .map(|(j, r)| route(r, &format!("{vh_path}.routes[{j}]"), clusters))
+            .map(|(j, r)| route(r, &format!("{vh_path}.routes[{j}]"), clusters, max_body))
             .collect::<Result<_, _>>()?;
         virtual_hosts.push(VirtualHost { name: vh.name, domains: vh.domains, routes });
     }
     Ok(RouteConfig { name: raw.name, virtual_hosts })
 }
 
-fn route(raw: raw::Route, path: &str, clusters: &[Cluster]) -> Result<Route, ConfigError> {
+fn route(raw: raw::Route, path: &str, clusters: &[Cluster], max_body: u32) -> Result<Route, ConfigError> {
     let _ = raw.name;
     let m = raw.matcher;
     let matcher = match (m.prefix, m.path) {
@@ -306,7 +320,7 @@ fn route(raw: raw::Route, path: &str, clusters: &[Cluster]) -> Result<Route, Con
     let action = match (raw.direct_response, raw.route) {
         (Some(d), None) => RouteAction::DirectResponse {
             status: d.status,
-            body: d.body.map(|b| data_source(b, &join(path, "direct_response.body"))).transpose()?,
+            body: d.body.map(|b| body_source(b, &join(path, "direct_response.body"), max_body)).transpose()?,
         },
         (None, Some(r)) => {
             let at = join(path, "route");
@@ -327,16 +341,24 @@ fn route(raw: raw::Route, path: &str, clusters: &[Cluster]) -> Result<Route, Con
     Ok(Route { matcher, case_sensitive: m.case_sensitive.unwrap_or(true), action })
 }
 
-/// Bytes of an inline or file `DataSource`.
-fn data_source(raw: raw::DataSource, path: &str) -> Result<Vec<u8>, ConfigError> {
-    match (raw.inline_string, raw.inline_bytes, raw.filename) {
-        (Some(s), None, None) => Ok(s.into_bytes()),
-        (None, Some(b), None) => base64_bytes(&b, &join(path, "inline_bytes")),
+/// Bytes of an inline or file `DataSource` used as a direct-response body,
+/// at most `max` bytes (the route configuration's
+/// `max_direct_response_body_size_bytes`, as Envoy checks it).
+fn body_source(raw: raw::DataSource, path: &str, max: u32) -> Result<Vec<u8>, ConfigError> {
+    let bytes = match (raw.inline_string, raw.inline_bytes, raw.filename) {
+        (Some(s), None, None) => s.into_bytes(),
+        (None, Some(b), None) => base64_bytes(&b, &join(path, "inline_bytes"))?,
         (None, None, Some(f)) => {
-            std::fs::read(&f).map_err(|e| err(join(path, "filename"), format!("cannot read {f:?}: {e}")))
+            return crate::input::read_file(std::path::Path::new(&f), max.into()).map_err(|reason| {
+                err(join(path, "filename"), format!("{reason} (max_direct_response_body_size_bytes)"))
+            });
         }
-        _ => Err(err(path, "exactly one of inline_string, inline_bytes or filename is required")),
+        _ => return Err(err(path, "exactly one of inline_string, inline_bytes or filename is required")),
+    };
+    if bytes.len() > max as usize {
+        return Err(err(path, format!("{} bytes, over max_direct_response_body_size_bytes ({max})", bytes.len())));
     }
+    Ok(bytes)
 }
 
 fn base64_bytes(text: &str, path: &str) -> Result<Vec<u8>, ConfigError> {

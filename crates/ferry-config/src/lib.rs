@@ -9,10 +9,12 @@
 //! Fields that change nothing here (stat prefixes, runtime names) are accepted.
 
 mod convert;
+pub mod input;
 pub mod model;
 // Fields typed `Ignored` exist only to be accepted; they are never read.
 #[allow(dead_code)]
 mod raw;
+mod repeated;
 
 use std::path::Path;
 
@@ -33,6 +35,11 @@ pub struct ConfigError {
 /// # Errors
 /// Invalid YAML, an unknown or unsupported field, or an inconsistent value.
 pub fn from_yaml(text: &str) -> Result<Bootstrap, ConfigError> {
+    let refuse = |message: String| ConfigError { path: "(file)".into(), message };
+    if text.len() as u64 > input::MAX_CONFIG_BYTES {
+        return Err(refuse(format!("{} bytes, over the limit of {}", text.len(), input::MAX_CONFIG_BYTES)));
+    }
+    input::check_nesting(text).map_err(refuse)?;
     let deserializer = serde_norway::Deserializer::from_str(text);
     let raw: raw::Bootstrap = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = field_path(e.path());
@@ -75,7 +82,8 @@ pub(crate) fn field_path(path: &serde_path_to_error::Path) -> String {
 /// # Errors
 /// As [`from_yaml`], or the file cannot be read.
 pub fn from_file(path: &Path) -> Result<Bootstrap, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError { path: "(file)".into(), message: format!("cannot read {}: {e}", path.display()) })?;
+    let refuse = |message: String| ConfigError { path: "(file)".into(), message };
+    let bytes = input::read_file(path, input::MAX_CONFIG_BYTES).map_err(refuse)?;
+    let text = String::from_utf8(bytes).map_err(|e| refuse(format!("{} is not UTF-8: {e}", path.display())))?;
     from_yaml(&text)
 }

@@ -20,7 +20,7 @@ pub(crate) struct Bootstrap {
     pub node: Option<Node>,
     #[serde(default)]
     pub static_resources: StaticResources,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub bootstrap_extensions: Vec<TypedExtension>,
     #[serde(default)]
     pub admin: Option<Admin>,
@@ -54,9 +54,9 @@ pub(crate) struct Node {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StaticResources {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub listeners: Vec<Listener>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub clusters: Vec<Cluster>,
 }
 
@@ -105,7 +105,7 @@ pub(crate) struct Listener {
     #[serde(default)]
     pub name: String,
     pub address: Address,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub filter_chains: Vec<FilterChain>,
     #[serde(default)]
     pub stat_prefix: Ignored,
@@ -118,7 +118,7 @@ pub(crate) struct Listener {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FilterChain {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub filters: Vec<TypedExtension>,
     #[serde(default)]
     pub name: Ignored,
@@ -132,7 +132,7 @@ pub(crate) struct HttpConnectionManager {
     #[serde(default)]
     pub codec_type: Option<String>,
     pub route_config: RouteConfiguration,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub http_filters: Vec<TypedExtension>,
     #[serde(default)]
     pub generate_request_id: Option<bool>,
@@ -145,8 +145,11 @@ pub(crate) struct HttpConnectionManager {
 pub(crate) struct RouteConfiguration {
     #[serde(default)]
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub virtual_hosts: Vec<VirtualHost>,
+    /// Envoy's cap on direct-response bodies (a `UInt32Value`; 4096 when unset).
+    #[serde(default)]
+    pub max_direct_response_body_size_bytes: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -154,8 +157,9 @@ pub(crate) struct RouteConfiguration {
 pub(crate) struct VirtualHost {
     #[serde(default)]
     pub name: String,
+    #[serde(deserialize_with = "crate::repeated::one_or_many")]
     pub domains: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub routes: Vec<Route>,
 }
 
@@ -261,14 +265,14 @@ pub(crate) struct ExplicitHttpConfig {
 pub(crate) struct LoadAssignment {
     #[serde(default)]
     pub cluster_name: Ignored,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub endpoints: Vec<LocalityEndpoints>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LocalityEndpoints {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub lb_endpoints: Vec<LbEndpoint>,
     #[serde(default)]
     pub locality: Ignored,
@@ -368,7 +372,7 @@ pub(crate) struct WasmRuntime {
     pub start_deadline: Option<String>,
     #[serde(default)]
     pub memory_limit_bytes: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub plugins: Vec<PluginLimits>,
     #[serde(default)]
     pub default_failure_policy: Option<String>,
@@ -376,7 +380,7 @@ pub(crate) struct WasmRuntime {
     pub hold_failed: Option<HoldFailed>,
     #[serde(default)]
     pub shared_queue_defaults: Option<QueueBounds>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub shared_queues: Vec<QueueRule>,
     #[serde(default)]
     pub compilation: Option<String>,
@@ -457,7 +461,7 @@ pub(crate) struct AsyncDataSource {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EnvironmentVariables {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub host_env_keys: Vec<String>,
     #[serde(default)]
     pub key_values: indexmap_like::OrderedMap,

@@ -19,15 +19,14 @@ use crate::upstream::Clusters;
 /// Why start-up failed, in words a user can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    /// A plugin's code could not be read.
-    #[error("{path}: cannot read Wasm module {file:?}: {reason}")]
+    /// A plugin's code could not be read: missing, not a regular file, or
+    /// over [`ferry_config::input::MAX_MODULE_BYTES`].
+    #[error("{path}: the Wasm module: {reason}")]
     Code {
         /// Config path of the code field.
         path: String,
-        /// The file.
-        file: String,
-        /// The I/O error.
-        reason: std::io::Error,
+        /// What is wrong with the file, naming it.
+        reason: String,
     },
     /// A plugin's module could not be loaded.
     #[error("plugin '{plugin}' ({path}): {source}")]
@@ -278,11 +277,8 @@ impl PluginSet<'_> {
         let code_path = format!("{}.vm_config.code.local", config.config_path);
         let (code, origin) = match &vm.code {
             Code::File(file) => {
-                let code = std::fs::read(file).map_err(|reason| PlanError::Code {
-                    path: format!("{code_path}.filename"),
-                    file: file.display().to_string(),
-                    reason,
-                })?;
+                let code = ferry_config::input::read_file(file, ferry_config::input::MAX_MODULE_BYTES)
+                    .map_err(|reason| PlanError::Code { path: format!("{code_path}.filename"), reason })?;
                 (code, file.display().to_string())
             }
             Code::Inline(bytes) => (bytes.clone(), format!("inline code at {code_path}")),
