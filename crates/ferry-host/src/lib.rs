@@ -46,7 +46,7 @@ pub use limits::{
     MAX_QUEUED_BYTES_PER_VM_ID, MAX_SHARED_DATA_BYTES, MAX_TABLE_ELEMENTS, MAX_VALUE_BYTES,
 };
 pub use mailbox::{InstanceId, QueueReady, ThreadMailbox, VmKey};
-pub use metrics::{Metric, Metrics};
+pub use metrics::{HISTOGRAM_BUCKETS, HistogramValue, Metric, MetricValue, Metrics, sanitize_stat_name};
 pub use module::{ModuleSpec, PluginModule};
 pub use plugin::Plugin;
 pub use shared_data::SharedData;

@@ -8,8 +8,32 @@ use std::sync::{Arc, Mutex};
 
 use ferry_abi::{MetricType, Status};
 
+/// Upper bounds of the histogram buckets: Envoy's default buckets, so a
+/// Prometheus scrape of ferry looks like one of Envoy.
+pub const HISTOGRAM_BUCKETS: [f64; 19] = [
+    0.5,
+    1.0,
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1_000.0,
+    2_500.0,
+    5_000.0,
+    10_000.0,
+    30_000.0,
+    60_000.0,
+    300_000.0,
+    600_000.0,
+    1_800_000.0,
+    3_600_000.0,
+];
+
 /// One metric. Counters and gauges are a single number; histograms keep a
-/// count, a sum and the extremes of the values recorded.
+/// count, a sum, the extremes and a count per bucket of [`HISTOGRAM_BUCKETS`].
 #[derive(Debug)]
 pub struct Metric {
     kind: MetricType,
@@ -17,6 +41,33 @@ pub struct Metric {
     count: AtomicU64,
     min: AtomicU64,
     max: AtomicU64,
+    /// Values at most each bucket's bound (and above the previous one); the
+    /// last slot holds values above every bound. Empty unless a histogram.
+    buckets: Box<[AtomicU64]>,
+}
+
+/// A metric's value at one moment, for the admin endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricValue {
+    /// A counter.
+    Counter(u64),
+    /// A gauge.
+    Gauge(i64),
+    /// A histogram.
+    Histogram(HistogramValue),
+}
+
+/// A histogram's values at one moment.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HistogramValue {
+    /// Values recorded.
+    pub count: u64,
+    /// Their sum.
+    pub sum: u64,
+    /// The smallest and largest, when any was recorded.
+    pub range: Option<(u64, u64)>,
+    /// Cumulative count of values at most each of [`HISTOGRAM_BUCKETS`].
+    pub cumulative: Vec<u64>,
 }
 
 impl Metric {
@@ -27,6 +78,31 @@ impl Metric {
             count: AtomicU64::new(0),
             min: AtomicU64::new(u64::MAX),
             max: AtomicU64::new(0),
+            buckets: match kind {
+                MetricType::Histogram => (0..=HISTOGRAM_BUCKETS.len()).map(|_| AtomicU64::new(0)).collect(),
+                _ => Box::new([]),
+            },
+        }
+    }
+
+    /// The value now, as the admin endpoint shows it.
+    pub fn value(&self) -> MetricValue {
+        let value = self.value.load(Ordering::Relaxed);
+        match self.kind {
+            MetricType::Counter => MetricValue::Counter(value),
+            MetricType::Gauge => MetricValue::Gauge(value as i64),
+            MetricType::Histogram => {
+                let count = self.count.load(Ordering::Relaxed);
+                let range = (count > 0).then(|| (self.min.load(Ordering::Relaxed), self.max.load(Ordering::Relaxed)));
+                let cumulative = self.buckets[..HISTOGRAM_BUCKETS.len()]
+                    .iter()
+                    .scan(0, |total, bucket| {
+                        *total += bucket.load(Ordering::Relaxed);
+                        Some(*total)
+                    })
+                    .collect();
+                MetricValue::Histogram(HistogramValue { count, sum: value, range, cumulative })
+            }
         }
     }
 
@@ -63,6 +139,8 @@ impl Metric {
                 self.count.fetch_add(1, Ordering::Relaxed);
                 self.min.fetch_min(value, Ordering::Relaxed);
                 self.max.fetch_max(value, Ordering::Relaxed);
+                let bucket = HISTOGRAM_BUCKETS.partition_point(|&bound| bound < value as f64);
+                self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -106,6 +184,7 @@ impl Metrics {
     /// # Errors
     /// [`Status::BadArgument`] if `name` exists with another kind.
     pub(crate) fn define(&self, kind: MetricType, name: &str) -> Result<Arc<Metric>, Status> {
+        let name = &sanitize_stat_name(name);
         let mut by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
         if by_name.len() >= crate::limits::MAX_METRICS && !by_name.contains_key(name) {
             return Err(Status::BadArgument);
@@ -122,6 +201,14 @@ impl Metrics {
         let by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
         by_name.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
+}
+
+/// A stat name chosen by a plugin, made safe for every admin output: as
+/// Envoy, `:` and NUL become `_`; beyond Envoy, so that no name can start a
+/// line of its own or break a format, every other control character and
+/// whitespace becomes `_` too.
+pub fn sanitize_stat_name(name: &str) -> String {
+    name.chars().map(|c| if c == ':' || c.is_control() || c.is_whitespace() { '_' } else { c }).collect()
 }
 
 /// A VM's metric ids: the kind in the low two bits (as Envoy), an index
@@ -173,11 +260,26 @@ mod tests {
         histogram.record(8);
         histogram.record(10);
         assert_eq!(histogram.render(), "count=2 sum=18 min=8 max=10");
+        histogram.record(0);
+        histogram.record(5_000_000);
+        let MetricValue::Histogram(value) = histogram.value() else { panic!("a histogram") };
+        assert_eq!((value.count, value.sum, value.range), (4, 5_000_018, Some((0, 5_000_000))));
+        // Bounds 0.5, 1, 5, 10, 25, ...: 0 in the first, 8 and 10 by 10, 5,000,000 above all.
+        assert_eq!(&value.cumulative[..5], &[1, 1, 1, 3, 3]);
+        assert_eq!(value.cumulative.last(), Some(&3));
         assert_eq!(histogram.get(), Err(Status::BadArgument));
         assert_eq!(histogram.increment(1), Err(Status::BadArgument));
         // The same name is the same metric; another kind is refused.
         assert!(Arc::ptr_eq(&metrics.define(MetricType::Counter, "requests").unwrap(), &counter));
         assert_eq!(metrics.define(MetricType::Gauge, "requests").map(|_| ()), Err(Status::BadArgument));
+    }
+
+    #[test]
+    fn names_cannot_forge_lines_or_break_formats() {
+        let metrics = Metrics::default();
+        metrics.define(MetricType::Counter, "a\nwasmcustom.forged: 1 x:y\0").unwrap();
+        let names: Vec<String> = metrics.snapshot().into_iter().map(|(name, _)| name).collect();
+        assert_eq!(names, vec!["a_wasmcustom.forged__1_x_y_".to_owned()]);
     }
 
     #[test]

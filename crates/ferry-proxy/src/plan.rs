@@ -152,6 +152,8 @@ pub struct Plan {
     pub clusters: Arc<Clusters>,
     /// Admin endpoint address.
     pub admin: Option<SocketAddr>,
+    /// `node`, as the admin endpoint reports it.
+    pub node: ferry_config::Node,
 }
 
 /// A listener and what it serves.
@@ -243,7 +245,8 @@ impl Plan {
         }
         let admin = config.admin.as_ref().map(|a| resolve(&a.to_string(), "admin.address")).transpose()?;
         let PluginSet { main, worker, .. } = plugins;
-        Ok(Plan { host, listeners, main_plugins: main, worker_plugins: worker, clusters, admin })
+        let node = config.node.clone();
+        Ok(Plan { host, listeners, main_plugins: main, worker_plugins: worker, clusters, admin, node })
     }
 }
 

@@ -2,6 +2,8 @@
 //! workers (listeners, filters), started in Envoy's order: services first,
 //! then workers, which accept traffic only once all of them have started.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
@@ -61,12 +63,15 @@ pub fn run(plan: Plan, options: RunOptions) -> Result<(), RunError> {
 }
 
 async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunError> {
+    let start_time = std::time::Instant::now();
     let mut sockets = Vec::new();
+    let mut bound = Vec::new();
     for listener in &plan.listeners {
         let bind_error = |source| RunError::Bind { name: listener.name.clone(), address: listener.address, source };
         let socket = std::net::TcpListener::bind(listener.address).map_err(bind_error)?;
         socket.set_nonblocking(true).map_err(bind_error)?;
         tracing::info!(target: "main", "listener '{}' listening on {}", listener.name, socket.local_addr()?);
+        bound.push((listener.name.clone(), socket.local_addr()?));
         sockets.push(socket);
     }
     let admin = match plan.admin {
@@ -117,12 +122,27 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
         let _ = worker.go.send(true);
     }
 
-    if let Some(admin) = admin {
-        let plugins = plan.main_plugins.iter().chain(&plan.worker_plugins).cloned().collect();
-        tokio::task::spawn_local(crate::admin::serve(admin, plan.host.clone(), health, plugins));
+    let quit = Rc::new(tokio::sync::Notify::new());
+    if let Some(listener) = admin {
+        let admin = crate::admin::Admin {
+            host: plan.host.clone(),
+            health,
+            plugins: plan.main_plugins.iter().chain(&plan.worker_plugins).cloned().collect(),
+            listeners: bound,
+            clusters: plan.clusters.clone(),
+            node: plan.node.clone(),
+            concurrency: options.concurrency,
+            started: start_time,
+            health_check_failed: Cell::new(false),
+            quit: quit.clone(),
+        };
+        tokio::task::spawn_local(crate::admin::serve(listener, admin));
     }
     let signal = tokio::task::spawn_local(async move {
-        let name = shutdown_signal().await;
+        let name = tokio::select! {
+            name = shutdown_signal() => name,
+            () = quit.notified() => "POST /quitquitquit",
+        };
         tracing::info!(target: "main", "caught {name}, shutting down");
         stop(workers);
         // Services last: workers' filters may still have fed their queues.

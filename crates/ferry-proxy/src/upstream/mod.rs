@@ -31,6 +31,11 @@ impl Clusters {
     pub fn new(clusters: &[ferry_config::Cluster]) -> Self {
         Clusters { clusters: clusters.to_vec() }
     }
+
+    /// Every cluster, in configuration order.
+    pub fn all(&self) -> &[ferry_config::Cluster] {
+        &self.clusters
+    }
 }
 
 /// Why a request could not be proxied.

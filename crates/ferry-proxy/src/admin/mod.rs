@@ -1,0 +1,141 @@
+//! The admin endpoint, on the main thread, answering as Envoy's does:
+//! `/ready`, `/server_info`, `/listeners`, `/clusters`, `/stats` (text,
+//! `?format=json`, `?format=prometheus`, `filter`, `usedonly`),
+//! `/stats/prometheus`, `/healthcheck/fail` and `/healthcheck/ok`,
+//! `/quitquitquit`; and `/plugins` (each plugin's VM on each thread, ferry's
+//! own). Endpoints that change the server take POST only, as in Envoy.
+
+mod stats;
+mod topology;
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ferry_host::{Host, Plugin};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::health::HealthBoard;
+use crate::upstream::Clusters;
+
+/// What the admin endpoint reports on, and the server state it may change.
+pub(crate) struct Admin {
+    pub host: Arc<Host>,
+    pub health: HealthBoard,
+    pub plugins: Vec<Arc<Plugin>>,
+    /// Each listener's name and bound address.
+    pub listeners: Vec<(String, SocketAddr)>,
+    pub clusters: Arc<Clusters>,
+    pub node: ferry_config::Node,
+    pub concurrency: usize,
+    pub started: Instant,
+    /// Set by `POST /healthcheck/fail`: the server reports DRAINING.
+    pub health_check_failed: Cell<bool>,
+    /// Notified by `POST /quitquitquit`: the server shuts down as on SIGTERM.
+    pub quit: Rc<Notify>,
+}
+
+/// Serves admin requests until the task is dropped.
+pub(crate) async fn serve(listener: TcpListener, admin: Admin) {
+    let admin = Rc::new(admin);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let admin = admin.clone();
+        tokio::task::spawn_local(async move {
+            let service = service_fn(move |request| respond(request, admin.clone()));
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+const TEXT: &str = "text/plain; charset=UTF-8";
+const JSON: &str = "application/json";
+const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=UTF-8";
+
+/// Endpoints that change the server: POST only.
+const MUTATING: [&str; 3] = ["/healthcheck/fail", "/healthcheck/ok", "/quitquitquit"];
+
+async fn respond(request: Request<Incoming>, admin: Rc<Admin>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = request.uri().path();
+    let params: Vec<(String, String)> =
+        request.uri().query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    if MUTATING.contains(&path) && request.method() != Method::POST {
+        return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "Method not allowed, POST required.\n".into()));
+    }
+    let ok = |content_type, body| Ok(reply(StatusCode::OK, content_type, body));
+    match path {
+        "/ready" if admin.health_check_failed.get() => {
+            Ok(reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, "DRAINING\n".into()))
+        }
+        // The server only listens once every worker has started.
+        "/ready" => ok(TEXT, "LIVE\n".into()),
+        "/server_info" => ok(JSON, topology::server_info(&admin)),
+        "/listeners" => {
+            let as_json = param("format") == Some("json");
+            ok(if as_json { JSON } else { TEXT }, topology::listeners(&admin, as_json))
+        }
+        "/clusters" => {
+            let as_json = param("format") == Some("json");
+            ok(if as_json { JSON } else { TEXT }, topology::clusters(&admin, as_json))
+        }
+        "/stats" | "/stats/prometheus" => {
+            let selection = match stats::Selection::new(&params) {
+                Ok(selection) => selection,
+                Err(message) => return Ok(reply(StatusCode::BAD_REQUEST, TEXT, format!("{message}\n"))),
+            };
+            let all = stats::collect(&admin);
+            let chosen: Vec<_> = all.into_iter().filter(|s| selection.keeps(s)).collect();
+            match (path, param("format")) {
+                ("/stats/prometheus", _) | (_, Some("prometheus")) => ok(PROMETHEUS, stats::prometheus(&chosen)),
+                (_, Some("json")) => ok(JSON, stats::json(&chosen)),
+                (_, None | Some("text")) => ok(TEXT, stats::text(&chosen)),
+                (_, Some(other)) => Ok(reply(StatusCode::BAD_REQUEST, TEXT, format!("unknown format {other:?}\n"))),
+            }
+        }
+        "/healthcheck/fail" => {
+            admin.health_check_failed.set(true);
+            ok(TEXT, "OK\n".into())
+        }
+        "/healthcheck/ok" => {
+            admin.health_check_failed.set(false);
+            ok(TEXT, "OK\n".into())
+        }
+        "/quitquitquit" => {
+            admin.quit.notify_one();
+            ok(TEXT, "OK\n".into())
+        }
+        "/plugins" => ok(TEXT, admin.health.render()),
+        "/" => ok(TEXT, HELP.into()),
+        _ => Ok(reply(StatusCode::NOT_FOUND, TEXT, "not found\n".into())),
+    }
+}
+
+const HELP: &str = "ferry admin\n\
+  /ready: LIVE once the server accepts traffic; 503 DRAINING after /healthcheck/fail\n\
+  /server_info: version, state, uptime, node, command-line options (JSON)\n\
+  /listeners: each listener's name and address (?format=json)\n\
+  /clusters: each cluster and its hosts (?format=json)\n\
+  /stats: every stat (?format=json|prometheus, ?filter=<regex>, ?usedonly)\n\
+  /stats/prometheus: every stat in the Prometheus text format\n\
+  /plugins: each plugin's VM on each thread: running, restarting, failed or held_failed\n\
+  POST /healthcheck/fail, /healthcheck/ok: report DRAINING, or LIVE again\n\
+  POST /quitquitquit: shut down as on SIGTERM\n";
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    response
+}

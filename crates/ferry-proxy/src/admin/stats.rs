@@ -1,0 +1,308 @@
+//! What `/stats` and `/stats/prometheus` report: every stat collected once
+//! into one list, then written in Envoy's text, JSON or Prometheus form.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use ferry_host::{HISTOGRAM_BUCKETS, HistogramValue, MetricValue, sanitize_stat_name};
+use serde_json::{Value, json};
+
+use super::Admin;
+
+/// Envoy's namespace for plugin-defined metrics: shown in `/stats`, and
+/// stripped (with no `envoy_` prefix) in Prometheus output, as Envoy does.
+const CUSTOM_NAMESPACE: &str = "wasmcustom.";
+
+/// The quantiles Envoy reports for histograms in `/stats`.
+const QUANTILES: [f64; 10] = [0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 100.0];
+
+/// One stat: its full name, the name with its tags taken out, and the tags.
+pub(super) struct Stat {
+    pub name: String,
+    pub tag_extracted_name: String,
+    pub tags: Vec<(&'static str, String)>,
+    pub value: MetricValue,
+}
+
+impl Stat {
+    fn plain(name: String, value: MetricValue) -> Stat {
+        Stat { tag_extracted_name: name.clone(), name, tags: Vec::new(), value }
+    }
+
+    /// Whether it ever changed: Envoy's `usedonly`.
+    fn used(&self) -> bool {
+        match &self.value {
+            MetricValue::Counter(value) => *value > 0,
+            MetricValue::Gauge(value) => *value != 0,
+            MetricValue::Histogram(h) => h.count > 0,
+        }
+    }
+}
+
+/// Every stat of the process, sorted by name.
+pub(super) fn collect(admin: &Admin) -> Vec<Stat> {
+    let mut stats = Vec::new();
+    let gauge = |name: &str, value: i64| Stat::plain(name.to_owned(), MetricValue::Gauge(value));
+    let draining = admin.health_check_failed.get();
+    stats.push(gauge("server.live", i64::from(!draining)));
+    // Envoy's encoding: 0 live, 1 draining.
+    stats.push(gauge("server.state", i64::from(draining)));
+    stats.push(gauge("server.uptime", admin.started.elapsed().as_secs() as i64));
+    stats.push(gauge("server.concurrency", admin.concurrency as i64));
+
+    let queues = admin.host.shared_queues();
+    let totals = queues.totals();
+    for (name, value) in [
+        ("enqueued", totals.enqueued),
+        ("dequeued", totals.dequeued),
+        ("dropped", totals.dropped),
+        ("refused", totals.refused),
+    ] {
+        stats.push(Stat::plain(format!("ferry.shared_queue.{name}"), MetricValue::Counter(value)));
+    }
+    stats.push(gauge("ferry.shared_queue.waiting", totals.waiting as i64));
+    // Each queue by vm_id and name, both chosen by plugins.
+    for queue in queues.stats() {
+        let (vm_id, name) = (sanitize_stat_name(&queue.vm_id), sanitize_stat_name(&queue.name));
+        let c = queue.counts;
+        for (stat, value) in [
+            ("depth", MetricValue::Gauge(queue.depth as i64)),
+            ("bytes", MetricValue::Gauge(queue.bytes as i64)),
+            ("enqueued", MetricValue::Counter(c.enqueued)),
+            ("dequeued", MetricValue::Counter(c.dequeued)),
+            ("dropped", MetricValue::Counter(c.dropped)),
+            ("refused", MetricValue::Counter(c.refused)),
+        ] {
+            stats.push(Stat {
+                name: format!("ferry.shared_queue.{vm_id}.{name}.{stat}"),
+                tag_extracted_name: format!("ferry.shared_queue.{stat}"),
+                tags: vec![("vm_id", vm_id.clone()), ("queue", name.clone())],
+                value,
+            });
+        }
+    }
+    // Each plugin's failures and restarts, as Envoy's `wasm.<plugin>.*`
+    // (plugins configured twice under one name are summed).
+    let mut by_plugin: BTreeMap<(String, &str), u64> = BTreeMap::new();
+    for plugin in &admin.plugins {
+        for (name, value) in plugin.stats.snapshot() {
+            *by_plugin.entry((sanitize_stat_name(plugin.display_name()), name)).or_default() += value;
+        }
+    }
+    for ((plugin, name), value) in by_plugin {
+        stats.push(Stat {
+            name: format!("wasm.{plugin}.{name}"),
+            tag_extracted_name: format!("wasm.{name}"),
+            tags: vec![("plugin", plugin)],
+            value: MetricValue::Counter(value),
+        });
+    }
+    // Plugin-defined metrics (names sanitised when defined).
+    for (name, metric) in admin.host.metrics().snapshot() {
+        stats.push(Stat::plain(format!("{CUSTOM_NAMESPACE}{name}"), metric.value()));
+    }
+    stats.sort_by(|a, b| a.name.cmp(&b.name));
+    stats
+}
+
+/// Which stats a request asked for: `filter=<regex>` on the name, `usedonly`.
+pub(super) struct Selection {
+    filter: Option<regex::Regex>,
+    used_only: bool,
+}
+
+impl Selection {
+    /// From the query's parameters.
+    ///
+    /// # Errors
+    /// The message for a bad `filter` regex.
+    pub fn new(params: &[(String, String)]) -> Result<Selection, String> {
+        let filter = params
+            .iter()
+            .find(|(k, _)| k == "filter")
+            .map(|(_, v)| regex::Regex::new(v).map_err(|e| format!("Invalid regex: {e}")))
+            .transpose()?;
+        Ok(Selection { filter, used_only: params.iter().any(|(k, _)| k == "usedonly") })
+    }
+
+    pub fn keeps(&self, stat: &Stat) -> bool {
+        (!self.used_only || stat.used()) && self.filter.as_ref().is_none_or(|f| f.is_match(&stat.name))
+    }
+}
+
+/// Envoy's text form: `name: value` for counters and gauges, then each
+/// histogram's quantiles.
+pub(super) fn text(stats: &[Stat]) -> String {
+    let mut out = String::new();
+    for stat in stats {
+        match &stat.value {
+            MetricValue::Counter(v) => writeln!(out, "{}: {v}", stat.name),
+            MetricValue::Gauge(v) => writeln!(out, "{}: {v}", stat.name),
+            MetricValue::Histogram(_) => Ok(()),
+        }
+        .expect("writing to a String");
+    }
+    for stat in stats {
+        if let MetricValue::Histogram(h) = &stat.value {
+            let values = match quantiles(h) {
+                None => "No recorded values".to_owned(),
+                Some(values) => {
+                    QUANTILES.iter().zip(values).map(|(q, v)| format!("P{q}({v},{v})")).collect::<Vec<_>>().join(" ")
+                }
+            };
+            writeln!(out, "{}: {values}", stat.name).expect("writing to a String");
+        }
+    }
+    out
+}
+
+/// Envoy's `?format=json`: `{"stats": [{"name", "value"}, ..., {"histograms": ...}]}`.
+pub(super) fn json(stats: &[Stat]) -> String {
+    let mut items: Vec<Value> = stats
+        .iter()
+        .filter_map(|stat| match &stat.value {
+            MetricValue::Counter(v) => Some(json!({ "name": stat.name, "value": v })),
+            MetricValue::Gauge(v) => Some(json!({ "name": stat.name, "value": v })),
+            MetricValue::Histogram(_) => None,
+        })
+        .collect();
+    let computed: Vec<Value> = stats
+        .iter()
+        .filter_map(|stat| match &stat.value {
+            MetricValue::Histogram(h) => {
+                let values = quantiles(h).map_or_else(
+                    || QUANTILES.iter().map(|_| json!({ "interval": null, "cumulative": null })).collect(),
+                    |values| values.iter().map(|v| json!({ "interval": v, "cumulative": v })).collect::<Vec<_>>(),
+                );
+                Some(json!({ "name": stat.name, "values": values }))
+            }
+            _ => None,
+        })
+        .collect();
+    if !computed.is_empty() {
+        items.push(json!({ "histograms": { "supported_quantiles": QUANTILES, "computed_quantiles": computed } }));
+    }
+    let mut out = serde_json::to_string_pretty(&json!({ "stats": items })).expect("JSON values serialize");
+    out.push('\n');
+    out
+}
+
+/// The Prometheus text exposition format, named as Envoy names it:
+/// `envoy_` and the tag-extracted name with `[^a-zA-Z0-9_]` as `_`, tags as
+/// labels; plugin metrics without the namespace and without `envoy_`.
+pub(super) fn prometheus(stats: &[Stat]) -> String {
+    // One family per name, each with its type line once.
+    let mut families: BTreeMap<String, Vec<&Stat>> = BTreeMap::new();
+    for stat in stats {
+        if let Some(name) = prometheus_name(&stat.tag_extracted_name) {
+            families.entry(name).or_default().push(stat);
+        }
+    }
+    let mut out = String::new();
+    for (name, members) in families {
+        let kind = match members[0].value {
+            MetricValue::Counter(_) => "counter",
+            MetricValue::Gauge(_) => "gauge",
+            MetricValue::Histogram(_) => "histogram",
+        };
+        writeln!(out, "# TYPE {name} {kind}").expect("writing to a String");
+        for stat in members {
+            let labels = labels(&stat.tags);
+            // `{}` when there are no labels is left out (equivalent in the format).
+            let braced = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+            match &stat.value {
+                MetricValue::Counter(v) => writeln!(out, "{name}{braced} {v}"),
+                MetricValue::Gauge(v) => writeln!(out, "{name}{braced} {v}"),
+                MetricValue::Histogram(h) => {
+                    let sep = if labels.is_empty() { "" } else { "," };
+                    for (bound, count) in HISTOGRAM_BUCKETS.iter().zip(&h.cumulative) {
+                        writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {count}").expect("String");
+                    }
+                    writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count).expect("String");
+                    writeln!(out, "{name}_sum{braced} {}", h.sum).expect("String");
+                    writeln!(out, "{name}_count{braced} {}", h.count)
+                }
+            }
+            .expect("writing to a String");
+        }
+    }
+    out
+}
+
+/// A stat's Prometheus name, or `None` for a plugin metric whose name is
+/// empty or starts with a digit once sanitised (Envoy leaves those out).
+fn prometheus_name(tag_extracted_name: &str) -> Option<String> {
+    let sanitize = |name: &str| -> String {
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+    };
+    match tag_extracted_name.strip_prefix(CUSTOM_NAMESPACE) {
+        Some(custom) => {
+            let name = sanitize(custom);
+            (!name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit())).then_some(name)
+        }
+        None => Some(format!("envoy_{}", sanitize(tag_extracted_name))),
+    }
+}
+
+/// `name="value",...` with values escaped as the Prometheus text format asks.
+fn labels(tags: &[(&'static str, String)]) -> String {
+    tags.iter()
+        .map(|(name, value)| {
+            let value = value.replace('\\', "\\\\").replace('\n', "\\n").replace('"', "\\\"");
+            format!("{name}=\"{value}\"")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// [`QUANTILES`] of a histogram, estimated from its buckets (linear within
+/// a bucket, clamped to the smallest and largest value seen); `None` when
+/// nothing was recorded.
+fn quantiles(h: &HistogramValue) -> Option<Vec<f64>> {
+    let (min, max) = h.range?;
+    let (min, max) = (min as f64, max as f64);
+    let values = QUANTILES.iter().map(|q| {
+        let rank = q / 100.0 * h.count as f64;
+        let mut below = 0u64;
+        let mut lower = min;
+        for (bound, &cumulative) in HISTOGRAM_BUCKETS.iter().zip(&h.cumulative) {
+            if cumulative as f64 >= rank && cumulative > below {
+                let upper = bound.min(max);
+                let share = (rank - below as f64) / (cumulative - below) as f64;
+                return (lower + share.clamp(0.0, 1.0) * (upper - lower)).clamp(min, max);
+            }
+            below = cumulative;
+            lower = bound.max(min);
+        }
+        // Above the last bound.
+        let share = (rank - below as f64) / (h.count - below).max(1) as f64;
+        (lower + share.clamp(0.0, 1.0) * (max - lower)).clamp(min, max)
+    });
+    Some(values.map(|v| (v * 10.0).round() / 10.0).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_metrics_lose_their_namespace_in_prometheus_and_others_gain_envoy() {
+        assert_eq!(prometheus_name("wasmcustom.my.requests").as_deref(), Some("my_requests"));
+        assert_eq!(prometheus_name("wasmcustom.9lives"), None);
+        assert_eq!(prometheus_name("ferry.shared_queue.depth").as_deref(), Some("envoy_ferry_shared_queue_depth"));
+    }
+
+    #[test]
+    fn quantiles_stay_within_what_was_recorded() {
+        // 10 values of 7 (bucket 5..10), 10 of 40 (bucket 25..50).
+        let mut cumulative = vec![0, 0, 0, 10, 10, 20];
+        cumulative.resize(HISTOGRAM_BUCKETS.len(), 20);
+        let h = HistogramValue { count: 20, sum: 470, range: Some((7, 40)), cumulative };
+        let q = quantiles(&h).unwrap();
+        assert_eq!((q[0], q[9]), (7.0, 40.0));
+        assert!((7.0..=10.0).contains(&q[2]), "median {}", q[2]);
+        assert!((25.0..=40.0).contains(&q[4]), "p90 {}", q[4]);
+        assert!(q.windows(2).all(|w| w[0] <= w[1]), "{q:?}");
+        assert_eq!(quantiles(&HistogramValue::default()), None);
+    }
+}

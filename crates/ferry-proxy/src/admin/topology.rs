@@ -1,0 +1,90 @@
+//! What the server is and what it is connected to: `/server_info`,
+//! `/listeners` and `/clusters`, in Envoy's text and JSON forms.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use super::Admin;
+
+/// Envoy's `ServerInfo` message as JSON.
+pub(super) fn server_info(admin: &Admin) -> String {
+    // Envoy writes durations in JSON as seconds with an `s`.
+    let uptime = format!("{}s", admin.started.elapsed().as_secs());
+    let info = json!({
+        "version": concat!("ferry/", env!("CARGO_PKG_VERSION")),
+        "state": if admin.health_check_failed.get() { "DRAINING" } else { "LIVE" },
+        "hot_restart_version": "disabled",
+        "command_line_options": { "concurrency": admin.concurrency },
+        "node": { "id": admin.node.id, "cluster": admin.node.cluster },
+        "uptime_current_epoch": uptime,
+        "uptime_all_epochs": uptime,
+    });
+    pretty(&info)
+}
+
+/// `/listeners`: `name::address` per line, or `?format=json` with
+/// `listener_statuses`.
+pub(super) fn listeners(admin: &Admin, as_json: bool) -> String {
+    if as_json {
+        let statuses: Vec<Value> = admin
+            .listeners
+            .iter()
+            .map(|(name, address)| json!({ "name": name, "local_address": socket_address(address) }))
+            .collect();
+        return pretty(&json!({ "listener_statuses": statuses }));
+    }
+    admin.listeners.iter().fold(String::new(), |mut out, (name, address)| {
+        writeln!(out, "{name}::{address}").expect("writing to a String");
+        out
+    })
+}
+
+/// `/clusters`: each cluster and its hosts, in Envoy's `cluster::host::field::value`
+/// lines, or `?format=json` with `cluster_statuses`. ferry does no active
+/// health checking, so every host is healthy.
+pub(super) fn clusters(admin: &Admin, as_json: bool) -> String {
+    if as_json {
+        let statuses: Vec<Value> = admin
+            .clusters
+            .all()
+            .iter()
+            .map(|cluster| {
+                let hosts: Vec<Value> = cluster
+                    .endpoints
+                    .iter()
+                    .map(|endpoint| {
+                        json!({
+                            "address": { "socket_address": { "address": endpoint.address, "port_value": endpoint.port } },
+                            "health_status": { "eds_health_status": "HEALTHY" },
+                            "weight": 1,
+                        })
+                    })
+                    .collect();
+                json!({ "name": cluster.name, "observability_name": cluster.name, "host_statuses": hosts })
+            })
+            .collect();
+        return pretty(&json!({ "cluster_statuses": statuses }));
+    }
+    let mut out = String::new();
+    for cluster in admin.clusters.all() {
+        let name = &cluster.name;
+        writeln!(out, "{name}::observability_name::{name}").expect("writing to a String");
+        for endpoint in &cluster.endpoints {
+            for (field, value) in [("health_flags", "healthy"), ("weight", "1"), ("priority", "0")] {
+                writeln!(out, "{name}::{endpoint}::{field}::{value}").expect("writing to a String");
+            }
+        }
+    }
+    out
+}
+
+fn socket_address(address: &std::net::SocketAddr) -> Value {
+    json!({ "socket_address": { "address": address.ip().to_string(), "port_value": address.port() } })
+}
+
+fn pretty(value: &Value) -> String {
+    let mut out = serde_json::to_string_pretty(value).expect("JSON values serialize");
+    out.push('\n');
+    out
+}

@@ -1,0 +1,173 @@
+//! The admin endpoint as operators and their tools use Envoy's, against the
+//! real binary: server info, listeners, clusters, stats in text, JSON and
+//! Prometheus form (parsed by a Prometheus text-format parser), health
+//! check failing and `/quitquitquit`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{Ferry, Response, direct_route, listener, request};
+use prometheus_parse::{Scrape, Value};
+
+/// A plugin that defines metrics when its VM starts: a counter incremented
+/// by 3, a histogram of 7 and 40, and a counter whose name tries to forge a
+/// `/stats` line with a newline.
+const METRICS_PLUGIN: &str = r#"(module
+  (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_increment_metric" (func $increment (param i32 i64) (result i32)))
+  (import "env" "proxy_record_metric" (func $record (param i32 i64) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "requests.total")
+  (data (i32.const 200) "latency_ms")
+  (data (i32.const 300) "evil\nwasmcustom.forged: 999")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+    (drop (call $define (i32.const 0) (i32.const 100) (i32.const 14) (i32.const 16)))
+    (drop (call $increment (i32.load (i32.const 16)) (i64.const 3)))
+    (drop (call $define (i32.const 2) (i32.const 200) (i32.const 10) (i32.const 20)))
+    (drop (call $record (i32.load (i32.const 20)) (i64.const 7)))
+    (drop (call $record (i32.load (i32.const 20)) (i64.const 40)))
+    (drop (call $define (i32.const 0) (i32.const 300) (i32.const 27) (i32.const 24)))
+    (drop (call $increment (i32.load (i32.const 24)) (i64.const 1)))
+    i32.const 1))"#;
+
+fn start() -> (Ferry, SocketAddr) {
+    let code = format!("{{ local: {{ inline_string: {METRICS_PLUGIN:?} }} }}");
+    let filter = common::wasm_filter("metrics", "metrics", &code);
+    let config = format!(
+        "node: {{ id: node-7, cluster: edge }}\nadmin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\n\
+         static_resources:\n  listeners:\n{}  clusters:\n{}",
+        listener("main", 0, &direct_route("/", "ok\n"), &filter),
+        common::cluster("backend", SocketAddr::from(([127, 0, 0, 1], 9))),
+    );
+    let ferry = Ferry::start(&config, &["--concurrency", "1"]);
+    let admin = SocketAddr::from(([127, 0, 0, 1], ferry.admin.expect("admin address").port()));
+    (ferry, admin)
+}
+
+fn admin_get(admin: SocketAddr, path: &str) -> Response {
+    request(admin, "GET", path, &[], b"")
+}
+
+fn json(response: &Response) -> serde_json::Value {
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    serde_json::from_slice(&response.body).expect("JSON")
+}
+
+#[test]
+fn server_info_listeners_and_clusters() {
+    let (ferry, admin) = start();
+    let info = json(&admin_get(admin, "/server_info"));
+    assert_eq!(info["state"], "LIVE");
+    assert!(info["version"].as_str().unwrap().starts_with("ferry/"), "{info}");
+    assert_eq!(info["node"]["id"], "node-7");
+    assert_eq!(info["node"]["cluster"], "edge");
+    assert_eq!(info["command_line_options"]["concurrency"], 1);
+    assert!(info["uptime_current_epoch"].as_str().unwrap().ends_with('s'), "{info}");
+
+    let port = ferry.address("main").port();
+    let listeners = admin_get(admin, "/listeners").text();
+    assert_eq!(listeners, format!("main::127.0.0.1:{port}\n"));
+    let listeners = json(&admin_get(admin, "/listeners?format=json"));
+    let status = &listeners["listener_statuses"][0];
+    assert_eq!(status["name"], "main");
+    assert_eq!(status["local_address"]["socket_address"]["port_value"], port);
+
+    let clusters = admin_get(admin, "/clusters").text();
+    assert!(clusters.lines().any(|l| l == "backend::127.0.0.1:9::health_flags::healthy"), "{clusters}");
+    let clusters = json(&admin_get(admin, "/clusters?format=json"));
+    let backend = &clusters["cluster_statuses"][0];
+    assert_eq!(backend["name"], "backend");
+    assert_eq!(backend["host_statuses"][0]["address"]["socket_address"]["port_value"], 9);
+    assert_eq!(backend["host_statuses"][0]["health_status"]["eds_health_status"], "HEALTHY");
+}
+
+#[test]
+fn stats_as_text_json_and_filtered() {
+    let (_ferry, admin) = start();
+    let text = admin_get(admin, "/stats").text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.contains(&"wasmcustom.requests.total: 3"), "{text}");
+    assert!(lines.contains(&"server.live: 1"), "{text}");
+    // The newline in the plugin's metric name cannot start a line of its own.
+    assert!(!lines.iter().any(|l| l.starts_with("wasmcustom.forged")), "{text}");
+    assert!(lines.contains(&"wasmcustom.evil_wasmcustom.forged__999: 1"), "{text}");
+    let histogram = lines.iter().find(|l| l.starts_with("wasmcustom.latency_ms: ")).expect(&text);
+    assert!(histogram.contains("P0(7,7)") && histogram.contains("P100(40,40)"), "{histogram}");
+
+    let stats = json(&admin_get(admin, "/stats?format=json"));
+    let items = stats["stats"].as_array().unwrap();
+    let counter = items.iter().find(|s| s["name"] == "wasmcustom.requests.total").expect("the counter");
+    assert_eq!(counter["value"], 3);
+    let histograms = &items.iter().find(|s| s.get("histograms").is_some()).expect("histograms")["histograms"];
+    assert_eq!(histograms["computed_quantiles"][0]["name"], "wasmcustom.latency_ms");
+    assert_eq!(histograms["supported_quantiles"].as_array().unwrap().len(), 10);
+
+    let filtered = admin_get(admin, "/stats?filter=requests%5C.total").text();
+    assert_eq!(filtered, "wasmcustom.requests.total: 3\n");
+    let used = admin_get(admin, "/stats?usedonly").text();
+    assert!(used.contains("wasmcustom.requests.total: 3"), "{used}");
+    assert!(!used.contains("ferry.shared_queue.dropped: 0"), "{used}");
+    assert!(text.contains("ferry.shared_queue.dropped: 0"), "{text}");
+    assert_eq!(admin_get(admin, "/stats?filter=(").status, 400);
+}
+
+#[test]
+fn prometheus_scrape_parses_with_envoys_names() {
+    let (_ferry, admin) = start();
+    let response = admin_get(admin, "/stats/prometheus");
+    assert_eq!(response.status, 200);
+    assert!(response.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = response.text();
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("a valid exposition");
+    let names: Vec<&str> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    let sample = |name: &str| {
+        scrape.samples.iter().find(|s| s.metric == name).unwrap_or_else(|| panic!("{name} not in {names:?}\n{text}"))
+    };
+    // Plugin metrics lose the `wasmcustom.` namespace and get no `envoy_` prefix.
+    assert_eq!(sample("requests_total").value, Value::Counter(3.0));
+    assert_eq!(sample("evil_wasmcustom_forged__999").value, Value::Counter(1.0));
+    let Value::Histogram(buckets) = &sample("latency_ms").value else { panic!("a histogram:\n{text}") };
+    let at = |le: f64| buckets.iter().find(|b| b.less_than == le).map(|b| b.count);
+    assert_eq!((at(5.0), at(10.0), at(50.0), at(f64::INFINITY)), (Some(0.0), Some(1.0), Some(2.0), Some(2.0)));
+    assert_eq!(sample("latency_ms_sum").value, Value::Untyped(47.0));
+    assert_eq!(sample("latency_ms_count").value, Value::Untyped(2.0));
+    // ferry's own stats are Envoy-named, with tags as labels.
+    assert_eq!(sample("envoy_server_live").value, Value::Gauge(1.0));
+    assert_eq!(sample("envoy_ferry_shared_queue_enqueued").value, Value::Counter(0.0));
+    // The same through /stats?format=prometheus.
+    assert_eq!(admin_get(admin, "/stats?format=prometheus").text(), text);
+}
+
+#[test]
+fn health_check_failing_and_quitquitquit_take_post_only() {
+    let (mut ferry, admin) = start();
+    for path in ["/healthcheck/fail", "/healthcheck/ok", "/quitquitquit"] {
+        assert_eq!(admin_get(admin, path).status, 405, "{path}");
+    }
+    assert_eq!(request(admin, "POST", "/healthcheck/fail", &[], b"").status, 200);
+    let ready = admin_get(admin, "/ready");
+    assert_eq!((ready.status, ready.text().as_str()), (503, "DRAINING\n"));
+    assert_eq!(json(&admin_get(admin, "/server_info"))["state"], "DRAINING");
+    assert!(admin_get(admin, "/stats").text().lines().any(|l| l == "server.state: 1"));
+    // Traffic is still served while draining.
+    assert_eq!(common::get(ferry.address("main"), "/", &[]).status, 200);
+    assert_eq!(request(admin, "POST", "/healthcheck/ok", &[], b"").status, 200);
+    assert_eq!(admin_get(admin, "/ready").text(), "LIVE\n");
+
+    assert_eq!(request(admin, "POST", "/quitquitquit", &[], b"").text(), "OK\n");
+    ferry.wait_for("caught POST /quitquitquit, shutting down", Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = ferry.try_wait() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "ferry still running 20 s after /quitquitquit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
