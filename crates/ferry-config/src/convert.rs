@@ -244,15 +244,34 @@ fn http_connection_manager(
     let filters_path = join(path, "http_filters");
     let count = raw.http_filters.len();
     let mut http_filters = Vec::new();
+    let mut suppress_envoy_headers = false;
     for (i, f) in raw.http_filters.into_iter().enumerate() {
         let at = format!("{filters_path}[{i}]");
         let is_last = i + 1 == count;
         match http_filter(f, &at)? {
-            Some(filter) if !is_last => http_filters.push(filter),
-            None if is_last => {}
-            Some(_) => return Err(err(at, "the last HTTP filter must be the router (envoy.filters.http.router)")),
-            None => return Err(err(at, "the router must be the last HTTP filter")),
+            HttpFilterItem::Filter(filter) if !is_last => http_filters.push(*filter),
+            HttpFilterItem::Router(router) if is_last => {
+                suppress_envoy_headers = router.suppress_envoy_headers.unwrap_or(false);
+            }
+            HttpFilterItem::Filter(_) => {
+                return Err(err(at, "the last HTTP filter must be the router (envoy.filters.http.router)"));
+            }
+            HttpFilterItem::Router(_) => return Err(err(at, "the router must be the last HTTP filter")),
         }
+    }
+    let server_header_transformation = match raw.server_header_transformation.as_deref() {
+        None | Some("OVERWRITE") => ServerHeaderTransformation::Overwrite,
+        Some("APPEND_IF_ABSENT") => ServerHeaderTransformation::AppendIfAbsent,
+        Some("PASS_THROUGH") => ServerHeaderTransformation::PassThrough,
+        Some(other) => {
+            return Err(err(
+                join(path, "server_header_transformation"),
+                format!("{other:?} is not one of OVERWRITE, APPEND_IF_ABSENT, PASS_THROUGH"),
+            ));
+        }
+    };
+    if raw.xff_num_trusted_hops.is_some_and(|hops| hops > 0) {
+        return Err(err(join(path, "xff_num_trusted_hops"), "only 0 is supported yet"));
     }
     if count == 0 {
         return Err(err(filters_path, "no HTTP filters: the router (envoy.filters.http.router) is required"));
@@ -262,26 +281,32 @@ fn http_connection_manager(
         http_filters,
         generate_request_id: raw.generate_request_id.unwrap_or(true),
         server_name: raw.server_name.unwrap_or_else(|| "ferry".to_owned()),
+        server_header_transformation,
+        use_remote_address: raw.use_remote_address.unwrap_or(false),
+        suppress_envoy_headers,
     })
 }
 
-/// An HTTP filter, or `None` for the router.
-fn http_filter(raw: raw::TypedExtension, path: &str) -> Result<Option<HttpFilter>, ConfigError> {
+/// An item of `http_filters`: a filter, or the router with its options.
+enum HttpFilterItem {
+    Filter(Box<HttpFilter>),
+    Router(raw::Router),
+}
+
+fn http_filter(raw: raw::TypedExtension, path: &str) -> Result<HttpFilterItem, ConfigError> {
     let Some(typed) = raw.typed_config else {
         if ROUTER_NAMES.contains(&raw.name.as_str()) {
-            return Ok(None);
+            return Ok(HttpFilterItem::Router(raw::Router { suppress_envoy_headers: None }));
         }
         return Err(err(join(path, "typed_config"), format!("missing for HTTP filter {:?}", raw.name)));
     };
     let any = unpack_any(typed, &join(path, "typed_config"))?;
     match any.type_name.as_str() {
-        ROUTER => {
-            let _: raw::Router = decode(any.fields, &any.path)?;
-            Ok(None)
-        }
+        ROUTER => Ok(HttpFilterItem::Router(decode(any.fields, &any.path)?)),
         HTTP_WASM => {
             let filter: raw::WasmFilter = decode(any.fields, &any.path)?;
-            Ok(Some(HttpFilter::Wasm(plugin_config(filter.config, &join(&any.path, "config"))?)))
+            let plugin = plugin_config(filter.config, &join(&any.path, "config"))?;
+            Ok(HttpFilterItem::Filter(Box::new(HttpFilter::Wasm(plugin))))
         }
         other => Err(err(join(&any.path, "@type"), format!("HTTP filter {other} ({:?}) is not supported", raw.name))),
     }

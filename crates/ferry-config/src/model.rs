@@ -184,6 +184,25 @@ pub struct HttpConnectionManager {
     pub generate_request_id: bool,
     /// `server_name`: the `server` response header.
     pub server_name: String,
+    /// `server_header_transformation`: what becomes of an upstream's `server`.
+    pub server_header_transformation: ServerHeaderTransformation,
+    /// `use_remote_address`: append the peer's address to `x-forwarded-for`.
+    pub use_remote_address: bool,
+    /// The router's `suppress_envoy_headers`: no `x-envoy-expected-rq-timeout-ms`
+    /// upstream, no `x-envoy-upstream-service-time` downstream.
+    pub suppress_envoy_headers: bool,
+}
+
+/// `server_header_transformation`, as Envoy's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServerHeaderTransformation {
+    /// `OVERWRITE` (the default): `server` is always `server_name`.
+    #[default]
+    Overwrite,
+    /// `APPEND_IF_ABSENT`: `server_name` only when the response has none.
+    AppendIfAbsent,
+    /// `PASS_THROUGH`: the response's own `server`, or none.
+    PassThrough,
 }
 
 /// `route_config`.

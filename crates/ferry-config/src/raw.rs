@@ -138,6 +138,12 @@ pub(crate) struct HttpConnectionManager {
     pub generate_request_id: Option<bool>,
     #[serde(default)]
     pub server_name: Option<String>,
+    #[serde(default)]
+    pub server_header_transformation: Option<String>,
+    #[serde(default)]
+    pub use_remote_address: Option<bool>,
+    #[serde(default)]
+    pub xff_num_trusted_hops: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -492,4 +498,7 @@ pub(crate) mod indexmap_like {
 /// `envoy.extensions.filters.http.router.v3.Router`: no field changes anything yet.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Router {}
+pub(crate) struct Router {
+    #[serde(default)]
+    pub suppress_envoy_headers: Option<bool>,
+}

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_config::{Bootstrap, Code, HttpFilter, ListenerKind, PluginConfig, WasmLimits, WasmRuntime};
+use ferry_config::{
+    Bootstrap, Code, HttpFilter, ListenerKind, PluginConfig, ServerHeaderTransformation, WasmLimits, WasmRuntime,
+};
 use ferry_host::{
     Backoff, Compilation, FailurePolicy, HoldPolicy, Host, Limits, LoadError, ModuleSpec, Overflow, Plugin,
     QueueBounds, QueueBoundsRule,
@@ -195,6 +197,29 @@ pub struct HttpPlan {
     pub generate_request_id: bool,
     /// Value of the `server` response header.
     pub server_name: Bytes,
+    /// When `server_name` replaces or fills in a response's `server`.
+    pub server_header_transformation: ServerHeaderTransformation,
+    /// Append the peer's address to `x-forwarded-for`.
+    pub use_remote_address: bool,
+    /// Add `x-envoy-expected-rq-timeout-ms` upstream and
+    /// `x-envoy-upstream-service-time` downstream, as Envoy's router.
+    pub envoy_headers: bool,
+}
+
+impl HttpPlan {
+    /// Sets `server` on a response as `server_header_transformation` says.
+    pub(crate) fn set_server_header(&self, headers: &mut http::HeaderMap) {
+        let Ok(server) = http::HeaderValue::from_maybe_shared(self.server_name.clone()) else { return };
+        match self.server_header_transformation {
+            ServerHeaderTransformation::Overwrite => {
+                headers.insert(http::header::SERVER, server);
+            }
+            ServerHeaderTransformation::AppendIfAbsent => {
+                headers.entry(http::header::SERVER).or_insert(server);
+            }
+            ServerHeaderTransformation::PassThrough => {}
+        }
+    }
 }
 
 impl Plan {
@@ -230,6 +255,9 @@ impl Plan {
                         filters,
                         generate_request_id: hcm.generate_request_id,
                         server_name: Bytes::from(hcm.server_name.clone()),
+                        server_header_transformation: hcm.server_header_transformation,
+                        use_remote_address: hcm.use_remote_address,
+                        envoy_headers: !hcm.suppress_envoy_headers,
                     }))
                 }
                 ListenerKind::Tcp(proxy) => {

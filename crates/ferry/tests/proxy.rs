@@ -42,6 +42,7 @@ fn upstream() -> (SocketAddr, Seen) {
                             record.lock().unwrap().push((parts.headers, body));
                             let mut response = http::Response::new(Full::new(Bytes::from_static(b"hello")));
                             response.headers_mut().insert("x-upstream", http::HeaderValue::from_static("yes"));
+                            response.headers_mut().insert("server", http::HeaderValue::from_static("upstream"));
                             Ok::<_, Infallible>(response)
                         }
                     });
@@ -56,6 +57,31 @@ fn upstream() -> (SocketAddr, Seen) {
 }
 
 fn config(upstream: SocketAddr) -> String {
+    config_with(upstream, Options::default())
+}
+
+/// What a test changes in [`config`].
+#[derive(Default, Clone, Copy)]
+struct Options {
+    /// Lines added to the connection manager's config.
+    manager: &'static str,
+    /// The router's typed config (after `- name: envoy.filters.http.router`).
+    router: &'static str,
+    /// Put a Wasm filter (that does nothing) before the router: the general path.
+    filter: bool,
+}
+
+/// A module that does nothing: its filter lets every request through.
+const NOOP_FILTER: &str = r#"(module (memory (export "memory") 1)
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024))"#;
+
+fn config_with(upstream: SocketAddr, options: Options) -> String {
+    let filter = if options.filter {
+        common::wasm_filter("noop", "noop", &format!("{{ local: {{ inline_string: {NOOP_FILTER:?} }} }}"))
+    } else {
+        String::new()
+    };
     format!(
         r#"static_resources:
   listeners:
@@ -74,12 +100,20 @@ fn config(upstream: SocketAddr) -> String {
               routes:
               - match: {{ prefix: "/down" }}
                 route: {{ cluster: down }}
+              - match: {{ prefix: "/slow" }}
+                route: {{ cluster: up, timeout: 2.5s }}
+              - match: {{ prefix: "/local" }}
+                direct_response: {{ status: 200 }}
               - match: {{ prefix: "/" }}
                 route: {{ cluster: up }}
-          http_filters:
-          - name: envoy.filters.http.router
+{}          http_filters:
+{}          - name: envoy.filters.http.router
+{}
   clusters:
 {}{}"#,
+        options.manager,
+        filter,
+        options.router,
         cluster("up", upstream),
         cluster("down", SocketAddr::from(([127, 0, 0, 1], common::free_port())))
     )
@@ -122,4 +156,79 @@ fn an_unreachable_upstream_is_envoys_503_and_grpc_requests_get_it_as_grpc() {
     assert_eq!(grpc.status, 200);
     assert_eq!(grpc.header("grpc-status"), Some("14"), "UNAVAILABLE");
     assert!(grpc.header("grpc-message").is_some_and(|m| m.starts_with("upstream connect error")));
+}
+
+/// Both ways through the connection manager: without filters (the fast
+/// path) and with a Wasm filter (the general path).
+const PATHS: [bool; 2] = [false, true];
+
+#[test]
+fn the_router_adds_envoys_timeout_and_service_time_headers_unless_suppressed() {
+    for filter in PATHS {
+        let (address, seen) = upstream();
+        let ferry =
+            Ferry::start(&config_with(address, Options { filter, ..Options::default() }), &["--concurrency", "1"]);
+        let response = request(ferry.address("main"), "GET", "/", &[], b"");
+        assert_eq!(response.status, 200);
+        let service_time = response.header("x-envoy-upstream-service-time").expect("service time");
+        assert!(service_time.parse::<u64>().is_ok(), "{service_time}");
+        request(ferry.address("main"), "GET", "/slow", &[], b"");
+        let seen = seen.lock().unwrap();
+        // Envoy's default route timeout, then the route's own.
+        assert_eq!(seen[0].0.get("x-envoy-expected-rq-timeout-ms").unwrap(), "15000", "filter: {filter}");
+        assert_eq!(seen[1].0.get("x-envoy-expected-rq-timeout-ms").unwrap(), "2500", "filter: {filter}");
+    }
+    let router = "            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n              suppress_envoy_headers: true";
+    for filter in PATHS {
+        let (address, seen) = upstream();
+        let config = config_with(address, Options { filter, router, ..Options::default() });
+        let ferry = Ferry::start(&config, &["--concurrency", "1"]);
+        let response = request(ferry.address("main"), "GET", "/", &[], b"");
+        assert_eq!(response.header("x-envoy-upstream-service-time"), None, "filter: {filter}");
+        assert!(seen.lock().unwrap()[0].0.get("x-envoy-expected-rq-timeout-ms").is_none(), "filter: {filter}");
+    }
+}
+
+#[test]
+fn use_remote_address_appends_the_peer_to_x_forwarded_for() {
+    for filter in PATHS {
+        let (address, seen) = upstream();
+        let manager = "          use_remote_address: true\n";
+        let ferry = Ferry::start(
+            &config_with(address, Options { filter, manager, ..Options::default() }),
+            &["--concurrency", "1"],
+        );
+        request(ferry.address("main"), "GET", "/", &[("x-forwarded-for", "203.0.113.9")], b"");
+        request(ferry.address("main"), "GET", "/", &[], b"");
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].0.get("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1", "filter: {filter}");
+        assert_eq!(seen[1].0.get("x-forwarded-for").unwrap(), "127.0.0.1", "filter: {filter}");
+    }
+    // Off by default, as in Envoy: the header goes on as the client sent it.
+    let (address, seen) = upstream();
+    let ferry = Ferry::start(&config(address), &["--concurrency", "1"]);
+    request(ferry.address("main"), "GET", "/", &[("x-forwarded-for", "203.0.113.9")], b"");
+    assert_eq!(seen.lock().unwrap()[0].0.get("x-forwarded-for").unwrap(), "203.0.113.9");
+}
+
+#[test]
+fn server_header_transformation_decides_whose_server_header_the_client_sees() {
+    let cases = [
+        ("", Some("ferry"), Some("ferry")),
+        ("          server_header_transformation: APPEND_IF_ABSENT\n", Some("upstream"), Some("ferry")),
+        ("          server_header_transformation: PASS_THROUGH\n", Some("upstream"), None),
+    ];
+    for (manager, proxied, local) in cases {
+        for filter in PATHS {
+            let (address, _) = upstream();
+            let ferry = Ferry::start(
+                &config_with(address, Options { filter, manager, ..Options::default() }),
+                &["--concurrency", "1"],
+            );
+            let response = request(ferry.address("main"), "GET", "/", &[], b"");
+            assert_eq!(response.header("server"), proxied, "{manager} filter: {filter}");
+            let response = request(ferry.address("main"), "GET", "/local", &[], b"");
+            assert_eq!(response.header("server"), local, "{manager} filter: {filter}");
+        }
+    }
 }

@@ -97,7 +97,8 @@ pub(crate) async fn handle(
         // No plugin sees the request: it goes on as hyper parsed it.
         return Ok(passthrough::handle(parts, body, &conn).await);
     }
-    let request_headers = request_headers(&parts, conn.http.generate_request_id);
+    let forwarded_for = conn.http.use_remote_address.then(|| conn.source.ip());
+    let request_headers = request_headers(&parts, conn.http.generate_request_id, forwarded_for);
     let info = StreamInfo {
         source: Some(conn.source),
         destination: conn.destination,
@@ -187,8 +188,11 @@ impl Exchange {
             Err(Ending::Fail(error)) => return Err(error),
         };
         let thread = self.conn.thread.clone();
-        let response =
-            thread.upstreams().forward(name, timeout, &self.stream.request_headers, body).await.map_err(|error| {
+        let response = thread
+            .upstreams()
+            .forward(name, timeout, http.envoy_headers, &self.stream.request_headers, body)
+            .await
+            .map_err(|error| {
                 tracing::debug!(target: "upstream", "cluster {name}: {error}");
                 StreamError::Upstream(error)
             })?;
@@ -270,7 +274,7 @@ impl Exchange {
     /// The hyper response: status from `:status`, the headers as the plugins
     /// left them, then `server`. The body ends the plugin contexts when done.
     fn encode(mut self, body: ResponseBody) -> Response<ResponseBody> {
-        let mut response = hyper_response(&self.stream.response_headers, &self.conn.http.server_name);
+        let mut response = hyper_response(&self.stream.response_headers, &self.conn.http);
         let finisher =
             StreamFinisher { filters: std::mem::take(&mut self.filters), stream: std::mem::take(&mut self.stream) };
         *response.body_mut() = body.finish_with(finisher);
@@ -280,7 +284,7 @@ impl Exchange {
 
 /// A hyper response (with an empty body) from a response map: status from
 /// `:status`, the headers in order, then `server`.
-pub(super) fn hyper_response(headers: &HeaderMap, server_name: &Bytes) -> Response<ResponseBody> {
+pub(super) fn hyper_response(headers: &HeaderMap, http: &HttpPlan) -> Response<ResponseBody> {
     let status = headers
         .get(b":status")
         .and_then(|s| std::str::from_utf8(s).ok()?.parse::<u16>().ok())
@@ -289,9 +293,7 @@ pub(super) fn hyper_response(headers: &HeaderMap, server_name: &Bytes) -> Respon
     let mut response = Response::new(ResponseBody::full(Bytes::new()));
     *response.status_mut() = status;
     to_hyper_headers(headers, response.headers_mut());
-    if let Ok(server) = http::HeaderValue::from_maybe_shared(server_name.clone()) {
-        response.headers_mut().insert(http::header::SERVER, server);
-    }
+    http.set_server_header(response.headers_mut());
     response
 }
 

@@ -158,15 +158,46 @@ impl Upstreams {
         Upstreams { pools }
     }
 
-    /// Sends the request described by `headers` and `body` to `cluster`.
+    /// Sends the request described by `headers` and `body` to `cluster`
+    /// for a route; `envoy_headers` as the router's (see [`Self::send_routed`]).
     pub(crate) async fn forward(
         &self,
         cluster: &str,
         timeout: Option<Duration>,
+        envoy_headers: bool,
         headers: &HeaderMap,
         body: UpstreamBody,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        self.send(cluster, timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT), headers, body).await
+        let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
+        let endpoint = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
+        let request = build_request(endpoint, headers, body)?;
+        Self::send_routed(pool, timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT), envoy_headers, request).await
+    }
+
+    /// Sends a routed request. With `envoy_headers` (unless the router's
+    /// `suppress_envoy_headers`), as Envoy's router: the timeout goes
+    /// upstream as `x-envoy-expected-rq-timeout-ms` (when there is one),
+    /// and the response carries `x-envoy-upstream-service-time`, the
+    /// milliseconds until its headers came.
+    async fn send_routed(
+        pool: &Pool,
+        timeout: Duration,
+        envoy_headers: bool,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        if !envoy_headers {
+            return Self::send_request(pool, timeout, request).await;
+        }
+        if !timeout.is_zero() {
+            request
+                .headers_mut()
+                .insert("x-envoy-expected-rq-timeout-ms", http::HeaderValue::from(timeout.as_millis() as u64));
+        }
+        let sent = std::time::Instant::now();
+        let mut response = Self::send_request(pool, timeout, request).await?;
+        let service_time = http::HeaderValue::from(sent.elapsed().as_millis() as u64);
+        response.headers_mut().insert("x-envoy-upstream-service-time", service_time);
+        Ok(response)
     }
 
     /// Sends a request as hyper parsed it (no filter changed it) to
@@ -176,6 +207,7 @@ impl Upstreams {
         &self,
         cluster: &str,
         timeout: Option<Duration>,
+        envoy_headers: bool,
         mut parts: http::request::Parts,
         body: UpstreamBody,
     ) -> Result<Response<Incoming>, UpstreamError> {
@@ -190,7 +222,8 @@ impl Upstreams {
             .map_err(|e| UpstreamError::Request(e.to_string()))?;
         // The request goes out in the cluster's protocol, whatever the client spoke.
         parts.version = http::Version::HTTP_11;
-        Self::send_request(pool, timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT), Request::from_parts(parts, body)).await
+        let request = Request::from_parts(parts, body);
+        Self::send_routed(pool, timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT), envoy_headers, request).await
     }
 
     /// Sends a plugin's HTTP call and reads the whole response.

@@ -64,7 +64,7 @@ fn route<'a>(parts: &http::request::Parts, conn: &'a ConnContext) -> Routed<'a> 
 fn local_reply(local: Local, grpc: bool, conn: &ConnContext) -> Response<ResponseBody> {
     if grpc {
         let (headers, body) = local.into_response(true);
-        let mut response = hyper_response(&headers, &conn.http.server_name);
+        let mut response = hyper_response(&headers, &conn.http);
         *response.body_mut() = ResponseBody::full(body);
         return response;
     }
@@ -74,9 +74,7 @@ fn local_reply(local: Local, grpc: bool, conn: &ConnContext) -> Response<Respons
     if !local.body.is_empty() {
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     }
-    if let Ok(server) = HeaderValue::from_maybe_shared(conn.http.server_name.clone()) {
-        response.headers_mut().insert(header::SERVER, server);
-    }
+    conn.http.set_server_header(response.headers_mut());
     response
 }
 
@@ -89,17 +87,21 @@ async fn forward(
     timeout: Option<std::time::Duration>,
 ) -> Result<Response<ResponseBody>, StreamError> {
     prepare_upstream_headers(&mut parts.headers, conn.http.generate_request_id);
+    if conn.http.use_remote_address {
+        append_forwarded_for(&mut parts.headers, conn.source.ip());
+    }
     let upstreams = conn.thread.upstreams();
-    let response =
-        upstreams.forward_parts(cluster, timeout, parts, UpstreamBody::Streamed(body)).await.map_err(|error| {
+    let envoy_headers = conn.http.envoy_headers;
+    let response = upstreams
+        .forward_parts(cluster, timeout, envoy_headers, parts, UpstreamBody::Streamed(body))
+        .await
+        .map_err(|error| {
             tracing::debug!(target: "upstream", "cluster {cluster}: {error}");
             StreamError::Upstream(error)
         })?;
     let (mut head, body) = response.into_parts();
     remove_hop_by_hop(&mut head.headers);
-    if let Ok(server) = HeaderValue::from_maybe_shared(conn.http.server_name.clone()) {
-        head.headers.insert(header::SERVER, server);
-    }
+    conn.http.set_server_header(&mut head.headers);
     Ok(Response::from_parts(head, ResponseBody::upstream(body)))
 }
 
@@ -123,6 +125,17 @@ fn prepare_upstream_headers(headers: &mut http::HeaderMap, generate_request_id: 
         if let Ok(id) = HeaderValue::from_bytes(&text) {
             headers.insert("x-request-id", id);
         }
+    }
+}
+
+/// `use_remote_address`: the peer's address at the end of `x-forwarded-for`.
+fn append_forwarded_for(headers: &mut http::HeaderMap, peer: std::net::IpAddr) {
+    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {peer}"),
+        None => peer.to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert("x-forwarded-for", value);
     }
 }
 
