@@ -21,5 +21,5 @@ mod upstream;
 pub use plan::{
     HostRuntime, HttpPlan, ListenerPlan, ListenerService, Plan, PlanError, TcpPlan, WasmSettings, host_runtime,
 };
-pub use server::{RunError, RunOptions, check_start, run};
+pub use server::{LogControl, RunError, RunOptions, check_start, run};
 pub use upstream::Clusters;

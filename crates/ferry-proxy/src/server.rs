@@ -23,6 +23,20 @@ use crate::plan::Plan;
 pub struct RunOptions {
     /// Number of worker threads (`--concurrency`).
     pub concurrency: usize,
+    /// The loggers' levels, for the admin endpoint's `/logging`.
+    pub log_control: Option<Arc<dyn LogControl>>,
+}
+
+/// The process's loggers, as `/logging` lists and changes them. The binary
+/// owns logging; the admin endpoint only speaks to it through this.
+pub trait LogControl: Send + Sync + std::fmt::Debug {
+    /// Each logger and its level (`trace` … `critical`, `off`), sorted by name.
+    fn loggers(&self) -> Vec<(&'static str, &'static str)>;
+    /// Sets `logger` (every logger when `None`) to `level`.
+    ///
+    /// # Errors
+    /// A message naming an unknown logger or level.
+    fn set_level(&self, logger: Option<&str>, level: &str) -> Result<(), String>;
 }
 
 /// Why the server stopped with an error.
@@ -135,6 +149,7 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
             started: start_time,
             health_check_failed: Cell::new(false),
             quit: quit.clone(),
+            log_control: options.log_control.clone(),
         };
         tokio::task::spawn_local(crate::admin::serve(listener, admin));
     }

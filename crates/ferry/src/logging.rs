@@ -11,7 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use ferry_abi::LogLevel;
 use ferry_host::WasmLogLevel;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use tracing::field::{Field, Visit};
+
 use tracing::{Event, Level, Subscriber};
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::Layer as _;
@@ -45,16 +48,22 @@ impl EnvoyLevel {
         }))
     }
 
+    /// The name Envoy's `/logging` prints.
+    pub fn name(self) -> &'static str {
+        ["trace", "debug", "info", "warning", "error", "critical", "off"][usize::from(self.0.min(6))]
+    }
+
     /// The level of the host's `wasm` logger.
     pub fn to_wasm(self) -> WasmLogLevel {
         LogLevel::from_raw(u32::from(self.0)).map_or(WasmLogLevel::Off, WasmLogLevel::At)
     }
 }
 
-/// The level of each component.
+/// The level of each component, shared by the logger's filter and the
+/// admin endpoint's `/logging`, which changes them at run time.
 #[derive(Clone, Debug)]
 pub struct Levels {
-    levels: Vec<(&'static str, EnvoyLevel)>,
+    levels: Arc<[(&'static str, AtomicU8)]>,
 }
 
 impl Levels {
@@ -75,12 +84,66 @@ impl Levels {
                 None => tracing::debug!(target: "main", "no logger named {name:?} in ferry; ignored"),
             }
         }
+        let levels = levels.into_iter().map(|(c, l)| (c, AtomicU8::new(l.0))).collect();
         Ok(Levels { levels })
     }
 
     /// The level of `component` (`main` for anything unknown).
     pub fn of(&self, component: &str) -> EnvoyLevel {
-        self.levels.iter().find(|(c, _)| *c == component).map_or(self.levels[0].1, |(_, l)| *l)
+        let entry = self.levels.iter().find(|(c, _)| *c == component).unwrap_or(&self.levels[0]);
+        EnvoyLevel(entry.1.load(Ordering::Relaxed))
+    }
+
+    /// Sets `component` (every one when `None`) to `level`; false if there is
+    /// no such component.
+    pub fn set(&self, component: Option<&str>, level: EnvoyLevel) -> bool {
+        let mut found = false;
+        for (name, current) in self.levels.iter() {
+            if component.is_none_or(|c| c == *name) {
+                current.store(level.0, Ordering::Relaxed);
+                found = true;
+            }
+        }
+        found
+    }
+}
+
+/// What the admin endpoint's `/logging` changes: the components' levels,
+/// and the host's level for plugins' logs (`proxy_get_log_level` reports it).
+pub struct RuntimeLevels {
+    /// The logger's levels.
+    pub levels: Levels,
+    /// The host whose `wasm` level follows the `wasm` logger.
+    pub host: Arc<ferry_host::Host>,
+}
+
+impl std::fmt::Debug for RuntimeLevels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeLevels").field("levels", &self.levels).finish_non_exhaustive()
+    }
+}
+
+impl ferry_proxy::LogControl for RuntimeLevels {
+    fn loggers(&self) -> Vec<(&'static str, &'static str)> {
+        let mut loggers: Vec<_> = self
+            .levels
+            .levels
+            .iter()
+            .map(|(name, level)| (*name, EnvoyLevel(level.load(Ordering::Relaxed)).name()))
+            .collect();
+        loggers.sort_unstable();
+        loggers
+    }
+
+    fn set_level(&self, logger: Option<&str>, level: &str) -> Result<(), String> {
+        let level = EnvoyLevel::parse(level).map_err(|e| e.to_string())?;
+        if !self.levels.set(logger, level) {
+            return Err(format!("unknown logger {:?}", logger.unwrap_or_default()));
+        }
+        if logger.is_none_or(|l| l == "wasm") {
+            self.host.set_wasm_log_level(level.to_wasm());
+        }
+        Ok(())
     }
 }
 

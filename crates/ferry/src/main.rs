@@ -15,6 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
@@ -119,15 +120,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let wasm_level = levels.of("wasm").to_wasm();
-    let guard = match logging::init(levels, &cli.log_format, cli.log_path.as_deref()) {
+    let guard = match logging::init(levels.clone(), &cli.log_format, cli.log_path.as_deref()) {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("ferry: {e:#}");
             return ExitCode::FAILURE;
         }
     };
-    let result = run(&cli, wasm_level);
+    let result = run(&cli, levels);
     drop(guard);
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -140,7 +140,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli, wasm_level: ferry_host::WasmLogLevel) -> anyhow::Result<()> {
+fn run(cli: &Cli, levels: logging::Levels) -> anyhow::Result<()> {
     let _ = cli.base_id;
     let path = cli.config_path.display();
     let config = ferry_config::from_file(&cli.config_path)
@@ -156,7 +156,7 @@ fn run(cli: &Cli, wasm_level: ferry_host::WasmLogLevel) -> anyhow::Result<()> {
         None => runtime.compilation.unwrap_or(Compilation::Tiered),
     };
     let host = Host::new(HostOptions {
-        wasm_log_level: wasm_level,
+        wasm_log_level: levels.of("wasm").to_wasm(),
         module_cache,
         upstreams,
         node,
@@ -177,7 +177,8 @@ fn run(cli: &Cli, wasm_level: ferry_host::WasmLogLevel) -> anyhow::Result<()> {
         .concurrency
         .filter(|&n| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    ferry_proxy::run(plan, RunOptions { concurrency })?;
+    let log_control = Arc::new(logging::RuntimeLevels { levels, host: plan.host.clone() });
+    ferry_proxy::run(plan, RunOptions { concurrency, log_control: Some(log_control) })?;
     Ok(())
 }
 

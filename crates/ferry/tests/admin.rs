@@ -171,3 +171,56 @@ fn health_check_failing_and_quitquitquit_take_post_only() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// A filter that logs `debug-line` at debug level on each request.
+const DEBUG_LOGGER: &str = r#"(module
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "debug-line")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $log (i32.const 1) (i32.const 100) (i32.const 10)))
+    i32.const 0))"#;
+
+#[test]
+fn logging_lists_and_changes_levels_at_run_time() {
+    let code = format!("{{ local: {{ inline_string: {DEBUG_LOGGER:?} }} }}");
+    let filter = common::wasm_filter("chatty", "chatty", &code);
+    let config = format!(
+        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\n\
+         static_resources:\n  listeners:\n{}",
+        listener("main", 0, &direct_route("/", "ok\n"), &filter),
+    );
+    let ferry = Ferry::start(&config, &["--concurrency", "1", "--log-level", "info"]);
+    let admin = SocketAddr::from(([127, 0, 0, 1], ferry.admin.expect("admin address").port()));
+    let post = |path: &str| request(admin, "POST", path, &[], b"");
+    let debug_lines = || ferry.lines().iter().filter(|l| l.contains("debug-line")).count();
+
+    assert_eq!(admin_get(admin, "/logging").status, 405);
+    let list = post("/logging").text();
+    assert!(list.starts_with("active loggers:\n"), "{list}");
+    assert!(list.lines().any(|l| l == "  wasm: info"), "{list}");
+
+    common::get(ferry.address("main"), "/", &[]);
+    assert_eq!(debug_lines(), 0, "debug is below info");
+    let list = post("/logging?wasm=debug").text();
+    assert!(list.lines().any(|l| l == "  wasm: debug"), "{list}");
+    assert!(list.lines().any(|l| l == "  http: info"), "only wasm changed: {list}");
+    common::get(ferry.address("main"), "/", &[]);
+    ferry.wait_for("debug-line", Duration::from_secs(10));
+
+    // A bad change changes nothing.
+    let refused = post("/logging?paths=wasm:error,nosuch:debug");
+    assert_eq!(refused.status, 404);
+    assert!(refused.text().contains("unknown logger \"nosuch\""), "{}", refused.text());
+    assert!(post("/logging").text().lines().any(|l| l == "  wasm: debug"));
+
+    let list = post("/logging?level=warning").text();
+    assert!(list.lines().skip(1).all(|l| l.ends_with(": warning")), "{list}");
+    let before = debug_lines();
+    common::get(ferry.address("main"), "/", &[]);
+    common::get(ferry.address("main"), "/", &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(debug_lines(), before, "no debug lines at warning");
+}

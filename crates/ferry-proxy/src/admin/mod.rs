@@ -2,7 +2,7 @@
 //! `/ready`, `/server_info`, `/listeners`, `/clusters`, `/stats` (text,
 //! `?format=json`, `?format=prometheus`, `filter`, `usedonly`),
 //! `/stats/prometheus`, `/healthcheck/fail` and `/healthcheck/ok`,
-//! `/quitquitquit`; and `/plugins` (each plugin's VM on each thread, ferry's
+//! `/logging`, `/quitquitquit`; and `/plugins` (each plugin's VM on each thread, ferry's
 //! own). Endpoints that change the server take POST only, as in Envoy.
 
 mod stats;
@@ -44,6 +44,8 @@ pub(crate) struct Admin {
     pub health_check_failed: Cell<bool>,
     /// Notified by `POST /quitquitquit`: the server shuts down as on SIGTERM.
     pub quit: Rc<Notify>,
+    /// The loggers `/logging` lists and changes.
+    pub log_control: Option<Arc<dyn crate::LogControl>>,
 }
 
 /// Serves admin requests until the task is dropped.
@@ -64,7 +66,7 @@ const JSON: &str = "application/json";
 const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=UTF-8";
 
 /// Endpoints that change the server: POST only.
-const MUTATING: [&str; 3] = ["/healthcheck/fail", "/healthcheck/ok", "/quitquitquit"];
+const MUTATING: [&str; 4] = ["/healthcheck/fail", "/healthcheck/ok", "/logging", "/quitquitquit"];
 
 async fn respond(request: Request<Incoming>, admin: Rc<Admin>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path();
@@ -112,6 +114,10 @@ async fn respond(request: Request<Incoming>, admin: Rc<Admin>) -> Result<Respons
             admin.health_check_failed.set(false);
             ok(TEXT, "OK\n".into())
         }
+        "/logging" => match logging(&admin, &params) {
+            Ok(list) => ok(TEXT, list),
+            Err(message) => Ok(reply(StatusCode::NOT_FOUND, TEXT, format!("{message}\n{LOGGING_USAGE}"))),
+        },
         "/quitquitquit" => {
             admin.quit.notify_one();
             ok(TEXT, "OK\n".into())
@@ -131,7 +137,53 @@ const HELP: &str = "ferry admin\n\
   /stats/prometheus: every stat in the Prometheus text format\n\
   /plugins: each plugin's VM on each thread: running, restarting, failed or held_failed\n\
   POST /healthcheck/fail, /healthcheck/ok: report DRAINING, or LIVE again\n\
+  POST /logging: list the loggers' levels; ?level=<level>, ?<logger>=<level>, ?paths=<logger>:<level>,...: change them\n\
   POST /quitquitquit: shut down as on SIGTERM\n";
+
+const LOGGING_USAGE: &str = "usage: POST /logging?level=<level> (every logger), /logging?<logger>=<level> (one), \
+  /logging?paths=<logger>:<level>,<logger>:<level> (several); levels: trace, debug, info, warning, error, critical, off\n";
+
+/// `POST /logging`: applies the query's changes, all or none, then lists
+/// every logger's level as Envoy does (`active loggers:` then `  name: level`).
+fn logging(admin: &Admin, params: &[(String, String)]) -> Result<String, String> {
+    let control = admin.log_control.as_ref().ok_or("this server's loggers cannot be changed")?;
+    let mut changes: Vec<(Option<&str>, &str)> = Vec::new();
+    for (key, value) in params {
+        match key.as_str() {
+            "level" => changes.push((None, value)),
+            "paths" => {
+                for item in value.split(',').filter(|item| !item.is_empty()) {
+                    let (logger, level) = item.split_once(':').ok_or(format!("{item:?} is not <logger>:<level>"))?;
+                    changes.push((Some(logger), level));
+                }
+            }
+            logger => changes.push((Some(logger), value)),
+        }
+    }
+    // Check every change before making any, so a bad one changes nothing.
+    let loggers = control.loggers();
+    for (logger, level) in &changes {
+        if let Some(logger) = logger
+            && !loggers.iter().any(|(name, _)| name == logger)
+        {
+            return Err(format!("unknown logger {logger:?}"));
+        }
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!("unknown level {level:?}"));
+        }
+    }
+    for (logger, level) in changes {
+        control.set_level(logger, level)?;
+    }
+    let mut out = String::from("active loggers:\n");
+    for (name, level) in control.loggers() {
+        out.push_str(&format!("  {name}: {level}\n"));
+    }
+    Ok(out)
+}
+
+/// The level names `/logging` takes.
+const LEVELS: [&str; 8] = ["trace", "debug", "info", "warning", "warn", "error", "critical", "off"];
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
