@@ -39,7 +39,7 @@ fn join(path: &str, field: &str) -> String {
 }
 
 /// Deserializes `value` as `T`, reporting errors under `path`.
-fn decode<T: DeserializeOwned>(value: Value, path: &str) -> Result<T, ConfigError> {
+pub(crate) fn decode<T: DeserializeOwned>(value: Value, path: &str) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let inner = crate::field_path(e.path());
         let at = if inner.is_empty() { path.to_owned() } else { join(path, &inner) };
@@ -49,15 +49,15 @@ fn decode<T: DeserializeOwned>(value: Value, path: &str) -> Result<T, ConfigErro
 
 /// A decoded `Any`: the message type (without its URL prefix), its fields,
 /// and the path of those fields.
-struct Any {
-    type_name: String,
-    fields: Value,
-    path: String,
+pub(crate) struct Any {
+    pub(crate) type_name: String,
+    pub(crate) fields: Value,
+    pub(crate) path: String,
 }
 
 /// Reads an `Any`: `@type` plus the message's fields, or a `TypedStruct`
 /// wrapping `type_url` and `value`.
-fn unpack_any(value: Value, path: &str) -> Result<Any, ConfigError> {
+pub(crate) fn unpack_any(value: Value, path: &str) -> Result<Any, ConfigError> {
     let Value::Mapping(mut map) = value else {
         return Err(err(path, "expected a typed config with an \"@type\" field"));
     };
@@ -216,6 +216,10 @@ fn tcp_proxy(
     if raw.weighted_clusters.is_some() {
         return Err(err(join(path, "weighted_clusters"), "not supported; name one cluster"));
     }
+    if raw.access_log.is_some() {
+        // Refused rather than ignored: a log the operator asked for would silently be missing.
+        return Err(err(join(path, "access_log"), "access logs on tcp_proxy are not supported yet"));
+    }
     let Some(cluster) = raw.cluster else {
         return Err(err(join(path, "cluster"), "required"));
     };
@@ -284,6 +288,12 @@ fn http_connection_manager(
         server_header_transformation,
         use_remote_address: raw.use_remote_address.unwrap_or(false),
         suppress_envoy_headers,
+        access_log: raw
+            .access_log
+            .into_iter()
+            .enumerate()
+            .map(|(i, log)| crate::access_log::access_log(log, &format!("{path}.access_log[{i}]")))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -364,6 +374,20 @@ fn route(raw: raw::Route, path: &str, clusters: &[Cluster], max_body: u32) -> Re
         return Err(err(join(path, "direct_response.status"), "must be between 100 and 599"));
     }
     Ok(Route { matcher, case_sensitive: m.case_sensitive.unwrap_or(true), action })
+}
+
+/// The largest format string read from a file (`text_format_source`).
+const MAX_FORMAT_FILE_BYTES: u64 = 1 << 20;
+
+/// Bytes of an inline or file `DataSource` (a file of at most 1 MiB).
+pub(crate) fn data_source_bytes(raw: raw::DataSource, path: &str) -> Result<Vec<u8>, ConfigError> {
+    match (raw.inline_string, raw.inline_bytes, raw.filename) {
+        (Some(s), None, None) => Ok(s.into_bytes()),
+        (None, Some(b), None) => base64_bytes(&b, &join(path, "inline_bytes")),
+        (None, None, Some(f)) => crate::input::read_file(std::path::Path::new(&f), MAX_FORMAT_FILE_BYTES)
+            .map_err(|reason| err(join(path, "filename"), reason)),
+        _ => Err(err(path, "exactly one of inline_string, inline_bytes or filename is required")),
+    }
 }
 
 /// Bytes of an inline or file `DataSource` used as a direct-response body,

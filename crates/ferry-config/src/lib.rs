@@ -8,6 +8,7 @@
 //! `static_resources.listeners[0].address.socket_address.port_value: invalid type: ...`.
 //! Fields that change nothing here (stat prefixes, runtime names) are accepted.
 
+pub mod access_log;
 mod convert;
 pub mod input;
 pub mod model;

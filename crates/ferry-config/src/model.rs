@@ -191,6 +191,95 @@ pub struct HttpConnectionManager {
     /// The router's `suppress_envoy_headers`: no `x-envoy-expected-rq-timeout-ms`
     /// upstream, no `x-envoy-upstream-service-time` downstream.
     pub suppress_envoy_headers: bool,
+    /// `access_log`: one line per request, for each logger.
+    pub access_log: Vec<AccessLog>,
+}
+
+/// An access logger: where lines go and how they look.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccessLog {
+    /// Where the lines go.
+    pub sink: AccessLogSink,
+    /// How a line is made.
+    pub format: LogFormat,
+    /// `omit_empty_values`: an empty value is left out (JSON) or empty
+    /// (text) instead of `-`.
+    pub omit_empty_values: bool,
+}
+
+/// Where an access logger writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLogSink {
+    /// `envoy.access_loggers.file`: appended to a file.
+    File(PathBuf),
+    /// `envoy.access_loggers.stdout`.
+    Stdout,
+    /// `envoy.access_loggers.stderr`.
+    Stderr,
+}
+
+/// An access log format: text, or a JSON object per line.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LogFormat {
+    /// Text with command operators (a line ends where the format says).
+    Text(Vec<FormatPiece>),
+    /// `json_format`: each key's value made by its own format; one object per line.
+    Json(Vec<(String, Vec<FormatPiece>)>),
+}
+
+/// A piece of a format string.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FormatPiece {
+    /// Text as written.
+    Text(String),
+    /// A command operator, `%NAME%` or `%NAME(args)%`.
+    Operator(Operator),
+}
+
+/// The command operators ferry's access logs know, with Envoy's meanings.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Operator {
+    /// `%START_TIME%`: when the request began, `2026-01-02T03:04:05.006Z`.
+    StartTime,
+    /// `%REQ(X?Y):Z%`: request header X, else Y, at most Z characters.
+    Request(HeaderOperand),
+    /// `%RESP(X?Y):Z%`: response header.
+    Response(HeaderOperand),
+    /// `%PROTOCOL%`: `HTTP/1.1`, ….
+    Protocol,
+    /// `%RESPONSE_CODE%`: the status sent, 0 when none was.
+    ResponseCode,
+    /// `%RESPONSE_FLAGS%`: Envoy's short codes (`UF`, `UT`, `UH`, `NR`, `DC`), `-` for none.
+    ResponseFlags,
+    /// `%BYTES_RECEIVED%`: request body bytes.
+    BytesReceived,
+    /// `%BYTES_SENT%`: response body bytes.
+    BytesSent,
+    /// `%DURATION%`: milliseconds from the request's start to the response's end.
+    Duration,
+    /// `%UPSTREAM_HOST%`: the upstream's address.
+    UpstreamHost,
+    /// `%UPSTREAM_CLUSTER%`: the cluster routed to.
+    UpstreamCluster,
+    /// `%DOWNSTREAM_REMOTE_ADDRESS%`: the client's address and port.
+    DownstreamRemoteAddress,
+    /// `%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%`.
+    DownstreamRemoteAddressWithoutPort,
+    /// `%DOWNSTREAM_LOCAL_ADDRESS%`: the address the client connected to.
+    DownstreamLocalAddress,
+    /// `%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%`.
+    DownstreamLocalAddressWithoutPort,
+}
+
+/// The operand of `%REQ(...)%` and `%RESP(...)%`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderOperand {
+    /// The header, lower-case (`:path`, `user-agent`, …).
+    pub name: String,
+    /// The header used when `name` is absent.
+    pub alternative: Option<String>,
+    /// The most characters shown.
+    pub max_length: Option<usize>,
 }
 
 /// `server_header_transformation`, as Envoy's.

@@ -144,6 +144,53 @@ pub(crate) struct HttpConnectionManager {
     pub use_remote_address: Option<bool>,
     #[serde(default)]
     pub xff_num_trusted_hops: Option<u32>,
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
+    pub access_log: Vec<AccessLog>,
+}
+
+/// `envoy.config.accesslog.v3.AccessLog`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AccessLog {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub typed_config: Option<Value>,
+    #[serde(default)]
+    pub filter: Option<Value>,
+}
+
+/// `FileAccessLog`, `StdoutAccessLog` and `StderrAccessLog` in one: the
+/// conversion checks which fields each may have.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StreamAccessLog {
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `FileAccessLog.format`, deprecated: a text format.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// `FileAccessLog.json_format`, deprecated.
+    #[serde(default)]
+    pub json_format: Option<serde_norway::Mapping>,
+    #[serde(default)]
+    pub log_format: Option<SubstitutionFormatString>,
+}
+
+/// `envoy.config.core.v3.SubstitutionFormatString`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SubstitutionFormatString {
+    #[serde(default)]
+    pub text_format: Option<String>,
+    #[serde(default)]
+    pub text_format_source: Option<DataSource>,
+    #[serde(default)]
+    pub json_format: Option<serde_norway::Mapping>,
+    #[serde(default)]
+    pub omit_empty_values: Option<bool>,
+    #[serde(default)]
+    pub content_type: Ignored,
 }
 
 #[derive(Deserialize)]
@@ -309,7 +356,7 @@ pub(crate) struct TcpProxy {
     #[serde(default)]
     pub idle_timeout: Option<String>,
     #[serde(default)]
-    pub access_log: Ignored,
+    pub access_log: Option<Value>,
     #[serde(default)]
     pub max_connect_attempts: Ignored,
 }

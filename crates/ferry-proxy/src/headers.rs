@@ -53,6 +53,17 @@ pub(crate) fn request_headers(
     map
 }
 
+/// The protocol as Envoy names it (`request.protocol`, `%PROTOCOL%`).
+pub(crate) fn protocol_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
 fn method_bytes(method: &http::Method) -> Bytes {
     match *method {
         http::Method::GET => Bytes::from_static(b"GET"),

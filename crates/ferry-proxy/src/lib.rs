@@ -5,7 +5,10 @@
 //! [`Plan::build`] loads everything a configuration needs; [`run`] starts
 //! the threads and serves until SIGINT or SIGTERM.
 
+mod access_log;
 mod admin;
+mod civil;
+mod counted;
 mod event_loop;
 mod filter;
 mod headers;
@@ -18,6 +21,7 @@ mod server;
 mod tcp_proxy;
 mod upstream;
 
+pub use civil::Civil;
 pub use plan::{
     HostRuntime, HttpPlan, ListenerPlan, ListenerService, Plan, PlanError, TcpPlan, WasmSettings, host_runtime,
 };

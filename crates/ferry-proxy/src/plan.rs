@@ -15,6 +15,7 @@ use ferry_host::{
     QueueBounds, QueueBoundsRule,
 };
 
+use crate::access_log::AccessLogger;
 use crate::router::RouteTable;
 use crate::upstream::Clusters;
 
@@ -29,6 +30,16 @@ pub enum PlanError {
         path: String,
         /// What is wrong with the file, naming it.
         reason: String,
+    },
+    /// An access log could not be opened.
+    #[error("listener {listener:?}: cannot open access log {sink}: {source}")]
+    AccessLog {
+        /// The listener whose connection manager has the log.
+        listener: String,
+        /// Where it writes.
+        sink: String,
+        /// Why it failed.
+        source: std::io::Error,
     },
     /// A plugin's module could not be loaded.
     #[error("plugin '{plugin}' ({path}): {source}")]
@@ -204,9 +215,18 @@ pub struct HttpPlan {
     /// Add `x-envoy-expected-rq-timeout-ms` upstream and
     /// `x-envoy-upstream-service-time` downstream, as Envoy's router.
     pub envoy_headers: bool,
+    /// `access_log`: each logger writes one line per request.
+    pub(crate) access_logs: Arc<[Arc<AccessLogger>]>,
 }
 
 impl HttpPlan {
+    /// Writes out what the access logs hold (at shutdown).
+    pub(crate) fn flush_access_logs(&self) {
+        for log in self.access_logs.iter() {
+            log.flush();
+        }
+    }
+
     /// Sets `server` on a response as `server_header_transformation` says.
     pub(crate) fn set_server_header(&self, headers: &mut http::HeaderMap) {
         let Ok(server) = http::HeaderValue::from_maybe_shared(self.server_name.clone()) else { return };
@@ -258,6 +278,17 @@ impl Plan {
                         server_header_transformation: hcm.server_header_transformation,
                         use_remote_address: hcm.use_remote_address,
                         envoy_headers: !hcm.suppress_envoy_headers,
+                        access_logs: hcm
+                            .access_log
+                            .iter()
+                            .map(|log| {
+                                AccessLogger::open(log).map_err(|source| PlanError::AccessLog {
+                                    listener: listener.name.clone(),
+                                    sink: format!("{:?}", log.sink),
+                                    source,
+                                })
+                            })
+                            .collect::<Result<_, _>>()?,
                     }))
                 }
                 ListenerKind::Tcp(proxy) => {

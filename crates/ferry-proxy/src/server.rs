@@ -165,6 +165,12 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
     });
     main_thread.run(main_inbox).await;
     signal.abort();
+    // The workers are gone: every request they served is logged; write it out.
+    for listener in &plan.listeners {
+        if let crate::ListenerService::Http(http) = &listener.service {
+            http.flush_access_logs();
+        }
+    }
     tracing::info!(target: "main", "exiting");
     Ok(())
 }

@@ -6,7 +6,6 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use ferry_abi::LogLevel;
@@ -15,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use tracing::field::{Field, Visit};
 
+use ferry_proxy::Civil;
 use tracing::{Event, Level, Subscriber};
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::Layer as _;
@@ -286,47 +286,6 @@ fn thread_id() -> u64 {
     ID.with(|id| *id)
 }
 
-/// A UTC date and time.
-struct Civil {
-    year: i64,
-    month: u32,
-    day: u32,
-    hour: u32,
-    minute: u32,
-    second: u32,
-    nanos: u32,
-}
-
-impl Civil {
-    fn now() -> Self {
-        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        Civil::from_unix(since.as_secs() as i64, since.subsec_nanos())
-    }
-
-    fn from_unix(secs: i64, nanos: u32) -> Self {
-        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-        // Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        Civil {
-            year,
-            month,
-            day,
-            hour: (rem / 3600) as u32,
-            minute: (rem % 3600 / 60) as u32,
-            second: (rem % 60) as u32,
-            nanos,
-        }
-    }
-}
-
 /// Collects an event's message and whether it is critical.
 #[derive(Default)]
 struct Fields {
@@ -420,14 +379,5 @@ mod tests {
         assert_eq!(levels.of("http"), EnvoyLevel(3));
         assert!(Levels::parse("loud", None).is_err());
         assert!(Levels::parse("info", Some("wasm")).is_err());
-    }
-
-    #[test]
-    fn civil_time_of_a_known_instant() {
-        // 2024-02-29 12:34:56 UTC is 1709210096 s after the epoch.
-        let t = Civil::from_unix(1_709_210_096, 7);
-        assert_eq!((t.year, t.month, t.day, t.hour, t.minute, t.second, t.nanos), (2024, 2, 29, 12, 34, 56, 7));
-        let t = Civil::from_unix(0, 0);
-        assert_eq!((t.year, t.month, t.day), (1970, 1, 1));
     }
 }

@@ -9,6 +9,7 @@ use ferry_host::HttpStream;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::access_log::Entry;
 use crate::filter::{Filter, HttpFilter};
 
 /// Ends each filter of a stream (for a plugin: `proxy_on_log`,
@@ -37,29 +38,39 @@ enum Content {
 pub(crate) struct ResponseBody {
     content: Content,
     finisher: Option<StreamFinisher>,
+    /// The access-log entry, written when the body ends.
+    log: Option<Box<Entry>>,
+    /// Data bytes sent so far.
+    sent: u64,
 }
 
 impl ResponseBody {
     /// A body held in memory.
     pub(crate) fn full(bytes: Bytes) -> Self {
         let content = Content::Full(if bytes.is_empty() { None } else { Some(bytes) });
-        ResponseBody { content, finisher: None }
+        ResponseBody { content, finisher: None, log: None, sent: 0 }
     }
 
     /// A body and trailers held in memory.
     pub(crate) fn with_trailers(bytes: Bytes, trailers: http::HeaderMap) -> Self {
         let content = Content::WithTrailers((!bytes.is_empty()).then_some(bytes), Some(trailers));
-        ResponseBody { content, finisher: None }
+        ResponseBody { content, finisher: None, log: None, sent: 0 }
     }
 
     /// A body streamed from upstream.
     pub(crate) fn upstream(body: Incoming) -> Self {
-        ResponseBody { content: Content::Upstream(body), finisher: None }
+        ResponseBody { content: Content::Upstream(body), finisher: None, log: None, sent: 0 }
     }
 
     /// Ends the stream's plugin contexts when this body ends.
     pub(crate) fn finish_with(mut self, finisher: StreamFinisher) -> Self {
         self.finisher = Some(finisher);
+        self
+    }
+
+    /// Logs the request when this body ends.
+    pub(crate) fn log_with(mut self, entry: Entry) -> Self {
+        self.log = Some(Box::new(entry));
         self
     }
 
@@ -83,8 +94,12 @@ impl Body for ResponseBody {
             }
             Content::Upstream(body) => Pin::new(body).poll_frame(cx),
         };
-        if matches!(poll, Poll::Ready(None)) {
-            this.finish();
+        match &poll {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            Poll::Ready(None) => this.finish(),
+            _ => {}
         }
         poll
     }
@@ -109,5 +124,10 @@ impl Body for ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         self.finish();
+        if let Some(entry) = self.log.take() {
+            // Ended: sent to the end, or never polled because it was empty.
+            let completed = self.is_end_stream();
+            entry.finish(self.sent, completed);
+        }
     }
 }

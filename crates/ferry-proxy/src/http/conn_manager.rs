@@ -25,9 +25,11 @@ use hyper::body::Incoming;
 mod body_filters;
 mod passthrough;
 
+use crate::access_log::{Entry, StreamNotes};
+use crate::counted::CountedBody;
 use crate::event_loop::ThreadLoop;
 use crate::filter::{Filter, FilterStatus, HttpFilter, Side, WasmFilter};
-use crate::headers::{hyper_trailers, request_headers, response_headers, to_hyper_headers};
+use crate::headers::{hyper_trailers, protocol_name, request_headers, response_headers, to_hyper_headers};
 use crate::http::body::{ResponseBody, StreamFinisher};
 use crate::http::rescue::{Local, Rescue, StreamError, rescue};
 use crate::plan::HttpPlan;
@@ -52,6 +54,8 @@ struct Exchange {
     stream: HttpStream,
     /// One per filter that saw the request, in filter order.
     filters: Vec<Filter>,
+    /// What the access log needs to know of the path the request took.
+    notes: StreamNotes,
 }
 
 /// Why the filters ended a direction early.
@@ -88,15 +92,45 @@ enum Reply {
 }
 
 /// Handles one request. Every failure becomes a response, except a reset.
+/// With access logs configured, the request is logged when its response
+/// body ends.
 pub(crate) async fn handle(
     request: Request<Incoming>,
     conn: Rc<ConnContext>,
 ) -> Result<Response<ResponseBody>, StreamReset> {
     let (parts, body) = request.into_parts();
-    if conn.http.filters.is_empty() {
+    let logs = &conn.http.access_logs;
+    let addresses = (conn.source, conn.destination);
+    let generate_id = conn.http.generate_request_id;
+    let entry = (!logs.is_empty()).then(|| Entry::begin(logs.clone(), &parts, addresses, generate_id));
+    let body = CountedBody::new(body, entry.as_ref().map(|e| e.received.clone()));
+    let result = if conn.http.filters.is_empty() {
         // No plugin sees the request: it goes on as hyper parsed it.
-        return Ok(passthrough::handle(parts, body, &conn).await);
+        Ok(passthrough::handle(parts, body, &conn).await)
+    } else {
+        filtered(parts, body, conn).await
+    };
+    let Some(mut entry) = entry else { return result };
+    match result {
+        Ok(response) => {
+            let (mut head, body) = response.into_parts();
+            let notes = head.extensions.remove::<StreamNotes>().unwrap_or_default();
+            entry.response(head.status.as_u16(), &head.headers, notes);
+            Ok(Response::from_parts(head, body.log_with(entry)))
+        }
+        Err(reset) => {
+            entry.finish(0, false);
+            Err(reset)
+        }
     }
+}
+
+/// The general path: the request through the Wasm filters.
+async fn filtered(
+    parts: http::request::Parts,
+    body: CountedBody,
+    conn: Rc<ConnContext>,
+) -> Result<Response<ResponseBody>, StreamReset> {
     let forwarded_for = conn.http.use_remote_address.then(|| conn.source.ip());
     let request_headers = request_headers(&parts, conn.http.generate_request_id, forwarded_for);
     let info = StreamInfo {
@@ -104,11 +138,11 @@ pub(crate) async fn handle(
         destination: conn.destination,
         connection_id: conn.id,
         start: Some(std::time::SystemTime::now()),
-        protocol: protocol(parts.version),
+        protocol: protocol_name(parts.version),
         ..StreamInfo::default()
     };
-    let mut exchange =
-        Exchange { conn, stream: HttpStream { request_headers, info, ..HttpStream::default() }, filters: Vec::new() };
+    let stream = HttpStream { request_headers, info, ..HttpStream::default() };
+    let mut exchange = Exchange { conn, stream, filters: Vec::new(), notes: StreamNotes::default() };
     let reply = match exchange.request_path(body).await {
         Ok(reply) => reply,
         Err(error) => match rescue(error) {
@@ -132,21 +166,10 @@ pub(crate) async fn handle(
 /// response 502.
 const MAX_BUFFERED_BODY: usize = 1 << 20;
 
-/// The `request.protocol` property.
-fn protocol(version: http::Version) -> &'static str {
-    match version {
-        http::Version::HTTP_09 => "HTTP/0.9",
-        http::Version::HTTP_10 => "HTTP/1.0",
-        http::Version::HTTP_2 => "HTTP/2",
-        http::Version::HTTP_3 => "HTTP/3",
-        _ => "HTTP/1.1",
-    }
-}
-
 impl Exchange {
     /// The request filters, then the route: a reply to send back through
     /// the response filters.
-    async fn request_path(&mut self, body: Incoming) -> Result<Reply, StreamError> {
+    async fn request_path(&mut self, body: CountedBody) -> Result<Reply, StreamError> {
         match self.request_filters(body.is_end_stream()).await {
             Ok(()) => self.route(body).await,
             Err(Ending::Respond(local)) => Ok(self.local_reply(local)),
@@ -169,19 +192,20 @@ impl Exchange {
     }
 
     /// Routes on the request headers as the filters left them.
-    async fn route(&mut self, body: Incoming) -> Result<Reply, StreamError> {
+    async fn route(&mut self, body: CountedBody) -> Result<Reply, StreamError> {
         let headers = &self.stream.request_headers;
         let authority = headers.get(b":authority").cloned().unwrap_or_default();
         let path = headers.get(b":path").cloned().unwrap_or_default();
         let http = self.conn.http.clone();
         let (name, timeout) = match http.routes.route(&authority, &path) {
-            None => return Ok(self.local_reply(Local::new(404, Bytes::new()))),
+            None => return Ok(self.local_reply(Local::no_route())),
             Some(RouteAction::DirectResponse { status, body }) => {
                 let body = body.clone().map(Bytes::from).unwrap_or_default();
                 return Ok(self.local_reply(Local::new(*status, body)));
             }
             Some(RouteAction::Cluster { name, timeout }) => (name, *timeout),
         };
+        self.notes.cluster = Some(name.clone());
         let body = match self.request_body_filters(body).await {
             Ok(body) => body,
             Err(Ending::Respond(local)) => return Ok(self.local_reply(local)),
@@ -207,7 +231,7 @@ impl Exchange {
     /// The request body on its way upstream. With no filter it streams;
     /// with filters it goes through them chunk by chunk (see
     /// [`body_filters`]) and is sent as they left it, with its trailers.
-    async fn request_body_filters(&mut self, body: Incoming) -> Result<UpstreamBody, Ending> {
+    async fn request_body_filters(&mut self, body: CountedBody) -> Result<UpstreamBody, Ending> {
         if self.filters.is_empty() || body.is_end_stream() {
             return Ok(UpstreamBody::Streamed(body));
         }
@@ -226,6 +250,7 @@ impl Exchange {
     /// [`Local::into_response`]); returns its body.
     fn local_response(&mut self, local: Local) -> Bytes {
         let grpc = is_grpc(&self.stream.request_headers);
+        self.notes.flag = local.flag;
         let (headers, body) = local.into_response(grpc);
         self.stream.response_headers = headers;
         body
@@ -275,6 +300,14 @@ impl Exchange {
     /// left them, then `server`. The body ends the plugin contexts when done.
     fn encode(mut self, body: ResponseBody) -> Response<ResponseBody> {
         let mut response = hyper_response(&self.stream.response_headers, &self.conn.http);
+        if !self.conn.http.access_logs.is_empty() {
+            let mut notes = std::mem::take(&mut self.notes);
+            notes.upstream_host = self.stream.info.upstream;
+            let mut request = http::HeaderMap::new();
+            to_hyper_headers(&self.stream.request_headers, &mut request);
+            notes.request_headers = Some(request);
+            response.extensions_mut().insert(notes);
+        }
         let finisher =
             StreamFinisher { filters: std::mem::take(&mut self.filters), stream: std::mem::take(&mut self.stream) };
         *response.body_mut() = body.finish_with(finisher);

@@ -47,11 +47,18 @@ pub(crate) struct Local {
     pub(crate) headers: Vec<(Bytes, Bytes)>,
     /// The gRPC status a plugin chose, for a gRPC request.
     pub(crate) grpc_status: Option<u32>,
+    /// Envoy's response flag for why the proxy answered (access logs).
+    pub(crate) flag: Option<&'static str>,
 }
 
 impl Local {
     pub(crate) fn new(status: u16, body: impl Into<Bytes>) -> Self {
-        Local { status, body: body.into(), headers: Vec::new(), grpc_status: None }
+        Local { status, body: body.into(), headers: Vec::new(), grpc_status: None, flag: None }
+    }
+
+    /// No route matched: 404, Envoy's `NR`.
+    pub(crate) fn no_route() -> Self {
+        Local { flag: Some("NR"), ..Local::new(404, Bytes::new()) }
     }
 }
 
@@ -108,7 +115,7 @@ impl Local {
 
 impl From<ferry_host::LocalResponse> for Local {
     fn from(r: ferry_host::LocalResponse) -> Self {
-        Local { status: r.status, body: r.body, headers: r.headers, grpc_status: r.grpc_status }
+        Local { status: r.status, body: r.body, headers: r.headers, grpc_status: r.grpc_status, flag: None }
     }
 }
 
@@ -128,7 +135,9 @@ pub(crate) fn rescue(error: StreamError) -> Rescue {
         // Envoy's `wasm_fail_stream`: 503 with an empty body.
         StreamError::PluginFailed => reply(503),
         StreamError::PluginClosed => Rescue::Reset,
-        StreamError::Upstream(error) => Rescue::Reply(Local::new(error.status(), error.to_string())),
+        StreamError::Upstream(error) => {
+            Rescue::Reply(Local { flag: Some(error.flag()), ..Local::new(error.status(), error.to_string()) })
+        }
         StreamError::BodyTooLarge(Side::Request) => reply(413),
         StreamError::BodyBroken(Side::Request) => reply(400),
         StreamError::BodyTooLarge(Side::Response) | StreamError::BodyBroken(Side::Response) => reply(502),

@@ -54,6 +54,16 @@ pub(crate) enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// Envoy's response flag for it: `UH` no healthy upstream, `UF`
+    /// connection failure, `UT` timeout.
+    pub(crate) fn flag(&self) -> &'static str {
+        match self {
+            UpstreamError::NoEndpoint => "UH",
+            UpstreamError::Timeout => "UT",
+            UpstreamError::Connect(_) | UpstreamError::TcpConnect(_) | UpstreamError::Request(_) => "UF",
+        }
+    }
+
     /// The status Envoy answers with.
     pub(crate) fn status(&self) -> u16 {
         match self {
@@ -66,7 +76,7 @@ impl UpstreamError {
 /// A request body to an upstream: the downstream's, streamed, or one the
 /// proxy holds (read for filters, or an HTTP call's), with its trailers.
 pub(crate) enum UpstreamBody {
-    Streamed(Incoming),
+    Streamed(crate::counted::CountedBody),
     Full(Option<Bytes>, Option<http::HeaderMap>),
 }
 

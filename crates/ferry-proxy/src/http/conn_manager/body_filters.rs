@@ -17,9 +17,7 @@
 
 use bytes::Bytes;
 use ferry_host::{HeaderMap, HttpStream};
-use http_body::Body as _;
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 
 use super::{Ending, Exchange, MAX_BUFFERED_BODY, go_on};
 
@@ -64,7 +62,10 @@ impl Exchange {
     /// Reads `body` and runs it through the filters; `Err` with what ends
     /// the stream (a filter answered, reset it, or failed, or the body was
     /// too large or broke off).
-    pub(super) async fn filter_body(&mut self, side: Side, mut body: Incoming) -> Result<Filtered, Ending> {
+    pub(super) async fn filter_body<B>(&mut self, side: Side, mut body: B) -> Result<Filtered, Ending>
+    where
+        B: http_body::Body<Data = Bytes, Error = hyper::Error> + Unpin,
+    {
         let order = self.body_order(side);
         let mut held = vec![Vec::new(); self.filters.len()];
         let mut out = Vec::new();

@@ -11,16 +11,22 @@ use bytes::Bytes;
 use ferry_config::RouteAction;
 use http::Response;
 use http::header::{self, HeaderValue};
-use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpInfo;
 
 use super::{ConnContext, hyper_response};
+use crate::access_log::StreamNotes;
+use crate::counted::CountedBody;
 use crate::headers::HOP_BY_HOP;
 use crate::http::body::ResponseBody;
 use crate::http::rescue::{Local, Rescue, StreamError, rescue};
 use crate::upstream::UpstreamBody;
 
 /// Answers one request.
-pub(super) async fn handle(parts: http::request::Parts, body: Incoming, conn: &ConnContext) -> Response<ResponseBody> {
+pub(super) async fn handle(
+    parts: http::request::Parts,
+    body: CountedBody,
+    conn: &ConnContext,
+) -> Response<ResponseBody> {
     let grpc = parts.headers.get(header::CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
     let local = match route(&parts, conn) {
         Routed::Local(local) => local,
@@ -51,7 +57,7 @@ fn route<'a>(parts: &http::request::Parts, conn: &'a ConnContext) -> Routed<'a> 
         .unwrap_or_default();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     match conn.http.routes.route(authority, path.as_bytes()) {
-        None => Routed::Local(Local::new(404, Bytes::new())),
+        None => Routed::Local(Local::no_route()),
         Some(RouteAction::DirectResponse { status, body }) => {
             Routed::Local(Local::new(*status, body.clone().map(Bytes::from).unwrap_or_default()))
         }
@@ -62,6 +68,15 @@ fn route<'a>(parts: &http::request::Parts, conn: &'a ConnContext) -> Routed<'a> 
 /// The response to a local reply: the head `Local::into_response` gives,
 /// built for hyper directly (hyper adds the length).
 fn local_reply(local: Local, grpc: bool, conn: &ConnContext) -> Response<ResponseBody> {
+    let flag = local.flag;
+    let mut response = local_response(local, grpc, conn);
+    if !conn.http.access_logs.is_empty() {
+        response.extensions_mut().insert(StreamNotes { flag, ..StreamNotes::default() });
+    }
+    response
+}
+
+fn local_response(local: Local, grpc: bool, conn: &ConnContext) -> Response<ResponseBody> {
     if grpc {
         let (headers, body) = local.into_response(true);
         let mut response = hyper_response(&headers, &conn.http);
@@ -81,7 +96,7 @@ fn local_reply(local: Local, grpc: bool, conn: &ConnContext) -> Response<Respons
 /// Sends the request to `cluster` and streams the upstream's response back.
 async fn forward(
     mut parts: http::request::Parts,
-    body: Incoming,
+    body: CountedBody,
     conn: &ConnContext,
     cluster: &str,
     timeout: Option<std::time::Duration>,
@@ -90,6 +105,7 @@ async fn forward(
     if conn.http.use_remote_address {
         append_forwarded_for(&mut parts.headers, conn.source.ip());
     }
+    let logged = (!conn.http.access_logs.is_empty()).then(|| parts.headers.clone());
     let upstreams = conn.thread.upstreams();
     let envoy_headers = conn.http.envoy_headers;
     let response = upstreams
@@ -102,6 +118,17 @@ async fn forward(
     let (mut head, body) = response.into_parts();
     remove_hop_by_hop(&mut head.headers);
     conn.http.set_server_header(&mut head.headers);
+    if let Some(request_headers) = logged {
+        // The connector records the peer of each connection.
+        let upstream_host = head.extensions.get::<HttpInfo>().map(HttpInfo::remote_addr);
+        let cluster = Some(cluster.to_owned());
+        head.extensions.insert(StreamNotes {
+            upstream_host,
+            cluster,
+            flag: None,
+            request_headers: Some(request_headers),
+        });
+    }
     Ok(Response::from_parts(head, ResponseBody::upstream(body)))
 }
 

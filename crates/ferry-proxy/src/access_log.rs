@@ -1,0 +1,281 @@
+//! Access logs of the HTTP connection manager: one line per request for
+//! each configured logger, made when the response has ended (sent, or cut
+//! off because the client left), and written by a background thread, so
+//! a worker never waits on a file or a terminal.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant, SystemTime};
+
+use ferry_config::{AccessLogSink, FormatPiece, HeaderOperand, LogFormat, Operator};
+
+use crate::Civil;
+
+/// One logger: its format, and the channel to its writer thread.
+pub(crate) struct AccessLogger {
+    format: LogFormat,
+    omit_empty_values: bool,
+    lines: mpsc::Sender<Message>,
+}
+
+enum Message {
+    Line(String),
+    /// Answered once every line before it is written out.
+    Flush(mpsc::SyncSender<()>),
+}
+
+impl AccessLogger {
+    /// Opens the logger's file (appending) or stream and starts its writer.
+    ///
+    /// # Errors
+    /// The file cannot be opened, or the thread not started.
+    pub(crate) fn open(config: &ferry_config::AccessLog) -> std::io::Result<Arc<AccessLogger>> {
+        let out: Box<dyn Write + Send> = match &config.sink {
+            AccessLogSink::File(path) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
+            AccessLogSink::Stdout => Box::new(std::io::stdout()),
+            AccessLogSink::Stderr => Box::new(std::io::stderr()),
+        };
+        let (lines, receiver) = mpsc::channel();
+        std::thread::Builder::new().name("access_log".into()).spawn(move || write_lines(&receiver, out))?;
+        Ok(Arc::new(AccessLogger { format: config.format.clone(), omit_empty_values: config.omit_empty_values, lines }))
+    }
+
+    /// Waits (at most a second) until every line logged so far is written.
+    pub(crate) fn flush(&self) {
+        let (done, wait) = mpsc::sync_channel(1);
+        if self.lines.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+/// The writer thread: writes lines as they come, flushing whenever the
+/// channel is empty, until every sender is gone.
+fn write_lines(receiver: &mpsc::Receiver<Message>, out: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::new(out);
+    let mut waiting = Vec::new();
+    while let Ok(first) = receiver.recv() {
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Line(line) => {
+                    let _ = out.write_all(line.as_bytes());
+                }
+                Message::Flush(done) => waiting.push(done),
+            }
+            next = receiver.try_recv().ok();
+        }
+        let _ = out.flush();
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// What only the path a request took knows, carried out of the connection
+/// manager in the response's extensions.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StreamNotes {
+    /// The upstream that answered.
+    pub upstream_host: Option<SocketAddr>,
+    /// The cluster the route chose.
+    pub cluster: Option<String>,
+    /// Envoy's response flag for how the proxy answered, e.g. `UF`.
+    pub flag: Option<&'static str>,
+    /// The request headers as they went on (after the proxy's additions,
+    /// such as `x-request-id`), when they differ from the client's.
+    pub request_headers: Option<http::HeaderMap>,
+}
+
+/// One request being logged: what was known when it began, then its response.
+pub(crate) struct Entry {
+    loggers: Arc<[Arc<AccessLogger>]>,
+    start: SystemTime,
+    started: Instant,
+    method: http::Method,
+    path: String,
+    authority: String,
+    protocol: &'static str,
+    request_headers: http::HeaderMap,
+    downstream_remote: SocketAddr,
+    downstream_local: Option<SocketAddr>,
+    /// Request body bytes, counted as they are read.
+    pub(crate) received: Arc<AtomicU64>,
+    status: u16,
+    response_headers: http::HeaderMap,
+    notes: StreamNotes,
+}
+
+impl Entry {
+    /// Starts logging a request that arrived on a connection from `remote`
+    /// to `local`. With `generate_request_id`, a request without an
+    /// `x-request-id` is logged with one, as Envoy's connection manager
+    /// gives every request one (a request that goes upstream is logged with
+    /// the one it went with).
+    pub(crate) fn begin(
+        loggers: Arc<[Arc<AccessLogger>]>,
+        parts: &http::request::Parts,
+        (remote, local): (SocketAddr, Option<SocketAddr>),
+        generate_request_id: bool,
+    ) -> Entry {
+        let mut request_headers = parts.headers.clone();
+        if generate_request_id && !request_headers.contains_key("x-request-id") {
+            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+            if let Ok(id) = http::HeaderValue::from_bytes(&text) {
+                request_headers.insert("x-request-id", id);
+            }
+        }
+        let authority = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .unwrap_or_default()
+            .to_owned();
+        Entry {
+            loggers,
+            start: SystemTime::now(),
+            started: Instant::now(),
+            method: parts.method.clone(),
+            path: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+            authority,
+            protocol: crate::headers::protocol_name(parts.version),
+            request_headers,
+            downstream_remote: remote,
+            downstream_local: local,
+            received: Arc::default(),
+            status: 0,
+            response_headers: http::HeaderMap::new(),
+            notes: StreamNotes::default(),
+        }
+    }
+
+    /// Records the response (its head; the body is counted as it is sent).
+    pub(crate) fn response(&mut self, status: u16, headers: &http::HeaderMap, notes: StreamNotes) {
+        self.status = status;
+        self.response_headers = headers.clone();
+        if let Some(request) = &notes.request_headers {
+            self.request_headers = request.clone();
+        }
+        self.notes = notes;
+    }
+
+    /// Logs the request: `sent` body bytes, `completed` if the whole
+    /// response went out (else the client left: Envoy's `DC`).
+    pub(crate) fn finish(mut self, sent: u64, completed: bool) {
+        if !completed && self.notes.flag.is_none() {
+            self.notes.flag = Some("DC");
+        }
+        let finished = Finished { entry: &self, sent, duration: self.started.elapsed() };
+        for logger in self.loggers.iter() {
+            let line = finished.render(&logger.format, logger.omit_empty_values);
+            let _ = logger.lines.send(Message::Line(line));
+        }
+    }
+}
+
+/// An entry at its end, ready to render.
+struct Finished<'a> {
+    entry: &'a Entry,
+    sent: u64,
+    duration: Duration,
+}
+
+/// A value an operator gives: numbers stay numbers in JSON.
+enum Field {
+    Text(String),
+    Number(u64),
+    Missing,
+}
+
+impl Finished<'_> {
+    fn render(&self, format: &LogFormat, omit_empty: bool) -> String {
+        match format {
+            LogFormat::Text(pieces) => self.text(pieces, omit_empty),
+            LogFormat::Json(fields) => {
+                let mut object = serde_json::Map::new();
+                for (key, pieces) in fields {
+                    let value = match pieces.as_slice() {
+                        [FormatPiece::Operator(operator)] => match self.field(operator) {
+                            Field::Text(text) => serde_json::Value::String(text),
+                            Field::Number(n) => serde_json::Value::from(n),
+                            Field::Missing if omit_empty => continue,
+                            Field::Missing => serde_json::Value::Null,
+                        },
+                        pieces => serde_json::Value::String(self.text(pieces, omit_empty)),
+                    };
+                    object.insert(key.clone(), value);
+                }
+                let mut line = serde_json::Value::Object(object).to_string();
+                line.push('\n');
+                line
+            }
+        }
+    }
+
+    fn text(&self, pieces: &[FormatPiece], omit_empty: bool) -> String {
+        let mut out = String::new();
+        for piece in pieces {
+            match piece {
+                FormatPiece::Text(text) => out.push_str(text),
+                FormatPiece::Operator(operator) => match self.field(operator) {
+                    Field::Text(text) => out.push_str(&text),
+                    Field::Number(n) => out.push_str(&n.to_string()),
+                    Field::Missing if omit_empty => {}
+                    Field::Missing => out.push('-'),
+                },
+            }
+        }
+        out
+    }
+
+    fn field(&self, operator: &Operator) -> Field {
+        let e = self.entry;
+        let text = |value: Option<String>| value.filter(|v| !v.is_empty()).map_or(Field::Missing, Field::Text);
+        match operator {
+            Operator::StartTime => Field::Text(Civil::from_system_time(e.start).iso8601_millis()),
+            Operator::Request(operand) => text(header(operand, |name| e.request_header(name))),
+            Operator::Response(operand) => text(header(operand, |name| match name {
+                ":status" => (e.status != 0).then(|| e.status.to_string()),
+                _ => e.response_headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned),
+            })),
+            Operator::Protocol => Field::Text(e.protocol.to_owned()),
+            Operator::ResponseCode => Field::Number(u64::from(e.status)),
+            Operator::ResponseFlags => text(e.notes.flag.map(str::to_owned)),
+            Operator::BytesReceived => Field::Number(e.received.load(Ordering::Relaxed)),
+            Operator::BytesSent => Field::Number(self.sent),
+            Operator::Duration => Field::Number(self.duration.as_millis() as u64),
+            Operator::UpstreamHost => text(e.notes.upstream_host.map(|a| a.to_string())),
+            Operator::UpstreamCluster => text(e.notes.cluster.clone()),
+            Operator::DownstreamRemoteAddress => Field::Text(e.downstream_remote.to_string()),
+            Operator::DownstreamRemoteAddressWithoutPort => Field::Text(e.downstream_remote.ip().to_string()),
+            Operator::DownstreamLocalAddress => text(e.downstream_local.map(|a| a.to_string())),
+            Operator::DownstreamLocalAddressWithoutPort => text(e.downstream_local.map(|a| a.ip().to_string())),
+        }
+    }
+}
+
+impl Entry {
+    /// A request header by lower-case name, pseudo-headers included.
+    fn request_header(&self, name: &str) -> Option<String> {
+        match name {
+            ":method" => Some(self.method.as_str().to_owned()),
+            ":path" => Some(self.path.clone()),
+            ":authority" | "host" => Some(self.authority.clone()),
+            ":scheme" => Some("http".to_owned()),
+            _ => self.request_headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned),
+        }
+    }
+}
+
+/// `%REQ(X?Y):Z%`: X, else Y, cut to Z characters.
+fn header(operand: &HeaderOperand, get: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let value = get(&operand.name).or_else(|| operand.alternative.as_deref().and_then(&get))?;
+    Some(match operand.max_length {
+        Some(max) => value.chars().take(max).collect(),
+        None => value,
+    })
+}

@@ -1,0 +1,147 @@
+//! Access logs of the HTTP connection manager, against the real binary:
+//! Envoy's default format to a file, JSON and custom text formats on
+//! stderr, on the fast path (no filter) and through a Wasm filter.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{Ferry, cluster, echo_server, request, temp_file};
+
+/// A module that does nothing: its filter lets every request through.
+const NOOP_FILTER: &str = r#"(module (memory (export "memory") 1)
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024))"#;
+
+/// A listener with routes `/ok` (direct 200 `fine`), `/up` (to an echo
+/// upstream) and `/down` (to a closed port), `access_log` items `logs`,
+/// and, with `filter`, a Wasm filter before the router.
+fn config(logs: &str, filter: bool) -> String {
+    let filter = if filter {
+        common::wasm_filter("noop", "noop", &format!("{{ local: {{ inline_string: {NOOP_FILTER:?} }} }}"))
+    } else {
+        String::new()
+    };
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: main
+          access_log:
+{logs}          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/ok" }}
+                direct_response: {{ status: 200, body: {{ inline_string: "fine" }} }}
+              - match: {{ prefix: "/up" }}
+                route: {{ cluster: up }}
+              - match: {{ prefix: "/down" }}
+                route: {{ cluster: down }}
+          http_filters:
+{filter}          - name: envoy.filters.http.router
+  clusters:
+{}{}"#,
+        cluster("up", echo_server()),
+        cluster("down", SocketAddr::from(([127, 0, 0, 1], common::free_port()))),
+    )
+}
+
+fn file_log(path: &std::path::Path) -> String {
+    format!(
+        "          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {:?}\n",
+        path.display().to_string()
+    )
+}
+
+#[test]
+fn envoys_default_format_to_a_file_on_both_paths() {
+    for filter in [false, true] {
+        let path = temp_file("access.log", "");
+        let ferry = Ferry::start(&config(&file_log(&path), filter), &["--concurrency", "1"]);
+        let main = ferry.address("main");
+        let agent = ("user-agent", "curl/8.5.0");
+        assert_eq!(request(main, "GET", "/ok", &[agent], b"").status, 200);
+        assert_eq!(request(main, "POST", "/up?x=1", &[agent, ("x-request-id", "req-7")], b"hello").status, 200);
+        assert_eq!(request(main, "GET", "/nowhere", &[agent], b"").status, 404);
+        assert_eq!(request(main, "GET", "/down", &[agent], b"").status, 503);
+        // SIGTERM: what the logger holds is written before exit.
+        assert!(ferry.stop().success());
+        let log = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 4, "filter {filter}:\n{log}");
+        let timestamp = r#"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "#;
+        let host = format!("localhost:{}", main.port());
+        let expected = [
+            format!(r#""GET /ok HTTP/1.1" 200 - 0 4 \d+ - "-" "curl/8.5.0" "[0-9a-f-]{{36}}" "{host}" "-"$"#),
+            format!(
+                r#""POST /up\?x=1 HTTP/1.1" 200 - 5 11 \d+ \d+ "-" "curl/8.5.0" "req-7" "{host}" "127\.0\.0\.1:\d+"$"#
+            ),
+            format!(r#""GET /nowhere HTTP/1.1" 404 NR 0 0 \d+ - "-" "curl/8.5.0" "[0-9a-f-]{{36}}" "{host}" "-"$"#),
+            format!(r#""GET /down HTTP/1.1" 503 UF 0 \d+ \d+ - "-" "curl/8.5.0" "[0-9a-f-]{{36}}" "{host}" "-"$"#),
+        ];
+        for (line, pattern) in lines.iter().zip(expected) {
+            let pattern = regex::Regex::new(&format!("{timestamp}{pattern}")).unwrap();
+            assert!(pattern.is_match(line), "filter {filter}: {line}\n  !~ {pattern}");
+        }
+    }
+}
+
+#[test]
+fn json_and_custom_text_formats_on_stderr() {
+    let logs = r#"          - name: envoy.access_loggers.stderr
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog
+              log_format:
+                json_format:
+                  code: "%RESPONSE_CODE%"
+                  path: "%REQ(:PATH)%"
+                  agent: "%REQ(USER-AGENT):4%"
+                  received: "%BYTES_RECEIVED%"
+                  upstream: "%UPSTREAM_CLUSTER%"
+                  missing: "%REQ(X-NOTHING)%"
+                  line: "%REQ(:METHOD)% %RESPONSE_CODE%"
+          - name: envoy.access_loggers.stderr
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog
+              log_format:
+                text_format_source: { inline_string: "custom %REQ(:METHOD)% [%REQ(X-NOTHING)%] %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%\n" }
+                omit_empty_values: true
+"#;
+    for filter in [false, true] {
+        let ferry = Ferry::start(&config(logs, filter), &["--concurrency", "1"]);
+        request(ferry.address("main"), "POST", "/up", &[("user-agent", "curl/8.5.0")], b"hello");
+        let line = ferry.wait_for("\"code\":", Duration::from_secs(10));
+        let json: serde_json::Value = serde_json::from_str(&line[line.find('{').unwrap()..]).expect(&line);
+        assert_eq!(json["code"], 200, "numbers stay numbers: {line}");
+        assert_eq!(json["path"], "/up");
+        assert_eq!(json["agent"], "curl");
+        assert_eq!(json["received"], 5);
+        assert_eq!(json["upstream"], "up");
+        assert_eq!(json["missing"], serde_json::Value::Null);
+        assert_eq!(json["line"], "POST 200");
+        ferry.wait_for("custom POST [] 127.0.0.1", Duration::from_secs(10));
+    }
+}
+
+#[test]
+fn a_bad_access_log_names_its_field() {
+    let bad = r#"          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format: { text_format: "%RESPONSE_CODE% %NO_SUCH_THING%\n" }
+"#;
+    let path = temp_file("envoy.yaml", &config(bad, false));
+    let (status, _, stderr) = common::run_to_end(&["-c", path.to_str().unwrap(), "--mode", "validate"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("access_log[0].typed_config.log_format.text_format"), "{stderr}");
+    assert!(stderr.contains("%NO_SUCH_THING% is not supported"), "{stderr}");
+}
