@@ -138,7 +138,7 @@ pub(crate) fn bootstrap(raw: raw::Bootstrap) -> Result<Bootstrap, ConfigError> {
         }
     }
     let wasm_runtime = wasm_runtime.unwrap_or_default();
-    Ok(Bootstrap { node, admin, listeners, clusters, wasm_services, wasm_runtime })
+    Ok(Bootstrap { node, admin, listeners, clusters, wasm_services, wasm_runtime, source: serde_json::Value::Null })
 }
 
 fn socket_address(raw: raw::Address, path: &str) -> Result<SocketAddress, ConfigError> {

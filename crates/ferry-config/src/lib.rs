@@ -50,7 +50,10 @@ pub fn from_yaml(text: &str) -> Result<Bootstrap, ConfigError> {
         let message = message.strip_prefix(&format!("{path}: ")).map_or(message.clone(), str::to_owned);
         ConfigError { path, message }
     })?;
-    convert::bootstrap(raw)
+    let mut bootstrap = convert::bootstrap(raw)?;
+    // Valid YAML that JSON cannot hold (non-string keys) is shown as null.
+    bootstrap.source = serde_norway::from_str(text).unwrap_or(serde_json::Value::Null);
+    Ok(bootstrap)
 }
 
 /// A serde path as ferry's messages write it: `a.b[0].c`, with an empty

@@ -19,6 +19,8 @@ pub struct Bootstrap {
     /// The `bootstrap_extensions` entry of type `ferry.config.v1.WasmRuntime`
     /// (ferry's own): limits, failure handling and queue bounds.
     pub wasm_runtime: WasmRuntime,
+    /// The file as written, as JSON, for the admin endpoint's `/config_dump`.
+    pub source: serde_json::Value,
 }
 
 /// ferry's extension `ferry.config.v1.WasmRuntime`: what plugins may cost

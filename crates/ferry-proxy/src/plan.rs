@@ -167,6 +167,8 @@ pub struct Plan {
     pub admin: Option<SocketAddr>,
     /// `node`, as the admin endpoint reports it.
     pub node: ferry_config::Node,
+    /// The configuration as written, for `/config_dump`.
+    pub config_source: serde_json::Value,
 }
 
 /// A listener and what it serves.
@@ -305,7 +307,8 @@ impl Plan {
         let admin = config.admin.as_ref().map(|a| resolve(&a.to_string(), "admin.address")).transpose()?;
         let PluginSet { main, worker, .. } = plugins;
         let node = config.node.clone();
-        Ok(Plan { host, listeners, main_plugins: main, worker_plugins: worker, clusters, admin, node })
+        let config_source = config.source.clone();
+        Ok(Plan { host, listeners, main_plugins: main, worker_plugins: worker, clusters, admin, node, config_source })
     }
 }
 

@@ -78,6 +78,7 @@ pub fn run(plan: Plan, options: RunOptions) -> Result<(), RunError> {
 
 async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunError> {
     let start_time = std::time::Instant::now();
+    let start_wall_time = std::time::SystemTime::now();
     let mut sockets = Vec::new();
     let mut bound = Vec::new();
     for listener in &plan.listeners {
@@ -145,8 +146,10 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
             listeners: bound,
             clusters: plan.clusters.clone(),
             node: plan.node.clone(),
+            config_source: plan.config_source.clone(),
             concurrency: options.concurrency,
             started: start_time,
+            started_at: start_wall_time,
             health_check_failed: Cell::new(false),
             quit: quit.clone(),
             log_control: options.log_control.clone(),

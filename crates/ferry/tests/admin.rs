@@ -77,6 +77,15 @@ fn server_info_listeners_and_clusters() {
     assert_eq!(status["name"], "main");
     assert_eq!(status["local_address"]["socket_address"]["port_value"], port);
 
+    let dump = json(&admin_get(admin, "/config_dump"));
+    let configs = dump["configs"].as_array().unwrap();
+    let of_type = |name: &str| {
+        configs.iter().find(|c| c["@type"] == format!("type.googleapis.com/envoy.admin.v3.{name}")).expect(name)
+    };
+    assert_eq!(of_type("BootstrapConfigDump")["bootstrap"]["node"]["id"], "node-7");
+    assert_eq!(of_type("ListenersConfigDump")["static_listeners"][0]["listener"]["name"], "main");
+    assert_eq!(of_type("ClustersConfigDump")["static_clusters"][0]["cluster"]["name"], "backend");
+
     let clusters = admin_get(admin, "/clusters").text();
     assert!(clusters.lines().any(|l| l == "backend::127.0.0.1:9::health_flags::healthy"), "{clusters}");
     let clusters = json(&admin_get(admin, "/clusters?format=json"));

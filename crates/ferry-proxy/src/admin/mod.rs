@@ -1,5 +1,5 @@
 //! The admin endpoint, on the main thread, answering as Envoy's does:
-//! `/ready`, `/server_info`, `/listeners`, `/clusters`, `/stats` (text,
+//! `/ready`, `/server_info`, `/config_dump`, `/listeners`, `/clusters`, `/stats` (text,
 //! `?format=json`, `?format=prometheus`, `filter`, `usedonly`),
 //! `/stats/prometheus`, `/healthcheck/fail` and `/healthcheck/ok`,
 //! `/logging`, `/quitquitquit`; and `/plugins` (each plugin's VM on each thread, ferry's
@@ -38,8 +38,12 @@ pub(crate) struct Admin {
     pub listeners: Vec<(String, SocketAddr)>,
     pub clusters: Arc<Clusters>,
     pub node: ferry_config::Node,
+    /// The configuration as written, for `/config_dump`.
+    pub config_source: serde_json::Value,
     pub concurrency: usize,
     pub started: Instant,
+    /// The same moment on the wall clock.
+    pub started_at: std::time::SystemTime,
     /// Set by `POST /healthcheck/fail`: the server reports DRAINING.
     pub health_check_failed: Cell<bool>,
     /// Notified by `POST /quitquitquit`: the server shuts down as on SIGTERM.
@@ -84,6 +88,7 @@ async fn respond(request: Request<Incoming>, admin: Rc<Admin>) -> Result<Respons
         // The server only listens once every worker has started.
         "/ready" => ok(TEXT, "LIVE\n".into()),
         "/server_info" => ok(JSON, topology::server_info(&admin)),
+        "/config_dump" => ok(JSON, topology::config_dump(&admin)),
         "/listeners" => {
             let as_json = param("format") == Some("json");
             ok(if as_json { JSON } else { TEXT }, topology::listeners(&admin, as_json))
@@ -131,6 +136,7 @@ async fn respond(request: Request<Incoming>, admin: Rc<Admin>) -> Result<Respons
 const HELP: &str = "ferry admin\n\
   /ready: LIVE once the server accepts traffic; 503 DRAINING after /healthcheck/fail\n\
   /server_info: version, state, uptime, node, command-line options (JSON)\n\
+  /config_dump: the configuration as written: bootstrap, static listeners and clusters (JSON)\n\
   /listeners: each listener's name and address (?format=json)\n\
   /clusters: each cluster and its hosts (?format=json)\n\
   /stats: every stat (?format=json|prometheus, ?filter=<regex>, ?usedonly)\n\

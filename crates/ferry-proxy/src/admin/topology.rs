@@ -23,6 +23,39 @@ pub(super) fn server_info(admin: &Admin) -> String {
     pretty(&info)
 }
 
+/// `/config_dump`: Envoy's `ConfigDump` shape (a list of typed dumps) with
+/// the configuration as written: the bootstrap, then its static clusters
+/// and listeners (a single object given where a list belongs is shown as
+/// the list of one it was read as).
+pub(super) fn config_dump(admin: &Admin) -> String {
+    let source = &admin.config_source;
+    let last_updated = crate::Civil::from_system_time(admin.started_at).iso8601_millis();
+    let statics = |kind: &str, key: &str| -> Vec<Value> {
+        let items = match &source["static_resources"][kind] {
+            Value::Array(items) => items.clone(),
+            Value::Null => Vec::new(),
+            one => vec![one.clone()],
+        };
+        items.into_iter().map(|item| json!({ key: item, "last_updated": last_updated })).collect()
+    };
+    let dump = json!({ "configs": [
+        {
+            "@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
+            "bootstrap": source,
+            "last_updated": last_updated,
+        },
+        {
+            "@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+            "static_clusters": statics("clusters", "cluster"),
+        },
+        {
+            "@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+            "static_listeners": statics("listeners", "listener"),
+        },
+    ]});
+    pretty(&dump)
+}
+
 /// `/listeners`: `name::address` per line, or `?format=json` with
 /// `listener_statuses`.
 pub(super) fn listeners(admin: &Admin, as_json: bool) -> String {
