@@ -138,7 +138,34 @@ pub(crate) fn bootstrap(raw: raw::Bootstrap) -> Result<Bootstrap, ConfigError> {
         }
     }
     let wasm_runtime = wasm_runtime.unwrap_or_default();
-    Ok(Bootstrap { node, admin, listeners, clusters, wasm_services, wasm_runtime, source: serde_json::Value::Null })
+    let stats_tags = match raw.stats_config {
+        Some(config) => stats_tags(config)?,
+        None => Vec::new(),
+    };
+    let source = serde_json::Value::Null;
+    Ok(Bootstrap { node, admin, listeners, clusters, wasm_services, wasm_runtime, source, stats_tags })
+}
+
+/// `stats_config.stats_tags`, each a regex that compiles or a fixed value.
+fn stats_tags(config: raw::StatsConfig) -> Result<Vec<StatsTag>, ConfigError> {
+    let _ = config.use_all_default_tags;
+    let mut tags = Vec::new();
+    for (i, tag) in config.stats_tags.into_iter().enumerate() {
+        let path = format!("stats_config.stats_tags[{i}]");
+        let value = match (tag.regex, tag.fixed_value) {
+            (Some(regex), None) => {
+                let compiled = regex::Regex::new(&regex).map_err(|e| err(join(&path, "regex"), e.to_string()))?;
+                if compiled.captures_len() < 2 {
+                    return Err(err(join(&path, "regex"), "needs a capture group: the part of the name to take out"));
+                }
+                TagValue::Regex(regex)
+            }
+            (None, Some(fixed)) => TagValue::Fixed(fixed),
+            _ => return Err(err(path, "exactly one of regex or fixed_value")),
+        };
+        tags.push(StatsTag { name: tag.tag_name, value });
+    }
+    Ok(tags)
 }
 
 fn socket_address(raw: raw::Address, path: &str) -> Result<SocketAddress, ConfigError> {

@@ -21,6 +21,27 @@ pub struct Bootstrap {
     pub wasm_runtime: WasmRuntime,
     /// The file as written, as JSON, for the admin endpoint's `/config_dump`.
     pub source: serde_json::Value,
+    /// `stats_config.stats_tags`: tags taken out of stat names, in order.
+    pub stats_tags: Vec<StatsTag>,
+}
+
+/// A `stats_config.stats_tags` item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatsTag {
+    /// `tag_name`.
+    pub name: String,
+    /// Where the value comes from.
+    pub value: TagValue,
+}
+
+/// How a tag gets its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TagValue {
+    /// `regex`: the first capture group is taken out of the name; the second
+    /// (or the first, when there is one) is the value. Checked to compile.
+    Regex(String),
+    /// `fixed_value`: every stat gets the tag.
+    Fixed(String),
 }
 
 /// ferry's extension `ferry.config.v1.WasmRuntime`: what plugins may cost

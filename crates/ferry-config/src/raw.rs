@@ -29,11 +29,34 @@ pub(crate) struct Bootstrap {
     #[serde(default)]
     pub stats_flush_interval: Ignored,
     #[serde(default)]
-    pub stats_config: Ignored,
+    pub stats_config: Option<StatsConfig>,
     #[serde(default)]
     pub watchdog: Ignored,
     #[serde(default)]
     pub watchdogs: Ignored,
+}
+
+/// `envoy.config.metrics.v3.StatsConfig`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StatsConfig {
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
+    pub stats_tags: Vec<TagSpecifier>,
+    /// Envoy's default extractors name tags in Envoy's own stat names;
+    /// ferry's own stats carry their tags already, so this changes nothing.
+    #[serde(default)]
+    pub use_all_default_tags: Option<bool>,
+}
+
+/// `envoy.config.metrics.v3.TagSpecifier`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TagSpecifier {
+    pub tag_name: String,
+    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub fixed_value: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

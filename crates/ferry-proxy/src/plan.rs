@@ -169,6 +169,8 @@ pub struct Plan {
     pub node: ferry_config::Node,
     /// The configuration as written, for `/config_dump`.
     pub config_source: serde_json::Value,
+    /// `stats_config.stats_tags`.
+    pub stats_tags: Vec<ferry_config::StatsTag>,
 }
 
 /// A listener and what it serves.
@@ -307,8 +309,18 @@ impl Plan {
         let admin = config.admin.as_ref().map(|a| resolve(&a.to_string(), "admin.address")).transpose()?;
         let PluginSet { main, worker, .. } = plugins;
         let node = config.node.clone();
-        let config_source = config.source.clone();
-        Ok(Plan { host, listeners, main_plugins: main, worker_plugins: worker, clusters, admin, node, config_source })
+        let (config_source, stats_tags) = (config.source.clone(), config.stats_tags.clone());
+        Ok(Plan {
+            host,
+            listeners,
+            main_plugins: main,
+            worker_plugins: worker,
+            clusters,
+            admin,
+            node,
+            config_source,
+            stats_tags,
+        })
     }
 }
 

@@ -147,6 +147,7 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
             clusters: plan.clusters.clone(),
             node: plan.node.clone(),
             config_source: plan.config_source.clone(),
+            stats_tags: plan.stats_tags.iter().map(crate::admin::stats::TagRule::new).collect(),
             concurrency: options.concurrency,
             started: start_time,
             started_at: start_wall_time,

@@ -233,3 +233,62 @@ fn logging_lists_and_changes_levels_at_run_time() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(debug_lines(), before, "no debug lines at warning");
 }
+
+/// A plugin that counts requests by code in its metric names, Envoy's way
+/// of carrying tags in a name: `app_requests.code.200` (2) and
+/// `app_requests.code.503` (1).
+const TAGGED_METRICS: &str = r#"(module
+  (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_increment_metric" (func $increment (param i32 i64) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "app_requests.code.200")
+  (data (i32.const 200) "app_requests.code.503")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+    (drop (call $define (i32.const 0) (i32.const 100) (i32.const 21) (i32.const 16)))
+    (drop (call $increment (i32.load (i32.const 16)) (i64.const 2)))
+    (drop (call $define (i32.const 0) (i32.const 200) (i32.const 21) (i32.const 20)))
+    (drop (call $increment (i32.load (i32.const 20)) (i64.const 1)))
+    i32.const 1))"#;
+
+#[test]
+fn stats_tags_turn_parts_of_plugin_metric_names_into_prometheus_labels() {
+    let code = format!("{{ local: {{ inline_string: {TAGGED_METRICS:?} }} }}");
+    let filter = common::wasm_filter("tagged", "tagged", &code);
+    let config = format!(
+        "stats_config:\n  stats_tags:\n  - tag_name: code\n    regex: '(\\.code\\.(\\d+))'\n  - tag_name: region\n    fixed_value: eu\n\
+         admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\n\
+         static_resources:\n  listeners:\n{}",
+        listener("main", 0, &direct_route("/", "ok\n"), &filter),
+    );
+    let ferry = Ferry::start(&config, &["--concurrency", "1"]);
+    let admin = SocketAddr::from(([127, 0, 0, 1], ferry.admin.expect("admin address").port()));
+    // /stats keeps the full names.
+    let text = admin_get(admin, "/stats").text();
+    assert!(text.lines().any(|l| l == "wasmcustom.app_requests.code.503: 1"), "{text}");
+    let text = admin_get(admin, "/stats/prometheus").text();
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("a valid exposition");
+    let by_code: Vec<(String, Value)> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "app_requests")
+        .map(|s| {
+            assert_eq!(s.labels.get("region"), Some("eu"), "{text}");
+            (s.labels.get("code").unwrap_or_default().to_owned(), s.value.clone())
+        })
+        .collect();
+    assert_eq!(by_code.len(), 2, "{text}");
+    assert!(by_code.contains(&("200".to_owned(), Value::Counter(2.0))), "{text}");
+    assert!(by_code.contains(&("503".to_owned(), Value::Counter(1.0))), "{text}");
+    assert_eq!(text.matches("# TYPE app_requests counter").count(), 1, "one family: {text}");
+}
+
+#[test]
+fn a_stats_tag_regex_that_does_not_compile_names_its_field() {
+    let config = "stats_config:\n  stats_tags:\n  - tag_name: code\n    regex: '(unclosed'\n";
+    let path = common::temp_file("envoy.yaml", config);
+    let (status, _, stderr) = common::run_to_end(&["-c", path.to_str().unwrap(), "--mode", "validate"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("stats_config.stats_tags[0].regex"), "{stderr}");
+}

@@ -5,7 +5,7 @@
 //! `/logging`, `/quitquitquit`; and `/plugins` (each plugin's VM on each thread, ferry's
 //! own). Endpoints that change the server take POST only, as in Envoy.
 
-mod stats;
+pub(crate) mod stats;
 mod topology;
 
 use std::cell::Cell;
@@ -48,6 +48,8 @@ pub(crate) struct Admin {
     pub health_check_failed: Cell<bool>,
     /// Notified by `POST /quitquitquit`: the server shuts down as on SIGTERM.
     pub quit: Rc<Notify>,
+    /// `stats_config.stats_tags`, applied to every stat.
+    pub stats_tags: Vec<stats::TagRule>,
     /// The loggers `/logging` lists and changes.
     pub log_control: Option<Arc<dyn crate::LogControl>>,
 }

@@ -20,7 +20,7 @@ const QUANTILES: [f64; 10] = [0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.
 pub(super) struct Stat {
     pub name: String,
     pub tag_extracted_name: String,
-    pub tags: Vec<(&'static str, String)>,
+    pub tags: Vec<(String, String)>,
     pub value: MetricValue,
 }
 
@@ -76,7 +76,7 @@ pub(super) fn collect(admin: &Admin) -> Vec<Stat> {
             stats.push(Stat {
                 name: format!("ferry.shared_queue.{vm_id}.{name}.{stat}"),
                 tag_extracted_name: format!("ferry.shared_queue.{stat}"),
-                tags: vec![("vm_id", vm_id.clone()), ("queue", name.clone())],
+                tags: vec![("vm_id".to_owned(), vm_id.clone()), ("queue".to_owned(), name.clone())],
                 value,
             });
         }
@@ -93,7 +93,7 @@ pub(super) fn collect(admin: &Admin) -> Vec<Stat> {
         stats.push(Stat {
             name: format!("wasm.{plugin}.{name}"),
             tag_extracted_name: format!("wasm.{name}"),
-            tags: vec![("plugin", plugin)],
+            tags: vec![("plugin".to_owned(), plugin)],
             value: MetricValue::Counter(value),
         });
     }
@@ -101,8 +101,53 @@ pub(super) fn collect(admin: &Admin) -> Vec<Stat> {
     for (name, metric) in admin.host.metrics().snapshot() {
         stats.push(Stat::plain(format!("{CUSTOM_NAMESPACE}{name}"), metric.value()));
     }
+    for stat in &mut stats {
+        extract_tags(stat, &admin.stats_tags);
+    }
     stats.sort_by(|a, b| a.name.cmp(&b.name));
     stats
+}
+
+/// A `stats_config.stats_tags` rule, ready to apply.
+pub(crate) enum TagRule {
+    /// The first capture group comes out of the name; the second (else the
+    /// first) is the value.
+    Regex { name: String, regex: regex::Regex },
+    /// Every stat gets the tag.
+    Fixed { name: String, value: String },
+}
+
+impl TagRule {
+    /// From the configuration (whose regexes were checked to compile).
+    pub(crate) fn new(tag: &ferry_config::StatsTag) -> TagRule {
+        match &tag.value {
+            ferry_config::TagValue::Regex(regex) => TagRule::Regex {
+                name: tag.name.clone(),
+                regex: regex::Regex::new(regex).expect("checked when the configuration was read"),
+            },
+            ferry_config::TagValue::Fixed(value) => TagRule::Fixed { name: tag.name.clone(), value: value.clone() },
+        }
+    }
+}
+
+/// Applies each rule in order to the stat's tag-extracted name (ferry's
+/// own tags are already taken out), as Envoy's tag extraction does.
+fn extract_tags(stat: &mut Stat, rules: &[TagRule]) {
+    for rule in rules {
+        match rule {
+            TagRule::Fixed { name, value } => stat.tags.push((name.clone(), value.clone())),
+            TagRule::Regex { name, regex } => {
+                let Some(captures) = regex.captures(&stat.tag_extracted_name) else { continue };
+                let (Some(remove), Some(value)) = (captures.get(1), captures.get(2).or_else(|| captures.get(1))) else {
+                    continue;
+                };
+                let value = value.as_str().to_owned();
+                let range = remove.range();
+                stat.tag_extracted_name.replace_range(range, "");
+                stat.tags.push((name.clone(), value));
+            }
+        }
+    }
 }
 
 /// Which stats a request asked for: `filter=<regex>` on the name, `usedonly`.
@@ -245,7 +290,7 @@ fn prometheus_name(tag_extracted_name: &str) -> Option<String> {
 }
 
 /// `name="value",...` with values escaped as the Prometheus text format asks.
-fn labels(tags: &[(&'static str, String)]) -> String {
+fn labels(tags: &[(String, String)]) -> String {
     tags.iter()
         .map(|(name, value)| {
             let value = value.replace('\\', "\\\\").replace('\n', "\\n").replace('"', "\\\"");
@@ -290,6 +335,21 @@ mod tests {
         assert_eq!(prometheus_name("wasmcustom.my.requests").as_deref(), Some("my_requests"));
         assert_eq!(prometheus_name("wasmcustom.9lives"), None);
         assert_eq!(prometheus_name("ferry.shared_queue.depth").as_deref(), Some("envoy_ferry_shared_queue_depth"));
+    }
+
+    #[test]
+    fn tags_come_out_of_names_as_envoy_takes_them() {
+        let rules = [
+            TagRule::Regex { name: "code".into(), regex: regex::Regex::new(r"(\.code\.(\d+))").unwrap() },
+            TagRule::Regex { name: "whole".into(), regex: regex::Regex::new(r"(_v\d)").unwrap() },
+            TagRule::Fixed { name: "region".into(), value: "eu".into() },
+        ];
+        let mut stat = Stat::plain("wasmcustom.app_v2.code.503.total".into(), MetricValue::Counter(1));
+        extract_tags(&mut stat, &rules);
+        assert_eq!(stat.tag_extracted_name, "wasmcustom.app.total");
+        let tags: Vec<(&str, &str)> = stat.tags.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        assert_eq!(tags, vec![("code", "503"), ("whole", "_v2"), ("region", "eu")]);
+        assert_eq!(stat.name, "wasmcustom.app_v2.code.503.total", "the full name stays for /stats");
     }
 
     #[test]
