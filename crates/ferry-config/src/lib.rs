@@ -10,6 +10,7 @@
 
 pub mod access_log;
 mod convert;
+mod enums;
 pub mod input;
 pub mod model;
 // Fields typed `Ignored` exist only to be accepted; they are never read.

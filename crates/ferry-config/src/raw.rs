@@ -106,7 +106,7 @@ pub(crate) struct Address {
 pub(crate) struct SocketAddress {
     pub address: String,
     pub port_value: u16,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::enums::socket_protocol")]
     pub protocol: Option<String>,
     #[serde(default)]
     pub ipv4_compat: Ignored,
@@ -152,7 +152,7 @@ pub(crate) struct FilterChain {
 pub(crate) struct HttpConnectionManager {
     #[serde(default)]
     pub stat_prefix: Ignored,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::enums::codec_type")]
     pub codec_type: Option<String>,
     pub route_config: RouteConfiguration,
     #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
@@ -161,7 +161,7 @@ pub(crate) struct HttpConnectionManager {
     pub generate_request_id: Option<bool>,
     #[serde(default)]
     pub server_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::enums::server_header_transformation")]
     pub server_header_transformation: Option<String>,
     #[serde(default)]
     pub use_remote_address: Option<bool>,
@@ -296,9 +296,9 @@ pub(crate) struct Cluster {
     pub name: String,
     #[serde(default)]
     pub connect_timeout: Option<String>,
-    #[serde(default, rename = "type")]
+    #[serde(default, rename = "type", deserialize_with = "crate::enums::discovery_type")]
     pub discovery_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::enums::lb_policy")]
     pub lb_policy: Option<String>,
     #[serde(default)]
     pub load_assignment: Option<LoadAssignment>,

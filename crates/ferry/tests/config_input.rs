@@ -13,8 +13,9 @@ fn validate(config: &str) -> (Option<i32>, String) {
 }
 
 #[test]
-fn single_values_where_lists_belong_are_lists_of_one() {
-    // Every repeated field here is written as one object or one string.
+fn single_values_are_lists_of_one_and_enums_may_be_numbers() {
+    // Every repeated field here is written as one object or one string,
+    // and the enums as numbers.
     let config = r#"
 static_resources:
   listeners:
@@ -26,6 +27,8 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress
+          codec_type: 1
+          server_header_transformation: 2
           route_config:
             virtual_hosts:
               name: all
@@ -39,6 +42,8 @@ static_resources:
     let ferry = Ferry::start(config, &["--concurrency", "1"]);
     let response = get(ferry.address("main"), "/", &[]);
     assert_eq!((response.status, response.text().as_str()), (200, "one of one\n"));
+    // Enum values by number: 2 is PASS_THROUGH, so no `server` header.
+    assert_eq!(response.header("server"), None);
 }
 
 #[test]

@@ -1,0 +1,90 @@
+//! Enum fields as Envoy reads them: by name, or by the number the name
+//! has in Envoy's API (protobuf's JSON mapping takes both). Fields go
+//! through one of the functions here with `deserialize_with`; the
+//! conversion then sees the name either way.
+
+use serde::Deserialize;
+use serde::de::{Deserializer, Error};
+
+/// A name or a number, as written.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NameOrNumber {
+    Name(String),
+    Number(i64),
+}
+
+/// The name for a name or a number of `names` (indexed by number, `""`
+/// for numbers the enum does not use).
+fn enum_name<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    enum_name: &str,
+    names: &[&str],
+) -> Result<Option<String>, D::Error> {
+    match Option::<NameOrNumber>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(NameOrNumber::Name(name)) => Ok(Some(name)),
+        Some(NameOrNumber::Number(number)) => usize::try_from(number)
+            .ok()
+            .and_then(|i| names.get(i))
+            .filter(|name| !name.is_empty())
+            .map(|name| Some((*name).to_owned()))
+            .ok_or_else(|| D::Error::custom(format!("{number} is not a value of {enum_name}"))),
+    }
+}
+
+/// `HttpConnectionManager.CodecType`.
+pub(crate) fn codec_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(d, "CodecType", &["AUTO", "HTTP1", "HTTP2", "HTTP3"])
+}
+
+/// `HttpConnectionManager.ServerHeaderTransformation`.
+pub(crate) fn server_header_transformation<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(d, "ServerHeaderTransformation", &["OVERWRITE", "APPEND_IF_ABSENT", "PASS_THROUGH"])
+}
+
+/// `Cluster.DiscoveryType`.
+pub(crate) fn discovery_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(d, "DiscoveryType", &["STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST"])
+}
+
+/// `Cluster.LbPolicy` (4 is no longer used).
+pub(crate) fn lb_policy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(
+        d,
+        "LbPolicy",
+        &[
+            "ROUND_ROBIN",
+            "LEAST_REQUEST",
+            "RING_HASH",
+            "RANDOM",
+            "",
+            "MAGLEV",
+            "CLUSTER_PROVIDED",
+            "LOAD_BALANCING_POLICY_CONFIG",
+        ],
+    )
+}
+
+/// `SocketAddress.Protocol`.
+pub(crate) fn socket_protocol<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(d, "SocketAddress.Protocol", &["TCP", "UDP"])
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(serde::Deserialize, Debug)]
+    struct Holder {
+        #[serde(default, deserialize_with = "super::codec_type")]
+        codec_type: Option<String>,
+    }
+
+    #[test]
+    fn names_and_numbers() {
+        let read = |text: &str| serde_norway::from_str::<Holder>(text).map(|h| h.codec_type);
+        assert_eq!(read("codec_type: HTTP1").unwrap().as_deref(), Some("HTTP1"));
+        assert_eq!(read("codec_type: 1").unwrap().as_deref(), Some("HTTP1"));
+        assert_eq!(read("{}").unwrap(), None);
+        assert!(read("codec_type: 9").unwrap_err().to_string().contains("9 is not a value of CodecType"));
+    }
+}
