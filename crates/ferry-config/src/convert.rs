@@ -308,6 +308,7 @@ fn http_connection_manager(
         return Err(err(filters_path, "no HTTP filters: the router (envoy.filters.http.router) is required"));
     }
     Ok(HttpConnectionManager {
+        stat_prefix: raw.stat_prefix.unwrap_or_default(),
         route_config,
         http_filters,
         generate_request_id: raw.generate_request_id.unwrap_or(true),

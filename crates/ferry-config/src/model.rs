@@ -199,6 +199,8 @@ pub struct TcpProxy {
 /// `HttpConnectionManager`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HttpConnectionManager {
+    /// `stat_prefix`: names its stats `http.<stat_prefix>.*`.
+    pub stat_prefix: String,
     /// `route_config`.
     pub route_config: RouteConfig,
     /// `http_filters`, router excluded (it is always last).

@@ -151,7 +151,7 @@ pub(crate) struct FilterChain {
 #[serde(deny_unknown_fields)]
 pub(crate) struct HttpConnectionManager {
     #[serde(default)]
-    pub stat_prefix: Ignored,
+    pub stat_prefix: Option<String>,
     #[serde(default, deserialize_with = "crate::enums::codec_type")]
     pub codec_type: Option<String>,
     pub route_config: RouteConfiguration,

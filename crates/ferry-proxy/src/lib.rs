@@ -9,6 +9,7 @@ mod access_log;
 mod admin;
 mod civil;
 mod counted;
+mod envoy_stats;
 mod event_loop;
 mod filter;
 mod headers;

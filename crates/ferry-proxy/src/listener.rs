@@ -86,11 +86,13 @@ async fn accept_loop(listener: TcpListener, service: ListenerService, thread: Rc
             destination: stream.local_addr().ok(),
             id,
         });
+        http.stats.connection_opened();
         tokio::task::spawn_local(async move {
             let service = service_fn(move |request| conn_manager::handle(request, conn.clone()));
             if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(target: "http", "connection closed with an error: {e}");
             }
+            http.stats.connection_closed();
         });
     }
 }

@@ -221,6 +221,10 @@ pub struct HttpPlan {
     pub envoy_headers: bool,
     /// `access_log`: each logger writes one line per request.
     pub(crate) access_logs: Arc<[Arc<AccessLogger>]>,
+    /// `stat_prefix` (the listener's name when none is given).
+    pub stat_prefix: String,
+    /// Envoy's `http.<stat_prefix>.*` counters.
+    pub(crate) stats: Arc<crate::envoy_stats::HttpStats>,
 }
 
 impl HttpPlan {
@@ -282,6 +286,12 @@ impl Plan {
                         server_header_transformation: hcm.server_header_transformation,
                         use_remote_address: hcm.use_remote_address,
                         envoy_headers: !hcm.suppress_envoy_headers,
+                        stat_prefix: if hcm.stat_prefix.is_empty() {
+                            listener.name.clone()
+                        } else {
+                            hcm.stat_prefix.clone()
+                        },
+                        stats: Arc::default(),
                         access_logs: hcm
                             .access_log
                             .iter()

@@ -148,6 +148,14 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
             node: plan.node.clone(),
             config_source: plan.config_source.clone(),
             stats_tags: plan.stats_tags.iter().map(crate::admin::stats::TagRule::new).collect(),
+            http_stats: plan
+                .listeners
+                .iter()
+                .filter_map(|l| match &l.service {
+                    crate::ListenerService::Http(http) => Some((http.stat_prefix.clone(), http.stats.clone())),
+                    crate::ListenerService::Tcp(_) => None,
+                })
+                .collect(),
             concurrency: options.concurrency,
             started: start_time,
             started_at: start_wall_time,

@@ -292,3 +292,53 @@ fn a_stats_tag_regex_that_does_not_compile_names_its_field() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("stats_config.stats_tags[0].regex"), "{stderr}");
 }
+
+#[test]
+fn envoys_own_request_and_cluster_stats_with_envoys_tags() {
+    let routes = format!(
+        "              - match: {{ prefix: \"/down\" }}\n                route: {{ cluster: backend }}\n{}",
+        direct_route("/", "ok\n")
+    );
+    let config = format!(
+        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\n\
+         static_resources:\n  listeners:\n{}  clusters:\n{}",
+        listener("main", 0, &routes, ""),
+        common::cluster("backend", SocketAddr::from(([127, 0, 0, 1], common::free_port()))),
+    );
+    let ferry = Ferry::start(&config, &["--concurrency", "1"]);
+    let admin = SocketAddr::from(([127, 0, 0, 1], ferry.admin.expect("admin address").port()));
+    let main = ferry.address("main");
+    assert_eq!(common::get(main, "/", &[]).status, 200);
+    assert_eq!(common::get(main, "/", &[]).status, 200);
+    assert_eq!(common::get(main, "/down", &[]).status, 503);
+
+    let text = admin_get(admin, "/stats").text();
+    for line in [
+        "http.main.downstream_rq_total: 3",
+        "http.main.downstream_rq_2xx: 2",
+        "http.main.downstream_rq_5xx: 1",
+        "http.main.downstream_cx_total: 3",
+        "cluster.backend.upstream_rq_total: 1",
+        "cluster.backend.upstream_cx_connect_fail: 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+    let text = admin_get(admin, "/stats/prometheus").text();
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("a valid exposition");
+    let value = |metric: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| s.value.clone())
+            .unwrap_or_else(|| panic!("{metric} {labels:?} in\n{text}"))
+    };
+    let prefix = ("envoy_http_conn_manager_prefix", "main");
+    assert_eq!(
+        value("envoy_http_downstream_rq_xx", &[("envoy_response_code_class", "2"), prefix]),
+        Value::Counter(2.0)
+    );
+    assert_eq!(value("envoy_http_downstream_rq_total", &[prefix]), Value::Counter(3.0));
+    let cluster = ("envoy_cluster_name", "backend");
+    assert_eq!(value("envoy_cluster_upstream_cx_connect_fail", &[cluster]), Value::Counter(1.0));
+}

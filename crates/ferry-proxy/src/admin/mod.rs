@@ -48,6 +48,8 @@ pub(crate) struct Admin {
     pub health_check_failed: Cell<bool>,
     /// Notified by `POST /quitquitquit`: the server shuts down as on SIGTERM.
     pub quit: Rc<Notify>,
+    /// Each HTTP connection manager's `stat_prefix` and Envoy's counters for it.
+    pub http_stats: Vec<(String, Arc<crate::envoy_stats::HttpStats>)>,
     /// `stats_config.stats_tags`, applied to every stat.
     pub stats_tags: Vec<stats::TagRule>,
     /// The loggers `/logging` lists and changes.

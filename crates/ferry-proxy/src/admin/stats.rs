@@ -97,6 +97,44 @@ pub(super) fn collect(admin: &Admin) -> Vec<Stat> {
             value: MetricValue::Counter(value),
         });
     }
+    // Envoy's own: per connection manager and per cluster, tagged as
+    // Envoy's default tag extractors tag them.
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    for (prefix, http) in &admin.http_stats {
+        let prefix = sanitize_stat_name(prefix);
+        let tag = ("envoy_http_conn_manager_prefix".to_owned(), prefix.clone());
+        let active = http.downstream_cx_active.load(std::sync::atomic::Ordering::Relaxed);
+        for (name, value) in [
+            ("downstream_cx_total", MetricValue::Counter(load(&http.downstream_cx_total))),
+            ("downstream_cx_active", MetricValue::Gauge(active)),
+            ("downstream_rq_total", MetricValue::Counter(load(&http.downstream_rq_total))),
+        ] {
+            stats.push(Stat {
+                name: format!("http.{prefix}.{name}"),
+                tag_extracted_name: format!("http.{name}"),
+                tags: vec![tag.clone()],
+                value,
+            });
+        }
+        stats.extend(by_class("http", &prefix, "downstream_rq", &http.downstream_rq_by_class, &tag));
+    }
+    for (cluster, counters) in admin.clusters.stats() {
+        let cluster = sanitize_stat_name(cluster);
+        let tag = ("envoy_cluster_name".to_owned(), cluster.clone());
+        for (name, counter) in [
+            ("upstream_rq_total", &counters.upstream_rq_total),
+            ("upstream_rq_timeout", &counters.upstream_rq_timeout),
+            ("upstream_cx_connect_fail", &counters.upstream_cx_connect_fail),
+        ] {
+            stats.push(Stat {
+                name: format!("cluster.{cluster}.{name}"),
+                tag_extracted_name: format!("cluster.{name}"),
+                tags: vec![tag.clone()],
+                value: MetricValue::Counter(load(counter)),
+            });
+        }
+        stats.extend(by_class("cluster", &cluster, "upstream_rq", &counters.upstream_rq_by_class, &tag));
+    }
     // Plugin-defined metrics (names sanitised when defined).
     for (name, metric) in admin.host.metrics().snapshot() {
         stats.push(Stat::plain(format!("{CUSTOM_NAMESPACE}{name}"), metric.value()));
@@ -148,6 +186,26 @@ fn extract_tags(stat: &mut Stat, rules: &[TagRule]) {
             }
         }
     }
+}
+
+/// `<scope>.<name>.<stat>_1xx` … `_5xx`, tagged with the class as Envoy's
+/// `envoy_response_code_class`.
+fn by_class(
+    scope: &str,
+    name: &str,
+    stat: &str,
+    classes: &[std::sync::atomic::AtomicU64; 5],
+    tag: &(String, String),
+) -> Vec<Stat> {
+    (1..=5)
+        .zip(classes)
+        .map(|(class, counter)| Stat {
+            name: format!("{scope}.{name}.{stat}_{class}xx"),
+            tag_extracted_name: format!("{scope}.{stat}_xx"),
+            tags: vec![("envoy_response_code_class".to_owned(), class.to_string()), tag.clone()],
+            value: MetricValue::Counter(counter.load(std::sync::atomic::Ordering::Relaxed)),
+        })
+        .collect()
 }
 
 /// Which stats a request asked for: `filter=<regex>` on the name, `usedonly`.

@@ -99,6 +99,7 @@ pub(crate) async fn handle(
     conn: Rc<ConnContext>,
 ) -> Result<Response<ResponseBody>, StreamReset> {
     let (parts, body) = request.into_parts();
+    conn.http.stats.request();
     let logs = &conn.http.access_logs;
     let addresses = (conn.source, conn.destination);
     let generate_id = conn.http.generate_request_id;
@@ -108,8 +109,11 @@ pub(crate) async fn handle(
         // No plugin sees the request: it goes on as hyper parsed it.
         Ok(passthrough::handle(parts, body, &conn).await)
     } else {
-        filtered(parts, body, conn).await
+        filtered(parts, body, conn.clone()).await
     };
+    if let Ok(response) = &result {
+        conn.http.stats.response(response.status().as_u16());
+    }
     let Some(mut entry) = entry else { return result };
     match result {
         Ok(response) => {

@@ -4,7 +4,10 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::envoy_stats::ClusterStats;
 
 use bytes::Bytes;
 use ferry_host::{HeaderMap, HttpCallRequest, HttpCallResponse};
@@ -24,12 +27,19 @@ use crate::headers::{hyper_trailers, response_headers, to_hyper_headers, trailer
 /// Clusters as configured; each worker builds its own connection pools from them.
 pub struct Clusters {
     clusters: Vec<ferry_config::Cluster>,
+    /// Envoy's `cluster.<name>.*` counters, one per cluster, in order.
+    stats: Vec<Arc<ClusterStats>>,
 }
 
 impl Clusters {
     /// From the configuration.
     pub fn new(clusters: &[ferry_config::Cluster]) -> Self {
-        Clusters { clusters: clusters.to_vec() }
+        Clusters { clusters: clusters.to_vec(), stats: clusters.iter().map(|_| Arc::default()).collect() }
+    }
+
+    /// Each cluster's name and counters.
+    pub(crate) fn stats(&self) -> impl Iterator<Item = (&str, &ClusterStats)> {
+        self.clusters.iter().zip(&self.stats).map(|(c, s)| (c.name.as_str(), &**s))
     }
 
     /// Every cluster, in configuration order.
@@ -126,6 +136,7 @@ struct Pool {
     endpoints: Vec<String>,
     next: Cell<usize>,
     connect_timeout: Duration,
+    stats: Arc<ClusterStats>,
 }
 
 impl Pool {
@@ -153,15 +164,22 @@ impl Upstreams {
         let pools = clusters
             .clusters
             .iter()
-            .map(|c| {
+            .zip(&clusters.stats)
+            .map(|(c, stats)| {
                 let mut connector = HttpConnector::new();
                 connector.set_connect_timeout(Some(c.connect_timeout));
                 connector.set_nodelay(true);
                 let client = Client::builder(TokioExecutor::new()).http2_only(c.http2).build(connector.clone());
                 let grpc_client = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
                 let endpoints = c.endpoints.iter().map(ToString::to_string).collect();
-                let pool =
-                    Pool { client, grpc_client, endpoints, next: Cell::new(0), connect_timeout: c.connect_timeout };
+                let pool = Pool {
+                    client,
+                    grpc_client,
+                    endpoints,
+                    next: Cell::new(0),
+                    connect_timeout: c.connect_timeout,
+                    stats: stats.clone(),
+                };
                 (c.name.clone(), pool)
             })
             .collect();
@@ -320,11 +338,15 @@ impl Upstreams {
     ) -> Result<Response<Incoming>, UpstreamError> {
         let response = pool.client.request(request);
         let result = if timeout.is_zero() {
-            response.await
+            response.await.map_err(UpstreamError::Connect)
         } else {
-            tokio::time::timeout(timeout, response).await.map_err(|_| UpstreamError::Timeout)?
+            match tokio::time::timeout(timeout, response).await {
+                Ok(result) => result.map_err(UpstreamError::Connect),
+                Err(_) => Err(UpstreamError::Timeout),
+            }
         };
-        result.map_err(UpstreamError::Connect)
+        pool.stats.request(result.as_ref().map(|r| r.status().as_u16()));
+        result
     }
 }
 

@@ -1,0 +1,79 @@
+//! Envoy's own counters for what ferry does, under Envoy's names, so the
+//! dashboards and alerts written for Envoy read ferry: per connection
+//! manager `http.<stat_prefix>.downstream_*`, per cluster
+//! `cluster.<name>.upstream_*`. Shared by every worker (atomics, as
+//! Envoy's counters are).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// `http.<stat_prefix>.*` of one HTTP connection manager.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    /// `downstream_cx_total`.
+    pub downstream_cx_total: AtomicU64,
+    /// `downstream_cx_active` (a gauge).
+    pub downstream_cx_active: AtomicI64,
+    /// `downstream_rq_total`.
+    pub downstream_rq_total: AtomicU64,
+    /// `downstream_rq_1xx` … `downstream_rq_5xx`, by the status sent.
+    pub downstream_rq_by_class: [AtomicU64; 5],
+}
+
+impl HttpStats {
+    /// A connection came.
+    pub(crate) fn connection_opened(&self) {
+        self.downstream_cx_total.fetch_add(1, Ordering::Relaxed);
+        self.downstream_cx_active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection went.
+    pub(crate) fn connection_closed(&self) {
+        self.downstream_cx_active.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A request came.
+    pub(crate) fn request(&self) {
+        self.downstream_rq_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A response with `status` went back.
+    pub(crate) fn response(&self, status: u16) {
+        count_class(&self.downstream_rq_by_class, status);
+    }
+}
+
+/// `cluster.<name>.*` of one cluster.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// `upstream_rq_total`: requests sent (proxied and plugins' HTTP calls).
+    pub upstream_rq_total: AtomicU64,
+    /// `upstream_rq_1xx` … `upstream_rq_5xx`, by the status received.
+    pub upstream_rq_by_class: [AtomicU64; 5],
+    /// `upstream_rq_timeout`.
+    pub upstream_rq_timeout: AtomicU64,
+    /// `upstream_cx_connect_fail`.
+    pub upstream_cx_connect_fail: AtomicU64,
+}
+
+fn count_class(classes: &[AtomicU64; 5], status: u16) {
+    if let Some(class) = (status / 100).checked_sub(1).and_then(|i| classes.get(usize::from(i))) {
+        class.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl ClusterStats {
+    /// A request went to the cluster; what came of it.
+    pub(crate) fn request(&self, outcome: Result<u16, &crate::upstream::UpstreamError>) {
+        self.upstream_rq_total.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Ok(status) => count_class(&self.upstream_rq_by_class, status),
+            Err(crate::upstream::UpstreamError::Timeout) => {
+                self.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(crate::upstream::UpstreamError::Connect(e)) if e.is_connect() => {
+                self.upstream_cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+    }
+}
