@@ -243,10 +243,6 @@ fn tcp_proxy(
     if raw.weighted_clusters.is_some() {
         return Err(err(join(path, "weighted_clusters"), "not supported; name one cluster"));
     }
-    if raw.access_log.is_some() {
-        // Refused rather than ignored: a log the operator asked for would silently be missing.
-        return Err(err(join(path, "access_log"), "access logs on tcp_proxy are not supported yet"));
-    }
     let Some(cluster) = raw.cluster else {
         return Err(err(join(path, "cluster"), "required"));
     };
@@ -257,7 +253,13 @@ fn tcp_proxy(
         Some(t) => Some(duration(&t, &join(path, "idle_timeout"))?).filter(|d| !d.is_zero()),
         None => Some(Duration::from_secs(3600)),
     };
-    Ok(TcpProxy { filters, cluster, idle_timeout })
+    let access_log = raw
+        .access_log
+        .into_iter()
+        .enumerate()
+        .map(|(i, log)| crate::access_log::access_log(log, &format!("{path}.access_log[{i}]")))
+        .collect::<Result<_, _>>()?;
+    Ok(TcpProxy { filters, cluster, idle_timeout, access_log })
 }
 
 fn http_connection_manager(

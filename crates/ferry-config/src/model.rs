@@ -194,6 +194,8 @@ pub struct TcpProxy {
     pub cluster: String,
     /// `idle_timeout` (default 1 h; zero disables it).
     pub idle_timeout: Option<Duration>,
+    /// `access_log`: one line per connection, for each logger.
+    pub access_log: Vec<AccessLog>,
 }
 
 /// `HttpConnectionManager`.

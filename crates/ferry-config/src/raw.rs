@@ -378,8 +378,8 @@ pub(crate) struct TcpProxy {
     pub weighted_clusters: Option<Value>,
     #[serde(default)]
     pub idle_timeout: Option<String>,
-    #[serde(default)]
-    pub access_log: Option<Value>,
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
+    pub access_log: Vec<AccessLog>,
     #[serde(default)]
     pub max_connect_attempts: Ignored,
 }

@@ -89,23 +89,30 @@ pub(crate) struct StreamNotes {
     pub request_headers: Option<http::HeaderMap>,
 }
 
-/// One request being logged: what was known when it began, then its response.
+/// One request (or TCP connection) being logged: what was known when it
+/// began, then its response.
 pub(crate) struct Entry {
     loggers: Arc<[Arc<AccessLogger>]>,
     start: SystemTime,
     started: Instant,
-    method: http::Method,
-    path: String,
-    authority: String,
-    protocol: &'static str,
-    request_headers: http::HeaderMap,
+    /// The HTTP request; none for a TCP connection.
+    request: Option<RequestHead>,
     downstream_remote: SocketAddr,
     downstream_local: Option<SocketAddr>,
-    /// Request body bytes, counted as they are read.
+    /// Request body bytes (for TCP: bytes from the client), counted as they are read.
     pub(crate) received: Arc<AtomicU64>,
     status: u16,
     response_headers: http::HeaderMap,
     notes: StreamNotes,
+}
+
+/// What `%REQ(...)%` and `%PROTOCOL%` read.
+struct RequestHead {
+    method: http::Method,
+    path: String,
+    authority: String,
+    protocol: &'static str,
+    headers: http::HeaderMap,
 }
 
 impl Entry {
@@ -135,15 +142,34 @@ impl Entry {
             .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .unwrap_or_default()
             .to_owned();
-        Entry {
-            loggers,
-            start: SystemTime::now(),
-            started: Instant::now(),
+        let request = RequestHead {
             method: parts.method.clone(),
             path: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
             authority,
             protocol: crate::headers::protocol_name(parts.version),
-            request_headers,
+            headers: request_headers,
+        };
+        Entry::new(loggers, Some(request), (remote, local))
+    }
+
+    /// Starts logging a TCP connection from `remote` to `local`.
+    pub(crate) fn begin_connection(
+        loggers: Arc<[Arc<AccessLogger>]>,
+        (remote, local): (SocketAddr, Option<SocketAddr>),
+    ) -> Entry {
+        Entry::new(loggers, None, (remote, local))
+    }
+
+    fn new(
+        loggers: Arc<[Arc<AccessLogger>]>,
+        request: Option<RequestHead>,
+        (remote, local): (SocketAddr, Option<SocketAddr>),
+    ) -> Entry {
+        Entry {
+            loggers,
+            start: SystemTime::now(),
+            started: Instant::now(),
+            request,
             downstream_remote: remote,
             downstream_local: local,
             received: Arc::default(),
@@ -157,16 +183,23 @@ impl Entry {
     pub(crate) fn response(&mut self, status: u16, headers: &http::HeaderMap, notes: StreamNotes) {
         self.status = status;
         self.response_headers = headers.clone();
-        if let Some(request) = &notes.request_headers {
-            self.request_headers = request.clone();
+        if let (Some(sent), Some(request)) = (&notes.request_headers, &mut self.request) {
+            request.headers = sent.clone();
         }
         self.notes = notes;
     }
 
+    /// Records what only the end of a TCP connection knows.
+    pub(crate) fn connection_ended(&mut self, notes: StreamNotes, received: u64) {
+        self.notes = notes;
+        self.received.store(received, Ordering::Relaxed);
+    }
+
     /// Logs the request: `sent` body bytes, `completed` if the whole
-    /// response went out (else the client left: Envoy's `DC`).
+    /// response went out (else the client left: Envoy's `DC`; not for TCP,
+    /// where either side may end a connection).
     pub(crate) fn finish(mut self, sent: u64, completed: bool) {
-        if !completed && self.notes.flag.is_none() {
+        if !completed && self.notes.flag.is_none() && self.request.is_some() {
             self.notes.flag = Some("DC");
         }
         let finished = Finished { entry: &self, sent, duration: self.started.elapsed() };
@@ -242,7 +275,7 @@ impl Finished<'_> {
                 ":status" => (e.status != 0).then(|| e.status.to_string()),
                 _ => e.response_headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned),
             })),
-            Operator::Protocol => Field::Text(e.protocol.to_owned()),
+            Operator::Protocol => text(e.request.as_ref().map(|r| r.protocol.to_owned())),
             Operator::ResponseCode => Field::Number(u64::from(e.status)),
             Operator::ResponseFlags => text(e.notes.flag.map(str::to_owned)),
             Operator::BytesReceived => Field::Number(e.received.load(Ordering::Relaxed)),
@@ -261,12 +294,13 @@ impl Finished<'_> {
 impl Entry {
     /// A request header by lower-case name, pseudo-headers included.
     fn request_header(&self, name: &str) -> Option<String> {
+        let request = self.request.as_ref()?;
         match name {
-            ":method" => Some(self.method.as_str().to_owned()),
-            ":path" => Some(self.path.clone()),
-            ":authority" | "host" => Some(self.authority.clone()),
+            ":method" => Some(request.method.as_str().to_owned()),
+            ":path" => Some(request.path.clone()),
+            ":authority" | "host" => Some(request.authority.clone()),
             ":scheme" => Some("http".to_owned()),
-            _ => self.request_headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned),
+            _ => request.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned),
         }
     }
 }

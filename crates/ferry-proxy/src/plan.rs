@@ -200,6 +200,21 @@ pub struct TcpPlan {
     pub cluster: String,
     /// Close a connection with no data either way for this long.
     pub idle_timeout: Option<std::time::Duration>,
+    /// `access_log`: each logger writes one line per connection.
+    pub(crate) access_logs: Arc<[Arc<AccessLogger>]>,
+}
+
+/// Opens a listener's access loggers.
+fn open_access_logs(listener: &str, logs: &[ferry_config::AccessLog]) -> Result<Arc<[Arc<AccessLogger>]>, PlanError> {
+    logs.iter()
+        .map(|log| {
+            AccessLogger::open(log).map_err(|source| PlanError::AccessLog {
+                listener: listener.to_owned(),
+                sink: format!("{:?}", log.sink),
+                source,
+            })
+        })
+        .collect()
 }
 
 /// An HTTP connection manager.
@@ -228,13 +243,6 @@ pub struct HttpPlan {
 }
 
 impl HttpPlan {
-    /// Writes out what the access logs hold (at shutdown).
-    pub(crate) fn flush_access_logs(&self) {
-        for log in self.access_logs.iter() {
-            log.flush();
-        }
-    }
-
     /// Sets `server` on a response as `server_header_transformation` says.
     pub(crate) fn set_server_header(&self, headers: &mut http::HeaderMap) {
         let Ok(server) = http::HeaderValue::from_maybe_shared(self.server_name.clone()) else { return };
@@ -292,17 +300,7 @@ impl Plan {
                             hcm.stat_prefix.clone()
                         },
                         stats: Arc::default(),
-                        access_logs: hcm
-                            .access_log
-                            .iter()
-                            .map(|log| {
-                                AccessLogger::open(log).map_err(|source| PlanError::AccessLog {
-                                    listener: listener.name.clone(),
-                                    sink: format!("{:?}", log.sink),
-                                    source,
-                                })
-                            })
-                            .collect::<Result<_, _>>()?,
+                        access_logs: open_access_logs(&listener.name, &hcm.access_log)?,
                     }))
                 }
                 ListenerKind::Tcp(proxy) => {
@@ -311,6 +309,7 @@ impl Plan {
                         filters,
                         cluster: proxy.cluster.clone(),
                         idle_timeout: proxy.idle_timeout,
+                        access_logs: open_access_logs(&listener.name, &proxy.access_log)?,
                     }))
                 }
             };

@@ -179,8 +179,12 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
     signal.abort();
     // The workers are gone: every request they served is logged; write it out.
     for listener in &plan.listeners {
-        if let crate::ListenerService::Http(http) = &listener.service {
-            http.flush_access_logs();
+        let logs = match &listener.service {
+            crate::ListenerService::Http(http) => &http.access_logs,
+            crate::ListenerService::Tcp(tcp) => &tcp.access_logs,
+        };
+        for log in logs.iter() {
+            log.flush();
         }
     }
     tracing::info!(target: "main", "exiting");

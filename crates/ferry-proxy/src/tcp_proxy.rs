@@ -29,6 +29,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::access_log::{Entry, StreamNotes};
 use crate::event_loop::{SignalSink, ThreadLoop};
 use crate::plan::TcpPlan;
 
@@ -80,6 +81,14 @@ struct Connection {
     /// Index of the filter holding them, if one does, per [`Direction`].
     paused_at: [Option<usize>; 2],
     signals: SignalSink,
+    /// The access-log entry, when the listener has access logs.
+    log: Option<Entry>,
+    /// Bytes read from the client and written to it (the access log's
+    /// `%BYTES_RECEIVED%`, `%BYTES_SENT%`).
+    received: u64,
+    sent: u64,
+    /// The upstream, its cluster and a response flag, for the access log.
+    notes: StreamNotes,
 }
 
 /// Which way bytes go.
@@ -118,6 +127,10 @@ enum Flow {
 /// Serves one downstream connection until both sides are done.
 pub(crate) async fn serve(downstream: TcpStream, info: StreamInfo, plan: Arc<TcpPlan>, thread: Rc<ThreadLoop>) {
     let (signals, mut signal_rx) = mpsc::unbounded_channel();
+    let log = match (plan.access_logs.is_empty(), info.source) {
+        (false, Some(source)) => Some(Entry::begin_connection(plan.access_logs.clone(), (source, info.destination))),
+        _ => None,
+    };
     let mut conn = Connection {
         thread,
         data: HttpStream { info, ..HttpStream::default() },
@@ -125,6 +138,10 @@ pub(crate) async fn serve(downstream: TcpStream, info: StreamInfo, plan: Arc<Tcp
         held: [Vec::new(), Vec::new()],
         paused_at: [None, None],
         signals,
+        log,
+        received: 0,
+        sent: 0,
+        notes: StreamNotes { cluster: Some(plan.cluster.clone()), ..StreamNotes::default() },
     };
     let ending = match conn.open(&plan).await {
         Ok(()) => conn.relay(downstream, &plan, &mut signal_rx).await,
@@ -135,13 +152,13 @@ pub(crate) async fn serve(downstream: TcpStream, info: StreamInfo, plan: Arc<Tcp
 
 /// Writes what passed the filters to the other side, and passes the end of
 /// the sender's side on (a half close, as tcp_proxy) once nothing is held;
-/// `Err` with how the connection ends.
+/// the bytes written, or `Err` with how the connection ends.
 async fn pass_on(
     flow: Flow,
     writer: &mut (impl tokio::io::AsyncWrite + Unpin),
     sender_ended: bool,
     on_write_error: Ending,
-) -> Result<(), Ending> {
+) -> Result<u64, Ending> {
     match flow {
         Flow::Forward(bytes) => {
             if writer.write_all(&bytes).await.is_err() {
@@ -150,9 +167,9 @@ async fn pass_on(
             if sender_ended {
                 let _ = writer.shutdown().await;
             }
-            Ok(())
+            Ok(bytes.len() as u64)
         }
-        Flow::Held => Ok(()),
+        Flow::Held => Ok(0),
         Flow::Close => Err(Ending::Local),
     }
 }
@@ -228,10 +245,12 @@ impl Connection {
             Ok(upstream) => upstream,
             Err(error) => {
                 tracing::debug!(target: "connection", "tcp_proxy to cluster {}: {error}", plan.cluster);
+                self.notes.flag = Some("UF");
                 return Ending::Local;
             }
         };
         self.data.info.upstream = upstream.peer_addr().ok();
+        self.notes.upstream_host = self.data.info.upstream;
         let (mut down_read, mut down_write) = downstream.split();
         let (mut up_read, mut up_write) = upstream.split();
         let mut down_buf = vec![0u8; READ_CHUNK];
@@ -250,6 +269,7 @@ impl Connection {
                         Ok(n) => &down_buf[..n],
                         Err(_) => return Ending::Remote,
                     };
+                    self.received += chunk.len() as u64;
                     let end_of_stream = chunk.is_empty();
                     down_open = !end_of_stream;
                     self.held[DOWNSTREAM].extend_from_slice(chunk);
@@ -270,8 +290,9 @@ impl Connection {
                     if end_of_stream {
                         self.upstream_closed();
                     }
-                    if let Err(ending) = pass_on(flow, &mut down_write, end_of_stream, Ending::Remote).await {
-                        return ending;
+                    match pass_on(flow, &mut down_write, end_of_stream, Ending::Remote).await {
+                        Ok(written) => self.sent += written,
+                        Err(ending) => return ending,
                     }
                 }
                 signal = signal_rx.recv() => match signal {
@@ -289,8 +310,9 @@ impl Connection {
                             continue;
                         };
                         let flow = self.upstream_chain(at, !up_open);
-                        if let Err(ending) = pass_on(flow, &mut down_write, !up_open, Ending::Remote).await {
-                            return ending;
+                        match pass_on(flow, &mut down_write, !up_open, Ending::Remote).await {
+                            Ok(written) => self.sent += written,
+                            Err(ending) => return ending,
                         }
                     }
                     Some((_, StreamAction::Close)) => return Ending::Local,
@@ -412,6 +434,10 @@ impl Connection {
             if !filter.skipped {
                 thread.wasm(|vms| vms.finish_tcp_stream(filter.context, &mut self.data));
             }
+        }
+        if let Some(mut entry) = self.log.take() {
+            entry.connection_ended(std::mem::take(&mut self.notes), self.received);
+            entry.finish(self.sent, true);
         }
     }
 }

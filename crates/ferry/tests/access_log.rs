@@ -1,6 +1,7 @@
-//! Access logs of the HTTP connection manager, against the real binary:
+//! Access logs, against the real binary: the HTTP connection manager's in
 //! Envoy's default format to a file, JSON and custom text formats on
-//! stderr, on the fast path (no filter) and through a Wasm filter.
+//! stderr, on the fast path (no filter) and through a Wasm filter; and
+//! `tcp_proxy`'s, one line per connection.
 
 mod common;
 
@@ -144,4 +145,55 @@ fn a_bad_access_log_names_its_field() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("access_log[0].typed_config.log_format.text_format"), "{stderr}");
     assert!(stderr.contains("%NO_SUCH_THING% is not supported"), "{stderr}");
+}
+
+/// A `tcp_proxy` listener to `cluster` with a stderr access log.
+fn tcp_proxy_listener(name: &str, cluster: &str) -> String {
+    format!(
+        r#"  - name: {name}
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: {cluster}
+          access_log:
+            name: envoy.access_loggers.stderr
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog
+              log_format:
+                text_format: "tcp {name} %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_CLUSTER% %UPSTREAM_HOST% %RESPONSE_FLAGS% %REQ(:METHOD)% %RESPONSE_CODE%\n"
+"#
+    )
+}
+
+#[test]
+fn tcp_proxy_connections_are_logged() {
+    use std::io::{Read as _, Write as _};
+    let echo = common::tcp_echo_server();
+    let config = format!(
+        "static_resources:\n  listeners:\n{}{}  clusters:\n{}{}",
+        tcp_proxy_listener("relay", "echo"),
+        tcp_proxy_listener("broken", "down"),
+        cluster("echo", echo),
+        cluster("down", SocketAddr::from(([127, 0, 0, 1], common::free_port()))),
+    );
+    let ferry = Ferry::start(&config, &["--concurrency", "1"]);
+    let mut client = std::net::TcpStream::connect(ferry.address("relay")).unwrap();
+    client.write_all(b"hello").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut echoed = Vec::new();
+    client.read_to_end(&mut echoed).unwrap();
+    assert_eq!(echoed, b"hello");
+    let line = ferry.wait_for("tcp relay ", Duration::from_secs(10));
+    let pattern = regex::Regex::new(r"tcp relay 5 5 echo 127\.0\.0\.1:\d+ - - 0$").unwrap();
+    assert!(pattern.is_match(&line), "{line}");
+
+    let mut failed = std::net::TcpStream::connect(ferry.address("broken")).unwrap();
+    let mut nothing = Vec::new();
+    let _ = failed.read_to_end(&mut nothing);
+    let line = ferry.wait_for("tcp broken ", Duration::from_secs(10));
+    assert!(line.ends_with("tcp broken 0 0 down - UF - 0"), "{line}");
 }
