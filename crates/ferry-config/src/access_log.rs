@@ -11,6 +11,7 @@ use crate::{ConfigError, raw};
 const FILE: &str = "envoy.extensions.access_loggers.file.v3.FileAccessLog";
 const STDOUT: &str = "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
 const STDERR: &str = "envoy.extensions.access_loggers.stream.v3.StderrAccessLog";
+const WASM: &str = "envoy.extensions.access_loggers.wasm.v3.WasmAccessLog";
 
 /// Envoy's default access log format.
 pub const DEFAULT_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" \
@@ -28,6 +29,12 @@ pub(crate) fn access_log(raw: raw::AccessLog, path: &str) -> Result<AccessLog, C
     }
     let typed = raw.typed_config.ok_or_else(|| err(path, "typed_config is required"))?;
     let any = crate::convert::unpack_any(typed, &format!("{path}.typed_config"))?;
+    if any.type_name == WASM {
+        let wasm: raw::WasmFilter = crate::convert::decode(any.fields, &any.path)?;
+        let plugin = crate::convert::plugin_config(wasm.config, &format!("{}.config", any.path))?;
+        let sink = AccessLogSink::Wasm(Box::new(plugin));
+        return Ok(AccessLog { sink, format: LogFormat::Text(Vec::new()), omit_empty_values: false });
+    }
     let config: raw::StreamAccessLog = crate::convert::decode(any.fields, &any.path)?;
     let at = |field: &str| format!("{}.{field}", any.path);
     let sink = match any.type_name.as_str() {

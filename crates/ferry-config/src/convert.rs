@@ -253,12 +253,15 @@ fn tcp_proxy(
         Some(t) => Some(duration(&t, &join(path, "idle_timeout"))?).filter(|d| !d.is_zero()),
         None => Some(Duration::from_secs(3600)),
     };
-    let access_log = raw
-        .access_log
-        .into_iter()
-        .enumerate()
-        .map(|(i, log)| crate::access_log::access_log(log, &format!("{path}.access_log[{i}]")))
-        .collect::<Result<_, _>>()?;
+    let mut access_log = Vec::new();
+    for (i, log) in raw.access_log.into_iter().enumerate() {
+        let at = format!("{path}.access_log[{i}]");
+        let log = crate::access_log::access_log(log, &at)?;
+        if matches!(log.sink, AccessLogSink::Wasm(_)) {
+            return Err(err(at, "the Wasm access logger is not supported on tcp_proxy yet"));
+        }
+        access_log.push(log);
+    }
     Ok(TcpProxy { filters, cluster, idle_timeout, access_log })
 }
 
@@ -669,7 +672,7 @@ fn failure_policy_named(
     }
 }
 
-fn plugin_config(raw: raw::PluginConfig, path: &str) -> Result<PluginConfig, ConfigError> {
+pub(crate) fn plugin_config(raw: raw::PluginConfig, path: &str) -> Result<PluginConfig, ConfigError> {
     let policy_path = join(path, "failure_policy");
     let failure_policy = match (raw.failure_policy.as_deref(), raw.fail_open) {
         (None | Some("UNSPECIFIED"), false) => {

@@ -235,7 +235,7 @@ pub struct AccessLog {
 }
 
 /// Where an access logger writes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum AccessLogSink {
     /// `envoy.access_loggers.file`: appended to a file.
     File(PathBuf),
@@ -243,6 +243,9 @@ pub enum AccessLogSink {
     Stdout,
     /// `envoy.access_loggers.stderr`.
     Stderr,
+    /// `envoy.access_loggers.wasm`: the plugin's root context gets
+    /// `proxy_on_log` with the stream readable (the format is not used).
+    Wasm(Box<PluginConfig>),
 }
 
 /// An access log format: text, or a JSON object per line.

@@ -365,6 +365,19 @@ impl WasmThread {
         let _ = self.after_call(context.plugin, context.instance.generation, result);
     }
 
+    /// Envoy's Wasm access logger: `proxy_on_log` on the plugin's root
+    /// context, with `stream` (its headers and properties) readable. A
+    /// failure is the plugin's own (its policy applies); the stream has
+    /// ended already. While its VM is down, nothing is logged.
+    pub fn log_on_root(&mut self, plugin: PluginHandle, stream: &mut HttpStream) {
+        let slot = &mut self.slots[plugin.slot];
+        let generation = slot.generation;
+        let Some(&root_id) = slot.root_ids(generation).get(plugin.plugin) else { return };
+        let Some(vm) = slot.vm_mut(generation) else { return };
+        let result = vm.call_log(root_id, stream);
+        let _ = self.after_call(plugin, generation, result);
+    }
+
     /// Delivers a queue notification posted to this thread. Dropped (and
     /// counted) if the instance it is for was discarded: the item stays in
     /// the queue, and the next instance is told about it when it registers

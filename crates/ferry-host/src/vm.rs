@@ -383,7 +383,9 @@ impl Vm {
         });
     }
 
-    fn call_log(&mut self, id: u32, stream: &mut HttpStream) -> Result<(), CallError> {
+    /// `proxy_on_log` on context `id` (a stream's, or a root context's for
+    /// Envoy's Wasm access logger) with `stream` readable.
+    pub(crate) fn call_log(&mut self, id: u32, stream: &mut HttpStream) -> Result<(), CallError> {
         self.call_with_stream("proxy_on_log", frame(id, Phase::Log), stream, |e| e.on_log.as_ref(), (id as i32,))?;
         Ok(())
     }

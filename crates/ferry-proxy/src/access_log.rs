@@ -36,6 +36,9 @@ impl AccessLogger {
             AccessLogSink::File(path) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
             AccessLogSink::Stdout => Box::new(std::io::stdout()),
             AccessLogSink::Stderr => Box::new(std::io::stderr()),
+            AccessLogSink::Wasm(_) => {
+                return Err(std::io::Error::other("a Wasm access logger is a plugin, not a stream"));
+            }
         };
         let (lines, receiver) = mpsc::channel();
         std::thread::Builder::new().name("access_log".into()).spawn(move || write_lines(&receiver, out))?;

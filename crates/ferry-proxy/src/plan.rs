@@ -207,6 +207,7 @@ pub struct TcpPlan {
 /// Opens a listener's access loggers.
 fn open_access_logs(listener: &str, logs: &[ferry_config::AccessLog]) -> Result<Arc<[Arc<AccessLogger>]>, PlanError> {
     logs.iter()
+        .filter(|log| !matches!(log.sink, ferry_config::AccessLogSink::Wasm(_)))
         .map(|log| {
             AccessLogger::open(log).map_err(|source| PlanError::AccessLog {
                 listener: listener.to_owned(),
@@ -236,6 +237,9 @@ pub struct HttpPlan {
     pub envoy_headers: bool,
     /// `access_log`: each logger writes one line per request.
     pub(crate) access_logs: Arc<[Arc<AccessLogger>]>,
+    /// Wasm access loggers, as indexes into [`Plan::worker_plugins`]: each
+    /// root context gets `proxy_on_log` when a stream ends.
+    pub wasm_loggers: Vec<usize>,
     /// `stat_prefix` (the listener's name when none is given).
     pub stat_prefix: String,
     /// Envoy's `http.<stat_prefix>.*` counters.
@@ -281,6 +285,14 @@ impl Plan {
             let address = resolve(&listener.address.to_string(), &format!("listener {:?}", listener.name))?;
             let service = match &listener.kind {
                 ListenerKind::Http(hcm) => {
+                    let wasm_loggers = hcm
+                        .access_log
+                        .iter()
+                        .filter_map(|log| match &log.sink {
+                            ferry_config::AccessLogSink::Wasm(plugin) => Some(plugins.add_worker(plugin)),
+                            _ => None,
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
                     let filters = hcm
                         .http_filters
                         .iter()
@@ -301,6 +313,7 @@ impl Plan {
                         },
                         stats: Arc::default(),
                         access_logs: open_access_logs(&listener.name, &hcm.access_log)?,
+                        wasm_loggers,
                     }))
                 }
                 ListenerKind::Tcp(proxy) => {

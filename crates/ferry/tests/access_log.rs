@@ -197,3 +197,48 @@ fn tcp_proxy_connections_are_logged() {
     let line = ferry.wait_for("tcp broken ", Duration::from_secs(10));
     assert!(line.ends_with("tcp broken 0 0 down - UF - 0"), "{line}");
 }
+
+/// A Wasm access logger: in `proxy_on_log` on its root context it logs the
+/// request's `:path`, then the response's `:status`.
+const WASM_LOGGER: &str = r#"(module
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $next (mut i32) (i32.const 4096))
+  (data (i32.const 100) ":path")
+  (data (i32.const 120) ":status")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $at i32)
+    (local.set $at (global.get $next))
+    (global.set $next (i32.add (global.get $next) (local.get $size)))
+    (local.get $at))
+  (func (export "proxy_on_log") (param $id i32)
+    (drop (call $get (i32.const 0) (i32.const 100) (i32.const 5) (i32.const 200) (i32.const 204)))
+    (drop (call $log (i32.const 2) (i32.load (i32.const 200)) (i32.load (i32.const 204))))
+    (drop (call $get (i32.const 2) (i32.const 120) (i32.const 7) (i32.const 200) (i32.const 204)))
+    (drop (call $log (i32.const 2) (i32.load (i32.const 200)) (i32.load (i32.const 204))))))"#;
+
+#[test]
+fn the_wasm_access_logger_reads_the_stream_in_its_root_context() {
+    let logs = format!(
+        r#"          - name: envoy.access_loggers.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.wasm.v3.WasmAccessLog
+              config:
+                name: wasm_logger
+                root_id: logger
+                vm_config: {{ vm_id: logger, code: {{ local: {{ inline_string: {WASM_LOGGER:?} }} }} }}
+"#
+    );
+    for filter in [false, true] {
+        let ferry = Ferry::start(&config(&logs, filter), &["--concurrency", "1"]);
+        assert_eq!(request(ferry.address("main"), "GET", "/ok/first", &[], b"").status, 200);
+        assert_eq!(request(ferry.address("main"), "GET", "/nowhere", &[], b"").status, 404);
+        ferry.wait_for_count("wasm log logger", 4, Duration::from_secs(10));
+        let lines = ferry.lines();
+        let logged: Vec<&String> = lines.iter().filter(|l| l.contains("wasm log logger")).collect();
+        let messages: Vec<&str> = logged.iter().map(|l| l.rsplit(": ").next().unwrap()).collect();
+        assert_eq!(messages, ["/ok/first", "200", "/nowhere", "404"], "filter {filter}: {logged:?}");
+    }
+}

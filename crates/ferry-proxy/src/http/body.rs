@@ -10,6 +10,9 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::access_log::Entry;
+use std::rc::Rc;
+
+use crate::event_loop::ThreadLoop;
 use crate::filter::{Filter, HttpFilter};
 
 /// Ends each filter of a stream (for a plugin: `proxy_on_log`,
@@ -17,12 +20,31 @@ use crate::filter::{Filter, HttpFilter};
 pub(crate) struct StreamFinisher {
     pub(crate) filters: Vec<Filter>,
     pub(crate) stream: HttpStream,
+    /// Wasm access loggers, told after the filters.
+    pub(crate) loggers: WasmLoggers,
 }
 
 impl StreamFinisher {
     fn finish(mut self) {
         for filter in self.filters.drain(..) {
             filter.finish(&mut self.stream);
+        }
+        self.loggers.log(&mut self.stream);
+    }
+}
+
+/// The Wasm access loggers of a connection manager, on this thread.
+pub(crate) struct WasmLoggers {
+    pub(crate) thread: Rc<ThreadLoop>,
+    pub(crate) loggers: Vec<usize>,
+}
+
+impl WasmLoggers {
+    /// `proxy_on_log` on each logger's root context with `stream` readable.
+    pub(crate) fn log(&self, stream: &mut HttpStream) {
+        for &index in &self.loggers {
+            let handle = self.thread.handle(index);
+            self.thread.wasm(|vms| vms.log_on_root(handle, stream));
         }
     }
 }

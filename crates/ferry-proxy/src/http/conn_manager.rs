@@ -30,7 +30,7 @@ use crate::counted::CountedBody;
 use crate::event_loop::ThreadLoop;
 use crate::filter::{Filter, FilterStatus, HttpFilter, Side, WasmFilter};
 use crate::headers::{hyper_trailers, protocol_name, request_headers, response_headers, to_hyper_headers};
-use crate::http::body::{ResponseBody, StreamFinisher};
+use crate::http::body::{ResponseBody, StreamFinisher, WasmLoggers};
 use crate::http::rescue::{Local, Rescue, StreamError, rescue};
 use crate::plan::HttpPlan;
 use crate::upstream::UpstreamBody;
@@ -56,6 +56,9 @@ struct Exchange {
     filters: Vec<Filter>,
     /// What the access log needs to know of the path the request took.
     notes: StreamNotes,
+    /// Whether the stream went to the response body (which tells the Wasm
+    /// access loggers when it ends); if not, dropping the exchange does.
+    logged: bool,
 }
 
 /// Why the filters ended a direction early.
@@ -105,7 +108,7 @@ pub(crate) async fn handle(
     let generate_id = conn.http.generate_request_id;
     let entry = (!logs.is_empty()).then(|| Entry::begin(logs.clone(), &parts, addresses, generate_id));
     let body = CountedBody::new(body, entry.as_ref().map(|e| e.received.clone()));
-    let result = if conn.http.filters.is_empty() {
+    let result = if conn.http.filters.is_empty() && conn.http.wasm_loggers.is_empty() {
         // No plugin sees the request: it goes on as hyper parsed it.
         Ok(passthrough::handle(parts, body, &conn).await)
     } else {
@@ -146,7 +149,7 @@ async fn filtered(
         ..StreamInfo::default()
     };
     let stream = HttpStream { request_headers, info, ..HttpStream::default() };
-    let mut exchange = Exchange { conn, stream, filters: Vec::new(), notes: StreamNotes::default() };
+    let mut exchange = Exchange { conn, stream, filters: Vec::new(), notes: StreamNotes::default(), logged: false };
     let reply = match exchange.request_path(body).await {
         Ok(reply) => reply,
         Err(error) => match rescue(error) {
@@ -312,10 +315,20 @@ impl Exchange {
             notes.request_headers = Some(request);
             response.extensions_mut().insert(notes);
         }
-        let finisher =
-            StreamFinisher { filters: std::mem::take(&mut self.filters), stream: std::mem::take(&mut self.stream) };
+        let finisher = StreamFinisher {
+            filters: std::mem::take(&mut self.filters),
+            stream: std::mem::take(&mut self.stream),
+            loggers: self.wasm_loggers(),
+        };
+        self.logged = true;
         *response.body_mut() = body.finish_with(finisher);
         response
+    }
+}
+
+impl Exchange {
+    fn wasm_loggers(&self) -> WasmLoggers {
+        WasmLoggers { thread: self.conn.thread.clone(), loggers: self.conn.http.wasm_loggers.clone() }
     }
 }
 
@@ -350,6 +363,9 @@ impl Drop for Exchange {
         }
         for filter in filters {
             filter.finish(&mut self.stream);
+        }
+        if !self.logged {
+            self.wasm_loggers().log(&mut self.stream);
         }
     }
 }
