@@ -52,6 +52,16 @@ pub struct StreamInfo {
     /// Values set with `proxy_set_property` by any plugin of the stream,
     /// by path (segments joined with NUL).
     pub properties: Vec<(Bytes, Bytes)>,
+    /// Envoy filter state set with the `set_envoy_filter_state` foreign
+    /// function, by key (e.g. `envoy.tcp_proxy.cluster`).
+    pub filter_state: Vec<(String, String)>,
+}
+
+impl StreamInfo {
+    /// The filter state value under `key`, if a plugin set one.
+    pub fn filter_state(&self, key: &str) -> Option<&str> {
+        self.filter_state.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
 }
 
 /// A response a plugin asked for with `proxy_send_local_response`.

@@ -33,6 +33,9 @@ use crate::access_log::{Entry, StreamNotes};
 use crate::event_loop::{SignalSink, ThreadLoop};
 use crate::plan::TcpPlan;
 
+/// The filter state key that names the cluster of a connection.
+const CLUSTER_KEY: &str = "envoy.tcp_proxy.cluster";
+
 /// Bytes read from either side at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -241,10 +244,20 @@ impl Connection {
                 }
             }
         }
-        let mut upstream = match self.thread.upstreams().connect_tcp(&plan.cluster).await {
+        // A filter may have chosen the cluster (`set_envoy_filter_state`
+        // with `envoy.tcp_proxy.cluster`), as in Envoy.
+        let cluster = self.data.info.filter_state(CLUSTER_KEY).unwrap_or(&plan.cluster).to_owned();
+        self.notes.cluster = Some(cluster.clone());
+        let upstreams = self.thread.upstreams();
+        if !upstreams.has_cluster(&cluster) {
+            tracing::debug!(target: "connection", "tcp_proxy: no cluster {cluster:?}");
+            self.notes.flag = Some("NC");
+            return Ending::Local;
+        }
+        let mut upstream = match upstreams.connect_tcp(&cluster).await {
             Ok(upstream) => upstream,
             Err(error) => {
-                tracing::debug!(target: "connection", "tcp_proxy to cluster {}: {error}", plan.cluster);
+                tracing::debug!(target: "connection", "tcp_proxy to cluster {cluster}: {error}");
                 self.notes.flag = Some("UF");
                 return Ending::Local;
             }

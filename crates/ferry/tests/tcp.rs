@@ -166,3 +166,46 @@ fn data_a_filter_holds_is_bounded_and_the_client_waits() {
         .unwrap();
     assert!(rss_kib < 200 * 1024, "RSS {rss_kib} KiB");
 }
+
+/// A network filter that sends each connection to the cluster `second`
+/// with Envoy's `set_envoy_filter_state` foreign function
+/// (`envoy.tcp_proxy.cluster`, arguments as protobuf), and logs the status.
+const CHOOSE_CLUSTER: &str = r#"(module
+  (import "env" "proxy_call_foreign_function"
+    (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "set_envoy_filter_state")
+  (data (i32.const 200) "\0a\17envoy.tcp_proxy.cluster\12\06second")
+  (data (i32.const 300) "status 0123456789")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
+  (func (export "proxy_on_new_connection") (param i32) (result i32)
+    (local $status i32)
+    (local.set $status
+      (call $foreign (i32.const 100) (i32.const 22) (i32.const 200) (i32.const 33) (i32.const 400) (i32.const 404)))
+    ;; log "status <digit>"
+    (i32.store8 (i32.const 307) (i32.add (i32.const 48) (local.get $status)))
+    (drop (call $log (i32.const 2) (i32.const 300) (i32.const 8)))
+    i32.const 0))"#;
+
+#[test]
+fn a_filter_chooses_the_cluster_with_set_envoy_filter_state() {
+    let code = format!("{{ local: {{ inline_string: {CHOOSE_CLUSTER:?} }} }}");
+    // The listener's own cluster goes nowhere; the filter's choice echoes.
+    let closed = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let config = format!(
+        "static_resources:\n  listeners:\n{}  clusters:\n{}{}",
+        tcp_listener("chooser", 0, &code, "", "first"),
+        cluster("first", closed),
+        cluster("second", tcp_echo_server()),
+    );
+    let ferry = Ferry::start(&config, &["--concurrency", "1"]);
+    let mut client = TcpStream::connect(ferry.address("chooser")).unwrap();
+    client.write_all(b"ping").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut echoed = Vec::new();
+    client.read_to_end(&mut echoed).unwrap();
+    assert_eq!(echoed, b"ping", "the connection went to the cluster the filter chose");
+    ferry.wait_for("status 0", Duration::from_secs(10));
+}

@@ -1,25 +1,68 @@
 //! `proxy_call_foreign_function`: named host functions beyond the ABI.
 //!
 //! ferry offers the ones of Envoy's that mean the same here, with Envoy's
-//! argument and result formats: `compress` and `uncompress` (zlib format)
-//! and `clear_route_cache`. Envoy's others need what ferry does not have
-//! (a CEL engine for `expr_*`, Envoy's typed filter state for
-//! `declare_property` and `set_envoy_filter_state`, its crypto library for
-//! `sign` and `verify_signature`): they are `NotFound`, as any unknown name.
+//! argument and result formats: `compress` and `uncompress` (zlib format),
+//! `clear_route_cache`, and `set_envoy_filter_state` for the filter state
+//! keys ferry acts on ([`FILTER_STATE_KEYS`]). Envoy's others need what
+//! ferry does not have yet (a CEL engine for `expr_*`, typed filter state
+//! for `declare_property`, a crypto library for `sign` and
+//! `verify_signature`): they are `NotFound`, as any unknown name.
 
 use std::io::{Read as _, Write as _};
 
 use super::{Caller, HostResult, check};
 use crate::limits::MAX_FOREIGN_RESULT;
 use crate::memory::{return_copy, slice, split};
+use crate::state::HostState;
 use ferry_abi::Status;
 
-/// A foreign function: arguments in, result out.
-type ForeignFunction = fn(&[u8]) -> Result<Vec<u8>, Status>;
+/// A foreign function: arguments in, result out; it may change the state
+/// of the VM (and of the stream being handled).
+type ForeignFunction = fn(&mut HostState, &[u8]) -> Result<Vec<u8>, Status>;
 
 /// The foreign functions, by name.
-const FOREIGN_FUNCTIONS: &[(&str, ForeignFunction)] =
-    &[("compress", compress), ("uncompress", uncompress), ("clear_route_cache", clear_route_cache)];
+const FOREIGN_FUNCTIONS: &[(&str, ForeignFunction)] = &[
+    ("compress", |_, args| compress(args)),
+    ("uncompress", |_, args| uncompress(args)),
+    // Routes are chosen after the request filters ran: nothing to clear.
+    ("clear_route_cache", |_, _| Ok(Vec::new())),
+    ("set_envoy_filter_state", set_envoy_filter_state),
+];
+
+/// The filter state keys `set_envoy_filter_state` takes: those ferry acts
+/// on. Envoy refuses keys it has no object factory for; so does ferry.
+pub const FILTER_STATE_KEYS: &[&str] = &["envoy.tcp_proxy.cluster"];
+
+/// Envoy's `SetEnvoyFilterStateArguments` (protobuf): the key, the value as
+/// a string, and the life span of the object (ferry keeps it for the stream).
+#[derive(Clone, PartialEq, prost::Message)]
+struct SetEnvoyFilterStateArguments {
+    #[prost(string, tag = "1")]
+    path: String,
+    #[prost(string, tag = "2")]
+    value: String,
+    #[prost(int32, tag = "3")]
+    span: i32,
+}
+
+/// Sets filter state on the stream (or connection) being handled, as
+/// Envoy's `set_envoy_filter_state`: `SerializationFailure` for arguments
+/// that do not decode, `NotFound` for a key ferry does not act on,
+/// `BadArgument` outside a stream.
+fn set_envoy_filter_state(state: &mut HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
+    use prost::Message as _;
+    let args = SetEnvoyFilterStateArguments::decode(args).map_err(|_| Status::SerializationFailure)?;
+    if !FILTER_STATE_KEYS.contains(&args.path.as_str()) {
+        return Err(Status::NotFound);
+    }
+    let (stream, _) = state.acting_stream_mut().ok_or(Status::BadArgument)?;
+    if args.value.len() > crate::limits::MAX_VALUE_BYTES {
+        return Err(Status::BadArgument);
+    }
+    stream.info.filter_state.retain(|(key, _)| *key != args.path);
+    stream.info.filter_state.push((args.path, args.value));
+    Ok(Vec::new())
+}
 
 pub(super) fn proxy_call_foreign_function(
     mut caller: Caller<'_>,
@@ -30,11 +73,11 @@ pub(super) fn proxy_call_foreign_function(
     results_ptr_out: i32,
     results_size_out: i32,
 ) -> HostResult {
-    let (mem, _) = split(&mut caller);
+    let (mem, state) = split(&mut caller);
     let name = check!(slice(mem, name_ptr, name_len));
     let function =
         check!(FOREIGN_FUNCTIONS.iter().find(|(n, _)| n.as_bytes() == name).map(|(_, f)| *f).ok_or(Status::NotFound));
-    let result = check!(function(check!(slice(mem, args_ptr, args_len))));
+    let result = check!(function(state, check!(slice(mem, args_ptr, args_len))));
     Ok(return_copy(&mut caller, &result, results_ptr_out, results_size_out)?.code())
 }
 
@@ -57,14 +100,18 @@ fn uncompress(data: &[u8]) -> Result<Vec<u8>, Status> {
     Ok(out)
 }
 
-/// Routes are chosen after the request filters ran: nothing to clear.
-fn clear_route_cache(_: &[u8]) -> Result<Vec<u8>, Status> {
-    Ok(Vec::new())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filter_state_arguments_decode_from_envoys_protobuf() {
+        use prost::Message as _;
+        let args = SetEnvoyFilterStateArguments::decode(&b"\x0a\x17envoy.tcp_proxy.cluster\x12\x06second\x18\x02"[..])
+            .unwrap();
+        assert_eq!((args.path.as_str(), args.value.as_str(), args.span), ("envoy.tcp_proxy.cluster", "second", 2));
+        assert!(SetEnvoyFilterStateArguments::decode(&b"\x0a\xff"[..]).is_err());
+    }
 
     #[test]
     fn compress_and_uncompress_round_trip_in_zlib_format() {

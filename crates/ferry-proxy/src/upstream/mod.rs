@@ -186,6 +186,11 @@ impl Upstreams {
         Upstreams { pools }
     }
 
+    /// Whether `cluster` is configured.
+    pub(crate) fn has_cluster(&self, cluster: &str) -> bool {
+        self.pools.contains_key(cluster)
+    }
+
     /// Sends the request described by `headers` and `body` to `cluster`
     /// for a route; `envoy_headers` as the router's (see [`Self::send_routed`]).
     pub(crate) async fn forward(
