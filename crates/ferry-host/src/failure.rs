@@ -197,6 +197,20 @@ impl PluginStats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Sets the counters to zero (`held_failed`, a count of threads now, stays).
+    pub fn reset_counters(&self) {
+        for counter in [
+            &self.failures,
+            &self.deadline_exceeded,
+            &self.reload_success,
+            &self.reload_failure,
+            &self.reload_backoff,
+            &self.stale_events,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Every counter with its name, for `/stats`.
     pub fn snapshot(&self) -> [(&'static str, u64); 7] {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);

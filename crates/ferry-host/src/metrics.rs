@@ -196,6 +196,15 @@ impl Metrics {
         Ok(metric.clone())
     }
 
+    /// Sets every counter to zero, as Envoy's `/reset_counters` (gauges and
+    /// histograms stay).
+    pub fn reset_counters(&self) {
+        let by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+        for metric in by_name.values().filter(|m| m.kind == MetricType::Counter) {
+            metric.value.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Every metric, sorted by name.
     pub fn snapshot(&self) -> Vec<(String, Arc<Metric>)> {
         let by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());

@@ -40,6 +40,15 @@ impl HttpStats {
     pub(crate) fn response(&self, status: u16) {
         count_class(&self.downstream_rq_by_class, status);
     }
+
+    /// `/reset_counters`: the counters to zero (not the active connections).
+    pub(crate) fn reset_counters(&self) {
+        for counter in
+            [&self.downstream_cx_total, &self.downstream_rq_total].into_iter().chain(&self.downstream_rq_by_class)
+        {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// `cluster.<name>.*` of one cluster.
@@ -62,6 +71,14 @@ fn count_class(classes: &[AtomicU64; 5], status: u16) {
 }
 
 impl ClusterStats {
+    /// `/reset_counters`: every counter to zero.
+    pub(crate) fn reset_counters(&self) {
+        let counters = [&self.upstream_rq_total, &self.upstream_rq_timeout, &self.upstream_cx_connect_fail];
+        for counter in counters.into_iter().chain(&self.upstream_rq_by_class) {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// A request went to the cluster; what came of it.
     pub(crate) fn request(&self, outcome: Result<u16, &crate::upstream::UpstreamError>) {
         self.upstream_rq_total.fetch_add(1, Ordering::Relaxed);

@@ -123,6 +123,12 @@ fn stats_as_text_json_and_filtered() {
     assert!(!used.contains("ferry.shared_queue.dropped: 0"), "{used}");
     assert!(text.contains("ferry.shared_queue.dropped: 0"), "{text}");
     assert_eq!(admin_get(admin, "/stats?filter=(").status, 400);
+
+    // Counters go back to zero; histograms stay.
+    assert_eq!(request(admin, "POST", "/reset_counters", &[], b"").status, 200);
+    let text = admin_get(admin, "/stats").text();
+    assert!(text.lines().any(|l| l == "wasmcustom.requests.total: 0"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("wasmcustom.latency_ms: P0(7,7)")), "{text}");
 }
 
 #[test]
@@ -341,4 +347,15 @@ fn envoys_own_request_and_cluster_stats_with_envoys_tags() {
     assert_eq!(value("envoy_http_downstream_rq_total", &[prefix]), Value::Counter(3.0));
     let cluster = ("envoy_cluster_name", "backend");
     assert_eq!(value("envoy_cluster_upstream_cx_connect_fail", &[cluster]), Value::Counter(1.0));
+
+    assert_eq!(admin_get(admin, "/reset_counters").status, 405);
+    assert_eq!(request(admin, "POST", "/reset_counters", &[], b"").text(), "OK\n");
+    let text = admin_get(admin, "/stats").text();
+    for line in [
+        "http.main.downstream_rq_total: 0",
+        "http.main.downstream_rq_2xx: 0",
+        "cluster.backend.upstream_cx_connect_fail: 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
 }

@@ -74,7 +74,7 @@ const JSON: &str = "application/json";
 const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=UTF-8";
 
 /// Endpoints that change the server: POST only.
-const MUTATING: [&str; 4] = ["/healthcheck/fail", "/healthcheck/ok", "/logging", "/quitquitquit"];
+const MUTATING: [&str; 5] = ["/healthcheck/fail", "/healthcheck/ok", "/logging", "/quitquitquit", "/reset_counters"];
 
 async fn respond(request: Request<Incoming>, admin: Rc<Admin>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path();
@@ -127,6 +127,10 @@ async fn respond(request: Request<Incoming>, admin: Rc<Admin>) -> Result<Respons
             Ok(list) => ok(TEXT, list),
             Err(message) => Ok(reply(StatusCode::NOT_FOUND, TEXT, format!("{message}\n{LOGGING_USAGE}"))),
         },
+        "/reset_counters" => {
+            reset_counters(&admin);
+            ok(TEXT, "OK\n".into())
+        }
         "/quitquitquit" => {
             admin.quit.notify_one();
             ok(TEXT, "OK\n".into())
@@ -148,6 +152,7 @@ const HELP: &str = "ferry admin\n\
   /plugins: each plugin's VM on each thread: running, restarting, failed or held_failed\n\
   POST /healthcheck/fail, /healthcheck/ok: report DRAINING, or LIVE again\n\
   POST /logging: list the loggers' levels; ?level=<level>, ?<logger>=<level>, ?paths=<logger>:<level>,...: change them\n\
+  POST /reset_counters: counters to zero (not gauges, histograms or the shared-queue accounting)\n\
   POST /quitquitquit: shut down as on SIGTERM\n";
 
 const LOGGING_USAGE: &str = "usage: POST /logging?level=<level> (every logger), /logging?<logger>=<level> (one), \
@@ -190,6 +195,22 @@ fn logging(admin: &Admin, params: &[(String, String)]) -> Result<String, String>
         out.push_str(&format!("  {name}: {level}\n"));
     }
     Ok(out)
+}
+
+/// Envoy's counters, the plugins' counters and their `wasm.<plugin>.*`
+/// counters back to zero; gauges, histograms and ferry's shared-queue
+/// accounting stay.
+fn reset_counters(admin: &Admin) {
+    for (_, http) in &admin.http_stats {
+        http.reset_counters();
+    }
+    for (_, cluster) in admin.clusters.stats() {
+        cluster.reset_counters();
+    }
+    for plugin in &admin.plugins {
+        plugin.stats.reset_counters();
+    }
+    admin.host.metrics().reset_counters();
 }
 
 /// The level names `/logging` takes.
