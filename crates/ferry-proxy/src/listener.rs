@@ -20,6 +20,9 @@ use crate::tcp_proxy;
 pub(crate) struct WorkerListener {
     pub(crate) socket: std::net::TcpListener,
     pub(crate) service: ListenerService,
+    /// Becomes true on the admin endpoint's `POST /drain_listeners`: stop
+    /// accepting and close the socket (connections already open go on).
+    pub(crate) drain: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Accepts on every listener while the worker's event loop runs, until it
@@ -33,7 +36,8 @@ pub(crate) async fn serve(
     for listener in listeners {
         match TcpListener::from_std(listener.socket) {
             Ok(socket) => {
-                accept_tasks.push(tokio::task::spawn_local(accept_loop(socket, listener.service, thread.clone())))
+                let task = accept_loop(socket, listener.service, listener.drain, thread.clone());
+                accept_tasks.push(tokio::task::spawn_local(task));
             }
             Err(e) => tracing::error!(target: "main", "worker cannot listen: {e}"),
         }
@@ -47,12 +51,19 @@ pub(crate) async fn serve(
 /// Connection ids, unique in the process (the `connection.id` property).
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
-async fn accept_loop(listener: TcpListener, service: ListenerService, thread: Rc<ThreadLoop>) {
+async fn accept_loop(
+    listener: TcpListener,
+    service: ListenerService,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+    thread: Rc<ThreadLoop>,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             // Shutting down: no new connections.
             () = thread.stopping() => return,
+            // Drained: the socket closes with this loop.
+            _ = drain.wait_for(|drained| *drained) => return,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,

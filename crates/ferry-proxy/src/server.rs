@@ -116,12 +116,16 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
         health.clone(),
     )?;
 
+    let (drain_listeners, drain) = tokio::sync::watch::channel(false);
     let mut workers = Vec::with_capacity(options.concurrency);
     for index in 0..options.concurrency {
         let listeners = sockets
             .iter()
             .zip(&plan.listeners)
-            .map(|(socket, l)| Ok(WorkerListener { socket: socket.try_clone()?, service: l.service.clone() }))
+            .map(|(socket, l)| {
+                let (socket, service, drain) = (socket.try_clone()?, l.service.clone(), drain.clone());
+                Ok(WorkerListener { socket, service, drain })
+            })
             .collect::<std::io::Result<Vec<_>>>()?;
         workers.push(spawn_worker(index, plan.clone(), listeners, health.clone())?);
     }
@@ -161,6 +165,7 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
             started_at: start_wall_time,
             health_check_failed: Cell::new(false),
             quit: quit.clone(),
+            drain_listeners,
             log_control: options.log_control.clone(),
         };
         tokio::task::spawn_local(crate::admin::serve(listener, admin));

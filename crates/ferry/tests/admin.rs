@@ -359,3 +359,35 @@ fn envoys_own_request_and_cluster_stats_with_envoys_tags() {
         assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
     }
 }
+
+#[test]
+fn drain_listeners_stops_new_connections_and_keeps_open_ones() {
+    use std::io::{Read as _, Write as _};
+    let (ferry, admin) = start();
+    let main = ferry.address("main");
+    // One request on a connection kept open, answered "ok\n".
+    let ask = |stream: &mut std::net::TcpStream| {
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !seen.ends_with(b"ok\n") {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    let mut open = std::net::TcpStream::connect(main).unwrap();
+    open.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    ask(&mut open);
+
+    assert_eq!(admin_get(admin, "/drain_listeners").status, 405);
+    assert_eq!(request(admin, "POST", "/drain_listeners?graceful", &[], b"").status, 400);
+    assert_eq!(request(admin, "POST", "/drain_listeners", &[], b"").text(), "OK\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(main).is_ok() {
+        assert!(Instant::now() < deadline, "the listener still accepts 10 s after the drain");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ask(&mut open);
+    assert_eq!(admin_get(admin, "/ready").status, 200, "the admin endpoint still answers");
+}

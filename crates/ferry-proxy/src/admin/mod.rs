@@ -48,6 +48,8 @@ pub(crate) struct Admin {
     pub health_check_failed: Cell<bool>,
     /// Notified by `POST /quitquitquit`: the server shuts down as on SIGTERM.
     pub quit: Rc<Notify>,
+    /// Set by `POST /drain_listeners`: every worker stops accepting.
+    pub drain_listeners: tokio::sync::watch::Sender<bool>,
     /// Each HTTP connection manager's `stat_prefix` and Envoy's counters for it.
     pub http_stats: Vec<(String, Arc<crate::envoy_stats::HttpStats>)>,
     /// `stats_config.stats_tags`, applied to every stat.
@@ -74,7 +76,8 @@ const JSON: &str = "application/json";
 const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=UTF-8";
 
 /// Endpoints that change the server: POST only.
-const MUTATING: [&str; 5] = ["/healthcheck/fail", "/healthcheck/ok", "/logging", "/quitquitquit", "/reset_counters"];
+const MUTATING: [&str; 6] =
+    ["/drain_listeners", "/healthcheck/fail", "/healthcheck/ok", "/logging", "/quitquitquit", "/reset_counters"];
 
 async fn respond(request: Request<Incoming>, admin: Rc<Admin>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path();
@@ -127,6 +130,15 @@ async fn respond(request: Request<Incoming>, admin: Rc<Admin>) -> Result<Respons
             Ok(list) => ok(TEXT, list),
             Err(message) => Ok(reply(StatusCode::NOT_FOUND, TEXT, format!("{message}\n{LOGGING_USAGE}"))),
         },
+        "/drain_listeners" => {
+            if let Some((unsupported, _)) = params.iter().find(|(k, _)| k == "graceful" || k == "inboundonly") {
+                let message =
+                    format!("?{unsupported} is not supported yet; POST /drain_listeners stops every listener now\n");
+                return Ok(reply(StatusCode::BAD_REQUEST, TEXT, message));
+            }
+            admin.drain_listeners.send_replace(true);
+            ok(TEXT, "OK\n".into())
+        }
         "/reset_counters" => {
             reset_counters(&admin);
             ok(TEXT, "OK\n".into())
@@ -152,6 +164,7 @@ const HELP: &str = "ferry admin\n\
   /plugins: each plugin's VM on each thread: running, restarting, failed or held_failed\n\
   POST /healthcheck/fail, /healthcheck/ok: report DRAINING, or LIVE again\n\
   POST /logging: list the loggers' levels; ?level=<level>, ?<logger>=<level>, ?paths=<logger>:<level>,...: change them\n\
+  POST /drain_listeners: stop accepting on every listener (open connections go on)\n\
   POST /reset_counters: counters to zero (not gauges, histograms or the shared-queue accounting)\n\
   POST /quitquitquit: shut down as on SIGTERM\n";
 
