@@ -2,11 +2,11 @@
 //!
 //! ferry offers the ones of Envoy's that mean the same here, with Envoy's
 //! argument and result formats: `compress` and `uncompress` (zlib format),
-//! `clear_route_cache`, and `set_envoy_filter_state` for the filter state
-//! keys ferry acts on ([`FILTER_STATE_KEYS`]). Envoy's others need what
-//! ferry does not have yet (a CEL engine for `expr_*`, typed filter state
-//! for `declare_property`, a crypto library for `sign` and
-//! `verify_signature`): they are `NotFound`, as any unknown name.
+//! `clear_route_cache`, `set_envoy_filter_state` for the filter state keys
+//! ferry acts on ([`FILTER_STATE_KEYS`]), and `verify_signature` and `sign`
+//! (RSA, see `signatures.rs`). Envoy's others need what ferry does not have
+//! yet (a CEL engine for `expr_*`, typed filter state for
+//! `declare_property`): they are `NotFound`, as any unknown name.
 
 use std::io::{Read as _, Write as _};
 
@@ -27,6 +27,8 @@ const FOREIGN_FUNCTIONS: &[(&str, ForeignFunction)] = &[
     // Routes are chosen after the request filters ran: nothing to clear.
     ("clear_route_cache", |_, _| Ok(Vec::new())),
     ("set_envoy_filter_state", set_envoy_filter_state),
+    ("verify_signature", |_, args| super::signatures::verify_signature(args)),
+    ("sign", |_, args| super::signatures::sign(args)),
 ];
 
 /// The filter state keys `set_envoy_filter_state` takes: those ferry acts

@@ -21,6 +21,7 @@ pub(crate) mod log;
 mod metrics;
 mod properties;
 mod shared;
+mod signatures;
 mod stream;
 mod unimplemented;
 
