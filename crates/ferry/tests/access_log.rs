@@ -10,20 +10,11 @@ use std::time::Duration;
 
 use common::{Ferry, cluster, echo_server, request, temp_file};
 
-/// A module that does nothing: its filter lets every request through.
-const NOOP_FILTER: &str = r#"(module (memory (export "memory") 1)
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024))"#;
-
 /// A listener with routes `/ok` (direct 200 `fine`), `/up` (to an echo
 /// upstream) and `/down` (to a closed port), `access_log` items `logs`,
 /// and, with `filter`, a Wasm filter before the router.
 fn config(logs: &str, filter: bool) -> String {
-    let filter = if filter {
-        common::wasm_filter("noop", "noop", &format!("{{ local: {{ inline_string: {NOOP_FILTER:?} }} }}"))
-    } else {
-        String::new()
-    };
+    let filter = if filter { common::noop_filter() } else { String::new() };
     format!(
         r#"static_resources:
   listeners:
@@ -200,24 +191,24 @@ fn tcp_proxy_connections_are_logged() {
 
 /// A Wasm access logger: in `proxy_on_log` on its root context it logs the
 /// request's `:path`, then the response's `:status`.
-const WASM_LOGGER: &str = r#"(module
+fn wasm_logger() -> String {
+    format!(
+        r#"(module
   (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
   (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
-  (global $next (mut i32) (i32.const 4096))
   (data (i32.const 100) ":path")
   (data (i32.const 120) ":status")
   (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
-    (local $at i32)
-    (local.set $at (global.get $next))
-    (global.set $next (i32.add (global.get $next) (local.get $size)))
-    (local.get $at))
+  {}
   (func (export "proxy_on_log") (param $id i32)
     (drop (call $get (i32.const 0) (i32.const 100) (i32.const 5) (i32.const 200) (i32.const 204)))
     (drop (call $log (i32.const 2) (i32.load (i32.const 200)) (i32.load (i32.const 204))))
     (drop (call $get (i32.const 2) (i32.const 120) (i32.const 7) (i32.const 200) (i32.const 204)))
-    (drop (call $log (i32.const 2) (i32.load (i32.const 200)) (i32.load (i32.const 204))))))"#;
+    (drop (call $log (i32.const 2) (i32.load (i32.const 200)) (i32.load (i32.const 204))))))"#,
+        common::wat_bump_allocator(4096)
+    )
+}
 
 #[test]
 fn the_wasm_access_logger_reads_the_stream_in_its_root_context() {
@@ -228,8 +219,9 @@ fn the_wasm_access_logger_reads_the_stream_in_its_root_context() {
               config:
                 name: wasm_logger
                 root_id: logger
-                vm_config: {{ vm_id: logger, code: {{ local: {{ inline_string: {WASM_LOGGER:?} }} }} }}
-"#
+                vm_config: {{ vm_id: logger, code: {{ local: {{ inline_string: {:?} }} }} }}
+"#,
+        wasm_logger()
     );
     for filter in [false, true] {
         let ferry = Ferry::start(&config(&logs, filter), &["--concurrency", "1"]);

@@ -71,17 +71,8 @@ struct Options {
     filter: bool,
 }
 
-/// A module that does nothing: its filter lets every request through.
-const NOOP_FILTER: &str = r#"(module (memory (export "memory") 1)
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024))"#;
-
 fn config_with(upstream: SocketAddr, options: Options) -> String {
-    let filter = if options.filter {
-        common::wasm_filter("noop", "noop", &format!("{{ local: {{ inline_string: {NOOP_FILTER:?} }} }}"))
-    } else {
-        String::new()
-    };
+    let filter = if options.filter { common::noop_filter() } else { String::new() };
     format!(
         r#"static_resources:
   listeners:

@@ -424,6 +424,30 @@ pub fn wasm_filter(name: &str, vm_id: &str, code: &str) -> String {
     )
 }
 
+/// A module whose filter does nothing: every request goes through.
+pub const NOOP_FILTER: &str = r#"(module (memory (export "memory") 1)
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024))"#;
+
+/// An HTTP filter item running [`NOOP_FILTER`]; for tests that need a Wasm
+/// filter in the chain (the connection manager's general path) and no more.
+pub fn noop_filter() -> String {
+    wasm_filter("noop", "noop", &format!("{{ local: {{ inline_string: {NOOP_FILTER:?} }} }}"))
+}
+
+/// WAT for a bump allocator from `start` up: `proxy_on_memory_allocate`,
+/// for test modules that receive more than one value from the host.
+pub fn wat_bump_allocator(start: u32) -> String {
+    format!(
+        r#"(global $next (mut i32) (i32.const {start}))
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $at i32)
+    (local.set $at (global.get $next))
+    (global.set $next (i32.add (global.get $next) (local.get $size)))
+    (local.get $at))"#
+    )
+}
+
 /// `vm_config.code` for a module file.
 pub fn file_code(path: &std::path::Path) -> String {
     format!("{{ local: {{ filename: {:?} }} }}", path.display().to_string())
