@@ -63,7 +63,7 @@ pub(crate) fn access_log(raw: raw::AccessLog, path: &str) -> Result<AccessLog, C
             let format = match (log_format.text_format, log_format.text_format_source, log_format.json_format) {
                 (Some(format), None, None) => text(&format, &at("text_format"))?,
                 (None, Some(source), None) => {
-                    let bytes = crate::convert::data_source_bytes(source, &at("text_format_source"))?;
+                    let bytes = crate::convert::format_source(source, &at("text_format_source"))?;
                     let format = String::from_utf8(bytes).map_err(|_| err(at("text_format_source"), "not UTF-8"))?;
                     text(&format, &at("text_format_source"))?
                 }

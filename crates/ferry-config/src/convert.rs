@@ -412,13 +412,25 @@ fn route(raw: raw::Route, path: &str, clusters: &[Cluster], max_body: u32) -> Re
 /// The largest format string read from a file (`text_format_source`).
 const MAX_FORMAT_FILE_BYTES: u64 = 1 << 20;
 
-/// Bytes of an inline or file `DataSource` (a file of at most 1 MiB).
-pub(crate) fn data_source_bytes(raw: raw::DataSource, path: &str) -> Result<Vec<u8>, ConfigError> {
+/// A format string read from a file (`text_format_source`).
+pub(crate) fn format_source(raw: raw::DataSource, path: &str) -> Result<Vec<u8>, ConfigError> {
+    data_source(raw, path, MAX_FORMAT_FILE_BYTES, None)
+}
+
+/// Bytes of an inline or file `DataSource`; a file is read only if it is a
+/// regular file of at most `cap` bytes (an error about it names
+/// `cap_field`, the setting that raises the cap, if there is one).
+fn data_source(raw: raw::DataSource, path: &str, cap: u64, cap_field: Option<&str>) -> Result<Vec<u8>, ConfigError> {
     match (raw.inline_string, raw.inline_bytes, raw.filename) {
         (Some(s), None, None) => Ok(s.into_bytes()),
         (None, Some(b), None) => base64_bytes(&b, &join(path, "inline_bytes")),
-        (None, None, Some(f)) => crate::input::read_file(std::path::Path::new(&f), MAX_FORMAT_FILE_BYTES)
-            .map_err(|reason| err(join(path, "filename"), reason)),
+        (None, None, Some(f)) => crate::input::read_file(std::path::Path::new(&f), cap).map_err(|reason| {
+            let reason = match cap_field {
+                Some(field) => format!("{reason} ({field})"),
+                None => reason,
+            };
+            err(join(path, "filename"), reason)
+        }),
         _ => Err(err(path, "exactly one of inline_string, inline_bytes or filename is required")),
     }
 }
@@ -427,16 +439,7 @@ pub(crate) fn data_source_bytes(raw: raw::DataSource, path: &str) -> Result<Vec<
 /// at most `max` bytes (the route configuration's
 /// `max_direct_response_body_size_bytes`, as Envoy checks it).
 fn body_source(raw: raw::DataSource, path: &str, max: u32) -> Result<Vec<u8>, ConfigError> {
-    let bytes = match (raw.inline_string, raw.inline_bytes, raw.filename) {
-        (Some(s), None, None) => s.into_bytes(),
-        (None, Some(b), None) => base64_bytes(&b, &join(path, "inline_bytes"))?,
-        (None, None, Some(f)) => {
-            return crate::input::read_file(std::path::Path::new(&f), max.into()).map_err(|reason| {
-                err(join(path, "filename"), format!("{reason} (max_direct_response_body_size_bytes)"))
-            });
-        }
-        _ => return Err(err(path, "exactly one of inline_string, inline_bytes or filename is required")),
-    };
+    let bytes = data_source(raw, path, max.into(), Some("max_direct_response_body_size_bytes"))?;
     if bytes.len() > max as usize {
         return Err(err(path, format!("{} bytes, over max_direct_response_body_size_bytes ({max})", bytes.len())));
     }

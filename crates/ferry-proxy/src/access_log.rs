@@ -131,12 +131,8 @@ impl Entry {
         generate_request_id: bool,
     ) -> Entry {
         let mut request_headers = parts.headers.clone();
-        if generate_request_id && !request_headers.contains_key("x-request-id") {
-            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
-            if let Ok(id) = http::HeaderValue::from_bytes(&text) {
-                request_headers.insert("x-request-id", id);
-            }
+        if generate_request_id {
+            crate::headers::add_request_id(&mut request_headers);
         }
         let authority = parts
             .headers

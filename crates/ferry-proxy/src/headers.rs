@@ -45,12 +45,25 @@ pub(crate) fn request_headers(
         map.append_lowercase(Bytes::from_static(b"x-forwarded-proto"), Bytes::from_static(b"http"));
     }
     if generate_request_id && !map.contains(b"x-request-id") {
-        let id = uuid::Uuid::new_v4();
-        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        id.hyphenated().encode_lower(&mut text);
-        map.append_lowercase(Bytes::from_static(b"x-request-id"), Bytes::copy_from_slice(&text));
+        map.append_lowercase(Bytes::from_static(b"x-request-id"), new_request_id());
     }
     map
+}
+
+/// A new `x-request-id` value: a random (v4) UUID, as Envoy's.
+fn new_request_id() -> Bytes {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    Bytes::copy_from_slice(&text)
+}
+
+/// Adds a new `x-request-id` to a request that has none.
+pub(crate) fn add_request_id(headers: &mut http::HeaderMap) {
+    if !headers.contains_key("x-request-id")
+        && let Ok(id) = HeaderValue::from_maybe_shared(new_request_id())
+    {
+        headers.insert("x-request-id", id);
+    }
 }
 
 /// The protocol as Envoy names it (`request.protocol`, `%PROTOCOL%`).

@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpInfo;
 use super::{ConnContext, hyper_response};
 use crate::access_log::StreamNotes;
 use crate::counted::CountedBody;
-use crate::headers::HOP_BY_HOP;
+use crate::headers::{HOP_BY_HOP, add_request_id};
 use crate::http::body::ResponseBody;
 use crate::http::rescue::{Local, Rescue, StreamError, rescue};
 use crate::upstream::UpstreamBody;
@@ -146,12 +146,8 @@ fn prepare_upstream_headers(headers: &mut http::HeaderMap, generate_request_id: 
     if !headers.contains_key("x-forwarded-proto") {
         headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     }
-    if generate_request_id && !headers.contains_key("x-request-id") {
-        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
-        if let Ok(id) = HeaderValue::from_bytes(&text) {
-            headers.insert("x-request-id", id);
-        }
+    if generate_request_id {
+        add_request_id(headers);
     }
 }
 
