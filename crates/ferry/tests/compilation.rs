@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,8 +12,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Ferry, cluster, direct_route, file_code, get, go_plugin, listener, plugin, run_to_end, temp_file};
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 
 /// The Go test plugin (2.5 MB of Wasm) as an HTTP filter: it echoes each
@@ -48,34 +45,15 @@ fn admin(ferry: &Ferry, path: &str) -> String {
 
 /// A hyper upstream answering 200; `/slow` waits until `release` is notified.
 fn upstream(release: Arc<Notify>) -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let release = release.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                        let release = release.clone();
-                        async move {
-                            if request.uri().path() == "/slow" {
-                                release.notified().await;
-                            }
-                            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"upstream"))))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+    common::hyper_upstream(move |request: http::Request<hyper::body::Incoming>| {
+        let release = release.clone();
+        async move {
+            if request.uri().path() == "/slow" {
+                release.notified().await;
             }
-        });
-    });
-    address
+            http::Response::new(Full::new(Bytes::from_static(b"upstream")))
+        }
+    })
 }
 
 fn proxied_listener(filters: &str) -> String {

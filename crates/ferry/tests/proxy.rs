@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -12,46 +11,26 @@ use bytes::Bytes;
 use common::{Ferry, cluster, request};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 
 /// What the upstream saw of each request: its headers and body.
 type Seen = Arc<Mutex<Vec<(http::HeaderMap, Bytes)>>>;
 
 /// A hyper upstream that records each request and answers 200 `hello`,
-/// with a `connection: keep-alive` header (hop-by-hop, not forwarded).
+/// with `x-upstream: yes` and its own `server` header.
 fn upstream() -> (SocketAddr, Seen) {
     let seen: Seen = Arc::default();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let address = listener.local_addr().unwrap();
     let record = seen.clone();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let record = record.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request: http::Request<Incoming>| {
-                        let record = record.clone();
-                        async move {
-                            let (parts, body) = request.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            record.lock().unwrap().push((parts.headers, body));
-                            let mut response = http::Response::new(Full::new(Bytes::from_static(b"hello")));
-                            response.headers_mut().insert("x-upstream", http::HeaderValue::from_static("yes"));
-                            response.headers_mut().insert("server", http::HeaderValue::from_static("upstream"));
-                            Ok::<_, Infallible>(response)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+    let address = common::hyper_upstream(move |request: http::Request<Incoming>| {
+        let record = record.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            record.lock().unwrap().push((parts.headers, body));
+            let mut response = http::Response::new(Full::new(Bytes::from_static(b"hello")));
+            response.headers_mut().insert("x-upstream", http::HeaderValue::from_static("yes"));
+            response.headers_mut().insert("server", http::HeaderValue::from_static("upstream"));
+            response
+        }
     });
     (address, seen)
 }

@@ -303,6 +303,38 @@ pub fn request(address: SocketAddr, method: &str, path: &str, headers: &[(&str, 
     read_response(&mut stream)
 }
 
+/// A hyper HTTP/1 upstream on a thread of its own, answering each request
+/// with `handler`; returns its address.
+pub fn hyper_upstream<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = http::Response<http_body_util::Full<bytes::Bytes>>> + Send + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let response = handler(request);
+                        async move { Ok::<_, std::convert::Infallible>(response.await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    address
+}
+
 /// An upstream for tests: answers each request with 200 and `echo: ` plus
 /// the request body, then closes the connection. Returns its address.
 pub fn echo_server() -> SocketAddr {
