@@ -450,17 +450,7 @@ fn startup_run(root: &Path, ferry: &Path, work: &Path) -> anyhow::Result<Startup
     eprintln!("== start-up: Go plugin, no module cache");
     let go = root.join("target/go-plugins/go_hello.wasm");
     let go_bytes = std::fs::metadata(&go).with_context(|| format!("{} is missing", go.display()))?.len();
-    let filter = format!(
-        r#"
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                vm_config:
-                  vm_id: go
-                  code: {{ local: {{ filename: "{}" }} }}"#,
-        go.display()
-    );
+    let filter = wasm_filter_at(&go, "go");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let all_cores = format!("0-{}", cores - 1);
     let go =
@@ -554,7 +544,11 @@ fn proxy_config(port: u16, upstream: u16, filters: &str, services: &str) -> Stri
 }
 
 fn wasm_filter(root: &Path, file: &str, vm_id: &str) -> String {
-    let path = root.join("target/wasm32-wasip1/release").join(file);
+    wasm_filter_at(&root.join("target/wasm32-wasip1/release").join(file), vm_id)
+}
+
+/// An `envoy.filters.http.wasm` item running the module at `path`.
+fn wasm_filter_at(path: &Path, vm_id: &str) -> String {
     format!(
         r#"
           - name: envoy.filters.http.wasm
