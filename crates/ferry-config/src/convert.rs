@@ -30,7 +30,7 @@ const TYPED_STRUCTS: [&str; 2] = ["udpa.type.v1.TypedStruct", "xds.type.v3.Typed
 /// Names that mean "router" without a typed config.
 const ROUTER_NAMES: [&str; 2] = ["envoy.filters.http.router", "envoy.router"];
 
-fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError { path: path.into(), message: message.into() }
 }
 
@@ -91,7 +91,19 @@ fn type_name_of(url: &str) -> String {
 
 /// Converts the whole file.
 pub(crate) fn bootstrap(raw: raw::Bootstrap) -> Result<Bootstrap, ConfigError> {
-    let node = raw.node.map(|n| Node { id: n.id, cluster: n.cluster }).unwrap_or_default();
+    let node = match raw.node {
+        Some(n) => Node {
+            id: n.id,
+            cluster: n.cluster,
+            metadata: match n.metadata {
+                Some(value) => crate::metadata::structure(value, "node.metadata")?,
+                None => Default::default(),
+            },
+            locality: n.locality.map(|l| (l.region, l.zone, l.sub_zone)).unwrap_or_default(),
+            user_agent_name: n.user_agent_name,
+        },
+        None => Node::default(),
+    };
     let admin = raw.admin.map(|a| socket_address(a.address, "admin.address")).transpose()?;
     let clusters = raw
         .static_resources
@@ -181,6 +193,17 @@ fn listener(raw: raw::Listener, path: &str, clusters: &[Cluster]) -> Result<List
     let [chain] = <[raw::FilterChain; 1]>::try_from(raw.filter_chains).map_err(|chains| {
         err(join(path, "filter_chains"), format!("expected exactly one filter chain, found {}", chains.len()))
     })?;
+    let metadata = crate::metadata::metadata(raw.metadata, &join(path, "metadata"))?;
+    // Filter chain metadata has no attribute of its own; it is checked all the same.
+    crate::metadata::metadata(chain.metadata, &join(path, "filter_chains[0].metadata"))?;
+    let listener = |kind| Listener {
+        name: raw.name.clone(),
+        address: address.clone(),
+        kind,
+        metadata: metadata.clone(),
+        direction: raw.traffic_direction.unwrap_or(0),
+        filter_chain_name: chain.name.clone(),
+    };
     let path = join(path, "filter_chains[0].filters");
     if chain.filters.is_empty() {
         return Err(err(&path, "no network filters: the last one must be the HTTP connection manager or tcp_proxy"));
@@ -201,7 +224,7 @@ fn listener(raw: raw::Listener, path: &str, clusters: &[Cluster]) -> Result<List
             }
             (HCM, true) if wasm_filters.is_empty() => {
                 let hcm = http_connection_manager(decode(any.fields, &any.path)?, &any.path, clusters)?;
-                return Ok(Listener { name: raw.name, address, kind: ListenerKind::Http(hcm) });
+                return Ok(listener(ListenerKind::Http(hcm)));
             }
             (HCM, true) => {
                 return Err(err(
@@ -212,7 +235,7 @@ fn listener(raw: raw::Listener, path: &str, clusters: &[Cluster]) -> Result<List
             }
             (TCP_PROXY, true) => {
                 let proxy = tcp_proxy(decode(any.fields, &any.path)?, &any.path, clusters, wasm_filters)?;
-                return Ok(Listener { name: raw.name, address, kind: ListenerKind::Tcp(proxy) });
+                return Ok(listener(ListenerKind::Tcp(proxy)));
             }
             (NETWORK_WASM, true) => {
                 return Err(err(at, "a network Wasm filter cannot be last: end the chain with tcp_proxy"));
@@ -372,13 +395,14 @@ fn route_config(raw: raw::RouteConfiguration, path: &str, clusters: &[Cluster]) 
             .enumerate()
             .map(|(j, r)| route(r, &format!("{vh_path}.routes[{j}]"), clusters, max_body))
             .collect::<Result<_, _>>()?;
-        virtual_hosts.push(VirtualHost { name: vh.name, domains: vh.domains, routes });
+        let metadata = crate::metadata::metadata(vh.metadata, &join(&vh_path, "metadata"))?;
+        virtual_hosts.push(VirtualHost { name: vh.name, domains: vh.domains, routes, metadata });
     }
     Ok(RouteConfig { name: raw.name, virtual_hosts })
 }
 
 fn route(raw: raw::Route, path: &str, clusters: &[Cluster], max_body: u32) -> Result<Route, ConfigError> {
-    let _ = raw.name;
+    let metadata = crate::metadata::metadata(raw.metadata, &join(path, "metadata"))?;
     let m = raw.matcher;
     let matcher = match (m.prefix, m.path) {
         (Some(prefix), None) => PathMatch::Prefix(prefix),
@@ -406,7 +430,7 @@ fn route(raw: raw::Route, path: &str, clusters: &[Cluster], max_body: u32) -> Re
     }) {
         return Err(err(join(path, "direct_response.status"), "must be between 100 and 599"));
     }
-    Ok(Route { matcher, case_sensitive: m.case_sensitive.unwrap_or(true), action })
+    Ok(Route { name: raw.name, metadata, matcher, case_sensitive: m.case_sensitive.unwrap_or(true), action })
 }
 
 /// The largest format string read from a file (`text_format_source`).
@@ -472,9 +496,12 @@ fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
         Some(other) => return Err(err(join(path, "lb_policy"), format!("{other} is not supported; use ROUND_ROBIN"))),
     }
     let mut endpoints = Vec::new();
+    let mut endpoint_metadata = Vec::new();
     for (i, locality) in raw.load_assignment.map(|l| l.endpoints).unwrap_or_default().into_iter().enumerate() {
         for (j, lb) in locality.lb_endpoints.into_iter().enumerate() {
-            let at = format!("{path}.load_assignment.endpoints[{i}].lb_endpoints[{j}].endpoint.address");
+            let lb_path = format!("{path}.load_assignment.endpoints[{i}].lb_endpoints[{j}]");
+            endpoint_metadata.push(crate::metadata::metadata(lb.metadata, &join(&lb_path, "metadata"))?);
+            let at = join(&lb_path, "endpoint.address");
             let address = socket_address(lb.endpoint.address, &at)?;
             if discovery == Discovery::Static && address.address.parse::<std::net::IpAddr>().is_err() {
                 return Err(err(
@@ -508,7 +535,8 @@ fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
             let _ = explicit.http_protocol_options;
         }
     }
-    Ok(Cluster { name: raw.name, connect_timeout, discovery, endpoints, http2 })
+    let metadata = crate::metadata::metadata(raw.metadata, &join(path, "metadata"))?;
+    Ok(Cluster { name: raw.name, connect_timeout, discovery, endpoints, endpoint_metadata, http2, metadata })
 }
 
 /// A protobuf JSON duration: seconds with an `s` suffix, e.g. `0.25s`.

@@ -43,6 +43,13 @@ pub(crate) fn server_header_transformation<'de, D: Deserializer<'de>>(d: D) -> R
     enum_name(d, "ServerHeaderTransformation", &["OVERWRITE", "APPEND_IF_ABSENT", "PASS_THROUGH"])
 }
 
+/// `core.v3.TrafficDirection`, as its number (the `xds.listener_direction` attribute).
+pub(crate) fn traffic_direction<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    const NAMES: [&str; 3] = ["UNSPECIFIED", "INBOUND", "OUTBOUND"];
+    let name = enum_name(d, "TrafficDirection", &NAMES)?;
+    Ok(name.and_then(|n| NAMES.iter().position(|&known| known == n)).map(|i| i as i64))
+}
+
 /// `Cluster.DiscoveryType`.
 pub(crate) fn discovery_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     enum_name(d, "DiscoveryType", &["STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST"])

@@ -144,6 +144,22 @@ pub struct Node {
     pub id: String,
     /// `node.cluster`.
     pub cluster: String,
+    /// `node.metadata`, a `Struct`.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// `node.locality`: region, zone, sub-zone.
+    pub locality: (String, String, String),
+    /// `node.user_agent_name`.
+    pub user_agent_name: Option<String>,
+}
+
+/// `metadata` (`envoy.config.core.v3.Metadata`): per filter namespace, a
+/// `Struct`, which plugins read through the `xds.*_metadata` attributes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Metadata {
+    /// `filter_metadata`.
+    pub filter_metadata: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    /// `typed_filter_metadata` (values of type `google.protobuf.Struct`).
+    pub typed_filter_metadata: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
 }
 
 /// An IP address and port (`socket_address`).
@@ -174,6 +190,12 @@ pub struct Listener {
     pub address: SocketAddress,
     /// What it does with connections.
     pub kind: ListenerKind,
+    /// `metadata`.
+    pub metadata: Metadata,
+    /// `traffic_direction`: 0 unspecified, 1 inbound, 2 outbound.
+    pub direction: i64,
+    /// The filter chain's `name`.
+    pub filter_chain_name: String,
 }
 
 /// The network filter chain of a listener, by its terminal filter.
@@ -342,11 +364,17 @@ pub struct VirtualHost {
     pub domains: Vec<String>,
     /// `routes`, first match wins.
     pub routes: Vec<Route>,
+    /// `metadata`.
+    pub metadata: Metadata,
 }
 
 /// A route.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Route {
+    /// `name`.
+    pub name: String,
+    /// `metadata`.
+    pub metadata: Metadata,
     /// What requests it takes.
     pub matcher: PathMatch,
     /// Whether path matching is case sensitive (default true).
@@ -472,6 +500,10 @@ pub struct Cluster {
     pub discovery: Discovery,
     /// The endpoints of `load_assignment`, in order.
     pub endpoints: Vec<SocketAddress>,
+    /// Each endpoint's `metadata`, in the same order.
+    pub endpoint_metadata: Vec<Metadata>,
+    /// `metadata`.
+    pub metadata: Metadata,
     /// HTTP/2 (cleartext) to the endpoints, from `HttpProtocolOptions`'
     /// `explicit_http_config.http2_protocol_options` (or the deprecated
     /// `http2_protocol_options`); HTTP/1.1 otherwise.

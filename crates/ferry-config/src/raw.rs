@@ -69,9 +69,21 @@ pub(crate) struct Node {
     #[serde(default)]
     pub metadata: Option<Value>,
     #[serde(default)]
-    pub locality: Ignored,
+    pub locality: Option<Locality>,
     #[serde(default)]
-    pub user_agent_name: Ignored,
+    pub user_agent_name: Option<String>,
+}
+
+/// `envoy.config.core.v3.Locality`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Locality {
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub zone: String,
+    #[serde(default)]
+    pub sub_zone: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -132,8 +144,10 @@ pub(crate) struct Listener {
     pub filter_chains: Vec<FilterChain>,
     #[serde(default)]
     pub stat_prefix: Ignored,
+    #[serde(default, deserialize_with = "crate::enums::traffic_direction")]
+    pub traffic_direction: Option<i64>,
     #[serde(default)]
-    pub traffic_direction: Ignored,
+    pub metadata: Option<Value>,
     #[serde(default)]
     pub per_connection_buffer_limit_bytes: Ignored,
 }
@@ -144,7 +158,9 @@ pub(crate) struct FilterChain {
     #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub filters: Vec<TypedExtension>,
     #[serde(default)]
-    pub name: Ignored,
+    pub name: String,
+    #[serde(default)]
+    pub metadata: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -237,6 +253,8 @@ pub(crate) struct VirtualHost {
     pub domains: Vec<String>,
     #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub routes: Vec<Route>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -250,6 +268,8 @@ pub(crate) struct Route {
     pub direct_response: Option<DirectResponse>,
     #[serde(default)]
     pub route: Option<RouteAction>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -309,6 +329,8 @@ pub(crate) struct Cluster {
     pub http2_protocol_options: Option<Value>,
     #[serde(default)]
     pub typed_extension_protocol_options: Option<serde_norway::Mapping>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
 }
 
 /// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`.
@@ -358,6 +380,8 @@ pub(crate) struct LocalityEndpoints {
 #[serde(deny_unknown_fields)]
 pub(crate) struct LbEndpoint {
     pub endpoint: Endpoint,
+    #[serde(default)]
+    pub metadata: Option<Value>,
 }
 
 #[derive(Deserialize)]

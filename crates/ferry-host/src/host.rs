@@ -49,8 +49,8 @@ pub(crate) struct SharedState {
     wasm_log_level: AtomicU8,
     /// Clusters `proxy_http_call` may name; `None` accepts any.
     upstreams: Option<HashSet<String>>,
-    /// `node.id` and `node.cluster`.
-    pub(crate) node: (String, String),
+    /// The configuration's `node` (the `xds.node` attribute).
+    pub(crate) node: crate::attributes::Node,
     /// Problems already logged, so each is logged once per process.
     reported: Mutex<HashSet<(&'static str, &'static str)>>,
     /// When a plugin that keeps failing is held failed.
@@ -91,8 +91,8 @@ pub struct HostOptions {
     /// The clusters plugins may call with `proxy_http_call` (others are a
     /// `BadArgument`); `None` accepts any name.
     pub upstreams: Option<Vec<String>>,
-    /// `node.id` and `node.cluster` of the configuration, as properties.
-    pub node: (String, String),
+    /// The configuration's `node`, which plugins read as `xds.node`.
+    pub node: crate::attributes::Node,
     /// When a plugin that keeps failing is held failed.
     pub hold: HoldPolicy,
     /// Bounds of shared queues: the default, and rules for named queues.

@@ -11,6 +11,7 @@
 //! - [`Plugin`]: a root context's identity and configuration in a module.
 //! - [`WasmThread`]: the VM instances of one thread and every call into them.
 
+mod attributes;
 mod compiler;
 mod error;
 mod exports;
@@ -33,6 +34,7 @@ mod thread;
 mod vm;
 mod wasi;
 
+pub use attributes::{ClusterFacts, ListenerFacts, Locality, Metadata, Node, RouteFacts, XdsInfo};
 pub use compiler::{Compilation, TIER_UP_WAIT, Tier};
 pub use error::{LoadError, PluginFailure, StartError};
 pub use exports::{Abis, CALLBACKS, Callback};
@@ -42,8 +44,8 @@ pub use headers::HeaderMap;
 pub use host::{Host, HostOptions, WasmLogLevel, module_spec};
 pub use hostcalls::{HOST_FUNCTIONS, HostFunction, Param, Support, implemented, unimplemented};
 pub use limits::{
-    EPOCH_TICK, Limits, MAX_FOREIGN_RESULT, MAX_LOG_MESSAGE, MAX_METRICS, MAX_PENDING_CALLS,
-    MAX_QUEUED_BYTES_PER_VM_ID, MAX_SHARED_DATA_BYTES, MAX_TABLE_ELEMENTS, MAX_VALUE_BYTES,
+    EPOCH_TICK, Limits, MAX_DECLARED_PROPERTIES, MAX_EXPRESSIONS, MAX_FOREIGN_RESULT, MAX_LOG_MESSAGE, MAX_METRICS,
+    MAX_PENDING_CALLS, MAX_QUEUED_BYTES_PER_VM_ID, MAX_SHARED_DATA_BYTES, MAX_TABLE_ELEMENTS, MAX_VALUE_BYTES,
 };
 pub use mailbox::{InstanceId, QueueReady, ThreadMailbox, VmKey};
 pub use metrics::{HISTOGRAM_BUCKETS, HistogramValue, Metric, MetricValue, Metrics, sanitize_stat_name};

@@ -40,6 +40,14 @@ pub const MAX_METRICS: usize = 65_536;
 /// at once; more is `InternalFailure` (which the SDKs report as an error).
 pub const MAX_PENDING_CALLS: usize = 4096;
 
+/// Most CEL expressions (`expr_create`) one VM instance holds at once;
+/// more is `BadArgument`.
+pub const MAX_EXPRESSIONS: usize = 1024;
+
+/// Most properties one VM instance may declare (`declare_property`); more
+/// is `BadArgument`.
+pub const MAX_DECLARED_PROPERTIES: usize = 4096;
+
 /// Most table elements an instance may have (function tables of large Go
 /// modules run to tens of thousands).
 pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;

@@ -108,6 +108,10 @@ pub struct HostState {
     pub(crate) status: (u32, Bytes),
     /// Values root contexts set with `proxy_set_property`.
     pub(crate) root_properties: Vec<(Bytes, Bytes)>,
+    /// Properties declared with Envoy's `declare_property`, by name.
+    pub(crate) declared: FxHashMap<Bytes, DeclaredProperty>,
+    /// CEL expressions compiled with Envoy's `expr_create`.
+    pub(crate) expressions: crate::attributes::Expressions,
     /// gRPC calls and streams asked for during the callback in progress.
     pub(crate) grpc_commands: Vec<GrpcCommand>,
     /// Open gRPC calls and streams, by token.
@@ -123,6 +127,13 @@ pub struct HostState {
     pub(crate) done_roots: Vec<u32>,
     /// Calls no longer waited for (their stream ended), for the embedder to stop.
     pub(crate) cancelled: Vec<Cancelled>,
+}
+
+/// A property declared with `declare_property`: how it may be set.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DeclaredProperty {
+    /// Set once per stream; a second set is `BadArgument`.
+    pub readonly: bool,
 }
 
 /// A unary call or a stream.
@@ -178,6 +189,8 @@ impl HostState {
             http_call_response: None,
             status: (0, Bytes::new()),
             root_properties: Vec::new(),
+            declared: FxHashMap::default(),
+            expressions: Default::default(),
             grpc_commands: Vec::new(),
             grpc_tokens: FxHashMap::default(),
             last_grpc_token: 0,

@@ -55,6 +55,10 @@ pub struct StreamInfo {
     /// Envoy filter state set with the `set_envoy_filter_state` foreign
     /// function, by key (e.g. `envoy.tcp_proxy.cluster`).
     pub filter_state: Vec<(String, String)>,
+    /// Where the configuration sends the stream (`xds.*` attributes).
+    pub xds: crate::attributes::XdsInfo,
+    /// The stream's dynamic metadata (the `metadata` attribute).
+    pub metadata: crate::attributes::Metadata,
 }
 
 impl StreamInfo {

@@ -542,7 +542,9 @@ impl Vm {
 
     fn delete_root(&mut self, id: u32) -> Result<(), CallError> {
         self.call_delete(id, Phase::Root)?;
-        self.store.data_mut().contexts.remove(&id);
+        let data = self.store.data_mut();
+        data.contexts.remove(&id);
+        data.expressions.forget_root(id);
         Ok(())
     }
 

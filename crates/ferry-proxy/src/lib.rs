@@ -21,6 +21,7 @@ pub mod router;
 mod server;
 mod tcp_proxy;
 mod upstream;
+pub mod xds;
 
 pub use civil::Civil;
 pub use plan::{

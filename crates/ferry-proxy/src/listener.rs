@@ -84,6 +84,7 @@ async fn accept_loop(
                     destination: stream.local_addr().ok(),
                     connection_id: id,
                     start: Some(std::time::SystemTime::now()),
+                    xds: ferry_host::XdsInfo { listener: Some(tcp.listener.clone()), ..Default::default() },
                     ..StreamInfo::default()
                 };
                 tokio::task::spawn_local(tcp_proxy::serve(stream, info, tcp.clone(), thread.clone()));

@@ -202,6 +202,8 @@ pub struct TcpPlan {
     pub idle_timeout: Option<std::time::Duration>,
     /// `access_log`: each logger writes one line per connection.
     pub(crate) access_logs: Arc<[Arc<AccessLogger>]>,
+    /// The listener's facts for plugins (`xds.listener_metadata`, ...).
+    pub listener: Arc<ferry_host::ListenerFacts>,
 }
 
 /// Opens a listener's access loggers.
@@ -244,6 +246,8 @@ pub struct HttpPlan {
     pub stat_prefix: String,
     /// Envoy's `http.<stat_prefix>.*` counters.
     pub(crate) stats: Arc<crate::envoy_stats::HttpStats>,
+    /// The listener's facts for plugins (`xds.listener_metadata`, ...).
+    pub listener: Arc<ferry_host::ListenerFacts>,
 }
 
 impl HttpPlan {
@@ -314,6 +318,7 @@ impl Plan {
                         stats: Arc::default(),
                         access_logs: open_access_logs(&listener.name, &hcm.access_log)?,
                         wasm_loggers,
+                        listener: crate::xds::listener(listener),
                     }))
                 }
                 ListenerKind::Tcp(proxy) => {
@@ -323,6 +328,7 @@ impl Plan {
                         cluster: proxy.cluster.clone(),
                         idle_timeout: proxy.idle_timeout,
                         access_logs: open_access_logs(&listener.name, &proxy.access_log)?,
+                        listener: crate::xds::listener(listener),
                     }))
                 }
             };

@@ -1,23 +1,37 @@
 //! Route matching: virtual host by `:authority`, then the first route whose
 //! path matcher accepts `:path`.
 
+use std::sync::Arc;
+
 use ferry_config::{PathMatch, Route, RouteAction, RouteConfig, VirtualHost};
+use ferry_host::RouteFacts;
 
 /// The routes of one connection manager.
 pub struct RouteTable {
     virtual_hosts: Vec<VirtualHost>,
+    /// Each route's facts for plugins (`xds.route_name`, ...), by virtual
+    /// host and route index.
+    facts: Vec<Vec<Arc<RouteFacts>>>,
 }
 
 impl RouteTable {
     /// Builds the table from `route_config`.
     pub fn new(config: &RouteConfig) -> Self {
-        RouteTable { virtual_hosts: config.virtual_hosts.clone() }
+        let virtual_hosts = config.virtual_hosts.clone();
+        let facts = virtual_hosts
+            .iter()
+            .map(|host| host.routes.iter().map(|route| crate::xds::route(route, host)).collect())
+            .collect();
+        RouteTable { virtual_hosts, facts }
     }
 
-    /// The action for a request, if a virtual host and a route match.
-    pub fn route(&self, authority: &[u8], path: &[u8]) -> Option<&RouteAction> {
+    /// The action for a request, with the route's facts, if a virtual host
+    /// and a route match.
+    pub fn route(&self, authority: &[u8], path: &[u8]) -> Option<(&RouteAction, &Arc<RouteFacts>)> {
         let host = self.virtual_host(authority)?;
-        host.routes.iter().find(|r| path_matches(r, path)).map(|r| &r.action)
+        let index = host.routes.iter().position(|r| path_matches(r, path))?;
+        let host_index = self.virtual_hosts.iter().position(|h| std::ptr::eq(h, host))?;
+        Some((&host.routes[index].action, &self.facts[host_index][index]))
     }
 
     /// Envoy's order: exact domain, then the longest `*.suffix`, then the
@@ -87,18 +101,21 @@ mod tests {
                 routes: routes
                     .iter()
                     .map(|&(m, prefix, status)| Route {
+                        name: String::new(),
+                        metadata: Default::default(),
                         matcher: if prefix { PathMatch::Prefix(m.into()) } else { PathMatch::Exact(m.into()) },
                         case_sensitive: true,
                         action: RouteAction::DirectResponse { status, body: None },
                     })
                     .collect(),
+                metadata: Default::default(),
             })
             .collect();
-        RouteTable { virtual_hosts }
+        RouteTable::new(&RouteConfig { name: String::new(), virtual_hosts })
     }
 
     fn status(t: &RouteTable, host: &str, path: &str) -> Option<u16> {
-        match t.route(host.as_bytes(), path.as_bytes())? {
+        match t.route(host.as_bytes(), path.as_bytes())?.0 {
             RouteAction::DirectResponse { status, .. } => Some(*status),
             RouteAction::Cluster { .. } => None,
         }

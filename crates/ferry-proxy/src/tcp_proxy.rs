@@ -254,8 +254,12 @@ impl Connection {
             self.notes.flag = Some("NC");
             return Ending::Local;
         }
+        self.data.info.xds.cluster = upstreams.cluster_facts(&cluster);
         let mut upstream = match upstreams.connect_tcp(&cluster).await {
-            Ok(upstream) => upstream,
+            Ok((upstream, host)) => {
+                self.data.info.xds.upstream_host_metadata = Some(host.metadata);
+                upstream
+            }
             Err(error) => {
                 tracing::debug!(target: "connection", "tcp_proxy to cluster {cluster}: {error}");
                 self.notes.flag = Some("UF");

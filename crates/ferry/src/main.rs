@@ -147,7 +147,7 @@ fn run(cli: &Cli, levels: logging::Levels) -> anyhow::Result<()> {
         .with_context(|| format!("error initializing configuration '{path}'"))?;
     let module_cache = if cli.no_wasm_cache { None } else { cli.wasm_cache_dir.clone().or_else(default_cache_dir) };
     let upstreams = Some(config.clusters.iter().map(|c| c.name.clone()).collect());
-    let node = (config.node.id.clone(), config.node.cluster.clone());
+    let node = ferry_proxy::xds::node(&config.node);
     let runtime = ferry_proxy::host_runtime(&config);
     let compilation = match cli.wasm_compilation {
         Some(CompilationArg::Tiered) => Compilation::Tiered,

@@ -4,9 +4,9 @@
 //! argument and result formats: `compress` and `uncompress` (zlib format),
 //! `clear_route_cache`, `set_envoy_filter_state` for the filter state keys
 //! ferry acts on ([`FILTER_STATE_KEYS`]), and `verify_signature` and `sign`
-//! (RSA, see `signatures.rs`). Envoy's others need what ferry does not have
-//! yet (a CEL engine for `expr_*`, typed filter state for
-//! `declare_property`): they are `NotFound`, as any unknown name.
+//! (RSA, see `signatures.rs`), `declare_property`, and the CEL functions
+//! `expr_create`, `expr_evaluate` and `expr_delete` (see
+//! `crate::attributes`). Any other name is `NotFound`, as in Envoy.
 
 use std::io::{Read as _, Write as _};
 
@@ -29,6 +29,10 @@ const FOREIGN_FUNCTIONS: &[(&str, ForeignFunction)] = &[
     ("set_envoy_filter_state", set_envoy_filter_state),
     ("verify_signature", |_, args| super::signatures::verify_signature(args)),
     ("sign", |_, args| super::signatures::sign(args)),
+    ("declare_property", declare_property),
+    ("expr_create", expr_create),
+    ("expr_evaluate", expr_evaluate),
+    ("expr_delete", expr_delete),
 ];
 
 /// The filter state keys `set_envoy_filter_state` takes: those ferry acts
@@ -57,12 +61,76 @@ fn set_envoy_filter_state(state: &mut HostState, args: &[u8]) -> Result<Vec<u8>,
     if !FILTER_STATE_KEYS.contains(&args.path.as_str()) {
         return Err(Status::NotFound);
     }
-    let (stream, _) = state.acting_stream_mut().ok_or(Status::BadArgument)?;
+    let stream = state.attribute_stream_mut().ok_or(Status::BadArgument)?;
     if args.value.len() > crate::limits::MAX_VALUE_BYTES {
         return Err(Status::BadArgument);
     }
     stream.info.filter_state.retain(|(key, _)| *key != args.path);
     stream.info.filter_state.push((args.path, args.value));
+    Ok(Vec::new())
+}
+
+/// Envoy's `DeclarePropertyArguments`: a property's name, whether it is
+/// read-only, its type (bytes, string, flatbuffers, protobuf), its schema
+/// and its life span.
+#[derive(Clone, PartialEq, prost::Message)]
+struct DeclarePropertyArguments {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(bool, tag = "2")]
+    readonly: bool,
+    #[prost(int32, tag = "3")]
+    kind: i32,
+    #[prost(bytes = "vec", tag = "4")]
+    schema: Vec<u8>,
+    #[prost(int32, tag = "5")]
+    span: i32,
+}
+
+/// Declares a property, as Envoy's `declare_property`: a read-only one can
+/// be set once per stream. `BadArgument` for arguments that do not decode
+/// and for a name declared before. (ferry reads every type back as its
+/// bytes, and keeps every value for the stream: see docs/abi-support.md.)
+fn declare_property(state: &mut HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
+    use prost::Message as _;
+    let args = DeclarePropertyArguments::decode(args).map_err(|_| Status::BadArgument)?;
+    let name = bytes::Bytes::from(args.name.into_bytes());
+    if state.declared.contains_key(&name) || state.declared.len() >= crate::limits::MAX_DECLARED_PROPERTIES {
+        return Err(Status::BadArgument);
+    }
+    state.declared.insert(name, crate::state::DeclaredProperty { readonly: args.readonly });
+    Ok(Vec::new())
+}
+
+/// The root context of the acting context: expressions belong to it.
+fn acting_root(state: &HostState) -> Result<u32, Status> {
+    state.acting_context().map(|(_, entry, _)| entry.root_id).ok_or(Status::NotFound)
+}
+
+/// A 4-byte little-endian token, as Envoy's `expr_evaluate` and `expr_delete` take.
+fn token(args: &[u8]) -> Result<u32, Status> {
+    Ok(u32::from_le_bytes(args.try_into().map_err(|_| Status::BadArgument)?))
+}
+
+/// Compiles a CEL expression; its token.
+fn expr_create(state: &mut HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
+    let root = acting_root(state)?;
+    Ok(state.expressions.create(root, args)?.to_le_bytes().to_vec())
+}
+
+/// Evaluates an expression against the acting context's attributes.
+fn expr_evaluate(state: &mut HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
+    let token = token(args)?;
+    let program = state.expressions.get(acting_root(state)?, token).ok_or(Status::NotFound)?;
+    let facts = state.facts().ok_or(Status::NotFound)?;
+    crate::attributes::evaluate(&program, &facts)
+}
+
+/// Forgets an expression.
+fn expr_delete(state: &mut HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
+    let token = token(args)?;
+    let root = acting_root(state)?;
+    state.expressions.delete(root, token);
     Ok(Vec::new())
 }
 

@@ -1,19 +1,14 @@
 //! Properties (`proxy_get_property` / `proxy_set_property`): Envoy's
-//! attributes of the stream, the connection, the node and the plugin, and
-//! values plugins set themselves.
-//!
-//! Encodings follow Envoy: strings as their bytes, integers as 8-byte
-//! little-endian, booleans as one byte, times as nanoseconds since the epoch,
-//! header maps in the pairs encoding. A path is its segments joined by NUL.
+//! attributes (see `crate::attributes`) and values plugins set themselves.
 
 use super::{Caller, HostResult, check, ok};
-use crate::headers::HeaderMap;
+use crate::attributes::{self, Facts};
 use crate::limits::MAX_VALUE_BYTES;
 use crate::memory::{return_copy, slice, split};
 use crate::state::HostState;
-use crate::stream::HttpStream;
+use crate::stream::{HttpStream, Phase};
 use bytes::Bytes;
-use ferry_abi::{Status, pairs};
+use ferry_abi::Status;
 
 pub(super) fn proxy_get_property(
     mut caller: Caller<'_>,
@@ -23,8 +18,8 @@ pub(super) fn proxy_get_property(
     size_out: i32,
 ) -> HostResult {
     let (mem, state) = split(&mut caller);
-    let path = normalize(check!(slice(mem, path_ptr, path_len)));
-    let value = check!(property(state, path).ok_or(Status::NotFound));
+    let path = check!(slice(mem, path_ptr, path_len));
+    let value = check!(property(state, path));
     Ok(return_copy(&mut caller, &value, ptr_out, size_out)?.code())
 }
 
@@ -36,12 +31,18 @@ pub(super) fn proxy_set_property(
     value_len: i32,
 ) -> HostResult {
     let (mem, state) = split(&mut caller);
-    let path = normalize(check!(slice(mem, path_ptr, path_len)));
+    let path = check!(slice(mem, path_ptr, path_len));
+    let path = path.strip_suffix(b"\0").unwrap_or(path);
     let value = check!(slice(mem, value_ptr, value_len));
-    let properties = match state.acting_stream_mut() {
-        Some((stream, _)) => &mut stream.info.properties,
+    let readonly = state.declared.get(path).is_some_and(|d| d.readonly);
+    let properties = match state.attribute_stream_mut() {
+        Some(stream) => &mut stream.info.properties,
         None => &mut state.root_properties,
     };
+    // A read-only property (`declare_property`) is set once, as Envoy's.
+    if readonly && properties.iter().any(|(p, _)| p == path) {
+        return Ok(Status::BadArgument.code());
+    }
     // All values set on one stream (or root context) together stay under
     // MAX_VALUE_BYTES: a plugin setting properties in a loop gets BadArgument.
     let held: usize = properties.iter().filter(|(p, _)| p != path).map(|(p, v)| p.len() + v.len()).sum();
@@ -56,100 +57,50 @@ pub(super) fn proxy_set_property(
     ok()
 }
 
-/// SDKs may end a path with a NUL.
-fn normalize(path: &[u8]) -> &[u8] {
-    path.strip_suffix(b"\0").unwrap_or(path)
-}
-
-fn int(value: i64) -> Vec<u8> {
-    value.to_le_bytes().to_vec()
-}
-
-fn text(value: impl AsRef<[u8]>) -> Vec<u8> {
-    value.as_ref().to_vec()
-}
-
-fn map(headers: &HeaderMap) -> Vec<u8> {
-    pairs::encode(headers.iter())
-}
-
-/// The value of property `path`, if it has one here.
-fn property(state: &HostState, path: &[u8]) -> Option<Vec<u8>> {
-    let (_, _, plugin) = state.acting_context()?;
-    let segments: Vec<&[u8]> = path.split(|&b| b == 0).collect();
-    let stream = state.acting_stream().map(|(stream, _)| stream);
-    let known = match segments.as_slice() {
-        [b"plugin_name"] => Some(text(&plugin.name)),
-        [b"plugin_root_id"] => Some(text(&plugin.root_id)),
-        [b"plugin_vm_id"] => Some(text(state.module.vm_id())),
-        [b"node", b"id"] => Some(text(&state.shared.node.0)),
-        [b"node", b"cluster"] => Some(text(&state.shared.node.1)),
-        [b"request", rest @ ..] => stream.and_then(|s| request(s, rest)),
-        [b"response", rest @ ..] => stream.and_then(|s| response(s, rest)),
-        [b"source" | b"destination", field] => stream.and_then(|s| {
-            let address = if segments[0] == b"source" { s.info.source } else { s.info.destination }?;
-            match *field {
-                b"address" => Some(text(address.to_string())),
-                b"port" => Some(int(i64::from(address.port()))),
-                _ => None,
-            }
-        }),
-        [b"upstream", field] => stream.and_then(|s| {
-            let address = s.info.upstream?;
-            match *field {
-                b"address" => Some(text(address.to_string())),
-                b"port" => Some(int(i64::from(address.port()))),
-                _ => None,
-            }
-        }),
-        [b"connection", b"id"] => stream.map(|s| s.info.connection_id.to_le_bytes().to_vec()),
-        [b"connection", b"mtls"] => stream.map(|_| vec![0]),
-        _ => None,
-    };
-    known.or_else(|| {
-        let properties = stream.map_or(&state.root_properties, |s| &s.info.properties);
-        properties.iter().find(|(p, _)| **p == *path).map(|(_, v)| v.to_vec())
-    })
-}
-
-fn request(s: &HttpStream, field: &[&[u8]]) -> Option<Vec<u8>> {
-    let headers = &s.request_headers;
-    let header = |name: &[u8]| headers.get(name).map(text);
-    let path = headers.get(b":path");
-    match field {
-        [b"path"] => header(b":path"),
-        [b"url_path"] => path.map(|p| text(p.split(|&b| b == b'?').next().unwrap_or(p))),
-        [b"query"] => path.map(|p| text(p.splitn(2, |&b| b == b'?').nth(1).unwrap_or_default())),
-        [b"host"] => header(b":authority"),
-        [b"scheme"] => header(b":scheme"),
-        [b"method"] => header(b":method"),
-        [b"referer"] => header(b"referer"),
-        [b"useragent"] => header(b"user-agent"),
-        [b"id"] => header(b"x-request-id"),
-        [b"protocol"] => Some(text(s.info.protocol)),
-        [b"time"] => {
-            let since = s.info.start?.duration_since(std::time::UNIX_EPOCH).ok()?;
-            Some(int(since.as_nanos() as i64))
-        }
-        [b"headers"] => Some(map(headers)),
-        [b"headers", name] => header(name),
-        _ => None,
+/// The encoded value of property `path` for the acting context.
+fn property(state: &HostState, path: &[u8]) -> Result<Vec<u8>, Status> {
+    let facts = state.facts().ok_or(Status::NotFound)?;
+    // The most common read, a request header, goes straight to the map.
+    if let [b"request" | b"response", b"headers", name] = attributes::segments(path)[..]
+        && let Some(stream) = facts.stream
+    {
+        return attributes::header(stream, path.starts_with(b"request"), name).ok_or(Status::NotFound);
     }
+    attributes::serialize(&attributes::resolve(&facts, path)?)
 }
 
-fn response(s: &HttpStream, field: &[&[u8]]) -> Option<Vec<u8>> {
-    let headers = &s.response_headers;
-    if headers.is_empty() {
-        return None;
+impl HostState {
+    /// What attributes are read against for the acting context: its
+    /// stream (none in a root context's own callbacks), plugin and VM.
+    pub(crate) fn facts(&self) -> Option<Facts<'_>> {
+        let (_, _, plugin) = self.acting_context()?;
+        Some(Facts {
+            stream: self.attribute_stream(),
+            plugin_name: &plugin.name,
+            root_id: &plugin.root_id,
+            vm_id: self.module.vm_id(),
+            node: &self.shared.node,
+            root_properties: &self.root_properties,
+        })
     }
-    match field {
-        [b"code"] => {
-            let status = std::str::from_utf8(headers.get(b":status")?).ok()?.parse::<i64>().ok()?;
-            Some(int(status))
+
+    /// Whether the acting context has a stream whose attributes it reads
+    /// and sets: not a root context in its own callbacks (there the lent
+    /// stream is empty), unless it acts on a stream
+    /// (`proxy_set_effective_context`) or logs one (`proxy_on_log`).
+    fn acts_on_stream(&self) -> bool {
+        let own = self.acting_context_id() == self.call.context_id;
+        !(own && matches!(self.call.phase, Phase::Root | Phase::HttpCallResponse))
+    }
+
+    fn attribute_stream(&self) -> Option<&HttpStream> {
+        self.acts_on_stream().then(|| self.acting_stream().map(|(stream, _)| stream)).flatten()
+    }
+
+    pub(crate) fn attribute_stream_mut(&mut self) -> Option<&mut HttpStream> {
+        if !self.acts_on_stream() {
+            return None;
         }
-        [b"headers"] => Some(map(headers)),
-        [b"headers", name] => headers.get(name).map(text),
-        [b"trailers"] => Some(map(&s.response_trailers)),
-        _ => None,
+        self.acting_stream_mut().map(|(stream, _)| stream)
     }
 }

@@ -33,7 +33,7 @@ use crate::headers::{hyper_trailers, protocol_name, request_headers, response_he
 use crate::http::body::{ResponseBody, StreamFinisher, WasmLoggers};
 use crate::http::rescue::{Local, Rescue, StreamError, rescue};
 use crate::plan::HttpPlan;
-use crate::upstream::UpstreamBody;
+use crate::upstream::{UpstreamBody, UpstreamHost};
 
 /// Per-connection state shared by its requests.
 pub(crate) struct ConnContext {
@@ -146,6 +146,7 @@ async fn filtered(
         connection_id: conn.id,
         start: Some(std::time::SystemTime::now()),
         protocol: protocol_name(parts.version),
+        xds: ferry_host::XdsInfo { listener: Some(conn.http.listener.clone()), ..Default::default() },
         ..StreamInfo::default()
     };
     let stream = HttpStream { request_headers, info, ..HttpStream::default() };
@@ -177,6 +178,18 @@ impl Exchange {
     /// The request filters, then the route: a reply to send back through
     /// the response filters.
     async fn request_path(&mut self, body: CountedBody) -> Result<Reply, StreamError> {
+        // Plugins read the route and cluster from the first callback on, as
+        // in Envoy, which chooses the route before its filters run.
+        let routed = self.conn.http.routes.route(
+            self.stream.request_headers.get(b":authority").map_or(&b""[..], |a| a),
+            self.stream.request_headers.get(b":path").map_or(&b""[..], |p| p),
+        );
+        if let Some((action, facts)) = routed {
+            self.stream.info.xds.route = Some(facts.clone());
+            if let RouteAction::Cluster { name, .. } = action {
+                self.stream.info.xds.cluster = self.conn.thread.upstreams().cluster_facts(name);
+            }
+        }
         match self.request_filters(body.is_end_stream()).await {
             Ok(()) => self.route(body).await,
             Err(Ending::Respond(local)) => Ok(self.local_reply(local)),
@@ -204,21 +217,26 @@ impl Exchange {
         let authority = headers.get(b":authority").cloned().unwrap_or_default();
         let path = headers.get(b":path").cloned().unwrap_or_default();
         let http = self.conn.http.clone();
-        let (name, timeout) = match http.routes.route(&authority, &path) {
-            None => return Ok(self.local_reply(Local::no_route())),
-            Some(RouteAction::DirectResponse { status, body }) => {
+        let Some((action, facts)) = http.routes.route(&authority, &path) else {
+            return Ok(self.local_reply(Local::no_route()));
+        };
+        // The filters may have changed the headers: the route is chosen again.
+        self.stream.info.xds.route = Some(facts.clone());
+        let (name, timeout) = match action {
+            RouteAction::DirectResponse { status, body } => {
                 let body = body.clone().map(Bytes::from).unwrap_or_default();
                 return Ok(self.local_reply(Local::new(*status, body)));
             }
-            Some(RouteAction::Cluster { name, timeout }) => (name, *timeout),
+            RouteAction::Cluster { name, timeout } => (name, *timeout),
         };
+        let thread = self.conn.thread.clone();
+        self.stream.info.xds.cluster = thread.upstreams().cluster_facts(name);
         self.notes.cluster = Some(name.clone());
         let body = match self.request_body_filters(body).await {
             Ok(body) => body,
             Err(Ending::Respond(local)) => return Ok(self.local_reply(local)),
             Err(Ending::Fail(error)) => return Err(error),
         };
-        let thread = self.conn.thread.clone();
         let response = thread
             .upstreams()
             .forward(name, timeout, http.envoy_headers, &self.stream.request_headers, body)
@@ -232,6 +250,8 @@ impl Exchange {
         // The connector records the peer of each connection (`upstream.address`).
         self.stream.info.upstream =
             parts.extensions.get::<hyper_util::client::legacy::connect::HttpInfo>().map(|i| i.remote_addr());
+        self.stream.info.xds.upstream_host_metadata =
+            parts.extensions.get::<UpstreamHost>().map(|h| h.metadata.clone());
         Ok(Reply::Upstream(body))
     }
 

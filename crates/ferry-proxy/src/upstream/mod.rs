@@ -129,25 +129,37 @@ impl http_body::Body for UpstreamBody {
     }
 }
 
+/// The endpoint a routed request went to, in the response's extensions:
+/// its metadata is the `xds.upstream_host_metadata` attribute.
+#[derive(Clone)]
+pub(crate) struct UpstreamHost {
+    pub(crate) metadata: Arc<ferry_host::Metadata>,
+}
+
 struct Pool {
     client: Client<HttpConnector, UpstreamBody>,
     /// HTTP/2 without TLS (prior knowledge), for gRPC calls.
     grpc_client: Client<HttpConnector, ChannelBody>,
     endpoints: Vec<String>,
+    /// Each endpoint's metadata, in the same order.
+    endpoint_metadata: Vec<Arc<ferry_host::Metadata>>,
     next: Cell<usize>,
     connect_timeout: Duration,
     stats: Arc<ClusterStats>,
+    /// The cluster's facts for plugins (`xds.cluster_name`, ...).
+    facts: Arc<ferry_host::ClusterFacts>,
 }
 
 impl Pool {
-    /// Round robin over the endpoints.
-    fn next_endpoint(&self) -> Option<&str> {
+    /// Round robin over the endpoints: the next one's address, and what
+    /// the response will say of it.
+    fn next_endpoint(&self) -> Option<(&str, UpstreamHost)> {
         if self.endpoints.is_empty() {
             return None;
         }
         let index = self.next.get() % self.endpoints.len();
         self.next.set(index + 1);
-        Some(&self.endpoints[index])
+        Some((&self.endpoints[index], UpstreamHost { metadata: self.endpoint_metadata[index].clone() }))
     }
 }
 
@@ -172,10 +184,13 @@ impl Upstreams {
                 let client = Client::builder(TokioExecutor::new()).http2_only(c.http2).build(connector.clone());
                 let grpc_client = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
                 let endpoints = c.endpoints.iter().map(ToString::to_string).collect();
+                let endpoint_metadata = c.endpoint_metadata.iter().map(|m| Arc::new(crate::xds::metadata(m))).collect();
                 let pool = Pool {
                     client,
                     grpc_client,
                     endpoints,
+                    endpoint_metadata,
+                    facts: crate::xds::cluster(c),
                     next: Cell::new(0),
                     connect_timeout: c.connect_timeout,
                     stats: stats.clone(),
@@ -184,6 +199,11 @@ impl Upstreams {
             })
             .collect();
         Upstreams { pools }
+    }
+
+    /// The facts plugins read of `cluster`, if it is configured.
+    pub(crate) fn cluster_facts(&self, cluster: &str) -> Option<Arc<ferry_host::ClusterFacts>> {
+        self.pools.get(cluster).map(|pool| pool.facts.clone())
     }
 
     /// Whether `cluster` is configured.
@@ -202,9 +222,12 @@ impl Upstreams {
         body: UpstreamBody,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
-        let endpoint = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
+        let (endpoint, host) = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
         let request = build_request(endpoint, headers, body)?;
-        Self::send_routed(pool, timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT), envoy_headers, request).await
+        let mut response =
+            Self::send_routed(pool, timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT), envoy_headers, request).await?;
+        response.extensions_mut().insert(host);
+        Ok(response)
     }
 
     /// Sends a routed request. With `envoy_headers` (unless the router's
@@ -245,7 +268,7 @@ impl Upstreams {
         body: UpstreamBody,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
-        let endpoint = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
+        let (endpoint, _) = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         parts.uri = Uri::builder()
             .scheme("http")
@@ -293,7 +316,7 @@ impl Upstreams {
         body: ChannelBody,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
-        let endpoint = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
+        let (endpoint, _) = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
         let uri = Uri::builder()
             .scheme("http")
             .authority(endpoint)
@@ -308,17 +331,21 @@ impl Upstreams {
         pool.grpc_client.request(request).await.map_err(UpstreamError::Connect)
     }
 
-    /// A TCP connection to the next endpoint of `cluster` (for `tcp_proxy`).
-    pub(crate) async fn connect_tcp(&self, cluster: &str) -> Result<tokio::net::TcpStream, UpstreamError> {
+    /// A TCP connection to the next endpoint of `cluster` (for `tcp_proxy`),
+    /// and which endpoint it is.
+    pub(crate) async fn connect_tcp(
+        &self,
+        cluster: &str,
+    ) -> Result<(tokio::net::TcpStream, UpstreamHost), UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
-        let endpoint = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
+        let (endpoint, host) = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
         let connect = tokio::net::TcpStream::connect(endpoint);
         let stream = tokio::time::timeout(pool.connect_timeout, connect)
             .await
             .map_err(|_| UpstreamError::Timeout)?
             .map_err(UpstreamError::TcpConnect)?;
         let _ = stream.set_nodelay(true);
-        Ok(stream)
+        Ok((stream, host))
     }
 
     /// One request to the next endpoint of `cluster`; a zero timeout waits forever.
@@ -330,7 +357,7 @@ impl Upstreams {
         body: UpstreamBody,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
-        let endpoint = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
+        let (endpoint, _) = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
         let request = build_request(endpoint, headers, body)?;
         Self::send_request(pool, timeout, request).await
     }

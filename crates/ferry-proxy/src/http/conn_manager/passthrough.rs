@@ -58,10 +58,10 @@ fn route<'a>(parts: &http::request::Parts, conn: &'a ConnContext) -> Routed<'a> 
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     match conn.http.routes.route(authority, path.as_bytes()) {
         None => Routed::Local(Local::no_route()),
-        Some(RouteAction::DirectResponse { status, body }) => {
+        Some((RouteAction::DirectResponse { status, body }, _)) => {
             Routed::Local(Local::new(*status, body.clone().map(Bytes::from).unwrap_or_default()))
         }
-        Some(RouteAction::Cluster { name, timeout }) => Routed::Cluster(name, *timeout),
+        Some((RouteAction::Cluster { name, timeout }, _)) => Routed::Cluster(name, *timeout),
     }
 }
 
