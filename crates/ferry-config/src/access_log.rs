@@ -3,9 +3,13 @@
 //! so a typo in an operator is an error naming its field, not a log line
 //! with the typo in it.
 
+use serde::Deserialize;
 use serde_norway::Value;
 
-use crate::model::{AccessLog, AccessLogSink, FormatPiece, HeaderOperand, LogFormat, Operator};
+use crate::model::{
+    AccessLog, AccessLogFilter, AccessLogSink, Comparison, ComparisonOp, FormatPiece, HeaderOperand, LogFormat,
+    Operator,
+};
 use crate::{ConfigError, raw};
 
 const FILE: &str = "envoy.extensions.access_loggers.file.v3.FileAccessLog";
@@ -24,16 +28,14 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
 
 /// One item of `access_log`.
 pub(crate) fn access_log(raw: raw::AccessLog, path: &str) -> Result<AccessLog, ConfigError> {
-    if raw.filter.is_some() {
-        return Err(err(format!("{path}.filter"), "access log filters are not supported yet"));
-    }
+    let filter = raw.filter.map(|f| filter(f, &format!("{path}.filter"))).transpose()?;
     let typed = raw.typed_config.ok_or_else(|| err(path, "typed_config is required"))?;
     let any = crate::convert::unpack_any(typed, &format!("{path}.typed_config"))?;
     if any.type_name == WASM {
         let wasm: raw::WasmFilter = crate::convert::decode(any.fields, &any.path)?;
         let plugin = crate::convert::plugin_config(wasm.config, &format!("{}.config", any.path))?;
         let sink = AccessLogSink::Wasm(Box::new(plugin));
-        return Ok(AccessLog { sink, format: LogFormat::Text(Vec::new()), omit_empty_values: false });
+        return Ok(AccessLog { sink, format: LogFormat::Text(Vec::new()), omit_empty_values: false, filter });
     }
     let config: raw::StreamAccessLog = crate::convert::decode(any.fields, &any.path)?;
     let at = |field: &str| format!("{}.{field}", any.path);
@@ -79,7 +81,154 @@ pub(crate) fn access_log(raw: raw::AccessLog, path: &str) -> Result<AccessLog, C
         }
         _ => return Err(err(&any.path, "give one of format, json_format or log_format")),
     };
-    Ok(AccessLog { sink, format, omit_empty_values })
+    Ok(AccessLog { sink, format, omit_empty_values, filter })
+}
+
+/// `envoy.config.accesslog.v3.AccessLogFilter`, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilter {
+    #[serde(default)]
+    status_code_filter: Option<RawComparisonFilter>,
+    #[serde(default)]
+    duration_filter: Option<RawComparisonFilter>,
+    #[serde(default)]
+    not_health_check_filter: Option<Value>,
+    #[serde(default)]
+    and_filter: Option<RawFilters>,
+    #[serde(default)]
+    or_filter: Option<RawFilters>,
+    #[serde(default)]
+    header_filter: Option<RawHeaderFilter>,
+    #[serde(default)]
+    response_flag_filter: Option<RawResponseFlagFilter>,
+    #[serde(default)]
+    traceable_filter: Option<Value>,
+    #[serde(default)]
+    runtime_filter: Option<Value>,
+    #[serde(default)]
+    grpc_status_filter: Option<Value>,
+    #[serde(default)]
+    extension_filter: Option<Value>,
+    #[serde(default)]
+    metadata_filter: Option<Value>,
+    #[serde(default)]
+    log_type_filter: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComparisonFilter {
+    comparison: RawComparison,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComparison {
+    #[serde(default, deserialize_with = "crate::enums::comparison_op")]
+    op: Option<String>,
+    value: RawRuntimeUInt32,
+}
+
+/// `RuntimeUInt32`: ferry has no runtime, so the default value is the value.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntimeUInt32 {
+    #[serde(default)]
+    default_value: u32,
+    #[serde(default)]
+    runtime_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilters {
+    #[serde(deserialize_with = "crate::repeated::one_or_many")]
+    filters: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderFilter {
+    header: crate::matchers::RawHeaderMatcher,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResponseFlagFilter {
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
+    flags: Vec<String>,
+}
+
+/// The response flags a `response_flag_filter` may name (Envoy's short codes).
+const RESPONSE_FLAGS: &[&str] = &[
+    "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE", "DC", "URX", "SI", "IH",
+    "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM", "DF", "DO", "DR",
+];
+
+/// Reads an access-log filter: exactly one kind.
+fn filter(value: Value, path: &str) -> Result<AccessLogFilter, ConfigError> {
+    let raw: RawFilter = crate::convert::decode(value, path)?;
+    let at = |field: &str| format!("{path}.{field}");
+    let unsupported = [
+        ("traceable_filter", raw.traceable_filter.is_some()),
+        ("runtime_filter", raw.runtime_filter.is_some()),
+        ("grpc_status_filter", raw.grpc_status_filter.is_some()),
+        ("extension_filter", raw.extension_filter.is_some()),
+        ("metadata_filter", raw.metadata_filter.is_some()),
+        ("log_type_filter", raw.log_type_filter.is_some()),
+    ];
+    if let Some((field, _)) = unsupported.iter().find(|(_, given)| *given) {
+        return Err(err(at(field), "this access log filter is not supported (see docs/access-logs.md)"));
+    }
+    let mut filters = Vec::new();
+    if let Some(f) = raw.status_code_filter {
+        filters.push(AccessLogFilter::StatusCode(comparison(f.comparison, &at("status_code_filter.comparison"))?));
+    }
+    if let Some(f) = raw.duration_filter {
+        filters.push(AccessLogFilter::Duration(comparison(f.comparison, &at("duration_filter.comparison"))?));
+    }
+    if raw.not_health_check_filter.is_some() {
+        filters.push(AccessLogFilter::NotHealthCheck);
+    }
+    for (field, group) in [("and_filter", raw.and_filter), ("or_filter", raw.or_filter)] {
+        let Some(group) = group else { continue };
+        let inner = group
+            .filters
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| filter(f, &format!("{}.filters[{i}]", at(field))))
+            .collect::<Result<Vec<_>, _>>()?;
+        if inner.len() < 2 {
+            return Err(err(at(field), "needs at least two filters"));
+        }
+        filters.push(if field == "and_filter" { AccessLogFilter::And(inner) } else { AccessLogFilter::Or(inner) });
+    }
+    if let Some(f) = raw.header_filter {
+        filters.push(AccessLogFilter::Header(crate::matchers::header_matcher(f.header, &at("header_filter.header"))?));
+    }
+    if let Some(f) = raw.response_flag_filter {
+        if let Some(unknown) = f.flags.iter().find(|flag| !RESPONSE_FLAGS.contains(&flag.as_str())) {
+            return Err(err(at("response_flag_filter.flags"), format!("{unknown:?} is not a response flag")));
+        }
+        filters.push(AccessLogFilter::ResponseFlag(f.flags));
+    }
+    match (filters.pop(), filters.is_empty()) {
+        (Some(filter), true) => Ok(filter),
+        _ => Err(err(path, "give exactly one filter (status_code_filter, duration_filter, and_filter, ...)")),
+    }
+}
+
+fn comparison(raw: RawComparison, path: &str) -> Result<Comparison, ConfigError> {
+    let _ = raw.value.runtime_key;
+    let op = match raw.op.as_deref() {
+        None | Some("EQ") => ComparisonOp::Eq,
+        Some("GE") => ComparisonOp::Ge,
+        Some("LE") => ComparisonOp::Le,
+        Some("NE") => ComparisonOp::Ne,
+        Some(other) => return Err(err(format!("{path}.op"), format!("{other} is not EQ, GE, LE or NE"))),
+    };
+    Ok(Comparison { op, value: u64::from(raw.value.default_value) })
 }
 
 fn text(format: &str, path: &str) -> Result<LogFormat, ConfigError> {
@@ -157,7 +306,20 @@ fn operator(name: &str, args: Option<&str>, max_length: Option<usize>) -> Result
     match name {
         "REQ" => Ok(Operator::Request(header(args)?)),
         "RESP" => Ok(Operator::Response(header(args)?)),
-        "START_TIME" => plain(Operator::StartTime),
+        "START_TIME" => match args {
+            None => Ok(Operator::StartTime),
+            Some(format) => start_time_format(format),
+        },
+        "FILTER_STATE" => {
+            let args = args.filter(|a| !a.is_empty()).ok_or("%FILTER_STATE(...)% needs a key")?;
+            let (key, plain) = match args.rsplit_once(':') {
+                Some((key, "PLAIN")) => (key, true),
+                Some((key, "TYPED")) => (key, false),
+                Some((_, other)) => return Err(format!("%FILTER_STATE% serializes as PLAIN or TYPED, not {other:?}")),
+                None => (args, false),
+            };
+            Ok(Operator::FilterState { key: key.to_owned(), plain, max_length })
+        }
         "PROTOCOL" => plain(Operator::Protocol),
         "RESPONSE_CODE" => plain(Operator::ResponseCode),
         "RESPONSE_FLAGS" => plain(Operator::ResponseFlags),
@@ -172,6 +334,16 @@ fn operator(name: &str, args: Option<&str>, max_length: Option<usize>) -> Result
         "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => plain(Operator::DownstreamLocalAddressWithoutPort),
         other => Err(format!("command operator %{other}% is not supported (see docs/access-logs.md)")),
     }
+}
+
+/// `%START_TIME(format)%`: strftime, with Envoy's `%f` / `%Nf` (fractions
+/// of a second) and `%s` (Unix seconds), all of which chrono knows.
+fn start_time_format(format: &str) -> Result<Operator, String> {
+    use chrono::format::{Item, StrftimeItems};
+    if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {
+        return Err(format!("%START_TIME({format})% is not a valid time format"));
+    }
+    Ok(Operator::StartTimeFormatted(format.to_owned()))
 }
 
 #[cfg(test)]
@@ -205,5 +377,15 @@ mod tests {
         assert!(parse("%REQ(x").unwrap_err().contains("not closed"));
         assert!(parse("100% sure").is_err());
         assert!(parse("%REQ()%").is_err());
+        assert!(parse("%START_TIME(%Y %Q)%").unwrap_err().contains("not a valid time format"));
+        assert!(parse("%FILTER_STATE(k:JSON)%").is_err());
+    }
+
+    #[test]
+    fn start_time_formats_and_filter_state_keys() {
+        let pieces = parse("%START_TIME(%Y-%m-%dT%H:%M:%S.%3f)% %FILTER_STATE(wasm.a:PLAIN):4%").unwrap();
+        assert_eq!(pieces[0], FormatPiece::Operator(Operator::StartTimeFormatted("%Y-%m-%dT%H:%M:%S.%3f".into())));
+        let state = Operator::FilterState { key: "wasm.a".into(), plain: true, max_length: Some(4) };
+        assert_eq!(pieces[2], FormatPiece::Operator(state));
     }
 }

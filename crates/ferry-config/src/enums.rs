@@ -95,3 +95,8 @@ mod tests {
         assert!(read("codec_type: 9").unwrap_err().to_string().contains("9 is not a value of CodecType"));
     }
 }
+
+/// `ComparisonFilter.Op`.
+pub(crate) fn comparison_op<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(d, "ComparisonFilter.Op", &["EQ", "GE", "LE", "NE"])
+}

@@ -12,6 +12,7 @@ pub mod access_log;
 mod convert;
 mod enums;
 pub mod input;
+mod matchers;
 mod metadata;
 pub mod model;
 // Fields typed `Ignored` exist only to be accepted; they are never read.

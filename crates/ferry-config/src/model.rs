@@ -254,6 +254,130 @@ pub struct AccessLog {
     /// `omit_empty_values`: an empty value is left out (JSON) or empty
     /// (text) instead of `-`.
     pub omit_empty_values: bool,
+    /// `filter`: which requests are logged (all when `None`).
+    pub filter: Option<AccessLogFilter>,
+}
+
+/// `envoy.config.accesslog.v3.AccessLogFilter`: whether a request is logged.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AccessLogFilter {
+    /// `status_code_filter`: the response code compared with a value.
+    StatusCode(Comparison),
+    /// `duration_filter`: the duration in milliseconds compared with a value.
+    Duration(Comparison),
+    /// `not_health_check_filter`: ferry runs no health checks, so every
+    /// request passes.
+    NotHealthCheck,
+    /// `and_filter`: every filter passes.
+    And(Vec<AccessLogFilter>),
+    /// `or_filter`: any filter passes.
+    Or(Vec<AccessLogFilter>),
+    /// `header_filter`: a request header matches.
+    Header(HeaderMatcher),
+    /// `response_flag_filter`: the response has one of these flags (any
+    /// flag when the list is empty).
+    ResponseFlag(Vec<String>),
+}
+
+/// `ComparisonFilter`: `op` and the value (`default_value` of the runtime value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Comparison {
+    /// `op`.
+    pub op: ComparisonOp,
+    /// `value.default_value`.
+    pub value: u64,
+}
+
+/// `ComparisonFilter.Op`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComparisonOp {
+    /// `EQ`.
+    Eq,
+    /// `GE`.
+    Ge,
+    /// `LE`.
+    Le,
+    /// `NE`.
+    Ne,
+}
+
+impl Comparison {
+    /// Whether `actual` passes.
+    pub fn accepts(&self, actual: u64) -> bool {
+        match self.op {
+            ComparisonOp::Eq => actual == self.value,
+            ComparisonOp::Ge => actual >= self.value,
+            ComparisonOp::Le => actual <= self.value,
+            ComparisonOp::Ne => actual != self.value,
+        }
+    }
+}
+
+/// `envoy.config.route.v3.HeaderMatcher`: a test on one header.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeaderMatcher {
+    /// `name`, lower case.
+    pub name: String,
+    /// What the value must be.
+    pub test: HeaderTest,
+    /// `invert_match`.
+    pub invert: bool,
+    /// `treat_missing_header_as_empty`: an absent header is tested as "".
+    pub missing_as_empty: bool,
+}
+
+/// A compiled regular expression (RE2 syntax, as Envoy's `safe_regex`),
+/// anchored to match the whole value; equal when written the same.
+#[derive(Clone, Debug)]
+pub struct Pattern(pub regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+/// What a [`HeaderMatcher`] requires of the header's value. The flag of
+/// the string tests is `ignore_case`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HeaderTest {
+    /// `present_match: true` (or no test at all): the header is there.
+    Present,
+    /// `present_match: false`: the header is absent.
+    Absent,
+    /// `exact_match`, `string_match.exact`.
+    Exact(String, bool),
+    /// `prefix_match`, `string_match.prefix`.
+    Prefix(String, bool),
+    /// `suffix_match`, `string_match.suffix`.
+    Suffix(String, bool),
+    /// `contains_match`, `string_match.contains`.
+    Contains(String, bool),
+    /// `safe_regex_match`, `string_match.safe_regex`: the whole value matches.
+    Regex(Pattern),
+    /// `range_match`: an integer value in `[start, end)`.
+    Range(i64, i64),
+}
+
+impl HeaderMatcher {
+    /// Whether a request with `value` for the header (`None`: absent;
+    /// repeated headers joined with `,`) matches.
+    pub fn matches(&self, value: Option<&str>) -> bool {
+        let fold = |ignore_case: bool, s: &str| if ignore_case { s.to_ascii_lowercase() } else { s.to_owned() };
+        let value = value.or(self.missing_as_empty.then_some(""));
+        let found = match (&self.test, value) {
+            (HeaderTest::Absent, value) => return value.is_none() != self.invert,
+            (_, None) => return false,
+            (HeaderTest::Present, Some(_)) => true,
+            (HeaderTest::Exact(want, i), Some(v)) => fold(*i, v) == fold(*i, want),
+            (HeaderTest::Prefix(want, i), Some(v)) => fold(*i, v).starts_with(&fold(*i, want)),
+            (HeaderTest::Suffix(want, i), Some(v)) => fold(*i, v).ends_with(&fold(*i, want)),
+            (HeaderTest::Contains(want, i), Some(v)) => fold(*i, v).contains(&fold(*i, want)),
+            (HeaderTest::Regex(Pattern(re)), Some(v)) => re.is_match(v),
+            (HeaderTest::Range(start, end), Some(v)) => v.parse::<i64>().is_ok_and(|n| (*start..*end).contains(&n)),
+        };
+        found != self.invert
+    }
 }
 
 /// Where an access logger writes.
@@ -293,6 +417,19 @@ pub enum FormatPiece {
 pub enum Operator {
     /// `%START_TIME%`: when the request began, `2026-01-02T03:04:05.006Z`.
     StartTime,
+    /// `%START_TIME(format)%`: when the request began, in a strftime
+    /// format (`%f`, `%3f`: fractions of a second; `%s`: Unix seconds).
+    StartTimeFormatted(String),
+    /// `%FILTER_STATE(KEY)%`: filter state set by plugins, as a JSON string
+    /// (`KEY:PLAIN`: as it is).
+    FilterState {
+        /// The key (`wasm.<name>` for `proxy_set_property` values).
+        key: String,
+        /// `PLAIN`: the value as it is, not quoted.
+        plain: bool,
+        /// `:Z`: at most Z characters.
+        max_length: Option<usize>,
+    },
     /// `%REQ(X?Y):Z%`: request header X, else Y, at most Z characters.
     Request(HeaderOperand),
     /// `%RESP(X?Y):Z%`: response header.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
-use ferry_config::{AccessLogSink, FormatPiece, HeaderOperand, LogFormat, Operator};
+use ferry_config::{AccessLogFilter, AccessLogSink, FormatPiece, HeaderOperand, LogFormat, Operator};
 
 use crate::Civil;
 
@@ -17,6 +17,8 @@ use crate::Civil;
 pub(crate) struct AccessLogger {
     format: LogFormat,
     omit_empty_values: bool,
+    /// Which requests it logs (all when `None`).
+    filter: Option<AccessLogFilter>,
     lines: mpsc::Sender<Message>,
 }
 
@@ -42,7 +44,12 @@ impl AccessLogger {
         };
         let (lines, receiver) = mpsc::channel();
         std::thread::Builder::new().name("access_log".into()).spawn(move || write_lines(&receiver, out))?;
-        Ok(Arc::new(AccessLogger { format: config.format.clone(), omit_empty_values: config.omit_empty_values, lines }))
+        Ok(Arc::new(AccessLogger {
+            format: config.format.clone(),
+            omit_empty_values: config.omit_empty_values,
+            filter: config.filter.clone(),
+            lines,
+        }))
     }
 
     /// Waits (at most a second) until every line logged so far is written.
@@ -90,6 +97,19 @@ pub(crate) struct StreamNotes {
     /// The request headers as they went on (after the proxy's additions,
     /// such as `x-request-id`), when they differ from the client's.
     pub request_headers: Option<http::HeaderMap>,
+    /// Filter state plugins set (`%FILTER_STATE(...)%`): `set_envoy_filter_state`
+    /// keys, and `wasm.<path>` for `proxy_set_property` values.
+    pub filter_state: Vec<(String, bytes::Bytes)>,
+}
+
+impl StreamNotes {
+    /// Takes a stream's filter state for the log.
+    pub(crate) fn note_filter_state(&mut self, info: &ferry_host::StreamInfo) {
+        let set = info.filter_state.iter().map(|(k, v)| (k.clone(), bytes::Bytes::from(v.clone())));
+        let properties =
+            info.properties.iter().map(|(path, v)| (format!("wasm.{}", String::from_utf8_lossy(path)), v.clone()));
+        self.filter_state = set.chain(properties).collect();
+    }
 }
 
 /// One request (or TCP connection) being logged: what was known when it
@@ -203,6 +223,9 @@ impl Entry {
         }
         let finished = Finished { entry: &self, sent, duration: self.started.elapsed() };
         for logger in self.loggers.iter() {
+            if logger.filter.as_ref().is_some_and(|filter| !finished.passes(filter)) {
+                continue;
+            }
             let line = finished.render(&logger.format, logger.omit_empty_values);
             let _ = logger.lines.send(Message::Line(line));
         }
@@ -224,6 +247,23 @@ enum Field {
 }
 
 impl Finished<'_> {
+    /// Whether an access-log filter lets this request be logged.
+    fn passes(&self, filter: &AccessLogFilter) -> bool {
+        let e = self.entry;
+        match filter {
+            AccessLogFilter::StatusCode(comparison) => comparison.accepts(u64::from(e.status)),
+            AccessLogFilter::Duration(comparison) => comparison.accepts(self.duration.as_millis() as u64),
+            AccessLogFilter::NotHealthCheck => true,
+            AccessLogFilter::And(filters) => filters.iter().all(|f| self.passes(f)),
+            AccessLogFilter::Or(filters) => filters.iter().any(|f| self.passes(f)),
+            AccessLogFilter::Header(matcher) => matcher.matches(e.request_header(&matcher.name).as_deref()),
+            AccessLogFilter::ResponseFlag(flags) => match e.notes.flag {
+                Some(flag) => flags.is_empty() || flags.iter().any(|f| f == flag),
+                None => false,
+            },
+        }
+    }
+
     fn render(&self, format: &LogFormat, omit_empty: bool) -> String {
         match format {
             LogFormat::Text(pieces) => self.text(pieces, omit_empty),
@@ -269,6 +309,19 @@ impl Finished<'_> {
         let text = |value: Option<String>| value.filter(|v| !v.is_empty()).map_or(Field::Missing, Field::Text);
         match operator {
             Operator::StartTime => Field::Text(Civil::from_system_time(e.start).iso8601_millis()),
+            Operator::StartTimeFormatted(format) => {
+                Field::Text(chrono::DateTime::<chrono::Utc>::from(e.start).format(format).to_string())
+            }
+            Operator::FilterState { key, plain, max_length } => {
+                let value = e.notes.filter_state.iter().rev().find(|(k, _)| k == key).map(|(_, v)| {
+                    let text = String::from_utf8_lossy(v);
+                    if *plain { text.into_owned() } else { serde_json::Value::from(text.as_ref()).to_string() }
+                });
+                text(value.map(|v| match max_length {
+                    Some(max) => v.chars().take(*max).collect(),
+                    None => v,
+                }))
+            }
             Operator::Request(operand) => text(header(operand, |name| e.request_header(name))),
             Operator::Response(operand) => text(header(operand, |name| match name {
                 ":status" => (e.status != 0).then(|| e.status.to_string()),
@@ -291,7 +344,8 @@ impl Finished<'_> {
 }
 
 impl Entry {
-    /// A request header by lower-case name, pseudo-headers included.
+    /// A request header by lower-case name, pseudo-headers included;
+    /// repeated headers joined with `,`.
     fn request_header(&self, name: &str) -> Option<String> {
         let request = self.request.as_ref()?;
         match name {
@@ -299,7 +353,10 @@ impl Entry {
             ":path" => Some(request.path.clone()),
             ":authority" | "host" => Some(request.authority.clone()),
             ":scheme" => Some("http".to_owned()),
-            _ => request.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned),
+            _ => {
+                let values: Vec<&str> = request.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+                (!values.is_empty()).then(|| values.join(","))
+            }
         }
     }
 }

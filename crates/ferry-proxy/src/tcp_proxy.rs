@@ -453,6 +453,7 @@ impl Connection {
             }
         }
         if let Some(mut entry) = self.log.take() {
+            self.notes.note_filter_state(&self.data.info);
             entry.connection_ended(std::mem::take(&mut self.notes), self.received);
             entry.finish(self.sent, true);
         }

@@ -14,7 +14,11 @@ use common::{Ferry, cluster, echo_server, request, temp_file};
 /// upstream) and `/down` (to a closed port), `access_log` items `logs`,
 /// and, with `filter`, a Wasm filter before the router.
 fn config(logs: &str, filter: bool) -> String {
-    let filter = if filter { common::noop_filter() } else { String::new() };
+    config_with_filters(logs, &if filter { common::noop_filter() } else { String::new() })
+}
+
+/// As [`config`], with `filter` (HTTP filters' YAML) before the router.
+fn config_with_filters(logs: &str, filter: &str) -> String {
     format!(
         r#"static_resources:
   listeners:
@@ -45,6 +49,61 @@ fn config(logs: &str, filter: bool) -> String {
         cluster("up", echo_server()),
         cluster("down", SocketAddr::from(([127, 0, 0, 1], common::free_port()))),
     )
+}
+
+/// A file logger with a text format and an access-log filter.
+fn filtered_file_log(path: &std::path::Path, format: &str, filter: &str) -> String {
+    format!(
+        "          - name: envoy.access_loggers.file\n            filter: {filter}\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {:?}\n              log_format: {{ text_format: {format:?} }}\n",
+        path.display().to_string()
+    )
+}
+
+#[test]
+fn filters_choose_which_requests_are_logged() {
+    let path = temp_file("filtered.log", "");
+    let filter = "{ or_filter: { filters: [ { status_code_filter: { comparison: { op: GE, value: { default_value: 400, runtime_key: unused } } } }, { header_filter: { header: { name: X-Debug, present_match: true } } } ] } }";
+    let logs = filtered_file_log(&path, "%RESPONSE_CODE% %REQ(:PATH)% %REQ(X-DEBUG)%\n", filter);
+    let ferry = Ferry::start(&config(&logs, false), &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    assert_eq!(request(main, "GET", "/ok", &[], b"").status, 200);
+    assert_eq!(request(main, "GET", "/nowhere", &[], b"").status, 404);
+    assert_eq!(request(main, "GET", "/ok/debug", &[("x-debug", "yes")], b"").status, 200);
+    assert_eq!(request(main, "GET", "/down", &[], b"").status, 503);
+    assert!(ferry.stop().success());
+    let log = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(log, "404 /nowhere -\n200 /ok/debug yes\n503 /down -\n");
+}
+
+#[test]
+fn a_response_flag_filter_logs_only_failed_upstreams() {
+    let path = temp_file("flags.log", "");
+    let logs = filtered_file_log(&path, "%RESPONSE_FLAGS% %REQ(:PATH)%\n", "{ response_flag_filter: { flags: [UF] } }");
+    let ferry = Ferry::start(&config(&logs, false), &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    assert_eq!(request(main, "GET", "/nowhere", &[], b"").status, 404);
+    assert_eq!(request(main, "GET", "/down", &[], b"").status, 503);
+    assert_eq!(request(main, "GET", "/up", &[], b"").status, 200);
+    assert!(ferry.stop().success());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "UF /down\n", "NR (no route) is not UF");
+}
+
+#[test]
+fn start_time_formats_and_filter_state_set_by_a_plugin() {
+    let path = temp_file("state.log", "");
+    let format = "%START_TIME(%Y-%m-%d %H:%M:%S.%3f %s)% [%FILTER_STATE(wasm.rw)%] [%FILTER_STATE(wasm.rw:PLAIN)%] [%FILTER_STATE(wasm.none)%]\n";
+    let logs = filtered_file_log(&path, format, "{ status_code_filter: { comparison: { value: { default_value: 200, runtime_key: k } } } }");
+    let plugin = common::wasm_filter("attributes", "attributes", &common::file_code(&common::plugin("attributes_plugin.wasm")));
+    let ferry = Ferry::start(&config_with_filters(&logs, &plugin), &["--concurrency", "1"]);
+    // The plugin sets the property `rw` and answers 200 itself.
+    let response = request(ferry.address("main"), "GET", "/ok", &[("x-set", "rw=blue")], b"");
+    assert_eq!(response.status, 200);
+    assert!(ferry.stop().success());
+    let log = std::fs::read_to_string(&path).unwrap();
+    let line = regex::Regex::new(r#"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (\d+) \["blue"\] \[blue\] \[-\]\n$"#).unwrap();
+    let seconds: u64 = line.captures(&log).unwrap_or_else(|| panic!("{log:?}"))[1].parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(now - seconds < 60, "%s is the Unix time: {seconds} vs {now}");
 }
 
 fn file_log(path: &std::path::Path) -> String {

@@ -330,6 +330,7 @@ impl Exchange {
         if !self.conn.http.access_logs.is_empty() {
             let mut notes = std::mem::take(&mut self.notes);
             notes.upstream_host = self.stream.info.upstream;
+            notes.note_filter_state(&self.stream.info);
             let mut request = http::HeaderMap::new();
             to_hyper_headers(&self.stream.request_headers, &mut request);
             notes.request_headers = Some(request);

@@ -127,6 +127,7 @@ async fn forward(
             cluster,
             flag: None,
             request_headers: Some(request_headers),
+            ..StreamNotes::default()
         });
     }
     Ok(Response::from_parts(head, ResponseBody::upstream(body)))
