@@ -78,6 +78,11 @@ pub(crate) fn socket_protocol<'de, D: Deserializer<'de>>(d: D) -> Result<Option<
     enum_name(d, "SocketAddress.Protocol", &["TCP", "UDP"])
 }
 
+/// `ComparisonFilter.Op`.
+pub(crate) fn comparison_op<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(d, "ComparisonFilter.Op", &["EQ", "GE", "LE", "NE"])
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(serde::Deserialize, Debug)]
@@ -94,9 +99,4 @@ mod tests {
         assert_eq!(read("{}").unwrap(), None);
         assert!(read("codec_type: 9").unwrap_err().to_string().contains("9 is not a value of CodecType"));
     }
-}
-
-/// `ComparisonFilter.Op`.
-pub(crate) fn comparison_op<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    enum_name(d, "ComparisonFilter.Op", &["EQ", "GE", "LE", "NE"])
 }

@@ -51,6 +51,38 @@ impl HttpStats {
     }
 }
 
+/// `listener.<address>.*` of one listener (and, summed, `server.total_connections`).
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// `downstream_cx_total`.
+    pub downstream_cx_total: AtomicU64,
+    /// `downstream_cx_active` (a gauge).
+    pub downstream_cx_active: AtomicI64,
+}
+
+impl ListenerStats {
+    /// A connection was accepted: counted until the guard is dropped.
+    pub(crate) fn accepted(self: &std::sync::Arc<Self>) -> OpenConnection {
+        self.downstream_cx_total.fetch_add(1, Ordering::Relaxed);
+        self.downstream_cx_active.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
+
+    /// `/reset_counters`.
+    pub(crate) fn reset_counters(&self) {
+        self.downstream_cx_total.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A connection counted as active on its listener while it lives.
+pub(crate) struct OpenConnection(std::sync::Arc<ListenerStats>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.downstream_cx_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// `cluster.<name>.*` of one cluster.
 #[derive(Debug, Default)]
 pub struct ClusterStats {

@@ -23,6 +23,8 @@ pub(crate) struct WorkerListener {
     /// Becomes true on the admin endpoint's `POST /drain_listeners`: stop
     /// accepting and close the socket (connections already open go on).
     pub(crate) drain: tokio::sync::watch::Receiver<bool>,
+    /// `listener.<address>.*`, shared by every worker.
+    pub(crate) stats: std::sync::Arc<crate::envoy_stats::ListenerStats>,
 }
 
 /// Accepts on every listener while the worker's event loop runs, until it
@@ -34,9 +36,10 @@ pub(crate) async fn serve(
 ) {
     let mut accept_tasks = Vec::new();
     for listener in listeners {
-        match TcpListener::from_std(listener.socket) {
+        let WorkerListener { socket, service, drain, stats } = listener;
+        match TcpListener::from_std(socket) {
             Ok(socket) => {
-                let task = accept_loop(socket, listener.service, listener.drain, thread.clone());
+                let task = accept_loop(socket, service, drain, stats, thread.clone());
                 accept_tasks.push(tokio::task::spawn_local(task));
             }
             Err(e) => tracing::error!(target: "main", "worker cannot listen: {e}"),
@@ -55,6 +58,7 @@ async fn accept_loop(
     listener: TcpListener,
     service: ListenerService,
     mut drain: tokio::sync::watch::Receiver<bool>,
+    stats: std::sync::Arc<crate::envoy_stats::ListenerStats>,
     thread: Rc<ThreadLoop>,
 ) {
     loop {
@@ -75,6 +79,7 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        let open = stats.accepted();
         let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
         let http = match &service {
             ListenerService::Http(http) => http.clone(),
@@ -87,7 +92,11 @@ async fn accept_loop(
                     xds: ferry_host::XdsInfo { listener: Some(tcp.listener.clone()), ..Default::default() },
                     ..StreamInfo::default()
                 };
-                tokio::task::spawn_local(tcp_proxy::serve(stream, info, tcp.clone(), thread.clone()));
+                let serve = tcp_proxy::serve(stream, info, tcp.clone(), thread.clone());
+                tokio::task::spawn_local(async move {
+                    serve.await;
+                    drop(open);
+                });
                 continue;
             }
         };
@@ -105,6 +114,7 @@ async fn accept_loop(
                 tracing::debug!(target: "http", "connection closed with an error: {e}");
             }
             http.stats.connection_closed();
+            drop(open);
         });
     }
 }

@@ -181,6 +181,8 @@ pub struct ListenerPlan {
     pub address: SocketAddr,
     /// What runs on its connections.
     pub service: ListenerService,
+    /// Envoy's `listener.<address>.*` counters.
+    pub(crate) stats: Arc<crate::envoy_stats::ListenerStats>,
 }
 
 /// The network filter chain of a listener.
@@ -332,7 +334,7 @@ impl Plan {
                     }))
                 }
             };
-            listeners.push(ListenerPlan { name: listener.name.clone(), address, service });
+            listeners.push(ListenerPlan { name: listener.name.clone(), address, service, stats: Arc::default() });
         }
         let admin = config.admin.as_ref().map(|a| resolve(&a.to_string(), "admin.address")).transpose()?;
         let PluginSet { main, worker, .. } = plugins;

@@ -124,7 +124,7 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
             .zip(&plan.listeners)
             .map(|(socket, l)| {
                 let (socket, service, drain) = (socket.try_clone()?, l.service.clone(), drain.clone());
-                Ok(WorkerListener { socket, service, drain })
+                Ok(WorkerListener { socket, service, drain, stats: l.stats.clone() })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         workers.push(spawn_worker(index, plan.clone(), listeners, health.clone())?);
@@ -147,6 +147,11 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
             host: plan.host.clone(),
             health,
             plugins: plan.main_plugins.iter().chain(&plan.worker_plugins).cloned().collect(),
+            listener_stats: bound
+                .iter()
+                .zip(&plan.listeners)
+                .map(|((_, address), l)| (*address, l.stats.clone()))
+                .collect(),
             listeners: bound,
             clusters: plan.clusters.clone(),
             node: plan.node.clone(),

@@ -92,15 +92,21 @@ fn a_response_flag_filter_logs_only_failed_upstreams() {
 fn start_time_formats_and_filter_state_set_by_a_plugin() {
     let path = temp_file("state.log", "");
     let format = "%START_TIME(%Y-%m-%d %H:%M:%S.%3f %s)% [%FILTER_STATE(wasm.rw)%] [%FILTER_STATE(wasm.rw:PLAIN)%] [%FILTER_STATE(wasm.none)%]\n";
-    let logs = filtered_file_log(&path, format, "{ status_code_filter: { comparison: { value: { default_value: 200, runtime_key: k } } } }");
-    let plugin = common::wasm_filter("attributes", "attributes", &common::file_code(&common::plugin("attributes_plugin.wasm")));
+    let logs = filtered_file_log(
+        &path,
+        format,
+        "{ status_code_filter: { comparison: { value: { default_value: 200, runtime_key: k } } } }",
+    );
+    let plugin =
+        common::wasm_filter("attributes", "attributes", &common::file_code(&common::plugin("attributes_plugin.wasm")));
     let ferry = Ferry::start(&config_with_filters(&logs, &plugin), &["--concurrency", "1"]);
     // The plugin sets the property `rw` and answers 200 itself.
     let response = request(ferry.address("main"), "GET", "/ok", &[("x-set", "rw=blue")], b"");
     assert_eq!(response.status, 200);
     assert!(ferry.stop().success());
     let log = std::fs::read_to_string(&path).unwrap();
-    let line = regex::Regex::new(r#"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (\d+) \["blue"\] \[blue\] \[-\]\n$"#).unwrap();
+    let line =
+        regex::Regex::new(r#"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (\d+) \["blue"\] \[blue\] \[-\]\n$"#).unwrap();
     let seconds: u64 = line.captures(&log).unwrap_or_else(|| panic!("{log:?}"))[1].parse().unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     assert!(now - seconds < 60, "%s is the Unix time: {seconds} vs {now}");

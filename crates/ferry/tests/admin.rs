@@ -154,8 +154,12 @@ fn prometheus_scrape_parses_with_envoys_names() {
     // ferry's own stats are Envoy-named, with tags as labels.
     assert_eq!(sample("envoy_server_live").value, Value::Gauge(1.0));
     assert_eq!(sample("envoy_ferry_shared_queue_enqueued").value, Value::Counter(0.0));
-    // The same through /stats?format=prometheus.
-    assert_eq!(admin_get(admin, "/stats?format=prometheus").text(), text);
+    // The same through /stats?format=prometheus (but for the gauges that
+    // move on their own: memory and uptime).
+    let steady = |text: &str| -> String {
+        text.lines().filter(|l| !l.contains("server_memory_") && !l.contains("server_uptime")).collect()
+    };
+    assert_eq!(steady(&admin_get(admin, "/stats?format=prometheus").text()), steady(&text));
 }
 
 #[test]
@@ -390,4 +394,53 @@ fn drain_listeners_stops_new_connections_and_keeps_open_ones() {
     }
     ask(&mut open);
     assert_eq!(admin_get(admin, "/ready").status, 200, "the admin endpoint still answers");
+}
+
+#[test]
+fn memory_reports_the_process_in_envoys_fields() {
+    let (ferry, admin) = start();
+    let memory = json(&admin_get(admin, "/memory"));
+    let bytes = |field: &str| -> u64 {
+        memory[field].as_str().unwrap_or_else(|| panic!("{field} is a string: {memory}")).parse().unwrap()
+    };
+    // A wasmtime process with a compiled plugin holds megabytes, and not terabytes.
+    let physical = bytes("total_physical_bytes");
+    assert!((1 << 20..1 << 40).contains(&physical), "{memory}");
+    assert!(bytes("allocated") <= physical, "anonymous resident memory is part of the resident set: {memory}");
+    assert!(bytes("heap_size") > 0, "{memory}");
+    for field in ["pageheap_unmapped", "pageheap_free", "total_thread_cache"] {
+        assert_eq!(memory[field], "0", "ferry's allocator has no {field}");
+    }
+    let stats = admin_get(admin, "/stats?filter=^server%5C.memory").text();
+    assert!(stats.contains("server.memory_physical_size: "), "{stats}");
+    drop(ferry);
+}
+
+#[test]
+fn listener_stats_count_connections_by_address() {
+    let (ferry, admin) = start();
+    let main = ferry.address("main");
+    // Two requests on one connection each, then one held open.
+    assert_eq!(request(main, "GET", "/", &[], b"").status, 200);
+    assert_eq!(request(main, "GET", "/", &[], b"").status, 200);
+    let held = std::net::TcpStream::connect(main).unwrap();
+    let name = format!("listener.127.0.0.1_{}", main.port());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stat = |text: &str, stat: &str| -> Option<i64> {
+        text.lines().find_map(|l| l.strip_prefix(&format!("{name}.{stat}: "))).and_then(|v| v.parse().ok())
+    };
+    loop {
+        let text = admin_get(admin, "/stats").text();
+        let (total, active) = (stat(&text, "downstream_cx_total"), stat(&text, "downstream_cx_active"));
+        let connections = text.lines().find_map(|l| l.strip_prefix("server.total_connections: ")).map(str::to_owned);
+        if total == Some(3) && active == Some(1) && connections.as_deref() == Some("1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "total {total:?}, active {active:?}, server {connections:?}:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let scrape = admin_get(admin, "/stats/prometheus").text();
+    let line = format!("envoy_listener_downstream_cx_total{{envoy_listener_address=\"127.0.0.1_{}\"}} 3", main.port());
+    assert!(scrape.contains(&line), "{scrape}");
+    drop(held);
 }

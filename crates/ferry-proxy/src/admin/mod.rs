@@ -2,9 +2,10 @@
 //! `/ready`, `/server_info`, `/config_dump`, `/listeners`, `/clusters`, `/stats` (text,
 //! `?format=json`, `?format=prometheus`, `filter`, `usedonly`),
 //! `/stats/prometheus`, `/healthcheck/fail` and `/healthcheck/ok`,
-//! `/logging`, `/quitquitquit`; and `/plugins` (each plugin's VM on each thread, ferry's
+//! `/logging`, `/memory`, `/quitquitquit`; and `/plugins` (each plugin's VM on each thread, ferry's
 //! own). Endpoints that change the server take POST only, as in Envoy.
 
+mod memory;
 pub(crate) mod stats;
 mod topology;
 
@@ -50,6 +51,8 @@ pub(crate) struct Admin {
     pub quit: Rc<Notify>,
     /// Set by `POST /drain_listeners`: every worker stops accepting.
     pub drain_listeners: tokio::sync::watch::Sender<bool>,
+    /// Each listener's bound address and Envoy's `listener.<address>.*` counters.
+    pub listener_stats: Vec<(SocketAddr, Arc<crate::envoy_stats::ListenerStats>)>,
     /// Each HTTP connection manager's `stat_prefix` and Envoy's counters for it.
     pub http_stats: Vec<(String, Arc<crate::envoy_stats::HttpStats>)>,
     /// `stats_config.stats_tags`, applied to every stat.
@@ -147,6 +150,7 @@ async fn respond(request: Request<Incoming>, admin: Rc<Admin>) -> Result<Respons
             admin.quit.notify_one();
             ok(TEXT, "OK\n".into())
         }
+        "/memory" => ok(JSON, memory::Memory::read().json()),
         "/plugins" => ok(TEXT, admin.health.render()),
         "/" => ok(TEXT, HELP.into()),
         _ => Ok(reply(StatusCode::NOT_FOUND, TEXT, "not found\n".into())),
@@ -161,6 +165,7 @@ const HELP: &str = "ferry admin\n\
   /clusters: each cluster and its hosts (?format=json)\n\
   /stats: every stat (?format=json|prometheus, ?filter=<regex>, ?usedonly)\n\
   /stats/prometheus: every stat in the Prometheus text format\n\
+  /memory: the process's memory (JSON)\n\
   /plugins: each plugin's VM on each thread: running, restarting, failed or held_failed\n\
   POST /healthcheck/fail, /healthcheck/ok: report DRAINING, or LIVE again\n\
   POST /logging: list the loggers' levels; ?level=<level>, ?<logger>=<level>, ?paths=<logger>:<level>,...: change them\n\
@@ -216,6 +221,9 @@ fn logging(admin: &Admin, params: &[(String, String)]) -> Result<String, String>
 fn reset_counters(admin: &Admin) {
     for (_, http) in &admin.http_stats {
         http.reset_counters();
+    }
+    for (_, listener) in &admin.listener_stats {
+        listener.reset_counters();
     }
     for (_, cluster) in admin.clusters.stats() {
         cluster.reset_counters();

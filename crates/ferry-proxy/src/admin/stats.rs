@@ -49,6 +49,30 @@ pub(super) fn collect(admin: &Admin) -> Vec<Stat> {
     stats.push(gauge("server.state", i64::from(draining)));
     stats.push(gauge("server.uptime", admin.started.elapsed().as_secs() as i64));
     stats.push(gauge("server.concurrency", admin.concurrency as i64));
+    let memory = super::memory::Memory::read();
+    stats.push(gauge("server.memory_allocated", memory.allocated as i64));
+    stats.push(gauge("server.memory_heap_size", memory.heap_size as i64));
+    stats.push(gauge("server.memory_physical_size", memory.physical as i64));
+    let active =
+        |l: &crate::envoy_stats::ListenerStats| l.downstream_cx_active.load(std::sync::atomic::Ordering::Relaxed);
+    stats.push(gauge("server.total_connections", admin.listener_stats.iter().map(|(_, l)| active(l)).sum()));
+    // Per listener, named by its address as Envoy names it (`127.0.0.1_10000`).
+    for (address, listener) in &admin.listener_stats {
+        let address = sanitize_stat_name(&format!("{}_{}", address.ip(), address.port()));
+        let tag = ("envoy_listener_address".to_owned(), address.clone());
+        let total = listener.downstream_cx_total.load(std::sync::atomic::Ordering::Relaxed);
+        for (name, value) in [
+            ("downstream_cx_total", MetricValue::Counter(total)),
+            ("downstream_cx_active", MetricValue::Gauge(active(listener))),
+        ] {
+            stats.push(Stat {
+                name: format!("listener.{address}.{name}"),
+                tag_extracted_name: format!("listener.{name}"),
+                tags: vec![tag.clone()],
+                value,
+            });
+        }
+    }
 
     let queues = admin.host.shared_queues();
     let totals = queues.totals();
