@@ -329,9 +329,6 @@ fn http_connection_manager(
             ));
         }
     };
-    if raw.xff_num_trusted_hops.is_some_and(|hops| hops > 0) {
-        return Err(err(join(path, "xff_num_trusted_hops"), "only 0 is supported yet"));
-    }
     if count == 0 {
         return Err(err(filters_path, "no HTTP filters: the router (envoy.filters.http.router) is required"));
     }
@@ -343,6 +340,7 @@ fn http_connection_manager(
         server_name: raw.server_name.unwrap_or_else(|| "ferry".to_owned()),
         server_header_transformation,
         use_remote_address: raw.use_remote_address.unwrap_or(false),
+        xff_num_trusted_hops: raw.xff_num_trusted_hops.unwrap_or(0),
         suppress_envoy_headers,
         access_log: raw
             .access_log

@@ -237,6 +237,9 @@ pub struct HttpConnectionManager {
     pub server_header_transformation: ServerHeaderTransformation,
     /// `use_remote_address`: append the peer's address to `x-forwarded-for`.
     pub use_remote_address: bool,
+    /// `xff_num_trusted_hops`: how many addresses at the right of
+    /// `x-forwarded-for` were added by trusted proxies.
+    pub xff_num_trusted_hops: u32,
     /// The router's `suppress_envoy_headers`: no `x-envoy-expected-rq-timeout-ms`
     /// upstream, no `x-envoy-upstream-service-time` downstream.
     pub suppress_envoy_headers: bool,

@@ -9,13 +9,9 @@ use http::request::Parts;
 /// `:authority`, `:path`, `:method`, `:scheme`, then the request's own
 /// headers in wire order (without `host`, which became `:authority`, and
 /// without the connection-level headers Envoy removes), then
-/// `x-forwarded-proto` and `x-request-id` when absent; `forwarded_for` (the
-/// peer, with `use_remote_address`) goes at the end of `x-forwarded-for`.
-pub(crate) fn request_headers(
-    parts: &Parts,
-    generate_request_id: bool,
-    forwarded_for: Option<std::net::IpAddr>,
-) -> HeaderMap {
+/// `x-forwarded-proto` and `x-request-id` when absent. (`x-forwarded-for`
+/// is already as `forwarding` left it.)
+pub(crate) fn request_headers(parts: &Parts, generate_request_id: bool) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(parts.headers.len() + 6);
     let authority = parts
         .headers
@@ -33,13 +29,6 @@ pub(crate) fn request_headers(
             continue;
         }
         map.append_lowercase(name_bytes(name), Bytes::copy_from_slice(value.as_bytes()));
-    }
-    if let Some(peer) = forwarded_for {
-        let value = match map.get(b"x-forwarded-for") {
-            Some(existing) => Bytes::from(format!("{}, {peer}", String::from_utf8_lossy(existing))),
-            None => Bytes::from(peer.to_string()),
-        };
-        map.replace(b"x-forwarded-for", &value);
     }
     if !map.contains(b"x-forwarded-proto") {
         map.append_lowercase(Bytes::from_static(b"x-forwarded-proto"), Bytes::from_static(b"http"));
@@ -216,7 +205,7 @@ mod tests {
             .header("connection", "keep-alive")
             .body(())
             .unwrap();
-        let map = request_headers(&parts(request), true, None);
+        let map = request_headers(&parts(request), true);
         assert_eq!(
             names(&map),
             [
@@ -244,7 +233,7 @@ mod tests {
             .header("x-forwarded-proto", "https")
             .body(())
             .unwrap();
-        let map = request_headers(&parts(request), true, None);
+        let map = request_headers(&parts(request), true);
         assert_eq!(&map.get(b"x-request-id").unwrap()[..], b"abc");
         assert_eq!(&map.get(b"x-forwarded-proto").unwrap()[..], b"https");
         assert_eq!(map.len(), 6);
@@ -252,7 +241,7 @@ mod tests {
 
     #[test]
     fn no_request_id_when_generation_is_off() {
-        let map = request_headers(&parts(http::Request::get("/").body(()).unwrap()), false, None);
+        let map = request_headers(&parts(http::Request::get("/").body(()).unwrap()), false);
         assert!(!map.contains(b"x-request-id"));
     }
 }

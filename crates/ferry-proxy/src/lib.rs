@@ -12,6 +12,7 @@ mod counted;
 mod envoy_stats;
 mod event_loop;
 mod filter;
+mod forwarding;
 mod headers;
 mod health;
 mod http;

@@ -234,8 +234,8 @@ pub struct HttpPlan {
     pub server_name: Bytes,
     /// When `server_name` replaces or fills in a response's `server`.
     pub server_header_transformation: ServerHeaderTransformation,
-    /// Append the peer's address to `x-forwarded-for`.
-    pub use_remote_address: bool,
+    /// `use_remote_address` and `xff_num_trusted_hops`: who the client is.
+    pub(crate) forwarding: crate::forwarding::Forwarding,
     /// Add `x-envoy-expected-rq-timeout-ms` upstream and
     /// `x-envoy-upstream-service-time` downstream, as Envoy's router.
     pub envoy_headers: bool,
@@ -310,7 +310,10 @@ impl Plan {
                         generate_request_id: hcm.generate_request_id,
                         server_name: Bytes::from(hcm.server_name.clone()),
                         server_header_transformation: hcm.server_header_transformation,
-                        use_remote_address: hcm.use_remote_address,
+                        forwarding: crate::forwarding::Forwarding {
+                            use_remote_address: hcm.use_remote_address,
+                            xff_num_trusted_hops: hcm.xff_num_trusted_hops,
+                        },
                         envoy_headers: !hcm.suppress_envoy_headers,
                         stat_prefix: if hcm.stat_prefix.is_empty() {
                             listener.name.clone()

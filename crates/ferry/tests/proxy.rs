@@ -182,6 +182,31 @@ fn use_remote_address_appends_the_peer_to_x_forwarded_for() {
 }
 
 #[test]
+fn trusted_hops_external_clients_and_internal_ones_as_envoy_tells_them_apart() {
+    let manager = "          use_remote_address: true\n          xff_num_trusted_hops: 1\n";
+    for filter in PATHS {
+        let (address, seen) = upstream();
+        let config = config_with(address, Options { filter, manager, ..Options::default() });
+        let ferry = Ferry::start(&config, &["--concurrency", "1"]);
+        // From behind one trusted proxy: an external client, whose router headers go.
+        let forwarded = [("x-forwarded-for", "192.0.2.10, 203.0.113.1"), ("x-envoy-retry-on", "5xx")];
+        request(ferry.address("main"), "GET", "/", &forwarded, b"");
+        // Straight from loopback, nothing forwarded: an internal client.
+        request(ferry.address("main"), "GET", "/", &[("x-envoy-retry-on", "5xx")], b"");
+        let seen = seen.lock().unwrap();
+        let external = &seen[0].0;
+        assert_eq!(external.get("x-forwarded-for").unwrap(), "192.0.2.10, 203.0.113.1, 127.0.0.1", "filter: {filter}");
+        assert_eq!(external.get("x-envoy-external-address").unwrap(), "203.0.113.1", "the trusted client");
+        assert!(external.get("x-envoy-retry-on").is_none(), "filter: {filter}");
+        assert!(external.get("x-envoy-internal").is_none(), "filter: {filter}");
+        let internal = &seen[1].0;
+        assert_eq!(internal.get("x-envoy-internal").unwrap(), "true", "filter: {filter}");
+        assert_eq!(internal.get("x-envoy-retry-on").unwrap(), "5xx", "filter: {filter}");
+        assert!(internal.get("x-envoy-external-address").is_none(), "filter: {filter}");
+    }
+}
+
+#[test]
 fn server_header_transformation_decides_whose_server_header_the_client_sees() {
     let cases = [
         ("", Some("ferry"), Some("ferry")),

@@ -101,10 +101,13 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
     conn: Rc<ConnContext>,
 ) -> Result<Response<ResponseBody>, StreamReset> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     conn.http.stats.request();
+    // The client as the connection manager trusts it: the peer, or an
+    // address from `x-forwarded-for` (see `forwarding`).
+    let client = conn.http.forwarding.apply(&mut parts.headers, conn.source);
     let logs = &conn.http.access_logs;
-    let addresses = (conn.source, conn.destination);
+    let addresses = (client, conn.destination);
     let generate_id = conn.http.generate_request_id;
     let entry = (!logs.is_empty()).then(|| Entry::begin(logs.clone(), &parts, addresses, generate_id));
     let body = CountedBody::new(body, entry.as_ref().map(|e| e.received.clone()));
@@ -112,7 +115,7 @@ pub(crate) async fn handle(
         // No plugin sees the request: it goes on as hyper parsed it.
         Ok(passthrough::handle(parts, body, &conn).await)
     } else {
-        filtered(parts, body, conn.clone()).await
+        filtered(parts, body, client, conn.clone()).await
     };
     if let Ok(response) = &result {
         conn.http.stats.response(response.status().as_u16());
@@ -136,12 +139,12 @@ pub(crate) async fn handle(
 async fn filtered(
     parts: http::request::Parts,
     body: CountedBody,
+    client: SocketAddr,
     conn: Rc<ConnContext>,
 ) -> Result<Response<ResponseBody>, StreamReset> {
-    let forwarded_for = conn.http.use_remote_address.then(|| conn.source.ip());
-    let request_headers = request_headers(&parts, conn.http.generate_request_id, forwarded_for);
+    let request_headers = request_headers(&parts, conn.http.generate_request_id);
     let info = StreamInfo {
-        source: Some(conn.source),
+        source: Some(client),
         destination: conn.destination,
         connection_id: conn.id,
         start: Some(std::time::SystemTime::now()),

@@ -102,9 +102,6 @@ async fn forward(
     timeout: Option<std::time::Duration>,
 ) -> Result<Response<ResponseBody>, StreamError> {
     prepare_upstream_headers(&mut parts.headers, conn.http.generate_request_id);
-    if conn.http.use_remote_address {
-        append_forwarded_for(&mut parts.headers, conn.source.ip());
-    }
     let logged = (!conn.http.access_logs.is_empty()).then(|| parts.headers.clone());
     let upstreams = conn.thread.upstreams();
     let envoy_headers = conn.http.envoy_headers;
@@ -149,17 +146,6 @@ fn prepare_upstream_headers(headers: &mut http::HeaderMap, generate_request_id: 
     }
     if generate_request_id {
         add_request_id(headers);
-    }
-}
-
-/// `use_remote_address`: the peer's address at the end of `x-forwarded-for`.
-fn append_forwarded_for(headers: &mut http::HeaderMap, peer: std::net::IpAddr) {
-    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {peer}"),
-        None => peer.to_string(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert("x-forwarded-for", value);
     }
 }
 
