@@ -34,7 +34,7 @@ pub(crate) fn err(path: impl Into<String>, message: impl Into<String>) -> Config
     ConfigError { path: path.into(), message: message.into() }
 }
 
-fn join(path: &str, field: &str) -> String {
+pub(crate) fn join(path: &str, field: &str) -> String {
     if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") }
 }
 
@@ -299,7 +299,7 @@ fn http_connection_manager(
             return Err(err(join(path, "codec_type"), format!("{other} is not supported yet; use AUTO or HTTP1")));
         }
     }
-    let route_config = route_config(raw.route_config, &join(path, "route_config"), clusters)?;
+    let route_config = crate::routes::route_config(raw.route_config, &join(path, "route_config"), clusters)?;
     let filters_path = join(path, "http_filters");
     let count = raw.http_filters.len();
     let mut http_filters = Vec::new();
@@ -376,61 +376,6 @@ fn http_filter(raw: raw::TypedExtension, path: &str) -> Result<HttpFilterItem, C
     }
 }
 
-/// Envoy's default for `max_direct_response_body_size_bytes`.
-const DEFAULT_MAX_DIRECT_RESPONSE_BODY: u32 = 4096;
-
-fn route_config(raw: raw::RouteConfiguration, path: &str, clusters: &[Cluster]) -> Result<RouteConfig, ConfigError> {
-    let max_body = raw.max_direct_response_body_size_bytes.unwrap_or(DEFAULT_MAX_DIRECT_RESPONSE_BODY);
-    let mut virtual_hosts = Vec::new();
-    for (i, vh) in raw.virtual_hosts.into_iter().enumerate() {
-        let vh_path = format!("{path}.virtual_hosts[{i}]");
-        if vh.domains.is_empty() {
-            return Err(err(join(&vh_path, "domains"), "at least one domain is required"));
-        }
-        let routes = vh
-            .routes
-            .into_iter()
-            .enumerate()
-            .map(|(j, r)| route(r, &format!("{vh_path}.routes[{j}]"), clusters, max_body))
-            .collect::<Result<_, _>>()?;
-        let metadata = crate::metadata::metadata(vh.metadata, &join(&vh_path, "metadata"))?;
-        virtual_hosts.push(VirtualHost { name: vh.name, domains: vh.domains, routes, metadata });
-    }
-    Ok(RouteConfig { name: raw.name, virtual_hosts })
-}
-
-fn route(raw: raw::Route, path: &str, clusters: &[Cluster], max_body: u32) -> Result<Route, ConfigError> {
-    let metadata = crate::metadata::metadata(raw.metadata, &join(path, "metadata"))?;
-    let m = raw.matcher;
-    let matcher = match (m.prefix, m.path) {
-        (Some(prefix), None) => PathMatch::Prefix(prefix),
-        (None, Some(exact)) => PathMatch::Exact(exact),
-        _ => return Err(err(join(path, "match"), "exactly one of prefix or path is required")),
-    };
-    let action = match (raw.direct_response, raw.route) {
-        (Some(d), None) => RouteAction::DirectResponse {
-            status: d.status,
-            body: d.body.map(|b| body_source(b, &join(path, "direct_response.body"), max_body)).transpose()?,
-        },
-        (None, Some(r)) => {
-            let at = join(path, "route");
-            if !clusters.iter().any(|c| c.name == r.cluster) {
-                return Err(err(join(&at, "cluster"), format!("unknown cluster {:?}", r.cluster)));
-            }
-            let timeout = r.timeout.map(|t| duration(&t, &join(&at, "timeout"))).transpose()?;
-            RouteAction::Cluster { name: r.cluster, timeout }
-        }
-        _ => return Err(err(path, "exactly one of direct_response or route is required")),
-    };
-    if !(100..=599).contains(&match &action {
-        RouteAction::DirectResponse { status, .. } => *status,
-        RouteAction::Cluster { .. } => 200,
-    }) {
-        return Err(err(join(path, "direct_response.status"), "must be between 100 and 599"));
-    }
-    Ok(Route { name: raw.name, metadata, matcher, case_sensitive: m.case_sensitive.unwrap_or(true), action })
-}
-
 /// The largest format string read from a file (`text_format_source`).
 const MAX_FORMAT_FILE_BYTES: u64 = 1 << 20;
 
@@ -460,7 +405,7 @@ fn data_source(raw: raw::DataSource, path: &str, cap: u64, cap_field: Option<&st
 /// Bytes of an inline or file `DataSource` used as a direct-response body,
 /// at most `max` bytes (the route configuration's
 /// `max_direct_response_body_size_bytes`, as Envoy checks it).
-fn body_source(raw: raw::DataSource, path: &str, max: u32) -> Result<Vec<u8>, ConfigError> {
+pub(crate) fn body_source(raw: raw::DataSource, path: &str, max: u32) -> Result<Vec<u8>, ConfigError> {
     let bytes = data_source(raw, path, max.into(), Some("max_direct_response_body_size_bytes"))?;
     if bytes.len() > max as usize {
         return Err(err(path, format!("{} bytes, over max_direct_response_body_size_bytes ({max})", bytes.len())));
@@ -538,7 +483,7 @@ fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
 }
 
 /// A protobuf JSON duration: seconds with an `s` suffix, e.g. `0.25s`.
-fn duration(text: &str, path: &str) -> Result<Duration, ConfigError> {
+pub(crate) fn duration(text: &str, path: &str) -> Result<Duration, ConfigError> {
     text.strip_suffix('s')
         .and_then(|n| n.parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)

@@ -83,6 +83,24 @@ pub(crate) fn comparison_op<'de, D: Deserializer<'de>>(d: D) -> Result<Option<St
     enum_name(d, "ComparisonFilter.Op", &["EQ", "GE", "LE", "NE"])
 }
 
+/// `HeaderValueOption.HeaderAppendAction`.
+pub(crate) fn append_action<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(
+        d,
+        "HeaderAppendAction",
+        &["APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT", "OVERWRITE_IF_EXISTS_OR_ADD", "OVERWRITE_IF_EXISTS"],
+    )
+}
+
+/// `RedirectAction.RedirectResponseCode`.
+pub(crate) fn redirect_response_code<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(
+        d,
+        "RedirectResponseCode",
+        &["MOVED_PERMANENTLY", "FOUND", "SEE_OTHER", "TEMPORARY_REDIRECT", "PERMANENT_REDIRECT"],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(serde::Deserialize, Debug)]

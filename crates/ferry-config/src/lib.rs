@@ -19,6 +19,7 @@ pub mod model;
 #[allow(dead_code)]
 mod raw;
 mod repeated;
+mod routes;
 
 use std::path::Path;
 

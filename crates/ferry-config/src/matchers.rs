@@ -57,7 +57,7 @@ pub(crate) struct RawStringMatcher {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRegex {
-    regex: String,
+    pub(crate) regex: String,
     #[serde(default)]
     google_re2: Option<serde::de::IgnoredAny>,
 }

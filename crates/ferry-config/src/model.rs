@@ -366,20 +366,28 @@ impl HeaderMatcher {
     /// Whether a request with `value` for the header (`None`: absent;
     /// repeated headers joined with `,`) matches.
     pub fn matches(&self, value: Option<&str>) -> bool {
+        match (&self.test, value.or(self.missing_as_empty.then_some(""))) {
+            (HeaderTest::Absent, value) => value.is_none() != self.invert,
+            (_, None) => false,
+            (test, Some(value)) => test.accepts(value) != self.invert,
+        }
+    }
+}
+
+impl HeaderTest {
+    /// Whether a value that is there passes.
+    pub fn accepts(&self, v: &str) -> bool {
         let fold = |ignore_case: bool, s: &str| if ignore_case { s.to_ascii_lowercase() } else { s.to_owned() };
-        let value = value.or(self.missing_as_empty.then_some(""));
-        let found = match (&self.test, value) {
-            (HeaderTest::Absent, value) => return value.is_none() != self.invert,
-            (_, None) => return false,
-            (HeaderTest::Present, Some(_)) => true,
-            (HeaderTest::Exact(want, i), Some(v)) => fold(*i, v) == fold(*i, want),
-            (HeaderTest::Prefix(want, i), Some(v)) => fold(*i, v).starts_with(&fold(*i, want)),
-            (HeaderTest::Suffix(want, i), Some(v)) => fold(*i, v).ends_with(&fold(*i, want)),
-            (HeaderTest::Contains(want, i), Some(v)) => fold(*i, v).contains(&fold(*i, want)),
-            (HeaderTest::Regex(Pattern(re)), Some(v)) => re.is_match(v),
-            (HeaderTest::Range(start, end), Some(v)) => v.parse::<i64>().is_ok_and(|n| (*start..*end).contains(&n)),
-        };
-        found != self.invert
+        match self {
+            HeaderTest::Absent => false,
+            HeaderTest::Present => true,
+            HeaderTest::Exact(want, i) => fold(*i, v) == fold(*i, want),
+            HeaderTest::Prefix(want, i) => fold(*i, v).starts_with(&fold(*i, want)),
+            HeaderTest::Suffix(want, i) => fold(*i, v).ends_with(&fold(*i, want)),
+            HeaderTest::Contains(want, i) => fold(*i, v).contains(&fold(*i, want)),
+            HeaderTest::Regex(Pattern(re)) => re.is_match(v),
+            HeaderTest::Range(start, end) => v.parse::<i64>().is_ok_and(|n| (*start..*end).contains(&n)),
+        }
     }
 }
 
@@ -493,6 +501,57 @@ pub struct RouteConfig {
     pub name: String,
     /// `virtual_hosts`, matched by domain.
     pub virtual_hosts: Vec<VirtualHost>,
+    /// `request_headers_to_add` / `_remove`, `response_headers_to_add` / `_remove`.
+    pub headers: HeaderMutations,
+}
+
+/// Headers a route, virtual host or route configuration adds and removes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HeaderMutations {
+    /// `request_headers_to_add`, in order.
+    pub request_add: Vec<HeaderToAdd>,
+    /// `request_headers_to_remove`, lower case.
+    pub request_remove: Vec<String>,
+    /// `response_headers_to_add`, in order.
+    pub response_add: Vec<HeaderToAdd>,
+    /// `response_headers_to_remove`, lower case.
+    pub response_remove: Vec<String>,
+}
+
+impl HeaderMutations {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.request_add.is_empty()
+            && self.request_remove.is_empty()
+            && self.response_add.is_empty()
+            && self.response_remove.is_empty()
+    }
+}
+
+/// `HeaderValueOption`: a header to add, and how.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeaderToAdd {
+    /// The name, lower case.
+    pub name: String,
+    /// The value.
+    pub value: String,
+    /// `append_action` (or the older `append`).
+    pub action: AppendAction,
+    /// `keep_empty_value`: an empty value is added (else skipped).
+    pub keep_empty_value: bool,
+}
+
+/// `HeaderValueOption.HeaderAppendAction`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendAction {
+    /// `APPEND_IF_EXISTS_OR_ADD` (the default): another value.
+    AppendIfExistsOrAdd,
+    /// `ADD_IF_ABSENT`: only when the header is not there.
+    AddIfAbsent,
+    /// `OVERWRITE_IF_EXISTS_OR_ADD`: replaces any value.
+    OverwriteIfExistsOrAdd,
+    /// `OVERWRITE_IF_EXISTS`: replaces, only when there.
+    OverwriteIfExists,
 }
 
 /// A virtual host.
@@ -506,6 +565,8 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// `metadata`.
     pub metadata: Metadata,
+    /// Its header additions and removals.
+    pub headers: HeaderMutations,
 }
 
 /// A route.
@@ -519,17 +580,36 @@ pub struct Route {
     pub matcher: PathMatch,
     /// Whether path matching is case sensitive (default true).
     pub case_sensitive: bool,
+    /// `match.headers`: every one must match.
+    pub headers: Vec<HeaderMatcher>,
+    /// `match.query_parameters`: every one must match.
+    pub query_parameters: Vec<QueryParameterMatcher>,
     /// What it does with them.
     pub action: RouteAction,
+    /// Its header additions and removals.
+    pub mutations: HeaderMutations,
 }
 
 /// How a route matches the path.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum PathMatch {
     /// `prefix`: the path starts with it.
     Prefix(String),
     /// `path`: the path (without query) equals it.
     Exact(String),
+    /// `safe_regex`: the path (without query) matches it whole.
+    Regex(Pattern),
+    /// `path_separated_prefix`: the path is the prefix, or the prefix then `/` (or `?`).
+    SeparatedPrefix(String),
+}
+
+/// `QueryParameterMatcher`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryParameterMatcher {
+    /// `name`.
+    pub name: String,
+    /// `string_match` (the value), or `None` for `present_match`.
+    pub value: Option<HeaderTest>,
 }
 
 /// What a route does.
@@ -542,13 +622,105 @@ pub enum RouteAction {
         /// Body, if any.
         body: Option<Vec<u8>>,
     },
-    /// `route.cluster`: proxy to an upstream cluster.
-    Cluster {
-        /// Cluster name (validated to exist).
-        name: String,
-        /// `route.timeout` (default 15 s; zero disables it).
-        timeout: Option<Duration>,
-    },
+    /// `route`: proxy to an upstream cluster.
+    Forward(Box<Forward>),
+    /// `redirect`: answer with a 3xx and a `location`.
+    Redirect(Redirect),
+}
+
+/// A `route` action: where requests go, and what changes on the way.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Forward {
+    /// Which cluster.
+    pub target: ClusterTarget,
+    /// `timeout` (default 15 s; zero disables it).
+    pub timeout: Option<Duration>,
+    /// `prefix_rewrite`: replaces the matched prefix (or exact path).
+    pub prefix_rewrite: Option<String>,
+    /// `regex_rewrite`: the pattern's matches in the path (not the query)
+    /// replaced by the substitution (`\1` for a group).
+    pub regex_rewrite: Option<(Pattern, String)>,
+    /// `host_rewrite_literal`: the `:authority` sent upstream.
+    pub host_rewrite: Option<String>,
+    /// `auto_host_rewrite`: the endpoint's address as `:authority`.
+    pub auto_host_rewrite: bool,
+    /// `retry_policy`.
+    pub retry: Option<RetryPolicy>,
+}
+
+impl Forward {
+    /// A forward to `cluster` with nothing else to it.
+    pub fn to(cluster: impl Into<String>, timeout: Option<Duration>) -> Forward {
+        Forward {
+            target: ClusterTarget::Named(cluster.into()),
+            timeout,
+            prefix_rewrite: None,
+            regex_rewrite: None,
+            host_rewrite: None,
+            auto_host_rewrite: false,
+            retry: None,
+        }
+    }
+
+    /// The cluster, when the request goes there as it came (no rewrite,
+    /// no retry, a named cluster): what the connection manager's fast path takes.
+    pub fn plain_cluster(&self) -> Option<&str> {
+        let plain = self.prefix_rewrite.is_none()
+            && self.regex_rewrite.is_none()
+            && self.host_rewrite.is_none()
+            && !self.auto_host_rewrite
+            && self.retry.is_none();
+        match &self.target {
+            ClusterTarget::Named(name) if plain => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// Where a route sends a request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClusterTarget {
+    /// `cluster`.
+    Named(String),
+    /// `weighted_clusters`: each cluster and its weight.
+    Weighted(Vec<(String, u32)>),
+    /// `cluster_header`: the cluster a request header names.
+    Header(String),
+}
+
+/// `RetryPolicy`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// `retry_on`: `5xx`, `gateway-error`, `connect-failure`, `reset`,
+    /// `retriable-4xx`, `retriable-status-codes`, `refused-stream`.
+    pub retry_on: Vec<String>,
+    /// `num_retries` (default 1).
+    pub num_retries: u32,
+    /// `per_try_timeout` (default: the route's timeout).
+    pub per_try_timeout: Option<Duration>,
+    /// `retriable_status_codes`.
+    pub retriable_status_codes: Vec<u16>,
+}
+
+/// `RedirectAction`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Redirect {
+    /// `scheme_redirect`, or `https` for `https_redirect`.
+    pub scheme: Option<String>,
+    /// `host_redirect`.
+    pub host: Option<String>,
+    /// `port_redirect`.
+    pub port: Option<u16>,
+    /// `path_redirect`: the whole path (a `?` in it replaces the query).
+    pub path: Option<String>,
+    /// `prefix_rewrite`: the matched prefix replaced.
+    pub prefix_rewrite: Option<String>,
+    /// `regex_rewrite`.
+    pub regex_rewrite: Option<(Pattern, String)>,
+    /// `response_code`: 301 (default), 302, 303, 307 or 308.
+    pub status: u16,
+    /// `strip_query`.
+    pub strip_query: bool,
 }
 
 /// An HTTP filter before the router.

@@ -170,7 +170,7 @@ pub(crate) struct HttpConnectionManager {
     pub stat_prefix: Option<String>,
     #[serde(default, deserialize_with = "crate::enums::codec_type")]
     pub codec_type: Option<String>,
-    pub route_config: RouteConfiguration,
+    pub route_config: Value,
     #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub http_filters: Vec<TypedExtension>,
     #[serde(default)]
@@ -234,65 +234,6 @@ pub(crate) struct SubstitutionFormatString {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RouteConfiguration {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
-    pub virtual_hosts: Vec<VirtualHost>,
-    /// Envoy's cap on direct-response bodies (a `UInt32Value`; 4096 when unset).
-    #[serde(default)]
-    pub max_direct_response_body_size_bytes: Option<u32>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct VirtualHost {
-    #[serde(default)]
-    pub name: String,
-    #[serde(deserialize_with = "crate::repeated::one_or_many")]
-    pub domains: Vec<String>,
-    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
-    pub routes: Vec<Route>,
-    #[serde(default)]
-    pub metadata: Option<Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Route {
-    #[serde(default)]
-    pub name: String,
-    #[serde(rename = "match")]
-    pub matcher: RouteMatch,
-    #[serde(default)]
-    pub direct_response: Option<DirectResponse>,
-    #[serde(default)]
-    pub route: Option<RouteAction>,
-    #[serde(default)]
-    pub metadata: Option<Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RouteMatch {
-    #[serde(default)]
-    pub prefix: Option<String>,
-    #[serde(default)]
-    pub path: Option<String>,
-    #[serde(default)]
-    pub case_sensitive: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DirectResponse {
-    pub status: u16,
-    #[serde(default)]
-    pub body: Option<DataSource>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct DataSource {
     #[serde(default)]
     pub inline_string: Option<String>,
@@ -300,14 +241,6 @@ pub(crate) struct DataSource {
     pub inline_bytes: Option<String>,
     #[serde(default)]
     pub filename: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RouteAction {
-    pub cluster: String,
-    #[serde(default)]
-    pub timeout: Option<String>,
 }
 
 #[derive(Deserialize)]

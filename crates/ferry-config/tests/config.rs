@@ -160,7 +160,10 @@ fn clusters_and_routes_to_them() {
     let ListenerKind::Http(hcm) = &config.listeners[0].kind else { panic!("an HTTP listener") };
     assert_eq!(
         hcm.route_config.virtual_hosts[0].routes[0].action,
-        RouteAction::Cluster { name: "backend".into(), timeout: Some(std::time::Duration::from_millis(250)) }
+        RouteAction::Forward(Box::new(ferry_config::Forward::to(
+            "backend",
+            Some(std::time::Duration::from_millis(250))
+        )))
     );
     let bad = yaml.replace("address: 127.0.0.1, port_value: 9000", "address: backend.local, port_value: 9000");
     assert_eq!(

@@ -94,6 +94,8 @@ pub struct ClusterStats {
     pub upstream_rq_timeout: AtomicU64,
     /// `upstream_cx_connect_fail`.
     pub upstream_cx_connect_fail: AtomicU64,
+    /// `upstream_rq_retry`: tries after the first.
+    pub upstream_rq_retry: AtomicU64,
 }
 
 fn count_class(classes: &[AtomicU64; 5], status: u16) {
@@ -105,7 +107,12 @@ fn count_class(classes: &[AtomicU64; 5], status: u16) {
 impl ClusterStats {
     /// `/reset_counters`: every counter to zero.
     pub(crate) fn reset_counters(&self) {
-        let counters = [&self.upstream_rq_total, &self.upstream_rq_timeout, &self.upstream_cx_connect_fail];
+        let counters = [
+            &self.upstream_rq_total,
+            &self.upstream_rq_timeout,
+            &self.upstream_cx_connect_fail,
+            &self.upstream_rq_retry,
+        ];
         for counter in counters.into_iter().chain(&self.upstream_rq_by_class) {
             counter.store(0, Ordering::Relaxed);
         }

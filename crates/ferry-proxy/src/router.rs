@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ferry_config::{PathMatch, Route, RouteAction, RouteConfig, VirtualHost};
+use ferry_config::{HeaderMutations, PathMatch, Route, RouteAction, RouteConfig, VirtualHost};
 use ferry_host::RouteFacts;
 
 /// The routes of one connection manager.
@@ -12,6 +12,71 @@ pub struct RouteTable {
     /// Each route's facts for plugins (`xds.route_name`, ...), by virtual
     /// host and route index.
     facts: Vec<Vec<Arc<RouteFacts>>>,
+    /// The route configuration's own header additions and removals.
+    headers: HeaderMutations,
+    /// No route rewrites, retries, redirects, chooses its cluster per
+    /// request or changes headers: a request can go on as hyper parsed it.
+    plain: bool,
+}
+
+/// A request's route: the route, its virtual host and its facts.
+#[derive(Clone, Copy)]
+pub struct Matched<'a> {
+    /// The virtual host's and the route's index, to find it again ([`RouteTable::at`]).
+    pub index: (usize, usize),
+    /// The route.
+    pub route: &'a Route,
+    /// Its virtual host.
+    pub host: &'a VirtualHost,
+    /// Its facts for plugins.
+    pub facts: &'a Arc<RouteFacts>,
+}
+
+/// What a request offers to be matched: `:authority`, `:path`, and its
+/// headers by lower-case name (repeated values joined with `,`).
+pub trait RequestView {
+    /// `:authority`.
+    fn authority(&self) -> &[u8];
+    /// `:path`, with the query.
+    fn path(&self) -> &[u8];
+    /// A header's values, joined with `,`.
+    fn header(&self, name: &str) -> Option<String>;
+}
+
+/// A request as hyper parsed it (the fast path).
+impl RequestView for http::request::Parts {
+    fn authority(&self) -> &[u8] {
+        self.headers
+            .get(http::header::HOST)
+            .map(|h| h.as_bytes())
+            .or_else(|| self.uri.authority().map(|a| a.as_str().as_bytes()))
+            .unwrap_or_default()
+    }
+
+    fn path(&self) -> &[u8] {
+        self.uri.path_and_query().map_or(b"/", |p| p.as_str().as_bytes())
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        let values: Vec<&str> = self.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+        (!values.is_empty()).then(|| values.join(","))
+    }
+}
+
+/// The plugins' header map, pseudo-headers included.
+impl RequestView for ferry_host::HeaderMap {
+    fn authority(&self) -> &[u8] {
+        self.get(b":authority").map_or(&b""[..], |v| v)
+    }
+
+    fn path(&self) -> &[u8] {
+        self.get(b":path").map_or(&b""[..], |v| v)
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        let values: Vec<&[u8]> = self.iter().filter(|(n, _)| *n == name.as_bytes()).map(|(_, v)| v).collect();
+        (!values.is_empty()).then(|| String::from_utf8_lossy(&values.join(&b","[..])).into_owned())
+    }
 }
 
 impl RouteTable {
@@ -22,26 +87,55 @@ impl RouteTable {
             .iter()
             .map(|host| host.routes.iter().map(|route| crate::xds::route(route, host)).collect())
             .collect();
-        RouteTable { virtual_hosts, facts }
+        let plain_route = |route: &Route| {
+            route.mutations.is_empty()
+                && match &route.action {
+                    RouteAction::DirectResponse { .. } => true,
+                    RouteAction::Forward(forward) => forward.plain_cluster().is_some(),
+                    RouteAction::Redirect(_) => false,
+                }
+        };
+        let plain = config.headers.is_empty()
+            && virtual_hosts.iter().all(|host| host.headers.is_empty() && host.routes.iter().all(plain_route));
+        RouteTable { virtual_hosts, facts, headers: config.headers.clone(), plain }
     }
 
-    /// The action for a request, with the route's facts, if a virtual host
-    /// and a route match.
-    pub fn route(&self, authority: &[u8], path: &[u8]) -> Option<(&RouteAction, &Arc<RouteFacts>)> {
-        let host = self.virtual_host(authority)?;
-        let index = host.routes.iter().position(|r| path_matches(r, path))?;
-        let host_index = self.virtual_hosts.iter().position(|h| std::ptr::eq(h, host))?;
-        Some((&host.routes[index].action, &self.facts[host_index][index]))
+    /// Whether every route sends requests on as they came (see [`RouteTable::new`]).
+    pub fn is_plain(&self) -> bool {
+        self.plain
+    }
+
+    /// The route for a request, if a virtual host and a route match.
+    pub fn route(&self, request: &impl RequestView) -> Option<Matched<'_>> {
+        let host_index = self.virtual_host(request.authority())?;
+        let index = self.virtual_hosts[host_index].routes.iter().position(|r| route_matches(r, request))?;
+        Some(self.at(host_index, index))
+    }
+
+    /// The route at an index a [`Matched`] gave.
+    pub fn at(&self, host_index: usize, index: usize) -> Matched<'_> {
+        let host = &self.virtual_hosts[host_index];
+        Matched { index: (host_index, index), route: &host.routes[index], host, facts: &self.facts[host_index][index] }
+    }
+
+    /// The header mutations for a route, in the order Envoy applies them:
+    /// the route's, its virtual host's, the route configuration's.
+    pub fn mutations<'a>(&'a self, matched: &Matched<'a>) -> [&'a HeaderMutations; 3] {
+        [&matched.route.mutations, &matched.host.headers, &self.headers]
     }
 
     /// Envoy's order: exact domain, then the longest `*.suffix`, then the
     /// longest `prefix.*`, then `*`. Domains compare without case, with and
     /// without the port.
-    fn virtual_host(&self, authority: &[u8]) -> Option<&VirtualHost> {
+    fn virtual_host(&self, authority: &[u8]) -> Option<usize> {
         let host = String::from_utf8_lossy(authority).to_ascii_lowercase();
         let without_port = strip_port(&host);
-        let candidates =
-            || self.virtual_hosts.iter().flat_map(|vh| vh.domains.iter().map(move |d| (vh, d.to_ascii_lowercase())));
+        let candidates = || {
+            self.virtual_hosts
+                .iter()
+                .enumerate()
+                .flat_map(|(i, vh)| vh.domains.iter().map(move |d| (i, d.to_ascii_lowercase())))
+        };
         if let Some((vh, _)) = candidates().find(|(_, d)| *d == host || d == without_port) {
             return Some(vh);
         }
@@ -62,7 +156,7 @@ impl RouteTable {
         if let Some(vh) = best(&prefix) {
             return Some(vh);
         }
-        self.virtual_hosts.iter().find(|vh| vh.domains.iter().any(|d| d == "*"))
+        self.virtual_hosts.iter().position(|vh| vh.domains.iter().any(|d| d == "*"))
     }
 }
 
@@ -74,15 +168,40 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// The path, the headers and the query parameters all match.
+fn route_matches(route: &Route, request: &impl RequestView) -> bool {
+    path_matches(route, request.path())
+        && route.headers.iter().all(|m| m.matches(request.header(&m.name).as_deref()))
+        && (route.query_parameters.is_empty() || query_matches(route, request.path()))
+}
+
 fn path_matches(route: &Route, path: &[u8]) -> bool {
     let eq = |a: &[u8], b: &[u8]| if route.case_sensitive { a == b } else { a.eq_ignore_ascii_case(b) };
+    let without_query = path.split(|&b| b == b'?').next().unwrap_or(path);
     match &route.matcher {
         PathMatch::Prefix(prefix) => path.len() >= prefix.len() && eq(&path[..prefix.len()], prefix.as_bytes()),
-        PathMatch::Exact(exact) => {
-            let without_query = path.split(|&b| b == b'?').next().unwrap_or(path);
-            eq(without_query, exact.as_bytes())
+        PathMatch::Exact(exact) => eq(without_query, exact.as_bytes()),
+        PathMatch::Regex(pattern) => std::str::from_utf8(without_query).is_ok_and(|p| pattern.0.is_match(p)),
+        PathMatch::SeparatedPrefix(prefix) => {
+            let n = prefix.len();
+            without_query.len() >= n
+                && eq(&without_query[..n], prefix.as_bytes())
+                && matches!(without_query.get(n), None | Some(b'/'))
         }
     }
+}
+
+/// Every `query_parameters` matcher finds its parameter (the first of that name).
+fn query_matches(route: &Route, path: &[u8]) -> bool {
+    let query = path.splitn(2, |&b| b == b'?').nth(1).unwrap_or_default();
+    let query = query.split(|&b| b == b'#').next().unwrap_or_default();
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query).into_owned().collect();
+    route.query_parameters.iter().all(|m| {
+        pairs
+            .iter()
+            .find(|(name, _)| *name == m.name)
+            .is_some_and(|(_, value)| m.value.as_ref().is_none_or(|test| test.accepts(value)))
+    })
 }
 
 #[cfg(test)]
@@ -105,19 +224,26 @@ mod tests {
                         metadata: Default::default(),
                         matcher: if prefix { PathMatch::Prefix(m.into()) } else { PathMatch::Exact(m.into()) },
                         case_sensitive: true,
+                        headers: Vec::new(),
+                        query_parameters: Vec::new(),
                         action: RouteAction::DirectResponse { status, body: None },
+                        mutations: Default::default(),
                     })
                     .collect(),
                 metadata: Default::default(),
+                headers: Default::default(),
             })
             .collect();
-        RouteTable::new(&RouteConfig { name: String::new(), virtual_hosts })
+        RouteTable::new(&RouteConfig { name: String::new(), virtual_hosts, headers: Default::default() })
     }
 
     fn status(t: &RouteTable, host: &str, path: &str) -> Option<u16> {
-        match t.route(host.as_bytes(), path.as_bytes())?.0 {
+        let mut request = ferry_host::HeaderMap::new();
+        request.add(b":authority", host.as_bytes());
+        request.add(b":path", path.as_bytes());
+        match &t.route(&request)?.route.action {
             RouteAction::DirectResponse { status, .. } => Some(*status),
-            RouteAction::Cluster { .. } => None,
+            _ => None,
         }
     }
 

@@ -149,6 +149,7 @@ pub(super) fn collect(admin: &Admin) -> Vec<Stat> {
             ("upstream_rq_total", &counters.upstream_rq_total),
             ("upstream_rq_timeout", &counters.upstream_rq_timeout),
             ("upstream_cx_connect_fail", &counters.upstream_cx_connect_fail),
+            ("upstream_rq_retry", &counters.upstream_rq_retry),
         ] {
             stats.push(Stat {
                 name: format!("cluster.{cluster}.{name}"),

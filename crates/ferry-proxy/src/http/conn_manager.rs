@@ -32,8 +32,9 @@ use crate::filter::{Filter, FilterStatus, HttpFilter, Side, WasmFilter};
 use crate::headers::{hyper_trailers, protocol_name, request_headers, response_headers, to_hyper_headers};
 use crate::http::body::{ResponseBody, StreamFinisher, WasmLoggers};
 use crate::http::rescue::{Local, Rescue, StreamError, rescue};
+use crate::http::routing;
 use crate::plan::HttpPlan;
-use crate::upstream::{UpstreamBody, UpstreamHost};
+use crate::upstream::{RouteSend, UpstreamBody, UpstreamHost};
 
 /// Per-connection state shared by its requests.
 pub(crate) struct ConnContext {
@@ -59,6 +60,9 @@ struct Exchange {
     /// Whether the stream went to the response body (which tells the Wasm
     /// access loggers when it ends); if not, dropping the exchange does.
     logged: bool,
+    /// The route the request took (virtual host and route index): its
+    /// response header changes apply to whatever answer goes back.
+    route: Option<(usize, usize)>,
 }
 
 /// Why the filters ended a direction early.
@@ -111,8 +115,8 @@ pub(crate) async fn handle(
     let generate_id = conn.http.generate_request_id;
     let entry = (!logs.is_empty()).then(|| Entry::begin(logs.clone(), &parts, addresses, generate_id));
     let body = CountedBody::new(body, entry.as_ref().map(|e| e.received.clone()));
-    let result = if conn.http.filters.is_empty() && conn.http.wasm_loggers.is_empty() {
-        // No plugin sees the request: it goes on as hyper parsed it.
+    let result = if conn.http.filters.is_empty() && conn.http.wasm_loggers.is_empty() && conn.http.routes.is_plain() {
+        // No plugin sees the request, no route changes it: it goes on as hyper parsed it.
         Ok(passthrough::handle(parts, body, &conn).await)
     } else {
         filtered(parts, body, client, conn.clone()).await
@@ -153,7 +157,8 @@ async fn filtered(
         ..StreamInfo::default()
     };
     let stream = HttpStream { request_headers, info, ..HttpStream::default() };
-    let mut exchange = Exchange { conn, stream, filters: Vec::new(), notes: StreamNotes::default(), logged: false };
+    let mut exchange =
+        Exchange { conn, stream, filters: Vec::new(), notes: StreamNotes::default(), logged: false, route: None };
     let reply = match exchange.request_path(body).await {
         Ok(reply) => reply,
         Err(error) => match rescue(error) {
@@ -183,13 +188,12 @@ impl Exchange {
     async fn request_path(&mut self, body: CountedBody) -> Result<Reply, StreamError> {
         // Plugins read the route and cluster from the first callback on, as
         // in Envoy, which chooses the route before its filters run.
-        let routed = self.conn.http.routes.route(
-            self.stream.request_headers.get(b":authority").map_or(&b""[..], |a| a),
-            self.stream.request_headers.get(b":path").map_or(&b""[..], |p| p),
-        );
-        if let Some((action, facts)) = routed {
-            self.stream.info.xds.route = Some(facts.clone());
-            if let RouteAction::Cluster { name, .. } = action {
+        let http = self.conn.http.clone();
+        if let Some(matched) = http.routes.route(&self.stream.request_headers) {
+            self.stream.info.xds.route = Some(matched.facts.clone());
+            if let RouteAction::Forward(forward) = &matched.route.action
+                && let ferry_config::ClusterTarget::Named(name) = &forward.target
+            {
                 self.stream.info.xds.cluster = self.conn.thread.upstreams().cluster_facts(name);
             }
         }
@@ -214,38 +218,78 @@ impl Exchange {
         Ok(())
     }
 
-    /// Routes on the request headers as the filters left them.
+    /// Routes on the request headers as the filters left them (which may
+    /// choose another route than before the filters, as Envoy's
+    /// `clear_route_cache`), then carries out the route's action.
     async fn route(&mut self, body: CountedBody) -> Result<Reply, StreamError> {
-        let headers = &self.stream.request_headers;
-        let authority = headers.get(b":authority").cloned().unwrap_or_default();
-        let path = headers.get(b":path").cloned().unwrap_or_default();
         let http = self.conn.http.clone();
-        let Some((action, facts)) = http.routes.route(&authority, &path) else {
+        let Some(matched) = http.routes.route(&self.stream.request_headers) else {
             return Ok(self.local_reply(Local::no_route()));
         };
-        // The filters may have changed the headers: the route is chosen again.
-        self.stream.info.xds.route = Some(facts.clone());
-        let (name, timeout) = match action {
+        self.route = Some(matched.index);
+        self.stream.info.xds.route = Some(matched.facts.clone());
+        let forward = match &matched.route.action {
             RouteAction::DirectResponse { status, body } => {
                 let body = body.clone().map(Bytes::from).unwrap_or_default();
                 return Ok(self.local_reply(Local::new(*status, body)));
             }
-            RouteAction::Cluster { name, timeout } => (name, *timeout),
+            RouteAction::Redirect(redirect) => {
+                let header = |name: &[u8]| {
+                    String::from_utf8_lossy(self.stream.request_headers.get(name).map_or(&b""[..], |v| v)).into_owned()
+                };
+                let location =
+                    routing::redirect_location(redirect, matched.route, &header(b":authority"), &header(b":path"));
+                return Ok(self.local_reply(Local::redirect(redirect.status, location)));
+            }
+            RouteAction::Forward(forward) => forward,
         };
         let thread = self.conn.thread.clone();
-        self.stream.info.xds.cluster = thread.upstreams().cluster_facts(name);
-        self.notes.cluster = Some(name.clone());
-        let body = match self.request_body_filters(body).await {
+        let chosen = routing::choose_cluster(&forward.target, &self.stream.request_headers);
+        let Some((cluster, facts)) = chosen.and_then(|c| thread.upstreams().cluster_facts(&c).map(|f| (c, f))) else {
+            return Ok(self.local_reply(Local::no_cluster()));
+        };
+        self.stream.info.xds.cluster = Some(facts);
+        self.notes.cluster = Some(cluster.clone());
+        let mut body = match self.request_body_filters(body).await {
             Ok(body) => body,
             Err(Ending::Respond(local)) => return Ok(self.local_reply(local)),
             Err(Ending::Fail(error)) => return Err(error),
         };
-        let response = thread
-            .upstreams()
-            .forward(name, timeout, http.envoy_headers, &self.stream.request_headers, body)
-            .await
-            .map_err(|error| {
-                tracing::debug!(target: "upstream", "cluster {name}: {error}");
+        if forward.retry.is_some() {
+            // A retried request is sent again: its body is held.
+            body = match hold(body).await {
+                Ok(body) => body,
+                Err(local) => return Ok(self.local_reply(local)),
+            };
+        }
+        // The router's changes, after every filter, as Envoy's.
+        let headers = &mut self.stream.request_headers;
+        let path = String::from_utf8_lossy(headers.get(b":path").map_or(&b""[..], |p| p)).into_owned();
+        let rewritten = routing::rewrite_path(
+            matched.route,
+            &path,
+            forward.prefix_rewrite.as_deref(),
+            forward.regex_rewrite.as_ref(),
+        );
+        if let Some(rewritten) = rewritten {
+            if http.envoy_headers {
+                headers.replace(b"x-envoy-original-path", path.as_bytes());
+            }
+            headers.replace(b":path", rewritten.as_bytes());
+        }
+        if let Some(host) = &forward.host_rewrite {
+            headers.replace(b":authority", host.as_bytes());
+        }
+        routing::mutate_request(headers, http.routes.mutations(&matched));
+        let send = RouteSend {
+            timeout: forward.timeout,
+            retry: forward.retry.as_ref(),
+            envoy_headers: http.envoy_headers,
+            auto_host_rewrite: forward.auto_host_rewrite,
+        };
+        let response =
+            thread.upstreams().forward(&cluster, &send, &self.stream.request_headers, body).await.map_err(|error| {
+                tracing::debug!(target: "upstream", "cluster {cluster}: {error}");
                 StreamError::Upstream(error)
             })?;
         let (parts, body) = response.into_parts();
@@ -290,6 +334,13 @@ impl Exchange {
     /// reverse order, then the body and trailers. A filter may replace the
     /// response, pause or close it.
     async fn response_filters(&mut self, mut reply: Reply) -> Result<ResponseBody, StreamError> {
+        // The route's response headers go on whatever answer it gave, as
+        // Envoy's router finalizes its responses and local replies.
+        if let Some((host, route)) = self.route {
+            let http = self.conn.http.clone();
+            let matched = http.routes.at(host, route);
+            routing::mutate_response(&mut self.stream.response_headers, http.routes.mutations(&matched));
+        }
         for i in (0..self.filters.len()).rev() {
             let end_of_stream = match &reply {
                 Reply::Local(body) => body.is_empty(),
@@ -391,5 +442,21 @@ impl Drop for Exchange {
         if !self.logged {
             self.wasm_loggers().log(&mut self.stream);
         }
+    }
+}
+
+/// Reads a body that streams into memory, to send it more than once (a
+/// route that retries); past [`MAX_BUFFERED_BODY`] the request is answered
+/// 413, as a body too large for the filters.
+async fn hold(body: UpstreamBody) -> Result<UpstreamBody, Local> {
+    use http_body_util::BodyExt as _;
+    let UpstreamBody::Streamed(streamed) = body else { return Ok(body) };
+    match http_body_util::Limited::new(streamed, MAX_BUFFERED_BODY).collect().await {
+        Ok(collected) => {
+            let trailers = collected.trailers().cloned();
+            let data = collected.to_bytes();
+            Ok(UpstreamBody::Full((!data.is_empty()).then_some(data), trailers))
+        }
+        Err(_) => Err(Local::new(413, "Payload Too Large")),
     }
 }

@@ -60,6 +60,21 @@ impl Local {
     pub(crate) fn no_route() -> Self {
         Local { flag: Some("NR"), ..Local::new(404, Bytes::new()) }
     }
+
+    /// The route's cluster is not there (a `cluster_header` naming none, or
+    /// an unknown one): Envoy's default `cluster_not_found_response_code`,
+    /// 503, and its `NC` flag.
+    pub(crate) fn no_cluster() -> Self {
+        Local { flag: Some("NC"), ..Local::new(503, Bytes::new()) }
+    }
+
+    /// A route's `redirect`: the status and `location`, no body.
+    pub(crate) fn redirect(status: u16, location: String) -> Self {
+        Local {
+            headers: vec![(Bytes::from_static(b"location"), Bytes::from(location))],
+            ..Local::new(status, Bytes::new())
+        }
+    }
 }
 
 impl Local {

@@ -19,6 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 pub(crate) mod grpc;
+mod retry;
 
 use grpc::ChannelBody;
 
@@ -88,6 +89,16 @@ impl UpstreamError {
 pub(crate) enum UpstreamBody {
     Streamed(crate::counted::CountedBody),
     Full(Option<Bytes>, Option<http::HeaderMap>),
+}
+
+impl UpstreamBody {
+    /// A copy for another try, if the body is held.
+    fn try_clone(&self) -> Option<UpstreamBody> {
+        match self {
+            UpstreamBody::Full(data, trailers) => Some(UpstreamBody::Full(data.clone(), trailers.clone())),
+            UpstreamBody::Streamed(_) => None,
+        }
+    }
 }
 
 impl http_body::Body for UpstreamBody {
@@ -168,6 +179,15 @@ pub(crate) struct Upstreams {
     pools: HashMap<String, Pool>,
 }
 
+/// How a route sends a request: its timeout, retries, the router's headers
+/// and whether the endpoint becomes the `host`.
+pub(crate) struct RouteSend<'a> {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retry: Option<&'a ferry_config::RetryPolicy>,
+    pub(crate) envoy_headers: bool,
+    pub(crate) auto_host_rewrite: bool,
+}
+
 /// Envoy's default route timeout.
 const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -212,42 +232,76 @@ impl Upstreams {
     }
 
     /// Sends the request described by `headers` and `body` to `cluster`
-    /// for a route; `envoy_headers` as the router's (see [`Self::send_routed`]).
+    /// for a route, retrying as its policy says (a body to retry with must
+    /// be held: `UpstreamBody::Full`); `envoy_headers` as the router's (see
+    /// [`Self::send_routed`]).
     pub(crate) async fn forward(
         &self,
         cluster: &str,
-        timeout: Option<Duration>,
-        envoy_headers: bool,
+        route: &RouteSend<'_>,
         headers: &HeaderMap,
         body: UpstreamBody,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
-        let (endpoint, host) = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
-        let request = build_request(endpoint, headers, body)?;
-        let mut response =
-            Self::send_routed(pool, timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT), envoy_headers, request).await?;
-        response.extensions_mut().insert(host);
-        Ok(response)
+        let timeout = route.timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
+        let deadline = (!timeout.is_zero()).then(|| std::time::Instant::now() + timeout);
+        let retry = route.retry.filter(|_| matches!(body, UpstreamBody::Full(..)));
+        let attempts = 1 + retry.map_or(0, |r| r.num_retries);
+        let mut body = Some(body);
+        for attempt in 1..=attempts {
+            let (endpoint, host) = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
+            let last = attempt == attempts;
+            let this_body = if last { body.take() } else { body.as_ref().and_then(UpstreamBody::try_clone) };
+            let this_body = this_body.ok_or_else(|| UpstreamError::Request("no body to send".into()))?;
+            let request = build_request(endpoint, headers, this_body, route.auto_host_rewrite)?;
+            // Each try gets the per-try timeout, within what is left of the route's.
+            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            let per_try = match (retry.and_then(|r| r.per_try_timeout), left) {
+                (Some(per_try), Some(left)) => per_try.min(left),
+                (Some(per_try), None) => per_try,
+                (None, Some(left)) => left,
+                (None, None) => Duration::ZERO,
+            };
+            if left.is_some_and(|l| l.is_zero()) {
+                return Err(UpstreamError::Timeout);
+            }
+            // Upstream is told the per-try timeout, else the route's (as Envoy).
+            let expected = retry.and_then(|r| r.per_try_timeout).unwrap_or(timeout);
+            let result = Self::send_routed(pool, (per_try, expected), route.envoy_headers, request).await;
+            let retriable = retry.is_some_and(|policy| match &result {
+                Ok(response) => retry::on_status(policy, response.status().as_u16()),
+                Err(error) => retry::on_error(policy, error),
+            });
+            if retriable && !last {
+                pool.stats.upstream_rq_retry.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(retry::backoff(attempt)).await;
+                continue;
+            }
+            let mut response = result?;
+            response.extensions_mut().insert(host);
+            return Ok(response);
+        }
+        unreachable!("the last attempt returns")
     }
 
-    /// Sends a routed request. With `envoy_headers` (unless the router's
-    /// `suppress_envoy_headers`), as Envoy's router: the timeout goes
-    /// upstream as `x-envoy-expected-rq-timeout-ms` (when there is one),
+    /// Sends a routed request within `timeout`. With `envoy_headers` (unless
+    /// the router's `suppress_envoy_headers`), as Envoy's router: `expected`
+    /// goes upstream as `x-envoy-expected-rq-timeout-ms` (when there is one),
     /// and the response carries `x-envoy-upstream-service-time`, the
     /// milliseconds until its headers came.
     async fn send_routed(
         pool: &Pool,
-        timeout: Duration,
+        (timeout, expected): (Duration, Duration),
         envoy_headers: bool,
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         if !envoy_headers {
             return Self::send_request(pool, timeout, request).await;
         }
-        if !timeout.is_zero() {
+        if !expected.is_zero() {
             request
                 .headers_mut()
-                .insert("x-envoy-expected-rq-timeout-ms", http::HeaderValue::from(timeout.as_millis() as u64));
+                .insert("x-envoy-expected-rq-timeout-ms", http::HeaderValue::from(expected.as_millis() as u64));
         }
         let sent = std::time::Instant::now();
         let mut response = Self::send_request(pool, timeout, request).await?;
@@ -279,7 +333,8 @@ impl Upstreams {
         // The request goes out in the cluster's protocol, whatever the client spoke.
         parts.version = http::Version::HTTP_11;
         let request = Request::from_parts(parts, body);
-        Self::send_routed(pool, timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT), envoy_headers, request).await
+        let timeout = timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
+        Self::send_routed(pool, (timeout, timeout), envoy_headers, request).await
     }
 
     /// Sends a plugin's HTTP call and reads the whole response.
@@ -358,7 +413,7 @@ impl Upstreams {
     ) -> Result<Response<Incoming>, UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
         let (endpoint, _) = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
-        let request = build_request(endpoint, headers, body)?;
+        let request = build_request(endpoint, headers, body, false)?;
         Self::send_request(pool, timeout, request).await
     }
 
@@ -382,10 +437,13 @@ impl Upstreams {
     }
 }
 
+/// A request to `endpoint` from a header map; with `endpoint_as_host`
+/// (`auto_host_rewrite`) the endpoint is the `host`, else `:authority` is.
 fn build_request(
     endpoint: &str,
     headers: &HeaderMap,
     body: UpstreamBody,
+    endpoint_as_host: bool,
 ) -> Result<Request<UpstreamBody>, UpstreamError> {
     let get = |name: &[u8]| headers.get(name).cloned().unwrap_or_else(Bytes::new);
     let path = get(b":path");
@@ -398,7 +456,7 @@ fn build_request(
     let method = http::Method::from_bytes(&get(b":method")).map_err(|e| UpstreamError::Request(e.to_string()))?;
     let mut request =
         Request::builder().method(method).uri(uri).body(body).map_err(|e| UpstreamError::Request(e.to_string()))?;
-    let authority = get(b":authority");
+    let authority = if endpoint_as_host { Bytes::copy_from_slice(endpoint.as_bytes()) } else { get(b":authority") };
     if let Ok(host) = http::HeaderValue::from_maybe_shared(authority) {
         request.headers_mut().insert(http::header::HOST, host);
     }

@@ -49,20 +49,24 @@ enum Routed<'a> {
 }
 
 fn route<'a>(parts: &http::request::Parts, conn: &'a ConnContext) -> Routed<'a> {
-    let authority = parts
-        .headers
-        .get(header::HOST)
-        .map(|h| h.as_bytes())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()))
-        .unwrap_or_default();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    match conn.http.routes.route(authority, path.as_bytes()) {
-        None => Routed::Local(Local::no_route()),
-        Some((RouteAction::DirectResponse { status, body }, _)) => {
+    let Some(matched) = conn.http.routes.route(parts) else { return Routed::Local(Local::no_route()) };
+    match &matched.route.action {
+        RouteAction::DirectResponse { status, body } => {
             Routed::Local(Local::new(*status, body.clone().map(Bytes::from).unwrap_or_default()))
         }
-        Some((RouteAction::Cluster { name, timeout }, _)) => Routed::Cluster(name, *timeout),
+        RouteAction::Forward(forward) => match forward.plain_cluster() {
+            Some(cluster) => Routed::Cluster(cluster, forward.timeout),
+            None => unplain(),
+        },
+        RouteAction::Redirect(_) => unplain(),
     }
+}
+
+/// The connection manager takes this path only for plain route tables
+/// (`RouteTable::is_plain`); anything else here is a bug, answered 500.
+fn unplain<'a>() -> Routed<'a> {
+    debug_assert!(false, "a route that is not plain on the fast path");
+    Routed::Local(Local::new(500, Bytes::new()))
 }
 
 /// The response to a local reply: the head `Local::into_response` gives,
