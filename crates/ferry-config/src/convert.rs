@@ -293,12 +293,35 @@ fn http_connection_manager(
     path: &str,
     clusters: &[Cluster],
 ) -> Result<HttpConnectionManager, ConfigError> {
-    match raw.codec_type.as_deref() {
-        None | Some("AUTO" | "auto" | "HTTP1" | "http1") => {}
+    let codec = match raw.codec_type.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("AUTO") => Codec::Auto,
+        Some("HTTP1") => Codec::Http1,
+        Some("HTTP2") => Codec::Http2,
         Some(other) => {
-            return Err(err(join(path, "codec_type"), format!("{other} is not supported yet; use AUTO or HTTP1")));
+            return Err(err(join(path, "codec_type"), format!("{other} is not supported; use AUTO, HTTP1 or HTTP2")));
         }
-    }
+    };
+    let http2 = match raw.http2_protocol_options {
+        Some(o) => {
+            let at = join(path, "http2_protocol_options");
+            let window = |size: Option<u32>, field: &str| match size {
+                // Envoy's bounds: 65535 to 2^31 - 1.
+                Some(size) if !(65_535..=0x7fff_ffff).contains(&size) => {
+                    Err(err(join(&at, field), format!("{size} is not between 65535 and 2147483647")))
+                }
+                size => Ok(size),
+            };
+            Http2Options {
+                max_concurrent_streams: o.max_concurrent_streams,
+                initial_stream_window_size: window(o.initial_stream_window_size, "initial_stream_window_size")?,
+                initial_connection_window_size: window(
+                    o.initial_connection_window_size,
+                    "initial_connection_window_size",
+                )?,
+            }
+        }
+        None => Http2Options::default(),
+    };
     let route_config = crate::routes::route_config(raw.route_config, &join(path, "route_config"), clusters)?;
     let filters_path = join(path, "http_filters");
     let count = raw.http_filters.len();
@@ -339,6 +362,8 @@ fn http_connection_manager(
         generate_request_id: raw.generate_request_id.unwrap_or(true),
         server_name: raw.server_name.unwrap_or_else(|| "ferry".to_owned()),
         server_header_transformation,
+        codec,
+        http2,
         use_remote_address: raw.use_remote_address.unwrap_or(false),
         xff_num_trusted_hops: raw.xff_num_trusted_hops.unwrap_or(0),
         suppress_envoy_headers,

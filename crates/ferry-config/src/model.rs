@@ -235,6 +235,10 @@ pub struct HttpConnectionManager {
     pub server_name: String,
     /// `server_header_transformation`: what becomes of an upstream's `server`.
     pub server_header_transformation: ServerHeaderTransformation,
+    /// `codec_type`: which HTTP versions clients may speak.
+    pub codec: Codec,
+    /// `http2_protocol_options`.
+    pub http2: Http2Options,
     /// `use_remote_address`: append the peer's address to `x-forwarded-for`.
     pub use_remote_address: bool,
     /// `xff_num_trusted_hops`: how many addresses at the right of
@@ -245,6 +249,29 @@ pub struct HttpConnectionManager {
     pub suppress_envoy_headers: bool,
     /// `access_log`: one line per request, for each logger.
     pub access_log: Vec<AccessLog>,
+}
+
+/// `codec_type`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Codec {
+    /// `AUTO`: HTTP/1.1, or HTTP/2 when the client starts with its preface (h2c).
+    #[default]
+    Auto,
+    /// `HTTP1`.
+    Http1,
+    /// `HTTP2`: HTTP/2 only (prior knowledge).
+    Http2,
+}
+
+/// `http2_protocol_options`: `None` leaves hyper's defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Http2Options {
+    /// `max_concurrent_streams`.
+    pub max_concurrent_streams: Option<u32>,
+    /// `initial_stream_window_size`.
+    pub initial_stream_window_size: Option<u32>,
+    /// `initial_connection_window_size`.
+    pub initial_connection_window_size: Option<u32>,
 }
 
 /// An access logger: where lines go and how they look.

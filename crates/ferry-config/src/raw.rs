@@ -170,6 +170,8 @@ pub(crate) struct HttpConnectionManager {
     pub stat_prefix: Option<String>,
     #[serde(default, deserialize_with = "crate::enums::codec_type")]
     pub codec_type: Option<String>,
+    #[serde(default)]
+    pub http2_protocol_options: Option<Http2ProtocolOptions>,
     pub route_config: Value,
     #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub http_filters: Vec<TypedExtension>,
@@ -185,6 +187,18 @@ pub(crate) struct HttpConnectionManager {
     pub xff_num_trusted_hops: Option<u32>,
     #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub access_log: Vec<AccessLog>,
+}
+
+/// `envoy.config.core.v3.Http2ProtocolOptions`, the fields ferry applies.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Http2ProtocolOptions {
+    #[serde(default)]
+    pub max_concurrent_streams: Option<u32>,
+    #[serde(default)]
+    pub initial_stream_window_size: Option<u32>,
+    #[serde(default)]
+    pub initial_connection_window_size: Option<u32>,
 }
 
 /// `envoy.config.accesslog.v3.AccessLog`.

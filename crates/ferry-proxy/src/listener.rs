@@ -1,19 +1,20 @@
 //! A worker's listeners: accept loops that hand each connection to the
-//! HTTP connection manager (hyper HTTP/1) or to the TCP proxy.
+//! HTTP connection manager (hyper, HTTP/1.1 and HTTP/2) or to the TCP proxy.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ferry_config::Codec;
 use ferry_host::StreamInfo;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::event_loop::{ThreadLoop, ThreadMessage};
 use crate::http::conn_manager::{self, ConnContext};
-use crate::plan::ListenerService;
+use crate::plan::{HttpPlan, ListenerService};
 use crate::tcp_proxy;
 
 /// A worker's listening sockets, cloned from the main thread's.
@@ -110,11 +111,46 @@ async fn accept_loop(
         http.stats.connection_opened();
         tokio::task::spawn_local(async move {
             let service = service_fn(move |request| conn_manager::handle(request, conn.clone()));
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = http_server(&http).serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(target: "http", "connection closed with an error: {e}");
             }
             http.stats.connection_closed();
             drop(open);
         });
+    }
+}
+
+/// hyper's server for a connection manager's `codec_type`: HTTP/1.1, and
+/// HTTP/2 with prior knowledge (h2c), told apart by the client's first
+/// bytes (`AUTO`), or one of them; with its `http2_protocol_options`.
+fn http_server(plan: &HttpPlan) -> auto::Builder<LocalExecutor> {
+    let mut builder = auto::Builder::new(LocalExecutor);
+    builder = match plan.codec {
+        Codec::Auto => builder,
+        Codec::Http1 => builder.http1_only(),
+        Codec::Http2 => builder.http2_only(),
+    };
+    let options = plan.http2;
+    let mut http2 = builder.http2();
+    if let Some(streams) = options.max_concurrent_streams {
+        http2.max_concurrent_streams(streams);
+    }
+    if let Some(size) = options.initial_stream_window_size {
+        http2.initial_stream_window_size(size);
+    }
+    if let Some(size) = options.initial_connection_window_size {
+        http2.initial_connection_window_size(size);
+    }
+    builder
+}
+
+/// Runs HTTP/2 streams as tasks of this thread's runtime: a request's
+/// handling holds the thread's `Rc`s, so it never moves to another thread.
+#[derive(Clone, Copy)]
+pub(crate) struct LocalExecutor;
+
+impl<F: std::future::Future + 'static> hyper::rt::Executor<F> for LocalExecutor {
+    fn execute(&self, future: F) {
+        tokio::task::spawn_local(future);
     }
 }

@@ -234,6 +234,10 @@ pub struct HttpPlan {
     pub server_name: Bytes,
     /// When `server_name` replaces or fills in a response's `server`.
     pub server_header_transformation: ServerHeaderTransformation,
+    /// `codec_type`: which HTTP versions clients may speak.
+    pub codec: ferry_config::Codec,
+    /// `http2_protocol_options`.
+    pub http2: ferry_config::Http2Options,
     /// `use_remote_address` and `xff_num_trusted_hops`: who the client is.
     pub(crate) forwarding: crate::forwarding::Forwarding,
     /// Add `x-envoy-expected-rq-timeout-ms` upstream and
@@ -310,6 +314,8 @@ impl Plan {
                         generate_request_id: hcm.generate_request_id,
                         server_name: Bytes::from(hcm.server_name.clone()),
                         server_header_transformation: hcm.server_header_transformation,
+                        codec: hcm.codec,
+                        http2: hcm.http2,
                         forwarding: crate::forwarding::Forwarding {
                             use_remote_address: hcm.use_remote_address,
                             xff_num_trusted_hops: hcm.xff_num_trusted_hops,

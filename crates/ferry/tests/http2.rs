@@ -1,0 +1,181 @@
+//! HTTP/2 from clients, against the real binary: h2c with prior knowledge
+//! (hyper's HTTP/2 client) on `codec_type` AUTO and HTTP2, plain HTTP/1.1
+//! refused by an HTTP2-only listener, gRPC streamed through the proxy with
+//! its trailers on both request paths, and `request.protocol` as a plugin
+//! reads it.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use common::grpc::grpc_server;
+use common::{Ferry, file_code, plugin, wasm_filter};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Frame;
+
+/// A listener with `codec` and `filters`: `/grpc` to the gRPC server over
+/// HTTP/2, anything else a direct 200 `hello`.
+fn config(codec: &str, filters: &str, grpc: SocketAddr) -> String {
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: main
+          codec_type: {codec}
+          http2_protocol_options: {{ max_concurrent_streams: 100, initial_stream_window_size: 1048576 }}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/test.Echo/" }}
+                route: {{ cluster: grpc }}
+              - match: {{ prefix: "/" }}
+                direct_response: {{ status: 200, body: {{ inline_string: hello }} }}
+          http_filters:
+{filters}          - name: envoy.filters.http.router
+  clusters:
+  - name: grpc
+    connect_timeout: 1s
+    http2_protocol_options: {{}}
+    load_assignment:
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}
+"#,
+        grpc.ip(),
+        grpc.port()
+    )
+}
+
+/// Runs `f` with an HTTP/2 (prior knowledge) connection to `address`.
+fn with_h2<T>(address: SocketAddr, f: impl AsyncFnOnce(hyper::client::conn::http2::SendRequest<Body>) -> T) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("an HTTP/2 handshake");
+        tokio::spawn(connection);
+        f(sender).await
+    })
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+fn empty() -> Body {
+    Full::new(Bytes::new()).boxed()
+}
+
+/// A gRPC message: flag, length, bytes.
+fn framed(message: &str) -> Bytes {
+    let mut out = vec![0];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message.as_bytes());
+    out.into()
+}
+
+#[test]
+fn h2c_clients_are_answered_on_auto_and_http2_listeners() {
+    let grpc = grpc_server();
+    for codec in ["AUTO", "HTTP2"] {
+        let ferry = Ferry::start(&config(codec, "", grpc), &["--concurrency", "1"]);
+        let main = ferry.address("main");
+        let (status, version, body) = with_h2(main, async |mut sender| {
+            let request = http::Request::get(format!("http://localhost:{}/", main.port())).body(empty()).unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            let (status, version) = (response.status(), response.version());
+            (status, version, response.into_body().collect().await.unwrap().to_bytes())
+        });
+        assert_eq!(
+            (status, version, &body[..]),
+            (http::StatusCode::OK, http::Version::HTTP_2, &b"hello"[..]),
+            "{codec}"
+        );
+    }
+    // AUTO still speaks HTTP/1.1.
+    let ferry = Ferry::start(&config("AUTO", "", grpc), &["--concurrency", "1"]);
+    assert_eq!(common::get(ferry.address("main"), "/", &[]).text(), "hello");
+}
+
+#[test]
+fn an_http2_only_listener_refuses_http1() {
+    let ferry = Ferry::start(&config("HTTP2", "", grpc_server()), &["--concurrency", "1"]);
+    let mut stream = std::net::TcpStream::connect(ferry.address("main")).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    use std::io::{Read as _, Write as _};
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+}
+
+#[test]
+fn grpc_streams_through_the_proxy_with_trailers_on_both_paths() {
+    let grpc = grpc_server();
+    let noop = common::noop_filter();
+    for filters in ["", noop.as_str()] {
+        let ferry = Ferry::start(&config("AUTO", filters, grpc), &["--concurrency", "1"]);
+        let main = ferry.address("main");
+        let (status, body, trailers) = with_h2(main, async |mut sender| {
+            let body = Frames(["one", "two", "three"].map(|m| Frame::data(framed(m))).into()).boxed();
+            let request = http::Request::post(format!("http://localhost:{}/test.Echo/Stream", main.port()))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(body)
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            let status = response.status();
+            let collected = response.into_body().collect().await.unwrap();
+            let trailers = collected.trailers().cloned().unwrap_or_default();
+            (status, collected.to_bytes(), trailers)
+        });
+        let filtered = !filters.is_empty();
+        assert_eq!(status, http::StatusCode::OK, "filter: {filtered}");
+        let expected = [framed("echo: one"), framed("echo: two"), framed("echo: three")].concat();
+        assert_eq!(body, expected, "filter: {filtered}");
+        assert_eq!(trailers.get("grpc-status").unwrap(), "0", "filter: {filtered}");
+        assert_eq!(trailers.get("x-count").unwrap(), "3", "filter: {filtered}");
+    }
+}
+
+/// A request body sent as separate DATA frames.
+struct Frames(std::collections::VecDeque<Frame<Bytes>>);
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
+
+#[test]
+fn plugins_read_the_protocol_as_envoy_names_it() {
+    let filter = wasm_filter("attributes", "attributes", &file_code(&plugin("attributes_plugin.wasm")));
+    let ferry = Ferry::start(&config("AUTO", &filter, grpc_server()), &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    let body = with_h2(main, async |mut sender| {
+        let request = http::Request::get(format!("http://localhost:{}/", main.port()))
+            .header("x-property", "request.protocol")
+            .body(empty())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        response.into_body().collect().await.unwrap().to_bytes()
+    });
+    assert_eq!(&body[..], b"485454502f32", "hex of HTTP/2");
+}
