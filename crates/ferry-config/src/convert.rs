@@ -154,8 +154,48 @@ pub(crate) fn bootstrap(raw: raw::Bootstrap) -> Result<Bootstrap, ConfigError> {
         Some(config) => stats_tags(config)?,
         None => Vec::new(),
     };
+    let max_downstream_connections = match raw.overload_manager {
+        Some(manager) => overload_manager(manager)?,
+        None => None,
+    };
     let source = serde_json::Value::Null;
-    Ok(Bootstrap { node, admin, listeners, clusters, wasm_services, wasm_runtime, source, stats_tags })
+    Ok(Bootstrap {
+        node,
+        admin,
+        listeners,
+        clusters,
+        wasm_services,
+        wasm_runtime,
+        source,
+        stats_tags,
+        max_downstream_connections,
+    })
+}
+
+const DOWNSTREAM_CONNECTIONS: &str =
+    "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig";
+
+/// `overload_manager`: its `global_downstream_max_connections` monitor.
+/// Actions (load shedding by memory and the like) are not supported.
+fn overload_manager(raw: raw::OverloadManager) -> Result<Option<u64>, ConfigError> {
+    if !raw.actions.is_empty() {
+        return Err(err("overload_manager.actions", "overload actions are not supported yet"));
+    }
+    let mut max = None;
+    for (i, monitor) in raw.resource_monitors.into_iter().enumerate() {
+        let at = format!("overload_manager.resource_monitors[{i}]");
+        let typed = monitor.typed_config.ok_or_else(|| err(&at, "typed_config is required"))?;
+        let any = unpack_any(typed, &join(&at, "typed_config"))?;
+        if any.type_name != DOWNSTREAM_CONNECTIONS {
+            return Err(err(
+                join(&any.path, "@type"),
+                format!("resource monitor {} is not supported; ferry reads {DOWNSTREAM_CONNECTIONS}", any.type_name),
+            ));
+        }
+        let config: raw::DownstreamConnectionsConfig = decode(any.fields, &any.path)?;
+        max = Some(config.max_active_downstream_connections);
+    }
+    Ok(max)
 }
 
 /// `stats_config.stats_tags`, each a regex that compiles or a fixed value.
@@ -288,11 +328,60 @@ fn tcp_proxy(
     Ok(TcpProxy { filters, cluster, idle_timeout, access_log })
 }
 
+/// A connection manager's timeouts and limits, with Envoy's defaults; a
+/// zero duration disables a timeout.
+fn http_limits(raw: &raw::HttpConnectionManager, path: &str) -> Result<HttpLimits, ConfigError> {
+    let timeout = |value: &Option<String>, at: String| -> Result<Option<Option<Duration>>, ConfigError> {
+        value.as_ref().map(|t| duration(t, &at).map(|d| (!d.is_zero()).then_some(d))).transpose()
+    };
+    let mut limits = HttpLimits::default();
+    if let Some(t) = timeout(&raw.request_headers_timeout, join(path, "request_headers_timeout"))? {
+        limits.request_headers_timeout = t;
+    }
+    for (value, field) in [(&raw.stream_idle_timeout, "stream_idle_timeout"), (&raw.request_timeout, "request_timeout")]
+    {
+        if let Some(Some(_)) = timeout(value, join(path, field))? {
+            return Err(err(join(path, field), "not supported yet; only 0s (disabled) is accepted"));
+        }
+    }
+    if let Some(kb) = raw.max_request_headers_kb {
+        if !(1..=8192).contains(&kb) {
+            return Err(err(join(path, "max_request_headers_kb"), "must be between 1 and 8192"));
+        }
+        limits.max_request_headers_kb = kb;
+    }
+    if let Some(common) = &raw.common_http_protocol_options {
+        let at = join(path, "common_http_protocol_options");
+        if let Some(t) = timeout(&common.idle_timeout, join(&at, "idle_timeout"))? {
+            limits.idle_timeout = t;
+        }
+        if let Some(t) = timeout(&common.max_connection_duration, join(&at, "max_connection_duration"))? {
+            limits.max_connection_duration = t;
+        }
+        if let Some(count) = common.max_headers_count {
+            limits.max_headers_count = count.max(1);
+        }
+        limits.underscores = match common.headers_with_underscores_action.as_deref() {
+            None | Some("ALLOW") => UnderscoreAction::Allow,
+            Some("REJECT_REQUEST") => UnderscoreAction::Reject,
+            Some("DROP_HEADER") => UnderscoreAction::Drop,
+            Some(other) => {
+                return Err(err(join(&at, "headers_with_underscores_action"), format!("{other} is not an action")));
+            }
+        };
+    }
+    if let Some(http1) = &raw.http_protocol_options {
+        limits.accept_http_10 = http1.accept_http_10.unwrap_or(false);
+    }
+    Ok(limits)
+}
+
 fn http_connection_manager(
     raw: raw::HttpConnectionManager,
     path: &str,
     clusters: &[Cluster],
 ) -> Result<HttpConnectionManager, ConfigError> {
+    let limits = http_limits(&raw, path)?;
     let codec = match raw.codec_type.as_deref().map(str::to_ascii_uppercase).as_deref() {
         None | Some("AUTO") => Codec::Auto,
         Some("HTTP1") => Codec::Http1,
@@ -363,6 +452,7 @@ fn http_connection_manager(
         server_name: raw.server_name.unwrap_or_else(|| "ferry".to_owned()),
         server_header_transformation,
         codec,
+        limits,
         http2,
         use_remote_address: raw.use_remote_address.unwrap_or(false),
         xff_num_trusted_hops: raw.xff_num_trusted_hops.unwrap_or(0),

@@ -101,6 +101,11 @@ pub(crate) fn redirect_response_code<'de, D: Deserializer<'de>>(d: D) -> Result<
     )
 }
 
+/// `HttpProtocolOptions.HeadersWithUnderscoresAction`.
+pub(crate) fn headers_with_underscores_action<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(d, "HeadersWithUnderscoresAction", &["ALLOW", "REJECT_REQUEST", "DROP_HEADER"])
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(serde::Deserialize, Debug)]

@@ -23,6 +23,8 @@ pub struct Bootstrap {
     pub source: serde_json::Value,
     /// `stats_config.stats_tags`: tags taken out of stat names, in order.
     pub stats_tags: Vec<StatsTag>,
+    /// The overload manager's `global_downstream_max_connections`, if configured.
+    pub max_downstream_connections: Option<u64>,
 }
 
 /// A `stats_config.stats_tags` item.
@@ -237,6 +239,8 @@ pub struct HttpConnectionManager {
     pub server_header_transformation: ServerHeaderTransformation,
     /// `codec_type`: which HTTP versions clients may speak.
     pub codec: Codec,
+    /// Timeouts and limits on what clients send.
+    pub limits: HttpLimits,
     /// `http2_protocol_options`.
     pub http2: Http2Options,
     /// `use_remote_address`: append the peer's address to `x-forwarded-for`.
@@ -249,6 +253,53 @@ pub struct HttpConnectionManager {
     pub suppress_envoy_headers: bool,
     /// `access_log`: one line per request, for each logger.
     pub access_log: Vec<AccessLog>,
+}
+
+/// What a connection manager lets clients do, with Envoy's names and
+/// defaults (`None`: no limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// `request_headers_timeout` (default none).
+    pub request_headers_timeout: Option<Duration>,
+    /// `common_http_protocol_options.idle_timeout` (default 1 h): a
+    /// connection with no request in flight for this long is closed.
+    pub idle_timeout: Option<Duration>,
+    /// `common_http_protocol_options.max_connection_duration` (default none).
+    pub max_connection_duration: Option<Duration>,
+    /// `max_request_headers_kb` (default 60).
+    pub max_request_headers_kb: u32,
+    /// `common_http_protocol_options.max_headers_count` (default 100).
+    pub max_headers_count: u32,
+    /// `headers_with_underscores_action`.
+    pub underscores: UnderscoreAction,
+    /// `http_protocol_options.accept_http_10` (default false).
+    pub accept_http_10: bool,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            request_headers_timeout: None,
+            idle_timeout: Some(Duration::from_secs(3600)),
+            max_connection_duration: None,
+            max_request_headers_kb: 60,
+            max_headers_count: 100,
+            underscores: UnderscoreAction::Allow,
+            accept_http_10: false,
+        }
+    }
+}
+
+/// `headers_with_underscores_action`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnderscoreAction {
+    /// `ALLOW` (the default).
+    #[default]
+    Allow,
+    /// `REJECT_REQUEST`: 400.
+    Reject,
+    /// `DROP_HEADER`: the header is removed.
+    Drop,
 }
 
 /// `codec_type`.

@@ -34,6 +34,28 @@ pub(crate) struct Bootstrap {
     pub watchdog: Ignored,
     #[serde(default)]
     pub watchdogs: Ignored,
+    #[serde(default)]
+    pub overload_manager: Option<OverloadManager>,
+}
+
+/// `envoy.config.overload.v3.OverloadManager`: ferry reads its downstream
+/// connection limit.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OverloadManager {
+    #[serde(default)]
+    pub refresh_interval: Ignored,
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
+    pub resource_monitors: Vec<TypedExtension>,
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
+    pub actions: Vec<Value>,
+}
+
+/// `DownstreamConnectionsConfig`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DownstreamConnectionsConfig {
+    pub max_active_downstream_connections: u64,
 }
 
 /// `envoy.config.metrics.v3.StatsConfig`.
@@ -187,6 +209,40 @@ pub(crate) struct HttpConnectionManager {
     pub xff_num_trusted_hops: Option<u32>,
     #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub access_log: Vec<AccessLog>,
+    #[serde(default)]
+    pub request_headers_timeout: Option<String>,
+    #[serde(default)]
+    pub stream_idle_timeout: Option<String>,
+    #[serde(default)]
+    pub request_timeout: Option<String>,
+    #[serde(default)]
+    pub max_request_headers_kb: Option<u32>,
+    #[serde(default)]
+    pub common_http_protocol_options: Option<CommonHttpProtocolOptions>,
+    #[serde(default)]
+    pub http_protocol_options: Option<Http1ProtocolOptions>,
+}
+
+/// `envoy.config.core.v3.HttpProtocolOptions`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CommonHttpProtocolOptions {
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    #[serde(default)]
+    pub max_connection_duration: Option<String>,
+    #[serde(default)]
+    pub max_headers_count: Option<u32>,
+    #[serde(default, deserialize_with = "crate::enums::headers_with_underscores_action")]
+    pub headers_with_underscores_action: Option<String>,
+}
+
+/// `envoy.config.core.v3.Http1ProtocolOptions`, the fields ferry takes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Http1ProtocolOptions {
+    #[serde(default)]
+    pub accept_http_10: Option<bool>,
 }
 
 /// `envoy.config.core.v3.Http2ProtocolOptions`, the fields ferry applies.

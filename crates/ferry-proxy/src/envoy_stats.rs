@@ -58,6 +58,9 @@ pub struct ListenerStats {
     pub downstream_cx_total: AtomicU64,
     /// `downstream_cx_active` (a gauge).
     pub downstream_cx_active: AtomicI64,
+    /// `downstream_global_cx_overflow`: connections closed at once because
+    /// the process-wide cap was reached.
+    pub downstream_global_cx_overflow: AtomicU64,
 }
 
 impl ListenerStats {
@@ -71,6 +74,7 @@ impl ListenerStats {
     /// `/reset_counters`.
     pub(crate) fn reset_counters(&self) {
         self.downstream_cx_total.store(0, Ordering::Relaxed);
+        self.downstream_global_cx_overflow.store(0, Ordering::Relaxed);
     }
 }
 

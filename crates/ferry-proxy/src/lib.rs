@@ -8,6 +8,7 @@
 mod access_log;
 mod admin;
 mod civil;
+mod connections;
 mod counted;
 mod envoy_stats;
 mod event_loop;

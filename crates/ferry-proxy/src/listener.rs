@@ -5,10 +5,14 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferry_config::Codec;
+use ferry_config::HttpLimits;
 use ferry_host::StreamInfo;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
+
+use crate::connections::{Activity, ConnectionCap};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -26,6 +30,8 @@ pub(crate) struct WorkerListener {
     pub(crate) drain: tokio::sync::watch::Receiver<bool>,
     /// `listener.<address>.*`, shared by every worker.
     pub(crate) stats: std::sync::Arc<crate::envoy_stats::ListenerStats>,
+    /// The process-wide cap on downstream connections.
+    pub(crate) cap: std::sync::Arc<ConnectionCap>,
 }
 
 /// Accepts on every listener while the worker's event loop runs, until it
@@ -37,10 +43,10 @@ pub(crate) async fn serve(
 ) {
     let mut accept_tasks = Vec::new();
     for listener in listeners {
-        let WorkerListener { socket, service, drain, stats } = listener;
+        let WorkerListener { socket, service, drain, stats, cap } = listener;
         match TcpListener::from_std(socket) {
             Ok(socket) => {
-                let task = accept_loop(socket, service, drain, stats, thread.clone());
+                let task = accept_loop(socket, service, drain, (stats, cap), thread.clone());
                 accept_tasks.push(tokio::task::spawn_local(task));
             }
             Err(e) => tracing::error!(target: "main", "worker cannot listen: {e}"),
@@ -59,9 +65,10 @@ async fn accept_loop(
     listener: TcpListener,
     service: ListenerService,
     mut drain: tokio::sync::watch::Receiver<bool>,
-    stats: std::sync::Arc<crate::envoy_stats::ListenerStats>,
+    (stats, cap): (std::sync::Arc<crate::envoy_stats::ListenerStats>, std::sync::Arc<ConnectionCap>),
     thread: Rc<ThreadLoop>,
 ) {
+    let mut accept_errors = RateLimitedWarning::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -74,13 +81,19 @@ async fn accept_loop(
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly.
-                tracing::warn!(target: "main", "accept failed: {e}");
+                accept_errors.warn(&e);
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             }
         };
+        // Over the cap the connection is closed at once; those open go on.
+        let Some(counted) = cap.admit() else {
+            stats.downstream_global_cx_overflow.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let open = stats.accepted();
+        let open = (stats.accepted(), counted);
         let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
         let http = match &service {
             ListenerService::Http(http) => http.clone(),
@@ -107,11 +120,15 @@ async fn accept_loop(
             source: peer,
             destination: stream.local_addr().ok(),
             id,
+            activity: Default::default(),
         });
         http.stats.connection_opened();
         tokio::task::spawn_local(async move {
+            let activity = conn.clone();
             let service = service_fn(move |request| conn_manager::handle(request, conn.clone()));
-            if let Err(e) = http_server(&http).serve_connection(TokioIo::new(stream), service).await {
+            let server = http_server(&http);
+            let connection = server.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = close_when_due(connection, &activity.activity, &http.limits).await {
                 tracing::debug!(target: "http", "connection closed with an error: {e}");
             }
             http.stats.connection_closed();
@@ -130,8 +147,15 @@ fn http_server(plan: &HttpPlan) -> auto::Builder<LocalExecutor> {
         Codec::Http1 => builder.http1_only(),
         Codec::Http2 => builder.http2_only(),
     };
+    let limits = plan.limits;
+    let header_bytes = limits.max_request_headers_kb as usize * 1024;
+    let mut http1 = builder.http1();
+    http1.timer(TokioTimer::new()).header_read_timeout(limits.request_headers_timeout);
+    // hyper's read buffer holds a request's head: its size caps the headers (431 past it).
+    http1.max_buf_size(header_bytes.max(8192)).max_headers(limits.max_headers_count as usize);
     let options = plan.http2;
     let mut http2 = builder.http2();
+    http2.timer(TokioTimer::new()).max_header_list_size(header_bytes as u32);
     if let Some(streams) = options.max_concurrent_streams {
         http2.max_concurrent_streams(streams);
     }
@@ -142,6 +166,79 @@ fn http_server(plan: &HttpPlan) -> auto::Builder<LocalExecutor> {
         http2.initial_connection_window_size(size);
     }
     builder
+}
+
+/// Serves a connection until it ends, or until it has been idle for the
+/// `idle_timeout` or open for the `max_connection_duration`: then it is
+/// shut down gracefully (HTTP/1.1 finishes the response in flight and
+/// closes; HTTP/2 sends GOAWAY and lets its streams finish).
+async fn close_when_due<C>(connection: C, activity: &Activity, limits: &HttpLimits) -> Result<(), BoxError>
+where
+    C: std::future::Future<Output = Result<(), BoxError>> + GracefulShutdown,
+{
+    let mut connection = std::pin::pin!(connection);
+    let idle = async {
+        match limits.idle_timeout {
+            Some(timeout) => activity.idle_for(timeout).await,
+            None => std::future::pending().await,
+        }
+    };
+    let too_old = async {
+        match limits.max_connection_duration {
+            Some(duration) => tokio::time::sleep(duration).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        () = idle => {}
+        () = too_old => {}
+    }
+    connection.as_mut().shut_down();
+    connection.await
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// hyper-util's connections, shut down gracefully.
+trait GracefulShutdown {
+    fn shut_down(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E> GracefulShutdown for auto::Connection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<BoxError>,
+    S::ResBody: http_body::Body + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn shut_down(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// A warning printed at most once a second, with how many were held back:
+/// a flood of failed accepts must not flood the log.
+#[derive(Default)]
+struct RateLimitedWarning {
+    last: Option<std::time::Instant>,
+    held_back: u64,
+}
+
+impl RateLimitedWarning {
+    fn warn(&mut self, error: &std::io::Error) {
+        if self.last.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1)) {
+            self.held_back += 1;
+            return;
+        }
+        match std::mem::take(&mut self.held_back) {
+            0 => tracing::warn!(target: "main", "accept failed: {error}"),
+            n => tracing::warn!(target: "main", "accept failed: {error} ({n} more in the last second)"),
+        }
+        self.last = Some(std::time::Instant::now());
+    }
 }
 
 /// Runs HTTP/2 streams as tasks of this thread's runtime: a request's

@@ -171,6 +171,8 @@ pub struct Plan {
     pub config_source: serde_json::Value,
     /// `stats_config.stats_tags`.
     pub stats_tags: Vec<ferry_config::StatsTag>,
+    /// How many downstream connections may be open at once.
+    pub connection_cap: Arc<crate::connections::ConnectionCap>,
 }
 
 /// A listener and what it serves.
@@ -236,6 +238,8 @@ pub struct HttpPlan {
     pub server_header_transformation: ServerHeaderTransformation,
     /// `codec_type`: which HTTP versions clients may speak.
     pub codec: ferry_config::Codec,
+    /// Timeouts and limits on what clients send.
+    pub limits: ferry_config::HttpLimits,
     /// `http2_protocol_options`.
     pub http2: ferry_config::Http2Options,
     /// `use_remote_address` and `xff_num_trusted_hops`: who the client is.
@@ -315,6 +319,7 @@ impl Plan {
                         server_name: Bytes::from(hcm.server_name.clone()),
                         server_header_transformation: hcm.server_header_transformation,
                         codec: hcm.codec,
+                        limits: hcm.limits,
                         http2: hcm.http2,
                         forwarding: crate::forwarding::Forwarding {
                             use_remote_address: hcm.use_remote_address,
@@ -359,6 +364,7 @@ impl Plan {
             node,
             config_source,
             stats_tags,
+            connection_cap: crate::connections::ConnectionCap::configured_or_default(config.max_downstream_connections),
         })
     }
 }

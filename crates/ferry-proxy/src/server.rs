@@ -89,6 +89,9 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
         bound.push((listener.name.clone(), socket.local_addr()?));
         sockets.push(socket);
     }
+    if let Some(max) = plan.connection_cap.max() {
+        tracing::info!(target: "main", "downstream connections capped at {max}");
+    }
     let admin = match plan.admin {
         Some(address) => {
             let socket = std::net::TcpListener::bind(address).map_err(|source| RunError::Bind {
@@ -124,7 +127,8 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
             .zip(&plan.listeners)
             .map(|(socket, l)| {
                 let (socket, service, drain) = (socket.try_clone()?, l.service.clone(), drain.clone());
-                Ok(WorkerListener { socket, service, drain, stats: l.stats.clone() })
+                let cap = plan.connection_cap.clone();
+                Ok(WorkerListener { socket, service, drain, stats: l.stats.clone(), cap })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         workers.push(spawn_worker(index, plan.clone(), listeners, health.clone())?);

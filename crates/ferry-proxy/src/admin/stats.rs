@@ -61,9 +61,11 @@ pub(super) fn collect(admin: &Admin) -> Vec<Stat> {
         let address = sanitize_stat_name(&format!("{}_{}", address.ip(), address.port()));
         let tag = ("envoy_listener_address".to_owned(), address.clone());
         let total = listener.downstream_cx_total.load(std::sync::atomic::Ordering::Relaxed);
+        let overflow = listener.downstream_global_cx_overflow.load(std::sync::atomic::Ordering::Relaxed);
         for (name, value) in [
             ("downstream_cx_total", MetricValue::Counter(total)),
             ("downstream_cx_active", MetricValue::Gauge(active(listener))),
+            ("downstream_global_cx_overflow", MetricValue::Counter(overflow)),
         ] {
             stats.push(Stat {
                 name: format!("listener.{address}.{name}"),

@@ -46,6 +46,8 @@ pub(crate) struct ConnContext {
     pub(crate) destination: Option<SocketAddr>,
     /// Unique in the process.
     pub(crate) id: u64,
+    /// Requests in flight, for the idle timeout.
+    pub(crate) activity: crate::connections::Activity,
 }
 
 /// The filters' view of one request: the stream's header maps and the
@@ -105,8 +107,13 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
     conn: Rc<ConnContext>,
 ) -> Result<Response<ResponseBody>, StreamReset> {
+    let _in_flight = conn.activity.begin();
     let (mut parts, body) = request.into_parts();
     conn.http.stats.request();
+    if let Err(status) = admissible(&mut parts, &conn.http.limits) {
+        conn.http.stats.response(status.as_u16());
+        return Ok(bare_reply(status, parts.version));
+    }
     // The client as the connection manager trusts it: the peer, or an
     // address from `x-forwarded-for` (see `forwarding`).
     let client = conn.http.forwarding.apply(&mut parts.headers, conn.source);
@@ -137,6 +144,44 @@ pub(crate) async fn handle(
             Err(reset)
         }
     }
+}
+
+/// What the codec refuses before anything else sees a request, as Envoy's:
+/// HTTP/1.0 unless `accept_http_10` (426), a second `Host` (400), a header
+/// name with `_` under `headers_with_underscores_action: REJECT_REQUEST`
+/// (400; `DROP_HEADER` removes them).
+fn admissible(parts: &mut http::request::Parts, limits: &ferry_config::HttpLimits) -> Result<(), StatusCode> {
+    if parts.version == http::Version::HTTP_10 && !limits.accept_http_10 {
+        return Err(StatusCode::UPGRADE_REQUIRED);
+    }
+    if parts.headers.get_all(http::header::HOST).iter().count() > 1 {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    let underscored = |headers: &http::HeaderMap| headers.keys().any(|name| name.as_str().contains('_'));
+    match limits.underscores {
+        ferry_config::UnderscoreAction::Allow => {}
+        ferry_config::UnderscoreAction::Reject if underscored(&parts.headers) => return Err(StatusCode::BAD_REQUEST),
+        ferry_config::UnderscoreAction::Reject => {}
+        ferry_config::UnderscoreAction::Drop => {
+            let names: Vec<http::HeaderName> =
+                parts.headers.keys().filter(|n| n.as_str().contains('_')).cloned().collect();
+            for name in names {
+                parts.headers.remove(name);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A reply with a status only (and `connection: close` for HTTP/1: the
+/// codec gives up on a client that sent a request it refuses).
+fn bare_reply(status: StatusCode, version: http::Version) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(Bytes::new()));
+    *response.status_mut() = status;
+    if version < http::Version::HTTP_2 {
+        response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// The general path: the request through the Wasm filters.

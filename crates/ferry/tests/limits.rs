@@ -1,0 +1,192 @@
+//! What ferry lets clients do, tried as attacks against the real binary:
+//! slow headers (slowloris) against `request_headers_timeout`, idle and
+//! old connections against `idle_timeout` and `max_connection_duration`,
+//! large headers, underscores, duplicate `Host`, HTTP/1.0, and a flood of
+//! connections against the overload manager's connection cap.
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{Ferry, request};
+
+/// A listener with `manager` lines added to its connection manager, a
+/// direct route `/` and a route `/slow` to an upstream that answers after
+/// 1.5 s; `bootstrap` added at the top.
+fn config(manager: &str, bootstrap: &str) -> String {
+    let slow = common::hyper_upstream(|request: http::Request<hyper::body::Incoming>| async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let seen = request.headers().keys().map(|k| k.as_str()).collect::<Vec<_>>().join(",");
+        http::Response::new(http_body_util::Full::new(bytes::Bytes::from(seen)))
+    });
+    format!(
+        r#"{bootstrap}admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: main
+{manager}          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/slow" }}
+                route: {{ cluster: slow }}
+              - match: {{ prefix: "/" }}
+                direct_response: {{ status: 200, body: {{ inline_string: ok }} }}
+          http_filters:
+          - name: envoy.filters.http.router
+  clusters:
+{}"#,
+        common::cluster("slow", slow)
+    )
+}
+
+/// Reads until the peer closes; how long that took (`None`: still open after `wait`).
+fn closed_within(stream: &mut TcpStream, wait: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut buffer = [0u8; 4096];
+    while started.elapsed() < wait {
+        match stream.read(&mut buffer) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+    None
+}
+
+#[test]
+fn slowloris_is_closed_at_the_request_headers_timeout() {
+    let ferry = Ferry::start(&config("          request_headers_timeout: 1s\n", ""), &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    let mut slow = TcpStream::connect(main).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = Instant::now();
+    // One header byte every 200 ms, never the end of the head.
+    let mut closed = None;
+    while started.elapsed() < Duration::from_secs(8) {
+        if slow.write_all(b"X").is_err() {
+            closed = Some(started.elapsed());
+            break;
+        }
+        if let Some(after) = closed_within(&mut slow, Duration::from_millis(200)) {
+            closed = Some(started.elapsed().max(after));
+            break;
+        }
+    }
+    let closed = closed.expect("the slow client was cut off");
+    assert!(closed < Duration::from_secs(4), "closed after {closed:?}");
+    assert_eq!(request(main, "GET", "/", &[], b"").text(), "ok", "others are served");
+}
+
+#[test]
+fn idle_connections_close_but_not_while_a_request_is_in_flight() {
+    let manager = "          common_http_protocol_options: { idle_timeout: 1s }\n";
+    let ferry = Ferry::start(&config(manager, ""), &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    let mut idle = TcpStream::connect(main).unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let closed = closed_within(&mut idle, Duration::from_secs(6)).expect("an idle keep-alive connection is closed");
+    assert!(closed >= Duration::from_millis(900), "not before the timeout: {closed:?}");
+    // The upstream takes 1.5 s, longer than the idle timeout: the request still gets its answer.
+    assert_eq!(request(main, "GET", "/slow", &[], b"").status, 200);
+}
+
+#[test]
+fn connections_end_at_the_max_connection_duration() {
+    let manager = "          common_http_protocol_options: { max_connection_duration: 1s }\n";
+    let ferry = Ferry::start(&config(manager, ""), &["--concurrency", "1"]);
+    let mut busy = TcpStream::connect(ferry.address("main")).unwrap();
+    let started = Instant::now();
+    let mut answered = 0;
+    // Keep asking, one request every 100 ms, until the proxy closes.
+    let closed = loop {
+        if busy.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_err() {
+            break started.elapsed();
+        }
+        match closed_within(&mut busy, Duration::from_millis(100)) {
+            Some(_) => break started.elapsed(),
+            None => answered += 1,
+        }
+        assert!(started.elapsed() < Duration::from_secs(8), "never closed");
+    };
+    assert!(answered >= 5, "served until then: {answered}");
+    assert!((Duration::from_millis(900)..Duration::from_secs(4)).contains(&closed), "{closed:?}");
+}
+
+#[test]
+fn what_the_codec_refuses() {
+    let manager = "          common_http_protocol_options: { headers_with_underscores_action: REJECT_REQUEST }\n";
+    let ferry = Ferry::start(&config(manager, ""), &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    assert_eq!(request(main, "GET", "/", &[("x_tenant", "a")], b"").status, 400, "underscores rejected");
+    let hosts = [("host", "a.example"), ("host", "b.example")];
+    assert_eq!(request(main, "GET", "/", &hosts, b"").status, 400, "two Host headers");
+    let huge = "a".repeat(70 * 1024);
+    assert_eq!(request(main, "GET", "/", &[("x-big", &huge)], b"").status, 431, "over max_request_headers_kb (60)");
+    let mut old = TcpStream::connect(main).unwrap();
+    old.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = old.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.0 426") || answer.starts_with("HTTP/1.1 426"), "{answer}");
+    // Dropped instead of refused, and HTTP/1.0 accepted when asked.
+    let manager = "          common_http_protocol_options: { headers_with_underscores_action: DROP_HEADER }\n          http_protocol_options: { accept_http_10: true }\n";
+    let ferry = Ferry::start(&config(manager, ""), &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    let seen = request(main, "GET", "/slow", &[("x_tenant", "a"), ("x-kept", "1")], b"").text();
+    assert!(seen.contains("x-kept") && !seen.contains("x_tenant"), "{seen}");
+    let mut old = TcpStream::connect(main).unwrap();
+    old.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = old.read_to_string(&mut answer);
+    assert!(answer.contains(" 200 ") && answer.ends_with("ok"), "{answer}");
+}
+
+#[test]
+fn a_flood_of_connections_past_the_cap_leaves_the_open_ones_served() {
+    let bootstrap = r#"overload_manager:
+  resource_monitors:
+  - name: envoy.resource_monitors.global_downstream_max_connections
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig
+      max_active_downstream_connections: 20
+"#;
+    let ferry = Ferry::start(&config("", bootstrap), &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    // One kept-alive connection in use, then a flood up to and past the cap.
+    let mut health = TcpStream::connect(main).unwrap();
+    let ask = |stream: &mut TcpStream| -> bool {
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_ok() && {
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buffer = [0u8; 1024];
+            matches!(stream.read(&mut buffer), Ok(n) if n > 0 && buffer[..n].starts_with(b"HTTP/1.1 200"))
+        }
+    };
+    assert!(ask(&mut health));
+    let flood: Vec<TcpStream> = (0..200).filter_map(|_| TcpStream::connect(main).ok()).collect();
+    let refused = flood.into_iter().filter_map(|mut s| closed_within(&mut s, Duration::from_millis(50))).count();
+    assert!(refused >= 180, "connections past the cap are closed at once: {refused} of 200");
+    assert!(ask(&mut health), "the connection already open is still served");
+    let admin = SocketAddr::from(([127, 0, 0, 1], ferry.admin.expect("admin").port()));
+    let stats = request(admin, "GET", "/stats?filter=overflow", &[], b"").text();
+    let overflow: u64 = stats
+        .lines()
+        .find_map(|l| l.split_once("downstream_global_cx_overflow: ").map(|(_, v)| v.parse().unwrap()))
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert!(overflow >= 180, "{stats}");
+    // Once the flood is gone, new connections are let in again.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(request(main, "GET", "/", &[], b"").status, 200);
+}
