@@ -264,7 +264,7 @@ fn listener(raw: raw::Listener, path: &str, clusters: &[Cluster]) -> Result<List
             }
             (HCM, true) if wasm_filters.is_empty() => {
                 let hcm = http_connection_manager(decode(any.fields, &any.path)?, &any.path, clusters)?;
-                return Ok(listener(ListenerKind::Http(hcm)));
+                return Ok(listener(ListenerKind::Http(Box::new(hcm))));
             }
             (HCM, true) => {
                 return Err(err(

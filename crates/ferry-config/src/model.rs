@@ -204,7 +204,7 @@ pub struct Listener {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ListenerKind {
     /// `envoy.filters.network.http_connection_manager`.
-    Http(HttpConnectionManager),
+    Http(Box<HttpConnectionManager>),
     /// `envoy.filters.network.tcp_proxy`, after any network Wasm filters.
     Tcp(TcpProxy),
 }
