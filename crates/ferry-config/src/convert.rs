@@ -236,6 +236,17 @@ fn listener(raw: raw::Listener, path: &str, clusters: &[Cluster]) -> Result<List
     let metadata = crate::metadata::metadata(raw.metadata, &join(path, "metadata"))?;
     // Filter chain metadata has no attribute of its own; it is checked all the same.
     crate::metadata::metadata(chain.metadata, &join(path, "filter_chains[0].metadata"))?;
+    if chain.filter_chain_match.is_some() {
+        return Err(err(
+            join(path, "filter_chains[0].filter_chain_match"),
+            "not supported yet (one filter chain per listener)",
+        ));
+    }
+    let socket_path = join(path, "filter_chains[0].transport_socket");
+    let tls = match chain.transport_socket {
+        Some(socket) => crate::tls::transport_socket(socket, &socket_path, true)?,
+        None => None,
+    };
     let listener = |kind| Listener {
         name: raw.name.clone(),
         address: address.clone(),
@@ -243,6 +254,7 @@ fn listener(raw: raw::Listener, path: &str, clusters: &[Cluster]) -> Result<List
         metadata: metadata.clone(),
         direction: raw.traffic_direction.unwrap_or(0),
         filter_chain_name: chain.name.clone(),
+        tls: tls.clone(),
     };
     let path = join(path, "filter_chains[0].filters");
     if chain.filters.is_empty() {
@@ -272,6 +284,9 @@ fn listener(raw: raw::Listener, path: &str, clusters: &[Cluster]) -> Result<List
                     "network Wasm filters in front of the HTTP connection manager are not supported; \
                      use envoy.filters.http.wasm inside it",
                 ));
+            }
+            (TCP_PROXY, true) if tls.is_some() => {
+                return Err(err(socket_path, "TLS in front of tcp_proxy is not supported yet"));
             }
             (TCP_PROXY, true) => {
                 let proxy = tcp_proxy(decode(any.fields, &any.path)?, &any.path, clusters, wasm_filters)?;
@@ -309,6 +324,12 @@ fn tcp_proxy(
     let Some(cluster) = raw.cluster else {
         return Err(err(join(path, "cluster"), "required"));
     };
+    if clusters.iter().any(|c| c.name == cluster && c.tls.is_some()) {
+        return Err(err(
+            join(path, "cluster"),
+            format!("cluster {cluster:?} speaks TLS: not supported for tcp_proxy yet"),
+        ));
+    }
     if !clusters.iter().any(|c| c.name == cluster) {
         return Err(err(join(path, "cluster"), format!("unknown cluster {cluster:?}")));
     }
@@ -502,7 +523,12 @@ pub(crate) fn format_source(raw: raw::DataSource, path: &str) -> Result<Vec<u8>,
 /// Bytes of an inline or file `DataSource`; a file is read only if it is a
 /// regular file of at most `cap` bytes (an error about it names
 /// `cap_field`, the setting that raises the cap, if there is one).
-fn data_source(raw: raw::DataSource, path: &str, cap: u64, cap_field: Option<&str>) -> Result<Vec<u8>, ConfigError> {
+pub(crate) fn data_source(
+    raw: raw::DataSource,
+    path: &str,
+    cap: u64,
+    cap_field: Option<&str>,
+) -> Result<Vec<u8>, ConfigError> {
     match (raw.inline_string, raw.inline_bytes, raw.filename) {
         (Some(s), None, None) => Ok(s.into_bytes()),
         (None, Some(b), None) => base64_bytes(&b, &join(path, "inline_bytes")),
@@ -571,6 +597,7 @@ fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
         }
     }
     let mut http2 = raw.http2_protocol_options.is_some();
+    let mut auto_http = false;
     for (key, value) in raw.typed_extension_protocol_options.unwrap_or_default() {
         let key = key.as_str().unwrap_or_default().to_owned();
         let at = join(path, &format!("typed_extension_protocol_options.{key}"));
@@ -582,11 +609,14 @@ fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
             ));
         }
         let options: raw::HttpProtocolOptions = decode(any.fields, &any.path)?;
-        if options.auto_config.is_some() || options.use_downstream_protocol_config.is_some() {
+        if options.use_downstream_protocol_config.is_some() {
             return Err(err(
-                &any.path,
-                "only explicit_http_config is supported (ALPN needs TLS, which ferry does not do)",
+                join(&any.path, "use_downstream_protocol_config"),
+                "not supported yet; use explicit_http_config or auto_config",
             ));
+        }
+        if options.auto_config.is_some() {
+            auto_http = true;
         }
         if let Some(explicit) = options.explicit_http_config {
             http2 = explicit.http2_protocol_options.is_some();
@@ -594,7 +624,27 @@ fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
         }
     }
     let metadata = crate::metadata::metadata(raw.metadata, &join(path, "metadata"))?;
-    Ok(Cluster { name: raw.name, connect_timeout, discovery, endpoints, endpoint_metadata, http2, metadata })
+    let tls = match raw.transport_socket {
+        Some(socket) => crate::tls::transport_socket(socket, &join(path, "transport_socket"), false)?,
+        None => None,
+    };
+    if auto_http && tls.is_none() {
+        return Err(err(
+            join(path, "typed_extension_protocol_options"),
+            "auto_config chooses the protocol by ALPN, which needs TLS: add a transport_socket",
+        ));
+    }
+    Ok(Cluster {
+        name: raw.name,
+        connect_timeout,
+        discovery,
+        endpoints,
+        endpoint_metadata,
+        http2,
+        metadata,
+        tls,
+        auto_http,
+    })
 }
 
 /// A protobuf JSON duration: seconds with an `s` suffix, e.g. `0.25s`.

@@ -106,6 +106,11 @@ pub(crate) fn headers_with_underscores_action<'de, D: Deserializer<'de>>(d: D) -
     enum_name(d, "HeadersWithUnderscoresAction", &["ALLOW", "REJECT_REQUEST", "DROP_HEADER"])
 }
 
+/// `TlsParameters.TlsProtocol`.
+pub(crate) fn tls_version<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(d, "TlsProtocol", &["TLS_AUTO", "TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3"])
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(serde::Deserialize, Debug)]

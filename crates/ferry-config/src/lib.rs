@@ -20,6 +20,7 @@ pub mod model;
 mod raw;
 mod repeated;
 mod routes;
+pub mod tls;
 
 use std::path::Path;
 

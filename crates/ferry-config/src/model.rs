@@ -198,6 +198,48 @@ pub struct Listener {
     pub direction: i64,
     /// The filter chain's `name`.
     pub filter_chain_name: String,
+    /// The filter chain's TLS (`transport_socket`), if it terminates TLS.
+    pub tls: Option<TlsContext>,
+}
+
+/// A TLS context: Envoy's `DownstreamTlsContext` or `UpstreamTlsContext`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TlsContext {
+    /// `common_tls_context.tls_certificates`: chains and keys, PEM.
+    pub certificates: Vec<CertificateKey>,
+    /// `validation_context.trusted_ca`, PEM: the peer must present a
+    /// certificate it signed (for a server, when a client offers one).
+    pub trusted_ca: Option<Vec<u8>>,
+    /// `alpn_protocols`, in order of preference.
+    pub alpn: Vec<String>,
+    /// `tls_params.tls_minimum_protocol_version` (TLS 1.2 by default).
+    pub min_version: TlsVersion,
+    /// `tls_params.tls_maximum_protocol_version` (TLS 1.3 by default).
+    pub max_version: TlsVersion,
+    /// `tls_params.cipher_suites` for TLS 1.2 (empty: rustls's).
+    pub cipher_suites: Vec<String>,
+    /// `require_client_certificate` (downstream).
+    pub require_client_certificate: bool,
+    /// `sni` (upstream).
+    pub sni: Option<String>,
+}
+
+/// A certificate chain and its private key, PEM.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CertificateKey {
+    /// `certificate_chain`.
+    pub chain_pem: Vec<u8>,
+    /// `private_key`.
+    pub key_pem: Vec<u8>,
+}
+
+/// A TLS version rustls speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    Tls12,
+    /// TLS 1.3.
+    Tls13,
 }
 
 /// The network filter chain of a listener, by its terminal filter.
@@ -894,10 +936,14 @@ pub struct Cluster {
     pub endpoint_metadata: Vec<Metadata>,
     /// `metadata`.
     pub metadata: Metadata,
-    /// HTTP/2 (cleartext) to the endpoints, from `HttpProtocolOptions`'
+    /// HTTP/2 to the endpoints, from `HttpProtocolOptions`'
     /// `explicit_http_config.http2_protocol_options` (or the deprecated
     /// `http2_protocol_options`); HTTP/1.1 otherwise.
     pub http2: bool,
+    /// `transport_socket`: TLS to the endpoints.
+    pub tls: Option<TlsContext>,
+    /// `auto_config`: HTTP/2 or HTTP/1.1 as the endpoint's ALPN says (needs TLS).
+    pub auto_http: bool,
 }
 
 /// How a cluster finds its endpoints (`type`).

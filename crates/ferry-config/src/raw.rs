@@ -183,6 +183,10 @@ pub(crate) struct FilterChain {
     pub name: String,
     #[serde(default)]
     pub metadata: Option<Value>,
+    #[serde(default)]
+    pub transport_socket: Option<crate::tls::RawTransportSocket>,
+    #[serde(default)]
+    pub filter_chain_match: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -334,6 +338,8 @@ pub(crate) struct Cluster {
     pub typed_extension_protocol_options: Option<serde_norway::Mapping>,
     #[serde(default)]
     pub metadata: Option<Value>,
+    #[serde(default)]
+    pub transport_socket: Option<crate::tls::RawTransportSocket>,
 }
 
 /// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`.

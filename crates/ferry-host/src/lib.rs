@@ -34,7 +34,9 @@ mod thread;
 mod vm;
 mod wasi;
 
-pub use attributes::{ClusterFacts, ListenerFacts, Locality, Metadata, Node, RouteFacts, XdsInfo};
+pub use attributes::{
+    CertificateFacts, ClusterFacts, ListenerFacts, Locality, Metadata, Node, RouteFacts, TlsFacts, XdsInfo,
+};
 pub use compiler::{Compilation, TIER_UP_WAIT, Tier};
 pub use error::{LoadError, PluginFailure, StartError};
 pub use exports::{Abis, CALLBACKS, Callback};

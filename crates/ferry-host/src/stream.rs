@@ -59,6 +59,8 @@ pub struct StreamInfo {
     pub xds: crate::attributes::XdsInfo,
     /// The stream's dynamic metadata (the `metadata` attribute).
     pub metadata: crate::attributes::Metadata,
+    /// What the downstream TLS handshake established, for a TLS connection.
+    pub tls: Option<std::sync::Arc<crate::attributes::TlsFacts>>,
 }
 
 impl StreamInfo {

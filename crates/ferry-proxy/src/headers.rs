@@ -11,7 +11,7 @@ use http::request::Parts;
 /// without the connection-level headers Envoy removes), then
 /// `x-forwarded-proto` and `x-request-id` when absent. (`x-forwarded-for`
 /// is already as `forwarding` left it.)
-pub(crate) fn request_headers(parts: &Parts, generate_request_id: bool) -> HeaderMap {
+pub(crate) fn request_headers(parts: &Parts, generate_request_id: bool, scheme: &'static str) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(parts.headers.len() + 6);
     let authority = parts
         .headers
@@ -23,7 +23,7 @@ pub(crate) fn request_headers(parts: &Parts, generate_request_id: bool) -> Heade
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     map.append_lowercase(Bytes::from_static(b":path"), Bytes::copy_from_slice(path.as_bytes()));
     map.append_lowercase(Bytes::from_static(b":method"), method_bytes(&parts.method));
-    map.append_lowercase(Bytes::from_static(b":scheme"), Bytes::from_static(b"http"));
+    map.append_lowercase(Bytes::from_static(b":scheme"), Bytes::from_static(scheme.as_bytes()));
     for (name, value) in &parts.headers {
         if name == header::HOST || is_connection_header(name.as_str().as_bytes()) {
             continue;
@@ -31,7 +31,7 @@ pub(crate) fn request_headers(parts: &Parts, generate_request_id: bool) -> Heade
         map.append_lowercase(name_bytes(name), Bytes::copy_from_slice(value.as_bytes()));
     }
     if !map.contains(b"x-forwarded-proto") {
-        map.append_lowercase(Bytes::from_static(b"x-forwarded-proto"), Bytes::from_static(b"http"));
+        map.append_lowercase(Bytes::from_static(b"x-forwarded-proto"), Bytes::from_static(scheme.as_bytes()));
     }
     if generate_request_id && !map.contains(b"x-request-id") {
         map.append_lowercase(Bytes::from_static(b"x-request-id"), new_request_id());
@@ -205,7 +205,7 @@ mod tests {
             .header("connection", "keep-alive")
             .body(())
             .unwrap();
-        let map = request_headers(&parts(request), true);
+        let map = request_headers(&parts(request), true, "http");
         assert_eq!(
             names(&map),
             [
@@ -233,7 +233,7 @@ mod tests {
             .header("x-forwarded-proto", "https")
             .body(())
             .unwrap();
-        let map = request_headers(&parts(request), true);
+        let map = request_headers(&parts(request), true, "http");
         assert_eq!(&map.get(b"x-request-id").unwrap()[..], b"abc");
         assert_eq!(&map.get(b"x-forwarded-proto").unwrap()[..], b"https");
         assert_eq!(map.len(), 6);
@@ -241,7 +241,7 @@ mod tests {
 
     #[test]
     fn no_request_id_when_generation_is_off() {
-        let map = request_headers(&parts(http::Request::get("/").body(()).unwrap()), false);
+        let map = request_headers(&parts(http::Request::get("/").body(()).unwrap()), false, "http");
         assert!(!map.contains(b"x-request-id"));
     }
 }

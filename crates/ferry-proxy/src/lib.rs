@@ -22,6 +22,7 @@ mod plan;
 pub mod router;
 mod server;
 mod tcp_proxy;
+mod tls;
 mod upstream;
 pub mod xds;
 

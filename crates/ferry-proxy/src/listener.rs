@@ -114,27 +114,58 @@ async fn accept_loop(
                 continue;
             }
         };
-        let conn = Rc::new(ConnContext {
-            thread: thread.clone(),
-            http: http.clone(),
-            source: peer,
-            destination: stream.local_addr().ok(),
-            id,
-            activity: Default::default(),
-        });
-        http.stats.connection_opened();
+        let destination = stream.local_addr().ok();
+        let thread = thread.clone();
         tokio::task::spawn_local(async move {
-            let activity = conn.clone();
-            let service = service_fn(move |request| conn_manager::handle(request, conn.clone()));
-            let server = http_server(&http);
-            let connection = server.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = close_when_due(connection, &activity.activity, &http.limits).await {
-                tracing::debug!(target: "http", "connection closed with an error: {e}");
+            let conn = |tls| {
+                Rc::new(ConnContext {
+                    thread,
+                    http: http.clone(),
+                    source: peer,
+                    destination,
+                    id,
+                    activity: Default::default(),
+                    tls,
+                })
+            };
+            match &http.tls {
+                None => serve_http(stream, conn(None)).await,
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let facts = crate::tls::handshake_facts(stream.get_ref().1, tls.local.as_ref());
+                            serve_http(stream, conn(Some(std::sync::Arc::new(facts)))).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(target: "connection", "TLS handshake with {peer} failed: {e}"),
+                        Err(_) => tracing::debug!(target: "connection", "TLS handshake with {peer} timed out"),
+                    }
+                }
             }
-            http.stats.connection_closed();
             drop(open);
         });
     }
+}
+
+/// Longest a client may take to finish its TLS handshake (Envoy's
+/// listener filters time out at 15 s too).
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Serves HTTP on a connection (plain or TLS) until it ends or is due to close.
+async fn serve_http<IO>(io: IO, conn: Rc<ConnContext>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let http = conn.http.clone();
+    http.stats.connection_opened();
+    let activity = conn.clone();
+    let service = service_fn(move |request| conn_manager::handle(request, conn.clone()));
+    let server = http_server(&http);
+    let connection = server.serve_connection(TokioIo::new(io), service);
+    if let Err(e) = close_when_due(connection, &activity.activity, &http.limits).await {
+        tracing::debug!(target: "http", "connection closed with an error: {e}");
+    }
+    http.stats.connection_closed();
 }
 
 /// hyper's server for a connection manager's `codec_type`: HTTP/1.1, and

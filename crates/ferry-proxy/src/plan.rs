@@ -51,6 +51,15 @@ pub enum PlanError {
         /// What went wrong.
         source: LoadError,
     },
+    /// A TLS context could not be set up (a certificate, key or CA that
+    /// does not parse, or settings rustls refuses).
+    #[error("{what}: TLS: {source}")]
+    Tls {
+        /// The listener or cluster.
+        what: String,
+        /// Why.
+        source: crate::tls::TlsError,
+    },
     /// An address could not be resolved.
     #[error("{what}: cannot resolve {address}: {reason}")]
     Address {
@@ -240,6 +249,8 @@ pub struct HttpPlan {
     pub codec: ferry_config::Codec,
     /// Timeouts and limits on what clients send.
     pub limits: ferry_config::HttpLimits,
+    /// The listener's TLS, if it terminates TLS.
+    pub(crate) tls: Option<Arc<crate::tls::ServerTls>>,
     /// `http2_protocol_options`.
     pub http2: ferry_config::Http2Options,
     /// `use_remote_address` and `xff_num_trusted_hops`: who the client is.
@@ -293,7 +304,10 @@ impl Plan {
                 plugins.add_worker(&service.plugin)?;
             }
         }
-        let clusters = Arc::new(Clusters::new(&config.clusters));
+        let clusters = Arc::new(
+            Clusters::new(&config.clusters)
+                .map_err(|(cluster, source)| PlanError::Tls { what: format!("cluster {cluster:?}"), source })?,
+        );
         let mut listeners = Vec::new();
         for listener in &config.listeners {
             let address = resolve(&listener.address.to_string(), &format!("listener {:?}", listener.name))?;
@@ -320,6 +334,15 @@ impl Plan {
                         server_header_transformation: hcm.server_header_transformation,
                         codec: hcm.codec,
                         limits: hcm.limits,
+                        tls: listener
+                            .tls
+                            .as_ref()
+                            .map(|tls| crate::tls::server(tls).map(Arc::new))
+                            .transpose()
+                            .map_err(|source| PlanError::Tls {
+                                what: format!("listener {:?}", listener.name),
+                                source,
+                            })?,
                         http2: hcm.http2,
                         forwarding: crate::forwarding::Forwarding {
                             use_remote_address: hcm.use_remote_address,

@@ -17,7 +17,7 @@ use ferry_abi::{Status, pairs};
 
 pub(crate) use self::cel::{Expressions, evaluate};
 pub use proto::{Locality, Metadata, Node};
-pub use vocabulary::{ClusterFacts, ListenerFacts, RouteFacts, XdsInfo};
+pub use vocabulary::{CertificateFacts, ClusterFacts, ListenerFacts, RouteFacts, TlsFacts, XdsInfo};
 pub(crate) use vocabulary::{Facts, header, resolve};
 
 /// The value of an attribute, typed as Envoy's attribute reference types it.

@@ -58,6 +58,33 @@ pub struct ClusterFacts {
     pub metadata: Metadata,
 }
 
+/// What a downstream TLS handshake established (the `connection.*` TLS
+/// attributes).
+#[derive(Clone, Debug, Default)]
+pub struct TlsFacts {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: String,
+    /// The SNI the client asked for (empty if none).
+    pub server_name: String,
+    /// The client's certificate, if it presented one.
+    pub peer: Option<CertificateFacts>,
+    /// The proxy's own certificate.
+    pub local: Option<CertificateFacts>,
+}
+
+/// What plugins read of a certificate.
+#[derive(Clone, Debug, Default)]
+pub struct CertificateFacts {
+    /// The subject, RFC 2253 (`CN=client,O=Example`).
+    pub subject: String,
+    /// URI subject alternative names.
+    pub uri_sans: Vec<String>,
+    /// DNS subject alternative names.
+    pub dns_sans: Vec<String>,
+    /// SHA-256 of the DER encoding, lower-case hex.
+    pub sha256: String,
+}
+
 /// What a path is resolved against.
 pub(crate) struct Facts<'a> {
     /// The stream of the acting context, if it has one.
@@ -99,7 +126,19 @@ const REQUEST: &[&str] = &[
     "query",
 ];
 const RESPONSE: &[&str] = &["code", "headers", "trailers", "grpc_status"];
-const CONNECTION: &[&str] = &["id", "mtls", "requested_server_name"];
+const CONNECTION: &[&str] = &[
+    "id",
+    "mtls",
+    "requested_server_name",
+    "tls_version",
+    "subject_local_certificate",
+    "subject_peer_certificate",
+    "uri_san_local_certificate",
+    "uri_san_peer_certificate",
+    "dns_san_local_certificate",
+    "dns_san_peer_certificate",
+    "sha256_peer_certificate_digest",
+];
 const ADDRESS: &[&str] = &["address", "port"];
 const XDS: &[&str] = &[
     "node",
@@ -193,12 +232,7 @@ pub(crate) fn field(facts: &Facts<'_>, group: Group, name: &[u8]) -> Option<Valu
     match group {
         Group::Request => request(s, name),
         Group::Response => response(s, name),
-        Group::Connection => match name {
-            b"id" => Some(Value::Uint(s.info.connection_id)),
-            b"mtls" => Some(Value::Bool(false)),
-            b"requested_server_name" => Some(Value::string("")),
-            _ => None,
-        },
+        Group::Connection => connection(s, name),
         Group::Upstream => address(s.info.upstream?, name),
         Group::Source => address(s.info.source?, name),
         Group::Destination => address(s.info.destination?, name),
@@ -275,6 +309,29 @@ fn response(s: &HttpStream, name: &[u8]) -> Option<Value> {
             let status = s.response_trailers.get(b"grpc-status").or_else(|| headers.get(b"grpc-status"))?;
             Some(Value::Int(std::str::from_utf8(status).ok()?.parse().ok()?))
         }
+        _ => None,
+    }
+}
+
+/// `connection.*`: the TLS ones are there only for a TLS connection (the
+/// SANs and digest only when the certificate has them), as in Envoy.
+fn connection(s: &HttpStream, name: &[u8]) -> Option<Value> {
+    let tls = s.info.tls.as_deref();
+    let peer = || tls.and_then(|t| t.peer.as_ref());
+    let local = || tls.and_then(|t| t.local.as_ref());
+    let first = |names: Option<&Vec<String>>| names.and_then(|n| n.first()).map(Value::string);
+    match name {
+        b"id" => Some(Value::Uint(s.info.connection_id)),
+        b"mtls" => Some(Value::Bool(peer().is_some())),
+        b"requested_server_name" => Some(Value::string(tls.map_or("", |t| &t.server_name))),
+        b"tls_version" => tls.map(|t| Value::string(&t.version)),
+        b"subject_local_certificate" => local().map(|c| Value::string(&c.subject)),
+        b"subject_peer_certificate" => peer().map(|c| Value::string(&c.subject)),
+        b"uri_san_local_certificate" => first(local().map(|c| &c.uri_sans)),
+        b"uri_san_peer_certificate" => first(peer().map(|c| &c.uri_sans)),
+        b"dns_san_local_certificate" => first(local().map(|c| &c.dns_sans)),
+        b"dns_san_peer_certificate" => first(peer().map(|c| &c.dns_sans)),
+        b"sha256_peer_certificate_digest" => peer().map(|c| Value::string(&c.sha256)),
         _ => None,
     }
 }

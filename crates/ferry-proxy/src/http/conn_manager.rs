@@ -48,6 +48,15 @@ pub(crate) struct ConnContext {
     pub(crate) id: u64,
     /// Requests in flight, for the idle timeout.
     pub(crate) activity: crate::connections::Activity,
+    /// What the TLS handshake established, on a TLS connection.
+    pub(crate) tls: Option<Arc<ferry_host::TlsFacts>>,
+}
+
+impl ConnContext {
+    /// `https` on a TLS connection, else `http` (`:scheme`, `x-forwarded-proto`).
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
 }
 
 /// The filters' view of one request: the stream's header maps and the
@@ -191,7 +200,7 @@ async fn filtered(
     client: SocketAddr,
     conn: Rc<ConnContext>,
 ) -> Result<Response<ResponseBody>, StreamReset> {
-    let request_headers = request_headers(&parts, conn.http.generate_request_id);
+    let request_headers = request_headers(&parts, conn.http.generate_request_id, conn.scheme());
     let info = StreamInfo {
         source: Some(client),
         destination: conn.destination,
@@ -199,6 +208,7 @@ async fn filtered(
         start: Some(std::time::SystemTime::now()),
         protocol: protocol_name(parts.version),
         xds: ferry_host::XdsInfo { listener: Some(conn.http.listener.clone()), ..Default::default() },
+        tls: conn.tls.clone(),
         ..StreamInfo::default()
     };
     let stream = HttpStream { request_headers, info, ..HttpStream::default() };
@@ -334,7 +344,7 @@ impl Exchange {
         };
         let response =
             thread.upstreams().forward(&cluster, &send, &self.stream.request_headers, body).await.map_err(|error| {
-                tracing::debug!(target: "upstream", "cluster {cluster}: {error}");
+                tracing::debug!(target: "upstream", "cluster {cluster}: {error} ({:?})", std::error::Error::source(&error));
                 StreamError::Upstream(error)
             })?;
         let (parts, body) = response.into_parts();

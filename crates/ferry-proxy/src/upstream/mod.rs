@@ -30,12 +30,19 @@ pub struct Clusters {
     clusters: Vec<ferry_config::Cluster>,
     /// Envoy's `cluster.<name>.*` counters, one per cluster, in order.
     stats: Vec<Arc<ClusterStats>>,
+    /// Each cluster's TLS client configuration, if it speaks TLS.
+    tls: Vec<Option<rustls::ClientConfig>>,
 }
 
 impl Clusters {
-    /// From the configuration.
-    pub fn new(clusters: &[ferry_config::Cluster]) -> Self {
-        Clusters { clusters: clusters.to_vec(), stats: clusters.iter().map(|_| Arc::default()).collect() }
+    /// From the configuration; a TLS context that cannot be set up is an
+    /// error naming its cluster.
+    pub fn new(clusters: &[ferry_config::Cluster]) -> Result<Self, (String, crate::tls::TlsError)> {
+        let tls = clusters
+            .iter()
+            .map(|c| c.tls.as_ref().map(crate::tls::client).transpose().map_err(|e| (c.name.clone(), e)))
+            .collect::<Result<_, _>>()?;
+        Ok(Clusters { clusters: clusters.to_vec(), stats: clusters.iter().map(|_| Arc::default()).collect(), tls })
     }
 
     /// Each cluster's name and counters.
@@ -147,10 +154,15 @@ pub(crate) struct UpstreamHost {
     pub(crate) metadata: Arc<ferry_host::Metadata>,
 }
 
+/// hyper's connector, with TLS for clusters that have it.
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
 struct Pool {
-    client: Client<HttpConnector, UpstreamBody>,
-    /// HTTP/2 without TLS (prior knowledge), for gRPC calls.
-    grpc_client: Client<HttpConnector, ChannelBody>,
+    client: Client<Connector, UpstreamBody>,
+    /// HTTP/2 (prior knowledge, or by ALPN over TLS), for gRPC calls.
+    grpc_client: Client<Connector, ChannelBody>,
+    /// `https` for a TLS cluster, else `http`.
+    scheme: &'static str,
     endpoints: Vec<String>,
     /// Each endpoint's metadata, in the same order.
     endpoint_metadata: Vec<Arc<ferry_host::Metadata>>,
@@ -197,17 +209,36 @@ impl Upstreams {
             .clusters
             .iter()
             .zip(&clusters.stats)
-            .map(|(c, stats)| {
+            .zip(&clusters.tls)
+            .map(|((c, stats), tls)| {
                 let mut connector = HttpConnector::new();
                 connector.set_connect_timeout(Some(c.connect_timeout));
                 connector.set_nodelay(true);
-                let client = Client::builder(TokioExecutor::new()).http2_only(c.http2).build(connector.clone());
-                let grpc_client = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
+                // TLS wraps it: it connects for `https` URLs too.
+                connector.enforce_http(false);
+                // A TLS cluster speaks HTTP/2 or HTTP/1.1 as configured, or as ALPN
+                // says (`auto_config`); a plain one as configured.
+                let http2_only = c.http2 && !c.auto_http;
+                let client = Client::builder(TokioExecutor::new()).http2_only(http2_only).build(connector_for(
+                    c,
+                    tls.as_ref(),
+                    connector.clone(),
+                    !http2_only || c.auto_http,
+                    c.http2 || c.auto_http,
+                ));
+                let grpc_client = Client::builder(TokioExecutor::new()).http2_only(true).build(connector_for(
+                    c,
+                    tls.as_ref(),
+                    connector,
+                    false,
+                    true,
+                ));
                 let endpoints = c.endpoints.iter().map(ToString::to_string).collect();
                 let endpoint_metadata = c.endpoint_metadata.iter().map(|m| Arc::new(crate::xds::metadata(m))).collect();
                 let pool = Pool {
                     client,
                     grpc_client,
+                    scheme: if tls.is_some() { "https" } else { "http" },
                     endpoints,
                     endpoint_metadata,
                     facts: crate::xds::cluster(c),
@@ -253,7 +284,7 @@ impl Upstreams {
             let last = attempt == attempts;
             let this_body = if last { body.take() } else { body.as_ref().and_then(UpstreamBody::try_clone) };
             let this_body = this_body.ok_or_else(|| UpstreamError::Request("no body to send".into()))?;
-            let request = build_request(endpoint, headers, this_body, route.auto_host_rewrite)?;
+            let request = build_request(pool.scheme, endpoint, headers, this_body, route.auto_host_rewrite)?;
             // Each try gets the per-try timeout, within what is left of the route's.
             let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
             let per_try = match (retry.and_then(|r| r.per_try_timeout), left) {
@@ -325,7 +356,7 @@ impl Upstreams {
         let (endpoint, _) = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         parts.uri = Uri::builder()
-            .scheme("http")
+            .scheme(pool.scheme)
             .authority(endpoint)
             .path_and_query(path)
             .build()
@@ -373,7 +404,7 @@ impl Upstreams {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
         let (endpoint, _) = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
         let uri = Uri::builder()
-            .scheme("http")
+            .scheme(pool.scheme)
             .authority(endpoint)
             .path_and_query(path)
             .build()
@@ -413,7 +444,7 @@ impl Upstreams {
     ) -> Result<Response<Incoming>, UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
         let (endpoint, _) = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
-        let request = build_request(endpoint, headers, body, false)?;
+        let request = build_request(pool.scheme, endpoint, headers, body, false)?;
         Self::send_request(pool, timeout, request).await
     }
 
@@ -437,9 +468,50 @@ impl Upstreams {
     }
 }
 
+/// The connector of a cluster: TLS with its client configuration (the
+/// `sni` it names, ALPN for the protocols it may speak), or plain TCP.
+fn connector_for(
+    cluster: &ferry_config::Cluster,
+    tls: Option<&rustls::ClientConfig>,
+    tcp: HttpConnector,
+    http1: bool,
+    http2: bool,
+) -> Connector {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let Some(config) = tls else {
+        // Never used for TLS: the scheme of every request is `http`.
+        return builder.with_tls_config(plain_config()).https_or_http().enable_all_versions().wrap_connector(tcp);
+    };
+    let mut builder = builder.with_tls_config(config.clone()).https_only();
+    let sni = cluster.tls.as_ref().and_then(|t| t.sni.clone());
+    if let Some(name) = sni.and_then(|s| rustls::pki_types::ServerName::try_from(s).ok()) {
+        builder = builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+    }
+    match (http1, http2) {
+        (true, true) => builder.enable_http1().enable_http2().wrap_connector(tcp),
+        (false, true) => builder.enable_http2().wrap_connector(tcp),
+        _ => builder.enable_http1().wrap_connector(tcp),
+    }
+}
+
+/// A client configuration for connectors that never speak TLS.
+fn plain_config() -> rustls::ClientConfig {
+    static PLAIN: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
+    PLAIN
+        .get_or_init(|| {
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default versions")
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
+        .clone()
+}
+
 /// A request to `endpoint` from a header map; with `endpoint_as_host`
 /// (`auto_host_rewrite`) the endpoint is the `host`, else `:authority` is.
 fn build_request(
+    scheme: &str,
     endpoint: &str,
     headers: &HeaderMap,
     body: UpstreamBody,
@@ -448,7 +520,7 @@ fn build_request(
     let get = |name: &[u8]| headers.get(name).cloned().unwrap_or_else(Bytes::new);
     let path = get(b":path");
     let uri = Uri::builder()
-        .scheme("http")
+        .scheme(scheme)
         .authority(endpoint)
         .path_and_query(if path.is_empty() { &b"/"[..] } else { &path[..] })
         .build()

@@ -105,7 +105,7 @@ async fn forward(
     cluster: &str,
     timeout: Option<std::time::Duration>,
 ) -> Result<Response<ResponseBody>, StreamError> {
-    prepare_upstream_headers(&mut parts.headers, conn.http.generate_request_id);
+    prepare_upstream_headers(&mut parts.headers, conn.http.generate_request_id, conn.scheme());
     let logged = (!conn.http.access_logs.is_empty()).then(|| parts.headers.clone());
     let upstreams = conn.thread.upstreams();
     let envoy_headers = conn.http.envoy_headers;
@@ -137,7 +137,7 @@ async fn forward(
 /// The request headers as the general path sends them upstream:
 /// connection-level headers dropped (`te: trailers` kept), then
 /// `x-forwarded-proto` and `x-request-id` added when absent.
-fn prepare_upstream_headers(headers: &mut http::HeaderMap, generate_request_id: bool) {
+fn prepare_upstream_headers(headers: &mut http::HeaderMap, generate_request_id: bool, scheme: &'static str) {
     let te_trailers = headers.get(header::TE).is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
     remove_hop_by_hop(headers);
     // hyper frames the body itself.
@@ -146,7 +146,7 @@ fn prepare_upstream_headers(headers: &mut http::HeaderMap, generate_request_id: 
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
     }
     if generate_request_id {
         add_request_id(headers);

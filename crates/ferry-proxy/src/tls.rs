@@ -1,0 +1,225 @@
+//! TLS with rustls (on ring): the server configuration of a listener that
+//! terminates TLS, the client configuration of a cluster that originates
+//! it, and what a handshake tells plugins (the `connection.*` TLS
+//! attributes, as Envoy reports them).
+
+use std::sync::Arc;
+
+use ferry_config::{TlsContext, TlsVersion};
+use ferry_host::{CertificateFacts, TlsFacts};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CipherSuite, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+
+/// What is wrong with a TLS context.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM certificate or key that does not parse.
+    #[error("{what}: {reason}")]
+    Pem { what: &'static str, reason: String },
+    /// rustls refused the configuration.
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+    /// The client verifier could not be built.
+    #[error("client certificate verification: {0}")]
+    Verifier(String),
+}
+
+/// A listener's TLS: the server configuration, and its own certificate's
+/// facts (the `*_local_certificate` attributes).
+pub(crate) struct ServerTls {
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) local: Option<CertificateFacts>,
+}
+
+/// The server configuration for a `DownstreamTlsContext`.
+pub(crate) fn server(tls: &TlsContext) -> Result<ServerTls, TlsError> {
+    let provider = provider(&tls.cipher_suites);
+    let builder = ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(&versions(tls))?;
+    let builder = match &tls.trusted_ca {
+        Some(ca) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider);
+            let verifier = if tls.require_client_certificate { verifier } else { verifier.allow_unauthenticated() };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| TlsError::Verifier(e.to_string()))?)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let first = tls.certificates.first().ok_or(TlsError::Pem { what: "tls_certificates", reason: "none".into() })?;
+    let (chain, key) = (chain(&first.chain_pem)?, key(&first.key_pem)?);
+    let local = chain.first().map(|der| certificate_facts(der));
+    let mut config = builder.with_single_cert(chain, key)?;
+    config.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Ok(ServerTls { config: Arc::new(config), local })
+}
+
+/// The client configuration for an `UpstreamTlsContext`. Without a
+/// `trusted_ca` the server's certificate is not checked, as in Envoy
+/// (which verifies only what `validation_context` asks for).
+pub(crate) fn client(tls: &TlsContext) -> Result<ClientConfig, TlsError> {
+    let provider = provider(&tls.cipher_suites);
+    let builder = ClientConfig::builder_with_provider(provider.clone()).with_protocol_versions(&versions(tls))?;
+    let builder = match &tls.trusted_ca {
+        Some(ca) => builder.with_root_certificates(roots(ca)?),
+        None => builder.dangerous().with_custom_certificate_verifier(Arc::new(Unverified(provider))),
+    };
+    Ok(match tls.certificates.first() {
+        Some(cert) => builder.with_client_auth_cert(chain(&cert.chain_pem)?, key(&cert.key_pem)?)?,
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// What a finished handshake says, for the `connection.*` attributes.
+pub(crate) fn handshake_facts(connection: &rustls::ServerConnection, local: Option<&CertificateFacts>) -> TlsFacts {
+    let version = match connection.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "",
+    };
+    TlsFacts {
+        version: version.to_owned(),
+        server_name: connection.server_name().unwrap_or_default().to_owned(),
+        peer: connection.peer_certificates().and_then(|chain| chain.first()).map(certificate_facts),
+        local: local.cloned(),
+    }
+}
+
+/// Subject (RFC 2253, as Envoy prints it), SANs and SHA-256 digest of a certificate.
+pub(crate) fn certificate_facts(der: &CertificateDer<'_>) -> CertificateFacts {
+    use sha2::Digest as _;
+    let sha256 = sha2::Sha256::digest(der.as_ref()).iter().map(|b| format!("{b:02x}")).collect();
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+        return CertificateFacts { sha256, ..CertificateFacts::default() };
+    };
+    // RFC 2253: the most specific attribute first, joined with commas.
+    let mut parts: Vec<String> = Vec::new();
+    for rdn in cert.subject().iter() {
+        for attribute in rdn.iter() {
+            let name = x509_parser::objects::oid2abbrev(attribute.attr_type(), x509_parser::objects::oid_registry())
+                .map_or_else(|_| attribute.attr_type().to_id_string(), str::to_owned);
+            let value = attribute.as_str().map_or_else(|_| String::new(), str::to_owned);
+            parts.push(format!("{name}={}", escape_rfc2253(&value)));
+        }
+    }
+    parts.reverse();
+    let (mut uri_sans, mut dns_sans) = (Vec::new(), Vec::new());
+    if let Ok(Some(sans)) = cert.subject_alternative_name() {
+        for name in &sans.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::URI(uri) => uri_sans.push((*uri).to_owned()),
+                x509_parser::extensions::GeneralName::DNSName(dns) => dns_sans.push((*dns).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    CertificateFacts { subject: parts.join(","), uri_sans, dns_sans, sha256 }
+}
+
+fn escape_rfc2253(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for (i, c) in value.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i + 1 == value.chars().count() && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// ring's provider with the TLS 1.2 suites narrowed to `cipher_suites`
+/// (OpenSSL names; TLS 1.3's are always there, as in Envoy).
+fn provider(cipher_suites: &[String]) -> Arc<CryptoProvider> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if !cipher_suites.is_empty() {
+        let wanted: Vec<CipherSuite> = cipher_suites.iter().filter_map(|name| suite(name)).collect();
+        provider.cipher_suites.retain(|s| s.version() == &rustls::version::TLS13 || wanted.contains(&s.suite()));
+    }
+    Arc::new(provider)
+}
+
+fn suite(openssl_name: &str) -> Option<CipherSuite> {
+    Some(match openssl_name {
+        "ECDHE-ECDSA-AES128-GCM-SHA256" => CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        "ECDHE-RSA-AES128-GCM-SHA256" => CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        "ECDHE-ECDSA-AES256-GCM-SHA384" => CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        "ECDHE-RSA-AES256-GCM-SHA384" => CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        "ECDHE-ECDSA-CHACHA20-POLY1305" => CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        "ECDHE-RSA-CHACHA20-POLY1305" => CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        _ => return None,
+    })
+}
+
+fn versions(tls: &TlsContext) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    [(TlsVersion::Tls12, &rustls::version::TLS12), (TlsVersion::Tls13, &rustls::version::TLS13)]
+        .into_iter()
+        .filter(|(version, _)| (tls.min_version..=tls.max_version).contains(version))
+        .map(|(_, supported)| supported)
+        .collect()
+}
+
+fn chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem { what: "certificate_chain", reason: e.to_string() })?;
+    if chain.is_empty() {
+        return Err(TlsError::Pem { what: "certificate_chain", reason: "no certificate in it".into() });
+    }
+    Ok(chain)
+}
+
+fn key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| TlsError::Pem { what: "private_key", reason: e.to_string() })
+}
+
+fn roots(pem: &[u8]) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in chain(pem).map_err(|_| TlsError::Pem { what: "trusted_ca", reason: "no certificate in it".into() })? {
+        roots.add(cert).map_err(|e| TlsError::Pem { what: "trusted_ca", reason: e.to_string() })?;
+    }
+    Ok(roots)
+}
+
+/// Accepts any server certificate (but still checks the handshake's
+/// signatures): an `UpstreamTlsContext` without `validation_context`.
+#[derive(Debug)]
+struct Unverified(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,310 @@
+//! TLS against the real binary, with a test CA made by rcgen: HTTPS from
+//! clients (HTTP/1.1, and HTTP/2 by ALPN) through rustls, mutual TLS with
+//! the client certificate's subject read by a plugin, and an HTTPS
+//! upstream with SNI, checked against its CA (and refused when the CA is
+//! another), speaking HTTP/2 by ALPN (`auto_config`).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::{Ferry, file_code, plugin, temp_file, wasm_filter};
+use http_body_util::{BodyExt as _, Full};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A certificate authority for a test, and certificates it signs.
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A certificate and its key, PEM.
+struct Leaf {
+    cert: String,
+    key: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let pem = params.self_signed(&key).unwrap().pem();
+        Ca { pem, issuer: Issuer::new(params, key) }
+    }
+
+    /// A certificate for DNS `names` (and a URI SAN), subject `CN=<cn>,O=Example`.
+    fn sign(&self, cn: &str, names: &[&str], uri: Option<&str>) -> Leaf {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::OrganizationName, "Example");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        if let Some(uri) = uri {
+            params.subject_alt_names.push(SanType::URI(uri.try_into().unwrap()));
+        }
+        Leaf { cert: params.signed_by(&key, &self.issuer).unwrap().pem(), key: key.serialize_pem() }
+    }
+}
+
+fn file(name: &str, text: &str) -> String {
+    temp_file(name, text).display().to_string()
+}
+
+/// A TLS listener (`tls` is the typed config's body) with the attributes
+/// plugin, and a cluster `backend` with `cluster_tls` (a whole
+/// `transport_socket` and protocol options, or nothing).
+fn config(tls: &str, backend: SocketAddr, cluster_tls: &str) -> String {
+    let filter = wasm_filter("attributes", "attributes", &file_code(&plugin("attributes_plugin.wasm")));
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+{tls}      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: main
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/backend" }}
+                route: {{ cluster: backend }}
+              - match: {{ prefix: "/" }}
+                direct_response: {{ status: 200, body: {{ inline_string: secure }} }}
+          http_filters:
+{filter}          - name: envoy.filters.http.router
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+{cluster_tls}    load_assignment:
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}
+"#,
+        backend.port()
+    )
+}
+
+fn server_tls(leaf: &Leaf, extra: &str) -> String {
+    format!(
+        "          common_tls_context:\n            alpn_protocols: [h2, http/1.1]\n            tls_certificates:\n            - certificate_chain: {{ filename: {:?} }}\n              private_key: {{ filename: {:?} }}\n{extra}",
+        file("server.pem", &leaf.cert),
+        file("server.key", &leaf.key)
+    )
+}
+
+/// A rustls client trusting `ca`, with ALPN `alpn` and, if given, a client certificate.
+fn client_config(ca: &Ca, alpn: &[&str], identity: Option<&Leaf>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(leaf) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(leaf.cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    config
+}
+
+/// One request over TLS to `address` (SNI `localhost`): status, version,
+/// body and the response headers; `Err` if the handshake or the request fails.
+fn https_get(
+    address: SocketAddr,
+    config: rustls::ClientConfig,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, http::Version, String, http::HeaderMap), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(address).await.map_err(|e| e.to_string())?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = hyper_util::rt::TokioIo::new(tls);
+        let mut request = http::Request::get(format!("https://localhost:{}{path}", address.port()));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(Bytes::new())).unwrap();
+        let response = if h2 {
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            sender.send_request(request).await.map_err(|e| e.to_string())?
+        } else {
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            sender.send_request(request).await.map_err(|e| e.to_string())?
+        };
+        let (status, version, headers) = (response.status().as_u16(), response.version(), response.headers().clone());
+        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, version, String::from_utf8_lossy(&body).into_owned(), headers))
+    })
+}
+
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn https_clients_get_http1_or_http2_by_alpn() {
+    let ca = Ca::new("test CA");
+    let server = ca.sign("localhost", &["localhost"], None);
+    let ferry = Ferry::start(&config(&server_tls(&server, ""), common::echo_server(), ""), &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    let (status, version, body, _) = https_get(main, client_config(&ca, &["http/1.1"], None), "/", &[]).unwrap();
+    assert_eq!((status, version, body.as_str()), (200, http::Version::HTTP_11, "secure"));
+    let (status, version, body, _) = https_get(main, client_config(&ca, &["h2", "http/1.1"], None), "/", &[]).unwrap();
+    assert_eq!((status, version, body.as_str()), (200, http::Version::HTTP_2, "secure"));
+    // Plugins see a TLS connection without a client certificate.
+    let read = |property: &str| https_get(main, client_config(&ca, &["h2"], None), "/", &[("x-property", property)]);
+    assert_eq!(read("connection.tls_version").unwrap().2, hex("TLSv1.3"));
+    assert_eq!(read("connection.mtls").unwrap().2, "00");
+    assert_eq!(read("connection.requested_server_name").unwrap().2, hex("localhost"));
+    assert_eq!(read("connection.subject_local_certificate").unwrap().2, hex("CN=localhost,O=Example"));
+    assert_eq!(read("connection.dns_san_local_certificate").unwrap().2, hex("localhost"));
+    assert_eq!(read("request.scheme").unwrap().2, hex("https"));
+    // A client that does not trust the server's CA does not get through.
+    let stranger = Ca::new("other CA");
+    assert!(https_get(main, client_config(&stranger, &["h2"], None), "/", &[]).is_err());
+}
+
+#[test]
+fn mutual_tls_requires_a_client_certificate_and_shows_it_to_plugins() {
+    let ca = Ca::new("test CA");
+    let server = ca.sign("localhost", &["localhost"], None);
+    let client = ca.sign("client", &[], Some("spiffe://example.org/client"));
+    let extra = format!(
+        "            validation_context:\n              trusted_ca: {{ filename: {:?} }}\n          require_client_certificate: true\n",
+        file("ca.pem", &ca.pem)
+    );
+    let ferry = Ferry::start(&config(&server_tls(&server, &extra), common::echo_server(), ""), &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    let without = https_get(main, client_config(&ca, &["http/1.1"], None), "/", &[]);
+    assert!(without.is_err(), "no client certificate: {without:?}");
+    let read = |property: &str| {
+        https_get(main, client_config(&ca, &["http/1.1"], Some(&client)), "/", &[("x-property", property)]).unwrap().2
+    };
+    assert_eq!(read("connection.mtls"), "01");
+    assert_eq!(read("connection.subject_peer_certificate"), hex("CN=client,O=Example"));
+    assert_eq!(read("connection.uri_san_peer_certificate"), hex("spiffe://example.org/client"));
+    assert_eq!(read("connection.sha256_peer_certificate_digest").len(), 128, "64 hex characters, hex-encoded again");
+    // A certificate from another CA is refused.
+    let other = Ca::new("other CA").sign("client", &[], None);
+    assert!(https_get(main, client_config(&ca, &["http/1.1"], Some(&other)), "/", &[]).is_err());
+}
+
+/// An HTTPS upstream (HTTP/1.1 and HTTP/2 by ALPN) that answers with the
+/// SNI and the protocol it saw.
+fn https_upstream(leaf: &Leaf) -> SocketAddr {
+    let chain = vec![CertificateDer::from_pem_slice(leaf.cert.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let sni = tls.get_ref().1.server_name().unwrap_or("-").to_owned();
+                    let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                        let text = format!("sni={sni} version={:?}", request.version());
+                        async move { Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(text)))) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+    });
+    address
+}
+
+#[test]
+fn an_https_upstream_is_checked_against_its_ca_and_spoken_to_by_alpn() {
+    let ca = Ca::new("test CA");
+    let server = ca.sign("localhost", &["localhost"], None);
+    let backend = https_upstream(&ca.sign("backend.internal", &["backend.internal"], None));
+    let cluster_tls = |trusted: &str| {
+        format!(
+            r#"    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: backend.internal
+        common_tls_context:
+          validation_context: {{ trusted_ca: {{ filename: {trusted:?} }} }}
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        auto_config: {{}}
+"#
+        )
+    };
+    let trusted = file("backend-ca.pem", &ca.pem);
+    let ferry =
+        Ferry::start(&config(&server_tls(&server, ""), backend, &cluster_tls(&trusted)), &["--concurrency", "1"]);
+    let (status, _, body, _) =
+        https_get(ferry.address("main"), client_config(&ca, &["http/1.1"], None), "/backend", &[]).unwrap();
+    assert_eq!((status, body.as_str()), (200, "sni=backend.internal version=HTTP/2.0"), "{:#?}", ferry.lines());
+    drop(ferry);
+    // The upstream's certificate from a CA the cluster does not trust: no connection.
+    let stranger = file("stranger-ca.pem", &Ca::new("other CA").pem);
+    let ferry =
+        Ferry::start(&config(&server_tls(&server, ""), backend, &cluster_tls(&stranger)), &["--concurrency", "1"]);
+    let (status, _, _, _) =
+        https_get(ferry.address("main"), client_config(&ca, &["http/1.1"], None), "/backend", &[]).unwrap();
+    assert_eq!(status, 503);
+}
+
+#[test]
+fn a_key_that_does_not_parse_names_the_listener() {
+    let ca = Ca::new("test CA");
+    let mut server = ca.sign("localhost", &["localhost"], None);
+    server.key = "not a key".into();
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_ferry"));
+    let config = config(&server_tls(&server, ""), common::echo_server(), "");
+    let (status, stderr) = common::run_to_end_binary(binary, &config, &["--mode", "validate"]);
+    assert!(!status.success(), "refused: {stderr}");
+    assert!(stderr.contains("listener \"main\": TLS: private_key"), "{stderr}");
+}
