@@ -597,7 +597,7 @@ fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
         }
     }
     let mut http2 = raw.http2_protocol_options.is_some();
-    let mut auto_http = false;
+    let mut auto_config = None;
     for (key, value) in raw.typed_extension_protocol_options.unwrap_or_default() {
         let key = key.as_str().unwrap_or_default().to_owned();
         let at = join(path, &format!("typed_extension_protocol_options.{key}"));
@@ -616,7 +616,7 @@ fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
             ));
         }
         if options.auto_config.is_some() {
-            auto_http = true;
+            auto_config = Some(join(&any.path, "auto_config"));
         }
         if let Some(explicit) = options.explicit_http_config {
             http2 = explicit.http2_protocol_options.is_some();
@@ -628,12 +628,10 @@ fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
         Some(socket) => crate::tls::transport_socket(socket, &join(path, "transport_socket"), false)?,
         None => None,
     };
-    if auto_http && tls.is_none() {
-        return Err(err(
-            join(path, "typed_extension_protocol_options"),
-            "auto_config chooses the protocol by ALPN, which needs TLS: add a transport_socket",
-        ));
+    if let (Some(at), None) = (&auto_config, &tls) {
+        return Err(err(at, "chooses the protocol by ALPN, which needs TLS: add a transport_socket"));
     }
+    let auto_http = auto_config.is_some();
     Ok(Cluster {
         name: raw.name,
         connect_timeout,
