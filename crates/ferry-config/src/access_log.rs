@@ -310,6 +310,12 @@ fn operator(name: &str, args: Option<&str>, max_length: Option<usize>) -> Result
             None => Ok(Operator::StartTime),
             Some(format) => start_time_format(format),
         },
+        "DYNAMIC_METADATA" => {
+            let args = args.filter(|a| !a.is_empty()).ok_or("%DYNAMIC_METADATA(...)% needs a namespace")?;
+            let mut parts = args.split(':').map(str::to_owned);
+            let namespace = parts.next().unwrap_or_default();
+            Ok(Operator::DynamicMetadata { namespace, path: parts.collect(), max_length })
+        }
         "FILTER_STATE" => {
             let args = args.filter(|a| !a.is_empty()).ok_or("%FILTER_STATE(...)% needs a key")?;
             let (key, plain) = match args.rsplit_once(':') {

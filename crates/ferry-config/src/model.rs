@@ -551,6 +551,16 @@ pub enum Operator {
     /// `%START_TIME(format)%`: when the request began, in a strftime
     /// format (`%f`, `%3f`: fractions of a second; `%s`: Unix seconds).
     StartTimeFormatted(String),
+    /// `%DYNAMIC_METADATA(NAMESPACE:KEY:...):Z%`: the stream's dynamic
+    /// metadata under a filter namespace, or a value inside it.
+    DynamicMetadata {
+        /// The filter namespace.
+        namespace: String,
+        /// The path into its Struct (empty: the whole Struct).
+        path: Vec<String>,
+        /// `:Z`: at most Z characters.
+        max_length: Option<usize>,
+    },
     /// `%FILTER_STATE(KEY)%`: filter state set by plugins, as a JSON string
     /// (`KEY:PLAIN`: as it is).
     FilterState {

@@ -100,6 +100,8 @@ pub(crate) struct StreamNotes {
     /// Filter state plugins set (`%FILTER_STATE(...)%`): `set_envoy_filter_state`
     /// keys, and `wasm.<path>` for `proxy_set_property` values.
     pub filter_state: Vec<(String, bytes::Bytes)>,
+    /// The stream's dynamic metadata (`%DYNAMIC_METADATA(...)%`), if any.
+    pub dynamic_metadata: Option<ferry_host::Metadata>,
 }
 
 impl StreamNotes {
@@ -109,6 +111,9 @@ impl StreamNotes {
         let properties =
             info.properties.iter().map(|(path, v)| (format!("wasm.{}", String::from_utf8_lossy(path)), v.clone()));
         self.filter_state = set.chain(properties).collect();
+        let metadata = &info.metadata;
+        let empty = metadata.filter_metadata.is_empty() && metadata.typed_filter_metadata.is_empty();
+        self.dynamic_metadata = (!empty).then(|| metadata.clone());
     }
 }
 
@@ -312,6 +317,13 @@ impl Finished<'_> {
             Operator::StartTimeFormatted(format) => {
                 Field::Text(chrono::DateTime::<chrono::Utc>::from(e.start).format(format).to_string())
             }
+            Operator::DynamicMetadata { namespace, path, max_length } => {
+                let value = e.notes.dynamic_metadata.as_ref().and_then(|m| dynamic_metadata(m, namespace, path));
+                text(value.map(|v| match max_length {
+                    Some(max) => v.chars().take(*max).collect(),
+                    None => v,
+                }))
+            }
             Operator::FilterState { key, plain, max_length } => {
                 let value = e.notes.filter_state.iter().rev().find(|(k, _)| k == key).map(|(_, v)| {
                     let text = String::from_utf8_lossy(v);
@@ -361,6 +373,36 @@ impl Entry {
     }
 }
 
+/// `%DYNAMIC_METADATA(NS:KEY...)%`: a string as it is, anything else (a
+/// number, a bool, a Struct, a list) as JSON, as Envoy prints them.
+fn dynamic_metadata(metadata: &ferry_host::Metadata, namespace: &str, path: &[String]) -> Option<String> {
+    use prost_types::value::Kind;
+    let mut value =
+        prost_types::Value { kind: Some(Kind::StructValue(metadata.filter_metadata.get(namespace)?.clone())) };
+    for key in path {
+        value = match value.kind? {
+            Kind::StructValue(s) => s.fields.get(key)?.clone(),
+            _ => return None,
+        };
+    }
+    fn json(value: &prost_types::Value) -> serde_json::Value {
+        match &value.kind {
+            None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+            // Protobuf's JSON writes whole numbers without a fraction.
+            Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9.0e15 => serde_json::json!(*n as i64),
+            Some(Kind::NumberValue(n)) => serde_json::json!(n),
+            Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+            Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+            Some(Kind::StructValue(s)) => s.fields.iter().map(|(k, v)| (k.clone(), json(v))).collect(),
+            Some(Kind::ListValue(l)) => l.values.iter().map(json).collect(),
+        }
+    }
+    Some(match &value.kind {
+        Some(Kind::StringValue(s)) => s.clone(),
+        _ => json(&value).to_string(),
+    })
+}
+
 /// `%REQ(X?Y):Z%`: X, else Y, cut to Z characters.
 fn header(operand: &HeaderOperand, get: impl Fn(&str) -> Option<String>) -> Option<String> {
     let value = get(&operand.name).or_else(|| operand.alternative.as_deref().and_then(&get))?;
@@ -368,4 +410,28 @@ fn header(operand: &HeaderOperand, get: impl Fn(&str) -> Option<String>) -> Opti
         Some(max) => value.chars().take(max).collect(),
         None => value,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_metadata_reads_a_namespace_or_a_value_in_it() {
+        use prost_types::value::Kind;
+        let value = |kind| prost_types::Value { kind: Some(kind) };
+        let mut fields = std::collections::BTreeMap::new();
+        fields.insert("tenant".to_owned(), value(Kind::StringValue("blue".into())));
+        fields.insert("weight".to_owned(), value(Kind::NumberValue(3.0)));
+        let mut metadata = ferry_host::Metadata::default();
+        metadata.filter_metadata.insert("envoy.lb".into(), prost_types::Struct { fields });
+        let read = |ns: &str, path: &[&str]| {
+            dynamic_metadata(&metadata, ns, &path.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>())
+        };
+        assert_eq!(read("envoy.lb", &["tenant"]).as_deref(), Some("blue"));
+        assert_eq!(read("envoy.lb", &["weight"]).as_deref(), Some("3"));
+        assert_eq!(read("envoy.lb", &[]).as_deref(), Some(r#"{"tenant":"blue","weight":3}"#));
+        assert_eq!(read("envoy.lb", &["nope"]), None);
+        assert_eq!(read("other", &[]), None);
+    }
 }
