@@ -8,6 +8,8 @@
 //!   (statuses of create and evaluate, comma-separated);
 //! - `x-set: name=value` — `proxy_set_property` twice with that value
 //!   (both statuses), then the value read back;
+//! - `x-foreign: name` (with `x-args: <hex>`) — `proxy_call_foreign_function`
+//!   with those arguments: its status and result;
 //! - `x-response-property: a.b.c` — the request goes on; in
 //!   `proxy_on_response_headers` the property is read and the response
 //!   carries `x-property-status` and `x-property-value` (hex).
@@ -56,6 +58,10 @@ fn declare(name: &str, readonly: bool) -> u32 {
     args.extend_from_slice(name.as_bytes());
     args.extend_from_slice(&[0x10, u8::from(readonly)]);
     foreign("declare_property", &args).0
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len() / 2).filter_map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()).collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -108,6 +114,10 @@ impl HttpContext for Reader {
                 let deleted = foreign("expr_delete", &token).0;
                 (format!("{created},{evaluated},{deleted}"), hex(&bytes))
             }
+        } else if let Some(name) = self.get_http_request_header("x-foreign") {
+            let args = unhex(&self.get_http_request_header("x-args").unwrap_or_default());
+            let (status, bytes) = foreign(&name, &args);
+            (status.to_string(), hex(&bytes))
         } else if let Some(assignment) = self.get_http_request_header("x-set") {
             let (name, value) = assignment.split_once('=').unwrap_or((&assignment, ""));
             let set = || unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
