@@ -17,42 +17,19 @@ use hyper::body::Frame;
 /// A listener with `codec` and `filters`: `/grpc` to the gRPC server over
 /// HTTP/2, anything else a direct 200 `hello`.
 fn config(codec: &str, filters: &str, grpc: SocketAddr) -> String {
-    format!(
-        r#"static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: main
-          codec_type: {codec}
-          http2_protocol_options: {{ max_concurrent_streams: 100, initial_stream_window_size: 1048576 }}
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/test.Echo/" }}
-                route: {{ cluster: grpc }}
-              - match: {{ prefix: "/" }}
-                direct_response: {{ status: 200, body: {{ inline_string: hello }} }}
-          http_filters:
-{filters}          - name: envoy.filters.http.router
-  clusters:
-  - name: grpc
-    connect_timeout: 1s
-    http2_protocol_options: {{}}
-    load_assignment:
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}
-"#,
+    let manager = format!(
+        "          codec_type: {codec}\n          http2_protocol_options: {{ max_concurrent_streams: 100, initial_stream_window_size: 1048576 }}\n"
+    );
+    let routes = r#"              - match: { prefix: "/test.Echo/" }
+                route: { cluster: grpc }
+              - match: { prefix: "/" }
+                direct_response: { status: 200, body: { inline_string: hello } }"#;
+    let clusters = format!(
+        "  - name: grpc\n    connect_timeout: 1s\n    http2_protocol_options: {{}}\n    load_assignment:\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}\n",
         grpc.ip(),
         grpc.port()
-    )
+    );
+    common::ManagerConfig { manager: &manager, routes, filters, clusters: &clusters, ..Default::default() }.yaml()
 }
 
 /// Runs `f` with an HTTP/2 (prior knowledge) connection to `address`.

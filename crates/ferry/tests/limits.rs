@@ -21,34 +21,13 @@ fn config(manager: &str, bootstrap: &str) -> String {
         let seen = request.headers().keys().map(|k| k.as_str()).collect::<Vec<_>>().join(",");
         http::Response::new(http_body_util::Full::new(bytes::Bytes::from(seen)))
     });
-    format!(
-        r#"{bootstrap}admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: main
-{manager}          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/slow" }}
-                route: {{ cluster: slow }}
-              - match: {{ prefix: "/" }}
-                direct_response: {{ status: 200, body: {{ inline_string: ok }} }}
-          http_filters:
-          - name: envoy.filters.http.router
-  clusters:
-{}"#,
-        common::cluster("slow", slow)
-    )
+    let routes = r#"              - match: { prefix: "/slow" }
+                route: { cluster: slow }
+              - match: { prefix: "/" }
+                direct_response: { status: 200, body: { inline_string: ok } }"#;
+    let top = format!("{bootstrap}{}", common::ADMIN);
+    let clusters = common::cluster("slow", slow);
+    common::ManagerConfig { top: &top, manager, routes, clusters: &clusters, ..Default::default() }.yaml()
 }
 
 /// Reads until the peer closes; how long that took (`None`: still open after `wait`).

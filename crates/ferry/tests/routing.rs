@@ -57,30 +57,7 @@ fn flaky_upstream(failures: usize) -> (SocketAddr, Arc<AtomicUsize>) {
 /// A listener with `routes` (and the route configuration's own `extra`
 /// fields), the clusters `clusters`, and an admin endpoint.
 fn config(routes: &str, extra: &str, clusters: &str) -> String {
-    format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: main
-          route_config:
-{extra}            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-{routes}
-          http_filters:
-          - name: envoy.filters.http.router
-  clusters:
-{clusters}"#
-    )
+    common::ManagerConfig { top: common::ADMIN, route_config: extra, routes, clusters, ..Default::default() }.yaml()
 }
 
 fn direct(status: u16, body: &str) -> String {

@@ -61,42 +61,18 @@ fn file(name: &str, text: &str) -> String {
 /// `transport_socket` and protocol options, or nothing).
 fn config(tls: &str, backend: SocketAddr, cluster_tls: &str) -> String {
     let filter = wasm_filter("attributes", "attributes", &file_code(&plugin("attributes_plugin.wasm")));
-    format!(
-        r#"static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-{tls}      filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: main
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/backend" }}
-                route: {{ cluster: backend }}
-              - match: {{ prefix: "/" }}
-                direct_response: {{ status: 200, body: {{ inline_string: secure }} }}
-          http_filters:
-{filter}          - name: envoy.filters.http.router
-  clusters:
-  - name: backend
-    connect_timeout: 1s
-{cluster_tls}    load_assignment:
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}
-"#,
+    let chain = format!(
+        "      transport_socket:\n        name: envoy.transport_sockets.tls\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n{tls}"
+    );
+    let routes = r#"              - match: { prefix: "/backend" }
+                route: { cluster: backend }
+              - match: { prefix: "/" }
+                direct_response: { status: 200, body: { inline_string: secure } }"#;
+    let clusters = format!(
+        "  - name: backend\n    connect_timeout: 1s\n{cluster_tls}    load_assignment:\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}\n",
         backend.port()
-    )
+    );
+    common::ManagerConfig { chain: &chain, routes, filters: &filter, clusters: &clusters, ..Default::default() }.yaml()
 }
 
 fn server_tls(leaf: &Leaf, extra: &str) -> String {

@@ -407,6 +407,57 @@ fn read_response(stream: &mut TcpStream) -> Response {
     Response { status, headers, body }
 }
 
+/// A whole configuration with one listener, `main` on a free port, whose
+/// filter chain ends in an HTTP connection manager (`stat_prefix: main`)
+/// with a virtual host `all` for every domain. Each part is YAML at its
+/// place's indentation: `top` before `static_resources` (column 0),
+/// `chain` in the filter chain (column 6, e.g. a `transport_socket`),
+/// `manager` in the connection manager (column 10), `route_config` in
+/// the route configuration (column 12), the route items `routes`
+/// (column 14), the HTTP filter items `filters` before the router
+/// (column 10) and the cluster items `clusters` (column 2).
+#[derive(Default)]
+pub struct ManagerConfig<'a> {
+    pub top: &'a str,
+    pub chain: &'a str,
+    pub manager: &'a str,
+    pub route_config: &'a str,
+    pub routes: &'a str,
+    pub filters: &'a str,
+    pub clusters: &'a str,
+}
+
+impl ManagerConfig<'_> {
+    pub fn yaml(&self) -> String {
+        let ManagerConfig { top, chain, manager, route_config, routes, filters, clusters } = self;
+        format!(
+            r#"{top}static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: main
+{manager}          route_config:
+{route_config}            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+{routes}
+          http_filters:
+{filters}          - name: envoy.filters.http.router
+{chain}  clusters:
+{clusters}"#
+        )
+    }
+}
+
+/// An admin endpoint on a free port, for [`ManagerConfig::top`].
+pub const ADMIN: &str = "admin:\n  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }\n";
+
 /// One item of `listeners:` (indented for `static_resources.listeners`): a
 /// listener on 127.0.0.1:`port` whose connection manager has the route
 /// items `routes` (each starting `              - match:`), then the HTTP
