@@ -14,6 +14,17 @@ use std::time::{Duration, Instant};
 pub struct ConnectionCap {
     max: Option<u64>,
     open: AtomicU64,
+    /// Of the open ones, those serving HTTP: a drain waits for them.
+    http: AtomicU64,
+}
+
+/// An HTTP connection, counted while it is served.
+pub(crate) struct HttpConnection<'a>(&'a ConnectionCap);
+
+impl Drop for HttpConnection<'_> {
+    fn drop(&mut self) {
+        self.0.http.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// An accepted connection, counted against the cap while it lives.
@@ -28,7 +39,7 @@ impl Drop for CountedConnection {
 impl ConnectionCap {
     /// A cap of `max` connections (`None`: none).
     pub fn new(max: Option<u64>) -> Arc<ConnectionCap> {
-        Arc::new(ConnectionCap { max, open: AtomicU64::new(0) })
+        Arc::new(ConnectionCap { max, open: AtomicU64::new(0), http: AtomicU64::new(0) })
     }
 
     /// The configured cap, else ferry's default: half the process's
@@ -37,6 +48,17 @@ impl ConnectionCap {
     /// a flood of connections and the ones already open keep being served.
     pub fn configured_or_default(configured: Option<u64>) -> Arc<ConnectionCap> {
         ConnectionCap::new(configured.or_else(|| open_files_limit().map(|limit| (limit / 2).max(64))))
+    }
+
+    /// Counts an HTTP connection while the guard lives.
+    pub(crate) fn serving_http(&self) -> HttpConnection<'_> {
+        self.http.fetch_add(1, Ordering::Relaxed);
+        HttpConnection(self)
+    }
+
+    /// Downstream connections open now: all, and those serving HTTP.
+    pub(crate) fn open(&self) -> (u64, u64) {
+        (self.open.load(Ordering::Relaxed), self.http.load(Ordering::Relaxed))
     }
 
     /// The cap, if there is one.

@@ -115,7 +115,7 @@ async fn accept_loop(
             }
         };
         let destination = stream.local_addr().ok();
-        let thread = thread.clone();
+        let (thread, cap) = (thread.clone(), cap.clone());
         tokio::task::spawn_local(async move {
             let conn = |tls| {
                 Rc::new(ConnContext {
@@ -129,13 +129,13 @@ async fn accept_loop(
                 })
             };
             match &http.tls {
-                None => serve_http(stream, conn(None)).await,
+                None => serve_http(stream, conn(None), &cap).await,
                 Some(tls) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let facts = crate::tls::handshake_facts(stream.get_ref().1, tls.local.as_ref());
-                            serve_http(stream, conn(Some(std::sync::Arc::new(facts)))).await;
+                            serve_http(stream, conn(Some(std::sync::Arc::new(facts))), &cap).await;
                         }
                         Ok(Err(e)) => tracing::debug!(target: "connection", "TLS handshake with {peer} failed: {e}"),
                         Err(_) => tracing::debug!(target: "connection", "TLS handshake with {peer} timed out"),
@@ -152,17 +152,19 @@ async fn accept_loop(
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Serves HTTP on a connection (plain or TLS) until it ends or is due to close.
-async fn serve_http<IO>(io: IO, conn: Rc<ConnContext>)
+async fn serve_http<IO>(io: IO, conn: Rc<ConnContext>, cap: &ConnectionCap)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
+    let _counted = cap.serving_http();
     let http = conn.http.clone();
+    let thread = conn.thread.clone();
     http.stats.connection_opened();
     let activity = conn.clone();
     let service = service_fn(move |request| conn_manager::handle(request, conn.clone()));
     let server = http_server(&http);
     let connection = server.serve_connection(TokioIo::new(io), service);
-    if let Err(e) = close_when_due(connection, &activity.activity, &http.limits).await {
+    if let Err(e) = close_when_due(connection, &activity.activity, &http.limits, &thread).await {
         tracing::debug!(target: "http", "connection closed with an error: {e}");
     }
     http.stats.connection_closed();
@@ -200,10 +202,16 @@ fn http_server(plan: &HttpPlan) -> auto::Builder<LocalExecutor> {
 }
 
 /// Serves a connection until it ends, or until it has been idle for the
-/// `idle_timeout` or open for the `max_connection_duration`: then it is
+/// `idle_timeout`, open for the `max_connection_duration` or the process
+/// drains: then it is
 /// shut down gracefully (HTTP/1.1 finishes the response in flight and
 /// closes; HTTP/2 sends GOAWAY and lets its streams finish).
-async fn close_when_due<C>(connection: C, activity: &Activity, limits: &HttpLimits) -> Result<(), BoxError>
+async fn close_when_due<C>(
+    connection: C,
+    activity: &Activity,
+    limits: &HttpLimits,
+    thread: &ThreadLoop,
+) -> Result<(), BoxError>
 where
     C: std::future::Future<Output = Result<(), BoxError>> + GracefulShutdown,
 {
@@ -224,6 +232,7 @@ where
         result = connection.as_mut() => return result,
         () = idle => {}
         () = too_old => {}
+        () = thread.stopping() => {}
     }
     connection.as_mut().shut_down();
     connection.await

@@ -25,6 +25,8 @@ pub struct RunOptions {
     pub concurrency: usize,
     /// The loggers' levels, for the admin endpoint's `/logging`.
     pub log_control: Option<Arc<dyn LogControl>>,
+    /// Longest the process drains on SIGTERM or SIGINT (`--drain-time-s`).
+    pub drain_time: std::time::Duration,
 }
 
 /// The process's loggers, as `/logging` lists and changes them. The binary
@@ -179,12 +181,14 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
         };
         tokio::task::spawn_local(crate::admin::serve(listener, admin));
     }
+    let (cap, drain_time) = (plan.connection_cap.clone(), options.drain_time);
     let signal = tokio::task::spawn_local(async move {
         let name = tokio::select! {
             name = shutdown_signal() => name,
             () = quit.notified() => "POST /quitquitquit",
         };
         tracing::info!(target: "main", "caught {name}, shutting down");
+        drain_connections(&workers, &cap, drain_time).await;
         stop(workers);
         // Services last: workers' filters may still have fed their queues.
         let _ = main_inbox_tx.send(ThreadMessage::Shutdown);
@@ -201,8 +205,41 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
             log.flush();
         }
     }
+    // Items plugins enqueued that no receiver took: said, never dropped silently.
+    let waiting = plan.host.shared_queues().totals().waiting;
+    if waiting > 0 {
+        tracing::warn!(target: "main", "{waiting} shared queue item(s) were not dequeued before exit");
+    }
     tracing::info!(target: "main", "exiting");
     Ok(())
+}
+
+/// Drains before the workers stop: no new connections, open HTTP
+/// connections closed gracefully as their responses end, for at most
+/// `drain_time`. What is still open then is cut, and counted in the log.
+async fn drain_connections(
+    workers: &[Worker],
+    cap: &crate::connections::ConnectionCap,
+    drain_time: std::time::Duration,
+) {
+    for worker in workers {
+        let _ = worker.inbox.send(ThreadMessage::Drain);
+    }
+    let deadline = tokio::time::Instant::now() + drain_time;
+    let (mut open, mut http) = cap.open();
+    if http > 0 {
+        tracing::info!(target: "main", "draining {http} HTTP connection(s), at most {}s", drain_time.as_secs());
+    }
+    while http > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        (open, http) = cap.open();
+    }
+    if http > 0 {
+        tracing::warn!(target: "main", "drain time over: {http} HTTP connection(s) cut with their requests");
+    }
+    if open > http {
+        tracing::info!(target: "main", "closing {} TCP connection(s)", open - http);
+    }
 }
 
 /// Starts every plugin once, as the threads would (`_initialize`,

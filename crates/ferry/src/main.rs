@@ -58,6 +58,10 @@ struct Cli {
     /// Accepted for Envoy compatibility; ferry needs no shared-memory id.
     #[arg(long = "base-id")]
     base_id: Option<u64>,
+    /// On SIGTERM or SIGINT, how long open HTTP connections may take to
+    /// finish their responses before they are cut (Envoy's default, 600).
+    #[arg(long = "drain-time-s", default_value_t = 600)]
+    drain_time_s: u64,
     /// Longest a plugin callback may run before it is interrupted, in
     /// milliseconds (0: no limit). Default 100.
     #[arg(long = "wasm-callback-deadline-ms")]
@@ -178,7 +182,8 @@ fn run(cli: &Cli, levels: logging::Levels) -> anyhow::Result<()> {
         .filter(|&n| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let log_control = Arc::new(logging::RuntimeLevels { levels, host: plan.host.clone() });
-    ferry_proxy::run(plan, RunOptions { concurrency, log_control: Some(log_control) })?;
+    let drain_time = std::time::Duration::from_secs(cli.drain_time_s);
+    ferry_proxy::run(plan, RunOptions { concurrency, log_control: Some(log_control), drain_time })?;
     Ok(())
 }
 

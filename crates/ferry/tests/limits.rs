@@ -169,3 +169,34 @@ fn a_flood_of_connections_past_the_cap_leaves_the_open_ones_served() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(request(main, "GET", "/", &[], b"").status, 200);
 }
+
+#[test]
+fn sigterm_lets_a_request_in_flight_finish_and_takes_no_new_connections() {
+    let ferry = Ferry::start(&config("", ""), &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    let in_flight = std::thread::spawn(move || request(main, "GET", "/slow", &[], b""));
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = std::process::Command::new("kill").args(["-TERM", &ferry.pid().to_string()]).status();
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = TcpStream::connect(main).map(|mut s| closed_within(&mut s, Duration::from_secs(2)).is_some());
+    assert!(refused.unwrap_or(true), "no new connection is served while draining");
+    let response = in_flight.join().unwrap();
+    assert_eq!(response.status, 200, "the upstream's answer, 1.5 s later, still reaches the client");
+    let (status, log) = ferry.stop_with_log();
+    assert!(status.success(), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("draining 1 HTTP connection(s)")), "{log:#?}");
+    assert!(!log.iter().any(|l| l.contains("cut")), "{log:#?}");
+}
+
+#[test]
+fn past_the_drain_time_requests_are_cut_and_counted() {
+    let ferry = Ferry::start(&config("", ""), &["--concurrency", "1", "--drain-time-s", "0"]);
+    let main = ferry.address("main");
+    let mut stream = TcpStream::connect(main).unwrap();
+    stream.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, log) = ferry.stop_with_log();
+    assert!(status.success(), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("drain time over: 1 HTTP connection(s) cut")), "{log:#?}");
+    assert!(closed_within(&mut stream, Duration::from_secs(2)).is_some());
+}

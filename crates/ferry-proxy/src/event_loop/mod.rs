@@ -45,6 +45,10 @@ use timers::Timers;
 pub(crate) enum ThreadMessage {
     /// Deliver `proxy_on_queue_ready`, once per notice, in order.
     QueueReady(Vec<QueueReady>),
+    /// Stop accepting connections and close the open HTTP ones gracefully
+    /// (each after the response in flight; HTTP/2 with GOAWAY): the
+    /// process is draining before it stops.
+    Drain,
     /// Stop the thread: shut its root contexts down, then return.
     Shutdown,
 }
@@ -296,6 +300,9 @@ impl ThreadLoop {
                             vms.on_queue_ready(notice);
                         }
                     }
+                    ThreadMessage::Drain => {
+                        self.stopping.send_replace(true);
+                    }
                     ThreadMessage::Shutdown => shutdown = true,
                 }
             }
@@ -313,7 +320,7 @@ impl ThreadLoop {
                     vms.on_queue_ready(notice);
                 }
             }),
-            Event::Message(ThreadMessage::Shutdown) => {}
+            Event::Message(ThreadMessage::Shutdown | ThreadMessage::Drain) => {}
             Event::HttpCallDone { instance, context_id, token, result } => {
                 // A call cancelled meanwhile (its stream ended) is not delivered.
                 if !self.calls.borrow_mut().http_done(instance, token) {
