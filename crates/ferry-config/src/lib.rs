@@ -91,8 +91,50 @@ pub(crate) fn field_path(path: &serde_path_to_error::Path) -> String {
 /// # Errors
 /// As [`from_yaml`], or the file cannot be read.
 pub fn from_file(path: &Path) -> Result<Bootstrap, ConfigError> {
+    from_yaml(&read_text(path)?)
+}
+
+/// Reads a configuration file's text (a regular file, within the size cap, UTF-8).
+///
+/// # Errors
+/// The file cannot be read, or is not a regular UTF-8 file within the cap.
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
     let refuse = |message: String| ConfigError { path: "(file)".into(), message };
     let bytes = input::read_file(path, input::MAX_CONFIG_BYTES).map_err(refuse)?;
-    let text = String::from_utf8(bytes).map_err(|e| refuse(format!("{} is not UTF-8: {e}", path.display())))?;
-    from_yaml(&text)
+    String::from_utf8(bytes).map_err(|e| refuse(format!("{} is not UTF-8: {e}", path.display())))
+}
+
+/// Envoy's `--config-yaml` over a `--config-path` file: the YAML's values
+/// merged into the file's, as protobuf merges messages (fields set in the
+/// YAML replace the file's, nested messages merge, lists are appended).
+///
+/// # Errors
+/// Either text is not YAML, or is nested too deeply.
+pub fn merge_yaml(base: &str, overlay: &str) -> Result<String, ConfigError> {
+    let parse = |text: &str, what: &str| -> Result<serde_norway::Value, ConfigError> {
+        let refuse = |message: String| ConfigError { path: format!("({what})"), message };
+        input::check_nesting(text).map_err(refuse)?;
+        serde_norway::from_str(text).map_err(|e| refuse(e.to_string()))
+    };
+    let mut merged = parse(base, "file")?;
+    merge(&mut merged, parse(overlay, "--config-yaml")?);
+    serde_norway::to_string(&merged).map_err(|e| ConfigError { path: "(--config-yaml)".into(), message: e.to_string() })
+}
+
+fn merge(base: &mut serde_norway::Value, overlay: serde_norway::Value) {
+    use serde_norway::Value;
+    match (base, overlay) {
+        (Value::Mapping(base), Value::Mapping(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (Value::Sequence(base), Value::Sequence(overlay)) => base.extend(overlay),
+        (base, overlay) => *base = overlay,
+    }
 }

@@ -28,8 +28,27 @@ use ferry_proxy::{Plan, RunOptions, WasmSettings};
 #[command(name = "ferry", version, about = "A Proxy-Wasm host and HTTP proxy, configured with Envoy's YAML")]
 struct Cli {
     /// Path to the configuration file (Envoy v3 YAML or JSON).
-    #[arg(short = 'c', long = "config-path")]
-    config_path: PathBuf,
+    #[arg(short = 'c', long = "config-path", required_unless_present = "config_yaml")]
+    config_path: Option<PathBuf>,
+    /// A configuration as YAML text; with --config-path, merged over the
+    /// file's (fields replace, nested messages merge, lists append).
+    #[arg(long = "config-yaml")]
+    config_yaml: Option<String>,
+    /// The node's cluster (`node.cluster`), over the configuration's.
+    #[arg(long = "service-cluster")]
+    service_cluster: Option<String>,
+    /// The node's id (`node.id`), over the configuration's.
+    #[arg(long = "service-node")]
+    service_node: Option<String>,
+    /// The node's zone (`node.locality.zone`), over the configuration's.
+    #[arg(long = "service-zone")]
+    service_zone: Option<String>,
+    /// Accepted for Envoy compatibility: ferry has no hot restart.
+    #[arg(long = "parent-shutdown-time-s")]
+    parent_shutdown_time_s: Option<u64>,
+    /// Accepted for Envoy compatibility: ferry has no hot restart.
+    #[arg(long = "disable-hot-restart")]
+    disable_hot_restart: bool,
     /// Number of worker threads (default: the number of CPU cores).
     #[arg(long)]
     concurrency: Option<usize>,
@@ -145,10 +164,19 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli, levels: logging::Levels) -> anyhow::Result<()> {
-    let _ = cli.base_id;
-    let path = cli.config_path.display();
-    let config = ferry_config::from_file(&cli.config_path)
-        .with_context(|| format!("error initializing configuration '{path}'"))?;
+    let _ = (cli.base_id, cli.parent_shutdown_time_s, cli.disable_hot_restart);
+    let path = cli.config_path.as_ref().map_or_else(|| "--config-yaml".to_owned(), |p| p.display().to_string());
+    let mut config = load_config(cli).with_context(|| format!("error initializing configuration '{path}'"))?;
+    // The command line's node settings win, as Envoy's.
+    if let Some(cluster) = &cli.service_cluster {
+        config.node.cluster = cluster.clone();
+    }
+    if let Some(id) = &cli.service_node {
+        config.node.id = id.clone();
+    }
+    if let Some(zone) = &cli.service_zone {
+        config.node.locality.1 = zone.clone();
+    }
     let module_cache = if cli.no_wasm_cache { None } else { cli.wasm_cache_dir.clone().or_else(default_cache_dir) };
     let upstreams = Some(config.clusters.iter().map(|c| c.name.clone()).collect());
     let node = ferry_proxy::xds::node(&config.node);
@@ -185,6 +213,21 @@ fn run(cli: &Cli, levels: logging::Levels) -> anyhow::Result<()> {
     let drain_time = std::time::Duration::from_secs(cli.drain_time_s);
     ferry_proxy::run(plan, RunOptions { concurrency, log_control: Some(log_control), drain_time })?;
     Ok(())
+}
+
+/// The configuration from `--config-path`, `--config-yaml`, or both merged.
+fn load_config(cli: &Cli) -> Result<ferry_config::Bootstrap, ferry_config::ConfigError> {
+    match (&cli.config_path, &cli.config_yaml) {
+        (Some(path), None) => ferry_config::from_file(path),
+        (None, Some(yaml)) => ferry_config::from_yaml(yaml),
+        (Some(path), Some(yaml)) => {
+            ferry_config::from_yaml(&ferry_config::merge_yaml(&ferry_config::read_text(path)?, yaml)?)
+        }
+        (None, None) => Err(ferry_config::ConfigError {
+            path: "(command line)".into(),
+            message: "give --config-path or --config-yaml".into(),
+        }),
+    }
 }
 
 /// The `--wasm-*` flags.

@@ -115,3 +115,32 @@ fn two_listeners_of_one_name_are_refused() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("static_resources.listeners[1].name: duplicate listener name \"twin\""), "{stderr}");
 }
+
+#[test]
+fn config_yaml_alone_or_merged_over_the_file_and_node_flags_win() {
+    // Alone: the YAML is the configuration.
+    let yaml = format!("static_resources:\n  listeners:\n{}", listener("only", 0, &direct_route("/", "yaml\n"), ""));
+    let (status, stdout, stderr) = run_to_end(&["--config-yaml", &yaml, "--mode", "validate"]);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("'--config-yaml' OK") || stderr.contains("'--config-yaml' OK"), "{stdout}{stderr}");
+    // Over a file: lists append (a second listener), fields replace (node.id), and
+    // the command line's node settings win over both.
+    let file = format!(
+        "node: {{ id: from-file, cluster: file-cluster }}\nadmin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\nstatic_resources:\n  listeners:\n{}",
+        listener("first", 0, &direct_route("/", "first\n"), "")
+    );
+    let overlay = format!(
+        "node: {{ id: from-yaml }}\nstatic_resources:\n  listeners:\n{}",
+        listener("second", 0, &direct_route("/", "second\n"), "")
+    );
+    let ferry = Ferry::start(
+        &file,
+        &["--concurrency", "1", "--config-yaml", &overlay, "--service-cluster", "cli-cluster", "--service-zone", "z1"],
+    );
+    assert_eq!(get(ferry.address("first"), "/", &[]).text(), "first\n");
+    assert_eq!(get(ferry.address("second"), "/", &[]).text(), "second\n");
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], ferry.admin.expect("admin").port()));
+    let info: serde_json::Value = serde_json::from_slice(&get(admin, "/server_info", &[]).body).unwrap();
+    assert_eq!(info["node"]["id"], "from-yaml", "{info}");
+    assert_eq!(info["node"]["cluster"], "cli-cluster", "{info}");
+}
