@@ -139,6 +139,11 @@ impl http_body::Body for Frames {
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         std::task::Poll::Ready(self.0.pop_front().map(Ok))
     }
+
+    /// Known after the last frame: hyper sets END_STREAM on that frame.
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 #[test]
@@ -155,4 +160,37 @@ fn plugins_read_the_protocol_as_envoy_names_it() {
         response.into_body().collect().await.unwrap().to_bytes()
     });
     assert_eq!(&body[..], b"485454502f32", "hex of HTTP/2");
+}
+
+#[test]
+fn an_http2_request_body_ends_on_its_last_data_frame_an_http1_response_on_a_call_of_its_own() {
+    let filter = wasm_filter("body", "body", &file_code(&plugin("body_rewrite_plugin.wasm")));
+    let routes = "              - match: { prefix: \"/echo\" }\n                route: { cluster: echo }";
+    let clusters = common::cluster("echo", common::echo_server());
+    let config = common::ManagerConfig { routes, filters: &filter, clusters: &clusters, ..Default::default() }.yaml();
+    let ferry = Ferry::start(&config, &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    let body = with_h2(main, async |mut sender| {
+        let frames = Frames(["abc", "def"].map(|m| Frame::data(Bytes::from(m))).into()).boxed();
+        let request = http::Request::post(format!("http://localhost:{}/echo", main.port())).body(frames).unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        response.into_body().collect().await.unwrap().to_bytes()
+    });
+    assert_eq!(&body[..], b"echo: ABCDEF [checked]");
+    ferry.wait_for("response body 12 end_of_stream=true", std::time::Duration::from_secs(10));
+    let calls: Vec<String> = ferry
+        .lines()
+        .iter()
+        .filter(|l| l.contains(" end_of_stream="))
+        .filter_map(|l| l.find("request body ").or_else(|| l.find("response body ")).map(|at| l[at..].to_owned()))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "request body 3 end_of_stream=false",
+            "request body 6 end_of_stream=true",
+            "response body 12 end_of_stream=false",
+            "response body 12 end_of_stream=true",
+        ]
+    );
 }

@@ -74,6 +74,8 @@ struct Exchange {
     /// The route the request took (virtual host and route index): its
     /// response header changes apply to whatever answer goes back.
     route: Option<(usize, usize)>,
+    /// The HTTP version the upstream answered in (how its body's end is told).
+    upstream_version: http::Version,
 }
 
 /// Why the filters ended a direction early.
@@ -212,8 +214,15 @@ async fn filtered(
         ..StreamInfo::default()
     };
     let stream = HttpStream { request_headers, info, ..HttpStream::default() };
-    let mut exchange =
-        Exchange { conn, stream, filters: Vec::new(), notes: StreamNotes::default(), logged: false, route: None };
+    let mut exchange = Exchange {
+        conn,
+        stream,
+        filters: Vec::new(),
+        notes: StreamNotes::default(),
+        logged: false,
+        route: None,
+        upstream_version: http::Version::HTTP_11,
+    };
     let reply = match exchange.request_path(body).await {
         Ok(reply) => reply,
         Err(error) => match rescue(error) {
@@ -348,6 +357,7 @@ impl Exchange {
                 StreamError::Upstream(error)
             })?;
         let (parts, body) = response.into_parts();
+        self.upstream_version = parts.version;
         self.stream.response_headers = response_headers(parts.status, &parts.headers);
         // The connector records the peer of each connection (`upstream.address`).
         self.stream.info.upstream =
@@ -364,7 +374,8 @@ impl Exchange {
         if self.filters.is_empty() || body.is_end_stream() {
             return Ok(UpstreamBody::Streamed(body));
         }
-        let filtered = self.filter_body(Side::Request, body).await?;
+        let http1 = self.stream.info.protocol != "HTTP/2";
+        let filtered = self.filter_body(Side::Request, body, http1).await?;
         let trailers = filtered.trailers.map(|t| hyper_trailers(&t).0);
         let data = (!filtered.data.is_empty()).then_some(filtered.data);
         Ok(UpstreamBody::Full(data, trailers))
@@ -416,7 +427,10 @@ impl Exchange {
         // The body (and trailers) through the filters, in reverse order.
         let filtered = match reply {
             Reply::Local(body) => self.filter_whole_body(Side::Response, body).await.map(|data| (data, None)),
-            Reply::Upstream(body) => self.filter_body(Side::Response, body).await.map(|f| (f.data, f.trailers)),
+            Reply::Upstream(body) => {
+                let http1 = self.upstream_version < http::Version::HTTP_2;
+                self.filter_body(Side::Response, body, http1).await.map(|f| (f.data, f.trailers))
+            }
         };
         let (body, trailers) = match filtered {
             Ok(filtered) => filtered,

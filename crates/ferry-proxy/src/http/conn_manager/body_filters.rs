@@ -2,9 +2,12 @@
 //! Envoy delivers them.
 //!
 //! Each chunk read goes to the body callback of each filter in turn
-//! (request: filter order; response: reverse), with `end_of_stream` on the
-//! last one (an empty last call when the end comes after the data, as with
-//! chunked encoding). A filter that continues passes the bytes, as it left
+//! (request: filter order; response: reverse). Where the end is flagged
+//! follows Envoy's codecs: over HTTP/1.x every chunk has `end_of_stream`
+//! false and the end of the message is one more call, with no data and
+//! `end_of_stream` true (whatever the framing: content-length, chunked or
+//! close); over HTTP/2 the DATA frame that ends the stream has it (an empty
+//! last call when the end comes after the data). A filter that continues passes the bytes, as it left
 //! them, to the next; one that stops (StopIterationAndBuffer) holds them:
 //! the next chunk is added and it sees all it holds again. A stop on the
 //! last chunk waits for the plugin to resume the stream. When trailers
@@ -62,7 +65,7 @@ impl Exchange {
     /// Reads `body` and runs it through the filters; `Err` with what ends
     /// the stream (a filter answered, reset it, or failed, or the body was
     /// too large or broke off).
-    pub(super) async fn filter_body<B>(&mut self, side: Side, mut body: B) -> Result<Filtered, Ending>
+    pub(super) async fn filter_body<B>(&mut self, side: Side, mut body: B, http1: bool) -> Result<Filtered, Ending>
     where
         B: http_body::Body<Data = Bytes, Error = hyper::Error> + Unpin,
     {
@@ -86,8 +89,12 @@ impl Exchange {
                         return Err(Ending::Fail(StreamError::BodyTooLarge(side)));
                     }
                     let end = body.is_end_stream();
-                    self.chunk_through(side, &order, &mut held, data.to_vec(), end, &mut out).await?;
+                    // HTTP/1.x: the end of the message comes as a call of its own.
+                    self.chunk_through(side, &order, &mut held, data.to_vec(), end && !http1, &mut out).await?;
                     if end {
+                        if http1 {
+                            self.chunk_through(side, &order, &mut held, Vec::new(), true, &mut out).await?;
+                        }
                         return Ok(Filtered { data: out.into(), trailers: None });
                     }
                 }
