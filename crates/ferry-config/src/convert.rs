@@ -27,6 +27,8 @@ const BYTES_VALUE: &str = "google.protobuf.BytesValue";
 const STRUCT: &str = "google.protobuf.Struct";
 const TYPED_STRUCTS: [&str; 2] = ["udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"];
 
+const HEADER_TO_METADATA: &str = "envoy.extensions.filters.http.header_to_metadata.v3.Config";
+
 /// Names that mean "router" without a typed config.
 const ROUTER_NAMES: [&str; 2] = ["envoy.filters.http.router", "envoy.router"];
 
@@ -506,8 +508,11 @@ fn http_filter(raw: raw::TypedExtension, path: &str) -> Result<HttpFilterItem, C
         HTTP_WASM => {
             let filter: raw::WasmFilter = decode(any.fields, &any.path)?;
             let plugin = plugin_config(filter.config, &join(&any.path, "config"))?;
-            Ok(HttpFilterItem::Filter(Box::new(HttpFilter::Wasm(plugin))))
+            Ok(HttpFilterItem::Filter(Box::new(HttpFilter::Wasm(Box::new(plugin)))))
         }
+        HEADER_TO_METADATA => Ok(HttpFilterItem::Filter(Box::new(HttpFilter::HeaderToMetadata(
+            crate::header_to_metadata::config(any.fields, &any.path)?,
+        )))),
         other => Err(err(join(&any.path, "@type"), format!("HTTP filter {other} ({:?}) is not supported", raw.name))),
     }
 }

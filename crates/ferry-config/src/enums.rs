@@ -111,6 +111,16 @@ pub(crate) fn tls_version<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Stri
     enum_name(d, "TlsProtocol", &["TLS_AUTO", "TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3"])
 }
 
+/// `Rule.KeyValuePair.ValueType`.
+pub(crate) fn metadata_value_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(d, "ValueType", &["STRING", "NUMBER", "PROTOBUF_VALUE"])
+}
+
+/// `Rule.KeyValuePair.ValueEncode`.
+pub(crate) fn metadata_value_encode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(d, "ValueEncode", &["NONE", "BASE64"])
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(serde::Deserialize, Debug)]

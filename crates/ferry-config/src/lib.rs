@@ -11,6 +11,7 @@
 pub mod access_log;
 mod convert;
 mod enums;
+mod header_to_metadata;
 pub mod input;
 mod matchers;
 mod metadata;

@@ -857,7 +857,55 @@ pub struct Redirect {
 #[derive(Clone, Debug, PartialEq)]
 pub enum HttpFilter {
     /// `envoy.filters.http.wasm`.
-    Wasm(PluginConfig),
+    Wasm(Box<PluginConfig>),
+    /// `envoy.filters.http.header_to_metadata`.
+    HeaderToMetadata(HeaderToMetadata),
+}
+
+/// `header_to_metadata`'s rules.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeaderToMetadata {
+    /// `request_rules`, on the request headers.
+    pub request_rules: Vec<MetadataRule>,
+    /// `response_rules`, on the response headers.
+    pub response_rules: Vec<MetadataRule>,
+}
+
+/// A rule: a header, what to set when it is there or not, and whether to remove it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetadataRule {
+    /// `header`, lower case.
+    pub header: String,
+    /// `on_header_present`.
+    pub on_present: Option<MetadataValue>,
+    /// `on_header_missing` (its `value` is required).
+    pub on_missing: Option<MetadataValue>,
+    /// `remove`: the header goes once read.
+    pub remove: bool,
+}
+
+/// `KeyValuePair`: where a value goes in the dynamic metadata, and what it is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetadataValue {
+    /// `metadata_namespace` (default the filter's name).
+    pub namespace: String,
+    /// `key`.
+    pub key: String,
+    /// `value`: set instead of the header's.
+    pub value: Option<String>,
+    /// `regex_value_rewrite` of the header's value.
+    pub rewrite: Option<(Pattern, String)>,
+    /// `type`.
+    pub kind: MetadataKind,
+}
+
+/// `ValueType` of a metadata value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetadataKind {
+    /// `STRING`.
+    String,
+    /// `NUMBER`: a double (a value that does not parse is not set).
+    Number,
 }
 
 /// `envoy.bootstrap.wasm`: a plugin with no traffic of its own.

@@ -205,9 +205,10 @@ struct RawClusterWeight {
     weight: Option<u32>,
 }
 
+/// `RegexMatchAndSubstitute`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRegexRewrite {
+pub(crate) struct RawRegexRewrite {
     pattern: RawRegex,
     substitution: String,
 }
@@ -393,7 +394,7 @@ fn forward(raw: RawRouteAction, path: &str, clusters: &[Cluster]) -> Result<Forw
 }
 
 /// A `RegexMatchAndSubstitute`: Envoy's `\N` groups become the regex crate's `${N}`.
-fn rewrite(raw: RawRegexRewrite, path: &str) -> Result<(Pattern, String), ConfigError> {
+pub(crate) fn rewrite(raw: RawRegexRewrite, path: &str) -> Result<(Pattern, String), ConfigError> {
     let pattern = regex::Regex::new(&raw.pattern.regex)
         .map_err(|e| err(join(path, "pattern.regex"), format!("not a valid regular expression: {e}")))?;
     let substitution = raw.substitution.replace('$', "$$");

@@ -28,7 +28,8 @@ pub mod xds;
 
 pub use civil::Civil;
 pub use plan::{
-    HostRuntime, HttpPlan, ListenerPlan, ListenerService, Plan, PlanError, TcpPlan, WasmSettings, host_runtime,
+    FilterSpec, HostRuntime, HttpPlan, ListenerPlan, ListenerService, Plan, PlanError, TcpPlan, WasmSettings,
+    host_runtime,
 };
 pub use server::{LogControl, RunError, RunOptions, check_start, run};
 pub use upstream::Clusters;

@@ -233,12 +233,21 @@ fn open_access_logs(listener: &str, logs: &[ferry_config::AccessLog]) -> Result<
         .collect()
 }
 
+/// An HTTP filter of a connection manager.
+#[derive(Clone)]
+pub enum FilterSpec {
+    /// A Wasm plugin, as an index into [`Plan::worker_plugins`].
+    Wasm(usize),
+    /// `envoy.filters.http.header_to_metadata`.
+    HeaderToMetadata(Arc<ferry_config::HeaderToMetadata>),
+}
+
 /// An HTTP connection manager.
 pub struct HttpPlan {
     /// Routes.
     pub routes: RouteTable,
-    /// Wasm filters in order, as indexes into [`Plan::worker_plugins`].
-    pub filters: Vec<usize>,
+    /// The HTTP filters before the router, in order.
+    pub filters: Vec<FilterSpec>,
     /// Add `x-request-id` when absent.
     pub generate_request_id: bool,
     /// Value of the `server` response header.
@@ -324,7 +333,12 @@ impl Plan {
                     let filters = hcm
                         .http_filters
                         .iter()
-                        .map(|HttpFilter::Wasm(p)| plugins.add_worker(p))
+                        .map(|filter| match filter {
+                            HttpFilter::Wasm(p) => plugins.add_worker(p).map(FilterSpec::Wasm),
+                            HttpFilter::HeaderToMetadata(rules) => {
+                                Ok(FilterSpec::HeaderToMetadata(Arc::new(rules.clone())))
+                            }
+                        })
                         .collect::<Result<Vec<_>, _>>()?;
                     ListenerService::Http(Arc::new(HttpPlan {
                         routes: RouteTable::new(&hcm.route_config),

@@ -3,7 +3,9 @@
 //! the bytes (hex) in the body, so conformance cases can compare both with
 //! Envoy's encodings.
 //!
-//! - `x-property: a.b.c` — `proxy_get_property` of the path `a\0b\0c`;
+//! - `x-property: a.b.c` — `proxy_get_property` of the path `a\0b\0c`
+//!   (segments split on `,` instead when there is one, for names with dots:
+//!   `metadata,filter_metadata,envoy.lb,key`);
 //! - `x-expr: <CEL>` — `expr_create`, `expr_evaluate`, `expr_delete`
 //!   (statuses of create and evaluate, comma-separated);
 //! - `x-set: name=value` — `proxy_set_property` twice with that value
@@ -60,6 +62,12 @@ fn declare(name: &str, readonly: bool) -> u32 {
     foreign("declare_property", &args).0
 }
 
+/// A property path from a header: segments split on `,` if there is one, else on `.`.
+fn segments(path: &str) -> Vec<u8> {
+    let separator = if path.contains(',') { ',' } else { '.' };
+    path.replace(separator, "\0").into_bytes()
+}
+
 fn unhex(text: &str) -> Vec<u8> {
     (0..text.len() / 2).filter_map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()).collect()
 }
@@ -103,7 +111,7 @@ impl Context for Reader {}
 impl HttpContext for Reader {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         let (status, body) = if let Some(path) = self.get_http_request_header("x-property") {
-            let (status, bytes) = get_property(path.replace('.', "\0").as_bytes());
+            let (status, bytes) = get_property(&segments(&path));
             (status.to_string(), hex(&bytes))
         } else if let Some(source) = self.get_http_request_header("x-expr") {
             let (created, token) = foreign("expr_create", source.as_bytes());
@@ -134,7 +142,7 @@ impl HttpContext for Reader {
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
         if let Some(path) = self.response_property.take() {
-            let (status, bytes) = get_property(path.replace('.', "\0").as_bytes());
+            let (status, bytes) = get_property(&segments(&path));
             self.set_http_response_header("x-property-status", Some(&status.to_string()));
             self.set_http_response_header("x-property-value", Some(&hex(&bytes)));
         }

@@ -5,10 +5,12 @@
 //! that runs a Proxy-Wasm plugin (and waits out its pauses); [`Filter`] is
 //! the element of a filter chain, one variant per implementation.
 
+mod header_to_metadata;
 mod wasm;
 
 use ferry_host::{HttpStream, LocalResponse};
 
+pub(crate) use header_to_metadata::HeaderToMetadataFilter;
 pub(crate) use wasm::WasmFilter;
 
 /// Which message a body or trailers belong to.
@@ -56,42 +58,50 @@ pub(crate) trait HttpFilter {
 pub(crate) enum Filter {
     /// A Proxy-Wasm plugin (`envoy.filters.http.wasm`).
     Wasm(WasmFilter),
+    /// `envoy.filters.http.header_to_metadata`.
+    HeaderToMetadata(HeaderToMetadataFilter),
 }
 
 impl HttpFilter for Filter {
     async fn request_headers(&mut self, stream: &mut HttpStream, end_of_stream: bool) -> FilterStatus {
         match self {
             Filter::Wasm(f) => f.request_headers(stream, end_of_stream).await,
+            Filter::HeaderToMetadata(f) => f.request_headers(stream, end_of_stream).await,
         }
     }
 
     async fn response_headers(&mut self, stream: &mut HttpStream, end_of_stream: bool) -> FilterStatus {
         match self {
             Filter::Wasm(f) => f.response_headers(stream, end_of_stream).await,
+            Filter::HeaderToMetadata(f) => f.response_headers(stream, end_of_stream).await,
         }
     }
 
     async fn body(&mut self, side: Side, stream: &mut HttpStream, end_of_stream: bool) -> FilterStatus {
         match self {
             Filter::Wasm(f) => f.body(side, stream, end_of_stream).await,
+            Filter::HeaderToMetadata(f) => f.body(side, stream, end_of_stream).await,
         }
     }
 
     async fn trailers(&mut self, side: Side, stream: &mut HttpStream) -> FilterStatus {
         match self {
             Filter::Wasm(f) => f.trailers(side, stream).await,
+            Filter::HeaderToMetadata(f) => f.trailers(side, stream).await,
         }
     }
 
     fn reclaim(&mut self, stream: &mut HttpStream) {
         match self {
             Filter::Wasm(f) => f.reclaim(stream),
+            Filter::HeaderToMetadata(f) => f.reclaim(stream),
         }
     }
 
     fn finish(self, stream: &mut HttpStream) {
         match self {
             Filter::Wasm(f) => f.finish(stream),
+            Filter::HeaderToMetadata(f) => f.finish(stream),
         }
     }
 }

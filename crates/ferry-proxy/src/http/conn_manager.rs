@@ -28,11 +28,12 @@ mod passthrough;
 use crate::access_log::{Entry, StreamNotes};
 use crate::counted::CountedBody;
 use crate::event_loop::ThreadLoop;
-use crate::filter::{Filter, FilterStatus, HttpFilter, Side, WasmFilter};
+use crate::filter::{Filter, FilterStatus, HeaderToMetadataFilter, HttpFilter, Side, WasmFilter};
 use crate::headers::{hyper_trailers, protocol_name, request_headers, response_headers, to_hyper_headers};
 use crate::http::body::{ResponseBody, StreamFinisher, WasmLoggers};
 use crate::http::rescue::{Local, Rescue, StreamError, rescue};
 use crate::http::routing;
+use crate::plan::FilterSpec;
 use crate::plan::HttpPlan;
 use crate::upstream::{RouteSend, UpstreamBody, UpstreamHost};
 
@@ -272,10 +273,15 @@ impl Exchange {
     /// closes or fails the stream.
     async fn request_filters(&mut self, end_of_stream: bool) -> Result<(), Ending> {
         let conn = self.conn.clone();
-        for &index in &conn.http.filters {
+        for spec in &conn.http.filters {
             // In the list before it runs: a stream dropped while the filter
             // waits still ends it.
-            self.filters.push(Filter::Wasm(WasmFilter::new(conn.thread.clone(), conn.thread.handle(index))));
+            self.filters.push(match spec {
+                FilterSpec::Wasm(index) => {
+                    Filter::Wasm(WasmFilter::new(conn.thread.clone(), conn.thread.handle(*index)))
+                }
+                FilterSpec::HeaderToMetadata(rules) => Filter::HeaderToMetadata(HeaderToMetadataFilter(rules.clone())),
+            });
             let filter = self.filters.last_mut().expect("pushed above");
             go_on(filter.request_headers(&mut self.stream, end_of_stream).await)?;
         }
