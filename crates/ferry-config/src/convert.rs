@@ -405,6 +405,21 @@ fn http_connection_manager(
     clusters: &[Cluster],
 ) -> Result<HttpConnectionManager, ConfigError> {
     let limits = http_limits(&raw, path)?;
+    let scheme_to_overwrite = match &raw.scheme_header_transformation {
+        Some(t) => {
+            let at = join(path, "scheme_header_transformation");
+            match (&t.scheme_to_overwrite, t.match_upstream.unwrap_or(false)) {
+                (Some(_), true) => return Err(err(at, "give scheme_to_overwrite or match_upstream, not both")),
+                (Some(scheme), false) if scheme == "http" || scheme == "https" => Some(scheme.clone()),
+                (Some(other), false) => {
+                    return Err(err(join(&at, "scheme_to_overwrite"), format!("{other:?} is not http or https")));
+                }
+                // The upstream always gets its own connection's scheme in ferry.
+                (None, _) => None,
+            }
+        }
+        None => None,
+    };
     let codec = match raw.codec_type.as_deref().map(str::to_ascii_uppercase).as_deref() {
         None | Some("AUTO") => Codec::Auto,
         Some("HTTP1") => Codec::Http1,
@@ -475,6 +490,7 @@ fn http_connection_manager(
         server_name: raw.server_name.unwrap_or_else(|| "ferry".to_owned()),
         server_header_transformation,
         codec,
+        scheme_to_overwrite,
         limits,
         http2,
         use_remote_address: raw.use_remote_address.unwrap_or(false),
@@ -586,12 +602,18 @@ fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
     }
     let mut endpoints = Vec::new();
     let mut endpoint_metadata = Vec::new();
+    let mut endpoint_hostnames = Vec::new();
     for (i, locality) in raw.load_assignment.map(|l| l.endpoints).unwrap_or_default().into_iter().enumerate() {
         for (j, lb) in locality.lb_endpoints.into_iter().enumerate() {
             let lb_path = format!("{path}.load_assignment.endpoints[{i}].lb_endpoints[{j}]");
             endpoint_metadata.push(crate::metadata::metadata(lb.metadata, &join(&lb_path, "metadata"))?);
             let at = join(&lb_path, "endpoint.address");
+            let hostname = lb.endpoint.hostname.filter(|h| !h.is_empty());
             let address = socket_address(lb.endpoint.address, &at)?;
+            // Envoy's host name of an endpoint: its `hostname`, else the
+            // name a DNS cluster resolves; a static address has none.
+            endpoint_hostnames
+                .push(hostname.or_else(|| (discovery == Discovery::Dns).then(|| address.address.clone())));
             if discovery == Discovery::Static && address.address.parse::<std::net::IpAddr>().is_err() {
                 return Err(err(
                     join(&at, "socket_address.address"),
@@ -643,6 +665,7 @@ fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
         discovery,
         endpoints,
         endpoint_metadata,
+        endpoint_hostnames,
         http2,
         metadata,
         tls,

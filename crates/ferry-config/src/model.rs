@@ -281,6 +281,9 @@ pub struct HttpConnectionManager {
     pub server_header_transformation: ServerHeaderTransformation,
     /// `codec_type`: which HTTP versions clients may speak.
     pub codec: Codec,
+    /// `scheme_header_transformation.scheme_to_overwrite`: the `:scheme`
+    /// plugins see (and the router sends), whatever the connection's.
+    pub scheme_to_overwrite: Option<String>,
     /// Timeouts and limits on what clients send.
     pub limits: HttpLimits,
     /// `http2_protocol_options`.
@@ -992,6 +995,9 @@ pub struct Cluster {
     pub endpoints: Vec<SocketAddress>,
     /// Each endpoint's `metadata`, in the same order.
     pub endpoint_metadata: Vec<Metadata>,
+    /// Each endpoint's host name (`endpoint.hostname`, else the DNS name of
+    /// a DNS cluster's endpoint), for `auto_host_rewrite`.
+    pub endpoint_hostnames: Vec<Option<String>>,
     /// `metadata`.
     pub metadata: Metadata,
     /// HTTP/2 to the endpoints, from `HttpProtocolOptions`'

@@ -225,6 +225,18 @@ pub(crate) struct HttpConnectionManager {
     pub common_http_protocol_options: Option<CommonHttpProtocolOptions>,
     #[serde(default)]
     pub http_protocol_options: Option<Http1ProtocolOptions>,
+    #[serde(default)]
+    pub scheme_header_transformation: Option<SchemeHeaderTransformation>,
+}
+
+/// `envoy.config.core.v3.SchemeHeaderTransformation`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SchemeHeaderTransformation {
+    #[serde(default)]
+    pub scheme_to_overwrite: Option<String>,
+    #[serde(default)]
+    pub match_upstream: Option<bool>,
 }
 
 /// `envoy.config.core.v3.HttpProtocolOptions`.
@@ -397,6 +409,8 @@ pub(crate) struct LbEndpoint {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Endpoint {
     pub address: Address,
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 /// `envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`.

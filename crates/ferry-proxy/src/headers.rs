@@ -11,7 +11,11 @@ use http::request::Parts;
 /// without the connection-level headers Envoy removes), then
 /// `x-forwarded-proto` and `x-request-id` when absent. (`x-forwarded-for`
 /// is already as `forwarding` left it.)
-pub(crate) fn request_headers(parts: &Parts, generate_request_id: bool, scheme: &'static str) -> HeaderMap {
+pub(crate) fn request_headers(
+    parts: &Parts,
+    generate_request_id: bool,
+    (scheme, forwarded_proto): (&'static str, &'static str),
+) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(parts.headers.len() + 6);
     let authority = parts
         .headers
@@ -31,7 +35,7 @@ pub(crate) fn request_headers(parts: &Parts, generate_request_id: bool, scheme: 
         map.append_lowercase(name_bytes(name), Bytes::copy_from_slice(value.as_bytes()));
     }
     if !map.contains(b"x-forwarded-proto") {
-        map.append_lowercase(Bytes::from_static(b"x-forwarded-proto"), Bytes::from_static(scheme.as_bytes()));
+        map.append_lowercase(Bytes::from_static(b"x-forwarded-proto"), Bytes::from_static(forwarded_proto.as_bytes()));
     }
     if generate_request_id && !map.contains(b"x-request-id") {
         map.append_lowercase(Bytes::from_static(b"x-request-id"), new_request_id());
@@ -205,7 +209,7 @@ mod tests {
             .header("connection", "keep-alive")
             .body(())
             .unwrap();
-        let map = request_headers(&parts(request), true, "http");
+        let map = request_headers(&parts(request), true, ("http", "http"));
         assert_eq!(
             names(&map),
             [
@@ -233,7 +237,7 @@ mod tests {
             .header("x-forwarded-proto", "https")
             .body(())
             .unwrap();
-        let map = request_headers(&parts(request), true, "http");
+        let map = request_headers(&parts(request), true, ("http", "http"));
         assert_eq!(&map.get(b"x-request-id").unwrap()[..], b"abc");
         assert_eq!(&map.get(b"x-forwarded-proto").unwrap()[..], b"https");
         assert_eq!(map.len(), 6);
@@ -241,7 +245,7 @@ mod tests {
 
     #[test]
     fn no_request_id_when_generation_is_off() {
-        let map = request_headers(&parts(http::Request::get("/").body(()).unwrap()), false, "http");
+        let map = request_headers(&parts(http::Request::get("/").body(()).unwrap()), false, ("http", "http"));
         assert!(!map.contains(b"x-request-id"));
     }
 }

@@ -258,6 +258,8 @@ pub struct HttpPlan {
     pub codec: ferry_config::Codec,
     /// Timeouts and limits on what clients send.
     pub limits: ferry_config::HttpLimits,
+    /// `scheme_header_transformation.scheme_to_overwrite`.
+    pub scheme_to_overwrite: Option<&'static str>,
     /// The listener's TLS, if it terminates TLS.
     pub(crate) tls: Option<Arc<crate::tls::ServerTls>>,
     /// `http2_protocol_options`.
@@ -348,6 +350,11 @@ impl Plan {
                         server_header_transformation: hcm.server_header_transformation,
                         codec: hcm.codec,
                         limits: hcm.limits,
+                        scheme_to_overwrite: match hcm.scheme_to_overwrite.as_deref() {
+                            Some("https") => Some("https"),
+                            Some(_) => Some("http"),
+                            None => None,
+                        },
                         tls: listener
                             .tls
                             .as_ref()

@@ -106,10 +106,18 @@ fn rewrites_change_the_path_and_host_upstream_and_keep_the_original() {
                 route: { cluster: backend, regex_rewrite: { pattern: { regex: "^/re/([a-z]+)/([0-9]+)$" }, substitution: "/\\2/\\1" } }
               - match: { prefix: "/host" }
                 route: { cluster: backend, host_rewrite_literal: "internal.example" }
+              - match: { prefix: "/auto-named" }
+                route: { cluster: named, auto_host_rewrite: true }
               - match: { prefix: "/auto" }
                 route: { cluster: backend, auto_host_rewrite: true }"#;
     let backend = reporting_upstream("backend");
-    let ferry = Ferry::start(&config(routes, "", &cluster("backend", backend)), &["--concurrency", "1"]);
+    // The same upstream as an endpoint with a host name.
+    let named = format!(
+        "  - name: named\n    connect_timeout: 1s\n    load_assignment:\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ hostname: backend.internal, address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}\n",
+        backend.port()
+    );
+    let clusters = cluster("backend", backend) + &named;
+    let ferry = Ferry::start(&config(routes, "", &clusters), &["--concurrency", "1"]);
     let main = ferry.address("main");
     let body = |path: &str| request(main, "GET", path, &[], b"").text();
     let host = format!("localhost:{}", main.port());
@@ -119,7 +127,9 @@ fn rewrites_change_the_path_and_host_upstream_and_keep_the_original() {
     );
     assert_eq!(body("/re/abc/42?x"), format!("backend /42/abc?x host={host} original=/re/abc/42?x added=- removed=-"));
     assert_eq!(body("/host"), "backend /host host=internal.example original=- added=- removed=-");
-    assert_eq!(body("/auto"), format!("backend /auto host={backend} original=- added=- removed=-"));
+    // auto_host_rewrite: the endpoint's host name; a static address has none (as in Envoy).
+    assert_eq!(body("/auto-named"), "backend /auto-named host=backend.internal original=- added=- removed=-");
+    assert_eq!(body("/auto"), format!("backend /auto host={host} original=- added=- removed=-"));
 }
 
 #[test]
@@ -226,4 +236,23 @@ fn retries_on_a_failing_upstream_and_on_connect_failures() {
     assert!(stats.contains("cluster.flaky.upstream_rq_retry: 2"), "{stats}");
     // Round robin: each request's first try takes the dead endpoint, its retry the live one.
     assert!(stats.contains("cluster.half_dead.upstream_rq_retry: 4"), "{stats}");
+}
+
+#[test]
+fn scheme_header_transformation_sets_the_scheme_plugins_see() {
+    let filter =
+        common::wasm_filter("attributes", "attributes", &common::file_code(&common::plugin("attributes_plugin.wasm")));
+    let config = common::ManagerConfig {
+        manager: "          scheme_header_transformation: { scheme_to_overwrite: https }\n",
+        routes: r#"              - match: { prefix: "/" }
+                direct_response: { status: 200 }"#,
+        filters: &filter,
+        ..Default::default()
+    }
+    .yaml();
+    let ferry = Ferry::start(&config, &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    let read = |property: &str| request(main, "GET", "/", &[("x-property", property)], b"").text();
+    assert_eq!(read("request.scheme"), "6874747073", "hex of https");
+    assert_eq!(read("request.headers.x-forwarded-proto"), "68747470", "the connection's own: http");
 }

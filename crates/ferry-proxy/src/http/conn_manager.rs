@@ -54,9 +54,14 @@ pub(crate) struct ConnContext {
 }
 
 impl ConnContext {
-    /// `https` on a TLS connection, else `http` (`:scheme`, `x-forwarded-proto`).
-    pub(crate) fn scheme(&self) -> &'static str {
+    /// `https` on a TLS connection, else `http`: `x-forwarded-proto`.
+    pub(crate) fn connection_scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// `:scheme`: the connection's, unless `scheme_header_transformation` says which.
+    pub(crate) fn scheme(&self) -> &'static str {
+        self.http.scheme_to_overwrite.unwrap_or_else(|| self.connection_scheme())
     }
 }
 
@@ -203,7 +208,8 @@ async fn filtered(
     client: SocketAddr,
     conn: Rc<ConnContext>,
 ) -> Result<Response<ResponseBody>, StreamReset> {
-    let request_headers = request_headers(&parts, conn.http.generate_request_id, conn.scheme());
+    let request_headers =
+        request_headers(&parts, conn.http.generate_request_id, (conn.scheme(), conn.connection_scheme()));
     let info = StreamInfo {
         source: Some(client),
         destination: conn.destination,

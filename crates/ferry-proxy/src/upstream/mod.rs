@@ -152,6 +152,8 @@ impl http_body::Body for UpstreamBody {
 #[derive(Clone)]
 pub(crate) struct UpstreamHost {
     pub(crate) metadata: Arc<ferry_host::Metadata>,
+    /// Its host name, if it has one (what `auto_host_rewrite` sends as `host`).
+    pub(crate) hostname: Option<Arc<str>>,
 }
 
 /// hyper's connector, with TLS for clusters that have it.
@@ -166,6 +168,8 @@ struct Pool {
     endpoints: Vec<String>,
     /// Each endpoint's metadata, in the same order.
     endpoint_metadata: Vec<Arc<ferry_host::Metadata>>,
+    /// Each endpoint's host name, in the same order.
+    endpoint_hostnames: Vec<Option<Arc<str>>>,
     next: Cell<usize>,
     connect_timeout: Duration,
     stats: Arc<ClusterStats>,
@@ -182,7 +186,11 @@ impl Pool {
         }
         let index = self.next.get() % self.endpoints.len();
         self.next.set(index + 1);
-        Some((&self.endpoints[index], UpstreamHost { metadata: self.endpoint_metadata[index].clone() }))
+        let host = UpstreamHost {
+            metadata: self.endpoint_metadata[index].clone(),
+            hostname: self.endpoint_hostnames[index].clone(),
+        };
+        Some((&self.endpoints[index], host))
     }
 }
 
@@ -241,6 +249,7 @@ impl Upstreams {
                     scheme: if tls.is_some() { "https" } else { "http" },
                     endpoints,
                     endpoint_metadata,
+                    endpoint_hostnames: c.endpoint_hostnames.iter().map(|h| h.as_deref().map(Arc::from)).collect(),
                     facts: crate::xds::cluster(c),
                     next: Cell::new(0),
                     connect_timeout: c.connect_timeout,
@@ -284,7 +293,8 @@ impl Upstreams {
             let last = attempt == attempts;
             let this_body = if last { body.take() } else { body.as_ref().and_then(UpstreamBody::try_clone) };
             let this_body = this_body.ok_or_else(|| UpstreamError::Request("no body to send".into()))?;
-            let request = build_request(pool.scheme, endpoint, headers, this_body, route.auto_host_rewrite)?;
+            let host_name = if route.auto_host_rewrite { host.hostname.as_deref() } else { None };
+            let request = build_request(pool.scheme, endpoint, headers, this_body, host_name)?;
             // Each try gets the per-try timeout, within what is left of the route's.
             let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
             let per_try = match (retry.and_then(|r| r.per_try_timeout), left) {
@@ -444,7 +454,7 @@ impl Upstreams {
     ) -> Result<Response<Incoming>, UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
         let (endpoint, _) = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
-        let request = build_request(pool.scheme, endpoint, headers, body, false)?;
+        let request = build_request(pool.scheme, endpoint, headers, body, None)?;
         Self::send_request(pool, timeout, request).await
     }
 
@@ -508,14 +518,14 @@ fn plain_config() -> rustls::ClientConfig {
         .clone()
 }
 
-/// A request to `endpoint` from a header map; with `endpoint_as_host`
-/// (`auto_host_rewrite`) the endpoint is the `host`, else `:authority` is.
+/// A request to `endpoint` from a header map; the `host` is `host_name`
+/// (`auto_host_rewrite` of an endpoint with a host name), else `:authority`.
 fn build_request(
     scheme: &str,
     endpoint: &str,
     headers: &HeaderMap,
     body: UpstreamBody,
-    endpoint_as_host: bool,
+    host_name: Option<&str>,
 ) -> Result<Request<UpstreamBody>, UpstreamError> {
     let get = |name: &[u8]| headers.get(name).cloned().unwrap_or_else(Bytes::new);
     let path = get(b":path");
@@ -528,7 +538,7 @@ fn build_request(
     let method = http::Method::from_bytes(&get(b":method")).map_err(|e| UpstreamError::Request(e.to_string()))?;
     let mut request =
         Request::builder().method(method).uri(uri).body(body).map_err(|e| UpstreamError::Request(e.to_string()))?;
-    let authority = if endpoint_as_host { Bytes::copy_from_slice(endpoint.as_bytes()) } else { get(b":authority") };
+    let authority = host_name.map_or_else(|| get(b":authority"), |name| Bytes::copy_from_slice(name.as_bytes()));
     if let Ok(host) = http::HeaderValue::from_maybe_shared(authority) {
         request.headers_mut().insert(http::header::HOST, host);
     }

@@ -105,7 +105,7 @@ async fn forward(
     cluster: &str,
     timeout: Option<std::time::Duration>,
 ) -> Result<Response<ResponseBody>, StreamError> {
-    prepare_upstream_headers(&mut parts.headers, conn.http.generate_request_id, conn.scheme());
+    prepare_upstream_headers(&mut parts.headers, conn.http.generate_request_id, conn.connection_scheme());
     let logged = (!conn.http.access_logs.is_empty()).then(|| parts.headers.clone());
     let upstreams = conn.thread.upstreams();
     let envoy_headers = conn.http.envoy_headers;
