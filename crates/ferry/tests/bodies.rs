@@ -61,12 +61,7 @@ fn a_chunked_body_reaches_the_filter_piece_by_piece_and_is_buffered_until_the_en
     assert_eq!(String::from_utf8_lossy(&body), "echo: ABCDEFGHI [checked]");
     // Log lines are written by a background thread: wait for the last one.
     ferry.wait_for("response body 15", Duration::from_secs(10));
-    let calls: Vec<String> = ferry
-        .lines()
-        .iter()
-        .filter(|l| l.contains(" end_of_stream="))
-        .filter_map(|l| l.find("request body ").or_else(|| l.find("response body ")).map(|at| l[at..].to_owned()))
-        .collect();
+    let calls = common::body_calls(&ferry);
     assert_eq!(
         calls,
         [

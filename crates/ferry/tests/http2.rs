@@ -178,12 +178,7 @@ fn an_http2_request_body_ends_on_its_last_data_frame_an_http1_response_on_a_call
     });
     assert_eq!(&body[..], b"echo: ABCDEF [checked]");
     ferry.wait_for("response body 12 end_of_stream=true", std::time::Duration::from_secs(10));
-    let calls: Vec<String> = ferry
-        .lines()
-        .iter()
-        .filter(|l| l.contains(" end_of_stream="))
-        .filter_map(|l| l.find("request body ").or_else(|| l.find("response body ")).map(|at| l[at..].to_owned()))
-        .collect();
+    let calls = common::body_calls(&ferry);
     assert_eq!(
         calls,
         [

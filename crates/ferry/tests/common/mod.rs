@@ -455,6 +455,17 @@ impl ManagerConfig<'_> {
     }
 }
 
+/// The body callbacks the body_rewrite test plugin logged, in order:
+/// `request body N end_of_stream=B` / `response body ...`.
+pub fn body_calls(ferry: &Ferry) -> Vec<String> {
+    ferry
+        .lines()
+        .iter()
+        .filter(|l| l.contains(" end_of_stream="))
+        .filter_map(|l| l.find("request body ").or_else(|| l.find("response body ")).map(|at| l[at..].to_owned()))
+        .collect()
+}
+
 /// An admin endpoint on a free port, for [`ManagerConfig::top`].
 pub const ADMIN: &str = "admin:\n  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }\n";
 
