@@ -92,6 +92,19 @@ impl HeaderMap {
         self.position(name).map(|i| &self.entries[i].1)
     }
 
+    /// Every value of `name`, joined with commas, as Envoy reads a
+    /// repeated header (attributes, route and log matchers).
+    pub fn joined(&self, name: &[u8]) -> Option<Vec<u8>> {
+        let name = lowercase_cow(name);
+        let mut values = self.entries.iter().filter(|(n, _)| **n == *name).map(|(_, v)| v);
+        let mut out = values.next()?.to_vec();
+        for value in values {
+            out.push(b',');
+            out.extend_from_slice(value);
+        }
+        Some(out)
+    }
+
     /// Whether `name` is present.
     pub fn contains(&self, name: &[u8]) -> bool {
         self.position(name).is_some()

@@ -74,8 +74,7 @@ impl RequestView for ferry_host::HeaderMap {
     }
 
     fn header(&self, name: &str) -> Option<String> {
-        let values: Vec<&[u8]> = self.iter().filter(|(n, _)| *n == name.as_bytes()).map(|(_, v)| v).collect();
-        (!values.is_empty()).then(|| String::from_utf8_lossy(&values.join(&b","[..])).into_owned())
+        self.joined(name.as_bytes()).map(|v| String::from_utf8_lossy(&v).into_owned())
     }
 }
 

@@ -268,7 +268,7 @@ fn request(s: &HttpStream, name: &[u8]) -> Option<Value> {
     if headers.is_empty() {
         return None;
     }
-    let header = |name: &[u8]| joined(headers, name).map(Value::String);
+    let header = |name: &[u8]| headers.joined(name).map(Value::String);
     let path = headers.get(b":path");
     match name {
         b"path" => header(b":path"),
@@ -383,18 +383,7 @@ fn filter_state_keys(s: &HttpStream) -> Vec<Vec<u8>> {
 
 /// `request.headers.<name>` (or `response.`): the header's values, joined.
 pub(crate) fn header(s: &HttpStream, request: bool, name: &[u8]) -> Option<Vec<u8>> {
-    joined(if request { &s.request_headers } else { &s.response_headers }, name)
-}
-
-/// Every value of `name`, joined with commas, as Envoy reads a header.
-fn joined(headers: &HeaderMap, name: &[u8]) -> Option<Vec<u8>> {
-    let mut values = headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v);
-    let mut out = values.next()?.to_vec();
-    for value in values {
-        out.push(b',');
-        out.extend_from_slice(value);
-    }
-    Some(out)
+    if request { &s.request_headers } else { &s.response_headers }.joined(name)
 }
 
 /// A header map as Envoy's attribute: one entry per name, repeated values
