@@ -119,10 +119,11 @@ pub(crate) fn certificate_facts(der: &CertificateDer<'_>) -> CertificateFacts {
 
 fn escape_rfc2253(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
     for (i, c) in value.chars().enumerate() {
         let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
             || (i == 0 && (c == '#' || c == ' '))
-            || (i + 1 == value.chars().count() && c == ' ');
+            || (i == last && c == ' ');
         if special {
             out.push('\\');
         }
