@@ -28,6 +28,8 @@ const STRUCT: &str = "google.protobuf.Struct";
 const TYPED_STRUCTS: [&str; 2] = ["udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"];
 
 const HEADER_TO_METADATA: &str = "envoy.extensions.filters.http.header_to_metadata.v3.Config";
+const COMPRESSOR: &str = "envoy.extensions.filters.http.compressor.v3.Compressor";
+const DECOMPRESSOR: &str = "envoy.extensions.filters.http.decompressor.v3.Decompressor";
 
 /// Names that mean "router" without a typed config.
 const ROUTER_NAMES: [&str; 2] = ["envoy.filters.http.router", "envoy.router"];
@@ -528,6 +530,12 @@ fn http_filter(raw: raw::TypedExtension, path: &str) -> Result<HttpFilterItem, C
         }
         HEADER_TO_METADATA => Ok(HttpFilterItem::Filter(Box::new(HttpFilter::HeaderToMetadata(
             crate::header_to_metadata::config(any.fields, &any.path)?,
+        )))),
+        COMPRESSOR => Ok(HttpFilterItem::Filter(Box::new(HttpFilter::Compressor(crate::compression::compressor(
+            any.fields, &any.path,
+        )?)))),
+        DECOMPRESSOR => Ok(HttpFilterItem::Filter(Box::new(HttpFilter::Decompressor(
+            crate::compression::decompressor(any.fields, &any.path)?,
         )))),
         other => Err(err(join(&any.path, "@type"), format!("HTTP filter {other} ({:?}) is not supported", raw.name))),
     }

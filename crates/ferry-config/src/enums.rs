@@ -121,6 +121,46 @@ pub(crate) fn metadata_value_encode<'de, D: Deserializer<'de>>(d: D) -> Result<O
     enum_name(d, "ValueEncode", &["NONE", "BASE64"])
 }
 
+/// `Gzip.CompressionLevel` (the aliases `BEST_SPEED` and `BEST_COMPRESSION`
+/// are read by name).
+pub(crate) fn gzip_compression_level<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(
+        d,
+        "CompressionLevel",
+        &[
+            "DEFAULT_COMPRESSION",
+            "COMPRESSION_LEVEL_1",
+            "COMPRESSION_LEVEL_2",
+            "COMPRESSION_LEVEL_3",
+            "COMPRESSION_LEVEL_4",
+            "COMPRESSION_LEVEL_5",
+            "COMPRESSION_LEVEL_6",
+            "COMPRESSION_LEVEL_7",
+            "COMPRESSION_LEVEL_8",
+            "COMPRESSION_LEVEL_9",
+        ],
+    )
+}
+
+/// `Gzip.CompressionStrategy`.
+pub(crate) fn gzip_compression_strategy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(d, "CompressionStrategy", &["DEFAULT_STRATEGY", "FILTERED", "HUFFMAN_ONLY", "RLE", "FIXED"])
+}
+
+/// `Brotli.EncoderMode`.
+pub(crate) fn brotli_encoder_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(d, "EncoderMode", &["DEFAULT", "GENERIC", "TEXT", "FONT"])
+}
+
+/// `Zstd.Strategy`.
+pub(crate) fn zstd_strategy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(
+        d,
+        "Strategy",
+        &["DEFAULT", "FAST", "DFAST", "GREEDY", "LAZY", "LAZY2", "BTLAZY2", "BTOPT", "BTULTRA", "BTULTRA2"],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(serde::Deserialize, Debug)]

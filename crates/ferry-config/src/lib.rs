@@ -9,6 +9,7 @@
 //! Fields that change nothing here (stat prefixes, runtime names) are accepted.
 
 pub mod access_log;
+mod compression;
 mod convert;
 mod enums;
 mod header_to_metadata;

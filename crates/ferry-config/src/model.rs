@@ -863,6 +863,105 @@ pub enum HttpFilter {
     Wasm(Box<PluginConfig>),
     /// `envoy.filters.http.header_to_metadata`.
     HeaderToMetadata(HeaderToMetadata),
+    /// `envoy.filters.http.compressor`.
+    Compressor(Compressor),
+    /// `envoy.filters.http.decompressor`.
+    Decompressor(Decompressor),
+}
+
+/// A content coding the compression filters speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// `gzip`.
+    Gzip,
+    /// `br`.
+    Brotli,
+    /// `zstd`.
+    Zstd,
+}
+
+impl Encoding {
+    /// The token in `content-encoding` and `accept-encoding`.
+    pub fn token(self) -> &'static str {
+        match self {
+            Encoding::Gzip => "gzip",
+            Encoding::Brotli => "br",
+            Encoding::Zstd => "zstd",
+        }
+    }
+
+    /// The library's part of stat names, as Envoy's.
+    pub fn stat_prefix(self) -> &'static str {
+        match self {
+            Encoding::Gzip => "gzip",
+            Encoding::Brotli => "brotli",
+            Encoding::Zstd => "zstd",
+        }
+    }
+}
+
+/// How a compressor library encodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncoderSettings {
+    /// The coding.
+    pub encoding: Encoding,
+    /// gzip `compression_level` (1–9), brotli `quality` (0–11), zstd
+    /// `compression_level` (1–22).
+    pub level: i32,
+    /// brotli `window_bits` (10–24); unused by the others.
+    pub window_bits: u32,
+    /// zstd `enable_checksum`.
+    pub checksum: bool,
+}
+
+/// `envoy.filters.http.compressor`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Compressor {
+    /// `compressor_library.name`: part of the filter's stat names.
+    pub library_name: String,
+    /// The library.
+    pub encoder: EncoderSettings,
+    /// Response compression (on unless disabled).
+    pub response: Option<CompressDirection>,
+    /// Request compression (off unless `request_direction_config` is given).
+    pub request: Option<CompressDirection>,
+    /// `disable_on_etag_header`.
+    pub disable_on_etag: bool,
+    /// `weaken_etag_on_compress`: a strong ETag becomes weak instead of removed.
+    pub weaken_etag: bool,
+    /// `remove_accept_encoding_header`.
+    pub remove_accept_encoding: bool,
+    /// `uncompressible_response_codes`.
+    pub uncompressible_codes: Vec<u16>,
+    /// `choose_first`: wins ties between compressors of the chain.
+    pub choose_first: bool,
+}
+
+/// `common_config` of a direction that compresses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompressDirection {
+    /// `min_content_length` (default 30).
+    pub min_content_length: u32,
+    /// `content_type`, lower case (Envoy's list when none is given).
+    pub content_types: Vec<String>,
+}
+
+/// `envoy.filters.http.decompressor`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decompressor {
+    /// `decompressor_library.name`: part of the filter's stat names.
+    pub library_name: String,
+    /// The coding it decodes.
+    pub encoding: Encoding,
+    /// Request bodies are decoded.
+    pub request: bool,
+    /// Response bodies are decoded.
+    pub response: bool,
+    /// `ignore_no_transform_header` of (request, response).
+    pub ignore_no_transform: (bool, bool),
+    /// `advertise_accept_encoding`: the coding is added to the request's
+    /// `accept-encoding` (when responses are decoded).
+    pub advertise_accept_encoding: bool,
 }
 
 /// `header_to_metadata`'s rules.

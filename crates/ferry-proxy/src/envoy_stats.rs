@@ -17,6 +17,40 @@ pub struct HttpStats {
     pub downstream_rq_total: AtomicU64,
     /// `downstream_rq_1xx` … `downstream_rq_5xx`, by the status sent.
     pub downstream_rq_by_class: [AtomicU64; 5],
+    /// The counters of the native filters (`compressor.<library>.gzip.response.*`, ...).
+    pub filters: Vec<std::sync::Arc<FilterCounters>>,
+}
+
+/// Counters a filter keeps under `http.<stat_prefix>.<prefix>.<name>`.
+#[derive(Debug)]
+pub struct FilterCounters {
+    /// e.g. `compressor.text.gzip.response`.
+    pub prefix: String,
+    names: &'static [&'static str],
+    values: Box<[AtomicU64]>,
+}
+
+impl FilterCounters {
+    /// Counters named `names`, at zero.
+    pub(crate) fn new(prefix: String, names: &'static [&'static str]) -> Self {
+        FilterCounters { prefix, names, values: names.iter().map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    /// Adds `n` to the counter at `index` of the names.
+    pub(crate) fn add(&self, index: usize, n: u64) {
+        self.values[index].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Each name and its value.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.names.iter().zip(self.values.iter()).map(|(name, value)| (*name, value.load(Ordering::Relaxed)))
+    }
+
+    fn reset(&self) {
+        for value in &self.values {
+            value.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 impl HttpStats {
@@ -47,6 +81,9 @@ impl HttpStats {
             [&self.downstream_cx_total, &self.downstream_rq_total].into_iter().chain(&self.downstream_rq_by_class)
         {
             counter.store(0, Ordering::Relaxed);
+        }
+        for filter in &self.filters {
+            filter.reset();
         }
     }
 }

@@ -240,6 +240,69 @@ pub enum FilterSpec {
     Wasm(usize),
     /// `envoy.filters.http.header_to_metadata`.
     HeaderToMetadata(Arc<ferry_config::HeaderToMetadata>),
+    /// `envoy.filters.http.compressor`.
+    Compressor(Arc<crate::filter::CompressorPlan>),
+    /// `envoy.filters.http.decompressor`.
+    Decompressor(Arc<crate::filter::DecompressorPlan>),
+}
+
+/// The filters of a connection manager, and the counters the native ones keep.
+fn filter_chain(
+    filters: &[HttpFilter],
+    plugins: &mut PluginSet<'_>,
+) -> Result<(Vec<FilterSpec>, Vec<Arc<crate::envoy_stats::FilterCounters>>), PlanError> {
+    use crate::envoy_stats::FilterCounters;
+    use crate::filter::{COMPRESSOR_STATS, CompressorPlan, DECOMPRESSOR_STATS, DecompressorPlan};
+    // Compressors choose among each other by the client's accept-encoding.
+    let rivals: Vec<_> = filters
+        .iter()
+        .filter_map(|f| match f {
+            HttpFilter::Compressor(c) if c.response.is_some() => Some((c.encoder.encoding, c.choose_first)),
+            _ => None,
+        })
+        .collect();
+    let mut compressors_seen = 0;
+    let mut stats = Vec::new();
+    let mut counters = |kind: &str, library: &str, encoding: ferry_config::Encoding, names| {
+        let pair = ["request", "response"].map(|direction| {
+            let prefix = format!("{kind}.{library}.{}.{direction}", encoding.stat_prefix());
+            Arc::new(FilterCounters::new(prefix, names))
+        });
+        stats.extend(pair.iter().cloned());
+        pair
+    };
+    let mut specs = Vec::with_capacity(filters.len());
+    for filter in filters {
+        specs.push(match filter {
+            HttpFilter::Wasm(p) => FilterSpec::Wasm(plugins.add_worker(p)?),
+            HttpFilter::HeaderToMetadata(rules) => FilterSpec::HeaderToMetadata(Arc::new(rules.clone())),
+            HttpFilter::Compressor(config) => {
+                let [request_stats, response_stats] =
+                    counters("compressor", &config.library_name, config.encoder.encoding, COMPRESSOR_STATS);
+                let position = compressors_seen;
+                if config.response.is_some() {
+                    compressors_seen += 1;
+                }
+                FilterSpec::Compressor(Arc::new(CompressorPlan {
+                    config: config.clone(),
+                    rivals: rivals.clone(),
+                    position,
+                    response_stats,
+                    request_stats,
+                }))
+            }
+            HttpFilter::Decompressor(config) => {
+                let [request_stats, response_stats] =
+                    counters("decompressor", &config.library_name, config.encoding, DECOMPRESSOR_STATS);
+                FilterSpec::Decompressor(Arc::new(DecompressorPlan {
+                    config: config.clone(),
+                    request_stats,
+                    response_stats,
+                }))
+            }
+        });
+    }
+    Ok((specs, stats))
 }
 
 /// An HTTP connection manager.
@@ -332,16 +395,7 @@ impl Plan {
                             _ => None,
                         })
                         .collect::<Result<Vec<_>, _>>()?;
-                    let filters = hcm
-                        .http_filters
-                        .iter()
-                        .map(|filter| match filter {
-                            HttpFilter::Wasm(p) => plugins.add_worker(p).map(FilterSpec::Wasm),
-                            HttpFilter::HeaderToMetadata(rules) => {
-                                Ok(FilterSpec::HeaderToMetadata(Arc::new(rules.clone())))
-                            }
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
+                    let (filters, filter_stats) = filter_chain(&hcm.http_filters, &mut plugins)?;
                     ListenerService::Http(Arc::new(HttpPlan {
                         routes: RouteTable::new(&hcm.route_config),
                         filters,
@@ -375,7 +429,7 @@ impl Plan {
                         } else {
                             hcm.stat_prefix.clone()
                         },
-                        stats: Arc::default(),
+                        stats: Arc::new(crate::envoy_stats::HttpStats { filters: filter_stats, ..Default::default() }),
                         access_logs: open_access_logs(&listener.name, &hcm.access_log)?,
                         wasm_loggers,
                         listener: crate::xds::listener(listener),

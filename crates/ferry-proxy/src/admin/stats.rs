@@ -143,6 +143,15 @@ pub(super) fn collect(admin: &Admin) -> Vec<Stat> {
             });
         }
         stats.extend(by_class("http", &prefix, "downstream_rq", &http.downstream_rq_by_class, &tag));
+        for filter in &http.filters {
+            let filter_prefix = sanitize_stat_name(&filter.prefix);
+            stats.extend(filter.iter().map(|(name, value)| Stat {
+                name: format!("http.{prefix}.{filter_prefix}.{name}"),
+                tag_extracted_name: format!("http.{filter_prefix}.{name}"),
+                tags: vec![tag.clone()],
+                value: MetricValue::Counter(value),
+            }));
+        }
     }
     for (cluster, counters) in admin.clusters.stats() {
         let cluster = sanitize_stat_name(cluster);

@@ -5,11 +5,15 @@
 //! that runs a Proxy-Wasm plugin (and waits out its pauses); [`Filter`] is
 //! the element of a filter chain, one variant per implementation.
 
+mod codec;
+mod compression;
 mod header_to_metadata;
 mod wasm;
 
 use ferry_host::{HttpStream, LocalResponse};
 
+pub(crate) use compression::{COMPRESSOR_STATS, CompressorFilter, DECOMPRESSOR_STATS, DecompressorFilter};
+pub use compression::{CompressorPlan, DecompressorPlan};
 pub(crate) use header_to_metadata::HeaderToMetadataFilter;
 pub(crate) use wasm::WasmFilter;
 
@@ -60,6 +64,10 @@ pub(crate) enum Filter {
     Wasm(WasmFilter),
     /// `envoy.filters.http.header_to_metadata`.
     HeaderToMetadata(HeaderToMetadataFilter),
+    /// `envoy.filters.http.compressor`.
+    Compressor(CompressorFilter),
+    /// `envoy.filters.http.decompressor`.
+    Decompressor(DecompressorFilter),
 }
 
 impl HttpFilter for Filter {
@@ -67,6 +75,8 @@ impl HttpFilter for Filter {
         match self {
             Filter::Wasm(f) => f.request_headers(stream, end_of_stream).await,
             Filter::HeaderToMetadata(f) => f.request_headers(stream, end_of_stream).await,
+            Filter::Compressor(f) => f.request_headers(stream, end_of_stream).await,
+            Filter::Decompressor(f) => f.request_headers(stream, end_of_stream).await,
         }
     }
 
@@ -74,6 +84,8 @@ impl HttpFilter for Filter {
         match self {
             Filter::Wasm(f) => f.response_headers(stream, end_of_stream).await,
             Filter::HeaderToMetadata(f) => f.response_headers(stream, end_of_stream).await,
+            Filter::Compressor(f) => f.response_headers(stream, end_of_stream).await,
+            Filter::Decompressor(f) => f.response_headers(stream, end_of_stream).await,
         }
     }
 
@@ -81,6 +93,8 @@ impl HttpFilter for Filter {
         match self {
             Filter::Wasm(f) => f.body(side, stream, end_of_stream).await,
             Filter::HeaderToMetadata(f) => f.body(side, stream, end_of_stream).await,
+            Filter::Compressor(f) => f.body(side, stream, end_of_stream).await,
+            Filter::Decompressor(f) => f.body(side, stream, end_of_stream).await,
         }
     }
 
@@ -88,6 +102,8 @@ impl HttpFilter for Filter {
         match self {
             Filter::Wasm(f) => f.trailers(side, stream).await,
             Filter::HeaderToMetadata(f) => f.trailers(side, stream).await,
+            Filter::Compressor(f) => f.trailers(side, stream).await,
+            Filter::Decompressor(f) => f.trailers(side, stream).await,
         }
     }
 
@@ -95,6 +111,8 @@ impl HttpFilter for Filter {
         match self {
             Filter::Wasm(f) => f.reclaim(stream),
             Filter::HeaderToMetadata(f) => f.reclaim(stream),
+            Filter::Compressor(f) => f.reclaim(stream),
+            Filter::Decompressor(f) => f.reclaim(stream),
         }
     }
 
@@ -102,6 +120,8 @@ impl HttpFilter for Filter {
         match self {
             Filter::Wasm(f) => f.finish(stream),
             Filter::HeaderToMetadata(f) => f.finish(stream),
+            Filter::Compressor(f) => f.finish(stream),
+            Filter::Decompressor(f) => f.finish(stream),
         }
     }
 }

@@ -28,7 +28,9 @@ mod passthrough;
 use crate::access_log::{Entry, StreamNotes};
 use crate::counted::CountedBody;
 use crate::event_loop::ThreadLoop;
-use crate::filter::{Filter, FilterStatus, HeaderToMetadataFilter, HttpFilter, Side, WasmFilter};
+use crate::filter::{
+    CompressorFilter, DecompressorFilter, Filter, FilterStatus, HeaderToMetadataFilter, HttpFilter, Side, WasmFilter,
+};
 use crate::headers::{hyper_trailers, protocol_name, request_headers, response_headers, to_hyper_headers};
 use crate::http::body::{ResponseBody, StreamFinisher, WasmLoggers};
 use crate::http::rescue::{Local, Rescue, StreamError, rescue};
@@ -287,6 +289,8 @@ impl Exchange {
                     Filter::Wasm(WasmFilter::new(conn.thread.clone(), conn.thread.handle(*index)))
                 }
                 FilterSpec::HeaderToMetadata(rules) => Filter::HeaderToMetadata(HeaderToMetadataFilter(rules.clone())),
+                FilterSpec::Compressor(plan) => Filter::Compressor(CompressorFilter::new(plan.clone())),
+                FilterSpec::Decompressor(plan) => Filter::Decompressor(DecompressorFilter::new(plan.clone())),
             });
             let filter = self.filters.last_mut().expect("pushed above");
             go_on(filter.request_headers(&mut self.stream, end_of_stream).await)?;

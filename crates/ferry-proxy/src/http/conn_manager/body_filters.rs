@@ -177,8 +177,11 @@ impl Exchange {
                 }
                 buffer = std::mem::take(body_of(side, &mut self.stream));
             }
+            // What the filter passes on is what the body holds after its
+            // trailer callback (a compressor ends its stream there).
+            *body_of(side, &mut self.stream) = buffer;
             go_on(self.filters[i].trailers(side, &mut self.stream).await)?;
-            data = buffer;
+            data = std::mem::take(body_of(side, &mut self.stream));
         }
         out.append(&mut data);
         Ok(())
