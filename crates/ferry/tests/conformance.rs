@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::grpc::grpc_server;
 use common::{
-    Ferry, echo_server, go_plugin, plugin, repo_root, request, request_with_trailers, run_to_end_binary,
-    tcp_echo_server, trailer_echo_server,
+    Ferry, close_delimited_server, echo_server, go_plugin, h2_echo_server, h2_request, plugin, repo_root, request,
+    request_chunked, request_with_trailers, run_to_end_binary, tcp_echo_server, trailer_echo_server,
 };
 use serde::Deserialize;
 
@@ -48,6 +48,14 @@ struct Case {
     /// TCP upstreams that accept connections and never answer, used as `{port:NAME}`.
     #[serde(default)]
     silent_servers: Vec<String>,
+    /// HTTP/1.1 upstreams answering `echo: ` and the body, ended by closing
+    /// the connection (no length, not chunked); used as `{port:NAME}`.
+    #[serde(default)]
+    close_delimited_servers: Vec<String>,
+    /// HTTP/2 (h2c) upstreams answering with the request's body, the last
+    /// DATA frame ending the stream; used as `{port:NAME}`.
+    #[serde(default)]
+    h2_echo_servers: Vec<String>,
     /// Wasm modules written as WAT, by name: `{wat:NAME}` in `config` is
     /// the path of the module compiled to a binary.
     #[serde(default)]
@@ -174,6 +182,10 @@ struct Step {
     /// No line logged so far may contain any of these.
     #[serde(default)]
     absent: Vec<String>,
+    /// The lines logged during this step that contain a marker, exactly:
+    /// each one's text after the marker, in order, nothing more.
+    #[serde(default)]
+    calls: Option<Calls>,
     /// Open a TCP connection, send, read until the proxy closes, compare.
     #[serde(default)]
     tcp: Option<TcpExchange>,
@@ -188,6 +200,13 @@ struct Step {
     /// Wait this long before the step's traffic (e.g. for a restart's backoff).
     #[serde(default)]
     wait_ms: u64,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Calls {
+    marker: String,
+    lines: Vec<String>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -225,6 +244,14 @@ struct Request {
     /// Trailers: the request is sent chunked, with `te: trailers`.
     #[serde(default)]
     trailers: Vec<(String, String)>,
+    /// The body as chunks of a chunked request, written 200 ms apart
+    /// (instead of `body`).
+    #[serde(default)]
+    chunks: Vec<String>,
+    /// Send over HTTP/2 (h2c with prior knowledge): the body in one DATA
+    /// frame that ends the stream, or the trailers end it.
+    #[serde(default)]
+    http2: bool,
     /// The `{port:NAME}` to send to.
     #[serde(default = "main_port")]
     port: String,
@@ -409,6 +436,12 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
     for name in &case.silent_servers {
         ports.insert(name.clone(), silent_server().port());
     }
+    for name in &case.close_delimited_servers {
+        ports.insert(name.clone(), close_delimited_server().port());
+    }
+    for name in &case.h2_echo_servers {
+        ports.insert(name.clone(), h2_echo_server().port());
+    }
     let config = render(&case.config, &ports, case)?;
     drop(reserved);
     if let Some(needle) = &case.fails_to_start {
@@ -467,10 +500,15 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
             let port = *ports.get(&r.port).ok_or_else(|| fail(format!("no port {}", r.port)))?;
             let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let address = SocketAddr::from(([127, 0, 0, 1], port));
-            let response = if r.trailers.is_empty() {
+            let trailers: Vec<(&str, &str)> = r.trailers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let response = if r.http2 {
+                h2_request(address, &r.method, &r.path, &headers, r.body.as_bytes(), &trailers)
+            } else if !r.chunks.is_empty() {
+                let chunks: Vec<&[u8]> = r.chunks.iter().map(|c| c.as_bytes()).collect();
+                request_chunked(address, &r.method, &r.path, &headers, &chunks, &trailers)
+            } else if trailers.is_empty() {
                 request(address, &r.method, &r.path, &headers, r.body.as_bytes())
             } else {
-                let trailers: Vec<(&str, &str)> = r.trailers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 request_with_trailers(address, &r.method, &r.path, &headers, r.body.as_bytes(), &trailers)
             };
             let what = format!("{} {}", r.method, r.path);
@@ -530,6 +568,17 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
         }
         for needle in &step.logs {
             wait_for(step_start, &contains(needle))?;
+        }
+        if let Some(calls) = &step.calls {
+            wait_for(step_start, &|lines: &[String]| {
+                let seen: Vec<&str> =
+                    lines.iter().filter_map(|l| l.split_once(calls.marker.as_str()).map(|(_, rest)| rest)).collect();
+                if seen == calls.lines {
+                    Ok(())
+                } else {
+                    Err(format!("the calls logged were {seen:#?}, not {:#?}", calls.lines))
+                }
+            })?;
         }
         for needle in &step.absent {
             if let Some(line) = lines(&ferry, &final_log).iter().find(|l| l.contains(needle.as_str())) {

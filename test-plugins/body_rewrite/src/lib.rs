@@ -4,6 +4,10 @@
 //! and appends ` [checked]` to the response body. Logs each body callback
 //! (`request body <size> end_of_stream=<bool>`), so tests can see how the
 //! host delivers a body in chunks.
+//!
+//! With the plugin configuration `observe` it changes nothing and buffers
+//! nothing: it logs each header, body and trailer callback (`framing: ...`)
+//! and continues, so the log shows the calls exactly as the host makes them.
 
 use log::info;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -11,20 +15,72 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { observe: false }) });
 }}
 
-struct Root;
+struct Root {
+    observe: bool,
+}
 
 impl Context for Root {}
 
 impl RootContext for Root {
+    fn on_configure(&mut self, _: usize) -> bool {
+        self.observe = self.get_plugin_configuration().is_some_and(|c| c == b"observe");
+        true
+    }
+
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Rewrite))
+        if self.observe {
+            Some(Box::new(Observe))
+        } else {
+            Some(Box::new(Rewrite))
+        }
+    }
+}
+
+/// Logs each callback and lets everything through as it came.
+struct Observe;
+
+impl Context for Observe {}
+
+impl HttpContext for Observe {
+    fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        info!("framing: request headers end_of_stream={end_of_stream}");
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        info!("framing: request body {body_size} end_of_stream={end_of_stream}");
+        Action::Continue
+    }
+
+    fn on_http_request_trailers(&mut self, _: usize) -> Action {
+        info!("framing: request trailers");
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        info!("framing: response headers end_of_stream={end_of_stream}");
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        info!("framing: response body {body_size} end_of_stream={end_of_stream}");
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _: usize) -> Action {
+        info!("framing: response trailers");
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        info!("framing: stream done");
     }
 }
 

@@ -434,7 +434,12 @@ impl Exchange {
                 Err(Ending::Fail(error)) => return Err(error),
             }
         }
-        if self.filters.is_empty() {
+        let ended = match &reply {
+            Reply::Local(body) => body.is_empty(),
+            Reply::Upstream(body) => body.is_end_stream(),
+        };
+        // A response that ended on its headers has no body calls, as in Envoy.
+        if self.filters.is_empty() || ended {
             return Ok(match reply {
                 Reply::Local(body) => ResponseBody::full(body),
                 Reply::Upstream(body) => ResponseBody::upstream(body),

@@ -310,6 +310,29 @@ where
     F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = http::Response<http_body_util::Full<bytes::Bytes>>> + Send + 'static,
 {
+    hyper_server(handler, false)
+}
+
+/// An HTTP/2 (h2c, prior knowledge) upstream that answers each request
+/// with its body (`END_STREAM` on the DATA frame). Returns its address.
+pub fn h2_echo_server() -> SocketAddr {
+    hyper_server(
+        |request: http::Request<hyper::body::Incoming>| async move {
+            use http_body_util::BodyExt as _;
+            let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            http::Response::new(http_body_util::Full::new(body))
+        },
+        true,
+    )
+}
+
+/// A hyper server on a thread of its own, HTTP/1 or h2c, answering each
+/// request with `handler`.
+fn hyper_server<F, Fut>(handler: F, http2: bool) -> SocketAddr
+where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = http::Response<http_body_util::Full<bytes::Bytes>>> + Send + 'static,
+{
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let address = listener.local_addr().unwrap();
@@ -325,9 +348,13 @@ where
                         let response = handler(request);
                         async move { Ok::<_, std::convert::Infallible>(response.await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    if http2 {
+                        let executor = hyper_util::rt::TokioExecutor::new();
+                        let _ = hyper::server::conn::http2::Builder::new(executor).serve_connection(io, service).await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                    }
                 });
             }
         });
@@ -369,6 +396,109 @@ pub fn echo_server() -> SocketAddr {
         }
     });
     address
+}
+
+/// An upstream that answers each request with `echo: ` and its body,
+/// framed by closing the connection (no length, not chunked), as an
+/// HTTP/1.1 server may. Returns its address.
+pub fn close_delimited_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let head = read_head(&mut reader);
+                let length = head
+                    .iter()
+                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                    .unwrap_or(0);
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let mut stream = stream;
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\necho: ");
+                let _ = stream.write_all(&body);
+            });
+        }
+    });
+    address
+}
+
+/// One HTTP/2 request (h2c with prior knowledge, through hyper's client) on
+/// a fresh connection: the body in one DATA frame that ends the stream, or
+/// with `trailers` the stream ends on a trailers frame; no body, on the
+/// HEADERS frame. The response's trailers come back as `trailer:NAME` headers.
+pub fn h2_request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    trailers: &[(&str, &str)],
+) -> Response {
+    use http_body_util::BodyExt as _;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        let mut frames = std::collections::VecDeque::new();
+        if !body.is_empty() {
+            frames.push_back(hyper::body::Frame::data(bytes::Bytes::copy_from_slice(body)));
+        }
+        if !trailers.is_empty() {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in trailers {
+                map.append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+            }
+            frames.push_back(hyper::body::Frame::trailers(map));
+        }
+        let mut request =
+            http::Request::builder().method(method).uri(format!("http://localhost:{}{path}", address.port()));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Frames(frames)).unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let mut headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let collected = response.into_body().collect().await.unwrap();
+        if let Some(trailers) = collected.trailers() {
+            for (name, value) in trailers {
+                headers.push((format!("trailer:{name}"), value.to_str().unwrap_or_default().to_owned()));
+            }
+        }
+        Response { status, headers, body: collected.to_bytes().to_vec() }
+    })
+}
+
+/// A body that yields the given frames; it reports its end as soon as the
+/// last is taken, so hyper ends the stream on that frame.
+struct Frames(std::collections::VecDeque<hyper::body::Frame<bytes::Bytes>>);
+
+impl hyper::body::Body for Frames {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// One item of `clusters:` with a single endpoint.
@@ -698,21 +828,42 @@ pub fn request_with_trailers(
     body: &[u8],
     trailers: &[(&str, &str)],
 ) -> Response {
+    let chunks: Vec<&[u8]> = if body.is_empty() { Vec::new() } else { vec![body] };
+    request_chunked(address, method, path, headers, &chunks, trailers)
+}
+
+/// Sends a chunked request, each of `chunks` written 200 ms after the one
+/// before, then the last chunk with `trailers` (and `te: trailers` if there
+/// are any); returns the response, with its trailers as `trailer:NAME` headers.
+pub fn request_chunked(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    chunks: &[&[u8]],
+    trailers: &[(&str, &str)],
+) -> Response {
     let mut stream = TcpStream::connect(address).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let names: Vec<&str> = trailers.iter().map(|(n, _)| *n).collect();
-    let extra: String = headers.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
-    let mut out = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}Transfer-Encoding: chunked\r\nTE: trailers\r\nTrailer: {}\r\nConnection: close\r\n\r\n",
-        names.join(", ")
-    )
-    .into_bytes();
-    if !body.is_empty() {
-        out.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
-        out.extend_from_slice(body);
-        out.extend_from_slice(b"\r\n");
+    let mut extra: String = headers.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
+    if !trailers.is_empty() {
+        extra.push_str(&format!("TE: trailers\r\nTrailer: {}\r\n", names.join(", ")));
     }
-    out.extend_from_slice(b"0\r\n");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    for (i, chunk) in chunks.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut out = format!("{:x}\r\n", chunk.len()).into_bytes();
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+        stream.write_all(&out).unwrap();
+    }
+    let mut out = b"0\r\n".to_vec();
     for (name, value) in trailers {
         out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
