@@ -8,7 +8,7 @@ use serde_norway::Value;
 
 use crate::ConfigError;
 use crate::convert::{decode, err, join};
-use crate::model::{HeaderToMetadata, MetadataKind, MetadataRule, MetadataValue};
+use crate::model::{HeaderToMetadata, MetadataKind, MetadataRule, MetadataSource, MetadataValue};
 
 /// The namespace when a rule names none: the filter's own name.
 const DEFAULT_NAMESPACE: &str = "envoy.filters.http.header_to_metadata";
@@ -74,10 +74,17 @@ pub(crate) fn config(fields: Value, path: &str) -> Result<HeaderToMetadata, Conf
 }
 
 fn rule(raw: RawRule, path: &str) -> Result<MetadataRule, ConfigError> {
-    if raw.cookie.is_some() {
-        return Err(err(join(path, "cookie"), "cookie rules are not supported yet; use header"));
-    }
-    let header = raw.header.filter(|h| !h.is_empty()).ok_or_else(|| err(join(path, "header"), "required"))?;
+    let header = raw.header.filter(|h| !h.is_empty());
+    let cookie = raw.cookie.filter(|c| !c.is_empty());
+    let source = match (header, cookie) {
+        (Some(header), None) => MetadataSource::Header(header.to_ascii_lowercase()),
+        (None, Some(cookie)) if raw.remove => {
+            return Err(err(join(path, "remove"), format!("cannot remove cookie {cookie:?}: remove is for headers")));
+        }
+        (None, Some(cookie)) => MetadataSource::Cookie(cookie),
+        (Some(_), Some(_)) => return Err(err(path, "give header or cookie, not both")),
+        (None, None) => return Err(err(join(path, "header"), "required (or cookie)")),
+    };
     if raw.on_header_present.is_none() && raw.on_header_missing.is_none() {
         return Err(err(path, "give on_header_present or on_header_missing"));
     }
@@ -86,7 +93,7 @@ fn rule(raw: RawRule, path: &str) -> Result<MetadataRule, ConfigError> {
         return Err(err(join(path, "on_header_missing.value"), "required: there is no header to take it from"));
     }
     Ok(MetadataRule {
-        header: header.to_ascii_lowercase(),
+        source,
         on_present: raw.on_header_present.map(|kv| value(kv, &join(path, "on_header_present"))).transpose()?,
         on_missing,
         remove: raw.remove,
@@ -100,13 +107,14 @@ fn value(raw: RawKeyValuePair, path: &str) -> Result<MetadataValue, ConfigError>
     let kind = match raw.r#type.as_deref() {
         None | Some("STRING") => MetadataKind::String,
         Some("NUMBER") => MetadataKind::Number,
-        Some(other) => {
-            return Err(err(join(path, "type"), format!("{other} is not supported yet; use STRING or NUMBER")));
-        }
+        Some("PROTOBUF_VALUE") => MetadataKind::ProtobufValue,
+        Some(other) => return Err(err(join(path, "type"), format!("unknown type {other}"))),
     };
-    if raw.encode.as_deref().is_some_and(|e| e != "NONE") {
-        return Err(err(join(path, "encode"), "only NONE is supported yet"));
-    }
+    let base64 = match raw.encode.as_deref() {
+        None | Some("NONE") => false,
+        Some("BASE64") => true,
+        Some(other) => return Err(err(join(path, "encode"), format!("unknown encoding {other}"))),
+    };
     let rewrite =
         raw.regex_value_rewrite.map(|r| crate::routes::rewrite(r, &join(path, "regex_value_rewrite"))).transpose()?;
     Ok(MetadataValue {
@@ -115,5 +123,6 @@ fn value(raw: RawKeyValuePair, path: &str) -> Result<MetadataValue, ConfigError>
         value: raw.value,
         rewrite,
         kind,
+        base64,
     })
 }

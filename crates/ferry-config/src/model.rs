@@ -973,11 +973,12 @@ pub struct HeaderToMetadata {
     pub response_rules: Vec<MetadataRule>,
 }
 
-/// A rule: a header, what to set when it is there or not, and whether to remove it.
+/// A rule: a header or cookie, what to set when it is there or not, and
+/// whether to remove it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MetadataRule {
-    /// `header`, lower case.
-    pub header: String,
+    /// `header` (lower case) or `cookie`.
+    pub source: MetadataSource,
     /// `on_header_present`.
     pub on_present: Option<MetadataValue>,
     /// `on_header_missing` (its `value` is required).
@@ -999,6 +1000,17 @@ pub struct MetadataValue {
     pub rewrite: Option<(Pattern, String)>,
     /// `type`.
     pub kind: MetadataKind,
+    /// `encode: BASE64`: the value is decoded before it is stored.
+    pub base64: bool,
+}
+
+/// Where a rule reads its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetadataSource {
+    /// `header`: a header, lower case.
+    Header(String),
+    /// `cookie`: a cookie of the `cookie` header, by name.
+    Cookie(String),
 }
 
 /// `ValueType` of a metadata value.
@@ -1008,6 +1020,9 @@ pub enum MetadataKind {
     String,
     /// `NUMBER`: a double (a value that does not parse is not set).
     Number,
+    /// `PROTOBUF_VALUE`: a serialized `google.protobuf.Value` (one that
+    /// does not parse is not set).
+    ProtobufValue,
 }
 
 /// `envoy.bootstrap.wasm`: a plugin with no traffic of its own.
