@@ -41,7 +41,7 @@ pub(crate) fn server(tls: &TlsContext) -> Result<ServerTls, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(&versions(tls))?;
     let builder = match &tls.trusted_ca {
         Some(ca) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider);
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider.clone());
             let verifier = if tls.require_client_certificate { verifier } else { verifier.allow_unauthenticated() };
             builder.with_client_cert_verifier(verifier.build().map_err(|e| TlsError::Verifier(e.to_string()))?)
         }
@@ -50,9 +50,28 @@ pub(crate) fn server(tls: &TlsContext) -> Result<ServerTls, TlsError> {
     let first = tls.certificates.first().ok_or(TlsError::Pem { what: "tls_certificates", reason: "none".into() })?;
     let (chain, key) = (chain(&first.chain_pem)?, key(&first.key_pem)?);
     let local = chain.first().map(|der| certificate_facts(der));
-    let mut config = builder.with_single_cert(chain, key)?;
+    let signing_key = provider.key_provider.load_private_key(key)?;
+    let certified = rustls::sign::CertifiedKey::new(chain, signing_key);
+    // A key that does not belong to the certificate is refused. A
+    // certificate webpki cannot read for the check (an X.509 v1
+    // certificate, which Envoy's examples use and BoringSSL serves) is
+    // served as it is: it is the client's to judge.
+    if let Err(error @ rustls::Error::InconsistentKeys(_)) = certified.keys_match() {
+        return Err(error.into());
+    }
+    let mut config = builder.with_cert_resolver(Arc::new(OneCertificate(Arc::new(certified))));
     config.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(ServerTls { config: Arc::new(config), local })
+}
+
+/// A listener's one certificate, whatever the client asks for.
+#[derive(Debug)]
+struct OneCertificate(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for OneCertificate {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
 }
 
 /// The client configuration for an `UpstreamTlsContext`. Without a

@@ -284,3 +284,36 @@ fn a_key_that_does_not_parse_names_the_listener() {
     assert!(!status.success(), "refused: {stderr}");
     assert!(stderr.contains("listener \"main\": TLS: private_key"), "{stderr}");
 }
+
+#[test]
+fn a_key_of_another_certificate_is_refused() {
+    let ca = Ca::new("test CA");
+    let mut server = ca.sign("localhost", &["localhost"], None);
+    server.key = ca.sign("other", &["other"], None).key;
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_ferry"));
+    let config = config(&server_tls(&server, ""), common::echo_server(), "");
+    let (status, stderr) = common::run_to_end_binary(binary, &config, &["--mode", "validate"]);
+    assert!(!status.success(), "refused: {stderr}");
+    assert!(stderr.contains("listener \"main\": TLS:") && stderr.contains("key"), "{stderr}");
+}
+
+/// Envoy's own examples serve X.509 version 1 certificates (no
+/// extensions), which BoringSSL takes; webpki cannot read them, but a
+/// server only sends its certificate: ferry serves it, and curl (told not
+/// to verify) completes the handshake.
+#[test]
+fn an_x509_v1_certificate_is_served() {
+    let testdata = common::repo_root().join("crates/ferry/tests/testdata");
+    let leaf = Leaf {
+        cert: std::fs::read_to_string(testdata.join("x509v1_localhost.pem")).unwrap(),
+        key: std::fs::read_to_string(testdata.join("x509v1_localhost.key")).unwrap(),
+    };
+    let ferry = Ferry::start(&config(&server_tls(&leaf, ""), common::echo_server(), ""), &["--concurrency", "1"]);
+    let url = format!("https://localhost:{}/", ferry.address("main").port());
+    let output = std::process::Command::new("curl")
+        .args(["-sk", "--http1.1", "-w", " %{http_code} %{ssl_verify_result}", &url])
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.starts_with("secure 200"), "{text} {}", String::from_utf8_lossy(&output.stderr));
+}
