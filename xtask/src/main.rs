@@ -9,9 +9,13 @@
 //! - `bench`: the end-to-end benchmark, side by side with nginx (see docs/benchmarks.md).
 //! - `fuzz [SECONDS] [TARGET]`: a coverage-guided run of the fuzz targets
 //!   (nightly cargo-fuzz, installed when missing; see docs/reliability.md).
+//! - `envoy-configs [--write] [--source TEXT] DIR...`: `ferry --mode
+//!   validate` on every Envoy bootstrap under DIR, as a table (with
+//!   `--write`, into docs/configuration.md).
 
 mod bench;
 mod demo;
+mod envoy_configs;
 mod fuzz;
 mod plugins;
 
@@ -51,8 +55,11 @@ fn run_task() -> anyhow::Result<()> {
             let seconds = std::env::args().nth(2).map_or(Ok(60), |s| s.parse()).context("SECONDS is a number")?;
             fuzz::run_fuzz(&root, seconds, std::env::args().nth(3).as_deref())
         }
+        "envoy-configs" => envoy_configs::run(&root, &std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
-            eprintln!("usage: cargo xtask <build-plugins|demo [multi]|test|bench|fuzz [SECONDS] [TARGET]>");
+            eprintln!(
+                "usage: cargo xtask <build-plugins|demo [multi]|test|bench|fuzz [SECONDS] [TARGET]|envoy-configs DIR...>"
+            );
             std::process::exit(2);
         }
     }

@@ -52,9 +52,13 @@ pub fn from_yaml(text: &str) -> Result<Bootstrap, ConfigError> {
     let raw: raw::Bootstrap = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = field_path(e.path());
         let path = if path.is_empty() { "(file)".to_owned() } else { path };
-        // The YAML library names the path itself when it knows it.
+        // The YAML library names the path (or, for an unknown field, its
+        // parent's) itself when it knows it: said once is enough.
         let message = e.into_inner().to_string();
-        let message = message.strip_prefix(&format!("{path}: ")).map_or(message.clone(), str::to_owned);
+        let message = match message.split_once(": ") {
+            Some((named, rest)) if path.starts_with(named) => rest.to_owned(),
+            _ => message,
+        };
         ConfigError { path, message }
     })?;
     let mut bootstrap = convert::bootstrap(raw)?;
