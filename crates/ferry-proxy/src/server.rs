@@ -27,6 +27,9 @@ pub struct RunOptions {
     pub log_control: Option<Arc<dyn LogControl>>,
     /// Longest the process drains on SIGTERM or SIGINT (`--drain-time-s`).
     pub drain_time: std::time::Duration,
+    /// Where to write the admin endpoint's address once bound
+    /// (`--admin-address-path`), for scripts that find it there.
+    pub admin_address_path: Option<std::path::PathBuf>,
 }
 
 /// The process's loggers, as `/logging` lists and changes them. The binary
@@ -60,6 +63,14 @@ pub enum RunError {
     /// The runtime or a thread could not be created.
     #[error("cannot start: {0}")]
     Io(#[from] std::io::Error),
+    /// `--admin-address-path` could not be written.
+    #[error("--admin-address-path {}: {source}", path.display())]
+    AdminAddressPath {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 struct Worker {
@@ -102,7 +113,12 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
                 source,
             })?;
             socket.set_nonblocking(true)?;
-            tracing::info!(target: "main", "admin address: {}", socket.local_addr()?);
+            let bound = socket.local_addr()?;
+            tracing::info!(target: "main", "admin address: {bound}");
+            if let Some(path) = &options.admin_address_path {
+                std::fs::write(path, bound.to_string())
+                    .map_err(|source| RunError::AdminAddressPath { path: path.clone(), source })?;
+            }
             Some(tokio::net::TcpListener::from_std(socket)?)
         }
         None => None,

@@ -3,8 +3,11 @@
 //! ```text
 //! ferry -c envoy.yaml [--concurrency N] [-l info] [--component-log-level wasm:trace]
 //!       [--log-format '%v'] [--log-path FILE] [--mode serve|validate]
+//!       [--service-cluster C] [--service-node N] [--service-zone Z] [--drain-time-s S]
+//!       [--admin-address-path FILE] [Envoy's other flags: accepted, with a warning]
 //! ```
 
+mod envoy_flags;
 mod logging;
 
 /// mimalloc: measured faster than the system allocator on the request path
@@ -77,6 +80,13 @@ struct Cli {
     /// Accepted for Envoy compatibility; ferry needs no shared-memory id.
     #[arg(long = "base-id")]
     base_id: Option<u64>,
+    /// Write the admin endpoint's address (`127.0.0.1:9901`) to this file
+    /// once it listens.
+    #[arg(long = "admin-address-path")]
+    admin_address_path: Option<PathBuf>,
+    /// Envoy's flags that change nothing here: accepted, each with a warning.
+    #[command(flatten)]
+    envoy_only: envoy_flags::EnvoyOnlyFlags,
     /// On SIGTERM or SIGINT, how long open HTTP connections may take to
     /// finish their responses before they are cut (Envoy's default, 600).
     #[arg(long = "drain-time-s", default_value_t = 600)]
@@ -165,6 +175,9 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli, levels: logging::Levels) -> anyhow::Result<()> {
     let _ = (cli.base_id, cli.parent_shutdown_time_s, cli.disable_hot_restart);
+    for warning in cli.envoy_only.warnings() {
+        tracing::warn!(target: "main", "{warning}");
+    }
     let path = cli.config_path.as_ref().map_or_else(|| "--config-yaml".to_owned(), |p| p.display().to_string());
     let mut config = load_config(cli).with_context(|| format!("error initializing configuration '{path}'"))?;
     // The command line's node settings win, as Envoy's.
@@ -211,7 +224,8 @@ fn run(cli: &Cli, levels: logging::Levels) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let log_control = Arc::new(logging::RuntimeLevels { levels, host: plan.host.clone() });
     let drain_time = std::time::Duration::from_secs(cli.drain_time_s);
-    ferry_proxy::run(plan, RunOptions { concurrency, log_control: Some(log_control), drain_time })?;
+    let admin_address_path = cli.admin_address_path.clone();
+    ferry_proxy::run(plan, RunOptions { concurrency, log_control: Some(log_control), drain_time, admin_address_path })?;
     Ok(())
 }
 

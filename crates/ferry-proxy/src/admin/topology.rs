@@ -16,7 +16,15 @@ pub(super) fn server_info(admin: &Admin) -> String {
         "state": if admin.health_check_failed.get() { "DRAINING" } else { "LIVE" },
         "hot_restart_version": "disabled",
         "command_line_options": { "concurrency": admin.concurrency },
-        "node": { "id": admin.node.id, "cluster": admin.node.cluster },
+        "node": {
+            "id": admin.node.id,
+            "cluster": admin.node.cluster,
+            "locality": {
+                "region": admin.node.locality.0,
+                "zone": admin.node.locality.1,
+                "sub_zone": admin.node.locality.2,
+            },
+        },
         "uptime_current_epoch": uptime,
         "uptime_all_epochs": uptime,
     });
