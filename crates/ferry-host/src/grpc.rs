@@ -93,6 +93,8 @@ pub enum GrpcEvent {
 pub mod status {
     /// The deadline passed.
     pub const DEADLINE_EXCEEDED: u32 = 4;
+    /// A message larger than the host hands a plugin.
+    pub const RESOURCE_EXHAUSTED: u32 = 8;
     /// Internal error (a malformed response).
     pub const INTERNAL: u32 = 13;
     /// The cluster could not be reached.

@@ -108,7 +108,12 @@ async fn exchange(
         match frame.into_data() {
             Ok(data) => {
                 pending.extend_from_slice(&data);
-                while let Some(message) = next_message(&mut pending) {
+                loop {
+                    let message = match next_message(&mut pending) {
+                        Ok(Some(message)) => message,
+                        Ok(None) => break,
+                        Err(too_large) => return (grpc_status::RESOURCE_EXHAUSTED, too_large),
+                    };
                     if unary {
                         unary_message = Some(message);
                     } else {
@@ -137,17 +142,27 @@ async fn exchange(
     (grpc_status::UNKNOWN, "the response ended without a grpc-status".into())
 }
 
-/// The next whole length-prefixed message in `pending`, if there is one.
-fn next_message(pending: &mut BytesMut) -> Option<Bytes> {
+/// Largest response message reassembled for a plugin: as much as the host
+/// hands a plugin in one value. A larger one ends the call
+/// (`RESOURCE_EXHAUSTED`) before it is read, so a peer cannot make the
+/// proxy hold an unbounded message.
+const MAX_MESSAGE_BYTES: usize = ferry_host::MAX_VALUE_BYTES;
+
+/// The next whole length-prefixed message in `pending`, if there is one;
+/// `Err` as soon as a message declares more than [`MAX_MESSAGE_BYTES`].
+fn next_message(pending: &mut BytesMut) -> Result<Option<Bytes>, String> {
     if pending.len() < 5 {
-        return None;
+        return Ok(None);
     }
     let len = u32::from_be_bytes([pending[1], pending[2], pending[3], pending[4]]) as usize;
+    if len > MAX_MESSAGE_BYTES {
+        return Err(format!("a response message of {len} bytes is larger than {MAX_MESSAGE_BYTES}"));
+    }
     if pending.len() < 5 + len {
-        return None;
+        return Ok(None);
     }
     pending.advance(5);
-    Some(pending.split_to(len).freeze())
+    Ok(Some(pending.split_to(len).freeze()))
 }
 
 /// `grpc-status` and `grpc-message` of a header or trailer map.
@@ -167,10 +182,21 @@ mod tests {
         pending.extend_from_slice(&framed(b"one"));
         pending.extend_from_slice(&framed(b""));
         pending.extend_from_slice(&framed(b"three")[..4]);
-        assert_eq!(next_message(&mut pending).as_deref(), Some(&b"one"[..]));
-        assert_eq!(next_message(&mut pending).as_deref(), Some(&b""[..]));
-        assert_eq!(next_message(&mut pending), None, "a partial message waits");
+        assert_eq!(next_message(&mut pending).unwrap().as_deref(), Some(&b"one"[..]));
+        assert_eq!(next_message(&mut pending).unwrap().as_deref(), Some(&b""[..]));
+        assert_eq!(next_message(&mut pending), Ok(None), "a partial message waits");
         pending.extend_from_slice(&framed(b"three")[4..]);
-        assert_eq!(next_message(&mut pending).as_deref(), Some(&b"three"[..]));
+        assert_eq!(next_message(&mut pending).unwrap().as_deref(), Some(&b"three"[..]));
+    }
+
+    #[test]
+    fn a_message_declaring_more_than_the_cap_ends_the_call_before_it_is_read() {
+        let mut pending = BytesMut::new();
+        pending.extend_from_slice(&[0, 0xff, 0xff, 0xff, 0xff, b'x']);
+        assert!(next_message(&mut pending).is_err());
+        let mut pending = BytesMut::new();
+        let at_cap = u32::try_from(MAX_MESSAGE_BYTES).unwrap().to_be_bytes();
+        pending.extend_from_slice(&[0, at_cap[0], at_cap[1], at_cap[2], at_cap[3]]);
+        assert_eq!(next_message(&mut pending), Ok(None), "at the cap, it waits for the rest");
     }
 }
