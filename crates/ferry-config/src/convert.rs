@@ -604,10 +604,10 @@ fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
             ));
         }
     };
-    match raw.lb_policy.as_deref().map(str::to_ascii_uppercase).as_deref() {
-        None | Some("ROUND_ROBIN") => {}
-        Some(other) => return Err(err(join(path, "lb_policy"), format!("{other} is not supported; use ROUND_ROBIN"))),
-    }
+    let lb_policy = crate::balancing::policy(raw.lb_policy.as_deref(), raw.least_request_lb_config, path)?;
+    let panic_threshold = crate::balancing::panic_threshold(raw.common_lb_config, path)?;
+    let health_check = crate::balancing::health_checks(raw.health_checks, path)?;
+    let outlier_detection = crate::balancing::outlier_detection(raw.outlier_detection, path)?;
     let mut endpoints = Vec::new();
     let mut endpoint_metadata = Vec::new();
     let mut endpoint_hostnames = Vec::new();
@@ -678,6 +678,10 @@ fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
         metadata,
         tls,
         auto_http,
+        lb_policy,
+        panic_threshold,
+        health_check,
+        outlier_detection,
     })
 }
 

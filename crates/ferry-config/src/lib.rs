@@ -9,6 +9,7 @@
 //! Fields that change nothing here (stat prefixes, runtime names) are accepted.
 
 pub mod access_log;
+mod balancing;
 mod compression;
 mod convert;
 mod enums;

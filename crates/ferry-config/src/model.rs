@@ -1122,6 +1122,81 @@ pub struct Cluster {
     pub tls: Option<TlsContext>,
     /// `auto_config`: HTTP/2 or HTTP/1.1 as the endpoint's ALPN says (needs TLS).
     pub auto_http: bool,
+    /// `lb_policy`.
+    pub lb_policy: LbPolicy,
+    /// `common_lb_config.healthy_panic_threshold`, a percentage (default
+    /// 50): below it, every endpoint takes traffic, healthy or not.
+    pub panic_threshold: f64,
+    /// `health_checks` (one).
+    pub health_check: Option<HealthCheck>,
+    /// `outlier_detection`.
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+/// `lb_policy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LbPolicy {
+    /// `ROUND_ROBIN` (default).
+    RoundRobin,
+    /// `LEAST_REQUEST`: of `choice_count` endpoints picked at random, the
+    /// one with the fewest requests in flight.
+    LeastRequest {
+        /// `least_request_lb_config.choice_count` (default 2).
+        choice_count: u32,
+    },
+    /// `RANDOM`.
+    Random,
+}
+
+/// An active health check of every endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthCheck {
+    /// `timeout` of one check.
+    pub timeout: Duration,
+    /// `interval` between checks of an endpoint.
+    pub interval: Duration,
+    /// `unhealthy_threshold`: failed checks in a row that mark it unhealthy.
+    pub unhealthy_threshold: u32,
+    /// `healthy_threshold`: passed checks in a row that mark it healthy
+    /// again (its first check passing is enough at start).
+    pub healthy_threshold: u32,
+    /// What a check does.
+    pub kind: HealthCheckKind,
+}
+
+/// `http_health_check` or `tcp_health_check`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HealthCheckKind {
+    /// A GET of `path` (with `host` as its host, else the cluster's name);
+    /// a status in one of `expected` (`[start, end)`, default 200) passes.
+    Http {
+        /// `path`.
+        path: String,
+        /// `host`.
+        host: Option<String>,
+        /// `expected_statuses`.
+        expected: Vec<(u16, u16)>,
+    },
+    /// A TCP connect passes.
+    Tcp,
+}
+
+/// `outlier_detection`: ejection on consecutive 5xx.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutlierDetection {
+    /// `consecutive_5xx` (default 5).
+    pub consecutive_5xx: u32,
+    /// `interval` (default 10 s): how often ejections are reviewed.
+    pub interval: Duration,
+    /// `base_ejection_time` (default 30 s), times the number of ejections.
+    pub base_ejection_time: Duration,
+    /// `max_ejection_time` (default 300 s).
+    pub max_ejection_time: Duration,
+    /// `max_ejection_percent` (default 10; one endpoint may always be ejected).
+    pub max_ejection_percent: u32,
+    /// `enforcing_consecutive_5xx` (default 100): the chance, in percent,
+    /// that a detected outlier is ejected.
+    pub enforcing_consecutive_5xx: u32,
 }
 
 /// How a cluster finds its endpoints (`type`).

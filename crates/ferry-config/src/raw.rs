@@ -352,6 +352,14 @@ pub(crate) struct Cluster {
     pub metadata: Option<Value>,
     #[serde(default)]
     pub transport_socket: Option<crate::tls::RawTransportSocket>,
+    #[serde(default)]
+    pub least_request_lb_config: Option<Value>,
+    #[serde(default)]
+    pub common_lb_config: Option<Value>,
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
+    pub health_checks: Vec<Value>,
+    #[serde(default)]
+    pub outlier_detection: Option<Value>,
 }
 
 /// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`.

@@ -137,6 +137,38 @@ pub struct ClusterStats {
     pub upstream_cx_connect_fail: AtomicU64,
     /// `upstream_rq_retry`: tries after the first.
     pub upstream_rq_retry: AtomicU64,
+    /// `upstream_rq_active` (a gauge): requests waiting for their response headers.
+    pub upstream_rq_active: AtomicI64,
+    /// `outlier_detection.*`.
+    pub outlier: OutlierStats,
+    /// `health_check.*`.
+    pub health_check: HealthCheckStats,
+}
+
+/// `cluster.<name>.outlier_detection.*` counters.
+#[derive(Debug, Default)]
+pub struct OutlierStats {
+    /// `ejections_detected_consecutive_5xx`.
+    pub detected_consecutive_5xx: AtomicU64,
+    /// `ejections_enforced_total`.
+    pub enforced_total: AtomicU64,
+    /// `ejections_enforced_consecutive_5xx`.
+    pub enforced_consecutive_5xx: AtomicU64,
+    /// `ejections_overflow`: not ejected because `max_ejection_percent` were out.
+    pub overflow: AtomicU64,
+}
+
+/// `cluster.<name>.health_check.*` counters.
+#[derive(Debug, Default)]
+pub struct HealthCheckStats {
+    /// `attempt`.
+    pub attempt: AtomicU64,
+    /// `success`.
+    pub success: AtomicU64,
+    /// `failure`: checks that failed (by status, or the network).
+    pub failure: AtomicU64,
+    /// `network_failure`: checks that could not connect or timed out.
+    pub network_failure: AtomicU64,
 }
 
 fn count_class(classes: &[AtomicU64; 5], status: u16) {
@@ -153,6 +185,14 @@ impl ClusterStats {
             &self.upstream_rq_timeout,
             &self.upstream_cx_connect_fail,
             &self.upstream_rq_retry,
+            &self.outlier.detected_consecutive_5xx,
+            &self.outlier.enforced_total,
+            &self.outlier.enforced_consecutive_5xx,
+            &self.outlier.overflow,
+            &self.health_check.attempt,
+            &self.health_check.success,
+            &self.health_check.failure,
+            &self.health_check.network_failure,
         ];
         for counter in counters.into_iter().chain(&self.upstream_rq_by_class) {
             counter.store(0, Ordering::Relaxed);

@@ -125,6 +125,8 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
     };
 
     tokio::task::spawn_local(run_outbox());
+    // Active health checks and outlier reviews, for every worker at once.
+    crate::upstream::health::start(&plan.clusters);
     let health = HealthBoard::default();
     // Singleton services start on this thread before any worker exists, so
     // the queues they register are there when filters resolve them.

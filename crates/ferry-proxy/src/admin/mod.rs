@@ -226,7 +226,7 @@ fn reset_counters(admin: &Admin) {
         listener.reset_counters();
     }
     for (_, cluster) in admin.clusters.stats() {
-        cluster.reset_counters();
+        cluster.stats.reset_counters();
     }
     for plugin in &admin.plugins {
         plugin.stats.reset_counters();

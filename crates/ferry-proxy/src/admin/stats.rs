@@ -153,20 +153,47 @@ pub(super) fn collect(admin: &Admin) -> Vec<Stat> {
             }));
         }
     }
-    for (cluster, counters) in admin.clusters.stats() {
+    for (cluster, hosts) in admin.clusters.stats() {
+        let counters = &hosts.stats;
         let cluster = sanitize_stat_name(cluster);
         let tag = ("envoy_cluster_name".to_owned(), cluster.clone());
-        for (name, counter) in [
-            ("upstream_rq_total", &counters.upstream_rq_total),
-            ("upstream_rq_timeout", &counters.upstream_rq_timeout),
-            ("upstream_cx_connect_fail", &counters.upstream_cx_connect_fail),
-            ("upstream_rq_retry", &counters.upstream_rq_retry),
+        let gauge = |n: usize| MetricValue::Gauge(n as i64);
+        for (name, value) in [
+            ("upstream_rq_total", MetricValue::Counter(load(&counters.upstream_rq_total))),
+            ("upstream_rq_timeout", MetricValue::Counter(load(&counters.upstream_rq_timeout))),
+            ("upstream_cx_connect_fail", MetricValue::Counter(load(&counters.upstream_cx_connect_fail))),
+            ("upstream_rq_retry", MetricValue::Counter(load(&counters.upstream_rq_retry))),
+            (
+                "upstream_rq_active",
+                MetricValue::Gauge(counters.upstream_rq_active.load(std::sync::atomic::Ordering::Relaxed)),
+            ),
+            ("membership_total", gauge(hosts.len())),
+            ("membership_healthy", gauge(hosts.healthy_count())),
+            ("outlier_detection.ejections_active", gauge(hosts.ejected_count())),
+            (
+                "outlier_detection.ejections_enforced_total",
+                MetricValue::Counter(load(&counters.outlier.enforced_total)),
+            ),
+            (
+                "outlier_detection.ejections_enforced_consecutive_5xx",
+                MetricValue::Counter(load(&counters.outlier.enforced_consecutive_5xx)),
+            ),
+            (
+                "outlier_detection.ejections_detected_consecutive_5xx",
+                MetricValue::Counter(load(&counters.outlier.detected_consecutive_5xx)),
+            ),
+            ("outlier_detection.ejections_overflow", MetricValue::Counter(load(&counters.outlier.overflow))),
+            ("health_check.attempt", MetricValue::Counter(load(&counters.health_check.attempt))),
+            ("health_check.success", MetricValue::Counter(load(&counters.health_check.success))),
+            ("health_check.failure", MetricValue::Counter(load(&counters.health_check.failure))),
+            ("health_check.network_failure", MetricValue::Counter(load(&counters.health_check.network_failure))),
+            ("health_check.healthy", gauge(hosts.healthy_count())),
         ] {
             stats.push(Stat {
                 name: format!("cluster.{cluster}.{name}"),
                 tag_extracted_name: format!("cluster.{name}"),
                 tags: vec![tag.clone()],
-                value: MetricValue::Counter(load(counter)),
+                value,
             });
         }
         stats.extend(by_class("cluster", &cluster, "upstream_rq", &counters.upstream_rq_by_class, &tag));

@@ -1,6 +1,7 @@
-//! Upstream clusters: round-robin over the configured endpoints, HTTP/1.1
-//! (or HTTP/2 where the cluster says so) with pooled connections per
-//! worker; gRPC calls always over HTTP/2.
+//! Upstream clusters: an endpoint chosen by the cluster's policy among the
+//! healthy ones (`hosts.rs`; active checks in `health.rs`), HTTP/1.1 (or
+//! HTTP/2 where the cluster says so) with pooled connections per worker;
+//! gRPC calls always over HTTP/2.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -19,7 +20,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 pub(crate) mod grpc;
+pub(crate) mod health;
+pub(crate) mod hosts;
 mod retry;
+
+use hosts::ClusterHosts;
 
 use grpc::ChannelBody;
 
@@ -28,8 +33,9 @@ use crate::headers::{hyper_trailers, response_headers, to_hyper_headers, trailer
 /// Clusters as configured; each worker builds its own connection pools from them.
 pub struct Clusters {
     clusters: Vec<ferry_config::Cluster>,
-    /// Envoy's `cluster.<name>.*` counters, one per cluster, in order.
-    stats: Vec<Arc<ClusterStats>>,
+    /// Each cluster's endpoints as every worker shares them (health,
+    /// ejections, requests in flight) and its `cluster.<name>.*` counters, in order.
+    hosts: Vec<Arc<ClusterHosts>>,
     /// Each cluster's TLS client configuration, if it speaks TLS.
     tls: Vec<Option<rustls::ClientConfig>>,
 }
@@ -42,12 +48,20 @@ impl Clusters {
             .iter()
             .map(|c| c.tls.as_ref().map(crate::tls::client).transpose().map_err(|e| (c.name.clone(), e)))
             .collect::<Result<_, _>>()?;
-        Ok(Clusters { clusters: clusters.to_vec(), stats: clusters.iter().map(|_| Arc::default()).collect(), tls })
+        let hosts = clusters.iter().map(|c| Arc::new(ClusterHosts::new(c, Arc::default()))).collect();
+        Ok(Clusters { clusters: clusters.to_vec(), hosts, tls })
     }
 
-    /// Each cluster's name and counters.
-    pub(crate) fn stats(&self) -> impl Iterator<Item = (&str, &ClusterStats)> {
-        self.clusters.iter().zip(&self.stats).map(|(c, s)| (c.name.as_str(), &**s))
+    /// Each cluster's name and endpoints (with its counters).
+    pub(crate) fn stats(&self) -> impl Iterator<Item = (&str, &ClusterHosts)> {
+        self.clusters.iter().zip(&self.hosts).map(|(c, h)| (c.name.as_str(), &**h))
+    }
+
+    /// Each cluster with its shared endpoints and TLS, for the health checker.
+    pub(crate) fn with_hosts(
+        &self,
+    ) -> impl Iterator<Item = (&ferry_config::Cluster, &Arc<ClusterHosts>, Option<&rustls::ClientConfig>)> {
+        self.clusters.iter().zip(&self.hosts).zip(&self.tls).map(|((c, h), t)| (c, h, t.as_ref()))
     }
 
     /// Every cluster, in configuration order.
@@ -157,7 +171,7 @@ pub(crate) struct UpstreamHost {
 }
 
 /// hyper's connector, with TLS for clusters that have it.
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+pub(crate) type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 struct Pool {
     client: Client<Connector, UpstreamBody>,
@@ -170,27 +184,33 @@ struct Pool {
     endpoint_metadata: Vec<Arc<ferry_host::Metadata>>,
     /// Each endpoint's host name, in the same order.
     endpoint_hostnames: Vec<Option<Arc<str>>>,
+    /// This worker's round-robin position.
     next: Cell<usize>,
     connect_timeout: Duration,
+    /// The endpoints' shared state, and the policy that chooses among them.
+    hosts: Arc<ClusterHosts>,
     stats: Arc<ClusterStats>,
     /// The cluster's facts for plugins (`xds.cluster_name`, ...).
     facts: Arc<ferry_host::ClusterFacts>,
 }
 
+/// The endpoint chosen for a request.
+struct Chosen<'a> {
+    index: usize,
+    address: &'a str,
+    host: UpstreamHost,
+}
+
 impl Pool {
-    /// Round robin over the endpoints: the next one's address, and what
-    /// the response will say of it.
-    fn next_endpoint(&self) -> Option<(&str, UpstreamHost)> {
-        if self.endpoints.is_empty() {
-            return None;
-        }
-        let index = self.next.get() % self.endpoints.len();
-        self.next.set(index + 1);
+    /// The endpoint for the next request, as the cluster's policy chooses
+    /// among its healthy endpoints; `NoEndpoint` if there is none.
+    fn next_endpoint(&self) -> Result<Chosen<'_>, UpstreamError> {
+        let index = self.hosts.choose(&self.next).ok_or(UpstreamError::NoEndpoint)?;
         let host = UpstreamHost {
             metadata: self.endpoint_metadata[index].clone(),
             hostname: self.endpoint_hostnames[index].clone(),
         };
-        Some((&self.endpoints[index], host))
+        Ok(Chosen { index, address: &self.endpoints[index], host })
     }
 }
 
@@ -216,28 +236,14 @@ impl Upstreams {
         let pools = clusters
             .clusters
             .iter()
-            .zip(&clusters.stats)
+            .zip(&clusters.hosts)
             .zip(&clusters.tls)
-            .map(|((c, stats), tls)| {
-                let mut connector = HttpConnector::new();
-                connector.set_connect_timeout(Some(c.connect_timeout));
-                connector.set_nodelay(true);
-                // TLS wraps it: it connects for `https` URLs too.
-                connector.enforce_http(false);
-                // A TLS cluster speaks HTTP/2 or HTTP/1.1 as configured, or as ALPN
-                // says (`auto_config`); a plain one as configured.
-                let http2_only = c.http2 && !c.auto_http;
-                let client = Client::builder(TokioExecutor::new()).http2_only(http2_only).build(connector_for(
-                    c,
-                    tls.as_ref(),
-                    connector.clone(),
-                    !http2_only || c.auto_http,
-                    c.http2 || c.auto_http,
-                ));
+            .map(|((c, hosts), tls)| {
+                let client = cluster_client(c, tls.as_ref());
                 let grpc_client = Client::builder(TokioExecutor::new()).http2_only(true).build(connector_for(
                     c,
                     tls.as_ref(),
-                    connector,
+                    tcp_connector(c),
                     false,
                     true,
                 ));
@@ -253,7 +259,8 @@ impl Upstreams {
                     facts: crate::xds::cluster(c),
                     next: Cell::new(0),
                     connect_timeout: c.connect_timeout,
-                    stats: stats.clone(),
+                    hosts: hosts.clone(),
+                    stats: hosts.stats.clone(),
                 };
                 (c.name.clone(), pool)
             })
@@ -289,12 +296,12 @@ impl Upstreams {
         let attempts = 1 + retry.map_or(0, |r| r.num_retries);
         let mut body = Some(body);
         for attempt in 1..=attempts {
-            let (endpoint, host) = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
+            let Chosen { index, address, host } = pool.next_endpoint()?;
             let last = attempt == attempts;
             let this_body = if last { body.take() } else { body.as_ref().and_then(UpstreamBody::try_clone) };
             let this_body = this_body.ok_or_else(|| UpstreamError::Request("no body to send".into()))?;
             let host_name = if route.auto_host_rewrite { host.hostname.as_deref() } else { None };
-            let request = build_request(pool.scheme, endpoint, headers, this_body, host_name)?;
+            let request = build_request(pool.scheme, address, headers, this_body, host_name)?;
             // Each try gets the per-try timeout, within what is left of the route's.
             let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
             let per_try = match (retry.and_then(|r| r.per_try_timeout), left) {
@@ -308,7 +315,7 @@ impl Upstreams {
             }
             // Upstream is told the per-try timeout, else the route's (as Envoy).
             let expected = retry.and_then(|r| r.per_try_timeout).unwrap_or(timeout);
-            let result = Self::send_routed(pool, (per_try, expected), route.envoy_headers, request).await;
+            let result = Self::send_routed(pool, index, (per_try, expected), route.envoy_headers, request).await;
             let retriable = retry.is_some_and(|policy| match &result {
                 Ok(response) => retry::on_status(policy, response.status().as_u16()),
                 Err(error) => retry::on_error(policy, error),
@@ -332,12 +339,13 @@ impl Upstreams {
     /// milliseconds until its headers came.
     async fn send_routed(
         pool: &Pool,
+        index: usize,
         (timeout, expected): (Duration, Duration),
         envoy_headers: bool,
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         if !envoy_headers {
-            return Self::send_request(pool, timeout, request).await;
+            return Self::send_request(pool, index, timeout, request).await;
         }
         if !expected.is_zero() {
             request
@@ -345,7 +353,7 @@ impl Upstreams {
                 .insert("x-envoy-expected-rq-timeout-ms", http::HeaderValue::from(expected.as_millis() as u64));
         }
         let sent = std::time::Instant::now();
-        let mut response = Self::send_request(pool, timeout, request).await?;
+        let mut response = Self::send_request(pool, index, timeout, request).await?;
         let service_time = http::HeaderValue::from(sent.elapsed().as_millis() as u64);
         response.headers_mut().insert("x-envoy-upstream-service-time", service_time);
         Ok(response)
@@ -363,11 +371,11 @@ impl Upstreams {
         body: UpstreamBody,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
-        let (endpoint, _) = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
+        let Chosen { index, address, .. } = pool.next_endpoint()?;
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         parts.uri = Uri::builder()
             .scheme(pool.scheme)
-            .authority(endpoint)
+            .authority(address)
             .path_and_query(path)
             .build()
             .map_err(|e| UpstreamError::Request(e.to_string()))?;
@@ -375,7 +383,7 @@ impl Upstreams {
         parts.version = http::Version::HTTP_11;
         let request = Request::from_parts(parts, body);
         let timeout = timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
-        Self::send_routed(pool, (timeout, timeout), envoy_headers, request).await
+        Self::send_routed(pool, index, (timeout, timeout), envoy_headers, request).await
     }
 
     /// Sends a plugin's HTTP call and reads the whole response.
@@ -412,10 +420,10 @@ impl Upstreams {
         body: ChannelBody,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
-        let (endpoint, _) = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
+        let Chosen { address, .. } = pool.next_endpoint()?;
         let uri = Uri::builder()
             .scheme(pool.scheme)
-            .authority(endpoint)
+            .authority(address)
             .path_and_query(path)
             .build()
             .map_err(|e| UpstreamError::Request(e.to_string()))?;
@@ -434,12 +442,15 @@ impl Upstreams {
         cluster: &str,
     ) -> Result<(tokio::net::TcpStream, UpstreamHost), UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
-        let (endpoint, host) = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
-        let connect = tokio::net::TcpStream::connect(endpoint);
-        let stream = tokio::time::timeout(pool.connect_timeout, connect)
-            .await
-            .map_err(|_| UpstreamError::Timeout)?
-            .map_err(UpstreamError::TcpConnect)?;
+        let Chosen { index, address, host } = pool.next_endpoint()?;
+        let connect = tokio::net::TcpStream::connect(address);
+        let result = match tokio::time::timeout(pool.connect_timeout, connect).await {
+            Ok(connected) => connected.map_err(UpstreamError::TcpConnect),
+            Err(_) => Err(UpstreamError::Timeout),
+        };
+        // A connection that fails counts against the endpoint, as a 5xx would.
+        pool.hosts.record(index, result.is_err());
+        let stream = result?;
         let _ = stream.set_nodelay(true);
         Ok((stream, host))
     }
@@ -453,17 +464,22 @@ impl Upstreams {
         body: UpstreamBody,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
-        let (endpoint, _) = pool.next_endpoint().ok_or(UpstreamError::NoEndpoint)?;
-        let request = build_request(pool.scheme, endpoint, headers, body, None)?;
-        Self::send_request(pool, timeout, request).await
+        let Chosen { index, address, .. } = pool.next_endpoint()?;
+        let request = build_request(pool.scheme, address, headers, body, None)?;
+        Self::send_request(pool, index, timeout, request).await
     }
 
-    /// Sends `request` on the pool; a zero timeout waits forever.
+    /// Sends `request` on the pool to endpoint `index`; a zero timeout waits
+    /// forever. The endpoint counts it in flight until the response headers
+    /// come, and outlier detection learns whether it failed (a 5xx, or no
+    /// answer).
     async fn send_request(
         pool: &Pool,
+        index: usize,
         timeout: Duration,
         request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let _in_flight = pool.hosts.begin(index);
         let response = pool.client.request(request);
         let result = if timeout.is_zero() {
             response.await.map_err(UpstreamError::Connect)
@@ -474,12 +490,35 @@ impl Upstreams {
             }
         };
         pool.stats.request(result.as_ref().map(|r| r.status().as_u16()));
+        pool.hosts.record(index, result.as_ref().map_or(true, |r| r.status().is_server_error()));
         result
     }
 }
 
 /// The connector of a cluster: TLS with its client configuration (the
 /// `sni` it names, ALPN for the protocols it may speak), or plain TCP.
+/// The TCP connector of a cluster's clients.
+fn tcp_connector(c: &ferry_config::Cluster) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(c.connect_timeout));
+    connector.set_nodelay(true);
+    // TLS wraps it: it connects for `https` URLs too.
+    connector.enforce_http(false);
+    connector
+}
+
+/// A client speaking to a cluster's endpoints as it is configured: a TLS
+/// cluster HTTP/2 or HTTP/1.1 as configured, or as ALPN says
+/// (`auto_config`); a plain one as configured.
+pub(crate) fn cluster_client(
+    c: &ferry_config::Cluster,
+    tls: Option<&rustls::ClientConfig>,
+) -> Client<Connector, UpstreamBody> {
+    let http2_only = c.http2 && !c.auto_http;
+    let connector = connector_for(c, tls, tcp_connector(c), !http2_only || c.auto_http, c.http2 || c.auto_http);
+    Client::builder(TokioExecutor::new()).http2_only(http2_only).build(connector)
+}
+
 fn connector_for(
     cluster: &ferry_config::Cluster,
     tls: Option<&rustls::ClientConfig>,
