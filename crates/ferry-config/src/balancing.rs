@@ -10,7 +10,7 @@ use serde_norway::Value;
 
 use crate::ConfigError;
 use crate::convert::{decode, duration, err, join};
-use crate::model::{HealthCheck, HealthCheckKind, LbPolicy, OutlierDetection};
+use crate::model::{CircuitBreakers, HealthCheck, HealthCheckKind, LbPolicy, OutlierDetection};
 use crate::raw::Ignored;
 
 // Fields typed `Ignored` exist only to be accepted (listed in
@@ -283,4 +283,63 @@ pub(crate) fn outlier_detection(raw: Option<Value>, path: &str) -> Result<Option
         max_ejection_percent: percent(raw.max_ejection_percent, "max_ejection_percent", 10)?,
         enforcing_consecutive_5xx: percent(raw.enforcing_consecutive_5xx, "enforcing_consecutive_5xx", 100)?,
     }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCircuitBreakers {
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
+    thresholds: Vec<RawThresholds>,
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
+    per_host_thresholds: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct RawThresholds {
+    #[serde(default, deserialize_with = "crate::enums::routing_priority")]
+    priority: Option<String>,
+    max_connections: Option<u32>,
+    max_pending_requests: Option<u32>,
+    max_requests: Option<u32>,
+    max_retries: Option<u32>,
+    #[serde(default)]
+    retry_budget: Option<Value>,
+    #[serde(default)]
+    track_remaining: Ignored,
+    #[serde(default)]
+    max_connection_pools: Ignored,
+}
+
+/// `circuit_breakers`: the `DEFAULT` priority's thresholds, with Envoy's
+/// defaults (1024 connections, pending and requests; 3 retries). `HIGH`
+/// thresholds are read and unused: ferry's routes have no priority.
+pub(crate) fn circuit_breakers(raw: Option<Value>, path: &str) -> Result<CircuitBreakers, ConfigError> {
+    let Some(raw) = raw else { return Ok(CircuitBreakers::default()) };
+    let path = join(path, "circuit_breakers");
+    let raw: RawCircuitBreakers = decode(raw, &path)?;
+    if !raw.per_host_thresholds.is_empty() {
+        return Err(err(join(&path, "per_host_thresholds"), "not supported yet"));
+    }
+    let mut breakers = CircuitBreakers::default();
+    for (i, thresholds) in raw.thresholds.into_iter().enumerate() {
+        if thresholds.retry_budget.is_some() {
+            return Err(err(
+                join(&path, &format!("thresholds[{i}].retry_budget")),
+                "not supported yet; use max_retries",
+            ));
+        }
+        if thresholds.priority.as_deref().is_some_and(|p| p != "DEFAULT") {
+            continue;
+        }
+        let default = CircuitBreakers::default();
+        breakers = CircuitBreakers {
+            max_connections: thresholds.max_connections.unwrap_or(default.max_connections),
+            max_pending_requests: thresholds.max_pending_requests.unwrap_or(default.max_pending_requests),
+            max_requests: thresholds.max_requests.unwrap_or(default.max_requests),
+            max_retries: thresholds.max_retries.unwrap_or(default.max_retries),
+        };
+    }
+    Ok(breakers)
 }

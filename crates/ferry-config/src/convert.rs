@@ -608,6 +608,7 @@ fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
     let panic_threshold = crate::balancing::panic_threshold(raw.common_lb_config, path)?;
     let health_check = crate::balancing::health_checks(raw.health_checks, path)?;
     let outlier_detection = crate::balancing::outlier_detection(raw.outlier_detection, path)?;
+    let circuit_breakers = crate::balancing::circuit_breakers(raw.circuit_breakers, path)?;
     let mut endpoints = Vec::new();
     let mut endpoint_metadata = Vec::new();
     let mut endpoint_hostnames = Vec::new();
@@ -682,6 +683,7 @@ fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
         panic_threshold,
         health_check,
         outlier_detection,
+        circuit_breakers,
     })
 }
 

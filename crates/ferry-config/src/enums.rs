@@ -161,6 +161,11 @@ pub(crate) fn zstd_strategy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<St
     )
 }
 
+/// `RoutingPriority`.
+pub(crate) fn routing_priority<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    enum_name(d, "RoutingPriority", &["DEFAULT", "HIGH"])
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(serde::Deserialize, Debug)]

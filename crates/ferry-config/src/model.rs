@@ -1131,6 +1131,28 @@ pub struct Cluster {
     pub health_check: Option<HealthCheck>,
     /// `outlier_detection`.
     pub outlier_detection: Option<OutlierDetection>,
+    /// `circuit_breakers` (the `DEFAULT` priority's).
+    pub circuit_breakers: CircuitBreakers,
+}
+
+/// A cluster's circuit breakers: past them, requests fail at once (503,
+/// `UO`) instead of piling up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CircuitBreakers {
+    /// `max_connections`: HTTP/1.1 connections busy at once (default 1024).
+    pub max_connections: u32,
+    /// `max_pending_requests`: requests waiting for one of them (default 1024).
+    pub max_pending_requests: u32,
+    /// `max_requests`: requests in flight (default 1024).
+    pub max_requests: u32,
+    /// `max_retries`: retries in flight (default 3).
+    pub max_retries: u32,
+}
+
+impl Default for CircuitBreakers {
+    fn default() -> Self {
+        CircuitBreakers { max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, max_retries: 3 }
+    }
 }
 
 /// `lb_policy`.

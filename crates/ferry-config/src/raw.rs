@@ -360,6 +360,8 @@ pub(crate) struct Cluster {
     pub health_checks: Vec<Value>,
     #[serde(default)]
     pub outlier_detection: Option<Value>,
+    #[serde(default)]
+    pub circuit_breakers: Option<Value>,
 }
 
 /// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`.

@@ -143,6 +143,19 @@ pub struct ClusterStats {
     pub outlier: OutlierStats,
     /// `health_check.*`.
     pub health_check: HealthCheckStats,
+    /// The circuit breakers' overflow counters.
+    pub breakers: BreakerStats,
+}
+
+/// `cluster.<name>.*_overflow`: requests the circuit breakers refused.
+#[derive(Debug, Default)]
+pub struct BreakerStats {
+    /// `upstream_rq_pending_overflow`: refused past `max_requests` or `max_pending_requests`.
+    pub rq_pending_overflow: AtomicU64,
+    /// `upstream_cx_overflow`: every connection `max_connections` allows was busy.
+    pub cx_overflow: AtomicU64,
+    /// `upstream_rq_retry_overflow`: retries not made past `max_retries`.
+    pub rq_retry_overflow: AtomicU64,
 }
 
 /// `cluster.<name>.outlier_detection.*` counters.
@@ -193,6 +206,9 @@ impl ClusterStats {
             &self.health_check.success,
             &self.health_check.failure,
             &self.health_check.network_failure,
+            &self.breakers.rq_pending_overflow,
+            &self.breakers.cx_overflow,
+            &self.breakers.rq_retry_overflow,
         ];
         for counter in counters.into_iter().chain(&self.upstream_rq_by_class) {
             counter.store(0, Ordering::Relaxed);

@@ -146,3 +146,53 @@ fn an_unknown_lb_policy_names_the_field() {
     assert!(!status.success());
     assert!(stderr.contains("static_resources.clusters[0].lb_policy: MAGLEV is not supported"), "{stderr}");
 }
+
+#[test]
+fn circuit_breakers_queue_then_refuse_requests_past_their_limits() {
+    let up = Arc::new(AtomicBool::new(true));
+    let slow = upstream("slow", 200, up, Duration::from_millis(800));
+    let breakers = "    circuit_breakers: { thresholds: [ { max_connections: 1, max_pending_requests: 1 } ] }\n";
+    let ferry = start(&[slow], breakers);
+    let main = ferry.address("main");
+    let mut requests = Vec::new();
+    for _ in 0..2 {
+        requests.push(std::thread::spawn(move || request(main, "GET", "/", &[], b"")));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    // One busy, one waiting for the connection: the third is refused at once.
+    let started = Instant::now();
+    let refused = request(main, "GET", "/", &[], b"");
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("x-envoy-overloaded"), Some("true"));
+    assert!(started.elapsed() < Duration::from_millis(500), "refused without waiting");
+    for waited in requests {
+        let response = waited.join().unwrap();
+        assert_eq!((response.status, response.text().as_str()), (200, "slow"), "the queued request is served");
+    }
+    assert_eq!(stat(&ferry, "cluster.app.upstream_rq_pending_overflow"), 1);
+    assert!(stat(&ferry, "cluster.app.upstream_cx_overflow") >= 2);
+}
+
+#[test]
+fn retries_past_max_retries_are_not_made() {
+    let up = Arc::new(AtomicBool::new(true));
+    let failing = upstream("failing", 503, up, Duration::ZERO);
+    let lb_endpoints = format!(
+        "        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}\n",
+        failing.port()
+    );
+    let clusters = format!(
+        "  - name: app\n    connect_timeout: 1s\n    circuit_breakers: {{ thresholds: {{ max_retries: 0 }} }}\n    load_assignment:\n      endpoints:\n      - lb_endpoints:\n{lb_endpoints}"
+    );
+    let config = common::ManagerConfig {
+        top: common::ADMIN,
+        routes: "              - match: { prefix: \"/\" }\n                route: { cluster: app, retry_policy: { retry_on: 5xx, num_retries: 3 } }\n",
+        clusters: &clusters,
+        ..Default::default()
+    }
+    .yaml();
+    let ferry = Ferry::start(&config, &["--concurrency", "1"]);
+    assert_eq!(request(ferry.address("main"), "GET", "/", &[], b"").status, 503);
+    assert_eq!(stat(&ferry, "cluster.app.upstream_rq_total"), 1, "no retry was made");
+    assert_eq!(stat(&ferry, "cluster.app.upstream_rq_retry_overflow"), 1);
+}

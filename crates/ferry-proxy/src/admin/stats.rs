@@ -188,12 +188,24 @@ pub(super) fn collect(admin: &Admin) -> Vec<Stat> {
             ("health_check.failure", MetricValue::Counter(load(&counters.health_check.failure))),
             ("health_check.network_failure", MetricValue::Counter(load(&counters.health_check.network_failure))),
             ("health_check.healthy", gauge(hosts.healthy_count())),
+            ("upstream_rq_pending_overflow", MetricValue::Counter(load(&counters.breakers.rq_pending_overflow))),
+            ("upstream_cx_overflow", MetricValue::Counter(load(&counters.breakers.cx_overflow))),
+            ("upstream_rq_retry_overflow", MetricValue::Counter(load(&counters.breakers.rq_retry_overflow))),
         ] {
             stats.push(Stat {
                 name: format!("cluster.{cluster}.{name}"),
                 tag_extracted_name: format!("cluster.{name}"),
                 tags: vec![tag.clone()],
                 value,
+            });
+        }
+        let open = hosts.breakers_open();
+        for (name, open) in ["rq_open", "cx_open", "rq_pending_open", "rq_retry_open"].into_iter().zip(open) {
+            stats.push(Stat {
+                name: format!("cluster.{cluster}.circuit_breakers.default.{name}"),
+                tag_extracted_name: format!("cluster.circuit_breakers.default.{name}"),
+                tags: vec![tag.clone()],
+                value: MetricValue::Gauge(i64::from(open)),
             });
         }
         stats.extend(by_class("cluster", &cluster, "upstream_rq", &counters.upstream_rq_by_class, &tag));

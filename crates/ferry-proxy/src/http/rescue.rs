@@ -151,7 +151,12 @@ pub(crate) fn rescue(error: StreamError) -> Rescue {
         StreamError::PluginFailed => reply(503),
         StreamError::PluginClosed => Rescue::Reset,
         StreamError::Upstream(error) => {
-            Rescue::Reply(Local { flag: Some(error.flag()), ..Local::new(error.status(), error.to_string()) })
+            let mut local = Local { flag: Some(error.flag()), ..Local::new(error.status(), error.to_string()) };
+            if matches!(error, UpstreamError::Overflow) {
+                // As Envoy's router says a circuit breaker refused the request.
+                local.headers.push((Bytes::from_static(b"x-envoy-overloaded"), Bytes::from_static(b"true")));
+            }
+            Rescue::Reply(local)
         }
         StreamError::BodyTooLarge(Side::Request) => reply(413),
         StreamError::BodyBroken(Side::Request) => reply(400),

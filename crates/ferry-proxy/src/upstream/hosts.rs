@@ -6,13 +6,19 @@
 //! As in Envoy, when fewer than `healthy_panic_threshold` percent of the
 //! endpoints are healthy the cluster is in panic: every endpoint takes
 //! traffic, healthy or not (better some answers than none).
+//!
+//! The cluster's circuit breakers live here too: requests in flight
+//! (`max_requests`), busy HTTP/1.1 connections (`max_connections`, one per
+//! request in flight) with the requests waiting for one
+//! (`max_pending_requests`), and retries (`max_retries`).
 
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ferry_config::{LbPolicy, OutlierDetection};
+use ferry_config::{CircuitBreakers, LbPolicy, OutlierDetection};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::envoy_stats::ClusterStats;
 
@@ -48,6 +54,43 @@ pub(crate) struct ClusterHosts {
     /// What `ejected_until_ms` counts from.
     epoch: Instant,
     pub(crate) stats: Arc<ClusterStats>,
+    breakers: CircuitBreakers,
+    /// HTTP/1.1 clusters: a permit for each connection that may be busy.
+    connections: Option<Arc<Semaphore>>,
+    /// Requests waiting for a connection.
+    pending: AtomicUsize,
+    /// Retries in flight.
+    retries: AtomicUsize,
+}
+
+/// A circuit breaker was open: the request fails at once.
+#[derive(Debug)]
+pub(crate) struct Overflow;
+
+/// A request let through the circuit breakers: holds its connection slot
+/// until dropped.
+pub(crate) struct Admitted {
+    _connection: Option<OwnedSemaphorePermit>,
+}
+
+/// A retry in flight, counted against `max_retries` until dropped.
+pub(crate) struct RetrySlot {
+    hosts: Arc<ClusterHosts>,
+}
+
+impl Drop for RetrySlot {
+    fn drop(&mut self) {
+        self.hosts.retries.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request waiting for a connection, counted until dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A request in flight to an endpoint: counted until dropped.
@@ -83,7 +126,58 @@ impl ClusterHosts {
             outlier: cluster.outlier_detection.clone(),
             epoch: Instant::now(),
             stats,
+            breakers: cluster.circuit_breakers,
+            connections: (!cluster.http2 || cluster.auto_http)
+                .then(|| Arc::new(Semaphore::new(cluster.circuit_breakers.max_connections as usize))),
+            pending: AtomicUsize::new(0),
+            retries: AtomicUsize::new(0),
         }
+    }
+
+    /// Lets a request through the circuit breakers, or refuses it: past
+    /// `max_requests` in flight; on HTTP/1.1, when every connection
+    /// `max_connections` allows is busy it waits for one, unless
+    /// `max_pending_requests` already wait. Counted as Envoy counts them.
+    pub(crate) async fn admit(&self) -> Result<Admitted, Overflow> {
+        let stats = &self.stats;
+        if stats.upstream_rq_active.load(Ordering::Relaxed) >= i64::from(self.breakers.max_requests) {
+            stats.breakers.rq_pending_overflow.fetch_add(1, Ordering::Relaxed);
+            return Err(Overflow);
+        }
+        let Some(connections) = &self.connections else { return Ok(Admitted { _connection: None }) };
+        if let Ok(permit) = connections.clone().try_acquire_owned() {
+            return Ok(Admitted { _connection: Some(permit) });
+        }
+        stats.breakers.cx_overflow.fetch_add(1, Ordering::Relaxed);
+        if self.pending.fetch_add(1, Ordering::Relaxed) >= self.breakers.max_pending_requests as usize {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            stats.breakers.rq_pending_overflow.fetch_add(1, Ordering::Relaxed);
+            return Err(Overflow);
+        }
+        let _waiting = Waiting(&self.pending);
+        let permit = connections.clone().acquire_owned().await.map_err(|_| Overflow)?;
+        Ok(Admitted { _connection: Some(permit) })
+    }
+
+    /// A slot for one more retry, unless `max_retries` are in flight.
+    pub(crate) fn retry_slot(self: &Arc<Self>) -> Option<RetrySlot> {
+        if self.retries.fetch_add(1, Ordering::Relaxed) >= self.breakers.max_retries as usize {
+            self.retries.fetch_sub(1, Ordering::Relaxed);
+            self.stats.breakers.rq_retry_overflow.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(RetrySlot { hosts: self.clone() })
+    }
+
+    /// Which circuit breakers are open now: requests, connections, pending, retries.
+    pub(crate) fn breakers_open(&self) -> [bool; 4] {
+        let active = self.stats.upstream_rq_active.load(Ordering::Relaxed);
+        [
+            active >= i64::from(self.breakers.max_requests),
+            self.connections.as_ref().is_some_and(|c| c.available_permits() == 0),
+            self.pending.load(Ordering::Relaxed) >= self.breakers.max_pending_requests as usize,
+            self.retries.load(Ordering::Relaxed) >= self.breakers.max_retries as usize,
+        ]
     }
 
     /// How many endpoints there are.

@@ -83,6 +83,8 @@ pub(crate) enum UpstreamError {
     Timeout,
     #[error("invalid upstream request: {0}")]
     Request(String),
+    #[error("upstream connect error or disconnect/reset before headers. reset reason: overflow")]
+    Overflow,
 }
 
 impl UpstreamError {
@@ -92,6 +94,7 @@ impl UpstreamError {
         match self {
             UpstreamError::NoEndpoint => "UH",
             UpstreamError::Timeout => "UT",
+            UpstreamError::Overflow => "UO",
             UpstreamError::Connect(_) | UpstreamError::TcpConnect(_) | UpstreamError::Request(_) => "UF",
         }
     }
@@ -295,6 +298,8 @@ impl Upstreams {
         let retry = route.retry.filter(|_| matches!(body, UpstreamBody::Full(..)));
         let attempts = 1 + retry.map_or(0, |r| r.num_retries);
         let mut body = Some(body);
+        // The retry in flight, counted against the cluster's `max_retries`.
+        let mut _retry = None;
         for attempt in 1..=attempts {
             let Chosen { index, address, host } = pool.next_endpoint()?;
             let last = attempt == attempts;
@@ -321,9 +326,13 @@ impl Upstreams {
                 Err(error) => retry::on_error(policy, error),
             });
             if retriable && !last {
-                pool.stats.upstream_rq_retry.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(retry::backoff(attempt)).await;
-                continue;
+                // Past `max_retries` in flight, the answer stands.
+                if let Some(slot) = pool.hosts.retry_slot() {
+                    _retry = Some(slot);
+                    pool.stats.upstream_rq_retry.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(retry::backoff(attempt)).await;
+                    continue;
+                }
             }
             let mut response = result?;
             response.extensions_mut().insert(host);
@@ -479,16 +488,23 @@ impl Upstreams {
         timeout: Duration,
         request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let _in_flight = pool.hosts.begin(index);
-        let response = pool.client.request(request);
-        let result = if timeout.is_zero() {
-            response.await.map_err(UpstreamError::Connect)
-        } else {
-            match tokio::time::timeout(timeout, response).await {
-                Ok(result) => result.map_err(UpstreamError::Connect),
-                Err(_) => Err(UpstreamError::Timeout),
-            }
+        let send = async {
+            // Waiting for a connection the circuit breakers allow counts in the timeout.
+            let admitted = pool.hosts.admit().await.map_err(|_| UpstreamError::Overflow)?;
+            let in_flight = pool.hosts.begin(index);
+            let response = pool.client.request(request).await.map_err(UpstreamError::Connect);
+            drop((in_flight, admitted));
+            response
         };
+        let result = if timeout.is_zero() {
+            send.await
+        } else {
+            tokio::time::timeout(timeout, send).await.unwrap_or(Err(UpstreamError::Timeout))
+        };
+        if matches!(result, Err(UpstreamError::Overflow)) {
+            // Never sent: not an upstream request, nothing to learn of the endpoint.
+            return result;
+        }
         pool.stats.request(result.as_ref().map(|r| r.status().as_u16()));
         pool.hosts.record(index, result.as_ref().map_or(true, |r| r.status().is_server_error()));
         result

@@ -93,6 +93,13 @@ fn local_response(local: Local, grpc: bool, conn: &ConnContext) -> Response<Resp
     if !local.body.is_empty() {
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     }
+    for (name, value) in &local.headers {
+        if let (Ok(name), Ok(value)) =
+            (header::HeaderName::from_bytes(name), HeaderValue::from_maybe_shared(value.clone()))
+        {
+            response.headers_mut().append(name, value);
+        }
+    }
     conn.http.set_server_header(response.headers_mut());
     response
 }
