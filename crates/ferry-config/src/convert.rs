@@ -363,11 +363,11 @@ fn http_limits(raw: &raw::HttpConnectionManager, path: &str) -> Result<HttpLimit
     if let Some(t) = timeout(&raw.request_headers_timeout, join(path, "request_headers_timeout"))? {
         limits.request_headers_timeout = t;
     }
-    for (value, field) in [(&raw.stream_idle_timeout, "stream_idle_timeout"), (&raw.request_timeout, "request_timeout")]
-    {
-        if let Some(Some(_)) = timeout(value, join(path, field))? {
-            return Err(err(join(path, field), "not supported yet; only 0s (disabled) is accepted"));
-        }
+    if let Some(t) = timeout(&raw.stream_idle_timeout, join(path, "stream_idle_timeout"))? {
+        limits.stream_idle_timeout = t;
+    }
+    if let Some(t) = timeout(&raw.request_timeout, join(path, "request_timeout"))? {
+        limits.request_timeout = t;
     }
     if let Some(kb) = raw.max_request_headers_kb {
         if !(1..=8192).contains(&kb) {

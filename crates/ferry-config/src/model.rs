@@ -319,6 +319,12 @@ pub struct HttpLimits {
     pub underscores: UnderscoreAction,
     /// `http_protocol_options.accept_http_10` (default false).
     pub accept_http_10: bool,
+    /// `stream_idle_timeout` (default 5 min): a stream with no data moving
+    /// either way for this long ends (408 before its response, else reset).
+    pub stream_idle_timeout: Option<Duration>,
+    /// `request_timeout` (default none): the whole request must have come
+    /// within this long of its start, unless the response began (408).
+    pub request_timeout: Option<Duration>,
 }
 
 impl Default for HttpLimits {
@@ -331,6 +337,8 @@ impl Default for HttpLimits {
             max_headers_count: 100,
             underscores: UnderscoreAction::Allow,
             accept_http_10: false,
+            stream_idle_timeout: Some(Duration::from_secs(300)),
+            request_timeout: None,
         }
     }
 }

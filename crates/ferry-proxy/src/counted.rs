@@ -1,27 +1,68 @@
-//! A body that counts the bytes read from it: the request body as it
-//! streams (upstream, or through filters), for the access log's
-//! `%BYTES_RECEIVED%`.
+//! A body that counts the bytes read from it (the access log's
+//! `%BYTES_RECEIVED%`) and tells the stream's timers how it progresses:
+//! when data last moved, and whether the whole request has come.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+/// How a request's body progresses, for `stream_idle_timeout` and
+/// `request_timeout`. Shared with the body, which the upstream client may
+/// read on another task.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    started: Instant,
+    /// When data last moved, in milliseconds since `started`.
+    last_ms: AtomicU64,
+    /// The whole request has been read.
+    complete: AtomicBool,
+}
+
+impl Progress {
+    /// A request starting now; `complete` if it has no body.
+    pub(crate) fn new(complete: bool) -> Self {
+        Progress { started: Instant::now(), last_ms: AtomicU64::new(0), complete: AtomicBool::new(complete) }
+    }
+
+    /// Data moved.
+    pub(crate) fn touch(&self) {
+        self.last_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// When data last moved.
+    pub(crate) fn last_activity(&self) -> Instant {
+        self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Whether the whole request has been read.
+    pub(crate) fn complete(&self) -> bool {
+        self.complete.load(Ordering::Relaxed)
+    }
+}
+
 /// `Incoming`, counting its data bytes into a shared counter when there
-/// is one (only requests being logged have one).
+/// is one (only requests being logged have one), and noting its progress.
 pub(crate) struct CountedBody {
     inner: Incoming,
     count: Option<Arc<AtomicU64>>,
+    progress: Option<Arc<Progress>>,
 }
 
 impl CountedBody {
-    /// Counts what is read of `inner` into `count`, if given.
-    pub(crate) fn new(inner: Incoming, count: Option<Arc<AtomicU64>>) -> Self {
-        CountedBody { inner, count }
+    /// Counts what is read of `inner` into `count`, if given, and notes
+    /// its progress in `progress`, if given.
+    pub(crate) fn new(inner: Incoming, count: Option<Arc<AtomicU64>>, progress: Option<Arc<Progress>>) -> Self {
+        CountedBody { inner, count, progress }
     }
 }
 
@@ -36,6 +77,12 @@ impl Body for CountedBody {
             && let Some(data) = frame.data_ref()
         {
             count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        if let (Some(progress), Poll::Ready(ready)) = (&this.progress, &poll) {
+            progress.touch();
+            if ready.is_none() || this.inner.is_end_stream() {
+                progress.complete.store(true, Ordering::Relaxed);
+            }
         }
         poll
     }

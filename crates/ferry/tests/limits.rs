@@ -1,8 +1,10 @@
 //! What ferry lets clients do, tried as attacks against the real binary:
 //! slow headers (slowloris) against `request_headers_timeout`, idle and
 //! old connections against `idle_timeout` and `max_connection_duration`,
-//! large headers, underscores, duplicate `Host`, HTTP/1.0, and a flood of
-//! connections against the overload manager's connection cap.
+//! large headers, underscores, duplicate `Host`, HTTP/1.0, a flood of
+//! connections against the overload manager's connection cap, and
+//! requests and responses that stall against `request_timeout` and
+//! `stream_idle_timeout`.
 
 mod common;
 
@@ -199,4 +201,61 @@ fn past_the_drain_time_requests_are_cut_and_counted() {
     assert!(status.success(), "{log:#?}");
     assert!(log.iter().any(|l| l.contains("drain time over: 1 HTTP connection(s) cut")), "{log:#?}");
     assert!(closed_within(&mut stream, Duration::from_secs(2)).is_some());
+}
+
+#[test]
+fn a_request_body_that_never_finishes_is_408_at_the_request_timeout() {
+    let ferry = Ferry::start(&config("          request_timeout: 1s\n", ""), &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    let mut slow = TcpStream::connect(main).unwrap();
+    slow.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc").unwrap();
+    let started = Instant::now();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !String::from_utf8_lossy(&answer).contains("request timeout") {
+        let n = slow.read(&mut buffer).expect("an answer before 5 s");
+        assert!(n > 0, "closed without an answer: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(900), "at the timeout, not before");
+    // A request that came whole is not cut while the upstream takes longer than the timeout.
+    let response = request(main, "POST", "/slow", &[], b"whole");
+    assert_eq!(response.status, 200);
+}
+
+#[test]
+fn a_stream_with_nothing_moving_is_408_before_its_response_and_cut_after() {
+    // An upstream that answers its headers and a first piece, then stalls.
+    let stalling = common::hyper_streaming_upstream(b"first piece".to_vec());
+    let routes = r#"              - match: { prefix: "/slow" }
+                route: { cluster: slow, timeout: 0s }
+              - match: { prefix: "/stalling" }
+                route: { cluster: stalling, timeout: 0s }"#;
+    let slow = common::hyper_upstream(|_request| async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"late")))
+    });
+    let clusters = format!("{}{}", common::cluster("slow", slow), common::cluster("stalling", stalling));
+    let config = common::ManagerConfig {
+        top: common::ADMIN,
+        manager: "          stream_idle_timeout: 1s\n",
+        routes,
+        clusters: &clusters,
+        ..Default::default()
+    }
+    .yaml();
+    let ferry = Ferry::start(&config, &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    let started = Instant::now();
+    let response = request(main, "GET", "/slow", &[], b"");
+    assert_eq!((response.status, response.text().as_str()), (408, "stream timeout"));
+    assert!(started.elapsed() < Duration::from_millis(2500), "at the idle timeout, not the upstream's answer");
+    // Once the response began, a stall cuts it: the client never gets the whole body.
+    let mut stream = TcpStream::connect(main).unwrap();
+    stream.write_all(b"GET /stalling HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let closed = closed_within(&mut stream, Duration::from_secs(5));
+    assert!(closed.is_some_and(|after| after >= Duration::from_millis(900)), "cut after about 1 s: {closed:?}");
 }

@@ -1,6 +1,10 @@
 //! The response body, which ends the stream's filters when it is
-//! done: fully sent, or dropped because the client went away.
+//! done: fully sent, or dropped because the client went away. A body
+//! streamed from upstream that stalls past the stream's idle timeout is
+//! cut (the client sees the stream reset), as Envoy's
+//! `stream_idle_timeout` does once a response has begun.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -56,9 +60,26 @@ enum Content {
     Upstream(Incoming),
 }
 
+/// A stalled upstream body: nothing came for `after`.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream response stalled for {after:?} (stream_idle_timeout)")]
+pub(crate) struct Stalled {
+    after: std::time::Duration,
+}
+
+/// The idle timer of a streamed body, armed only while the body waits.
+struct IdleTimer {
+    after: std::time::Duration,
+    /// When data last came (or the body began).
+    last: tokio::time::Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
 /// A response body: in memory or streamed from upstream.
 pub(crate) struct ResponseBody {
     content: Content,
+    /// For a streamed body with a `stream_idle_timeout`.
+    idle: Option<IdleTimer>,
     finisher: Option<StreamFinisher>,
     /// The access-log entry, written when the body ends.
     log: Option<Box<Entry>>,
@@ -70,18 +91,19 @@ impl ResponseBody {
     /// A body held in memory.
     pub(crate) fn full(bytes: Bytes) -> Self {
         let content = Content::Full(if bytes.is_empty() { None } else { Some(bytes) });
-        ResponseBody { content, finisher: None, log: None, sent: 0 }
+        ResponseBody { content, idle: None, finisher: None, log: None, sent: 0 }
     }
 
     /// A body and trailers held in memory.
     pub(crate) fn with_trailers(bytes: Bytes, trailers: http::HeaderMap) -> Self {
         let content = Content::WithTrailers((!bytes.is_empty()).then_some(bytes), Some(trailers));
-        ResponseBody { content, finisher: None, log: None, sent: 0 }
+        ResponseBody { content, idle: None, finisher: None, log: None, sent: 0 }
     }
 
-    /// A body streamed from upstream.
-    pub(crate) fn upstream(body: Incoming) -> Self {
-        ResponseBody { content: Content::Upstream(body), finisher: None, log: None, sent: 0 }
+    /// A body streamed from upstream, cut if nothing comes for `idle`.
+    pub(crate) fn upstream(body: Incoming, idle: Option<std::time::Duration>) -> Self {
+        let idle = idle.map(|after| IdleTimer { after, last: tokio::time::Instant::now(), timer: None });
+        ResponseBody { content: Content::Upstream(body), idle, finisher: None, log: None, sent: 0 }
     }
 
     /// Ends the stream's plugin contexts when this body ends.
@@ -105,16 +127,43 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let poll = match &mut this.content {
             Content::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Content::WithTrailers(bytes, trailers) => {
                 Poll::Ready(bytes.take().map(Frame::data).or_else(|| trailers.take().map(Frame::trailers)).map(Ok))
             }
-            Content::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Content::Upstream(body) => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    if let Some(idle) = &mut this.idle {
+                        idle.last = tokio::time::Instant::now();
+                    }
+                    Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                }
+                Poll::Pending => {
+                    let mut stalled = None;
+                    if let Some(idle) = &mut this.idle {
+                        let deadline = idle.last + idle.after;
+                        let timer = idle.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                        if timer.deadline() != deadline {
+                            timer.as_mut().reset(deadline);
+                        }
+                        if timer.as_mut().poll(cx).is_ready() {
+                            stalled = Some(idle.after);
+                        }
+                    }
+                    match stalled {
+                        Some(after) => {
+                            tracing::debug!(target: "http", "stream idle timeout: the response is cut");
+                            Poll::Ready(Some(Err(Box::new(Stalled { after }) as Self::Error)))
+                        }
+                        None => Poll::Pending,
+                    }
+                }
+            },
         };
         match &poll {
             Poll::Ready(Some(Ok(frame))) => {

@@ -26,7 +26,7 @@ mod body_filters;
 mod passthrough;
 
 use crate::access_log::{Entry, StreamNotes};
-use crate::counted::CountedBody;
+use crate::counted::{CountedBody, Progress};
 use crate::event_loop::ThreadLoop;
 use crate::filter::{
     CompressorFilter, DecompressorFilter, Filter, FilterStatus, HeaderToMetadataFilter, HttpFilter, Side, WasmFilter,
@@ -35,6 +35,7 @@ use crate::headers::{hyper_trailers, protocol_name, request_headers, response_he
 use crate::http::body::{ResponseBody, StreamFinisher, WasmLoggers};
 use crate::http::rescue::{Local, Rescue, StreamError, rescue};
 use crate::http::routing;
+use crate::http::stream_timers;
 use crate::plan::FilterSpec;
 use crate::plan::HttpPlan;
 use crate::upstream::{RouteSend, UpstreamBody, UpstreamHost};
@@ -140,12 +141,30 @@ pub(crate) async fn handle(
     let addresses = (client, conn.destination);
     let generate_id = conn.http.generate_request_id;
     let entry = (!logs.is_empty()).then(|| Entry::begin(logs.clone(), &parts, addresses, generate_id));
-    let body = CountedBody::new(body, entry.as_ref().map(|e| e.received.clone()));
-    let result = if conn.http.filters.is_empty() && conn.http.wasm_loggers.is_empty() && conn.http.routes.is_plain() {
-        // No plugin sees the request, no route changes it: it goes on as hyper parsed it.
-        Ok(passthrough::handle(parts, body, &conn).await)
-    } else {
-        filtered(parts, body, client, conn.clone()).await
+    let limits = &conn.http.limits;
+    let progress = stream_timers::any(limits).then(|| Arc::new(Progress::new(body.is_end_stream())));
+    let body = CountedBody::new(body, entry.as_ref().map(|e| e.received.clone()), progress.clone());
+    let grpc =
+        parts.headers.get(http::header::CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+    let work = async {
+        if conn.http.filters.is_empty() && conn.http.wasm_loggers.is_empty() && conn.http.routes.is_plain() {
+            // No plugin sees the request, no route changes it: it goes on as hyper parsed it.
+            Ok(passthrough::handle(parts, body, &conn).await)
+        } else {
+            filtered(parts, body, client, conn.clone()).await
+        }
+    };
+    let result = match &progress {
+        None => work.await,
+        Some(progress) => tokio::select! {
+            biased;
+            result = work => result,
+            // The request's handling (and its filters) is dropped: the timer answers.
+            expired = stream_timers::expiry(limits, progress) => {
+                tracing::debug!(target: "http", "{expired:?} timeout before the response: 408");
+                Ok(passthrough::local_reply(stream_timers::reply(expired), grpc, &conn))
+            }
+        },
     };
     if let Ok(response) = &result {
         conn.http.stats.response(response.status().as_u16());
@@ -442,7 +461,7 @@ impl Exchange {
         if self.filters.is_empty() || ended {
             return Ok(match reply {
                 Reply::Local(body) => ResponseBody::full(body),
-                Reply::Upstream(body) => ResponseBody::upstream(body),
+                Reply::Upstream(body) => ResponseBody::upstream(body, self.conn.http.limits.stream_idle_timeout),
             });
         }
         // The body (and trailers) through the filters, in reverse order.

@@ -4,3 +4,4 @@ pub(crate) mod body;
 pub(crate) mod conn_manager;
 pub(crate) mod rescue;
 pub(crate) mod routing;
+pub(crate) mod stream_timers;

@@ -313,6 +313,49 @@ where
     hyper_server(handler, false)
 }
 
+/// An HTTP/1.1 upstream that answers each request with 200, a chunked
+/// body whose first piece is `first`, and then nothing, ever (a stalled
+/// stream). Returns its address.
+pub fn hyper_streaming_upstream(first: Vec<u8>) -> SocketAddr {
+    /// A body that yields one piece, then never ends.
+    struct Stalls(Option<bytes::Bytes>);
+    impl hyper::body::Body for Stalls {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+            match self.0.take() {
+                Some(piece) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(piece)))),
+                None => std::task::Poll::Pending,
+            }
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let first = bytes::Bytes::from(first.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_request| {
+                        let body = Stalls(Some(first.clone()));
+                        async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                });
+            }
+        });
+    });
+    address
+}
+
 /// An HTTP/2 (h2c, prior knowledge) upstream that answers each request
 /// with its body (`END_STREAM` on the DATA frame). Returns its address.
 pub fn h2_echo_server() -> SocketAddr {

@@ -71,7 +71,7 @@ fn unplain<'a>() -> Routed<'a> {
 
 /// The response to a local reply: the head `Local::into_response` gives,
 /// built for hyper directly (hyper adds the length).
-fn local_reply(local: Local, grpc: bool, conn: &ConnContext) -> Response<ResponseBody> {
+pub(super) fn local_reply(local: Local, grpc: bool, conn: &ConnContext) -> Response<ResponseBody> {
     let flag = local.flag;
     let mut response = local_response(local, grpc, conn);
     if !conn.http.access_logs.is_empty() {
@@ -138,7 +138,7 @@ async fn forward(
             ..StreamNotes::default()
         });
     }
-    Ok(Response::from_parts(head, ResponseBody::upstream(body)))
+    Ok(Response::from_parts(head, ResponseBody::upstream(body, conn.http.limits.stream_idle_timeout)))
 }
 
 /// The request headers as the general path sends them upstream:
