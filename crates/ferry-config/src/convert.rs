@@ -232,35 +232,100 @@ fn socket_address(raw: raw::Address, path: &str) -> Result<SocketAddress, Config
     Ok(SocketAddress { address: s.address, port: s.port_value })
 }
 
+/// Listener filters ferry knows: the TLS inspector (ferry inspects the
+/// first bytes whenever a chain matches on them, with or without it).
+const TLS_INSPECTOR: &str = "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
+const TLS_INSPECTOR_NAMES: [&str; 2] = ["envoy.filters.listener.tls_inspector", "envoy.listener.tls_inspector"];
+
 fn listener(raw: raw::Listener, path: &str, clusters: &[Cluster]) -> Result<Listener, ConfigError> {
     let address = socket_address(raw.address, &join(path, "address"))?;
-    let [chain] = <[raw::FilterChain; 1]>::try_from(raw.filter_chains).map_err(|chains| {
-        err(join(path, "filter_chains"), format!("expected exactly one filter chain, found {}", chains.len()))
-    })?;
     let metadata = crate::metadata::metadata(raw.metadata, &join(path, "metadata"))?;
-    // Filter chain metadata has no attribute of its own; it is checked all the same.
-    crate::metadata::metadata(chain.metadata, &join(path, "filter_chains[0].metadata"))?;
-    if chain.filter_chain_match.is_some() {
-        return Err(err(
-            join(path, "filter_chains[0].filter_chain_match"),
-            "not supported yet (one filter chain per listener)",
-        ));
+    for (i, filter) in raw.listener_filters.into_iter().enumerate() {
+        let at = join(path, &format!("listener_filters[{i}]"));
+        let known = match filter.typed_config {
+            Some(typed) => unpack_any(typed, &join(&at, "typed_config"))?.type_name == TLS_INSPECTOR,
+            None => TLS_INSPECTOR_NAMES.contains(&filter.name.as_str()),
+        };
+        if !known {
+            return Err(err(
+                at,
+                format!("listener filter {:?} is not supported; ferry has the TLS inspector", filter.name),
+            ));
+        }
     }
-    let socket_path = join(path, "filter_chains[0].transport_socket");
+    if raw.filter_chains.is_empty() && raw.default_filter_chain.is_none() {
+        return Err(err(join(path, "filter_chains"), "expected at least one filter chain"));
+    }
+    let mut chains = Vec::new();
+    for (i, chain) in raw.filter_chains.into_iter().enumerate() {
+        chains.push(filter_chain(chain, &join(path, &format!("filter_chains[{i}]")), clusters, false)?);
+    }
+    if let Some(chain) = raw.default_filter_chain {
+        chains.push(filter_chain(chain, &join(path, "default_filter_chain"), clusters, true)?);
+    }
+    // Two chains that match the same connections: Envoy refuses them too.
+    for (i, chain) in chains.iter().enumerate().filter(|(_, c)| !c.is_default) {
+        if chains[..i].iter().any(|other| !other.is_default && other.matcher == chain.matcher) {
+            return Err(err(
+                join(path, &format!("filter_chains[{i}].filter_chain_match")),
+                "matches the same connections as an earlier filter chain",
+            ));
+        }
+    }
+    Ok(Listener { name: raw.name, address, metadata, direction: raw.traffic_direction.unwrap_or(0), chains })
+}
+
+/// `filter_chain_match`: server names and transport protocol; other fields are an error.
+fn chain_match(raw: Option<raw::FilterChainMatch>, path: &str) -> Result<ChainMatch, ConfigError> {
+    let Some(raw) = raw else { return Ok(ChainMatch::default()) };
+    let refused = [
+        (raw.application_protocols.is_some(), "application_protocols"),
+        (raw.destination_port.is_some(), "destination_port"),
+        (raw.prefix_ranges.is_some(), "prefix_ranges"),
+        (raw.direct_source_prefix_ranges.is_some(), "direct_source_prefix_ranges"),
+        (raw.source_type.is_some(), "source_type"),
+        (raw.source_prefix_ranges.is_some(), "source_prefix_ranges"),
+        (raw.source_ports.is_some(), "source_ports"),
+        (raw.address_suffix.is_some() || raw.suffix_len.is_some(), "address_suffix"),
+    ];
+    if let Some((_, field)) = refused.iter().find(|(set, _)| *set) {
+        return Err(err(join(path, field), "not supported yet; ferry matches server_names and transport_protocol"));
+    }
+    let transport_protocol = match raw.transport_protocol.as_deref() {
+        None | Some("") => None,
+        Some(p @ ("tls" | "raw_buffer")) => Some(p.to_owned()),
+        Some(other) => {
+            return Err(err(join(path, "transport_protocol"), format!("{other:?} is not tls or raw_buffer")));
+        }
+    };
+    let mut server_names = Vec::new();
+    for (i, name) in raw.server_names.into_iter().enumerate() {
+        let name = name.to_ascii_lowercase();
+        let wildcard_ok = !name.contains('*') || (name.starts_with("*.") && !name[2..].contains('*'));
+        if name.is_empty() || !wildcard_ok {
+            return Err(err(join(path, &format!("server_names[{i}]")), "a host name, or *.suffix"));
+        }
+        server_names.push(name);
+    }
+    Ok(ChainMatch { server_names, transport_protocol })
+}
+
+fn filter_chain(
+    chain: raw::FilterChain,
+    path: &str,
+    clusters: &[Cluster],
+    is_default: bool,
+) -> Result<FilterChain, ConfigError> {
+    // Filter chain metadata has no attribute of its own; it is checked all the same.
+    crate::metadata::metadata(chain.metadata, &join(path, "metadata"))?;
+    let matcher = chain_match(chain.filter_chain_match, &join(path, "filter_chain_match"))?;
     let tls = match chain.transport_socket {
-        Some(socket) => crate::tls::transport_socket(socket, &socket_path, true)?,
+        Some(socket) => crate::tls::transport_socket(socket, &join(path, "transport_socket"), true)?,
         None => None,
     };
-    let listener = |kind| Listener {
-        name: raw.name.clone(),
-        address: address.clone(),
-        kind,
-        metadata: metadata.clone(),
-        direction: raw.traffic_direction.unwrap_or(0),
-        filter_chain_name: chain.name.clone(),
-        tls: tls.clone(),
-    };
-    let path = join(path, "filter_chains[0].filters");
+    let build =
+        |kind| FilterChain { name: chain.name.clone(), matcher: matcher.clone(), tls: tls.clone(), kind, is_default };
+    let path = join(path, "filters");
     if chain.filters.is_empty() {
         return Err(err(&path, "no network filters: the last one must be the HTTP connection manager or tcp_proxy"));
     }
@@ -280,7 +345,7 @@ fn listener(raw: raw::Listener, path: &str, clusters: &[Cluster]) -> Result<List
             }
             (HCM, true) if wasm_filters.is_empty() => {
                 let hcm = http_connection_manager(decode(any.fields, &any.path)?, &any.path, clusters)?;
-                return Ok(listener(ListenerKind::Http(Box::new(hcm))));
+                return Ok(build(ListenerKind::Http(Box::new(hcm))));
             }
             (HCM, true) => {
                 return Err(err(
@@ -289,12 +354,9 @@ fn listener(raw: raw::Listener, path: &str, clusters: &[Cluster]) -> Result<List
                      use envoy.filters.http.wasm inside it",
                 ));
             }
-            (TCP_PROXY, true) if tls.is_some() => {
-                return Err(err(socket_path, "TLS in front of tcp_proxy is not supported yet"));
-            }
             (TCP_PROXY, true) => {
                 let proxy = tcp_proxy(decode(any.fields, &any.path)?, &any.path, clusters, wasm_filters)?;
-                return Ok(listener(ListenerKind::Tcp(proxy)));
+                return Ok(build(ListenerKind::Tcp(proxy)));
             }
             (NETWORK_WASM, true) => {
                 return Err(err(at, "a network Wasm filter cannot be last: end the chain with tcp_proxy"));
@@ -328,12 +390,6 @@ fn tcp_proxy(
     let Some(cluster) = raw.cluster else {
         return Err(err(join(path, "cluster"), "required"));
     };
-    if clusters.iter().any(|c| c.name == cluster && c.tls.is_some()) {
-        return Err(err(
-            join(path, "cluster"),
-            format!("cluster {cluster:?} speaks TLS: not supported for tcp_proxy yet"),
-        ));
-    }
     if !clusters.iter().any(|c| c.name == cluster) {
         return Err(err(join(path, "cluster"), format!("unknown cluster {cluster:?}")));
     }

@@ -190,16 +190,51 @@ pub struct Listener {
     pub name: String,
     /// Where it listens.
     pub address: SocketAddress,
-    /// What it does with connections.
-    pub kind: ListenerKind,
     /// `metadata`.
     pub metadata: Metadata,
     /// `traffic_direction`: 0 unspecified, 1 inbound, 2 outbound.
     pub direction: i64,
-    /// The filter chain's `name`.
-    pub filter_chain_name: String,
-    /// The filter chain's TLS (`transport_socket`), if it terminates TLS.
+    /// `filter_chains` in order, then `default_filter_chain` if there is one.
+    pub chains: Vec<FilterChain>,
+}
+
+impl Listener {
+    /// The first filter chain's handling: what a listener with one chain does.
+    pub fn kind(&self) -> &ListenerKind {
+        &self.chains[0].kind
+    }
+}
+
+/// A filter chain of a listener: which connections it takes, the TLS it
+/// terminates, and what it does with them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FilterChain {
+    /// `name`.
+    pub name: String,
+    /// `filter_chain_match` (empty: every connection).
+    pub matcher: ChainMatch,
+    /// `transport_socket`: the TLS it terminates, if any.
     pub tls: Option<TlsContext>,
+    /// Its network filters' handling.
+    pub kind: ListenerKind,
+    /// It is the listener's `default_filter_chain`: taken when none matches.
+    pub is_default: bool,
+}
+
+/// `filter_chain_match`: what the TLS inspector sees of a connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChainMatch {
+    /// `server_names`: the SNI, exactly or as `*.suffix` (lower case).
+    pub server_names: Vec<String>,
+    /// `transport_protocol`: `tls` or `raw_buffer`.
+    pub transport_protocol: Option<String>,
+}
+
+impl ChainMatch {
+    /// Whether it takes every connection.
+    pub fn is_empty(&self) -> bool {
+        self.server_names.is_empty() && self.transport_protocol.is_none()
+    }
 }
 
 /// A TLS context: Envoy's `DownstreamTlsContext` or `UpstreamTlsContext`.

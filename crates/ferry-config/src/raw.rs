@@ -165,6 +165,14 @@ pub(crate) struct Listener {
     #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub filter_chains: Vec<FilterChain>,
     #[serde(default)]
+    pub default_filter_chain: Option<FilterChain>,
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
+    pub listener_filters: Vec<TypedExtension>,
+    #[serde(default)]
+    pub listener_filters_timeout: Ignored,
+    #[serde(default)]
+    pub continue_on_listener_filters_timeout: Ignored,
+    #[serde(default)]
     pub stat_prefix: Ignored,
     #[serde(default, deserialize_with = "crate::enums::traffic_direction")]
     pub traffic_direction: Option<i64>,
@@ -186,7 +194,36 @@ pub(crate) struct FilterChain {
     #[serde(default)]
     pub transport_socket: Option<crate::tls::RawTransportSocket>,
     #[serde(default)]
-    pub filter_chain_match: Option<Value>,
+    pub filter_chain_match: Option<FilterChainMatch>,
+}
+
+/// `FilterChainMatch`: the fields ferry matches on, and those it refuses
+/// (named, so the error says which).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FilterChainMatch {
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
+    pub server_names: Vec<String>,
+    #[serde(default)]
+    pub transport_protocol: Option<String>,
+    #[serde(default)]
+    pub application_protocols: Option<Value>,
+    #[serde(default)]
+    pub destination_port: Option<Value>,
+    #[serde(default)]
+    pub prefix_ranges: Option<Value>,
+    #[serde(default)]
+    pub direct_source_prefix_ranges: Option<Value>,
+    #[serde(default)]
+    pub source_type: Option<Value>,
+    #[serde(default)]
+    pub source_prefix_ranges: Option<Value>,
+    #[serde(default)]
+    pub source_ports: Option<Value>,
+    #[serde(default)]
+    pub address_suffix: Option<Value>,
+    #[serde(default)]
+    pub suffix_len: Option<Value>,
 }
 
 #[derive(Deserialize)]

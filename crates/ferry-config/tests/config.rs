@@ -20,7 +20,7 @@ fn the_seed_config_parses() {
     assert_eq!(config.admin.as_ref().unwrap().port, 8001);
     let listener = &config.listeners[0];
     assert_eq!((listener.name.as_str(), listener.address.port), ("main", 18000));
-    let ListenerKind::Http(hcm) = &listener.kind else { panic!("an HTTP listener") };
+    let ListenerKind::Http(hcm) = listener.kind() else { panic!("an HTTP listener") };
     let [HttpFilter::Wasm(sender)] = hcm.http_filters.as_slice() else { panic!("one wasm filter before the router") };
     assert_eq!(sender.vm.vm_id, "sender");
     assert_eq!(sender.failure_policy, None);
@@ -134,6 +134,9 @@ fn errors_name_the_field_path() {
         (SEED.replace("direct_response:\n                            status: 200", "route: { cluster: nowhere }\n                          direct_response:\n                            status: 200"), "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0]"),
         (format!("static_resources:{}", listener.replace("codec_type: auto", "codec_type: HTTP3")), "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.codec_type"),
         ("dynamic_resources: {}\n".to_owned(), "dynamic_resources"),
+        (SEED.replace("        - filters:", "        - filter_chain_match: { destination_port: 80 }\n          filters:"), "static_resources.listeners[0].filter_chains[0].filter_chain_match.destination_port"),
+        (SEED.replace("        - filters:", "        - filter_chain_match: { server_names: [\"a.*\"] }\n          filters:"), "static_resources.listeners[0].filter_chains[0].filter_chain_match.server_names[0]"),
+        (SEED.replace("      filter_chains:", "      listener_filters: [ { name: envoy.filters.listener.http_inspector } ]\n      filter_chains:"), "static_resources.listeners[0].listener_filters[0]"),
         ("{ static_resources: \"unterminated\n".to_owned(), "(file)"),
     ];
     for (yaml, path) in cases {
@@ -157,7 +160,7 @@ fn clusters_and_routes_to_them() {
     let config = from_yaml(&yaml).unwrap();
     assert_eq!(config.clusters[0].connect_timeout, std::time::Duration::from_millis(1500));
     assert_eq!(config.clusters[0].endpoints[0].to_string(), "127.0.0.1:9000");
-    let ListenerKind::Http(hcm) = &config.listeners[0].kind else { panic!("an HTTP listener") };
+    let ListenerKind::Http(hcm) = config.listeners[0].kind() else { panic!("an HTTP listener") };
     assert_eq!(
         hcm.route_config.virtual_hosts[0].routes[0].action,
         RouteAction::Forward(Box::new(ferry_config::Forward::to(
@@ -178,12 +181,12 @@ fn the_multi_queue_example_parses_with_a_tcp_listener() {
     let queues: Vec<&[u8]> = config.wasm_services.iter().map(|s| s.plugin.configuration.as_slice()).collect();
     assert_eq!(queues, [&b"http_request_headers"[..], b"http_response_headers", b"tcp_data_hashes"]);
     assert!(config.wasm_services.iter().all(|s| s.singleton && s.plugin.vm.vm_id == "receiver"));
-    let ListenerKind::Http(hcm) = &config.listeners[0].kind else { panic!("listener 0 is HTTP") };
+    let ListenerKind::Http(hcm) = config.listeners[0].kind() else { panic!("listener 0 is HTTP") };
     let [HttpFilter::Wasm(http_sender)] = hcm.http_filters.as_slice() else { panic!("one HTTP wasm filter") };
     assert_eq!(http_sender.configuration, b"http");
     let tcp = &config.listeners[1];
     assert_eq!((tcp.name.as_str(), tcp.address.port), ("tcp", 18001));
-    let ListenerKind::Tcp(proxy) = &tcp.kind else { panic!("listener 1 is tcp_proxy") };
+    let ListenerKind::Tcp(proxy) = tcp.kind() else { panic!("listener 1 is tcp_proxy") };
     assert_eq!(proxy.cluster, "admin");
     assert_eq!(proxy.idle_timeout, Some(std::time::Duration::from_secs(3600)));
     let [tcp_sender] = proxy.filters.as_slice() else { panic!("one network wasm filter") };
@@ -372,4 +375,16 @@ fn wasm_runtime_errors_name_the_field_path() {
     }
     let twice = SEED.replace("bootstrap_extensions:\n", &format!("bootstrap_extensions:{RUNTIME}{RUNTIME}"));
     assert_eq!(from_yaml(&twice).unwrap_err().path, "bootstrap_extensions[1]");
+}
+
+#[test]
+fn two_filter_chains_matching_the_same_connections_are_refused() {
+    // The seed's one chain, its lines (the item and what is indented under it), twice.
+    let lines: Vec<&str> = SEED.lines().collect();
+    let start = lines.iter().position(|l| *l == "        - filters:").unwrap();
+    let end = start + 1 + lines[start + 1..].iter().take_while(|l| l.starts_with("          ")).count();
+    let chain = lines[start..end].join("\n");
+    let twice = SEED.replacen(&chain, &format!("{chain}\n{chain}"), 1);
+    let err = from_yaml(&twice).expect_err("two chains with the same (empty) match");
+    assert_eq!(err.path, "static_resources.listeners[0].filter_chains[1].filter_chain_match", "{err}");
 }

@@ -13,6 +13,7 @@ mod counted;
 mod envoy_stats;
 mod event_loop;
 mod filter;
+mod filter_chains;
 mod forwarding;
 mod headers;
 mod health;

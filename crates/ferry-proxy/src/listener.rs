@@ -1,5 +1,7 @@
-//! A worker's listeners: accept loops that hand each connection to the
-//! HTTP connection manager (hyper, HTTP/1.1 and HTTP/2) or to the TCP proxy.
+//! A worker's listeners: accept loops that choose each connection's filter
+//! chain (by its first bytes, when the chains match on them), terminate
+//! the chain's TLS, and hand the connection to the HTTP connection manager
+//! (hyper, HTTP/1.1 and HTTP/2) or to the TCP proxy.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,14 +19,16 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::event_loop::{ThreadLoop, ThreadMessage};
+use crate::filter_chains;
 use crate::http::conn_manager::{self, ConnContext};
-use crate::plan::{HttpPlan, ListenerService};
+use crate::plan::{ChainPlan, HttpPlan, ListenerService};
 use crate::tcp_proxy;
 
 /// A worker's listening sockets, cloned from the main thread's.
 pub(crate) struct WorkerListener {
     pub(crate) socket: std::net::TcpListener,
-    pub(crate) service: ListenerService,
+    /// Its filter chains.
+    pub(crate) chains: std::sync::Arc<[ChainPlan]>,
     /// Becomes true on the admin endpoint's `POST /drain_listeners`: stop
     /// accepting and close the socket (connections already open go on).
     pub(crate) drain: tokio::sync::watch::Receiver<bool>,
@@ -43,10 +47,10 @@ pub(crate) async fn serve(
 ) {
     let mut accept_tasks = Vec::new();
     for listener in listeners {
-        let WorkerListener { socket, service, drain, stats, cap } = listener;
+        let WorkerListener { socket, chains, drain, stats, cap } = listener;
         match TcpListener::from_std(socket) {
             Ok(socket) => {
-                let task = accept_loop(socket, service, drain, (stats, cap), thread.clone());
+                let task = accept_loop(socket, chains, drain, (stats, cap), thread.clone());
                 accept_tasks.push(tokio::task::spawn_local(task));
             }
             Err(e) => tracing::error!(target: "main", "worker cannot listen: {e}"),
@@ -63,12 +67,13 @@ static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 async fn accept_loop(
     listener: TcpListener,
-    service: ListenerService,
+    chains: std::sync::Arc<[ChainPlan]>,
     mut drain: tokio::sync::watch::Receiver<bool>,
     (stats, cap): (std::sync::Arc<crate::envoy_stats::ListenerStats>, std::sync::Arc<ConnectionCap>),
     thread: Rc<ThreadLoop>,
 ) {
     let mut accept_errors = RateLimitedWarning::default();
+    let inspect = filter_chains::needs_inspection(&chains);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -94,57 +99,98 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let open = (stats.accepted(), counted);
-        let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
-        let http = match &service {
-            ListenerService::Http(http) => http.clone(),
-            ListenerService::Tcp(tcp) => {
-                let info = StreamInfo {
-                    source: Some(peer),
-                    destination: stream.local_addr().ok(),
-                    connection_id: id,
-                    start: Some(std::time::SystemTime::now()),
-                    xds: ferry_host::XdsInfo { listener: Some(tcp.listener.clone()), ..Default::default() },
-                    ..StreamInfo::default()
-                };
-                let serve = tcp_proxy::serve(stream, info, tcp.clone(), thread.clone());
-                tokio::task::spawn_local(async move {
-                    serve.await;
-                    drop(open);
-                });
-                continue;
-            }
-        };
-        let destination = stream.local_addr().ok();
-        let (thread, cap) = (thread.clone(), cap.clone());
+        let accepted = Accepted { stream, peer, id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed) };
+        let (thread, cap, chains) = (thread.clone(), cap.clone(), chains.clone());
         tokio::task::spawn_local(async move {
-            let conn = |tls| {
-                Rc::new(ConnContext {
-                    thread,
-                    http: http.clone(),
-                    source: peer,
-                    destination,
-                    id,
-                    activity: Default::default(),
-                    tls,
-                })
-            };
-            match &http.tls {
-                None => serve_http(stream, conn(None), &cap).await,
-                Some(tls) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            let facts = crate::tls::handshake_facts(stream.get_ref().1, tls.local.as_ref());
-                            serve_http(stream, conn(Some(std::sync::Arc::new(facts))), &cap).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(target: "connection", "TLS handshake with {peer} failed: {e}"),
-                        Err(_) => tracing::debug!(target: "connection", "TLS handshake with {peer} timed out"),
-                    }
+            let chain = if inspect {
+                let seen = filter_chains::inspect(&accepted.stream).await;
+                let chain = filter_chains::choose(&chains, &seen);
+                if chain.is_none() {
+                    tracing::debug!(target: "connection", "no filter chain takes a connection from {peer} ({seen:?})");
                 }
+                chain
+            } else {
+                chains.first()
+            };
+            if let Some(chain) = chain {
+                serve_chain(accepted, chain, thread, &cap).await;
             }
             drop(open);
         });
     }
+}
+
+/// An accepted connection, before its chain runs.
+struct Accepted {
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    /// Unique in the process (the `connection.id` property).
+    id: u64,
+}
+
+/// Runs `chain` on a connection: its TLS handshake if it terminates TLS,
+/// then its HTTP connection manager or TCP proxy.
+async fn serve_chain(accepted: Accepted, chain: &ChainPlan, thread: Rc<ThreadLoop>, cap: &ConnectionCap) {
+    let Accepted { stream, peer, id } = accepted;
+    let destination = stream.local_addr().ok();
+    let (stream, tls) = match &chain.tls {
+        None => (Either::Plain(stream), None),
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let facts = crate::tls::handshake_facts(stream.get_ref().1, tls.local.as_ref());
+                    (Either::Tls(Box::new(stream)), Some(std::sync::Arc::new(facts)))
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(target: "connection", "TLS handshake with {peer} failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(target: "connection", "TLS handshake with {peer} timed out");
+                    return;
+                }
+            }
+        }
+    };
+    match &chain.service {
+        ListenerService::Tcp(tcp) => {
+            let info = StreamInfo {
+                source: Some(peer),
+                destination,
+                connection_id: id,
+                start: Some(std::time::SystemTime::now()),
+                xds: ferry_host::XdsInfo { listener: Some(tcp.listener.clone()), ..Default::default() },
+                tls,
+                ..StreamInfo::default()
+            };
+            match stream {
+                Either::Plain(stream) => tcp_proxy::serve(stream, info, tcp.clone(), thread).await,
+                Either::Tls(stream) => tcp_proxy::serve(stream, info, tcp.clone(), thread).await,
+            }
+        }
+        ListenerService::Http(http) => {
+            let conn = Rc::new(ConnContext {
+                thread,
+                http: http.clone(),
+                source: peer,
+                destination,
+                id,
+                activity: Default::default(),
+                tls,
+            });
+            match stream {
+                Either::Plain(stream) => serve_http(stream, conn, cap).await,
+                Either::Tls(stream) => serve_http(stream, conn, cap).await,
+            }
+        }
+    }
+}
+
+/// A downstream connection as its chain terminated it.
+enum Either {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
 }
 
 /// Longest a client may take to finish its TLS handshake (Envoy's

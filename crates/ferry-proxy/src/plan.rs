@@ -190,10 +190,30 @@ pub struct ListenerPlan {
     pub name: String,
     /// Where to bind.
     pub address: SocketAddr,
-    /// What runs on its connections.
-    pub service: ListenerService,
+    /// Its filter chains, in order (the default chain last).
+    pub chains: Arc<[ChainPlan]>,
     /// Envoy's `listener.<address>.*` counters.
     pub(crate) stats: Arc<crate::envoy_stats::ListenerStats>,
+}
+
+/// A filter chain: which connections it takes, the TLS it terminates and
+/// what runs on them.
+pub struct ChainPlan {
+    /// `filter_chain_match`.
+    pub matcher: ferry_config::ChainMatch,
+    /// `default_filter_chain`: taken when no other matches.
+    pub is_default: bool,
+    /// The TLS it terminates.
+    pub(crate) tls: Option<Arc<crate::tls::ServerTls>>,
+    /// What runs on its connections.
+    pub service: ListenerService,
+}
+
+impl ListenerPlan {
+    /// Each chain's service.
+    pub fn services(&self) -> impl Iterator<Item = &ListenerService> {
+        self.chains.iter().map(|c| &c.service)
+    }
 }
 
 /// The network filter chain of a listener.
@@ -323,8 +343,6 @@ pub struct HttpPlan {
     pub limits: ferry_config::HttpLimits,
     /// `scheme_header_transformation.scheme_to_overwrite`.
     pub scheme_to_overwrite: Option<&'static str>,
-    /// The listener's TLS, if it terminates TLS.
-    pub(crate) tls: Option<Arc<crate::tls::ServerTls>>,
     /// `http2_protocol_options`.
     pub http2: ferry_config::Http2Options,
     /// `use_remote_address` and `xff_num_trusted_hops`: who the client is.
@@ -385,68 +403,78 @@ impl Plan {
         let mut listeners = Vec::new();
         for listener in &config.listeners {
             let address = resolve(&listener.address.to_string(), &format!("listener {:?}", listener.name))?;
-            let service = match &listener.kind {
-                ListenerKind::Http(hcm) => {
-                    let wasm_loggers = hcm
-                        .access_log
-                        .iter()
-                        .filter_map(|log| match &log.sink {
-                            ferry_config::AccessLogSink::Wasm(plugin) => Some(plugins.add_worker(plugin)),
-                            _ => None,
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let (filters, filter_stats) = filter_chain(&hcm.http_filters, &mut plugins)?;
-                    ListenerService::Http(Arc::new(HttpPlan {
-                        routes: RouteTable::new(&hcm.route_config),
-                        filters,
-                        generate_request_id: hcm.generate_request_id,
-                        server_name: Bytes::from(hcm.server_name.clone()),
-                        server_header_transformation: hcm.server_header_transformation,
-                        codec: hcm.codec,
-                        limits: hcm.limits,
-                        scheme_to_overwrite: match hcm.scheme_to_overwrite.as_deref() {
-                            Some("https") => Some("https"),
-                            Some(_) => Some("http"),
-                            None => None,
-                        },
-                        tls: listener
-                            .tls
-                            .as_ref()
-                            .map(|tls| crate::tls::server(tls).map(Arc::new))
-                            .transpose()
-                            .map_err(|source| PlanError::Tls {
-                                what: format!("listener {:?}", listener.name),
-                                source,
-                            })?,
-                        http2: hcm.http2,
-                        forwarding: crate::forwarding::Forwarding {
-                            use_remote_address: hcm.use_remote_address,
-                            xff_num_trusted_hops: hcm.xff_num_trusted_hops,
-                        },
-                        envoy_headers: !hcm.suppress_envoy_headers,
-                        stat_prefix: if hcm.stat_prefix.is_empty() {
-                            listener.name.clone()
-                        } else {
-                            hcm.stat_prefix.clone()
-                        },
-                        stats: Arc::new(crate::envoy_stats::HttpStats { filters: filter_stats, ..Default::default() }),
-                        access_logs: open_access_logs(&listener.name, &hcm.access_log)?,
-                        wasm_loggers,
-                        listener: crate::xds::listener(listener),
-                    }))
-                }
-                ListenerKind::Tcp(proxy) => {
-                    let filters = proxy.filters.iter().map(|p| plugins.add_worker(p)).collect::<Result<Vec<_>, _>>()?;
-                    ListenerService::Tcp(Arc::new(TcpPlan {
-                        filters,
-                        cluster: proxy.cluster.clone(),
-                        idle_timeout: proxy.idle_timeout,
-                        access_logs: open_access_logs(&listener.name, &proxy.access_log)?,
-                        listener: crate::xds::listener(listener),
-                    }))
-                }
-            };
-            listeners.push(ListenerPlan { name: listener.name.clone(), address, service, stats: Arc::default() });
+            let mut chains = Vec::new();
+            for chain in &listener.chains {
+                let service = match &chain.kind {
+                    ListenerKind::Http(hcm) => {
+                        let wasm_loggers = hcm
+                            .access_log
+                            .iter()
+                            .filter_map(|log| match &log.sink {
+                                ferry_config::AccessLogSink::Wasm(plugin) => Some(plugins.add_worker(plugin)),
+                                _ => None,
+                            })
+                            .collect::<Result<Vec<_>, _>>()?;
+                        let (filters, filter_stats) = filter_chain(&hcm.http_filters, &mut plugins)?;
+                        ListenerService::Http(Arc::new(HttpPlan {
+                            routes: RouteTable::new(&hcm.route_config),
+                            filters,
+                            generate_request_id: hcm.generate_request_id,
+                            server_name: Bytes::from(hcm.server_name.clone()),
+                            server_header_transformation: hcm.server_header_transformation,
+                            codec: hcm.codec,
+                            limits: hcm.limits,
+                            scheme_to_overwrite: match hcm.scheme_to_overwrite.as_deref() {
+                                Some("https") => Some("https"),
+                                Some(_) => Some("http"),
+                                None => None,
+                            },
+                            http2: hcm.http2,
+                            forwarding: crate::forwarding::Forwarding {
+                                use_remote_address: hcm.use_remote_address,
+                                xff_num_trusted_hops: hcm.xff_num_trusted_hops,
+                            },
+                            envoy_headers: !hcm.suppress_envoy_headers,
+                            stat_prefix: if hcm.stat_prefix.is_empty() {
+                                listener.name.clone()
+                            } else {
+                                hcm.stat_prefix.clone()
+                            },
+                            stats: Arc::new(crate::envoy_stats::HttpStats {
+                                filters: filter_stats,
+                                ..Default::default()
+                            }),
+                            access_logs: open_access_logs(&listener.name, &hcm.access_log)?,
+                            wasm_loggers,
+                            listener: crate::xds::listener(listener, chain),
+                        }))
+                    }
+                    ListenerKind::Tcp(proxy) => {
+                        let filters =
+                            proxy.filters.iter().map(|p| plugins.add_worker(p)).collect::<Result<Vec<_>, _>>()?;
+                        ListenerService::Tcp(Arc::new(TcpPlan {
+                            filters,
+                            cluster: proxy.cluster.clone(),
+                            idle_timeout: proxy.idle_timeout,
+                            access_logs: open_access_logs(&listener.name, &proxy.access_log)?,
+                            listener: crate::xds::listener(listener, chain),
+                        }))
+                    }
+                };
+                let tls = chain
+                    .tls
+                    .as_ref()
+                    .map(|tls| crate::tls::server(tls).map(Arc::new))
+                    .transpose()
+                    .map_err(|source| PlanError::Tls { what: format!("listener {:?}", listener.name), source })?;
+                chains.push(ChainPlan { matcher: chain.matcher.clone(), is_default: chain.is_default, tls, service });
+            }
+            listeners.push(ListenerPlan {
+                name: listener.name.clone(),
+                address,
+                chains: chains.into(),
+                stats: Arc::default(),
+            });
         }
         let admin = config.admin.as_ref().map(|a| resolve(&a.to_string(), "admin.address")).transpose()?;
         let PluginSet { main, worker, .. } = plugins;

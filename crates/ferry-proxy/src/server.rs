@@ -146,9 +146,9 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
             .iter()
             .zip(&plan.listeners)
             .map(|(socket, l)| {
-                let (socket, service, drain) = (socket.try_clone()?, l.service.clone(), drain.clone());
+                let (socket, chains, drain) = (socket.try_clone()?, l.chains.clone(), drain.clone());
                 let cap = plan.connection_cap.clone();
-                Ok(WorkerListener { socket, service, drain, stats: l.stats.clone(), cap })
+                Ok(WorkerListener { socket, chains, drain, stats: l.stats.clone(), cap })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         workers.push(spawn_worker(index, plan.clone(), listeners, health.clone())?);
@@ -184,7 +184,8 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
             http_stats: plan
                 .listeners
                 .iter()
-                .filter_map(|l| match &l.service {
+                .flat_map(|l| l.services())
+                .filter_map(|service| match service {
                     crate::ListenerService::Http(http) => Some((http.stat_prefix.clone(), http.stats.clone())),
                     crate::ListenerService::Tcp(_) => None,
                 })
@@ -214,8 +215,8 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
     main_thread.run(main_inbox).await;
     signal.abort();
     // The workers are gone: every request they served is logged; write it out.
-    for listener in &plan.listeners {
-        let logs = match &listener.service {
+    for service in plan.listeners.iter().flat_map(|l| l.services()) {
+        let logs = match service {
             crate::ListenerService::Http(http) => &http.access_logs,
             crate::ListenerService::Tcp(tcp) => &tcp.access_logs,
         };

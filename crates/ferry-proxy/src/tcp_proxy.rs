@@ -25,8 +25,7 @@ use std::sync::Arc;
 
 use ferry_abi::PeerType;
 use ferry_host::{HttpStream, PluginHandle, StreamAction, StreamCallback, StreamContext, StreamInfo, Verdict};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
 use crate::access_log::{Entry, StreamNotes};
@@ -127,8 +126,14 @@ enum Flow {
     Close,
 }
 
-/// Serves one downstream connection until both sides are done.
-pub(crate) async fn serve(downstream: TcpStream, info: StreamInfo, plan: Arc<TcpPlan>, thread: Rc<ThreadLoop>) {
+/// A connection the relay reads and writes: plain TCP, or TLS over it.
+pub(crate) trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Stream for T {}
+
+/// Serves one downstream connection (plain, or TLS the listener
+/// terminated) until both sides are done.
+pub(crate) async fn serve(downstream: impl Stream, info: StreamInfo, plan: Arc<TcpPlan>, thread: Rc<ThreadLoop>) {
     let (signals, mut signal_rx) = mpsc::unbounded_channel();
     let log = match (plan.access_logs.is_empty(), info.source) {
         (false, Some(source)) => Some(Entry::begin_connection(plan.access_logs.clone(), (source, info.destination))),
@@ -207,7 +212,7 @@ impl Connection {
     /// Connects upstream and relays until the connection ends.
     async fn relay(
         &mut self,
-        mut downstream: TcpStream,
+        downstream: impl Stream,
         plan: &TcpPlan,
         signal_rx: &mut mpsc::UnboundedReceiver<(FilterKey, StreamAction)>,
     ) -> Ending {
@@ -215,8 +220,9 @@ impl Connection {
         // before the upstream exists: until it resumes or closes it, its VM
         // fails, the client goes away, or the idle timeout.
         let mut client_sent_data = false;
+        // Read through a buffer, so data can be looked at without taking it.
+        let mut downstream = tokio::io::BufReader::new(downstream);
         while let Some(paused) = self.paused_at[DOWNSTREAM] {
-            let mut probe = [0u8; 1];
             tokio::select! {
                 signal = signal_rx.recv() => match signal {
                     Some((key, StreamAction::Resume)) if key == self.key(paused) => {
@@ -234,8 +240,8 @@ impl Connection {
                 },
                 // Data waits in the socket until the relay reads it; only the
                 // end of the client's side matters here.
-                peeked = downstream.peek(&mut probe), if !client_sent_data => match peeked {
-                    Ok(0) | Err(_) => return Ending::Remote,
+                peeked = downstream.fill_buf(), if !client_sent_data => match peeked {
+                    Ok([]) | Err(_) => return Ending::Remote,
                     Ok(_) => client_sent_data = true,
                 },
                 () = idle(plan.idle_timeout) => {
@@ -255,9 +261,10 @@ impl Connection {
             return Ending::Local;
         }
         self.data.info.xds.cluster = upstreams.cluster_facts(&cluster);
-        let mut upstream = match upstreams.connect_tcp(&cluster).await {
-            Ok((upstream, host)) => {
+        let upstream = match upstreams.connect_tcp(&cluster).await {
+            Ok((upstream, peer, host)) => {
                 self.data.info.xds.upstream_host_metadata = Some(host.metadata);
+                self.data.info.upstream = Some(peer);
                 upstream
             }
             Err(error) => {
@@ -266,10 +273,9 @@ impl Connection {
                 return Ending::Local;
             }
         };
-        self.data.info.upstream = upstream.peer_addr().ok();
         self.notes.upstream_host = self.data.info.upstream;
-        let (mut down_read, mut down_write) = downstream.split();
-        let (mut up_read, mut up_write) = upstream.split();
+        let (mut down_read, mut down_write) = tokio::io::split(downstream);
+        let (mut up_read, mut up_write) = tokio::io::split(upstream);
         let mut down_buf = vec![0u8; READ_CHUNK];
         let mut up_buf = vec![0u8; READ_CHUNK];
         let (mut down_open, mut up_open) = (true, true);

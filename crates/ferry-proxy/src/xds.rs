@@ -23,12 +23,12 @@ pub fn node(node: &ferry_config::Node) -> Node {
     }
 }
 
-/// A listener's facts.
-pub(crate) fn listener(listener: &ferry_config::Listener) -> Arc<ListenerFacts> {
+/// A listener's facts, as a connection on `chain` sees them.
+pub(crate) fn listener(listener: &ferry_config::Listener, chain: &ferry_config::FilterChain) -> Arc<ListenerFacts> {
     Arc::new(ListenerFacts {
         metadata: metadata(&listener.metadata),
         direction: listener.direction,
-        filter_chain_name: listener.filter_chain_name.clone(),
+        filter_chain_name: chain.name.clone(),
     })
 }
 

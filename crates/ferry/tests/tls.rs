@@ -2,7 +2,9 @@
 //! clients (HTTP/1.1, and HTTP/2 by ALPN) through rustls, mutual TLS with
 //! the client certificate's subject read by a plugin, and an HTTPS
 //! upstream with SNI, checked against its CA (and refused when the CA is
-//! another), speaking HTTP/2 by ALPN (`auto_config`).
+//! another), speaking HTTP/2 by ALPN (`auto_config`); filter chains chosen
+//! by SNI and transport protocol, TLS passed through by SNI, TLS in front
+//! of `tcp_proxy` and `tcp_proxy` to a TLS cluster.
 
 mod common;
 
@@ -112,11 +114,23 @@ fn https_get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<(u16, http::Version, String, http::HeaderMap), String> {
+    https_get_as(address, config, "localhost", path, headers)
+}
+
+/// As [`https_get`], asking for server name `sni`.
+fn https_get_as(
+    address: SocketAddr,
+    config: rustls::ClientConfig,
+    sni: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, http::Version, String, http::HeaderMap), String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let sni = sni.to_owned();
     runtime.block_on(async move {
         let tcp = tokio::net::TcpStream::connect(address).await.map_err(|e| e.to_string())?;
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let name = rustls::pki_types::ServerName::try_from(sni).unwrap();
         let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let io = hyper_util::rt::TokioIo::new(tls);
@@ -316,4 +330,212 @@ fn an_x509_v1_certificate_is_served() {
         .expect("curl runs");
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.starts_with("secure 200"), "{text} {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// A filter chain's fields (column 6): its `name`, `matcher` (a flow
+/// mapping, or nothing), the TLS of `leaf` if given, and `filters`
+/// (column 6 too).
+fn chain_fields(name: &str, matcher: &str, leaf: Option<&Leaf>, filters: &str) -> String {
+    let mut out = format!("      name: {name}\n");
+    if !matcher.is_empty() {
+        out.push_str(&format!("      filter_chain_match: {matcher}\n"));
+    }
+    if let Some(leaf) = leaf {
+        out.push_str(&format!(
+            "      transport_socket:\n        name: envoy.transport_sockets.tls\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n          common_tls_context:\n            tls_certificates:\n            - certificate_chain: {{ filename: {:?} }}\n              private_key: {{ filename: {:?} }}\n",
+            file("chain.pem", &leaf.cert),
+            file("chain.key", &leaf.key)
+        ));
+    }
+    out + filters
+}
+
+/// The filters of a chain whose connection manager answers `answer` on every path.
+fn answering(answer: &str) -> String {
+    format!(
+        r#"      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {answer}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                direct_response: {{ status: 200, body: {{ inline_string: {answer} }} }}
+          http_filters:
+          - name: envoy.filters.http.router
+"#
+    )
+}
+
+/// The filters of a chain that proxies TCP to `cluster`.
+fn proxying(cluster: &str) -> String {
+    format!(
+        "      filters:\n      - name: envoy.filters.network.tcp_proxy\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          stat_prefix: tcp\n          cluster: {cluster}\n"
+    )
+}
+
+/// A filter chain item (column 4) from its fields.
+fn item(fields: &str) -> String {
+    format!("    - {}", &fields[6..])
+}
+
+/// A filter chain item answering `answer` over HTTP.
+fn http_chain(matcher: &str, leaf: Option<&Leaf>, answer: &str) -> String {
+    item(&chain_fields(answer, matcher, leaf, &answering(answer)))
+}
+
+/// A filter chain item proxying TCP to `cluster`.
+fn tcp_chain(matcher: &str, leaf: Option<&Leaf>, cluster: &str) -> String {
+    item(&chain_fields("tcp", matcher, leaf, &proxying(cluster)))
+}
+
+/// A listener `main` with the TLS inspector and `chains` (items at column 4).
+fn chains_config(chains: &str, clusters: &str) -> String {
+    format!(
+        "static_resources:\n  listeners:\n  - name: main\n    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\n    listener_filters:\n    - name: envoy.filters.listener.tls_inspector\n      typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }}\n    filter_chains:\n{chains}  clusters:\n{clusters}"
+    )
+}
+
+#[test]
+fn filter_chains_are_chosen_by_server_name() {
+    let ca = Ca::new("test CA");
+    let (shop, api) = (ca.sign("shop", &["shop.test"], None), ca.sign("api", &["api.test", "x.api.test"], None));
+    let chains = http_chain(r#"{ server_names: [shop.test] }"#, Some(&shop), "shop")
+        + &http_chain(r#"{ server_names: ["*.api.test", api.test] }"#, Some(&api), "api");
+    let ferry = Ferry::start(&chains_config(&chains, ""), &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    let get = |sni: &str| https_get_as(main, client_config(&ca, &["http/1.1"], None), sni, "/", &[]).map(|r| r.2);
+    assert_eq!(get("shop.test").as_deref(), Ok("shop"));
+    assert_eq!(get("api.test").as_deref(), Ok("api"));
+    assert_eq!(get("x.api.test").as_deref(), Ok("api"), "by the wildcard");
+    assert!(get("other.test").is_err(), "no chain takes it, and there is no default chain");
+}
+
+#[test]
+fn tls_and_plain_text_share_a_port_by_transport_protocol() {
+    let ca = Ca::new("test CA");
+    let server = ca.sign("localhost", &["localhost"], None);
+    let chains = http_chain("{ transport_protocol: tls }", Some(&server), "secure")
+        + &http_chain("{ transport_protocol: raw_buffer }", None, "plain");
+    let ferry = Ferry::start(&chains_config(&chains, ""), &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    let secure = https_get(main, client_config(&ca, &["http/1.1"], None), "/", &[]).unwrap();
+    assert_eq!(secure.2, "secure");
+    assert_eq!(common::get(main, "/", &[]).text(), "plain");
+}
+
+#[test]
+fn a_default_chain_takes_what_no_other_matches() {
+    let ca = Ca::new("test CA");
+    let (named, fallback) = (ca.sign("named", &["named.test"], None), ca.sign("any", &["any.test"], None));
+    let chains = http_chain(r#"{ server_names: [named.test] }"#, Some(&named), "named");
+    let default = chain_fields("fallback", "", Some(&fallback), &answering("fallback"));
+    let config = chains_config(&chains, "")
+        .replace("  clusters:\n", &format!("    default_filter_chain:\n{default}  clusters:\n"));
+    let ferry = Ferry::start(&config, &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    let get = |sni: &str| https_get_as(main, client_config(&ca, &["http/1.1"], None), sni, "/", &[]).map(|r| r.2);
+    assert_eq!(get("named.test").as_deref(), Ok("named"));
+    // The fallback's certificate names any.test: the client asks for that.
+    assert_eq!(get("any.test").as_deref(), Ok("fallback"));
+}
+
+/// A TLS server for `leaf` that echoes what it reads, and says which
+/// server name the client asked for first (`sni=<name>;`).
+fn tls_echo_server(leaf: &Leaf) -> SocketAddr {
+    let chain = vec![CertificateDer::from_pem_slice(leaf.cert.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let sni = tls.get_ref().1.server_name().unwrap_or("-").to_owned();
+                    let _ = tls.write_all(format!("sni={sni};").as_bytes()).await;
+                    let mut buffer = [0u8; 1024];
+                    while let Ok(n) = tls.read(&mut buffer).await {
+                        if n == 0 || tls.write_all(&buffer[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+    });
+    address
+}
+
+/// Writes `message` over TLS to `address` asking for `sni`, ends its side,
+/// and returns all it reads back.
+fn tls_exchange(
+    address: SocketAddr,
+    config: rustls::ClientConfig,
+    sni: &str,
+    message: &[u8],
+) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (sni, message) = (sni.to_owned(), message.to_vec());
+    runtime.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(address).await.map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from(sni).unwrap();
+        let mut tls =
+            tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| e.to_string())?;
+        tls.write_all(&message).await.map_err(|e| e.to_string())?;
+        tls.shutdown().await.map_err(|e| e.to_string())?;
+        let mut received = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read_to_end(&mut received)).await;
+        Ok(String::from_utf8_lossy(&received).into_owned())
+    })
+}
+
+#[test]
+fn tls_is_passed_through_unterminated_by_server_name() {
+    let ca = Ca::new("test CA");
+    let backend = ca.sign("backend", &["pass.test"], None);
+    let upstream = tls_echo_server(&backend);
+    let clusters = common::cluster("backend", upstream);
+    let config = chains_config(&tcp_chain(r#"{ server_names: [pass.test] }"#, None, "backend"), &clusters);
+    let ferry = Ferry::start(&config, &["--concurrency", "1"]);
+    // The client's handshake reaches the backend, whose certificate it checks.
+    let echoed = tls_exchange(ferry.address("main"), client_config(&ca, &[], None), "pass.test", b"ping").unwrap();
+    assert_eq!(echoed, "sni=pass.test;ping");
+}
+
+#[test]
+fn tcp_proxy_behind_tls_and_to_a_tls_cluster() {
+    let ca = Ca::new("test CA");
+    let (front, backend) = (ca.sign("front", &["localhost"], None), ca.sign("backend", &["backend.internal"], None));
+    let upstream = tls_echo_server(&backend);
+    let cluster_tls = format!(
+        "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        sni: backend.internal\n        common_tls_context:\n          validation_context: {{ trusted_ca: {{ filename: {:?} }} }}\n",
+        file("backend-ca.pem", &ca.pem)
+    );
+    let clusters = common::cluster("backend", upstream)
+        .replace("    connect_timeout: 1s\n", &format!("    connect_timeout: 1s\n{cluster_tls}"));
+    let config = chains_config(&tcp_chain("", Some(&front), "backend"), &clusters);
+    let ferry = Ferry::start(&config, &["--concurrency", "1"]);
+    // TLS to ferry, TLS again from ferry to the backend (with its own SNI).
+    let echoed = tls_exchange(ferry.address("main"), client_config(&ca, &[], None), "localhost", b"ping").unwrap();
+    assert_eq!(echoed, "sni=backend.internal;ping");
 }

@@ -164,6 +164,9 @@ impl http_body::Body for UpstreamBody {
     }
 }
 
+/// A `tcp_proxy` connection to an endpoint: TCP, or TLS over it.
+pub(crate) type TcpUpstream = Box<dyn crate::tcp_proxy::Stream>;
+
 /// The endpoint a routed request went to, in the response's extensions:
 /// its metadata is the `xds.upstream_host_metadata` attribute.
 #[derive(Clone)]
@@ -187,6 +190,8 @@ struct Pool {
     endpoint_metadata: Vec<Arc<ferry_host::Metadata>>,
     /// Each endpoint's host name, in the same order.
     endpoint_hostnames: Vec<Option<Arc<str>>>,
+    /// For `tcp_proxy` to a TLS cluster: its client configuration and `sni`.
+    raw_tls: Option<(Arc<rustls::ClientConfig>, Option<rustls::pki_types::ServerName<'static>>)>,
     /// This worker's round-robin position.
     next: Cell<usize>,
     connect_timeout: Duration,
@@ -264,6 +269,10 @@ impl Upstreams {
                     connect_timeout: c.connect_timeout,
                     hosts: hosts.clone(),
                     stats: hosts.stats.clone(),
+                    raw_tls: tls.as_ref().map(|config| {
+                        let sni = c.tls.as_ref().and_then(|t| t.sni.clone());
+                        (Arc::new(config.clone()), sni.and_then(|s| rustls::pki_types::ServerName::try_from(s).ok()))
+                    }),
                 };
                 (c.name.clone(), pool)
             })
@@ -444,24 +453,40 @@ impl Upstreams {
         pool.grpc_client.request(request).await.map_err(UpstreamError::Connect)
     }
 
-    /// A TCP connection to the next endpoint of `cluster` (for `tcp_proxy`),
-    /// and which endpoint it is.
+    /// A connection to the next endpoint of `cluster` (for `tcp_proxy`):
+    /// TCP, with TLS over it if the cluster speaks TLS; its peer, and
+    /// which endpoint it is.
     pub(crate) async fn connect_tcp(
         &self,
         cluster: &str,
-    ) -> Result<(tokio::net::TcpStream, UpstreamHost), UpstreamError> {
+    ) -> Result<(TcpUpstream, std::net::SocketAddr, UpstreamHost), UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
         let Chosen { index, address, host } = pool.next_endpoint()?;
-        let connect = tokio::net::TcpStream::connect(address);
+        let connect = async {
+            let stream = tokio::net::TcpStream::connect(address).await.map_err(UpstreamError::TcpConnect)?;
+            let _ = stream.set_nodelay(true);
+            let peer = stream.peer_addr().map_err(UpstreamError::TcpConnect)?;
+            let Some((config, server_name)) = &pool.raw_tls else {
+                return Ok((Box::new(stream) as TcpUpstream, peer));
+            };
+            // The cluster's `sni`, else the endpoint's host name or address, as Envoy.
+            let name = server_name.clone().or_else(|| {
+                let host = address.rsplit_once(':').map_or(address, |(h, _)| h).trim_matches(['[', ']']);
+                rustls::pki_types::ServerName::try_from(host.to_owned()).ok()
+            });
+            let name = name.ok_or_else(|| UpstreamError::Request(format!("no TLS server name for {address}")))?;
+            let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream).await;
+            let tls = tls.map_err(UpstreamError::TcpConnect)?;
+            Ok((Box::new(tls) as TcpUpstream, peer))
+        };
         let result = match tokio::time::timeout(pool.connect_timeout, connect).await {
-            Ok(connected) => connected.map_err(UpstreamError::TcpConnect),
+            Ok(connected) => connected,
             Err(_) => Err(UpstreamError::Timeout),
         };
         // A connection that fails counts against the endpoint, as a 5xx would.
         pool.hosts.record(index, result.is_err());
-        let stream = result?;
-        let _ = stream.set_nodelay(true);
-        Ok((stream, host))
+        let (stream, peer) = result?;
+        Ok((stream, peer, host))
     }
 
     /// One request to the next endpoint of `cluster`; a zero timeout waits forever.
