@@ -272,7 +272,19 @@ fn listener(raw: raw::Listener, path: &str, clusters: &[Cluster]) -> Result<List
             ));
         }
     }
-    Ok(Listener { name: raw.name, address, metadata, direction: raw.traffic_direction.unwrap_or(0), chains })
+    let buffer_limit = match raw.per_connection_buffer_limit_bytes {
+        Some(0) => return Err(err(join(path, "per_connection_buffer_limit_bytes"), "must be more than 0")),
+        Some(limit) => limit,
+        None => 1 << 20,
+    };
+    Ok(Listener {
+        name: raw.name,
+        address,
+        metadata,
+        direction: raw.traffic_direction.unwrap_or(0),
+        chains,
+        buffer_limit,
+    })
 }
 
 /// `filter_chain_match`: server names and transport protocol; other fields are an error.

@@ -196,6 +196,10 @@ pub struct Listener {
     pub direction: i64,
     /// `filter_chains` in order, then `default_filter_chain` if there is one.
     pub chains: Vec<FilterChain>,
+    /// `per_connection_buffer_limit_bytes` (default 1 MiB): the most of a
+    /// body held for HTTP filters (past it: 413 or 502), and of data held
+    /// for a paused network filter (past it, that side is not read).
+    pub buffer_limit: u32,
 }
 
 impl Listener {

@@ -179,7 +179,7 @@ pub(crate) struct Listener {
     #[serde(default)]
     pub metadata: Option<Value>,
     #[serde(default)]
-    pub per_connection_buffer_limit_bytes: Ignored,
+    pub per_connection_buffer_limit_bytes: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -399,6 +399,8 @@ pub(crate) struct Cluster {
     pub outlier_detection: Option<Value>,
     #[serde(default)]
     pub circuit_breakers: Option<Value>,
+    #[serde(default)]
+    pub per_connection_buffer_limit_bytes: Ignored,
 }
 
 /// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`.

@@ -233,6 +233,9 @@ pub struct TcpPlan {
     pub cluster: String,
     /// Close a connection with no data either way for this long.
     pub idle_timeout: Option<std::time::Duration>,
+    /// Most data held per direction for a paused filter before that side
+    /// is no longer read (`per_connection_buffer_limit_bytes`).
+    pub buffer_limit: usize,
     /// `access_log`: each logger writes one line per connection.
     pub(crate) access_logs: Arc<[Arc<AccessLogger>]>,
     /// The listener's facts for plugins (`xds.listener_metadata`, ...).
@@ -341,6 +344,9 @@ pub struct HttpPlan {
     pub codec: ferry_config::Codec,
     /// Timeouts and limits on what clients send.
     pub limits: ferry_config::HttpLimits,
+    /// Most of a body read for the filters (`per_connection_buffer_limit_bytes`):
+    /// past it a request is answered 413, a response 502.
+    pub buffer_limit: usize,
     /// `scheme_header_transformation.scheme_to_overwrite`.
     pub scheme_to_overwrite: Option<&'static str>,
     /// `http2_protocol_options`.
@@ -424,6 +430,7 @@ impl Plan {
                             server_header_transformation: hcm.server_header_transformation,
                             codec: hcm.codec,
                             limits: hcm.limits,
+                            buffer_limit: listener.buffer_limit as usize,
                             scheme_to_overwrite: match hcm.scheme_to_overwrite.as_deref() {
                                 Some("https") => Some("https"),
                                 Some(_) => Some("http"),
@@ -456,6 +463,7 @@ impl Plan {
                             filters,
                             cluster: proxy.cluster.clone(),
                             idle_timeout: proxy.idle_timeout,
+                            buffer_limit: listener.buffer_limit as usize,
                             access_logs: open_access_logs(&listener.name, &proxy.access_log)?,
                             listener: crate::xds::listener(listener, chain),
                         }))

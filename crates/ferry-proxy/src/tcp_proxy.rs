@@ -38,10 +38,6 @@ const CLUSTER_KEY: &str = "envoy.tcp_proxy.cluster";
 /// Bytes read from either side at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Most bytes held for filters per direction before reading that side
-/// stops (Envoy's default `per_connection_buffer_limit_bytes`).
-const MAX_HELD: usize = 1 << 20;
-
 /// A filter as its plugin's signals name it: VM instance and context id.
 type FilterKey = (ferry_host::InstanceId, u32);
 
@@ -285,7 +281,8 @@ impl Connection {
             }
             // While a filter holds data, a side is read only up to the
             // buffer limit: past it the peer waits (TCP's own backpressure).
-            let (down_room, up_room) = (self.held[DOWNSTREAM].len() < MAX_HELD, self.held[UPSTREAM].len() < MAX_HELD);
+            let limit = plan.buffer_limit;
+            let (down_room, up_room) = (self.held[DOWNSTREAM].len() < limit, self.held[UPSTREAM].len() < limit);
             tokio::select! {
                 read = down_read.read(&mut down_buf), if down_open && down_room => {
                     let chunk = match read {

@@ -77,3 +77,18 @@ fn a_chunked_body_reaches_the_filter_piece_by_piece_and_is_buffered_until_the_en
         ]
     );
 }
+
+#[test]
+fn per_connection_buffer_limit_bytes_sets_how_much_the_filters_may_hold() {
+    let config = config().replacen(
+        "    filter_chains:\n",
+        "    per_connection_buffer_limit_bytes: 1024\n    filter_chains:\n",
+        1,
+    );
+    let ferry = Ferry::start(&config, &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    let small = request(main, "POST", "/echo", &[], &[b'x'; 1000]);
+    assert_eq!(small.status, 200, "under the limit");
+    let large = request(main, "POST", "/echo", &[], &[b'x'; 2000]);
+    assert_eq!(large.status, 413, "past the listener's limit, not Envoy's 1 MiB default");
+}

@@ -209,3 +209,36 @@ fn a_filter_chooses_the_cluster_with_set_envoy_filter_state() {
     assert_eq!(echoed, b"ping", "the connection went to the cluster the filter chose");
     ferry.wait_for("status 0", Duration::from_secs(10));
 }
+
+#[test]
+fn per_connection_buffer_limit_bytes_bounds_what_a_paused_filter_is_given() {
+    let echo = tcp_echo_server();
+    let code = file_code(&plugin("tcp_filter_plugin.wasm"));
+    let listener = tcp_listener("tcp_filter", 0, &code, RELOAD, "echo").replacen(
+        "    filter_chains:\n",
+        "    per_connection_buffer_limit_bytes: 4096\n    filter_chains:\n",
+        1,
+    );
+    let ferry = Ferry::start(
+        &format!("static_resources:\n  listeners:\n{listener}  clusters:\n{}", cluster("echo", echo)),
+        &["--concurrency", "1"],
+    );
+    let mut client = connect(ferry.address("tcp_filter"));
+    client.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    // No newline: the plugin holds all it is given.
+    let chunk = vec![b'x'; 8 * 1024];
+    for _ in 0..64 {
+        if client.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let id = context_of(&ferry, &client);
+    let largest = events(&ferry, &id)
+        .iter()
+        .filter_map(|e| e.strip_prefix("downstream ")?.split(' ').next()?.parse::<usize>().ok())
+        .max()
+        .unwrap();
+    // Reading stops once 4096 bytes are held; one more read (16 KiB) may land.
+    assert!(largest >= 4096 && largest < 4096 + 16 * 1024, "the filter was given {largest} bytes at once");
+}

@@ -269,11 +269,6 @@ async fn filtered(
     Ok(exchange.encode(body))
 }
 
-/// Most of a body the proxy reads for filters (see [`body_filters`]): as
-/// Envoy's default buffer limit. A larger request is answered 413, a larger
-/// response 502.
-const MAX_BUFFERED_BODY: usize = 1 << 20;
-
 impl Exchange {
     /// The request filters, then the route: a reply to send back through
     /// the response filters.
@@ -356,7 +351,7 @@ impl Exchange {
         };
         if forward.retry.is_some() {
             // A retried request is sent again: its body is held.
-            body = match hold(body).await {
+            body = match hold(body, http.buffer_limit).await {
                 Ok(body) => body,
                 Err(local) => return Ok(self.local_reply(local)),
             };
@@ -555,12 +550,12 @@ impl Drop for Exchange {
 }
 
 /// Reads a body that streams into memory, to send it more than once (a
-/// route that retries); past [`MAX_BUFFERED_BODY`] the request is answered
-/// 413, as a body too large for the filters.
-async fn hold(body: UpstreamBody) -> Result<UpstreamBody, Local> {
+/// route that retries); past `limit` (the listener's buffer limit) the
+/// request is answered 413, as a body too large for the filters.
+async fn hold(body: UpstreamBody, limit: usize) -> Result<UpstreamBody, Local> {
     use http_body_util::BodyExt as _;
     let UpstreamBody::Streamed(streamed) = body else { return Ok(body) };
-    match http_body_util::Limited::new(streamed, MAX_BUFFERED_BODY).collect().await {
+    match http_body_util::Limited::new(streamed, limit).collect().await {
         Ok(collected) => {
             let trailers = collected.trailers().cloned();
             let data = collected.to_bytes();

@@ -15,18 +15,18 @@
 //! sees it first), and each filter's trailer callback runs.
 //!
 //! What passes every filter is collected and sent on once the body ended;
-//! at most [`MAX_BUFFERED_BODY`] bytes are read (a larger request is 413, a
-//! larger response 502).
+//! at most the listener's buffer limit (`per_connection_buffer_limit_bytes`,
+//! 1 MiB by default) is read (a larger request is 413, a larger response 502).
 
 use bytes::Bytes;
 use ferry_host::{HeaderMap, HttpStream};
 use http_body_util::BodyExt as _;
 
-use super::{Ending, Exchange, MAX_BUFFERED_BODY, go_on};
+use super::{Ending, Exchange, go_on};
 
 /// Most of a body the filters may make (a plugin can rewrite each chunk
 /// into up to 16 MiB): past it the body is too large (413 / 502), like an
-/// incoming body past [`MAX_BUFFERED_BODY`].
+/// incoming body past the buffer limit.
 const MAX_FILTERED_BODY: usize = ferry_host::MAX_VALUE_BYTES;
 use crate::filter::{FilterStatus, HttpFilter, Side};
 use crate::headers::trailers_map;
@@ -85,7 +85,7 @@ impl Exchange {
             match frame.into_data() {
                 Ok(data) => {
                     total += data.len();
-                    if total > MAX_BUFFERED_BODY {
+                    if total > self.conn.http.buffer_limit {
                         return Err(Ending::Fail(StreamError::BodyTooLarge(side)));
                     }
                     let end = body.is_end_stream();
