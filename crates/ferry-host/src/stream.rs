@@ -61,6 +61,12 @@ pub struct StreamInfo {
     pub metadata: crate::attributes::Metadata,
     /// What the downstream TLS handshake established, for a TLS connection.
     pub tls: Option<std::sync::Arc<crate::attributes::TlsFacts>>,
+    /// The local address of the upstream connection (`upstream.local_address`).
+    pub upstream_local: Option<std::net::SocketAddr>,
+    /// What the upstream TLS handshake established, when the cluster speaks TLS.
+    pub upstream_tls: Option<std::sync::Arc<crate::attributes::TlsFacts>>,
+    /// Tries made upstream (`upstream.request_attempt_count`), once sent.
+    pub upstream_attempts: Option<u32>,
 }
 
 impl StreamInfo {

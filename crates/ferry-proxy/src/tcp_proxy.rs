@@ -258,9 +258,11 @@ impl Connection {
         }
         self.data.info.xds.cluster = upstreams.cluster_facts(&cluster);
         let upstream = match upstreams.connect_tcp(&cluster).await {
-            Ok((upstream, peer, host)) => {
+            Ok((upstream, facts, host)) => {
                 self.data.info.xds.upstream_host_metadata = Some(host.metadata);
-                self.data.info.upstream = Some(peer);
+                self.data.info.upstream = Some(facts.peer);
+                self.data.info.upstream_local = facts.local;
+                self.data.info.upstream_tls = facts.tls;
                 upstream
             }
             Err(error) => {

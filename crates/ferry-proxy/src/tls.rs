@@ -105,6 +105,28 @@ pub(crate) fn handshake_facts(connection: &rustls::ServerConnection, local: Opti
     }
 }
 
+/// What an upstream TLS handshake established: the server's certificate
+/// as the peer, the cluster's client certificate (if any) as local.
+pub(crate) fn client_facts(connection: &rustls::ClientConnection, local: Option<&CertificateFacts>) -> TlsFacts {
+    let version = match connection.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "",
+    };
+    TlsFacts {
+        version: version.to_owned(),
+        server_name: String::new(),
+        peer: connection.peer_certificates().and_then(|chain| chain.first()).map(certificate_facts),
+        local: local.cloned(),
+    }
+}
+
+/// The facts of the first certificate of a TLS context (its own certificate).
+pub(crate) fn own_certificate(tls: &ferry_config::TlsContext) -> Option<CertificateFacts> {
+    let first = tls.certificates.first()?;
+    chain(&first.chain_pem).ok()?.first().map(certificate_facts)
+}
+
 /// Subject (RFC 2253, as Envoy prints it), SANs and SHA-256 digest of a certificate.
 pub(crate) fn certificate_facts(der: &CertificateDer<'_>) -> CertificateFacts {
     use sha2::Digest as _;

@@ -277,6 +277,19 @@ fn an_https_upstream_is_checked_against_its_ca_and_spoken_to_by_alpn() {
     let (status, _, body, _) =
         https_get(ferry.address("main"), client_config(&ca, &["http/1.1"], None), "/backend", &[]).unwrap();
     assert_eq!((status, body.as_str()), (200, "sni=backend.internal version=HTTP/2.0"), "{:#?}", ferry.lines());
+    // Plugins read the upstream connection's TLS once the response comes.
+    let client = || client_config(&ca, &["http/1.1"], None);
+    let upstream = |property: &str| {
+        let (_, _, _, headers) =
+            https_get(ferry.address("main"), client(), "/backend", &[("x-response-property", property)]).unwrap();
+        let value = headers.get("x-property-value").map(|v| v.to_str().unwrap().to_owned());
+        (headers.get("x-property-status").unwrap().to_str().unwrap().to_owned(), value.unwrap_or_default())
+    };
+    assert_eq!(upstream("upstream.tls_version"), ("0".into(), hex("TLSv1.3")));
+    assert_eq!(upstream("upstream.subject_peer_certificate"), ("0".into(), hex("CN=backend.internal,O=Example")));
+    assert_eq!(upstream("upstream.dns_san_peer_certificate"), ("0".into(), hex("backend.internal")));
+    assert_eq!(upstream("upstream.request_attempt_count").0, "0");
+    assert_eq!(upstream("upstream.subject_local_certificate").0, "1", "no client certificate: NotFound");
     drop(ferry);
     // The upstream's certificate from a CA the cluster does not trust: no connection.
     let stranger = file("stranger-ca.pem", &Ca::new("other CA").pem);

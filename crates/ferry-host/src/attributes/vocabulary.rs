@@ -126,6 +126,20 @@ const REQUEST: &[&str] = &[
     "query",
 ];
 const RESPONSE: &[&str] = &["code", "headers", "trailers", "grpc_status"];
+const UPSTREAM: &[&str] = &[
+    "address",
+    "port",
+    "local_address",
+    "request_attempt_count",
+    "tls_version",
+    "subject_local_certificate",
+    "subject_peer_certificate",
+    "uri_san_local_certificate",
+    "uri_san_peer_certificate",
+    "dns_san_local_certificate",
+    "dns_san_peer_certificate",
+    "sha256_peer_certificate_digest",
+];
 const CONNECTION: &[&str] = &[
     "id",
     "mtls",
@@ -233,7 +247,7 @@ pub(crate) fn field(facts: &Facts<'_>, group: Group, name: &[u8]) -> Option<Valu
         Group::Request => request(s, name),
         Group::Response => response(s, name),
         Group::Connection => connection(s, name),
-        Group::Upstream => address(s.info.upstream?, name),
+        Group::Upstream => upstream(s, name),
         Group::Source => address(s.info.source?, name),
         Group::Destination => address(s.info.destination?, name),
         Group::FilterState => filter_state(s, name),
@@ -247,7 +261,8 @@ pub(crate) fn group_map(facts: &Facts<'_>, group: Group) -> Value {
         Group::Request => strings(REQUEST),
         Group::Response => strings(RESPONSE),
         Group::Connection => strings(CONNECTION),
-        Group::Upstream | Group::Source | Group::Destination => strings(ADDRESS),
+        Group::Upstream => strings(UPSTREAM),
+        Group::Source | Group::Destination => strings(ADDRESS),
         Group::Xds => strings(XDS),
         Group::FilterState => facts.stream.map_or_else(Vec::new, filter_state_keys),
     };
@@ -318,12 +333,32 @@ fn response(s: &HttpStream, name: &[u8]) -> Option<Value> {
 fn connection(s: &HttpStream, name: &[u8]) -> Option<Value> {
     let tls = s.info.tls.as_deref();
     let peer = || tls.and_then(|t| t.peer.as_ref());
-    let local = || tls.and_then(|t| t.local.as_ref());
-    let first = |names: Option<&Vec<String>>| names.and_then(|n| n.first()).map(Value::string);
     match name {
         b"id" => Some(Value::Uint(s.info.connection_id)),
         b"mtls" => Some(Value::Bool(peer().is_some())),
         b"requested_server_name" => Some(Value::string(tls.map_or("", |t| &t.server_name))),
+        _ => tls_field(tls, name),
+    }
+}
+
+/// `upstream.*`: the endpoint the stream went to, its connection, and its
+/// TLS when the cluster speaks TLS (the peer is the upstream server, the
+/// local certificate ferry's client certificate).
+fn upstream(s: &HttpStream, name: &[u8]) -> Option<Value> {
+    match name {
+        b"address" | b"port" => address(s.info.upstream?, name),
+        b"local_address" => Some(Value::string(s.info.upstream_local?.to_string())),
+        b"request_attempt_count" => Some(Value::Uint(u64::from(s.info.upstream_attempts?))),
+        _ => tls_field(s.info.upstream_tls.as_deref(), name),
+    }
+}
+
+/// The TLS fields `connection.*` and `upstream.*` share.
+fn tls_field(tls: Option<&TlsFacts>, name: &[u8]) -> Option<Value> {
+    let peer = || tls.and_then(|t| t.peer.as_ref());
+    let local = || tls.and_then(|t| t.local.as_ref());
+    let first = |names: Option<&Vec<String>>| names.and_then(|n| n.first()).map(Value::string);
+    match name {
         b"tls_version" => tls.map(|t| Value::string(&t.version)),
         b"subject_local_certificate" => local().map(|c| Value::string(&c.subject)),
         b"subject_peer_certificate" => peer().map(|c| Value::string(&c.subject)),

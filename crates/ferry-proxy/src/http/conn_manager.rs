@@ -389,9 +389,13 @@ impl Exchange {
         let (parts, body) = response.into_parts();
         self.upstream_version = parts.version;
         self.stream.response_headers = response_headers(parts.status, &parts.headers);
-        // The connector records the peer of each connection (`upstream.address`).
-        self.stream.info.upstream =
-            parts.extensions.get::<hyper_util::client::legacy::connect::HttpInfo>().map(|i| i.remote_addr());
+        // The connector records each connection's addresses and TLS (`upstream.*`).
+        let connection = parts.extensions.get::<hyper_util::client::legacy::connect::HttpInfo>();
+        self.stream.info.upstream = connection.map(|i| i.remote_addr());
+        self.stream.info.upstream_local = connection.map(|i| i.local_addr());
+        self.stream.info.upstream_tls =
+            parts.extensions.get::<crate::upstream::reporting::UpstreamTls>().map(|t| t.0.clone());
+        self.stream.info.upstream_attempts = parts.extensions.get::<crate::upstream::Attempts>().map(|a| a.0);
         self.stream.info.xds.upstream_host_metadata =
             parts.extensions.get::<UpstreamHost>().map(|h| h.metadata.clone());
         Ok(Reply::Upstream(body))

@@ -22,6 +22,7 @@ use hyper_util::rt::TokioExecutor;
 pub(crate) mod grpc;
 pub(crate) mod health;
 pub(crate) mod hosts;
+pub(crate) mod reporting;
 mod retry;
 
 use hosts::ClusterHosts;
@@ -164,8 +165,19 @@ impl http_body::Body for UpstreamBody {
     }
 }
 
+/// How many tries a routed request took, in its response's extensions.
+#[derive(Clone, Copy)]
+pub(crate) struct Attempts(pub(crate) u32);
+
 /// A `tcp_proxy` connection to an endpoint: TCP, or TLS over it.
 pub(crate) type TcpUpstream = Box<dyn crate::tcp_proxy::Stream>;
+
+/// What plugins read of a `tcp_proxy` upstream connection.
+pub(crate) struct TcpUpstreamFacts {
+    pub(crate) peer: std::net::SocketAddr,
+    pub(crate) local: Option<std::net::SocketAddr>,
+    pub(crate) tls: Option<Arc<ferry_host::TlsFacts>>,
+}
 
 /// The endpoint a routed request went to, in the response's extensions:
 /// its metadata is the `xds.upstream_host_metadata` attribute.
@@ -176,8 +188,9 @@ pub(crate) struct UpstreamHost {
     pub(crate) hostname: Option<Arc<str>>,
 }
 
-/// hyper's connector, with TLS for clusters that have it.
-pub(crate) type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+/// hyper's connector, with TLS for clusters that have it (reporting what
+/// each handshake established).
+pub(crate) type Connector = reporting::Reporting;
 
 struct Pool {
     client: Client<Connector, UpstreamBody>,
@@ -192,6 +205,8 @@ struct Pool {
     endpoint_hostnames: Vec<Option<Arc<str>>>,
     /// For `tcp_proxy` to a TLS cluster: its client configuration and `sni`.
     raw_tls: Option<(Arc<rustls::ClientConfig>, Option<rustls::pki_types::ServerName<'static>>)>,
+    /// The cluster's client certificate, for the `upstream.*_local_certificate` attributes.
+    raw_tls_local: Option<ferry_host::CertificateFacts>,
     /// This worker's round-robin position.
     next: Cell<usize>,
     connect_timeout: Duration,
@@ -269,6 +284,7 @@ impl Upstreams {
                     connect_timeout: c.connect_timeout,
                     hosts: hosts.clone(),
                     stats: hosts.stats.clone(),
+                    raw_tls_local: c.tls.as_ref().and_then(crate::tls::own_certificate),
                     raw_tls: tls.as_ref().map(|config| {
                         let sni = c.tls.as_ref().and_then(|t| t.sni.clone());
                         (Arc::new(config.clone()), sni.and_then(|s| rustls::pki_types::ServerName::try_from(s).ok()))
@@ -345,6 +361,7 @@ impl Upstreams {
             }
             let mut response = result?;
             response.extensions_mut().insert(host);
+            response.extensions_mut().insert(Attempts(attempt));
             return Ok(response);
         }
         unreachable!("the last attempt returns")
@@ -459,15 +476,16 @@ impl Upstreams {
     pub(crate) async fn connect_tcp(
         &self,
         cluster: &str,
-    ) -> Result<(TcpUpstream, std::net::SocketAddr, UpstreamHost), UpstreamError> {
+    ) -> Result<(TcpUpstream, TcpUpstreamFacts, UpstreamHost), UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
         let Chosen { index, address, host } = pool.next_endpoint()?;
         let connect = async {
             let stream = tokio::net::TcpStream::connect(address).await.map_err(UpstreamError::TcpConnect)?;
             let _ = stream.set_nodelay(true);
             let peer = stream.peer_addr().map_err(UpstreamError::TcpConnect)?;
+            let mut facts = TcpUpstreamFacts { peer, local: stream.local_addr().ok(), tls: None };
             let Some((config, server_name)) = &pool.raw_tls else {
-                return Ok((Box::new(stream) as TcpUpstream, peer));
+                return Ok((Box::new(stream) as TcpUpstream, facts));
             };
             // The cluster's `sni`, else the endpoint's host name or address, as Envoy.
             let name = server_name.clone().or_else(|| {
@@ -477,7 +495,8 @@ impl Upstreams {
             let name = name.ok_or_else(|| UpstreamError::Request(format!("no TLS server name for {address}")))?;
             let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream).await;
             let tls = tls.map_err(UpstreamError::TcpConnect)?;
-            Ok((Box::new(tls) as TcpUpstream, peer))
+            facts.tls = Some(Arc::new(crate::tls::client_facts(tls.get_ref().1, pool.raw_tls_local.as_ref())));
+            Ok((Box::new(tls) as TcpUpstream, facts))
         };
         let result = match tokio::time::timeout(pool.connect_timeout, connect).await {
             Ok(connected) => connected,
@@ -485,8 +504,8 @@ impl Upstreams {
         };
         // A connection that fails counts against the endpoint, as a 5xx would.
         pool.hosts.record(index, result.is_err());
-        let (stream, peer) = result?;
-        Ok((stream, peer, host))
+        let (stream, facts) = result?;
+        Ok((stream, facts, host))
     }
 
     /// One request to the next endpoint of `cluster`; a zero timeout waits forever.
@@ -570,18 +589,21 @@ fn connector_for(
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
     let Some(config) = tls else {
         // Never used for TLS: the scheme of every request is `http`.
-        return builder.with_tls_config(plain_config()).https_or_http().enable_all_versions().wrap_connector(tcp);
+        let plain = builder.with_tls_config(plain_config()).https_or_http().enable_all_versions().wrap_connector(tcp);
+        return reporting::Reporting::new(plain, None);
     };
+    let local = cluster.tls.as_ref().and_then(crate::tls::own_certificate);
     let mut builder = builder.with_tls_config(config.clone()).https_only();
     let sni = cluster.tls.as_ref().and_then(|t| t.sni.clone());
     if let Some(name) = sni.and_then(|s| rustls::pki_types::ServerName::try_from(s).ok()) {
         builder = builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
     }
-    match (http1, http2) {
+    let connector = match (http1, http2) {
         (true, true) => builder.enable_http1().enable_http2().wrap_connector(tcp),
         (false, true) => builder.enable_http2().wrap_connector(tcp),
         _ => builder.enable_http1().wrap_connector(tcp),
-    }
+    };
+    reporting::Reporting::new(connector, local)
 }
 
 /// A client configuration for connectors that never speak TLS.
