@@ -289,9 +289,11 @@ impl HostState {
     /// one) may read.
     pub(crate) fn readable_body(&self, kind: BufferType) -> Result<&[u8], Status> {
         let (s, phase) = self.acting_stream().ok_or(Status::NotFound)?;
+        // In the trailers callback the body is what the filter held (as
+        // Envoy's buffered body), e.g. the whole of a gRPC request.
         match (phase, kind) {
-            (Phase::RequestBody, BufferType::HttpRequestBody) => Ok(&s.request_body),
-            (Phase::ResponseBody, BufferType::HttpResponseBody) => Ok(&s.response_body),
+            (Phase::RequestBody | Phase::RequestTrailers, BufferType::HttpRequestBody) => Ok(&s.request_body),
+            (Phase::ResponseBody | Phase::ResponseTrailers, BufferType::HttpResponseBody) => Ok(&s.response_body),
             (Phase::DownstreamData, BufferType::DownstreamData) => Ok(&s.downstream_data),
             (Phase::UpstreamData, BufferType::UpstreamData) => Ok(&s.upstream_data),
             _ => Err(Status::NotFound),
@@ -302,8 +304,8 @@ impl HostState {
     pub(crate) fn writable_body(&mut self, kind: BufferType) -> Result<&mut Vec<u8>, Status> {
         let (s, phase) = self.acting_stream_mut().ok_or(Status::NotFound)?;
         match (phase, kind) {
-            (Phase::RequestBody, BufferType::HttpRequestBody) => Ok(&mut s.request_body),
-            (Phase::ResponseBody, BufferType::HttpResponseBody) => Ok(&mut s.response_body),
+            (Phase::RequestBody | Phase::RequestTrailers, BufferType::HttpRequestBody) => Ok(&mut s.request_body),
+            (Phase::ResponseBody | Phase::ResponseTrailers, BufferType::HttpResponseBody) => Ok(&mut s.response_body),
             (Phase::DownstreamData, BufferType::DownstreamData) => Ok(&mut s.downstream_data),
             (Phase::UpstreamData, BufferType::UpstreamData) => Ok(&mut s.upstream_data),
             _ => Err(Status::NotFound),

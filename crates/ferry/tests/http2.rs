@@ -126,6 +126,44 @@ fn grpc_streams_through_the_proxy_with_trailers_on_both_paths() {
     }
 }
 
+#[test]
+fn grpc_messages_are_read_and_changed_by_a_wasm_filter_both_ways() {
+    let grpc = grpc_server();
+    let filter = common::wasm_filter("grpc", "grpc", &common::file_code(&common::plugin("body_rewrite_plugin.wasm")))
+        .replace(
+            "                name: grpc\n",
+            "                name: grpc\n                configuration: { \"@type\": type.googleapis.com/google.protobuf.StringValue, value: grpc }\n",
+        );
+    let ferry = Ferry::start(&config("AUTO", &filter, grpc), &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    for path in ["/test.Echo/Stream", "/test.Echo/Unary"] {
+        let messages: &[&str] = if path.ends_with("Stream") { &["one", "two", "three"] } else { &["one"] };
+        let (status, body, trailers) = with_h2(main, async |mut sender| {
+            let frames: std::collections::VecDeque<_> = messages.iter().map(|m| Frame::data(framed(m))).collect();
+            let request = http::Request::post(format!("http://localhost:{}{path}", main.port()))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(Frames(frames).boxed())
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            let status = response.status();
+            let collected = response.into_body().collect().await.unwrap();
+            let trailers = collected.trailers().cloned().unwrap_or_default();
+            (status, collected.to_bytes(), trailers)
+        });
+        assert_eq!(status, http::StatusCode::OK, "{path}");
+        // The server saw each message with `!`; the client gets each answer with `seen `.
+        let expected: Vec<u8> = messages.iter().flat_map(|m| framed(&format!("seen echo: {m}!")).to_vec()).collect();
+        assert_eq!(
+            body,
+            Bytes::from(expected),
+            "{path} {:#?}",
+            ferry.lines().iter().filter(|l| l.contains("grpc")).collect::<Vec<_>>()
+        );
+        assert_eq!(trailers.get("grpc-status").unwrap(), "0", "{path}");
+    }
+}
+
 /// A request body sent as separate DATA frames.
 struct Frames(std::collections::VecDeque<Frame<Bytes>>);
 

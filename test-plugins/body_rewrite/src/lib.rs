@@ -8,6 +8,11 @@
 //! With the plugin configuration `observe` it changes nothing and buffers
 //! nothing: it logs each header, body and trailer callback (`framing: ...`)
 //! and continues, so the log shows the calls exactly as the host makes them.
+//!
+//! With `grpc` it reads gRPC messages (length-prefixed) and changes them:
+//! each request message gets `!` appended, each response message `seen `
+//! prepended, re-framed with their new lengths (at the end of the body, or
+//! at the trailers that end it).
 
 use log::info;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -15,18 +20,18 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { observe: false }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { mode: Vec::new() }) });
 }}
 
 struct Root {
-    observe: bool,
+    mode: Vec<u8>,
 }
 
 impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _: usize) -> bool {
-        self.observe = self.get_plugin_configuration().is_some_and(|c| c == b"observe");
+        self.mode = self.get_plugin_configuration().unwrap_or_default();
         true
     }
 
@@ -35,10 +40,10 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        if self.observe {
-            Some(Box::new(Observe))
-        } else {
-            Some(Box::new(Rewrite))
+        match &self.mode[..] {
+            b"observe" => Some(Box::new(Observe)),
+            b"grpc" => Some(Box::new(GrpcRewrite)),
+            _ => Some(Box::new(Rewrite)),
         }
     }
 }
@@ -109,6 +114,71 @@ impl HttpContext for Rewrite {
             return Action::Pause;
         }
         self.set_http_response_body(body_size, 0, b" [checked]");
+        Action::Continue
+    }
+}
+
+/// Changes gRPC messages: `!` after each request message, `seen ` before
+/// each response message.
+struct GrpcRewrite;
+
+impl Context for GrpcRewrite {}
+
+/// The messages of a gRPC body, each changed by `change`, framed again.
+fn reframe(body: &[u8], change: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let Some(message) = rest.get(5..5 + len) else { break };
+        let changed = change(message);
+        out.push(rest[0]);
+        out.extend_from_slice(&(changed.len() as u32).to_be_bytes());
+        out.extend_from_slice(&changed);
+        rest = &rest[5 + len..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+impl GrpcRewrite {
+    fn change_request(&self) {
+        let body = self.get_http_request_body(0, usize::MAX).unwrap_or_default();
+        info!("grpc request body {} bytes", body.len());
+        self.set_http_request_body(0, body.len(), &reframe(&body, |m| [m, b"!"].concat()));
+    }
+
+    fn change_response(&self) {
+        let body = self.get_http_response_body(0, usize::MAX).unwrap_or_default();
+        info!("grpc response body {} bytes", body.len());
+        self.set_http_response_body(0, body.len(), &reframe(&body, |m| [b"seen ", m].concat()));
+    }
+}
+
+impl HttpContext for GrpcRewrite {
+    fn on_http_request_body(&mut self, _: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.change_request();
+        Action::Continue
+    }
+
+    fn on_http_request_trailers(&mut self, _: usize) -> Action {
+        self.change_request();
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, _: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.change_response();
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _: usize) -> Action {
+        self.change_response();
         Action::Continue
     }
 }
