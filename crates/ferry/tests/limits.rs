@@ -259,3 +259,41 @@ fn a_stream_with_nothing_moving_is_408_before_its_response_and_cut_after() {
     let closed = closed_within(&mut stream, Duration::from_secs(5));
     assert!(closed.is_some_and(|after| after >= Duration::from_millis(900)), "cut after about 1 s: {closed:?}");
 }
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_1_gb_upload_to_a_paused_filter_waits_in_the_client_not_in_ferry() {
+    // The authorizer pauses each request on a call to a cluster that never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let filter = common::wasm_filter("auth", "auth", &common::file_code(&common::plugin("http_call_auth_plugin.wasm")));
+    let address = silent.local_addr().unwrap();
+    let clusters = format!("{}{}", common::cluster("broken", address), common::cluster("auth", address));
+    let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: auth }\n";
+    let config = common::ManagerConfig { filters: &filter, routes, clusters: &clusters, ..Default::default() }.yaml();
+    let ferry = Ferry::start(&config, &["--concurrency", "1"]);
+    let before = rss_kib(ferry.pid());
+    let mut upload = TcpStream::connect(ferry.address("main")).unwrap();
+    upload.write_all(b"POST /broken/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n").unwrap();
+    upload.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    let mut written = 0usize;
+    while written < 1 << 30 {
+        match upload.write(&chunk) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    let after = rss_kib(ferry.pid());
+    assert!(written < 256 << 20, "{} MiB went in while the filter was paused", written >> 20);
+    let grown = after.saturating_sub(before);
+    assert!(grown < (1 + 50) * 1024, "RSS grew by {grown} KiB: more than the buffer limit + 50 MiB");
+}

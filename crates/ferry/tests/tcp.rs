@@ -145,26 +145,31 @@ fn held_data_goes_on_when_the_client_ends_its_side() {
 #[test]
 fn data_a_filter_holds_is_bounded_and_the_client_waits() {
     let ferry = start(false);
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", ferry.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = rss();
     let mut client = connect(ferry.address("tcp_filter"));
-    // No newline: the plugin holds everything. ferry holds at most 1 MiB
-    // and then stops reading, so the client's writes stop going through.
+    // No newline: the plugin holds everything. ferry holds at most the
+    // buffer limit (1 MiB) and then stops reading, so a 1 GB upload's
+    // writes stop going through.
     client.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
     let chunk = vec![b'x'; 64 * 1024];
     let mut written = 0usize;
-    while written < 64 << 20 {
+    while written < 1 << 30 {
         match client.write(&chunk) {
             Ok(n) => written += n,
             Err(_) => break,
         }
     }
     assert!(written < 16 << 20, "{written} bytes went in: the held buffer grew without bound");
-    let status = std::fs::read_to_string(format!("/proc/{}/status", ferry.pid())).unwrap();
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    assert!(rss_kib < 200 * 1024, "RSS {rss_kib} KiB");
+    let grown = rss().saturating_sub(before);
+    assert!(grown < (1 + 50) * 1024, "RSS grew by {grown} KiB: more than the buffer limit + 50 MiB");
 }
 
 /// A network filter that sends each connection to the cluster `second`
