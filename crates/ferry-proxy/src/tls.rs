@@ -60,6 +60,11 @@ pub(crate) fn server(tls: &TlsContext) -> Result<ServerTls, TlsError> {
         return Err(error.into());
     }
     let mut config = builder.with_cert_resolver(Arc::new(OneCertificate(Arc::new(certified))));
+    // The server's preference decides, as in Envoy.
+    config.ignore_client_order = true;
+    // Stateless session tickets, as Envoy's BoringSSL issues them by
+    // default: a returning client resumes without a full handshake.
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     config.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(ServerTls { config: Arc::new(config), local })
 }
@@ -181,8 +186,24 @@ fn provider(cipher_suites: &[String]) -> Arc<CryptoProvider> {
         let wanted: Vec<CipherSuite> = cipher_suites.iter().filter_map(|name| suite(name)).collect();
         provider.cipher_suites.retain(|s| s.version() == &rustls::version::TLS13 || wanted.contains(&s.suite()));
     }
+    // Envoy's (BoringSSL's) preference: AES-128-GCM first, in TLS 1.3 and
+    // 1.2; its SHA-256 has hardware support where SHA-384's often has none.
+    provider.cipher_suites.sort_by_key(|s| SUITE_PREFERENCE.iter().position(|p| *p == s.suite()).unwrap_or(usize::MAX));
     Arc::new(provider)
 }
+
+/// The order a server prefers cipher suites in, as Envoy's default.
+const SUITE_PREFERENCE: [CipherSuite; 9] = [
+    CipherSuite::TLS13_AES_128_GCM_SHA256,
+    CipherSuite::TLS13_AES_256_GCM_SHA384,
+    CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+    CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+];
 
 fn suite(openssl_name: &str) -> Option<CipherSuite> {
     Some(match openssl_name {

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: ferry and nginx side by side, on this machine, in
 //! one run. The server under test is pinned to core 0, the load generator
-//! (wrk) and the upstream to core 1. See docs/benchmarks.md.
+//! (wrk, or h2load for HTTP/2) and the upstream to core 1. See
+//! docs/benchmarks.md.
 //!
 //! Environment: `BENCH_SECONDS` (default 10) per measurement,
 //! `BENCH_CONNECTIONS` (default 64), `BENCH_MEMORY_REQUESTS` (default
@@ -175,6 +176,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
             let (load, peak) = outcome?;
             rows.push(Row { id, what: what.into(), load, peak_rss_kib: peak });
         }
+        protocol_runs(&ferry, &work, &wrk, (seconds, connections, repeat), &mut rows)?;
         Ok(())
     })();
     stop(&mut upstream);
@@ -198,23 +200,27 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
 
 /// wrk, nginx and taskset, from Debian's packages.
 fn ensure_tools() -> anyhow::Result<()> {
-    let missing: Vec<&str> = [("wrk", "wrk"), ("nginx", "nginx"), ("taskset", "util-linux")]
-        .into_iter()
-        .filter(|(tool, _)| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .map_or(true, |o| !o.status.success())
-        })
-        .map(|(_, package)| package)
-        .collect();
+    let missing: Vec<&str> = [
+        ("wrk", "wrk"),
+        ("nginx", "nginx"),
+        ("taskset", "util-linux"),
+        ("h2load", "nghttp2-client"),
+        ("openssl", "openssl"),
+    ]
+    .into_iter()
+    .filter(|(tool, _)| {
+        Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map_or(true, |o| !o.status.success())
+    })
+    .map(|(_, package)| package)
+    .collect();
     if missing.is_empty() {
         return Ok(());
     }
     eprintln!("installing {missing:?} with apt-get");
     crate::run(Command::new("apt-get").arg("update").arg("-qq"))?;
-    crate::run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing))
-        .context("the benchmark needs wrk and nginx (apt-get install wrk nginx)")
+    crate::run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing)).context(
+        "the benchmark needs wrk, nginx, h2load and openssl (apt-get install wrk nginx nghttp2-client openssl)",
+    )
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -284,12 +290,17 @@ impl Wrk {
     }
 
     fn run(&self, port: u16, seconds: u64) -> anyhow::Result<Load> {
+        self.run_on(&format!("http://127.0.0.1:{port}/"), &[], seconds)
+    }
+
+    /// One run against `url`, with `extra` headers besides the usual ones.
+    fn run_on(&self, url: &str, extra: &[&str], seconds: u64) -> anyhow::Result<Load> {
         let mut command = Command::new("taskset");
         command.args(["-c", CLIENT_CORE, "wrk", "-t1", &format!("-c{}", self.connections), &format!("-d{seconds}s")]);
-        for header in CLIENT_HEADERS {
+        for header in CLIENT_HEADERS.iter().chain(extra) {
             command.args(["-H", header]);
         }
-        let output = command.arg("-s").arg(&self.script).arg(format!("http://127.0.0.1:{port}/")).output()?;
+        let output = command.arg("-s").arg(&self.script).arg(url).output()?;
         let text = String::from_utf8_lossy(&output.stdout);
         let line = text
             .lines()
@@ -638,6 +649,9 @@ fn report(
         ("D1 / N-proxy", "D1", "N-proxy"),
         ("D1 / D0", "D1", "D0"),
         ("A / N", "A", "N"),
+        ("A-h2 / N-h2", "A-h2", "N-h2"),
+        ("A-TLS / N-TLS", "A-TLS", "N-TLS"),
+        ("A-TLS-new / N-TLS-new", "A-TLS-new", "N-TLS-new"),
     ] {
         if let (Some(x), Some(y)) = (get(a), get(b)) {
             out.push_str(&format!(
@@ -679,5 +693,176 @@ fn report(
 }
 
 fn micros(us: u64) -> String {
-    if us >= 10_000 { format!("{:.1} ms", us as f64 / 1000.0) } else { format!("{us} µs") }
+    match us {
+        // h2load reports no percentiles.
+        0 => "-".into(),
+        10_000.. => format!("{:.1} ms", us as f64 / 1000.0),
+        _ => format!("{us} µs"),
+    }
+}
+
+/// How a protocol run's load is made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Client {
+    /// wrk over TLS, connections kept alive.
+    Tls,
+    /// wrk over TLS, `connection: close`: a new connection and TLS
+    /// handshake for every request.
+    TlsNewConnections,
+    /// h2load over h2c (HTTP/2 with prior knowledge), 10 streams per connection.
+    H2c,
+}
+
+/// The HTTP/2 and TLS runs: ferry and nginx configured the same way (same
+/// certificate, same core, a direct 200 answer).
+fn protocol_runs(
+    ferry: &Path,
+    work: &Path,
+    wrk: &Wrk,
+    (seconds, connections, repeat): (u64, u64, u64),
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let (cert, key) = (work.join("bench-cert.pem"), work.join("bench-key.pem"));
+    if !cert.exists() {
+        crate::run(
+            Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-nodes",
+                    "-days",
+                    "3650",
+                ])
+                .args(["-subj", "/CN=localhost", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stderr(Stdio::null()),
+        )?;
+    }
+    let port = free_port_pair()?;
+    let tls_socket = format!(
+        "    - transport_socket:\n        name: envoy.transport_sockets.tls\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n          common_tls_context:\n            tls_certificates:\n            - certificate_chain: {{ filename: {:?} }}\n              private_key: {{ filename: {:?} }}\n      filters:",
+        cert.display(),
+        key.display()
+    );
+    let tls_config = direct_config(port, "", "").replacen("    - filters:", &tls_socket, 1);
+    let runs: [(&'static str, &str, Client); 6] = [
+        ("A-h2", "ferry, direct_response, HTTP/2 (h2c)", Client::H2c),
+        ("N-h2", "nginx, return 200, HTTP/2 (h2c)", Client::H2c),
+        ("A-TLS", "ferry, direct_response, HTTPS kept alive", Client::Tls),
+        ("N-TLS", "nginx, return 200, HTTPS kept alive", Client::Tls),
+        ("A-TLS-new", "ferry, direct_response, HTTPS, a new TLS connection per request", Client::TlsNewConnections),
+        ("N-TLS-new", "nginx, return 200, HTTPS, a new TLS connection per request", Client::TlsNewConnections),
+    ];
+    for (id, what, client) in runs {
+        if !selected(id) {
+            continue;
+        }
+        eprintln!("== {id}: {what}");
+        let nginx = id.starts_with('N');
+        let mut server = if nginx {
+            let conf_path = work.join(format!("{id}.conf"));
+            let listen = match client {
+                Client::H2c => format!("listen 127.0.0.1:{port} http2;"),
+                _ => format!(
+                    "listen 127.0.0.1:{port} ssl; ssl_protocols TLSv1.2 TLSv1.3; ssl_certificate {}; ssl_certificate_key {};",
+                    cert.display(),
+                    key.display()
+                ),
+            };
+            std::fs::write(
+                &conf_path,
+                nginx_config(work, port, None).replace(&format!("listen 127.0.0.1:{port};"), &listen),
+            )?;
+            Command::new("taskset")
+                .args(["-c", SERVER_CORE, "nginx", "-p"])
+                .arg(work)
+                .arg("-c")
+                .arg(&conf_path)
+                .stderr(Stdio::null())
+                .spawn()
+                .context("cannot start nginx")?
+        } else {
+            let config_path = work.join(format!("{id}.yaml"));
+            let config = if client == Client::H2c { direct_config(port, "", "") } else { tls_config.clone() };
+            std::fs::write(&config_path, config)?;
+            start_ferry(ferry, &config_path, &work.join(format!("{id}.log")), "1", &[])?
+        };
+        let outcome = (|| {
+            wait_listening(port)?;
+            let measure = |seconds| match client {
+                Client::H2c => h2load(port, connections, seconds),
+                Client::Tls => wrk.run_on(&format!("https://127.0.0.1:{port}/"), &[], seconds),
+                Client::TlsNewConnections => {
+                    wrk.run_on(&format!("https://127.0.0.1:{port}/"), &["Connection: close"], seconds)
+                }
+            };
+            measure(2)?;
+            let mut loads = (0..repeat.max(1)).map(|_| measure(seconds)).collect::<anyhow::Result<Vec<_>>>()?;
+            loads.sort_by(|a, b| a.rps().total_cmp(&b.rps()));
+            let load = loads[loads.len() / 2];
+            let peak = peak_rss_kib(server.id())?
+                + children(server.id()).iter().map(|&c| peak_rss_kib(c).unwrap_or(0)).sum::<u64>();
+            anyhow::Ok((load, peak))
+        })();
+        stop(&mut server);
+        let (load, peak) = outcome?;
+        rows.push(Row { id, what: what.into(), load, peak_rss_kib: peak });
+    }
+    Ok(())
+}
+
+/// Waits until the port accepts connections (for servers a plain HTTP/1.1
+/// request cannot ask: TLS, HTTP/2 only).
+fn wait_listening(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            std::thread::sleep(Duration::from_millis(200));
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("nothing listens on port {port}")
+}
+
+/// One h2load run over h2c: `connections` connections, 10 streams each.
+/// h2load reports no latency percentiles; the row shows none.
+fn h2load(port: u16, connections: u64, seconds: u64) -> anyhow::Result<Load> {
+    let output = Command::new("taskset")
+        .args(["-c", CLIENT_CORE, "h2load", "-t1", &format!("-c{connections}"), "-m10", &format!("-D{seconds}")])
+        .args(["-H", "user-agent: h2load", "-H", "accept: */*"])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    // "finished in 10.00s, 1234.56 req/s, ..." and "requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout"
+    let finished = text
+        .lines()
+        .find(|l| l.starts_with("finished in"))
+        .with_context(|| format!("h2load printed no result:\n{text}"))?;
+    let elapsed: f64 = finished
+        .trim_start_matches("finished in ")
+        .split(',')
+        .next()
+        .and_then(|t| t.trim().trim_end_matches('s').parse().ok())
+        .with_context(|| format!("cannot read {finished:?}"))?;
+    let counts = text.lines().find(|l| l.starts_with("requests:")).context("h2load printed no request counts")?;
+    let number = |label: &str| -> u64 {
+        counts
+            .split(',')
+            .find(|part| part.trim().ends_with(label))
+            .and_then(|part| part.split_whitespace().find_map(|w| w.parse().ok()))
+            .unwrap_or(0)
+    };
+    Ok(Load {
+        requests: number("succeeded"),
+        seconds: elapsed,
+        errors: number("failed") + number("errored") + number("timeout"),
+        ..Load::default()
+    })
 }

@@ -154,11 +154,14 @@ pub(crate) async fn handle(
             filtered(parts, body, client, conn.clone()).await
         }
     };
+    // Pinned where it is: the select below then moves a reference, not the
+    // whole request's state machine.
+    let mut work = std::pin::pin!(work);
     let result = match &progress {
         None => work.await,
         Some(progress) => tokio::select! {
             biased;
-            result = work => result,
+            result = &mut work => result,
             // The request's handling (and its filters) is dropped: the timer answers.
             expired = stream_timers::expiry(limits, progress) => {
                 tracing::debug!(target: "http", "{expired:?} timeout before the response: 408");
