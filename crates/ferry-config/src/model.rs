@@ -815,6 +815,9 @@ pub struct Forward {
     pub target: ClusterTarget,
     /// `timeout` (default 15 s; zero disables it).
     pub timeout: Option<Duration>,
+    /// `idle_timeout`: the stream idle timeout of requests on this route,
+    /// over the connection manager's (`Some(None)`: `0s`, disabled).
+    pub idle_timeout: Option<Option<Duration>>,
     /// `prefix_rewrite`: replaces the matched prefix (or exact path).
     pub prefix_rewrite: Option<String>,
     /// `regex_rewrite`: the pattern's matches in the path (not the query)
@@ -834,6 +837,7 @@ impl Forward {
         Forward {
             target: ClusterTarget::Named(cluster.into()),
             timeout,
+            idle_timeout: None,
             prefix_rewrite: None,
             regex_rewrite: None,
             host_rewrite: None,
@@ -849,7 +853,8 @@ impl Forward {
             && self.regex_rewrite.is_none()
             && self.host_rewrite.is_none()
             && !self.auto_host_rewrite
-            && self.retry.is_none();
+            && self.retry.is_none()
+            && self.idle_timeout.is_none();
         match &self.target {
             ClusterTarget::Named(name) if plain => Some(name),
             _ => None,

@@ -177,6 +177,8 @@ struct RawRouteAction {
     #[serde(default)]
     timeout: Option<String>,
     #[serde(default)]
+    idle_timeout: Option<String>,
+    #[serde(default)]
     prefix_rewrite: Option<String>,
     #[serde(default)]
     regex_rewrite: Option<RawRegexRewrite>,
@@ -380,11 +382,16 @@ fn forward(raw: RawRouteAction, path: &str, clusters: &[Cluster]) -> Result<Forw
         _ => return Err(err(path, "exactly one of cluster, weighted_clusters or cluster_header is required")),
     };
     let timeout = raw.timeout.map(|t| duration(&t, &join(path, "timeout"))).transpose()?;
+    let idle_timeout = raw
+        .idle_timeout
+        .map(|t| duration(&t, &join(path, "idle_timeout")).map(|d| (!d.is_zero()).then_some(d)))
+        .transpose()?;
     let regex_rewrite = raw.regex_rewrite.map(|r| rewrite(r, &join(path, "regex_rewrite"))).transpose()?;
     let retry = raw.retry_policy.map(|r| retry_policy(r, &join(path, "retry_policy"))).transpose()?;
     Ok(Forward {
         target,
         timeout,
+        idle_timeout,
         prefix_rewrite: raw.prefix_rewrite,
         regex_rewrite,
         host_rewrite: raw.host_rewrite_literal,

@@ -22,12 +22,19 @@ pub(crate) struct Progress {
     last_ms: AtomicU64,
     /// The whole request has been read.
     complete: AtomicBool,
+    /// The route's own idle timeout in milliseconds: 0 none, `u64::MAX` disabled.
+    idle_override_ms: AtomicU64,
 }
 
 impl Progress {
     /// A request starting now; `complete` if it has no body.
     pub(crate) fn new(complete: bool) -> Self {
-        Progress { started: Instant::now(), last_ms: AtomicU64::new(0), complete: AtomicBool::new(complete) }
+        Progress {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            complete: AtomicBool::new(complete),
+            idle_override_ms: AtomicU64::new(0),
+        }
     }
 
     /// Data moved.
@@ -47,6 +54,21 @@ impl Progress {
     /// Whether the whole request has been read.
     pub(crate) fn complete(&self) -> bool {
         self.complete.load(Ordering::Relaxed)
+    }
+
+    /// The route chose its own idle timeout (`None`: disabled).
+    pub(crate) fn override_idle(&self, idle: Option<Duration>) {
+        let ms = idle.map_or(u64::MAX, |d| (d.as_millis() as u64).clamp(1, u64::MAX - 1));
+        self.idle_override_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The stream idle timeout: the route's, else the connection manager's `default`.
+    pub(crate) fn idle_timeout(&self, default: Option<Duration>) -> Option<Duration> {
+        match self.idle_override_ms.load(Ordering::Relaxed) {
+            0 => default,
+            u64::MAX => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
     }
 }
 

@@ -17,6 +17,8 @@ pub struct RouteTable {
     /// No route rewrites, retries, redirects, chooses its cluster per
     /// request or changes headers: a request can go on as hyper parsed it.
     plain: bool,
+    /// Some route sets its own `idle_timeout`.
+    idle_timeouts: bool,
 }
 
 /// A request's route: the route, its virtual host and its facts.
@@ -96,7 +98,16 @@ impl RouteTable {
         };
         let plain = config.headers.is_empty()
             && virtual_hosts.iter().all(|host| host.headers.is_empty() && host.routes.iter().all(plain_route));
-        RouteTable { virtual_hosts, facts, headers: config.headers.clone(), plain }
+        let idle_timeouts = virtual_hosts
+            .iter()
+            .flat_map(|h| &h.routes)
+            .any(|r| matches!(&r.action, RouteAction::Forward(forward) if forward.idle_timeout.is_some()));
+        RouteTable { virtual_hosts, facts, headers: config.headers.clone(), plain, idle_timeouts }
+    }
+
+    /// Whether some route sets its own stream idle timeout.
+    pub fn has_idle_timeouts(&self) -> bool {
+        self.idle_timeouts
     }
 
     /// Whether every route sends requests on as they came (see [`RouteTable::new`]).

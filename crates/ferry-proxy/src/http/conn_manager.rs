@@ -85,6 +85,8 @@ struct Exchange {
     route: Option<(usize, usize)>,
     /// The HTTP version the upstream answered in (how its body's end is told).
     upstream_version: http::Version,
+    /// What the stream's timers watch; a route may set its own idle timeout there.
+    progress: Option<Arc<Progress>>,
 }
 
 /// Why the filters ended a direction early.
@@ -142,7 +144,8 @@ pub(crate) async fn handle(
     let generate_id = conn.http.generate_request_id;
     let entry = (!logs.is_empty()).then(|| Entry::begin(logs.clone(), &parts, addresses, generate_id));
     let limits = &conn.http.limits;
-    let progress = stream_timers::any(limits).then(|| Arc::new(Progress::new(body.is_end_stream())));
+    let timed = stream_timers::any(limits, conn.http.routes.has_idle_timeouts());
+    let progress = timed.then(|| Arc::new(Progress::new(body.is_end_stream())));
     let body = CountedBody::new(body, entry.as_ref().map(|e| e.received.clone()), progress.clone());
     let grpc =
         parts.headers.get(http::header::CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
@@ -151,7 +154,7 @@ pub(crate) async fn handle(
             // No plugin sees the request, no route changes it: it goes on as hyper parsed it.
             Ok(passthrough::handle(parts, body, &conn).await)
         } else {
-            filtered(parts, body, client, conn.clone()).await
+            filtered(parts, body, client, conn.clone(), progress.clone()).await
         }
     };
     // Pinned where it is: the select below then moves a reference, not the
@@ -231,6 +234,7 @@ async fn filtered(
     body: CountedBody,
     client: SocketAddr,
     conn: Rc<ConnContext>,
+    progress: Option<Arc<Progress>>,
 ) -> Result<Response<ResponseBody>, StreamReset> {
     let request_headers =
         request_headers(&parts, conn.http.generate_request_id, (conn.scheme(), conn.connection_scheme()));
@@ -253,6 +257,7 @@ async fn filtered(
         logged: false,
         route: None,
         upstream_version: http::Version::HTTP_11,
+        progress,
     };
     let reply = match exchange.request_path(body).await {
         Ok(reply) => reply,
@@ -347,6 +352,9 @@ impl Exchange {
         };
         self.stream.info.xds.cluster = Some(facts);
         self.notes.cluster = Some(cluster.clone());
+        if let (Some(progress), Some(idle)) = (&self.progress, forward.idle_timeout) {
+            progress.override_idle(idle);
+        }
         let mut body = match self.request_body_filters(body).await {
             Ok(body) => body,
             Err(Ending::Respond(local)) => return Ok(self.local_reply(local)),
@@ -463,7 +471,7 @@ impl Exchange {
         if self.filters.is_empty() || ended {
             return Ok(match reply {
                 Reply::Local(body) => ResponseBody::full(body),
-                Reply::Upstream(body) => ResponseBody::upstream(body, self.conn.http.limits.stream_idle_timeout),
+                Reply::Upstream(body) => ResponseBody::upstream(body, self.idle_timeout()),
             });
         }
         // The body (and trailers) through the filters, in reverse order.
@@ -513,6 +521,12 @@ impl Exchange {
 }
 
 impl Exchange {
+    /// The stream idle timeout: the route's, else the connection manager's.
+    fn idle_timeout(&self) -> Option<std::time::Duration> {
+        let default = self.conn.http.limits.stream_idle_timeout;
+        self.progress.as_ref().map_or(default, |p| p.idle_timeout(default))
+    }
+
     fn wasm_loggers(&self) -> WasmLoggers {
         WasmLoggers { thread: self.conn.thread.clone(), loggers: self.conn.http.wasm_loggers.clone() }
     }

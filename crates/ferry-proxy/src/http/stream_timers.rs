@@ -21,9 +21,10 @@ pub(crate) enum Expired {
     Request,
 }
 
-/// Whether a stream under `limits` has a timer at all.
-pub(crate) fn any(limits: &HttpLimits) -> bool {
-    limits.stream_idle_timeout.is_some() || limits.request_timeout.is_some()
+/// Whether a stream under `limits` may have a timer at all (`route_idle`:
+/// some route sets its own idle timeout).
+pub(crate) fn any(limits: &HttpLimits, route_idle: bool) -> bool {
+    limits.stream_idle_timeout.is_some() || limits.request_timeout.is_some() || route_idle
 }
 
 /// Resolves when one of the stream's timers expires (never, if none can).
@@ -31,7 +32,8 @@ pub(crate) async fn expiry(limits: &HttpLimits, progress: &Progress) -> Expired 
     loop {
         let request =
             limits.request_timeout.filter(|_| !progress.complete()).map(|t| (progress.started() + t, Expired::Request));
-        let idle = limits.stream_idle_timeout.map(|t| (progress.last_activity() + t, Expired::Idle));
+        let idle =
+            progress.idle_timeout(limits.stream_idle_timeout).map(|t| (progress.last_activity() + t, Expired::Idle));
         let Some((deadline, which)) = [request, idle].into_iter().flatten().min_by_key(|(at, _)| *at) else {
             return std::future::pending().await;
         };
