@@ -97,13 +97,8 @@ pub(crate) fn client(tls: &TlsContext) -> Result<ClientConfig, TlsError> {
 
 /// What a finished handshake says, for the `connection.*` attributes.
 pub(crate) fn handshake_facts(connection: &rustls::ServerConnection, local: Option<&CertificateFacts>) -> TlsFacts {
-    let version = match connection.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-        _ => "",
-    };
     TlsFacts {
-        version: version.to_owned(),
+        version: version_name(connection.protocol_version()).to_owned(),
         server_name: connection.server_name().unwrap_or_default().to_owned(),
         peer: connection.peer_certificates().and_then(|chain| chain.first()).map(certificate_facts),
         local: local.cloned(),
@@ -113,16 +108,20 @@ pub(crate) fn handshake_facts(connection: &rustls::ServerConnection, local: Opti
 /// What an upstream TLS handshake established: the server's certificate
 /// as the peer, the cluster's client certificate (if any) as local.
 pub(crate) fn client_facts(connection: &rustls::ClientConnection, local: Option<&CertificateFacts>) -> TlsFacts {
-    let version = match connection.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-        _ => "",
-    };
     TlsFacts {
-        version: version.to_owned(),
+        version: version_name(connection.protocol_version()).to_owned(),
         server_name: String::new(),
         peer: connection.peer_certificates().and_then(|chain| chain.first()).map(certificate_facts),
         local: local.cloned(),
+    }
+}
+
+/// A negotiated version as Envoy names it (`connection.tls_version`).
+fn version_name(version: Option<rustls::ProtocolVersion>) -> &'static str {
+    match version {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "",
     }
 }
 

@@ -60,7 +60,7 @@ fn a_chunked_body_reaches_the_filter_piece_by_piece_and_is_buffered_until_the_en
     std::io::Read::read_exact(&mut reader, &mut body).unwrap();
     assert_eq!(String::from_utf8_lossy(&body), "echo: ABCDEFGHI [checked]");
     // Log lines are written by a background thread: wait for the last one.
-    ferry.wait_for("response body 15", Duration::from_secs(10));
+    ferry.wait_for("response body 15 end_of_stream=true", Duration::from_secs(10));
     let calls = common::body_calls(&ferry);
     assert_eq!(
         calls,

@@ -22,6 +22,16 @@ fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// The ferry process of a test: killed if the test fails before it exits.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn a_deployment_command_line_with_envoys_flags_starts_serves_and_drains() {
     let port = free_port();
@@ -33,7 +43,7 @@ fn a_deployment_command_line_with_envoys_flags_starts_serves_and_drains() {
     let log_path = temp_file("deployment.log", "");
     let admin_path = config_path.with_extension("admin");
     let _ = std::fs::remove_file(&admin_path);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .arg("-c")
         .arg(&config_path)
         .args(["--concurrency", "1", "--mode", "serve"])
@@ -53,6 +63,7 @@ fn a_deployment_command_line_with_envoys_flags_starts_serves_and_drains() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut child = Running(child);
     // --admin-address-path: the address, once the admin endpoint listens.
     let admin: SocketAddr = wait_for("the admin address file", || {
         std::fs::read_to_string(&admin_path).ok().and_then(|text| text.trim().parse().ok())
@@ -69,8 +80,8 @@ fn a_deployment_command_line_with_envoys_flags_starts_serves_and_drains() {
     let levels = common::request(admin, "POST", "/logging", &[], b"").text();
     assert!(levels.contains("wasm: debug") && levels.contains("http: warning"), "{levels}");
     // SIGTERM drains (at most --drain-time-s) and exits 0.
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let status = wait_for("the exit", || child.try_wait().unwrap());
+    Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    let status = wait_for("the exit", || child.0.try_wait().unwrap());
     assert!(status.success(), "{status}");
     // --log-path and --log-format: the log is in the file, in that format;
     // standard error has none of it.
@@ -86,7 +97,7 @@ fn a_deployment_command_line_with_envoys_flags_starts_serves_and_drains() {
         );
     }
     let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(!stderr.contains("starting workers"), "the log went to the file, not stderr: {stderr}");
 }
 

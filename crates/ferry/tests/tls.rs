@@ -223,31 +223,20 @@ fn https_upstream(leaf: &Leaf) -> SocketAddr {
         .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let sni = tls.get_ref().1.server_name().unwrap_or("-").to_owned();
-                    let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                        let text = format!("sni={sni} version={:?}", request.version());
-                        async move { Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(text)))) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        });
-    });
-    address
+    common::serve_on_thread(move |tcp| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let sni = tls.get_ref().1.server_name().unwrap_or("-").to_owned();
+            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let text = format!("sni={sni} version={:?}", request.version());
+                async move { Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(text)))) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        }
+    })
 }
 
 #[test]
@@ -469,33 +458,22 @@ fn tls_echo_server(leaf: &Leaf) -> SocketAddr {
         .with_single_cert(chain, key)
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async move {
+    common::serve_on_thread(move |tcp| {
+        let acceptor = acceptor.clone();
+        async move {
             use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                    let sni = tls.get_ref().1.server_name().unwrap_or("-").to_owned();
-                    let _ = tls.write_all(format!("sni={sni};").as_bytes()).await;
-                    let mut buffer = [0u8; 1024];
-                    while let Ok(n) = tls.read(&mut buffer).await {
-                        if n == 0 || tls.write_all(&buffer[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                    let _ = tls.shutdown().await;
-                });
+            let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+            let sni = tls.get_ref().1.server_name().unwrap_or("-").to_owned();
+            let _ = tls.write_all(format!("sni={sni};").as_bytes()).await;
+            let mut buffer = [0u8; 1024];
+            while let Ok(n) = tls.read(&mut buffer).await {
+                if n == 0 || tls.write_all(&buffer[..n]).await.is_err() {
+                    break;
+                }
             }
-        });
-    });
-    address
+            let _ = tls.shutdown().await;
+        }
+    })
 }
 
 /// Writes `message` over TLS to `address` asking for `sni`, ends its side,

@@ -167,9 +167,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
             let outcome = (|| {
                 wait_ready(port, "/")?;
                 let load = wrk.measure(port, seconds, repeat)?;
-                // nginx's master process plus its worker.
-                let peak = peak_rss_kib(server.id())?
-                    + children(server.id()).iter().map(|&c| peak_rss_kib(c).unwrap_or(0)).sum::<u64>();
+                let peak = peak_rss_with_children_kib(server.id())?;
                 anyhow::Ok((load, peak))
             })();
             stop(&mut server);
@@ -340,6 +338,11 @@ fn start_ferry_on(
 /// Peak resident memory of a process (VmHWM), in KiB.
 fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
     status_field(pid, "VmHWM:")
+}
+
+/// Peak RSS of a process and its children (nginx's master plus its worker).
+fn peak_rss_with_children_kib(pid: u32) -> anyhow::Result<u64> {
+    Ok(peak_rss_kib(pid)? + children(pid).iter().map(|&c| peak_rss_kib(c).unwrap_or(0)).sum::<u64>())
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
@@ -806,8 +809,7 @@ fn protocol_runs(
             let mut loads = (0..repeat.max(1)).map(|_| measure(seconds)).collect::<anyhow::Result<Vec<_>>>()?;
             loads.sort_by(|a, b| a.rps().total_cmp(&b.rps()));
             let load = loads[loads.len() / 2];
-            let peak = peak_rss_kib(server.id())?
-                + children(server.id()).iter().map(|&c| peak_rss_kib(c).unwrap_or(0)).sum::<u64>();
+            let peak = peak_rss_with_children_kib(server.id())?;
             anyhow::Ok((load, peak))
         })();
         stop(&mut server);

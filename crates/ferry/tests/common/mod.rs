@@ -303,6 +303,30 @@ pub fn request(address: SocketAddr, method: &str, path: &str, headers: &[(&str, 
     read_response(&mut stream)
 }
 
+/// A server on a thread of its own: a current-thread runtime accepting on
+/// a free port and running `connection` for each accepted stream as a
+/// task of its own. Returns the address.
+pub fn serve_on_thread<F, Fut>(connection: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                tokio::spawn(connection(stream));
+            }
+        });
+    });
+    address
+}
+
 /// A hyper HTTP/1 upstream on a thread of its own, answering each request
 /// with `handler`; returns its address.
 pub fn hyper_upstream<F, Fut>(handler: F) -> SocketAddr
@@ -332,28 +356,17 @@ pub fn hyper_streaming_upstream(first: Vec<u8>) -> SocketAddr {
             }
         }
     }
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let first = bytes::Bytes::from(first.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |_request| {
-                        let body = Stalls(Some(first.clone()));
-                        async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
-                    });
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-                });
-            }
-        });
-    });
-    address
+    serve_on_thread(move |stream| {
+        let first = bytes::Bytes::from(first.clone());
+        async move {
+            let service = hyper::service::service_fn(move |_request| {
+                let body = Stalls(Some(first.clone()));
+                async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+        }
+    })
 }
 
 /// An HTTP/2 (h2c, prior knowledge) upstream that answers each request
@@ -376,33 +389,22 @@ where
     F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = http::Response<http_body_util::Full<bytes::Bytes>>> + Send + 'static,
 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let handler = handler.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let response = handler(request);
-                        async move { Ok::<_, std::convert::Infallible>(response.await) }
-                    });
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    if http2 {
-                        let executor = hyper_util::rt::TokioExecutor::new();
-                        let _ = hyper::server::conn::http2::Builder::new(executor).serve_connection(io, service).await;
-                    } else {
-                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-                    }
-                });
+    serve_on_thread(move |stream| {
+        let handler = handler.clone();
+        async move {
+            let service = hyper::service::service_fn(move |request| {
+                let response = handler(request);
+                async move { Ok::<_, std::convert::Infallible>(response.await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if http2 {
+                let executor = hyper_util::rt::TokioExecutor::new();
+                let _ = hyper::server::conn::http2::Builder::new(executor).serve_connection(io, service).await;
+            } else {
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
             }
-        });
-    });
-    address
+        }
+    })
 }
 
 /// An upstream for tests: answers each request with 200 and `echo: ` plus
@@ -445,26 +447,36 @@ pub fn echo_server() -> SocketAddr {
 /// framed by closing the connection (no length, not chunked), as an
 /// HTTP/1.1 server may. Returns its address.
 pub fn close_delimited_server() -> SocketAddr {
+    serve_blocking(|stream| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let head = read_head(&mut reader);
+        let body = read_sized_body(&mut reader, &head);
+        let mut stream = stream;
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\necho: ");
+        let _ = stream.write_all(&body);
+    })
+}
+
+/// A server of plain threads: `connection` runs on a thread of its own for
+/// each accepted stream. Returns the address.
+fn serve_blocking(connection: fn(TcpStream)) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let head = read_head(&mut reader);
-                let length = head
-                    .iter()
-                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-                    .unwrap_or(0);
-                let mut body = vec![0; length];
-                reader.read_exact(&mut body).unwrap();
-                let mut stream = stream;
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\necho: ");
-                let _ = stream.write_all(&body);
-            });
+            std::thread::spawn(move || connection(stream));
         }
     });
     address
+}
+
+/// The body a request head announces with `content-length` (none: empty).
+fn read_sized_body(reader: &mut impl Read, head: &[String]) -> Vec<u8> {
+    let length =
+        head.iter().find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))).unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    body
 }
 
 /// One HTTP/2 request (h2c with prior knowledge, through hyper's client) on
@@ -818,47 +830,34 @@ pub fn read_head(reader: &mut impl BufRead) -> Vec<String> {
 /// its body, chunked, and its trailers sent back as response trailers
 /// (announced in a `trailer` header). Returns its address.
 pub fn trailer_echo_server() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let head = read_head(&mut reader);
-                let (body, trailers) = if head.iter().any(|l| l == "transfer-encoding: chunked") {
-                    read_chunked(&mut reader)
-                } else {
-                    let length = head
-                        .iter()
-                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-                        .unwrap_or(0);
-                    let mut body = vec![0; length];
-                    reader.read_exact(&mut body).unwrap();
-                    (body, Vec::new())
-                };
-                let names: Vec<&str> = trailers.iter().filter_map(|t| t.split(':').next()).collect();
-                let mut reply = String::from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n");
-                if !names.is_empty() {
-                    reply.push_str(&format!("Trailer: {}\r\n", names.join(", ")));
-                }
-                reply.push_str("\r\n");
-                let mut out = reply.into_bytes();
-                if !body.is_empty() {
-                    out.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
-                    out.extend_from_slice(&body);
-                    out.extend_from_slice(b"\r\n");
-                }
-                out.extend_from_slice(b"0\r\n");
-                for trailer in &trailers {
-                    out.extend_from_slice(format!("{trailer}\r\n").as_bytes());
-                }
-                out.extend_from_slice(b"\r\n");
-                let mut stream = stream;
-                let _ = stream.write_all(&out);
-            });
+    serve_blocking(|stream| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let head = read_head(&mut reader);
+        let (body, trailers) = if head.iter().any(|l| l == "transfer-encoding: chunked") {
+            read_chunked(&mut reader)
+        } else {
+            (read_sized_body(&mut reader, &head), Vec::new())
+        };
+        let names: Vec<&str> = trailers.iter().filter_map(|t| t.split(':').next()).collect();
+        let mut reply = String::from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n");
+        if !names.is_empty() {
+            reply.push_str(&format!("Trailer: {}\r\n", names.join(", ")));
         }
-    });
-    address
+        reply.push_str("\r\n");
+        let mut out = reply.into_bytes();
+        if !body.is_empty() {
+            out.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+            out.extend_from_slice(&body);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n");
+        for trailer in &trailers {
+            out.extend_from_slice(format!("{trailer}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        let mut stream = stream;
+        let _ = stream.write_all(&out);
+    })
 }
 
 /// Sends a chunked request with `trailers` (and `te: trailers`); returns
