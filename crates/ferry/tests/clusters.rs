@@ -118,15 +118,15 @@ fn an_endpoint_answering_5xx_in_a_row_is_ejected() {
 #[test]
 fn least_request_sends_the_next_request_to_the_endpoint_not_busy() {
     let up = Arc::new(AtomicBool::new(true));
-    let one = upstream("one", 200, up.clone(), Duration::from_millis(600));
-    let two = upstream("two", 200, up, Duration::from_millis(600));
+    let one = upstream("one", 200, up.clone(), Duration::from_millis(1200));
+    let two = upstream("two", 200, up, Duration::from_millis(1200));
     // Many choices: the busy endpoint is all of them only with odds of 2^-20.
     let policy = "    lb_policy: LEAST_REQUEST\n    least_request_lb_config: { choice_count: 20 }\n";
     let ferry = start(&[one, two], policy);
     let main = ferry.address("main");
     for _ in 0..3 {
         let first = std::thread::spawn(move || request(main, "GET", "/", &[], b"").text());
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(400));
         let second = request(main, "GET", "/", &[], b"").text();
         let first = first.join().unwrap();
         assert_ne!(first, second, "the second request went to the endpoint without one in flight");
@@ -150,21 +150,21 @@ fn an_unknown_lb_policy_names_the_field() {
 #[test]
 fn circuit_breakers_queue_then_refuse_requests_past_their_limits() {
     let up = Arc::new(AtomicBool::new(true));
-    let slow = upstream("slow", 200, up, Duration::from_millis(800));
+    let slow = upstream("slow", 200, up, Duration::from_millis(1500));
     let breakers = "    circuit_breakers: { thresholds: [ { max_connections: 1, max_pending_requests: 1 } ] }\n";
     let ferry = start(&[slow], breakers);
     let main = ferry.address("main");
     let mut requests = Vec::new();
     for _ in 0..2 {
         requests.push(std::thread::spawn(move || request(main, "GET", "/", &[], b"")));
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(300));
     }
     // One busy, one waiting for the connection: the third is refused at once.
     let started = Instant::now();
     let refused = request(main, "GET", "/", &[], b"");
     assert_eq!(refused.status, 503);
     assert_eq!(refused.header("x-envoy-overloaded"), Some("true"));
-    assert!(started.elapsed() < Duration::from_millis(500), "refused without waiting");
+    assert!(started.elapsed() < Duration::from_millis(1000), "refused without waiting for the connection");
     for waited in requests {
         let response = waited.join().unwrap();
         assert_eq!((response.status, response.text().as_str()), (200, "slow"), "the queued request is served");
