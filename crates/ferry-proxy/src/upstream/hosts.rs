@@ -51,6 +51,8 @@ pub(crate) struct ClusterHosts {
     policy: LbPolicy,
     panic_threshold: f64,
     outlier: Option<OutlierDetection>,
+    /// Health checks or outlier detection can take endpoints out.
+    tracked: bool,
     /// What `ejected_until_ms` counts from.
     epoch: Instant,
     pub(crate) stats: Arc<ClusterStats>,
@@ -124,6 +126,7 @@ impl ClusterHosts {
             policy: cluster.lb_policy,
             panic_threshold: cluster.panic_threshold,
             outlier: cluster.outlier_detection.clone(),
+            tracked: checked || cluster.outlier_detection.is_some(),
             epoch: Instant::now(),
             stats,
             breakers: cluster.circuit_breakers,
@@ -213,25 +216,37 @@ impl ClusterHosts {
     /// ones (all of them in panic); `cursor` is the worker's round-robin
     /// position. `None` when the cluster has no endpoint to send to.
     pub(crate) fn choose(&self, cursor: &Cell<usize>) -> Option<usize> {
-        if self.hosts.is_empty() {
+        let total = self.hosts.len();
+        if total == 0 {
             return None;
         }
-        let now = self.now_ms();
-        let healthy: Vec<usize> = (0..self.hosts.len()).filter(|&i| self.healthy(&self.hosts[i], now)).collect();
-        let panic = (healthy.len() as f64) * 100.0 < self.panic_threshold * self.hosts.len() as f64;
-        let candidates: Vec<usize> = if panic { (0..self.hosts.len()).collect() } else { healthy };
-        if candidates.is_empty() {
+        // Without checks or outlier detection every endpoint is healthy:
+        // no per-request scan.
+        let (count, all) = if self.tracked {
+            let now = self.now_ms();
+            let healthy = self.hosts.iter().filter(|h| self.healthy(h, now)).count();
+            let panic = (healthy as f64) * 100.0 < self.panic_threshold * total as f64;
+            if panic { (total, true) } else { (healthy, false) }
+        } else {
+            (total, true)
+        };
+        if count == 0 {
             return None;
         }
+        // The k-th candidate: every endpoint, or the k-th healthy one.
+        let now = if all { 0 } else { self.now_ms() };
+        let nth = |k: usize| {
+            if all { k } else { (0..total).filter(|&i| self.healthy(&self.hosts[i], now)).nth(k).unwrap_or(0) }
+        };
         Some(match self.policy {
             LbPolicy::RoundRobin => {
                 let at = cursor.get();
                 cursor.set(at.wrapping_add(1));
-                candidates[at % candidates.len()]
+                nth(at % count)
             }
-            LbPolicy::Random => candidates[fastrand::usize(..candidates.len())],
+            LbPolicy::Random => nth(fastrand::usize(..count)),
             LbPolicy::LeastRequest { choice_count } => (0..choice_count)
-                .map(|_| candidates[fastrand::usize(..candidates.len())])
+                .map(|_| nth(fastrand::usize(..count)))
                 .min_by_key(|&i| self.hosts[i].active.load(Ordering::Relaxed))
                 .expect("choice_count is at least 2"),
         })
