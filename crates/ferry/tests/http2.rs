@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::Frames;
+
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -161,26 +163,6 @@ fn grpc_messages_are_read_and_changed_by_a_wasm_filter_both_ways() {
             ferry.lines().iter().filter(|l| l.contains("grpc")).collect::<Vec<_>>()
         );
         assert_eq!(trailers.get("grpc-status").unwrap(), "0", "{path}");
-    }
-}
-
-/// A request body sent as separate DATA frames.
-struct Frames(std::collections::VecDeque<Frame<Bytes>>);
-
-impl http_body::Body for Frames {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(self.0.pop_front().map(Ok))
-    }
-
-    /// Known after the last frame: hyper sets END_STREAM on that frame.
-    fn is_end_stream(&self) -> bool {
-        self.0.is_empty()
     }
 }
 

@@ -19,7 +19,7 @@ use ferry_config::{CompressDirection, Compressor, Decompressor, Encoding};
 use ferry_host::{HeaderMap, HttpStream, LocalResponse};
 
 use super::codec::{Decoder, Encoder};
-use super::{FilterStatus, HttpFilter, Side};
+use super::{FilterStatus, HttpFilter, Side, body_of};
 use crate::envoy_stats::FilterCounters;
 
 /// Most a compression filter makes of one body: as much as the filters may
@@ -402,13 +402,6 @@ impl HttpFilter for DecompressorFilter {
     fn reclaim(&mut self, _: &mut HttpStream) {}
 
     fn finish(self, _: &mut HttpStream) {}
-}
-
-fn body_of(side: Side, stream: &mut HttpStream) -> &mut Vec<u8> {
-    match side {
-        Side::Request => &mut stream.request_body,
-        Side::Response => &mut stream.response_body,
-    }
 }
 
 /// What a body that cannot be coded gets: the request is refused (400), a

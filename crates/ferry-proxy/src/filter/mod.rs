@@ -24,6 +24,14 @@ pub(crate) enum Side {
     Response,
 }
 
+/// Where a side's body is in the stream (what the filters read and change).
+pub(crate) fn body_of(side: Side, stream: &mut HttpStream) -> &mut Vec<u8> {
+    match side {
+        Side::Request => &mut stream.request_body,
+        Side::Response => &mut stream.response_body,
+    }
+}
+
 /// What a filter decided in one phase.
 #[derive(Debug)]
 pub(crate) enum FilterStatus {

@@ -538,7 +538,7 @@ pub fn h2_request(
 
 /// A body that yields the given frames; it reports its end as soon as the
 /// last is taken, so hyper ends the stream on that frame.
-struct Frames(std::collections::VecDeque<hyper::body::Frame<bytes::Bytes>>);
+pub struct Frames(pub std::collections::VecDeque<hyper::body::Frame<bytes::Bytes>>);
 
 impl hyper::body::Body for Frames {
     type Data = bytes::Bytes;

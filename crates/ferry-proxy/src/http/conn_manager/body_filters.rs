@@ -28,18 +28,11 @@ use super::{Ending, Exchange, go_on};
 /// into up to 16 MiB): past it the body is too large (413 / 502), like an
 /// incoming body past the buffer limit.
 const MAX_FILTERED_BODY: usize = ferry_host::MAX_VALUE_BYTES;
-use crate::filter::{FilterStatus, HttpFilter, Side};
+use crate::filter::{FilterStatus, HttpFilter, Side, body_of};
 use crate::headers::trailers_map;
 use crate::http::rescue::StreamError;
 
-/// Where a side's body and trailers are in the stream.
-fn body_of(side: Side, stream: &mut HttpStream) -> &mut Vec<u8> {
-    match side {
-        Side::Request => &mut stream.request_body,
-        Side::Response => &mut stream.response_body,
-    }
-}
-
+/// Where a side's trailers are in the stream.
 fn trailers_of(side: Side, stream: &mut HttpStream) -> &mut HeaderMap {
     match side {
         Side::Request => &mut stream.request_trailers,
