@@ -435,8 +435,8 @@ pub fn echo_server() -> SocketAddr {
                 let reply = [b"echo: ".as_slice(), &body].concat();
                 let mut stream = stream;
                 let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", reply.len());
-                let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(&reply);
+                // One write, so the body arrives in one piece.
+                let _ = stream.write_all(&[head.as_bytes(), &reply].concat());
             });
         }
     });
