@@ -21,6 +21,7 @@ const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
 const WASM_SERVICE: &str = "envoy.extensions.wasm.v3.WasmService";
 /// ferry's own bootstrap extension (docs/operations.md).
 const WASM_RUNTIME: &str = "ferry.config.v1.WasmRuntime";
+const QUEUE_BRIDGE: &str = "ferry.config.v1.QueueBridge";
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const STRING_VALUE: &str = "google.protobuf.StringValue";
 const BYTES_VALUE: &str = "google.protobuf.BytesValue";
@@ -143,6 +144,7 @@ pub(crate) fn bootstrap(raw: raw::Bootstrap) -> Result<Bootstrap, ConfigError> {
     }
     let mut wasm_services = Vec::new();
     let mut wasm_runtime: Option<WasmRuntime> = None;
+    let mut queue_bridge = None;
     for (i, extension) in raw.bootstrap_extensions.into_iter().enumerate() {
         let path = format!("bootstrap_extensions[{i}]");
         match bootstrap_extension(extension, &path)? {
@@ -151,6 +153,10 @@ pub(crate) fn bootstrap(raw: raw::Bootstrap) -> Result<Bootstrap, ConfigError> {
                 return Err(err(path, format!("a second {WASM_RUNTIME}; give it once")));
             }
             Extension::Runtime(runtime) => wasm_runtime = Some(runtime),
+            Extension::Bridge(_) if queue_bridge.is_some() => {
+                return Err(err(path, format!("a second {QUEUE_BRIDGE}; give it once")));
+            }
+            Extension::Bridge(bridge) => queue_bridge = Some(bridge),
         }
     }
     let wasm_runtime = wasm_runtime.unwrap_or_default();
@@ -170,6 +176,7 @@ pub(crate) fn bootstrap(raw: raw::Bootstrap) -> Result<Bootstrap, ConfigError> {
         clusters,
         wasm_services,
         wasm_runtime,
+        queue_bridge,
         source,
         stats_tags,
         max_downstream_connections,
@@ -770,6 +777,7 @@ pub(crate) fn duration(text: &str, path: &str) -> Result<Duration, ConfigError> 
 enum Extension {
     Service(WasmService),
     Runtime(WasmRuntime),
+    Bridge(QueueBridge),
 }
 
 fn bootstrap_extension(raw: raw::TypedExtension, path: &str) -> Result<Extension, ConfigError> {
@@ -784,9 +792,12 @@ fn bootstrap_extension(raw: raw::TypedExtension, path: &str) -> Result<Extension
             Ok(Extension::Service(WasmService { singleton: service.singleton, plugin }))
         }
         WASM_RUNTIME => Ok(Extension::Runtime(wasm_runtime(decode(any.fields, &any.path)?, &any.path)?)),
+        QUEUE_BRIDGE => Ok(Extension::Bridge(crate::queue_bridge::queue_bridge(any.fields, &any.path)?)),
         other => Err(err(
             join(&any.path, "@type"),
-            format!("bootstrap extension {other} is not supported; ferry runs {WASM_SERVICE} and {WASM_RUNTIME}"),
+            format!(
+                "bootstrap extension {other} is not supported; ferry runs {WASM_SERVICE}, {WASM_RUNTIME} and {QUEUE_BRIDGE}"
+            ),
         )),
     }
 }

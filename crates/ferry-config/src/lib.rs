@@ -16,6 +16,7 @@ mod enums;
 mod header_to_metadata;
 pub mod input;
 mod matchers;
+mod queue_bridge;
 mod metadata;
 pub mod model;
 // Fields typed `Ignored` exist only to be accepted; they are never read.

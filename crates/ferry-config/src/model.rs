@@ -19,6 +19,9 @@ pub struct Bootstrap {
     /// The `bootstrap_extensions` entry of type `ferry.config.v1.WasmRuntime`
     /// (ferry's own): limits, failure handling and queue bounds.
     pub wasm_runtime: WasmRuntime,
+    /// The `bootstrap_extensions` entry of type `ferry.config.v1.QueueBridge`
+    /// (ferry's own): shared queues that live in a broker.
+    pub queue_bridge: Option<QueueBridge>,
     /// The file as written, as JSON, for the admin endpoint's `/config_dump`.
     pub source: serde_json::Value,
     /// `stats_config.stats_tags`: tags taken out of stat names, in order.
@@ -65,6 +68,94 @@ pub struct WasmRuntime {
     pub shared_queues: Vec<QueueRule>,
     /// `compilation`: which compilers make plugin code.
     pub compilation: Option<Compilation>,
+}
+
+/// ferry's extension `ferry.config.v1.QueueBridge`: shared queues that live
+/// in NATS JetStream, shared by every ferry process that bridges them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueBridge {
+    /// `nats`: the broker.
+    pub nats: NatsBroker,
+    /// `queues`: the bridged queues.
+    pub queues: Vec<BridgedQueue>,
+    /// `ready_requires_broker`: `/ready` answers 503 while the broker is unreachable.
+    pub ready_requires_broker: bool,
+    /// `drain_timeout` (default 5 s): how long a stopping ferry keeps
+    /// publishing what it still holds.
+    pub drain_timeout: Duration,
+}
+
+/// `nats` of `ferry.config.v1.QueueBridge`: how to reach the broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsBroker {
+    /// `servers` (default `nats://127.0.0.1:4222`); more than one for a cluster.
+    pub servers: Vec<String>,
+    /// `user`, with `password`.
+    pub user: Option<String>,
+    /// `password`.
+    pub password: Option<String>,
+    /// `token`.
+    pub token: Option<String>,
+    /// `credentials_file`: a NATS `.creds` file (JWT and NKey seed).
+    pub credentials_file: Option<PathBuf>,
+    /// `tls`.
+    pub tls: Option<NatsTls>,
+    /// `connect_timeout` (default 2 s).
+    pub connect_timeout: Duration,
+    /// `name`: the connection name the broker shows.
+    pub name: Option<String>,
+}
+
+/// `tls` of `nats`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsTls {
+    /// `ca_file`: roots that sign the broker's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// `cert_file`: a client certificate.
+    pub cert_file: Option<PathBuf>,
+    /// `key_file`: its key.
+    pub key_file: Option<PathBuf>,
+    /// `required`: refuse a broker that does not speak TLS.
+    pub required: bool,
+}
+
+/// An item of `queues` of `ferry.config.v1.QueueBridge`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgedQueue {
+    /// `vm_id` of the queue, as plugins resolve it.
+    pub vm_id: String,
+    /// `name` of the queue.
+    pub name: String,
+    /// `stream`: the JetStream stream that holds the items (created if missing).
+    pub stream: String,
+    /// `subject` (default `ferry.queue.<vm_id>.<name>`).
+    pub subject: String,
+    /// `storage`: FILE (default) or MEMORY.
+    pub storage: BridgeStorage,
+    /// `duplicate_window` (default 120 s): how long the broker remembers a
+    /// message id to drop a retried publish.
+    pub duplicate_window: Duration,
+    /// `durable`: the consumer shared by every receiver (default `<stream>_receivers`).
+    pub durable: String,
+    /// `fetch_ahead` (default 256): most items a receiver holds unacknowledged.
+    pub fetch_ahead: usize,
+    /// `ack_wait` (default 30 s): when the broker hands an unacknowledged item to another receiver.
+    pub ack_wait: Duration,
+    /// `publish_batch` (default 256): most items published before their acknowledgements are awaited.
+    pub publish_batch: usize,
+    /// `publish_timeout` (default 5 s): a publish unacknowledged this long is retried.
+    pub publish_timeout: Duration,
+    /// `buffer`: bounds of what waits for the broker (as a shared queue's bounds).
+    pub buffer: QueueBounds,
+}
+
+/// `storage` of a bridged queue's stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BridgeStorage {
+    /// Kept on disk: items survive a broker restart.
+    File,
+    /// Kept in memory.
+    Memory,
 }
 
 /// `compilation` of `ferry.config.v1.WasmRuntime`.

@@ -8,8 +8,16 @@
 //!   after the registry lock is released, never inside the enqueue call;
 //! - anyone holding a token may enqueue or dequeue; dequeue is FIFO;
 //! - if the owner is gone the notification is dropped and the items stay.
+//!
+//! A queue may also be *bridged* (a ferry extension, see `ferry-bridge`):
+//! it lives in a broker, shared by a fleet of processes. Its token resolves
+//! before any local plugin registers it; what plugins enqueue goes to the
+//! bridge's [`QueueLink`] instead of the local items; what the bridge fetches
+//! for a local registrant arrives through [`SharedQueues::deliver_fetched`]
+//! and is acknowledged through the link once a plugin dequeued it.
 
 use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU64;
 
 use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,6 +46,22 @@ impl QueueOwner {
         let same_thread = std::ptr::addr_eq(Arc::as_ptr(&self.mailbox), Arc::as_ptr(&other.mailbox));
         same_thread && self.instance.vm_key == other.instance.vm_key && self.instance != other.instance
     }
+}
+
+/// The far side of a bridged queue: implemented by the bridge, called with
+/// the registry's lock held, so no method may call back into [`SharedQueues`]
+/// or block.
+pub trait QueueLink: Send + Sync {
+    /// Takes an item a plugin enqueued, to publish later.
+    ///
+    /// # Errors
+    /// [`Status::NotFound`] when the bridge's outbound buffer refuses it.
+    fn publish(&self, item: &[u8]) -> Result<(), Status>;
+    /// A plugin of this process registered the queue: start fetching items
+    /// for it. Called on every registration.
+    fn start_receiving(&self);
+    /// A plugin took the fetched item with this receipt: acknowledge it.
+    fn delivered(&self, receipt: NonZeroU64);
 }
 
 /// What a full queue does with one more item.
@@ -94,11 +118,28 @@ pub struct QueueBoundsRule {
 struct Queue {
     vm_id: String,
     name: String,
-    items: VecDeque<Bytes>,
+    items: VecDeque<Item>,
     bytes: usize,
-    owner: QueueOwner,
+    /// `None` for a bridged queue no local plugin registered.
+    owner: Option<QueueOwner>,
     bounds: QueueBounds,
     counts: QueueCounts,
+    /// Set for a bridged queue.
+    link: Option<Arc<dyn QueueLink>>,
+}
+
+/// One waiting item.
+struct Item {
+    data: Bytes,
+    /// How the bridge acknowledges an item it fetched; `None` for local items.
+    receipt: Option<NonZeroU64>,
+}
+
+/// An item a plugin is taking, before it is handed over.
+pub(crate) struct Taken {
+    /// The item.
+    pub data: Bytes,
+    receipt: Option<NonZeroU64>,
 }
 
 /// Counters of one queue.
@@ -202,8 +243,12 @@ impl SharedQueues {
             let key = (vm_id.to_owned(), name.to_owned());
             if let Some(&token) = reg.tokens.get(&key) {
                 let queue = reg.queues.get_mut(&token).expect("a token names a queue");
-                let missed = if owner.restarts(&queue.owner) { queue.items.len() } else { 0 };
-                queue.owner = owner.clone();
+                let restarted = queue.owner.as_ref().is_some_and(|old| owner.restarts(old));
+                let missed = if restarted { queue.items.len() } else { 0 };
+                queue.owner = Some(owner.clone());
+                if let Some(link) = &queue.link {
+                    link.start_receiving();
+                }
                 (token, missed)
             } else {
                 let cost = name.len() + QUEUE_OVERHEAD;
@@ -219,9 +264,10 @@ impl SharedQueues {
                     name: name.to_owned(),
                     items: VecDeque::new(),
                     bytes: 0,
-                    owner: owner.clone(),
+                    owner: Some(owner.clone()),
                     bounds,
                     counts: QueueCounts::default(),
+                    link: None,
                 };
                 reg.queues.insert(token, queue);
                 (token, 0)
@@ -235,6 +281,89 @@ impl SharedQueues {
             });
         }
         Ok(token)
+    }
+
+    /// Makes `(vm_id, name)` a bridged queue (at start-up, before any plugin
+    /// runs): it resolves at once, and its items go through `link`.
+    pub fn bridge(&self, vm_id: &str, name: &str, link: Arc<dyn QueueLink>) -> u32 {
+        let mut reg = self.lock();
+        let key = (vm_id.to_owned(), name.to_owned());
+        if let Some(&token) = reg.tokens.get(&key) {
+            reg.queues.get_mut(&token).expect("a token names a queue").link = Some(link);
+            return token;
+        }
+        *reg.vm_bytes.entry(vm_id.to_owned()).or_default() += name.len() + QUEUE_OVERHEAD;
+        let token = reg.next_free_token();
+        let bounds = reg.bounds_of(vm_id, name);
+        reg.tokens.insert(key, token);
+        let queue = Queue {
+            vm_id: vm_id.to_owned(),
+            name: name.to_owned(),
+            items: VecDeque::new(),
+            bytes: 0,
+            owner: None,
+            bounds,
+            counts: QueueCounts::default(),
+            link: Some(link),
+        };
+        reg.queues.insert(token, queue);
+        token
+    }
+
+    /// Appends what the bridge fetched for queue `token`, each item with its
+    /// receipt, and posts one notification per item to the registrant.
+    /// Fetched items are not subject to the queue's bounds: the bridge's
+    /// fetch-ahead window bounds them. Returns false (and keeps nothing)
+    /// when the queue is gone.
+    pub fn deliver_fetched(&self, token: u32, fetched: Vec<(Bytes, NonZeroU64)>) -> bool {
+        let count = fetched.len();
+        let owner = {
+            let mut reg = self.lock();
+            let reg = &mut *reg;
+            let Some(queue) = reg.queues.get_mut(&token) else { return false };
+            let mut added = 0;
+            for (data, receipt) in fetched {
+                added += data.len() + ITEM_OVERHEAD;
+                queue.items.push_back(Item { data, receipt: Some(receipt) });
+            }
+            queue.bytes += added;
+            *reg.vm_bytes.entry(queue.vm_id.clone()).or_default() += added;
+            queue.owner.clone()
+        };
+        if let Some(owner) = owner {
+            for _ in 0..count {
+                owner.mailbox.post_queue_ready(QueueReady {
+                    instance: owner.instance,
+                    context_id: owner.context_id,
+                    queue_id: token,
+                });
+            }
+        }
+        true
+    }
+
+    /// Takes back from queue `token` every fetched item no plugin dequeued
+    /// (at shutdown, so the bridge can return them to the broker) and
+    /// returns their receipts.
+    pub fn return_fetched(&self, token: u32) -> Vec<NonZeroU64> {
+        let mut reg = self.lock();
+        let reg = &mut *reg;
+        let Some(queue) = reg.queues.get_mut(&token) else { return Vec::new() };
+        let mut receipts = Vec::new();
+        let mut freed = 0;
+        queue.items.retain(|item| match item.receipt {
+            Some(receipt) => {
+                receipts.push(receipt);
+                freed += item.data.len() + ITEM_OVERHEAD;
+                false
+            }
+            None => true,
+        });
+        queue.bytes -= freed;
+        if let Some(used) = reg.vm_bytes.get_mut(queue.vm_id.as_str()) {
+            *used = used.saturating_sub(freed);
+        }
+        receipts
     }
 
     /// The token of queue `(vm_id, name)`, if registered (`proxy_resolve_shared_queue`;
@@ -256,6 +385,21 @@ impl SharedQueues {
             let mut reg = self.lock();
             let reg = &mut *reg;
             let queue = reg.queues.get_mut(&token).ok_or(Status::NotFound)?;
+            if let Some(link) = &queue.link {
+                // Bridged: the item leaves for the broker; nothing waits here.
+                return match link.publish(item) {
+                    Ok(()) => {
+                        queue.counts.enqueued += 1;
+                        reg.totals.enqueued += 1;
+                        Ok(())
+                    }
+                    Err(status) => {
+                        queue.counts.refused += 1;
+                        reg.totals.refused += 1;
+                        Err(status)
+                    }
+                };
+            }
             let mut no_entry = 0;
             // Registration made the entry; a lookup, not an allocation, per item.
             let vm_bytes = reg.vm_bytes.get_mut(queue.vm_id.as_str()).unwrap_or(&mut no_entry);
@@ -266,11 +410,11 @@ impl SharedQueues {
                 reg.totals.refused += 1;
                 return Err(Status::NotFound);
             }
-            queue.items.push_back(Bytes::copy_from_slice(item));
+            queue.items.push_back(Item { data: Bytes::copy_from_slice(item), receipt: None });
             queue.bytes += cost;
             *vm_bytes = *vm_bytes + queue.bytes - bytes_before;
             queue.counts.enqueued += 1;
-            let owner = queue.owner.clone();
+            let owner = queue.owner.clone().expect("a queue that is not bridged has a registrant");
             let dropped = queue.counts.dropped - dropped_before;
             reg.totals.enqueued += 1;
             reg.totals.dropped += dropped;
@@ -291,28 +435,46 @@ impl SharedQueues {
     /// [`Status::NotFound`] for an unknown token, [`Status::Empty`] when
     /// there is no item.
     pub fn dequeue(&self, token: u32) -> Result<Bytes, Status> {
+        let taken = self.take(token)?;
+        self.handed_over(token, &taken);
+        Ok(taken.data)
+    }
+
+    /// Takes the oldest item, to be confirmed by [`SharedQueues::handed_over`]
+    /// or put back by [`SharedQueues::undo_dequeue`].
+    pub(crate) fn take(&self, token: u32) -> Result<Taken, Status> {
         let mut reg = self.lock();
         let reg = &mut *reg;
         let queue = reg.queues.get_mut(&token).ok_or(Status::NotFound)?;
         let item = queue.items.pop_front().ok_or(Status::Empty)?;
-        queue.bytes -= item.len() + ITEM_OVERHEAD;
+        let cost = item.data.len() + ITEM_OVERHEAD;
+        queue.bytes -= cost;
         queue.counts.dequeued += 1;
         reg.totals.dequeued += 1;
         if let Some(used) = reg.vm_bytes.get_mut(queue.vm_id.as_str()) {
-            *used = used.saturating_sub(item.len() + ITEM_OVERHEAD);
+            *used = used.saturating_sub(cost);
         }
-        Ok(item)
+        Ok(Taken { data: item.data, receipt: item.receipt })
     }
 
-    /// Puts back at the front an item [`SharedQueues::dequeue`] took but
+    /// The plugin has the item: a fetched one is acknowledged to the broker.
+    pub(crate) fn handed_over(&self, token: u32, taken: &Taken) {
+        let Some(receipt) = taken.receipt else { return };
+        let reg = self.lock();
+        if let Some(link) = reg.queues.get(&token).and_then(|q| q.link.as_ref()) {
+            link.delivered(receipt);
+        }
+    }
+
+    /// Puts back at the front an item [`SharedQueues::take`] took but
     /// could not hand over (the plugin's allocator failed): nothing is lost.
-    pub(crate) fn undo_dequeue(&self, token: u32, item: Bytes) {
+    pub(crate) fn undo_dequeue(&self, token: u32, taken: Taken) {
         let mut reg = self.lock();
         let reg = &mut *reg;
         let Some(queue) = reg.queues.get_mut(&token) else { return };
-        let cost = item.len() + ITEM_OVERHEAD;
+        let cost = taken.data.len() + ITEM_OVERHEAD;
         queue.bytes += cost;
-        queue.items.push_front(item);
+        queue.items.push_front(Item { data: taken.data, receipt: taken.receipt });
         if let Some(used) = reg.vm_bytes.get_mut(queue.vm_id.as_str()) {
             *used += cost;
         }
@@ -351,12 +513,20 @@ impl SharedQueues {
     }
 
     /// Deletes every queue of `vm_id`, items included: called when the last
-    /// module of that vm_id is unloaded.
+    /// module of that vm_id is unloaded. Bridged queues stay (other plugins
+    /// still publish to them), without a registrant.
     pub fn remove_vm_id(&self, vm_id: &str) {
         let mut reg = self.lock();
-        reg.tokens.retain(|(id, _), _| id != vm_id);
-        reg.queues.retain(|_, q| q.vm_id != vm_id);
-        reg.vm_bytes.remove(vm_id);
+        let reg = &mut *reg;
+        reg.queues.retain(|_, q| q.vm_id != vm_id || q.link.is_some());
+        let queues = &mut reg.queues;
+        reg.tokens.retain(|(id, _), token| id != vm_id || queues.contains_key(token));
+        for queue in queues.values_mut().filter(|q| q.vm_id == vm_id) {
+            queue.owner = None;
+        }
+        if !queues.values().any(|q| q.vm_id == vm_id) {
+            reg.vm_bytes.remove(vm_id);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -384,7 +554,7 @@ impl Queue {
         }
         while full(self) {
             let Some(oldest) = self.items.pop_front() else { break };
-            self.bytes -= oldest.len() + ITEM_OVERHEAD;
+            self.bytes -= oldest.data.len() + ITEM_OVERHEAD;
             self.counts.dropped += 1;
         }
         true
@@ -641,7 +811,7 @@ mod tests {
         assert_eq!(queues.enqueue(token, &[0; 2 * (5 + ITEM_OVERHEAD)]), Err(Status::NotFound));
         assert_eq!(queues.stats()[0].bytes, 2 * (5 + ITEM_OVERHEAD) as u64);
         // A dequeue that could not be handed over puts the item back first.
-        let item = queues.dequeue(token).unwrap();
+        let item = queues.take(token).unwrap();
         queues.undo_dequeue(token, item);
         assert_eq!(queues.dequeue(token).unwrap(), "12345");
         assert_eq!(queues.totals().dequeued, 1);
@@ -689,5 +859,84 @@ mod tests {
         queues.dequeue(a).unwrap();
         queues.enqueue(b, &[0; 100]).unwrap();
         assert_eq!(queues.enqueue(b, &[0; 1]), Err(Status::NotFound));
+    }
+
+    /// A bridge that records what the host asked of it.
+    #[derive(Default)]
+    struct RecordingLink {
+        published: StdMutex<Vec<Bytes>>,
+        receiving: std::sync::atomic::AtomicUsize,
+        delivered: StdMutex<Vec<NonZeroU64>>,
+        refuse: std::sync::atomic::AtomicBool,
+    }
+
+    impl QueueLink for RecordingLink {
+        fn publish(&self, item: &[u8]) -> Result<(), Status> {
+            if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Status::NotFound);
+            }
+            self.published.lock().unwrap().push(Bytes::copy_from_slice(item));
+            Ok(())
+        }
+        fn start_receiving(&self) {
+            self.receiving.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn delivered(&self, receipt: NonZeroU64) {
+            self.delivered.lock().unwrap().push(receipt);
+        }
+    }
+
+    fn receipt(n: u64) -> NonZeroU64 {
+        NonZeroU64::new(n).unwrap()
+    }
+
+    #[test]
+    fn a_bridged_queue_resolves_before_registration_and_publishes_what_is_enqueued() {
+        let queues = SharedQueues::default();
+        let link = Arc::new(RecordingLink::default());
+        let token = queues.bridge("receiver", "q", link.clone());
+        assert_eq!(queues.resolve("receiver", "q"), Some(token));
+        queues.enqueue(token, b"one").unwrap();
+        assert_eq!(*link.published.lock().unwrap(), [Bytes::from_static(b"one")]);
+        assert_eq!(queues.len(token), Some(0), "nothing waits locally");
+        link.refuse.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(queues.enqueue(token, b"two"), Err(Status::NotFound));
+        let counts = queues.stats()[0].counts;
+        assert_eq!((counts.enqueued, counts.refused), (1, 1));
+    }
+
+    #[test]
+    fn fetched_items_notify_the_registrant_and_are_acknowledged_once_handed_over() {
+        let queues = SharedQueues::default();
+        let link = Arc::new(RecordingLink::default());
+        let token = queues.bridge("receiver", "q", link.clone());
+        let mb = Arc::new(RecordingMailbox::default());
+        assert_eq!(queues.register("receiver", "q", owner(&mb, 0, 1)).unwrap(), token);
+        assert_eq!(link.receiving.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert!(queues.deliver_fetched(token, vec![(Bytes::from_static(b"a"), receipt(1)), (Bytes::from_static(b"b"), receipt(2))]));
+        assert_eq!(mb.take().len(), 2);
+        // An item the plugin could not take goes back and is not acknowledged.
+        let taken = queues.take(token).unwrap();
+        queues.undo_dequeue(token, taken);
+        assert!(link.delivered.lock().unwrap().is_empty());
+        assert_eq!(queues.dequeue(token).unwrap(), "a");
+        assert_eq!(*link.delivered.lock().unwrap(), [receipt(1)]);
+        // What no plugin took is returned, with its receipt, at shutdown.
+        assert_eq!(queues.return_fetched(token), [receipt(2)]);
+        assert_eq!(queues.dequeue(token), Err(Status::Empty));
+        assert_eq!(queues.stats()[0].bytes, 0);
+    }
+
+    #[test]
+    fn a_bridged_queue_outlives_its_receivers_vm() {
+        let queues = SharedQueues::default();
+        let link = Arc::new(RecordingLink::default());
+        let token = queues.bridge("receiver", "q", link.clone());
+        let mb = Arc::new(RecordingMailbox::default());
+        queues.register("receiver", "q", owner(&mb, 0, 1)).unwrap();
+        queues.remove_vm_id("receiver");
+        assert_eq!(queues.resolve("receiver", "q"), Some(token));
+        queues.enqueue(token, b"still published").unwrap();
+        assert_eq!(link.published.lock().unwrap().len(), 1);
     }
 }

@@ -182,6 +182,9 @@ pub struct Plan {
     pub stats_tags: Vec<ferry_config::StatsTag>,
     /// How many downstream connections may be open at once.
     pub connection_cap: Arc<crate::connections::ConnectionCap>,
+    /// `ferry.config.v1.QueueBridge`, with each bridged queue's buffer
+    /// bounds (the queue's own, else the shared-queue defaults).
+    pub queue_bridge: Option<(ferry_config::QueueBridge, Vec<QueueBounds>)>,
 }
 
 /// A listener and what it serves.
@@ -499,6 +502,11 @@ impl Plan {
             config_source,
             stats_tags,
             connection_cap: crate::connections::ConnectionCap::configured_or_default(config.max_downstream_connections),
+            queue_bridge: config.queue_bridge.as_ref().map(|bridge| {
+                let defaults = queue_bounds(QueueBounds::default(), config.wasm_runtime.queue_defaults);
+                let buffers = bridge.queues.iter().map(|q| queue_bounds(defaults, Some(q.buffer))).collect();
+                (bridge.clone(), buffers)
+            }),
         })
     }
 }

@@ -63,6 +63,9 @@ pub enum RunError {
     /// The runtime or a thread could not be created.
     #[error("cannot start: {0}")]
     Io(#[from] std::io::Error),
+    /// The queue bridge could not start.
+    #[error(transparent)]
+    Bridge(#[from] ferry_bridge::BridgeError),
     /// `--admin-address-path` could not be written.
     #[error("--admin-address-path {}: {source}", path.display())]
     AdminAddressPath {
@@ -85,11 +88,21 @@ struct Worker {
 /// # Errors
 /// A listener cannot bind, or a plugin fails to start.
 pub fn run(plan: Plan, options: RunOptions) -> Result<(), RunError> {
+    // Bridged queues resolve before any plugin runs; the bridge has its own
+    // runtime, made here, outside the main thread's.
+    let bridges = match &plan.queue_bridge {
+        Some((config, buffers)) => Some(Arc::new(ferry_bridge::QueueBridges::start(config, buffers, &plan.host)?)),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    LocalSet::new().block_on(&runtime, main_thread(Arc::new(plan), options))
+    LocalSet::new().block_on(&runtime, main_thread(Arc::new(plan), options, bridges))
 }
 
-async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunError> {
+async fn main_thread(
+    plan: Arc<Plan>,
+    options: RunOptions,
+    bridges: Option<Arc<ferry_bridge::QueueBridges>>,
+) -> Result<(), RunError> {
     let start_time = std::time::Instant::now();
     let start_wall_time = std::time::SystemTime::now();
     let mut sockets = Vec::new();
@@ -197,6 +210,7 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
             quit: quit.clone(),
             drain_listeners,
             log_control: options.log_control.clone(),
+            bridges: bridges.clone(),
         };
         tokio::task::spawn_local(crate::admin::serve(listener, admin));
     }
@@ -223,6 +237,11 @@ async fn main_thread(plan: Arc<Plan>, options: RunOptions) -> Result<(), RunErro
         for log in logs.iter() {
             log.flush();
         }
+    }
+    // Bridged queues: fetched items no plugin took go back to the broker,
+    // buffered ones are published (at most the drain timeout).
+    if let Some(bridges) = &bridges {
+        bridges.shutdown().await;
     }
     // Items plugins enqueued that no receiver took: said, never dropped silently.
     let waiting = plan.host.shared_queues().totals().waiting;

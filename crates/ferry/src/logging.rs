@@ -27,7 +27,7 @@ use tracing_subscriber::registry::LookupSpan;
 pub const DEFAULT_FORMAT: &str = "[%Y-%m-%d %T.%e][%t][%l][%n] [%g:%#] %v";
 
 /// The loggers ferry logs to, as in Envoy's `--component-log-level`.
-const COMPONENTS: &[&str] = &["main", "wasm", "http", "connection", "upstream", "admin", "config"];
+const COMPONENTS: &[&str] = &["main", "wasm", "http", "connection", "upstream", "admin", "config", "bridge"];
 
 /// A level of Envoy's: trace 0 … critical 5, off 6.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -147,9 +147,23 @@ impl ferry_proxy::LogControl for RuntimeLevels {
     }
 }
 
-/// The component of an event: its target if it names one, else `main`.
+/// The component of an event: its target if it names one, the NATS
+/// client's events under `bridge`, else `main`.
 fn component(target: &str) -> &str {
-    if COMPONENTS.contains(&target) { target } else { "main" }
+    if COMPONENTS.contains(&target) {
+        target
+    } else if target.starts_with("async_nats") {
+        "bridge"
+    } else {
+        "main"
+    }
+}
+
+/// The level an event counts at: the NATS client's own info lines repeat
+/// what the bridge says, so they count as debug.
+fn counted_level(meta: &tracing::Metadata<'_>) -> EnvoyLevel {
+    let level = event_level(meta.level());
+    if meta.target().starts_with("async_nats") && level == EnvoyLevel(2) { EnvoyLevel(1) } else { level }
 }
 
 fn event_level(level: &Level) -> EnvoyLevel {
@@ -178,7 +192,7 @@ pub fn init(levels: Levels, format: &str, path: Option<&Path>) -> anyhow::Result
         None => tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr()),
     };
     let filter = tracing_subscriber::filter::filter_fn(move |meta| {
-        event_level(meta.level()) >= levels.of(component(meta.target()))
+        counted_level(meta) >= levels.of(component(meta.target()))
     });
     let layer =
         tracing_subscriber::fmt::layer().event_format(Pattern::parse(format)).with_writer(writer).with_filter(filter);

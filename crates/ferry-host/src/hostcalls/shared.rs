@@ -59,11 +59,14 @@ pub(super) fn proxy_dequeue_shared_queue(
     // Check the out-params before taking the item, so a bad pointer loses nothing.
     check!(slice(mem, ptr_out, 4));
     check!(slice(mem, size_out, 4));
-    let item = check!(state.shared.queues.dequeue(token as u32));
+    let item = check!(state.shared.queues.take(token as u32));
     // An item the plugin could not take (its allocator failed) goes back.
-    let handed = return_copy(&mut caller, &item, ptr_out, size_out);
-    if !matches!(handed, Ok(Status::Ok)) {
-        caller.data().shared.queues.undo_dequeue(token as u32, item);
+    let handed = return_copy(&mut caller, &item.data, ptr_out, size_out);
+    let queues = &caller.data().shared.queues;
+    if matches!(handed, Ok(Status::Ok)) {
+        queues.handed_over(token as u32, &item);
+    } else {
+        queues.undo_dequeue(token as u32, item);
     }
     Ok(handed?.code())
 }

@@ -59,6 +59,8 @@ pub(crate) struct Admin {
     pub stats_tags: Vec<stats::TagRule>,
     /// The loggers `/logging` lists and changes.
     pub log_control: Option<Arc<dyn crate::LogControl>>,
+    /// Bridged shared queues, if configured.
+    pub bridges: Option<Arc<ferry_bridge::QueueBridges>>,
 }
 
 /// Serves admin requests until the task is dropped.
@@ -95,8 +97,12 @@ async fn respond(request: Request<Incoming>, admin: Rc<Admin>) -> Result<Respons
         "/ready" if admin.health_check_failed.get() => {
             Ok(reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, "DRAINING\n".into()))
         }
+        "/ready" if admin.bridges.as_ref().is_some_and(|b| !b.ready()) => {
+            Ok(reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, "BROKER UNREACHABLE\n".into()))
+        }
         // The server only listens once every worker has started.
         "/ready" => ok(TEXT, "LIVE\n".into()),
+        "/queue_bridge" => ok(JSON, stats::queue_bridge(&admin)),
         "/server_info" => ok(JSON, topology::server_info(&admin)),
         "/config_dump" => ok(JSON, topology::config_dump(&admin)),
         "/listeners" => {
@@ -158,7 +164,9 @@ async fn respond(request: Request<Incoming>, admin: Rc<Admin>) -> Result<Respons
 }
 
 const HELP: &str = "ferry admin\n\
-  /ready: LIVE once the server accepts traffic; 503 DRAINING after /healthcheck/fail\n\
+  /ready: LIVE once the server accepts traffic; 503 DRAINING after /healthcheck/fail,\n\
+    503 BROKER UNREACHABLE while a queue bridge with ready_requires_broker cannot reach its broker\n\
+  /queue_bridge: the broker's connection state and each bridged queue's counters (JSON)\n\
   /server_info: version, state, uptime, node, command-line options (JSON)\n\
   /config_dump: the configuration as written: bootstrap, static listeners and clusters (JSON)\n\
   /listeners: each listener's name and address (?format=json)\n\

@@ -107,6 +107,33 @@ pub(super) fn collect(admin: &Admin) -> Vec<Stat> {
             });
         }
     }
+    if let Some(bridges) = &admin.bridges {
+        stats.push(gauge("ferry.queue_bridge.broker_connected", i64::from(bridges.connected())));
+        for queue in bridges.stats() {
+            let (vm_id, name) = (sanitize_stat_name(&queue.vm_id), sanitize_stat_name(&queue.name));
+            let c = queue.counts;
+            for (stat, value) in [
+                ("published", MetricValue::Counter(c.published)),
+                ("acked", MetricValue::Counter(c.acked)),
+                ("retried", MetricValue::Counter(c.retried)),
+                ("waiting", MetricValue::Gauge(c.waiting as i64)),
+                ("dropped", MetricValue::Counter(c.dropped)),
+                ("refused", MetricValue::Counter(c.refused)),
+                ("fetched", MetricValue::Counter(c.fetched)),
+                ("delivered", MetricValue::Counter(c.delivered)),
+                ("redelivered", MetricValue::Counter(c.redelivered)),
+                ("returned", MetricValue::Counter(c.returned)),
+                ("held", MetricValue::Gauge(c.held as i64)),
+            ] {
+                stats.push(Stat {
+                    name: format!("ferry.queue_bridge.{vm_id}.{name}.{stat}"),
+                    tag_extracted_name: format!("ferry.queue_bridge.{stat}"),
+                    tags: vec![("vm_id".to_owned(), vm_id.clone()), ("queue".to_owned(), name.clone())],
+                    value,
+                });
+            }
+        }
+    }
     // Each plugin's failures and restarts, as Envoy's `wasm.<plugin>.*`
     // (plugins configured twice under one name are summed).
     let mut by_plugin: BTreeMap<(String, &str), u64> = BTreeMap::new();
@@ -498,4 +525,28 @@ mod tests {
         assert!(q.windows(2).all(|w| w[0] <= w[1]), "{q:?}");
         assert_eq!(quantiles(&HistogramValue::default()), None);
     }
+}
+
+/// `/queue_bridge`: the broker's connection state and each bridged queue.
+pub(crate) fn queue_bridge(admin: &Admin) -> String {
+    let Some(bridges) = &admin.bridges else {
+        return json!({ "configured": false }).to_string();
+    };
+    let queues: Vec<Value> = bridges
+        .stats()
+        .into_iter()
+        .map(|q| {
+            let c = q.counts;
+            json!({
+                "vm_id": q.vm_id, "name": q.name, "stream": q.stream, "subject": q.subject,
+                "receiving": q.receiving,
+                "published": c.published, "acked": c.acked, "retried": c.retried, "waiting": c.waiting,
+                "dropped": c.dropped, "refused": c.refused, "fetched": c.fetched, "delivered": c.delivered,
+                "redelivered": c.redelivered, "returned": c.returned, "held": c.held,
+            })
+        })
+        .collect();
+    let state = if bridges.connected() { "CONNECTED" } else { "DISCONNECTED" };
+    serde_json::to_string_pretty(&json!({ "configured": true, "broker": state, "ready": bridges.ready(), "queues": queues }))
+        .unwrap_or_default()
 }

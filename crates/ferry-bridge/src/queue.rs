@@ -1,0 +1,329 @@
+//! One bridged queue: its buffer and publisher task (the sending side), its
+//! fetch and acknowledgement tasks (the receiving side, started when a
+//! plugin here registers the queue), and its shutdown.
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use ferry_abi::Status;
+use ferry_config::BridgedQueue;
+use ferry_host::{Host, QueueBounds, QueueLink};
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::BridgeStats;
+use crate::backend::{Incoming, QueueBackend};
+use crate::counters::Counters;
+use crate::outbound::Outbound;
+
+/// How long one fetch waits for items before asking again.
+const FETCH_WAIT: Duration = Duration::from_secs(1);
+
+/// Most acknowledgements sent together.
+const ACK_BATCH: usize = 4096;
+
+/// What the acknowledgement task is told.
+enum AckMessage {
+    /// A plugin dequeued this fetched item.
+    Delivered(NonZeroU64),
+    /// Everything before this was delivered; answer when it is acknowledged.
+    Flush(oneshot::Sender<()>),
+}
+
+pub(crate) struct Bridged<B: QueueBackend> {
+    config: BridgedQueue,
+    pub(crate) backend: B,
+    host: Weak<Host>,
+    runtime: Handle,
+    token: OnceLock<u32>,
+    outbound: Outbound,
+    counters: Counters,
+    /// Fetched items not yet acknowledged, by receipt.
+    held: Mutex<HashMap<NonZeroU64, B::Receipt>>,
+    /// Fetched and not yet acknowledged (held, or being acknowledged):
+    /// what the fetch-ahead window counts.
+    unacked: AtomicUsize,
+    /// Wakes the fetch task when acknowledgements made room.
+    room: Notify,
+    next_receipt: AtomicU64,
+    acks: mpsc::UnboundedSender<AckMessage>,
+    ack_inbox: Mutex<Option<mpsc::UnboundedReceiver<AckMessage>>>,
+    receiving: AtomicBool,
+    stopping: AtomicBool,
+    fetcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The host's side of the queue: what `proxy_enqueue_shared_queue` and
+/// `proxy_dequeue_shared_queue` reach.
+struct Link<B: QueueBackend>(Arc<Bridged<B>>);
+
+impl<B: QueueBackend> QueueLink for Link<B> {
+    fn publish(&self, item: &[u8]) -> Result<(), Status> {
+        self.0.outbound.push(item, &self.0.counters)
+    }
+
+    fn start_receiving(&self) {
+        if !self.0.receiving.swap(true, Relaxed) {
+            let bridged = self.0.clone();
+            let inbox = bridged.ack_inbox.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(inbox) = inbox {
+                self.0.runtime.spawn(bridged.clone().acknowledge(inbox));
+            }
+            let fetcher = self.0.runtime.spawn(bridged.clone().fetch());
+            *bridged.fetcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(fetcher);
+        }
+    }
+
+    fn delivered(&self, receipt: NonZeroU64) {
+        let _ = self.0.acks.send(AckMessage::Delivered(receipt));
+    }
+}
+
+/// Retries with a delay that doubles from 100 ms to 2 s, and says once
+/// when something starts failing and once when it works again.
+struct Retry {
+    what: &'static str,
+    delay: Duration,
+    failing: bool,
+}
+
+impl Retry {
+    fn new(what: &'static str) -> Self {
+        Retry { what, delay: Duration::from_millis(100), failing: false }
+    }
+
+    async fn failed(&mut self, queue: &BridgedQueue, error: impl std::fmt::Display) {
+        if !self.failing {
+            tracing::warn!(target: "bridge", "queue ({}, {}): {} failed, retrying: {error}", queue.vm_id, queue.name, self.what);
+            self.failing = true;
+        }
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(2));
+    }
+
+    fn worked(&mut self, queue: &BridgedQueue) {
+        if self.failing {
+            tracing::info!(target: "bridge", "queue ({}, {}): {} works again", queue.vm_id, queue.name, self.what);
+        }
+        self.failing = false;
+        self.delay = Duration::from_millis(100);
+    }
+}
+
+impl<B: QueueBackend> Bridged<B> {
+    /// Makes the queue a bridged queue of `host` and starts publishing.
+    pub(crate) fn start(
+        config: BridgedQueue,
+        bounds: QueueBounds,
+        backend: B,
+        host: &Arc<Host>,
+        runtime: &Handle,
+    ) -> Arc<Self> {
+        let (acks, ack_inbox) = mpsc::unbounded_channel();
+        let bridged = Arc::new(Bridged {
+            config,
+            backend,
+            host: Arc::downgrade(host),
+            runtime: runtime.clone(),
+            token: OnceLock::new(),
+            outbound: Outbound::new(bounds),
+            counters: Counters::default(),
+            held: Mutex::default(),
+            unacked: AtomicUsize::new(0),
+            room: Notify::new(),
+            next_receipt: AtomicU64::new(1),
+            acks,
+            ack_inbox: Mutex::new(Some(ack_inbox)),
+            receiving: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            fetcher: Mutex::new(None),
+        });
+        let link = Arc::new(Link(bridged.clone()));
+        let token = host.shared_queues().bridge(&bridged.config.vm_id, &bridged.config.name, link);
+        let _ = bridged.token.set(token);
+        runtime.spawn(bridged.clone().publish());
+        bridged
+    }
+
+    pub(crate) fn stats(&self) -> BridgeStats {
+        BridgeStats {
+            vm_id: self.config.vm_id.clone(),
+            name: self.config.name.clone(),
+            stream: self.config.stream.clone(),
+            subject: self.config.subject.clone(),
+            receiving: self.receiving.load(Relaxed),
+            counts: self.counters.snapshot(self.outbound.len() as u64, self.unacked.load(Relaxed) as u64),
+        }
+    }
+
+    /// The publisher: takes what waits, a batch at a time, and publishes it
+    /// until the broker confirms each item. Runs until the process exits.
+    async fn publish(self: Arc<Self>) {
+        let mut prepared = false;
+        let mut retry = Retry::new("publishing");
+        loop {
+            let batch = self.outbound.take_batch(self.config.publish_batch);
+            if batch.is_empty() {
+                self.outbound.wake.notified().await;
+                continue;
+            }
+            if !prepared {
+                if let Err(e) = self.backend.prepare_publishing().await {
+                    self.outbound.settle(&[], batch);
+                    retry.failed(&self.config, e).await;
+                    continue;
+                }
+                prepared = true;
+            }
+            Counters::add(&self.counters.published, batch.len() as u64);
+            let results = self.backend.publish(&batch).await;
+            let mut first_error = None;
+            let (mut stored, mut failed) = (Vec::new(), Vec::new());
+            for (item, result) in batch.into_iter().zip(results) {
+                match result {
+                    Ok(()) => stored.push(item),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                        failed.push(item);
+                    }
+                }
+            }
+            Counters::add(&self.counters.acked, stored.len() as u64);
+            Counters::add(&self.counters.retried, failed.len() as u64);
+            self.outbound.settle(&stored, failed);
+            match first_error {
+                Some(e) => retry.failed(&self.config, e).await,
+                None => retry.worked(&self.config),
+            }
+        }
+    }
+
+    /// The fetch task: keeps up to `fetch_ahead` items fetched and
+    /// unacknowledged, each put in the local queue as it arrives.
+    async fn fetch(self: Arc<Self>) {
+        let Some(&token) = self.token.get() else { return };
+        let mut retry = Retry::new("receiving");
+        while !self.stopping.load(Relaxed) {
+            if let Err(e) = self.backend.prepare_receiving().await {
+                retry.failed(&self.config, e).await;
+                continue;
+            }
+            let room = self.config.fetch_ahead.saturating_sub(self.unacked.load(Relaxed));
+            if room == 0 {
+                let _ = tokio::time::timeout(FETCH_WAIT, self.room.notified()).await;
+                continue;
+            }
+            let Some(host) = self.host.upgrade() else { return };
+            let mut deliver = |incoming: Incoming<B::Receipt>| {
+                let receipt = NonZeroU64::new(self.next_receipt.fetch_add(1, Relaxed)).expect("receipts start at 1");
+                self.held.lock().unwrap_or_else(|e| e.into_inner()).insert(receipt, incoming.receipt);
+                self.unacked.fetch_add(1, Relaxed);
+                Counters::add(&self.counters.fetched, 1);
+                if incoming.redelivered {
+                    Counters::add(&self.counters.redelivered, 1);
+                }
+                host.shared_queues().deliver_fetched(token, vec![(incoming.payload, receipt)]);
+            };
+            match self.backend.fetch(room, FETCH_WAIT, &mut deliver).await {
+                Ok(()) => retry.worked(&self.config),
+                Err(e) => retry.failed(&self.config, e).await,
+            }
+        }
+    }
+
+    /// The acknowledgement task: acknowledges dequeued items in batches.
+    async fn acknowledge(self: Arc<Self>, mut inbox: mpsc::UnboundedReceiver<AckMessage>) {
+        while let Some(first) = inbox.recv().await {
+            let (mut receipts, mut flushed) = (Vec::new(), None);
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    AckMessage::Delivered(receipt) => receipts.push(receipt),
+                    AckMessage::Flush(done) => {
+                        flushed = Some(done);
+                        break;
+                    }
+                }
+                if receipts.len() < ACK_BATCH {
+                    next = inbox.try_recv().ok();
+                }
+            }
+            let taken: Vec<B::Receipt> = {
+                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                receipts.iter().filter_map(|r| held.remove(r)).collect()
+            };
+            let count = taken.len();
+            Counters::add(&self.counters.delivered, count as u64);
+            if count > 0
+                && let Err(e) = self.backend.ack(taken).await
+            {
+                // The broker hands them out again after `ack_wait`, counted
+                // as redelivered wherever they land.
+                tracing::warn!(target: "bridge", "queue ({}, {}): {count} acknowledgement(s) lost: {e}", self.config.vm_id, self.config.name);
+            }
+            self.unacked.fetch_sub(count, Relaxed);
+            self.room.notify_one();
+            if let Some(done) = flushed {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// See [`crate::QueueBridges::shutdown`].
+    pub(crate) async fn shutdown(self: Arc<Self>, drain: Duration) {
+        let deadline = tokio::time::Instant::now() + drain;
+        let queue = format!("({}, {})", self.config.vm_id, self.config.name);
+        // Receiving side: stop fetching, acknowledge what plugins took,
+        // return the rest to the broker.
+        self.stopping.store(true, Relaxed);
+        self.room.notify_one();
+        let fetcher = self.fetcher.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(fetcher) = fetcher {
+            let _ = fetcher.await;
+            let (done, flushed) = oneshot::channel();
+            if self.acks.send(AckMessage::Flush(done)).is_ok() {
+                let _ = tokio::time::timeout_at(deadline, flushed).await;
+            }
+            if let (Some(host), Some(&token)) = (self.host.upgrade(), self.token.get()) {
+                host.shared_queues().return_fetched(token);
+            }
+            let undelivered: Vec<B::Receipt> =
+                self.held.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, r)| r).collect();
+            if !undelivered.is_empty() {
+                let count = undelivered.len();
+                match self.backend.nack(undelivered).await {
+                    Ok(()) => {
+                        Counters::add(&self.counters.returned, count as u64);
+                        tracing::info!(target: "bridge", "queue {queue}: returned {count} undelivered item(s) to the broker");
+                    }
+                    Err(e) => tracing::warn!(
+                        target: "bridge",
+                        "queue {queue}: could not return {count} undelivered item(s) ({e}); the broker hands them out again after ack_wait"
+                    ),
+                }
+            }
+        }
+        // Sending side: the publisher keeps going until the buffer is empty
+        // or the drain timeout ends.
+        let waiting = self.outbound.len();
+        if waiting > 0 {
+            tracing::info!(target: "bridge", "queue {queue}: publishing {waiting} buffered item(s), at most {}s", drain.as_secs_f64());
+        }
+        while self.outbound.len() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = self.outbound.len();
+        if left > 0 {
+            Counters::add(&self.counters.lost_at_exit, left as u64);
+            tracing::warn!(
+                target: "bridge",
+                "queue {queue}: {left} item(s) not published before the drain timeout ({}s); they are lost",
+                drain.as_secs_f64()
+            );
+        }
+    }
+}
+
