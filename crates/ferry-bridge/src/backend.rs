@@ -28,6 +28,8 @@ pub struct Outgoing {
 pub struct Incoming<R> {
     /// The item as a plugin enqueued it somewhere in the fleet.
     pub payload: Bytes,
+    /// The id it was published with ([`Outgoing::id`]), if the broker kept it.
+    pub id: Option<String>,
     /// Whether the broker handed it out before (to a receiver that did not
     /// acknowledge it in time): a possible duplicate, counted.
     pub redelivered: bool,

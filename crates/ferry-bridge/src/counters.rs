@@ -14,6 +14,7 @@ pub struct Counters {
     pub(crate) fetched: AtomicU64,
     pub(crate) delivered: AtomicU64,
     pub(crate) redelivered: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
     pub(crate) returned: AtomicU64,
     pub(crate) lost_at_exit: AtomicU64,
 }
@@ -39,6 +40,9 @@ pub struct BridgeCounts {
     pub delivered: u64,
     /// Fetched items the broker had handed out before: possible duplicates.
     pub redelivered: u64,
+    /// Fetched items this process had already fetched (same id): dropped,
+    /// acknowledged, not delivered again.
+    pub duplicates: u64,
     /// Items fetched here but returned to the broker undelivered (shutdown).
     pub returned: u64,
     /// Items fetched and not yet acknowledged (a gauge, at most `fetch_ahead`).
@@ -63,6 +67,7 @@ impl Counters {
             fetched: self.fetched.load(Relaxed),
             delivered: self.delivered.load(Relaxed),
             redelivered: self.redelivered.load(Relaxed),
+            duplicates: self.duplicates.load(Relaxed),
             returned: self.returned.load(Relaxed),
             held,
             lost_at_exit: self.lost_at_exit.load(Relaxed),

@@ -19,6 +19,7 @@ mod counters;
 mod nats;
 mod outbound;
 mod queue;
+mod recent;
 
 use std::future::Future;
 use std::pin::Pin;

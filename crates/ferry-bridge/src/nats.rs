@@ -118,9 +118,12 @@ impl QueueBackend for JetStreamQueue {
         // so one batch costs one round trip, not one per item.
         let mut pending = Vec::with_capacity(batch.len());
         for item in batch {
-            let message = jetstream::message::PublishMessage::build().payload(item.payload.clone()).message_id(&item.id);
+            let message =
+                jetstream::message::PublishMessage::build().payload(item.payload.clone()).message_id(&item.id);
+            tracing::trace!(target: "bridge", "sending {}", item.id);
             pending.push(self.context.send_publish(self.config.subject.clone(), message).await);
         }
+        tracing::debug!(target: "bridge", "sent {} item(s), awaiting confirmations", pending.len());
         let mut results = Vec::with_capacity(batch.len());
         for sent in pending {
             let result = match sent {
@@ -132,6 +135,7 @@ impl QueueBackend for JetStreamQueue {
             };
             results.push(result);
         }
+        tracing::debug!(target: "bridge", "confirmations: {:?}", results.iter().filter(|r| r.is_err()).count());
         results
     }
 
@@ -171,7 +175,12 @@ impl QueueBackend for JetStreamQueue {
             let message = message.map_err(|e| error("fetch", e))?;
             let redelivered = message.info().is_ok_and(|info| info.delivered > 1);
             let payload: Bytes = message.payload.clone();
-            deliver(Incoming { payload, redelivered, receipt: message });
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                .map(|v| v.to_string());
+            deliver(Incoming { payload, id, redelivered, receipt: message });
         }
         Ok(())
     }

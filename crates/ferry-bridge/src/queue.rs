@@ -15,15 +15,25 @@ use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::BridgeStats;
-use crate::backend::{Incoming, QueueBackend};
+use crate::backend::{BackendError, Incoming, QueueBackend};
 use crate::counters::Counters;
 use crate::outbound::Outbound;
+use crate::recent::{REMEMBERED_IDS, RecentIds};
 
 /// How long one fetch waits for items before asking again.
 const FETCH_WAIT: Duration = Duration::from_secs(1);
 
+/// How long past its own deadline a call to the broker may take before the
+/// bridge gives up on it.
+const BROKER_SLACK: Duration = Duration::from_secs(5);
+
 /// Most acknowledgements sent together.
 const ACK_BATCH: usize = 4096;
+
+/// How long the acknowledgement task gathers dequeued items before it
+/// sends their acknowledgements: one write for many, and the plugin's
+/// own work on the item (its log line) is out before the broker forgets it.
+const ACK_GATHER: Duration = Duration::from_millis(1);
 
 /// What the acknowledgement task is told.
 enum AckMessage {
@@ -43,6 +53,8 @@ pub(crate) struct Bridged<B: QueueBackend> {
     counters: Counters,
     /// Fetched items not yet acknowledged, by receipt.
     held: Mutex<HashMap<NonZeroU64, B::Receipt>>,
+    /// Ids of the items fetched lately, to recognise one handed out again.
+    recent: Mutex<RecentIds>,
     /// Fetched and not yet acknowledged (held, or being acknowledged):
     /// what the fetch-ahead window counts.
     unacked: AtomicUsize,
@@ -132,6 +144,7 @@ impl<B: QueueBackend> Bridged<B> {
             outbound: Outbound::new(bounds),
             counters: Counters::default(),
             held: Mutex::default(),
+            recent: Mutex::new(RecentIds::new(REMEMBERED_IDS)),
             unacked: AtomicUsize::new(0),
             room: Notify::new(),
             next_receipt: AtomicU64::new(1),
@@ -179,7 +192,18 @@ impl<B: QueueBackend> Bridged<B> {
                 prepared = true;
             }
             Counters::add(&self.counters.published, batch.len() as u64);
-            let results = self.backend.publish(&batch).await;
+            // The backend bounds each confirmation by `publish_timeout`; this
+            // bounds the whole batch too, whatever the client library does
+            // with requests cut by a reconnection.
+            let limit = self.config.publish_timeout + BROKER_SLACK;
+            let results = match tokio::time::timeout(limit, self.backend.publish(&batch)).await {
+                Ok(results) => results,
+                Err(_) => {
+                    tracing::debug!(target: "bridge", "a batch of {} got no answer in {limit:?}", batch.len());
+                    let timed_out = || Err(BackendError("no confirmation from the broker in time".into()));
+                    batch.iter().map(|_| timed_out()).collect()
+                }
+            };
             let mut first_error = None;
             let (mut stored, mut failed) = (Vec::new(), Vec::new());
             for (item, result) in batch.into_iter().zip(results) {
@@ -217,19 +241,36 @@ impl<B: QueueBackend> Bridged<B> {
                 continue;
             }
             let Some(host) = self.host.upgrade() else { return };
+            let mut again = Vec::new();
             let mut deliver = |incoming: Incoming<B::Receipt>| {
-                let receipt = NonZeroU64::new(self.next_receipt.fetch_add(1, Relaxed)).expect("receipts start at 1");
-                self.held.lock().unwrap_or_else(|e| e.into_inner()).insert(receipt, incoming.receipt);
-                self.unacked.fetch_add(1, Relaxed);
                 Counters::add(&self.counters.fetched, 1);
                 if incoming.redelivered {
                     Counters::add(&self.counters.redelivered, 1);
                 }
+                if let Some(id) = &incoming.id
+                    && !self.recent.lock().unwrap_or_else(|e| e.into_inner()).insert(id)
+                {
+                    Counters::add(&self.counters.duplicates, 1);
+                    again.push(incoming.receipt);
+                    return;
+                }
+                let receipt = NonZeroU64::new(self.next_receipt.fetch_add(1, Relaxed)).expect("receipts start at 1");
+                self.held.lock().unwrap_or_else(|e| e.into_inner()).insert(receipt, incoming.receipt);
+                self.unacked.fetch_add(1, Relaxed);
                 host.shared_queues().deliver_fetched(token, vec![(incoming.payload, receipt)]);
             };
-            match self.backend.fetch(room, FETCH_WAIT, &mut deliver).await {
-                Ok(()) => retry.worked(&self.config),
-                Err(e) => retry.failed(&self.config, e).await,
+            // The client library may never end a fetch a reconnection cut;
+            // what it had fetched comes back after `ack_wait`.
+            let fetched =
+                tokio::time::timeout(FETCH_WAIT + BROKER_SLACK, self.backend.fetch(room, FETCH_WAIT, &mut deliver));
+            match fetched.await {
+                Ok(Ok(())) => retry.worked(&self.config),
+                Ok(Err(e)) => retry.failed(&self.config, e).await,
+                Err(_) => retry.failed(&self.config, "no answer from the broker in time").await,
+            }
+            // Items this process had already: acknowledged, not delivered twice.
+            if !again.is_empty() {
+                let _ = tokio::time::timeout(BROKER_SLACK, self.backend.ack(again)).await;
             }
         }
     }
@@ -237,6 +278,7 @@ impl<B: QueueBackend> Bridged<B> {
     /// The acknowledgement task: acknowledges dequeued items in batches.
     async fn acknowledge(self: Arc<Self>, mut inbox: mpsc::UnboundedReceiver<AckMessage>) {
         while let Some(first) = inbox.recv().await {
+            tokio::time::sleep(ACK_GATHER).await;
             let (mut receipts, mut flushed) = (Vec::new(), None);
             let mut next = Some(first);
             while let Some(message) = next.take() {
@@ -257,8 +299,12 @@ impl<B: QueueBackend> Bridged<B> {
             };
             let count = taken.len();
             Counters::add(&self.counters.delivered, count as u64);
+            let acked = match tokio::time::timeout(BROKER_SLACK, self.backend.ack(taken)).await {
+                Ok(result) => result,
+                Err(_) => Err(BackendError("no answer from the broker in time".into())),
+            };
             if count > 0
-                && let Err(e) = self.backend.ack(taken).await
+                && let Err(e) = acked
             {
                 // The broker hands them out again after `ack_wait`, counted
                 // as redelivered wherever they land.
@@ -294,7 +340,8 @@ impl<B: QueueBackend> Bridged<B> {
                 self.held.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, r)| r).collect();
             if !undelivered.is_empty() {
                 let count = undelivered.len();
-                match self.backend.nack(undelivered).await {
+                let returned = tokio::time::timeout_at(deadline, self.backend.nack(undelivered)).await;
+                match returned.unwrap_or_else(|_| Err(BackendError("no answer from the broker in time".into()))) {
                     Ok(()) => {
                         Counters::add(&self.counters.returned, count as u64);
                         tracing::info!(target: "bridge", "queue {queue}: returned {count} undelivered item(s) to the broker");
@@ -326,4 +373,3 @@ impl<B: QueueBackend> Bridged<B> {
         }
     }
 }
-

@@ -16,9 +16,9 @@ mod enums;
 mod header_to_metadata;
 pub mod input;
 mod matchers;
-mod queue_bridge;
 mod metadata;
 pub mod model;
+mod queue_bridge;
 // Fields typed `Ignored` exist only to be accepted; they are never read.
 #[allow(dead_code)]
 mod raw;

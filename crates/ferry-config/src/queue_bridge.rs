@@ -181,7 +181,9 @@ fn bridged_queue(raw: RawQueue, path: &str) -> Result<BridgedQueue, ConfigError>
             format!("{:?} is not a JetStream stream name (no spaces, '.', '*', '>', '/' or '\\')", raw.stream),
         ));
     }
-    let subject = raw.subject.unwrap_or_else(|| format!("ferry.queue.{}.{}", subject_token(&raw.vm_id), subject_token(&raw.name)));
+    let subject = raw
+        .subject
+        .unwrap_or_else(|| format!("ferry.queue.{}.{}", subject_token(&raw.vm_id), subject_token(&raw.name)));
     let subject_ok = !subject.is_empty()
         && subject.split('.').all(|t| !t.is_empty() && t.chars().all(|c| !c.is_whitespace() && c != '*' && c != '>'));
     if !subject_ok {
@@ -195,7 +197,8 @@ fn bridged_queue(raw: RawQueue, path: &str) -> Result<BridgedQueue, ConfigError>
         }
     };
     let seconds = |value: Option<String>, field: &str, default: u64| -> Result<Duration, ConfigError> {
-        let value = value.map(|d| duration(&d, &join(path, field))).transpose()?.unwrap_or(Duration::from_secs(default));
+        let value =
+            value.map(|d| duration(&d, &join(path, field))).transpose()?.unwrap_or(Duration::from_secs(default));
         if value.is_zero() {
             return Err(err(join(path, field), "must be more than 0s"));
         }

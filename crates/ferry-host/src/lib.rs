@@ -55,8 +55,8 @@ pub use module::{ModuleSpec, PluginModule};
 pub use plugin::Plugin;
 pub use shared_data::SharedData;
 pub use shared_queue::{
-    ITEM_OVERHEAD, Overflow, QUEUE_OVERHEAD, QueueBounds, QueueBoundsRule, QueueCounts, QueueLink, QueueOwner, QueueStats,
-    QueueTotals, SharedQueues,
+    ITEM_OVERHEAD, Overflow, QUEUE_OVERHEAD, QueueBounds, QueueBoundsRule, QueueCounts, QueueLink, QueueOwner,
+    QueueStats, QueueTotals, SharedQueues,
 };
 pub use state::{HostState, TickRequest};
 pub use stream::{

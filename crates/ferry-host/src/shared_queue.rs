@@ -913,7 +913,10 @@ mod tests {
         let mb = Arc::new(RecordingMailbox::default());
         assert_eq!(queues.register("receiver", "q", owner(&mb, 0, 1)).unwrap(), token);
         assert_eq!(link.receiving.load(std::sync::atomic::Ordering::Relaxed), 1);
-        assert!(queues.deliver_fetched(token, vec![(Bytes::from_static(b"a"), receipt(1)), (Bytes::from_static(b"b"), receipt(2))]));
+        assert!(queues.deliver_fetched(
+            token,
+            vec![(Bytes::from_static(b"a"), receipt(1)), (Bytes::from_static(b"b"), receipt(2))]
+        ));
         assert_eq!(mb.take().len(), 2);
         // An item the plugin could not take goes back and is not acknowledged.
         let taken = queues.take(token).unwrap();

@@ -191,9 +191,8 @@ pub fn init(levels: Levels, format: &str, path: Option<&Path>) -> anyhow::Result
         }
         None => tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr()),
     };
-    let filter = tracing_subscriber::filter::filter_fn(move |meta| {
-        counted_level(meta) >= levels.of(component(meta.target()))
-    });
+    let filter =
+        tracing_subscriber::filter::filter_fn(move |meta| counted_level(meta) >= levels.of(component(meta.target())));
     let layer =
         tracing_subscriber::fmt::layer().event_format(Pattern::parse(format)).with_writer(writer).with_filter(filter);
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))

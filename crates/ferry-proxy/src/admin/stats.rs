@@ -122,6 +122,7 @@ pub(super) fn collect(admin: &Admin) -> Vec<Stat> {
                 ("fetched", MetricValue::Counter(c.fetched)),
                 ("delivered", MetricValue::Counter(c.delivered)),
                 ("redelivered", MetricValue::Counter(c.redelivered)),
+                ("duplicates", MetricValue::Counter(c.duplicates)),
                 ("returned", MetricValue::Counter(c.returned)),
                 ("held", MetricValue::Gauge(c.held as i64)),
             ] {
@@ -542,11 +543,13 @@ pub(crate) fn queue_bridge(admin: &Admin) -> String {
                 "receiving": q.receiving,
                 "published": c.published, "acked": c.acked, "retried": c.retried, "waiting": c.waiting,
                 "dropped": c.dropped, "refused": c.refused, "fetched": c.fetched, "delivered": c.delivered,
-                "redelivered": c.redelivered, "returned": c.returned, "held": c.held,
+                "redelivered": c.redelivered, "duplicates": c.duplicates, "returned": c.returned, "held": c.held,
             })
         })
         .collect();
     let state = if bridges.connected() { "CONNECTED" } else { "DISCONNECTED" };
-    serde_json::to_string_pretty(&json!({ "configured": true, "broker": state, "ready": bridges.ready(), "queues": queues }))
-        .unwrap_or_default()
+    serde_json::to_string_pretty(
+        &json!({ "configured": true, "broker": state, "ready": bridges.ready(), "queues": queues }),
+    )
+    .unwrap_or_default()
 }
