@@ -109,3 +109,77 @@ fn http_get(address: &str, host: &str, path: &str) -> anyhow::Result<String> {
     }
     Ok(body.to_owned())
 }
+
+/// `cargo xtask demo fleet`: the fleet example (`examples/shared_queue_fleet`)
+/// as separate processes: `nats-server -js` on 127.0.0.1:4222, the
+/// receiver, and two senders (:18010, :18011). One request to each sender;
+/// the receiver's lines show both `:authority` values; then everything stops.
+pub(crate) fn fleet(root: &Path) -> anyhow::Result<()> {
+    crate::ensure_nats_server()?;
+    build_plugins(root, Plugins::Examples)?;
+    crate::run(cargo().args(["build", "--release", "--bin", "ferry"]))?;
+    let store = root.join("target/fleet-demo-jetstream");
+    // A fresh store: the demo's items only.
+    let _ = std::fs::remove_dir_all(&store);
+    let nats_server = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .map_or_else(|| "nats-server".into(), Path::to_path_buf);
+    println!("$ nats-server -js -a 127.0.0.1 -p 4222 -sd {}", store.display());
+    let mut broker = Command::new(nats_server)
+        .args(["-js", "-a", "127.0.0.1", "-p", "4222", "-sd"])
+        .arg(&store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start nats-server")?;
+    let mut processes: Vec<Child> = Vec::new();
+    let result = (|| {
+        wait_for_port("127.0.0.1:4222", Duration::from_secs(10)).context("nats-server did not listen on 4222")?;
+        let start = |config: &str, concurrency: &str, processes: &mut Vec<Child>| -> anyhow::Result<mpsc::Receiver<String>> {
+            println!("$ ferry -c {config} --concurrency {concurrency} --log-format '%v' &");
+            let mut child = Command::new(root.join("target/release/ferry"))
+                .args(["-c", config, "--concurrency", concurrency, "--log-format", "%v"])
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("cannot start target/release/ferry")?;
+            let lines = forward_lines(&mut child);
+            processes.push(child);
+            wait_for_line(&lines, "starting workers", Duration::from_secs(30))?;
+            Ok(lines)
+        };
+        let receiver = start("examples/shared_queue_fleet/receiver.yaml", "1", &mut processes)?;
+        let _sender_a = start("examples/shared_queue_fleet/sender_a.yaml", "2", &mut processes)?;
+        let _sender_b = start("examples/shared_queue_fleet/sender_b.yaml", "2", &mut processes)?;
+        for port in [18010, 18011] {
+            println!("$ curl -s localhost:{port}/");
+            print!("{}", http_get(&format!("127.0.0.1:{port}"), &format!("localhost:{port}"), "/")?);
+        }
+        // Both senders' items reach the receiver through the broker.
+        for port in [18010, 18011] {
+            let line = format!("dequeued data: {{\"key\": \":authority\",\"value\": \"localhost:{port}\"}}");
+            wait_for_line(&receiver, &line, Duration::from_secs(10))?;
+        }
+        wait_for_line(&receiver, "dequeued data: {\"key\": \"x-request-id\"", Duration::from_secs(10))?;
+        wait_for_line(&receiver, "dequeued data: {\"key\": \"x-request-id\"", Duration::from_secs(10))?;
+        Ok(())
+    })();
+    for child in processes.iter_mut().rev() {
+        stop(child);
+    }
+    stop(&mut broker);
+    std::thread::sleep(Duration::from_millis(300));
+    result
+}
+
+fn wait_for_port(address: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while TcpStream::connect(address).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on {address} after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}

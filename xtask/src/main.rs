@@ -5,6 +5,8 @@
 //! - `demo`: the shared_queue example end to end: build, start ferry, send
 //!   `GET /` to port 18000, print the log, stop. `demo multi`: the
 //!   multi-queue example, with a request through its TCP listener too.
+//!   `demo fleet`: the fleet example: nats-server (installed when
+//!   missing), a receiver and two senders as separate processes.
 //! - `test`: build the plugins, then run every test of the workspace.
 //! - `bench`: the end-to-end benchmark, side by side with nginx (see docs/benchmarks.md).
 //! - `fuzz [SECONDS] [TARGET]`: a coverage-guided run of the fuzz targets
@@ -44,8 +46,9 @@ fn run_task() -> anyhow::Result<()> {
         "demo" => match std::env::args().nth(2).as_deref() {
             None => demo::run(&root, demo::Example::SharedQueue),
             Some("multi") => demo::run(&root, demo::Example::Multi),
+            Some("fleet") => demo::fleet(&root),
             Some(other) => {
-                anyhow::bail!("unknown example {other:?}; try `cargo xtask demo` or `cargo xtask demo multi`")
+                anyhow::bail!("unknown example {other:?}; try `cargo xtask demo`, `cargo xtask demo multi` or `cargo xtask demo fleet`")
             }
         },
         "test" => test(&root),
@@ -58,7 +61,7 @@ fn run_task() -> anyhow::Result<()> {
         "envoy-configs" => envoy_configs::run(&root, &std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build-plugins|demo [multi]|test|bench|fuzz [SECONDS] [TARGET]|envoy-configs DIR...>"
+                "usage: cargo xtask <build-plugins|demo [multi|fleet]|test|bench|fuzz [SECONDS] [TARGET]|envoy-configs DIR...>"
             );
             std::process::exit(2);
         }
@@ -78,11 +81,35 @@ pub(crate) fn run(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Installs with apt-get the Debian package of each `(tool, package)`
+/// whose tool is not found; `why` says what needs them.
+pub(crate) fn ensure_packages(tools: &[(&str, &str)], why: &str) -> anyhow::Result<()> {
+    let found = |tool: &str| {
+        Path::new("/usr/sbin").join(tool).is_file()
+            || Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
+    };
+    let missing: Vec<&str> = tools.iter().filter(|(tool, _)| !found(tool)).map(|(_, package)| *package).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing {missing:?} with apt-get");
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing))
+        .with_context(|| format!("{why} (apt-get install {})", missing.join(" ")))
+}
+
+/// `nats-server`, for the queue bridge's tests, demo and benchmark.
+pub(crate) fn ensure_nats_server() -> anyhow::Result<()> {
+    ensure_packages(&[("nats-server", "nats-server")], "the queue bridge needs nats-server")
+}
+
 pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
 fn test(root: &Path) -> anyhow::Result<()> {
+    // The fleet tests start a real broker.
+    ensure_nats_server()?;
     build_plugins(root, Plugins::All)?;
     run(cargo().args(["test", "--workspace", "--all-targets"]))?;
     run(cargo().args(["test", "--workspace", "--doc"]))

@@ -198,26 +198,9 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
 
 /// wrk, nginx and taskset, from Debian's packages.
 fn ensure_tools() -> anyhow::Result<()> {
-    let missing: Vec<&str> = [
-        ("wrk", "wrk"),
-        ("nginx", "nginx"),
-        ("taskset", "util-linux"),
-        ("h2load", "nghttp2-client"),
-        ("openssl", "openssl"),
-    ]
-    .into_iter()
-    .filter(|(tool, _)| {
-        Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map_or(true, |o| !o.status.success())
-    })
-    .map(|(_, package)| package)
-    .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("installing {missing:?} with apt-get");
-    crate::run(Command::new("apt-get").arg("update").arg("-qq"))?;
-    crate::run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing)).context(
-        "the benchmark needs wrk, nginx, h2load and openssl (apt-get install wrk nginx nghttp2-client openssl)",
+    crate::ensure_packages(
+        &[("wrk", "wrk"), ("nginx", "nginx"), ("taskset", "util-linux"), ("h2load", "nghttp2-client"), ("openssl", "openssl")],
+        "the benchmark needs wrk, nginx, h2load and openssl",
     )
 }
 
