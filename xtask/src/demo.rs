@@ -137,18 +137,19 @@ pub(crate) fn fleet(root: &Path) -> anyhow::Result<()> {
     let mut processes: Vec<Child> = Vec::new();
     let result = (|| {
         wait_for_port("127.0.0.1:4222", Duration::from_secs(10)).context("nats-server did not listen on 4222")?;
-        let start = |config: &str, concurrency: &str, processes: &mut Vec<Child>| -> anyhow::Result<mpsc::Receiver<String>> {
-            println!("$ ferry -c {config} --concurrency {concurrency} --log-format '%v' &");
-            let mut child = Command::new(root.join("target/release/ferry"))
-                .args(["-c", config, "--concurrency", concurrency, "--log-format", "%v"])
-                .stderr(Stdio::piped())
-                .spawn()
-                .context("cannot start target/release/ferry")?;
-            let lines = forward_lines(&mut child);
-            processes.push(child);
-            wait_for_line(&lines, "starting workers", Duration::from_secs(30))?;
-            Ok(lines)
-        };
+        let start =
+            |config: &str, concurrency: &str, processes: &mut Vec<Child>| -> anyhow::Result<mpsc::Receiver<String>> {
+                println!("$ ferry -c {config} --concurrency {concurrency} --log-format '%v' &");
+                let mut child = Command::new(root.join("target/release/ferry"))
+                    .args(["-c", config, "--concurrency", concurrency, "--log-format", "%v"])
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .context("cannot start target/release/ferry")?;
+                let lines = forward_lines(&mut child);
+                processes.push(child);
+                wait_for_line(&lines, "starting workers", Duration::from_secs(30))?;
+                Ok(lines)
+            };
         let receiver = start("examples/shared_queue_fleet/receiver.yaml", "1", &mut processes)?;
         let _sender_a = start("examples/shared_queue_fleet/sender_a.yaml", "2", &mut processes)?;
         let _sender_b = start("examples/shared_queue_fleet/sender_b.yaml", "2", &mut processes)?;

@@ -48,7 +48,9 @@ fn run_task() -> anyhow::Result<()> {
             Some("multi") => demo::run(&root, demo::Example::Multi),
             Some("fleet") => demo::fleet(&root),
             Some(other) => {
-                anyhow::bail!("unknown example {other:?}; try `cargo xtask demo`, `cargo xtask demo multi` or `cargo xtask demo fleet`")
+                anyhow::bail!(
+                    "unknown example {other:?}; try `cargo xtask demo`, `cargo xtask demo multi` or `cargo xtask demo fleet`"
+                )
             }
         },
         "test" => test(&root),

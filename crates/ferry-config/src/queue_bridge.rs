@@ -93,6 +93,15 @@ pub(crate) fn queue_bridge(fields: Value, path: &str) -> Result<QueueBridge, Con
         if queues.iter().any(|other| other.vm_id == queue.vm_id && other.name == queue.name) {
             return Err(err(at, format!("queue ({:?}, {:?}) is bridged twice", queue.vm_id, queue.name)));
         }
+        if let Some(other) = queues.iter().find(|other| other.stream == queue.stream) {
+            return Err(err(
+                join(&at, "stream"),
+                format!(
+                    "{:?} already holds queue ({:?}, {:?}); give each queue its own stream",
+                    queue.stream, other.vm_id, other.name
+                ),
+            ));
+        }
         if let Some(other) = queues.iter().find(|other| other.subject == queue.subject) {
             return Err(err(
                 join(&at, "subject"),

@@ -3,11 +3,14 @@
 use std::time::Duration;
 
 use ferry_config::{
-    Code, FailurePolicy, HoldFailed, HttpFilter, ListenerKind, PathMatch, QueueOverflow, RouteAction, from_yaml,
+    BridgeStorage, Code, FailurePolicy, HoldFailed, HttpFilter, ListenerKind, PathMatch, QueueOverflow, RouteAction,
+    from_yaml,
 };
 
 const SEED: &str = include_str!("../../../examples/shared_queue/envoy.yaml");
 const MULTI: &str = include_str!("../../../examples/shared_queue_multi/envoy.yaml");
+const FLEET_RECEIVER: &str = include_str!("../../../examples/shared_queue_fleet/receiver.yaml");
+const FLEET_SENDER: &str = include_str!("../../../examples/shared_queue_fleet/sender_a.yaml");
 
 #[test]
 fn the_seed_config_parses() {
@@ -387,4 +390,92 @@ fn two_filter_chains_matching_the_same_connections_are_refused() {
     let twice = SEED.replacen(&chain, &format!("{chain}\n{chain}"), 1);
     let err = from_yaml(&twice).expect_err("two chains with the same (empty) match");
     assert_eq!(err.path, "static_resources.listeners[0].filter_chains[1].filter_chain_match", "{err}");
+}
+
+#[test]
+fn the_fleet_examples_bridge_one_queue_with_the_defaults() {
+    for (yaml, services) in [(FLEET_RECEIVER, 1), (FLEET_SENDER, 0)] {
+        let config = from_yaml(yaml).unwrap();
+        assert_eq!(config.wasm_services.len(), services);
+        let bridge = config.queue_bridge.expect("bridged");
+        assert_eq!(bridge.nats.servers, ["nats://127.0.0.1:4222"]);
+        assert!(!bridge.ready_requires_broker);
+        assert_eq!(bridge.drain_timeout, Duration::from_secs(5));
+        let queue = &bridge.queues[0];
+        assert_eq!((queue.vm_id.as_str(), queue.name.as_str()), ("receiver", "http_headers"));
+        assert_eq!(queue.stream, "FERRY_HTTP_HEADERS");
+        assert_eq!(queue.subject, "ferry.queue.receiver.http_headers");
+        assert_eq!(queue.durable, "receivers");
+        assert_eq!(queue.storage, BridgeStorage::File);
+        assert_eq!((queue.fetch_ahead, queue.publish_batch), (256, 256));
+        assert_eq!((queue.ack_wait, queue.duplicate_window), (Duration::from_secs(30), Duration::from_secs(120)));
+    }
+}
+
+#[test]
+fn the_queue_bridge_reads_every_field() {
+    let yaml = FLEET_RECEIVER.replace(
+        "      durable: receivers",
+        "      durable: fleet\n      subject: audit.headers\n      storage: MEMORY\n      duplicate_window: 10s\n      \
+         fetch_ahead: 16\n      ack_wait: 5s\n      publish_batch: 8\n      publish_timeout: 1s\n      \
+         buffer: { max_items: 100, max_bytes: 4096, overflow: DROP_OLDEST }",
+    )
+    .replace(
+        "      servers: [\"nats://127.0.0.1:4222\"]",
+        "      servers: [nats-1:4222, \"tls://nats-2:4222\"]\n      user: ferry\n      password: secret\n      \
+         connect_timeout: 0.5s\n      name: edge-1\n    ready_requires_broker: true\n    drain_timeout: 30s",
+    );
+    let bridge = from_yaml(&yaml).unwrap().queue_bridge.unwrap();
+    assert_eq!(bridge.nats.servers, ["nats-1:4222", "tls://nats-2:4222"]);
+    assert_eq!((bridge.nats.user.as_deref(), bridge.nats.password.as_deref()), (Some("ferry"), Some("secret")));
+    assert_eq!(bridge.nats.connect_timeout, Duration::from_millis(500));
+    assert_eq!(bridge.nats.name.as_deref(), Some("edge-1"));
+    assert!(bridge.ready_requires_broker);
+    assert_eq!(bridge.drain_timeout, Duration::from_secs(30));
+    let queue = &bridge.queues[0];
+    assert_eq!((queue.durable.as_str(), queue.subject.as_str()), ("fleet", "audit.headers"));
+    assert_eq!(queue.storage, BridgeStorage::Memory);
+    assert_eq!((queue.fetch_ahead, queue.publish_batch), (16, 8));
+    assert_eq!(queue.publish_timeout, Duration::from_secs(1));
+    assert_eq!(queue.buffer.max_items, Some(100));
+    assert_eq!(queue.buffer.overflow, Some(QueueOverflow::DropOldest));
+}
+
+#[test]
+fn queue_bridge_errors_name_the_field_path() {
+    let at = "bootstrap_extensions[1].typed_config";
+    let with = |from: &str, to: &str| FLEET_RECEIVER.replace(from, to);
+    let cases = [
+        (with("stream: FERRY_HTTP_HEADERS", "stream: FERRY.HEADERS"), format!("{at}.queues[0].stream")),
+        (with("durable: receivers", "durable: a.b"), format!("{at}.queues[0].durable")),
+        (with("durable: receivers", "durable: r\n      subject: a.*"), format!("{at}.queues[0].subject")),
+        (with("durable: receivers", "durable: r\n      storage: DISK"), format!("{at}.queues[0].storage")),
+        (with("durable: receivers", "durable: r\n      fetch_ahead: 0"), format!("{at}.queues[0].fetch_ahead")),
+        (with("durable: receivers", "durable: r\n      ack_wait: 0s"), format!("{at}.queues[0].ack_wait")),
+        (
+            with("durable: receivers", "durable: r\n      buffer: { overflow: DROP_NEWEST }"),
+            format!("{at}.queues[0].buffer.overflow"),
+        ),
+        (with("durable: receivers", "durable: r\n      fetch: 1"), format!("{at}.queues[0]")),
+        (with("\"nats://127.0.0.1:4222\"", "\"http://127.0.0.1:4222\""), format!("{at}.nats.servers[0]")),
+        (with("    nats:\n", "    nats:\n      password: x\n"), format!("{at}.nats.user")),
+        (
+            with("    nats:\n", "    nats:\n      credentials_file: /no/such.creds\n"),
+            format!("{at}.nats.credentials_file"),
+        ),
+        (with("    nats:\n      servers: [\"nats://127.0.0.1:4222\"]\n", ""), format!("{at}.nats")),
+    ];
+    for (yaml, path) in cases {
+        let error = from_yaml(&yaml).expect_err(&path);
+        assert!(error.path.starts_with(&path), "{path}: {error}");
+    }
+    // One queue bridged twice.
+    let queue =
+        "    - vm_id: receiver\n      name: http_headers\n      stream: FERRY_HTTP_HEADERS\n      durable: receivers\n";
+    let twice = FLEET_RECEIVER.replace(queue, &format!("{queue}{}", queue.replace("FERRY_HTTP_HEADERS", "OTHER")));
+    assert_eq!(from_yaml(&twice).unwrap_err().path, format!("{at}.queues[1]"));
+    // Two queues in one stream.
+    let shared =
+        FLEET_RECEIVER.replace(queue, &format!("{queue}{}", queue.replace("name: http_headers", "name: other")));
+    assert_eq!(from_yaml(&shared).unwrap_err().path, format!("{at}.queues[1].stream"));
 }

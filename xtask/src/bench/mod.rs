@@ -199,7 +199,13 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
 /// wrk, nginx and taskset, from Debian's packages.
 fn ensure_tools() -> anyhow::Result<()> {
     crate::ensure_packages(
-        &[("wrk", "wrk"), ("nginx", "nginx"), ("taskset", "util-linux"), ("h2load", "nghttp2-client"), ("openssl", "openssl")],
+        &[
+            ("wrk", "wrk"),
+            ("nginx", "nginx"),
+            ("taskset", "util-linux"),
+            ("h2load", "nghttp2-client"),
+            ("openssl", "openssl"),
+        ],
         "the benchmark needs wrk, nginx, h2load and openssl",
     )
 }
