@@ -14,20 +14,25 @@ use bytes::Bytes;
 #[error("{0}")]
 pub struct BackendError(pub String);
 
-/// One item on its way to the broker.
+/// One message on its way to the broker: one item, or several packed.
 #[derive(Clone, Debug)]
 pub struct Outgoing {
-    /// Unique per item and kept across retries, so the broker can drop a
-    /// publish it already stored.
+    /// Unique per message and kept across retries, so the broker can drop
+    /// a publish it already stored.
     pub id: String,
-    /// The item as the plugin enqueued it.
+    /// The item as the plugin enqueued it, or the packed items.
     pub payload: Bytes,
+    /// How many items it holds; the backend carries it beside the payload
+    /// when more than one.
+    pub items: u32,
 }
 
-/// One item fetched for this process's receiver.
+/// One message fetched for this process's receiver.
 pub struct Incoming<R> {
-    /// The item as a plugin enqueued it somewhere in the fleet.
+    /// The item as a plugin enqueued it somewhere in the fleet, or several packed.
     pub payload: Bytes,
+    /// How many items it holds (1 unless the publisher said more).
+    pub items: u32,
     /// The id it was published with ([`Outgoing::id`]), if the broker kept it.
     pub id: Option<String>,
     /// Whether the broker handed it out before (to a receiver that did not
@@ -45,6 +50,9 @@ pub trait QueueBackend: Send + Sync + 'static {
 
     /// Whether the broker is reachable now.
     fn connected(&self) -> bool;
+
+    /// The largest message the broker takes, in bytes.
+    fn max_message(&self) -> usize;
 
     /// Makes sure the broker can store the queue's items (creates what is
     /// missing). Called before publishing until it succeeds once.

@@ -18,6 +18,7 @@ mod backend;
 mod counters;
 mod nats;
 mod outbound;
+mod pack;
 mod queue;
 mod recent;
 

@@ -63,6 +63,9 @@ pub(crate) async fn connect(broker: &NatsBroker) -> Result<async_nats::Client, B
     options.connect(broker.servers.clone()).await.map_err(|e| BackendError(format!("NATS connect: {e}")))
 }
 
+/// The header that says how many items a packed message holds.
+const ITEMS_HEADER: &str = "Ferry-Items";
+
 /// One bridged queue in JetStream.
 pub(crate) struct JetStreamQueue {
     client: async_nats::Client,
@@ -109,6 +112,13 @@ impl QueueBackend for JetStreamQueue {
         self.client.connection_state() == State::Connected
     }
 
+    fn max_message(&self) -> usize {
+        match self.client.server_info().max_payload {
+            0 => 1 << 20,
+            n => n,
+        }
+    }
+
     async fn prepare_publishing(&self) -> Result<(), BackendError> {
         self.stream().await.map(drop)
     }
@@ -118,12 +128,13 @@ impl QueueBackend for JetStreamQueue {
         // so one batch costs one round trip, not one per item.
         let mut pending = Vec::with_capacity(batch.len());
         for item in batch {
-            let message =
+            let mut message =
                 jetstream::message::PublishMessage::build().payload(item.payload.clone()).message_id(&item.id);
-            tracing::trace!(target: "bridge", "sending {}", item.id);
+            if item.items > 1 {
+                message = message.header(ITEMS_HEADER, item.items.to_string().as_str());
+            }
             pending.push(self.context.send_publish(self.config.subject.clone(), message).await);
         }
-        tracing::debug!(target: "bridge", "sent {} item(s), awaiting confirmations", pending.len());
         let mut results = Vec::with_capacity(batch.len());
         for sent in pending {
             let result = match sent {
@@ -135,7 +146,6 @@ impl QueueBackend for JetStreamQueue {
             };
             results.push(result);
         }
-        tracing::debug!(target: "bridge", "confirmations: {:?}", results.iter().filter(|r| r.is_err()).count());
         results
     }
 
@@ -175,12 +185,10 @@ impl QueueBackend for JetStreamQueue {
             let message = message.map_err(|e| error("fetch", e))?;
             let redelivered = message.info().is_ok_and(|info| info.delivered > 1);
             let payload: Bytes = message.payload.clone();
-            let id = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-                .map(|v| v.to_string());
-            deliver(Incoming { payload, id, redelivered, receipt: message });
+            let headers = message.headers.as_ref();
+            let id = headers.and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID)).map(|v| v.to_string());
+            let items = headers.and_then(|h| h.get(ITEMS_HEADER)).and_then(|n| n.as_str().parse().ok()).unwrap_or(1);
+            deliver(Incoming { payload, items, id, redelivered, receipt: message });
         }
         Ok(())
     }

@@ -4,29 +4,34 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use bytes::Bytes;
 use ferry_abi::Status;
 use ferry_host::{ITEM_OVERHEAD, Overflow, QueueBounds};
 use tokio::sync::Notify;
 
-use crate::backend::Outgoing;
 use crate::counters::Counters;
+use crate::pack::{Pack, Waiting, pack};
 
 /// The buffer of one bridged queue.
 pub(crate) struct Outbound {
     state: Mutex<State>,
-    /// Wakes the publisher: an item came, or the bridge is stopping.
+    /// Wakes the publisher: an item came.
     pub(crate) wake: Notify,
     bounds: QueueBounds,
     /// Tells this process's message ids from other processes'.
     nonce: u64,
+    /// The largest item the broker takes (its largest message, less room
+    /// for headers); larger ones are refused at once rather than retried
+    /// for ever.
+    max_item: AtomicUsize,
 }
 
 #[derive(Default)]
 struct State {
     /// Items not yet handed to the publisher, oldest first.
-    waiting: VecDeque<Outgoing>,
+    waiting: VecDeque<Waiting>,
     /// Items the publisher took and the broker has not confirmed.
     in_flight: usize,
     /// Bytes of both (each item with [`ITEM_OVERHEAD`]).
@@ -34,19 +39,37 @@ struct State {
     next_seq: u64,
 }
 
+/// Room left in a broker message for its headers.
+const HEADER_ROOM: usize = 1024;
+
+fn cost(data: &Bytes) -> usize {
+    data.len() + ITEM_OVERHEAD
+}
+
 impl Outbound {
     pub(crate) fn new(bounds: QueueBounds) -> Self {
-        Outbound { state: Mutex::default(), wake: Notify::new(), bounds, nonce: fastrand::u64(..) }
+        Outbound {
+            state: Mutex::default(),
+            wake: Notify::new(),
+            bounds,
+            nonce: fastrand::u64(..),
+            max_item: AtomicUsize::new((1 << 20) - HEADER_ROOM),
+        }
+    }
+
+    /// The broker takes messages of at most `bytes`.
+    pub(crate) fn set_max_message(&self, bytes: usize) {
+        self.max_item.store(bytes.saturating_sub(HEADER_ROOM), Relaxed);
     }
 
     /// Takes one item a plugin enqueued: never blocks on the broker.
     pub(crate) fn push(&self, item: &[u8], counters: &Counters) -> Result<(), Status> {
         let cost = item.len() + ITEM_OVERHEAD;
-        let mut state = self.lock();
-        if cost > self.bounds.max_bytes {
+        if cost > self.bounds.max_bytes || item.len() > self.max_item.load(Relaxed) {
             Counters::add(&counters.refused, 1);
             return Err(Status::NotFound);
         }
+        let mut state = self.lock();
         let full = |s: &State| {
             let items = s.waiting.len() + s.in_flight;
             self.bounds.max_items.is_some_and(|max| items >= max) || s.bytes + cost > self.bounds.max_bytes
@@ -61,12 +84,12 @@ impl Outbound {
                 Counters::add(&counters.refused, 1);
                 return Err(Status::NotFound);
             };
-            state.bytes -= oldest.payload.len() + ITEM_OVERHEAD;
+            state.bytes -= self::cost(&oldest.data);
             Counters::add(&counters.dropped, 1);
         }
         state.next_seq += 1;
-        let id = format!("{:016x}-{}", self.nonce, state.next_seq);
-        state.waiting.push_back(Outgoing { id, payload: Bytes::copy_from_slice(item) });
+        let seq = state.next_seq;
+        state.waiting.push_back(Waiting { seq, data: Bytes::copy_from_slice(item) });
         state.bytes += cost;
         let first = state.waiting.len() == 1;
         drop(state);
@@ -76,23 +99,22 @@ impl Outbound {
         Ok(())
     }
 
-    /// Up to `max` of the oldest items, now in flight.
-    pub(crate) fn take_batch(&self, max: usize) -> Vec<Outgoing> {
-        let mut state = self.lock();
-        let n = max.min(state.waiting.len());
-        state.in_flight += n;
-        state.waiting.drain(..n).collect()
+    /// Up to `max` of the oldest items, now in flight, packed into messages.
+    pub(crate) fn take_packs(&self, max: usize) -> Vec<Pack> {
+        let items: Vec<Waiting> = {
+            let mut state = self.lock();
+            let n = max.min(state.waiting.len());
+            state.in_flight += n;
+            state.waiting.drain(..n).collect()
+        };
+        pack(self.nonce, items, cost)
     }
 
-    /// The broker confirmed `stored`; `failed` wait again, first in line,
-    /// in their order.
-    pub(crate) fn settle(&self, stored: &[Outgoing], failed: Vec<Outgoing>) {
+    /// The broker stored `pack`: its items leave the buffer.
+    pub(crate) fn stored(&self, pack: &Pack) {
         let mut state = self.lock();
-        state.in_flight -= stored.len() + failed.len();
-        state.bytes -= stored.iter().map(|o| o.payload.len() + ITEM_OVERHEAD).sum::<usize>();
-        for item in failed.into_iter().rev() {
-            state.waiting.push_front(item);
-        }
+        state.in_flight -= pack.message.items as usize;
+        state.bytes -= pack.cost;
     }
 
     /// Items buffered or in flight.
@@ -120,38 +142,46 @@ mod tests {
         outbound.push(b"1", &counters).unwrap();
         outbound.push(b"2", &counters).unwrap();
         assert_eq!(outbound.push(b"3", &counters), Err(Status::NotFound));
-        let batch = outbound.take_batch(10);
-        assert_eq!(batch.iter().map(|o| &o.payload[..]).collect::<Vec<_>>(), [b"1", b"2"]);
+        let packs = outbound.take_packs(10);
+        assert_eq!(packs.len(), 1);
+        assert_eq!(packs[0].message.items, 2);
         // In flight still counts: nothing more fits until the broker confirms.
         assert_eq!(outbound.push(b"3", &counters), Err(Status::NotFound));
-        outbound.settle(&batch, Vec::new());
+        outbound.stored(&packs[0]);
         outbound.push(b"3", &counters).unwrap();
         assert_eq!(counters.snapshot(0, 0).refused, 2);
+        assert_eq!(outbound.len(), 1);
     }
 
     #[test]
     fn a_full_buffer_that_drops_the_oldest_never_drops_what_is_in_flight() {
         let (outbound, counters) = (bounded(2, Overflow::DropOldest), Counters::default());
         outbound.push(b"1", &counters).unwrap();
-        let in_flight = outbound.take_batch(1);
+        let in_flight = outbound.take_packs(1);
         outbound.push(b"2", &counters).unwrap();
         outbound.push(b"3", &counters).unwrap();
         assert_eq!(counters.snapshot(0, 0).dropped, 1);
-        // The in-flight item failed: it waits again, before the newer one.
-        outbound.settle(&[], in_flight);
-        let order: Vec<_> = outbound.take_batch(10).into_iter().map(|o| o.payload).collect();
-        assert_eq!(order, [Bytes::from_static(b"1"), Bytes::from_static(b"3")]);
+        assert_eq!(in_flight[0].message.payload, "1");
+        let rest = outbound.take_packs(10);
+        assert_eq!(crate::pack::unpack(&rest[0].message.payload, rest[0].message.items).unwrap(), ["3"]);
     }
 
     #[test]
-    fn ids_are_unique_and_kept_across_retries() {
+    fn an_item_larger_than_the_broker_takes_is_refused_at_once() {
+        let (outbound, counters) = (Outbound::new(QueueBounds::default()), Counters::default());
+        outbound.set_max_message(HEADER_ROOM + 10);
+        outbound.push(&[0; 10], &counters).unwrap();
+        assert_eq!(outbound.push(&[0; 11], &counters), Err(Status::NotFound));
+        assert_eq!(counters.snapshot(0, 0).refused, 1);
+    }
+
+    #[test]
+    fn message_ids_differ_per_pack() {
         let (outbound, counters) = (Outbound::new(QueueBounds::default()), Counters::default());
         outbound.push(b"a", &counters).unwrap();
+        let first = outbound.take_packs(10);
         outbound.push(b"b", &counters).unwrap();
-        let first = outbound.take_batch(10);
-        assert_ne!(first[0].id, first[1].id);
-        outbound.settle(&[], first.clone());
-        let again = outbound.take_batch(10);
-        assert_eq!(first.iter().map(|o| &o.id).collect::<Vec<_>>(), again.iter().map(|o| &o.id).collect::<Vec<_>>());
+        let second = outbound.take_packs(10);
+        assert_ne!(first[0].message.id, second[0].message.id);
     }
 }

@@ -2,7 +2,7 @@
 //! fetch and acknowledgement tasks (the receiving side, started when a
 //! plugin here registers the queue), and its shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -18,6 +18,7 @@ use crate::BridgeStats;
 use crate::backend::{BackendError, Incoming, QueueBackend};
 use crate::counters::Counters;
 use crate::outbound::Outbound;
+use crate::pack::{PACK_ITEMS, Pack, unpack};
 use crate::recent::{REMEMBERED_IDS, RecentIds};
 
 /// How long one fetch waits for items before asking again.
@@ -51,8 +52,8 @@ pub(crate) struct Bridged<B: QueueBackend> {
     token: OnceLock<u32>,
     outbound: Outbound,
     counters: Counters,
-    /// Fetched items not yet acknowledged, by receipt.
-    held: Mutex<HashMap<NonZeroU64, B::Receipt>>,
+    /// Fetched messages not yet acknowledged, by receipt.
+    held: Mutex<HashMap<NonZeroU64, Held<B::Receipt>>>,
     /// Ids of the items fetched lately, to recognise one handed out again.
     recent: Mutex<RecentIds>,
     /// Fetched and not yet acknowledged (held, or being acknowledged):
@@ -66,6 +67,14 @@ pub(crate) struct Bridged<B: QueueBackend> {
     receiving: AtomicBool,
     stopping: AtomicBool,
     fetcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// A fetched message: acknowledged once a plugin dequeued all its items.
+struct Held<R> {
+    receipt: R,
+    items: usize,
+    /// Its items not yet dequeued.
+    remaining: usize,
 }
 
 /// The host's side of the queue: what `proxy_enqueue_shared_queue` and
@@ -172,52 +181,61 @@ impl<B: QueueBackend> Bridged<B> {
         }
     }
 
-    /// The publisher: takes what waits, a batch at a time, and publishes it
-    /// until the broker confirms each item. Runs until the process exits.
+    /// The publisher: takes what waits, a batch at a time, packs it into
+    /// messages and publishes them until the broker confirms each. A message
+    /// that failed goes again, unchanged (same id), before anything newer.
+    /// Runs until the process exits.
     async fn publish(self: Arc<Self>) {
         let mut prepared = false;
         let mut retry = Retry::new("publishing");
+        let mut failed: VecDeque<Pack> = VecDeque::new();
         loop {
-            let batch = self.outbound.take_batch(self.config.publish_batch);
+            let batch: Vec<Pack> = if failed.is_empty() {
+                self.outbound.take_packs(self.config.publish_batch)
+            } else {
+                failed.drain(..).collect()
+            };
             if batch.is_empty() {
                 self.outbound.wake.notified().await;
                 continue;
             }
             if !prepared {
                 if let Err(e) = self.backend.prepare_publishing().await {
-                    self.outbound.settle(&[], batch);
+                    failed.extend(batch);
                     retry.failed(&self.config, e).await;
                     continue;
                 }
+                self.outbound.set_max_message(self.backend.max_message());
                 prepared = true;
             }
-            Counters::add(&self.counters.published, batch.len() as u64);
+            let items = |packs: &[Pack]| packs.iter().map(|p| u64::from(p.message.items)).sum::<u64>();
+            Counters::add(&self.counters.published, items(&batch));
+            let messages: Vec<_> = batch.iter().map(|p| p.message.clone()).collect();
             // The backend bounds each confirmation by `publish_timeout`; this
             // bounds the whole batch too, whatever the client library does
             // with requests cut by a reconnection.
             let limit = self.config.publish_timeout + BROKER_SLACK;
-            let results = match tokio::time::timeout(limit, self.backend.publish(&batch)).await {
+            let results = match tokio::time::timeout(limit, self.backend.publish(&messages)).await {
                 Ok(results) => results,
                 Err(_) => {
-                    tracing::debug!(target: "bridge", "a batch of {} got no answer in {limit:?}", batch.len());
                     let timed_out = || Err(BackendError("no confirmation from the broker in time".into()));
-                    batch.iter().map(|_| timed_out()).collect()
+                    messages.iter().map(|_| timed_out()).collect()
                 }
             };
             let mut first_error = None;
-            let (mut stored, mut failed) = (Vec::new(), Vec::new());
-            for (item, result) in batch.into_iter().zip(results) {
+            for (pack, result) in batch.into_iter().zip(results) {
                 match result {
-                    Ok(()) => stored.push(item),
+                    Ok(()) => {
+                        Counters::add(&self.counters.acked, u64::from(pack.message.items));
+                        self.outbound.stored(&pack);
+                    }
                     Err(e) => {
                         first_error.get_or_insert(e);
-                        failed.push(item);
+                        Counters::add(&self.counters.retried, u64::from(pack.message.items));
+                        failed.push_back(pack);
                     }
                 }
             }
-            Counters::add(&self.counters.acked, stored.len() as u64);
-            Counters::add(&self.counters.retried, failed.len() as u64);
-            self.outbound.settle(&stored, failed);
             match first_error {
                 Some(e) => retry.failed(&self.config, e).await,
                 None => retry.worked(&self.config),
@@ -240,29 +258,42 @@ impl<B: QueueBackend> Bridged<B> {
                 let _ = tokio::time::timeout(FETCH_WAIT, self.room.notified()).await;
                 continue;
             }
+            // A message holds up to PACK_ITEMS items: ask for as many as
+            // fit in the room, and at least one.
+            let messages = (room / PACK_ITEMS).max(1);
             let Some(host) = self.host.upgrade() else { return };
             let mut again = Vec::new();
             let mut deliver = |incoming: Incoming<B::Receipt>| {
-                Counters::add(&self.counters.fetched, 1);
+                let items = unpack(&incoming.payload, incoming.items).unwrap_or_else(|| {
+                    tracing::warn!(
+                        target: "bridge",
+                        "queue ({}, {}): a message said it held {} items but does not frame them; delivered as one item",
+                        self.config.vm_id, self.config.name, incoming.items
+                    );
+                    vec![incoming.payload.clone()]
+                });
+                let count = items.len();
+                Counters::add(&self.counters.fetched, count as u64);
                 if incoming.redelivered {
-                    Counters::add(&self.counters.redelivered, 1);
+                    Counters::add(&self.counters.redelivered, count as u64);
                 }
                 if let Some(id) = &incoming.id
                     && !self.recent.lock().unwrap_or_else(|e| e.into_inner()).insert(id)
                 {
-                    Counters::add(&self.counters.duplicates, 1);
+                    Counters::add(&self.counters.duplicates, count as u64);
                     again.push(incoming.receipt);
                     return;
                 }
                 let receipt = NonZeroU64::new(self.next_receipt.fetch_add(1, Relaxed)).expect("receipts start at 1");
-                self.held.lock().unwrap_or_else(|e| e.into_inner()).insert(receipt, incoming.receipt);
-                self.unacked.fetch_add(1, Relaxed);
-                host.shared_queues().deliver_fetched(token, vec![(incoming.payload, receipt)]);
+                let held = Held { receipt: incoming.receipt, items: count, remaining: count };
+                self.held.lock().unwrap_or_else(|e| e.into_inner()).insert(receipt, held);
+                self.unacked.fetch_add(count, Relaxed);
+                host.shared_queues().deliver_fetched(token, items.into_iter().map(|item| (item, receipt)).collect());
             };
             // The client library may never end a fetch a reconnection cut;
             // what it had fetched comes back after `ack_wait`.
             let fetched =
-                tokio::time::timeout(FETCH_WAIT + BROKER_SLACK, self.backend.fetch(room, FETCH_WAIT, &mut deliver));
+                tokio::time::timeout(FETCH_WAIT + BROKER_SLACK, self.backend.fetch(messages, FETCH_WAIT, &mut deliver));
             match fetched.await {
                 Ok(Ok(())) => retry.worked(&self.config),
                 Ok(Err(e)) => retry.failed(&self.config, e).await,
@@ -293,29 +324,96 @@ impl<B: QueueBackend> Bridged<B> {
                     next = inbox.try_recv().ok();
                 }
             }
-            let taken: Vec<B::Receipt> = {
-                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-                receipts.iter().filter_map(|r| held.remove(r)).collect()
-            };
-            let count = taken.len();
-            Counters::add(&self.counters.delivered, count as u64);
-            let acked = match tokio::time::timeout(BROKER_SLACK, self.backend.ack(taken)).await {
-                Ok(result) => result,
-                Err(_) => Err(BackendError("no answer from the broker in time".into())),
-            };
-            if count > 0
-                && let Err(e) = acked
+            // Each receipt is one dequeued item; a message is acknowledged
+            // once all its items are.
+            let (mut complete, mut items) = (Vec::new(), 0);
             {
-                // The broker hands them out again after `ack_wait`, counted
-                // as redelivered wherever they land.
-                tracing::warn!(target: "bridge", "queue ({}, {}): {count} acknowledgement(s) lost: {e}", self.config.vm_id, self.config.name);
+                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                for receipt in &receipts {
+                    let Some(message) = held.get_mut(receipt) else { continue };
+                    message.remaining -= 1;
+                    if message.remaining == 0
+                        && let Some(message) = held.remove(receipt)
+                    {
+                        items += message.items;
+                        complete.push(message.receipt);
+                    }
+                }
             }
-            self.unacked.fetch_sub(count, Relaxed);
+            Counters::add(&self.counters.delivered, receipts.len() as u64);
+            if !complete.is_empty() {
+                let count = complete.len();
+                let acked = match tokio::time::timeout(BROKER_SLACK, self.backend.ack(complete)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(BackendError("no answer from the broker in time".into())),
+                };
+                if let Err(e) = acked {
+                    // The broker hands them out again after `ack_wait`,
+                    // counted as redelivered wherever they land.
+                    tracing::warn!(
+                        target: "bridge",
+                        "queue ({}, {}): {count} acknowledgement(s) lost: {e}",
+                        self.config.vm_id, self.config.name
+                    );
+                }
+            }
+            self.unacked.fetch_sub(items, Relaxed);
             self.room.notify_one();
             if let Some(done) = flushed {
                 let _ = done.send(());
             }
         }
+    }
+
+    /// At shutdown: gives back to the broker every fetched item no plugin
+    /// dequeued. A message none of whose items was dequeued is returned
+    /// whole (another receiver gets it at once); of a message partly
+    /// dequeued, the rest is published again as new items and the message
+    /// acknowledged once they are stored, so no item comes twice. Anything
+    /// the broker does not take by `deadline` is left to `ack_wait`.
+    async fn return_undelivered(&self, deadline: tokio::time::Instant, queue: &str) {
+        let mut rest: HashMap<NonZeroU64, Vec<bytes::Bytes>> = HashMap::new();
+        if let (Some(host), Some(&token)) = (self.host.upgrade(), self.token.get()) {
+            for (item, receipt) in host.shared_queues().return_fetched(token) {
+                rest.entry(receipt).or_default().push(item);
+            }
+        }
+        let held: Vec<(NonZeroU64, Held<B::Receipt>)> =
+            self.held.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        let (mut whole, mut partial, mut returned) = (Vec::new(), Vec::new(), 0);
+        for (receipt, message) in held {
+            let items = rest.remove(&receipt).unwrap_or_default();
+            returned += items.len();
+            let republished = message.remaining < message.items
+                && items.len() == message.remaining
+                && items.iter().all(|item| self.outbound.push(item, &self.counters).is_ok());
+            if republished { partial.push(message.receipt) } else { whole.push(message.receipt) }
+        }
+        if returned == 0 {
+            return;
+        }
+        let nacked = whole.len();
+        let result = tokio::time::timeout_at(deadline, self.backend.nack(whole)).await;
+        let result = result.unwrap_or_else(|_| Err(BackendError("no answer from the broker in time".into())));
+        if let Err(e) = result {
+            tracing::warn!(
+                target: "bridge",
+                "queue {queue}: could not return {nacked} message(s) ({e}); the broker hands them out again after ack_wait"
+            );
+        }
+        if !partial.is_empty() {
+            while self.outbound.len() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // Stored again: the originals go; not stored: they come back whole.
+            if self.outbound.len() == 0 {
+                let _ = tokio::time::timeout_at(deadline, self.backend.ack(partial)).await;
+            } else {
+                let _ = tokio::time::timeout_at(deadline, self.backend.nack(partial)).await;
+            }
+        }
+        Counters::add(&self.counters.returned, returned as u64);
+        tracing::info!(target: "bridge", "queue {queue}: returned {returned} undelivered item(s) to the broker");
     }
 
     /// See [`crate::QueueBridges::shutdown`].
@@ -333,25 +431,7 @@ impl<B: QueueBackend> Bridged<B> {
             if self.acks.send(AckMessage::Flush(done)).is_ok() {
                 let _ = tokio::time::timeout_at(deadline, flushed).await;
             }
-            if let (Some(host), Some(&token)) = (self.host.upgrade(), self.token.get()) {
-                host.shared_queues().return_fetched(token);
-            }
-            let undelivered: Vec<B::Receipt> =
-                self.held.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, r)| r).collect();
-            if !undelivered.is_empty() {
-                let count = undelivered.len();
-                let returned = tokio::time::timeout_at(deadline, self.backend.nack(undelivered)).await;
-                match returned.unwrap_or_else(|_| Err(BackendError("no answer from the broker in time".into()))) {
-                    Ok(()) => {
-                        Counters::add(&self.counters.returned, count as u64);
-                        tracing::info!(target: "bridge", "queue {queue}: returned {count} undelivered item(s) to the broker");
-                    }
-                    Err(e) => tracing::warn!(
-                        target: "bridge",
-                        "queue {queue}: could not return {count} undelivered item(s) ({e}); the broker hands them out again after ack_wait"
-                    ),
-                }
-            }
+            self.return_undelivered(deadline, &queue).await;
         }
         // Sending side: the publisher keeps going until the buffer is empty
         // or the drain timeout ends.

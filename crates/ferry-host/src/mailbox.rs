@@ -9,6 +9,13 @@ use std::fmt;
 pub struct VmKey(pub(crate) u32);
 
 impl VmKey {
+    /// A key made outside a [`crate::Host`]: for embedders' tests and
+    /// benchmarks that register queues without loading a module. Keys of
+    /// loaded modules come from [`crate::Host::load_module`].
+    pub fn from_index(index: u32) -> VmKey {
+        VmKey(index)
+    }
+
     /// The key's number, unique within one [`crate::Host`].
     pub fn index(self) -> u32 {
         self.0

@@ -343,17 +343,17 @@ impl SharedQueues {
     }
 
     /// Takes back from queue `token` every fetched item no plugin dequeued
-    /// (at shutdown, so the bridge can return them to the broker) and
-    /// returns their receipts.
-    pub fn return_fetched(&self, token: u32) -> Vec<NonZeroU64> {
+    /// (at shutdown, so the bridge can return them to the broker), with
+    /// their receipts, in queue order.
+    pub fn return_fetched(&self, token: u32) -> Vec<(Bytes, NonZeroU64)> {
         let mut reg = self.lock();
         let reg = &mut *reg;
         let Some(queue) = reg.queues.get_mut(&token) else { return Vec::new() };
-        let mut receipts = Vec::new();
+        let mut returned = Vec::new();
         let mut freed = 0;
         queue.items.retain(|item| match item.receipt {
             Some(receipt) => {
-                receipts.push(receipt);
+                returned.push((item.data.clone(), receipt));
                 freed += item.data.len() + ITEM_OVERHEAD;
                 false
             }
@@ -363,7 +363,7 @@ impl SharedQueues {
         if let Some(used) = reg.vm_bytes.get_mut(queue.vm_id.as_str()) {
             *used = used.saturating_sub(freed);
         }
-        receipts
+        returned
     }
 
     /// The token of queue `(vm_id, name)`, if registered (`proxy_resolve_shared_queue`;
@@ -925,7 +925,7 @@ mod tests {
         assert_eq!(queues.dequeue(token).unwrap(), "a");
         assert_eq!(*link.delivered.lock().unwrap(), [receipt(1)]);
         // What no plugin took is returned, with its receipt, at shutdown.
-        assert_eq!(queues.return_fetched(token), [receipt(2)]);
+        assert_eq!(queues.return_fetched(token), [(Bytes::from_static(b"b"), receipt(2))]);
         assert_eq!(queues.dequeue(token), Err(Status::Empty));
         assert_eq!(queues.stats()[0].bytes, 0);
     }
