@@ -10,6 +10,7 @@
 //! is repeated and the run with the median requests/s is reported, since a
 //! shared machine is noisy).
 
+mod bridge;
 pub(crate) mod upstream;
 
 use std::io::{Read, Write};
@@ -88,6 +89,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     let mut accounting = Vec::new();
+    let mut bridge_report = None;
     let result = (|| -> anyhow::Result<()> {
         let port = free_port_pair()?;
         let cases: Vec<(&'static str, String, String, Vec<&str>)> = vec![
@@ -175,6 +177,9 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
             rows.push(Row { id, what: what.into(), load, peak_rss_kib: peak });
         }
         protocol_runs(&ferry, &work, &wrk, (seconds, connections, repeat), &mut rows)?;
+        if selected("B-bridge") {
+            bridge_report = Some(bridge::run(root, &ferry, &work, &wrk, (seconds, repeat), &mut rows)?);
+        }
         Ok(())
     })();
     stop(&mut upstream);
@@ -186,10 +191,22 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     };
     let startup = startup_run(root, &ferry, &work)?;
 
-    let report = report(&rows, &accounting, memory, startup, seconds, connections);
+    let mut report = report(&rows, &accounting, memory, startup, seconds, connections);
+    if let Some(bridge) = &bridge_report {
+        report.push_str(&format!(
+            "\nQueue bridge (B-bridge): {} items confirmed by the broker, {} delivered by the receiver{}.\n\n```\n{}```\n",
+            bridge.acked,
+            bridge.delivered,
+            if bridge.acked == bridge.delivered { "" } else { " (FAILED: they differ)" },
+            bridge.bench
+        ));
+    }
     println!("{report}");
     std::fs::write(work.join("report.md"), &report)?;
     eprintln!("report written to target/bench/report.md");
+    if bridge_report.as_ref().is_some_and(|b| b.acked != b.delivered) {
+        bail!("queue bridge accounting failed: items stored by the broker and delivered differ");
+    }
     if accounting.iter().any(|a| !a.ok) {
         bail!("queue accounting failed: enqueued and dequeued items differ");
     }
@@ -636,6 +653,7 @@ fn report(
     for (name, a, b) in [
         ("B / A", "B", "A"),
         ("B-info / A", "B-info", "A"),
+        ("B-bridge / B", "B-bridge", "B"),
         ("C / A", "C", "A"),
         ("D0 / N-proxy", "D0", "N-proxy"),
         ("D1 / N-proxy", "D1", "N-proxy"),
