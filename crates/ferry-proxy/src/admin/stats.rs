@@ -487,6 +487,32 @@ fn quantiles(h: &HistogramValue) -> Option<Vec<f64>> {
     Some(values.map(|v| (v * 10.0).round() / 10.0).collect())
 }
 
+/// `/queue_bridge`: the broker's connection state and each bridged queue.
+pub(crate) fn queue_bridge(admin: &Admin) -> String {
+    let Some(bridges) = &admin.bridges else {
+        return json!({ "configured": false }).to_string();
+    };
+    let queues: Vec<Value> = bridges
+        .stats()
+        .into_iter()
+        .map(|q| {
+            let c = q.counts;
+            json!({
+                "vm_id": q.vm_id, "name": q.name, "stream": q.stream, "subject": q.subject,
+                "receiving": q.receiving,
+                "published": c.published, "acked": c.acked, "retried": c.retried, "waiting": c.waiting,
+                "dropped": c.dropped, "refused": c.refused, "fetched": c.fetched, "delivered": c.delivered,
+                "redelivered": c.redelivered, "duplicates": c.duplicates, "returned": c.returned, "held": c.held,
+            })
+        })
+        .collect();
+    let state = if bridges.connected() { "CONNECTED" } else { "DISCONNECTED" };
+    serde_json::to_string_pretty(
+        &json!({ "configured": true, "broker": state, "ready": bridges.ready(), "queues": queues }),
+    )
+    .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,30 +552,4 @@ mod tests {
         assert!(q.windows(2).all(|w| w[0] <= w[1]), "{q:?}");
         assert_eq!(quantiles(&HistogramValue::default()), None);
     }
-}
-
-/// `/queue_bridge`: the broker's connection state and each bridged queue.
-pub(crate) fn queue_bridge(admin: &Admin) -> String {
-    let Some(bridges) = &admin.bridges else {
-        return json!({ "configured": false }).to_string();
-    };
-    let queues: Vec<Value> = bridges
-        .stats()
-        .into_iter()
-        .map(|q| {
-            let c = q.counts;
-            json!({
-                "vm_id": q.vm_id, "name": q.name, "stream": q.stream, "subject": q.subject,
-                "receiving": q.receiving,
-                "published": c.published, "acked": c.acked, "retried": c.retried, "waiting": c.waiting,
-                "dropped": c.dropped, "refused": c.refused, "fetched": c.fetched, "delivered": c.delivered,
-                "redelivered": c.redelivered, "duplicates": c.duplicates, "returned": c.returned, "held": c.held,
-            })
-        })
-        .collect();
-    let state = if bridges.connected() { "CONNECTED" } else { "DISCONNECTED" };
-    serde_json::to_string_pretty(
-        &json!({ "configured": true, "broker": state, "ready": bridges.ready(), "queues": queues }),
-    )
-    .unwrap_or_default()
 }
