@@ -121,22 +121,10 @@ pub(crate) fn fleet(root: &Path) -> anyhow::Result<()> {
     let store = root.join("target/fleet-demo-jetstream");
     // A fresh store: the demo's items only.
     let _ = std::fs::remove_dir_all(&store);
-    let nats_server = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.is_file())
-        .map_or_else(|| "nats-server".into(), Path::to_path_buf);
     println!("$ nats-server -js -a 127.0.0.1 -p 4222 -sd {}", store.display());
-    let mut broker = Command::new(nats_server)
-        .args(["-js", "-a", "127.0.0.1", "-p", "4222", "-sd"])
-        .arg(&store)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start nats-server")?;
+    let mut broker = crate::start_nats_server(4222, &store, &[])?;
     let mut processes: Vec<Child> = Vec::new();
     let result = (|| {
-        wait_for_port("127.0.0.1:4222", Duration::from_secs(10)).context("nats-server did not listen on 4222")?;
         let start =
             |config: &str, concurrency: &str, processes: &mut Vec<Child>| -> anyhow::Result<mpsc::Receiver<String>> {
                 println!("$ ferry -c {config} --concurrency {concurrency} --log-format '%v' &");
@@ -157,13 +145,22 @@ pub(crate) fn fleet(root: &Path) -> anyhow::Result<()> {
             println!("$ curl -s localhost:{port}/");
             print!("{}", http_get(&format!("127.0.0.1:{port}"), &format!("localhost:{port}"), "/")?);
         }
-        // Both senders' items reach the receiver through the broker.
-        for port in [18010, 18011] {
-            let line = format!("dequeued data: {{\"key\": \":authority\",\"value\": \"localhost:{port}\"}}");
-            wait_for_line(&receiver, &line, Duration::from_secs(10))?;
+        // Both senders' items reach the receiver through the broker, in
+        // whatever order the two interleave.
+        let mut wanted: Vec<String> = [18010, 18011]
+            .map(|port| format!("dequeued data: {{\"key\": \":authority\",\"value\": \"localhost:{port}\"}}"))
+            .into();
+        wanted.extend(std::iter::repeat_n("dequeued data: {\"key\": \"x-request-id\"".to_owned(), 2));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !wanted.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = receiver.recv_timeout(left) else {
+                bail!("the receiver did not print {wanted:?} within 10 s");
+            };
+            if let Some(i) = wanted.iter().position(|w| line.contains(w.as_str())) {
+                wanted.remove(i);
+            }
         }
-        wait_for_line(&receiver, "dequeued data: {\"key\": \"x-request-id\"", Duration::from_secs(10))?;
-        wait_for_line(&receiver, "dequeued data: {\"key\": \"x-request-id\"", Duration::from_secs(10))?;
         Ok(())
     })();
     for child in processes.iter_mut().rev() {
@@ -172,15 +169,4 @@ pub(crate) fn fleet(root: &Path) -> anyhow::Result<()> {
     stop(&mut broker);
     std::thread::sleep(Duration::from_millis(300));
     result
-}
-
-fn wait_for_port(address: &str, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while TcpStream::connect(address).is_err() {
-        if Instant::now() > deadline {
-            bail!("nothing listens on {address} after {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }

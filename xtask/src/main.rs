@@ -105,6 +105,41 @@ pub(crate) fn ensure_nats_server() -> anyhow::Result<()> {
     ensure_packages(&[("nats-server", "nats-server")], "the queue bridge needs nats-server")
 }
 
+/// Starts `nats-server -js` on 127.0.0.1:`port` with its store in `store`
+/// (`wrapper`: a command line it runs under, e.g. `nice`/`taskset`), and
+/// waits until it listens.
+pub(crate) fn start_nats_server(port: u16, store: &Path, wrapper: &[&str]) -> anyhow::Result<Child> {
+    let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .map_or_else(|| "nats-server".into(), Path::to_path_buf);
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
+    let mut child = command
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(store)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start nats-server")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            stop(&mut child);
+            bail!("nats-server did not listen on {port} within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
+}
+
 pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }

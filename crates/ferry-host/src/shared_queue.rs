@@ -255,22 +255,7 @@ impl SharedQueues {
                 if reg.vm_used(vm_id) + cost > reg.vm_budget {
                     return Err(Status::InternalFailure);
                 }
-                *reg.vm_bytes.entry(vm_id.to_owned()).or_default() += cost;
-                let token = reg.next_free_token();
-                let bounds = reg.bounds_of(vm_id, name);
-                reg.tokens.insert(key, token);
-                let queue = Queue {
-                    vm_id: vm_id.to_owned(),
-                    name: name.to_owned(),
-                    items: VecDeque::new(),
-                    bytes: 0,
-                    owner: Some(owner.clone()),
-                    bounds,
-                    counts: QueueCounts::default(),
-                    link: None,
-                };
-                reg.queues.insert(token, queue);
-                (token, 0)
+                (reg.create(vm_id, name, Some(owner.clone()), None), 0)
             }
         };
         for _ in 0..missed {
@@ -292,22 +277,7 @@ impl SharedQueues {
             reg.queues.get_mut(&token).expect("a token names a queue").link = Some(link);
             return token;
         }
-        *reg.vm_bytes.entry(vm_id.to_owned()).or_default() += name.len() + QUEUE_OVERHEAD;
-        let token = reg.next_free_token();
-        let bounds = reg.bounds_of(vm_id, name);
-        reg.tokens.insert(key, token);
-        let queue = Queue {
-            vm_id: vm_id.to_owned(),
-            name: name.to_owned(),
-            items: VecDeque::new(),
-            bytes: 0,
-            owner: None,
-            bounds,
-            counts: QueueCounts::default(),
-            link: Some(link),
-        };
-        reg.queues.insert(token, queue);
-        token
+        reg.create(vm_id, name, None, Some(link))
     }
 
     /// Appends what the bridge fetched for queue `token`, each item with its
@@ -562,6 +532,26 @@ impl Queue {
 }
 
 impl Registry {
+    /// A new empty queue, its cost counted against its vm_id, and its token.
+    fn create(&mut self, vm_id: &str, name: &str, owner: Option<QueueOwner>, link: Option<Arc<dyn QueueLink>>) -> u32 {
+        *self.vm_bytes.entry(vm_id.to_owned()).or_default() += name.len() + QUEUE_OVERHEAD;
+        let token = self.next_free_token();
+        let bounds = self.bounds_of(vm_id, name);
+        self.tokens.insert((vm_id.to_owned(), name.to_owned()), token);
+        let queue = Queue {
+            vm_id: vm_id.to_owned(),
+            name: name.to_owned(),
+            items: VecDeque::new(),
+            bytes: 0,
+            owner,
+            bounds,
+            counts: QueueCounts::default(),
+            link,
+        };
+        self.queues.insert(token, queue);
+        token
+    }
+
     /// The next token after the last one handed out, skipping 0 and tokens
     /// still in use (they only repeat after 2^32 registrations).
     fn next_free_token(&mut self) -> u32 {

@@ -21,14 +21,6 @@ pub(super) struct BridgeReport {
     pub bench: String,
 }
 
-fn nats_server() -> std::path::PathBuf {
-    ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        .into_iter()
-        .map(std::path::PathBuf::from)
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| "nats-server".into())
-}
-
 fn bridged(text: &str, nats: u16) -> String {
     text.replace("nats://127.0.0.1:4222", &format!("nats://127.0.0.1:{nats}"))
 }
@@ -51,22 +43,9 @@ pub(super) fn run(
     // lowest priority: they may fall behind during the run (items wait in
     // the stream) and catch up after it; what is measured is whether the
     // sender's request path waits for them.
-    let mut broker = Command::new("nice")
-        .args(["-n", "19", "taskset", "-c", CLIENT_CORE])
-        .arg(nats_server())
-        .args(["-js", "-a", "127.0.0.1", "-p", &nats.to_string(), "-sd"])
-        .arg(&store)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start nats-server")?;
+    let mut broker = crate::start_nats_server(nats, &store, &["nice", "-n", "19", "taskset", "-c", CLIENT_CORE])?;
     let mut processes: Vec<Child> = Vec::new();
     let outcome = (|| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", nats)).is_err() {
-            anyhow::ensure!(Instant::now() < deadline, "nats-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
         let fleet = root.join("examples/shared_queue_fleet");
         let receiver_admin = free_port()?;
         let receiver = bridged(&std::fs::read_to_string(fleet.join("receiver.yaml"))?, nats)
