@@ -413,7 +413,7 @@ fn probe_module(probe: &Probe) -> Result<String, String> {
 /// Sockets on free ports, held until the host is about to bind them, so no
 /// two names (and no upstream started meanwhile) get the same port.
 fn reserve_ports(count: usize) -> Vec<TcpListener> {
-    (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect()
+    (0..count).map(|_| common::reserve_port()).collect()
 }
 
 /// Runs one case; `Err` says which step failed and how.

@@ -781,7 +781,30 @@ pub fn tcp_listener(name: &str, port: u16, code: &str, policy: &str, cluster: &s
 /// A port that was free a moment ago (for configurations that must name
 /// the same port twice, such as a cluster pointing at the admin endpoint).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    reserve_port().local_addr().unwrap().port()
+}
+
+/// A listening socket on a free port below the kernel's ephemeral range,
+/// held until the caller drops it just before the host binds the port.
+/// Below that range no client connection of a test running meanwhile can
+/// take the port as its own (a port from `bind(0)` could be, and the host
+/// would then fail to listen); each port is handed out once per process.
+pub fn reserve_port() -> std::net::TcpListener {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<usize>().ok())
+        .unwrap_or(32768);
+    let (low, span) = (10_000, ephemeral.saturating_sub(10_000).max(1000));
+    // Test binaries run one at a time; start each at its own place anyway.
+    let start = (std::process::id() as usize * 7919) % span;
+    for _ in 0..span {
+        let port = low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if let Ok(socket) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return socket;
+        }
+    }
+    panic!("no free port between {low} and {}", low + span)
 }
 
 /// Reads a chunked body and its trailers from `reader`.
