@@ -29,6 +29,8 @@ struct Broker {
     child: Option<Child>,
     port: u16,
     store: PathBuf,
+    /// Extra command-line arguments (e.g. `--user`, `--pass`).
+    args: Vec<String>,
 }
 
 fn nats_server_binary() -> PathBuf {
@@ -45,8 +47,13 @@ fn nats_server_binary() -> PathBuf {
 
 impl Broker {
     fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    fn start_with(args: &[&str]) -> Broker {
         let store = std::env::temp_dir().join(format!("ferry-nats-{}-{}", std::process::id(), free_port()));
-        let mut broker = Broker { child: None, port: free_port(), store };
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut broker = Broker { child: None, port: free_port(), store, args };
         broker.restart();
         broker
     }
@@ -56,6 +63,7 @@ impl Broker {
         let child = Command::new(nats_server_binary())
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(&self.store)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -488,4 +496,32 @@ fn a_bad_bridge_configuration_names_the_field() {
     let (status, _, log) = common::run_to_end(&["-c", path.to_str().unwrap(), "--mode", "validate"]);
     assert!(!status.success());
     assert!(log.contains("bootstrap_extensions[1].typed_config.queues[0].stream"), "{log}");
+}
+
+#[test]
+fn a_broker_that_asks_for_a_password_gets_the_configured_one() {
+    let broker = Broker::start_with(&["--user", "ferry", "--pass", "s3cret"]);
+    let with = |password: &str| {
+        let config = example("receiver.yaml")
+            .replace("port_value: 8012", "port_value: 0")
+            .replace(
+                "./target/wasm32-wasip1/release/shared_queue_receiver.wasm",
+                plugin("shared_queue_receiver.wasm").to_str().unwrap(),
+            )
+            .replace("      servers: [", &format!("      user: ferry\n      password: {password}\n      servers: ["));
+        Ferry::start(&bridge_settings(config, &broker), &["--concurrency", "1"])
+    };
+    let state = |ferry: &Ferry| -> serde_json::Value {
+        let admin = SocketAddr::from(([127, 0, 0, 1], ferry.admin.unwrap().port()));
+        serde_json::from_slice(&request(admin, "GET", "/queue_bridge", &[], b"").body).unwrap()
+    };
+    let right = with("s3cret");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state(&right)["broker"] != "CONNECTED" {
+        assert!(Instant::now() < deadline, "not connected with the right password: {}", state(&right));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let wrong = with("guess");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(state(&wrong)["broker"], "DISCONNECTED", "the broker let a wrong password in");
 }
