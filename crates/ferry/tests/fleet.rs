@@ -111,31 +111,30 @@ fn bridge_settings(config: String, broker: &Broker) -> String {
     )
 }
 
+/// A file of the fleet example with its ports set to 0 (any free port) and
+/// its module paths made absolute.
 fn example(file: &str) -> String {
-    std::fs::read_to_string(common::repo_root().join("examples/shared_queue_fleet").join(file)).unwrap()
+    let mut config =
+        std::fs::read_to_string(common::repo_root().join("examples/shared_queue_fleet").join(file)).unwrap();
+    for port in [18010, 18011, 8010, 8011, 8012] {
+        config = config.replace(&format!("port_value: {port}"), "port_value: 0");
+    }
+    for module in ["shared_queue_sender.wasm", "shared_queue_receiver.wasm"] {
+        config = config.replace(&format!("./target/wasm32-wasip1/release/{module}"), plugin(module).to_str().unwrap());
+    }
+    config
 }
 
 /// A sender of the fleet example on free ports.
 fn sender(broker: &Broker, file: &str) -> Ferry {
-    let config = example(file)
-        .replace("port_value: 18010", "port_value: 0")
-        .replace("port_value: 18011", "port_value: 0")
-        .replace("port_value: 8010", "port_value: 0")
-        .replace("port_value: 8011", "port_value: 0")
-        .replace(
-            "./target/wasm32-wasip1/release/shared_queue_sender.wasm",
-            plugin("shared_queue_sender.wasm").to_str().unwrap(),
-        );
+    let config = example(file);
     // The senders' own lines (one per header) are not what is counted.
     Ferry::start(&bridge_settings(config, broker), &["--concurrency", "2", "--component-log-level", "wasm:warn"])
 }
 
 /// A receiver of the fleet example on a free admin port.
 fn receiver(broker: &Broker) -> Ferry {
-    let config = example("receiver.yaml").replace("port_value: 8012", "port_value: 0").replace(
-        "./target/wasm32-wasip1/release/shared_queue_receiver.wasm",
-        plugin("shared_queue_receiver.wasm").to_str().unwrap(),
-    );
+    let config = example("receiver.yaml");
     Ferry::start(&bridge_settings(config, broker), &["--concurrency", "1"])
 }
 
@@ -359,14 +358,7 @@ fn a_receiver_killed_mid_load_loses_no_item() {
 #[test]
 fn a_stopping_sender_publishes_what_it_still_holds() {
     let mut broker = Broker::start();
-    let config = example("sender_a.yaml")
-        .replace("port_value: 18010", "port_value: 0")
-        .replace("port_value: 8010", "port_value: 0")
-        .replace(
-            "./target/wasm32-wasip1/release/shared_queue_sender.wasm",
-            plugin("shared_queue_sender.wasm").to_str().unwrap(),
-        )
-        .replace("    queues:", "    drain_timeout: 20s\n    queues:");
+    let config = example("sender_a.yaml").replace("    queues:", "    drain_timeout: 20s\n    queues:");
     let sender =
         Ferry::start(&bridge_settings(config, &broker), &["--concurrency", "1", "--component-log-level", "wasm:warn"]);
     // With the broker gone, items wait in the sender's buffer.
@@ -407,17 +399,11 @@ fn a_stopping_receiver_returns_what_it_fetched_to_the_fleet() {
     // A long ack_wait: what the stopping receiver held could only come back
     // this quickly by being returned.
     let long_wait = |config: String| bridge_settings(config, &broker).replace("ack_wait: 3s", "ack_wait: 120s");
-    let sender_config = example("sender_a.yaml")
-        .replace("port_value: 18010", "port_value: 0")
-        .replace("port_value: 8010", "port_value: 0")
-        .replace(
-            "./target/wasm32-wasip1/release/shared_queue_sender.wasm",
-            plugin("shared_queue_sender.wasm").to_str().unwrap(),
-        );
+    let sender_config = example("sender_a.yaml");
     let sender = Ferry::start(&long_wait(sender_config), &["--concurrency", "1", "--component-log-level", "wasm:warn"]);
     send_items(sender.address("main"), 0..20, 1);
-    let hoarder_config = example("receiver.yaml").replace("port_value: 8012", "port_value: 0").replace(
-        "filename: \"./target/wasm32-wasip1/release/shared_queue_receiver.wasm\"",
+    let hoarder_config = example("receiver.yaml").replace(
+        &format!("filename: {:?}", plugin("shared_queue_receiver.wasm").to_str().unwrap()),
         &format!("inline_string: {HOARDER:?}"),
     );
     let hoarder = Ferry::start(&long_wait(hoarder_config), &["--concurrency", "1"]);
@@ -436,13 +422,7 @@ fn a_stopping_receiver_returns_what_it_fetched_to_the_fleet() {
     // returned ones are not counted as left).
     assert!(!log.iter().any(|l| l.contains("were not dequeued before exit")), "{}", log.join("\n"));
 
-    let receiver = Ferry::start(
-        &long_wait(example("receiver.yaml").replace("port_value: 8012", "port_value: 0").replace(
-            "./target/wasm32-wasip1/release/shared_queue_receiver.wasm",
-            plugin("shared_queue_receiver.wasm").to_str().unwrap(),
-        )),
-        &["--concurrency", "1"],
-    );
+    let receiver = Ferry::start(&long_wait(example("receiver.yaml")), &["--concurrency", "1"]);
     let seen = wait_for_every_item(&[&receiver], &[], 20, Duration::from_secs(20));
     assert_eq!(duplicates(&seen), 0);
     assert_eq!(stat(&receiver, &format!("{QUEUE}.redelivered")), held, "the returned items come back once each");
@@ -451,13 +431,7 @@ fn a_stopping_receiver_returns_what_it_fetched_to_the_fleet() {
 #[test]
 fn a_down_broker_makes_the_instance_not_ready_when_configured() {
     let mut broker = Broker::start();
-    let config = example("receiver.yaml")
-        .replace("port_value: 8012", "port_value: 0")
-        .replace(
-            "./target/wasm32-wasip1/release/shared_queue_receiver.wasm",
-            plugin("shared_queue_receiver.wasm").to_str().unwrap(),
-        )
-        .replace("    queues:", "    ready_requires_broker: true\n    queues:");
+    let config = example("receiver.yaml").replace("    queues:", "    ready_requires_broker: true\n    queues:");
     let ferry = Ferry::start(&bridge_settings(config, &broker), &["--concurrency", "1"]);
     let admin = SocketAddr::from(([127, 0, 0, 1], ferry.admin.unwrap().port()));
     let ready = || request(admin, "GET", "/ready", &[], b"");
@@ -503,11 +477,6 @@ fn a_broker_that_asks_for_a_password_gets_the_configured_one() {
     let broker = Broker::start_with(&["--user", "ferry", "--pass", "s3cret"]);
     let with = |password: &str| {
         let config = example("receiver.yaml")
-            .replace("port_value: 8012", "port_value: 0")
-            .replace(
-                "./target/wasm32-wasip1/release/shared_queue_receiver.wasm",
-                plugin("shared_queue_receiver.wasm").to_str().unwrap(),
-            )
             .replace("      servers: [", &format!("      user: ferry\n      password: {password}\n      servers: ["));
         Ferry::start(&bridge_settings(config, &broker), &["--concurrency", "1"])
     };
