@@ -60,13 +60,13 @@ pub fn host_calls(data: &[u8]) {
     for (name, value) in [(":authority", "fuzz"), (":path", "/"), (":method", "GET"), ("x-fuzz", "1")] {
         headers.add(name.as_bytes(), value.as_bytes());
     }
-    let mut stream = HttpStream { request_headers: headers, ..HttpStream::default() };
+    let stream = ferry_host::share(HttpStream { request_headers: headers, ..HttpStream::default() });
     let Ok(context) = thread.create_http_stream(handle) else { return };
-    if thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut stream, true).is_ok() {
-        stream.response_headers.add(b":status", b"200");
-        let _ = thread.stream_callback(&context, StreamCallback::ResponseHeaders, &mut stream, true);
+    if thread.stream_callback(&context, StreamCallback::RequestHeaders, &stream, true).is_ok() {
+        stream.borrow_mut().response_headers.add(b":status", b"200");
+        let _ = thread.stream_callback(&context, StreamCallback::ResponseHeaders, &stream, true);
     }
-    thread.finish_http_stream(context, &mut stream);
+    thread.finish_http_stream(context, &stream);
     let _ = thread.take_effects();
 }
 

@@ -135,24 +135,24 @@ fn streams(c: &mut Criterion) {
     let (mut thread, handle) = started(&host, plugin(&host, "bench", Bytes::from(WAT)), ChannelMailbox(None));
     let mut group = c.benchmark_group("stream");
     for headers in [8, 64] {
-        let mut stream = stream_with(headers);
+        let stream = ferry_host::share(stream_with(headers));
         let context = thread.create_http_stream(handle).unwrap();
         group.bench_function(format!("on_request_headers_reading_{headers}_pairs"), |b| {
-            b.iter(|| thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut stream, true).unwrap())
+            b.iter(|| thread.stream_callback(&context, StreamCallback::RequestHeaders, &stream, true).unwrap())
         });
-        thread.finish_http_stream(context, &mut stream);
+        thread.finish_http_stream(context, &stream);
     }
-    let mut stream = stream_with(8);
+    let stream = ferry_host::share(stream_with(8));
     group.bench_function("lifecycle_create_headers_log_done_delete", |b| {
         b.iter(|| {
             let context = thread.create_http_stream(handle).unwrap();
-            black_box(thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut stream, true).unwrap());
-            thread.finish_http_stream(context, &mut stream);
+            black_box(thread.stream_callback(&context, StreamCallback::RequestHeaders, &stream, true).unwrap());
+            thread.finish_http_stream(context, &stream);
         })
     });
     let context = thread.create_http_stream(handle).unwrap();
     group.bench_function("queue_enqueue_then_dequeue_same_thread", |b| {
-        b.iter(|| thread.stream_callback(&context, StreamCallback::ResponseHeaders, &mut stream, true).unwrap())
+        b.iter(|| thread.stream_callback(&context, StreamCallback::ResponseHeaders, &stream, true).unwrap())
     });
     group.finish();
 }

@@ -60,8 +60,8 @@ pub use shared_queue::{
 };
 pub use state::{HostState, TickRequest};
 pub use stream::{
-    Cancelled, HttpCallRequest, HttpCallResponse, HttpStream, LocalResponse, StreamAction, StreamInfo, StreamSignal,
-    Verdict,
+    Cancelled, HttpCallRequest, HttpCallResponse, HttpStream, LocalResponse, SharedStream, StreamAction, StreamInfo,
+    StreamSignal, Verdict, share,
 };
 pub use thread::{Effects, PluginHandle, StreamContext, TickChange, WasmThread};
 pub use vm::StreamCallback;

@@ -1,6 +1,7 @@
 //! The data a VM's store carries: what host functions need to know about the
 //! VM, its contexts and the callback in progress.
 
+use std::cell::{Ref, RefMut};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,7 +17,9 @@ use crate::mailbox::{InstanceId, ThreadMailbox};
 use crate::metrics::MetricIds;
 use crate::module::PluginModule;
 use crate::plugin::Plugin;
-use crate::stream::{Cancelled, HttpCallRequest, HttpCallResponse, HttpStream, LocalResponse, Phase, StreamAction};
+use crate::stream::{
+    Cancelled, HttpCallRequest, HttpCallResponse, HttpStream, LocalResponse, Phase, SharedStream, StreamAction,
+};
 
 /// A context known to the VM.
 #[derive(Clone, Copy, Debug)]
@@ -85,15 +88,16 @@ pub struct HostState {
     /// Context ids are small sequential numbers: a fast, non-keyed hash suits them.
     pub(crate) contexts: FxHashMap<u32, ContextEntry>,
     pub(crate) call: CallFrame,
-    /// The stream lent to the callback in progress.
-    pub(crate) stream: HttpStream,
+    /// The stream lent to the callback in progress (none in a root
+    /// context's own callbacks).
+    pub(crate) stream: Option<SharedStream>,
     pub(crate) tick_requests: Vec<TickRequest>,
     /// Metrics this VM defined, by id.
     pub(crate) metric_ids: MetricIds,
     /// Streams waiting for their plugin to resume them, with the phase they
     /// paused in: a callback acting on their context (through
     /// `proxy_set_effective_context`) reads and changes them.
-    pub(crate) parked: FxHashMap<u32, (HttpStream, Phase)>,
+    pub(crate) parked: FxHashMap<u32, (SharedStream, Phase)>,
     /// Stream actions asked for during the callback in progress.
     pub(crate) stream_actions: Vec<(u32, StreamAction)>,
     /// HTTP calls made during the callback in progress.
@@ -178,7 +182,7 @@ impl HostState {
             plugins: Vec::new(),
             contexts: FxHashMap::default(),
             call: CallFrame::default(),
-            stream: HttpStream::default(),
+            stream: None,
             tick_requests: Vec::new(),
             metric_ids: MetricIds::default(),
             parked: FxHashMap::default(),
@@ -232,84 +236,80 @@ impl HostState {
 
     /// The stream the acting context may see, and the phase that decides
     /// how: the stream lent to the callback, or a parked stream whose
-    /// context was made the effective one.
-    pub(crate) fn acting_stream(&self) -> Option<(&HttpStream, Phase)> {
+    /// context was made the effective one. `None` too if the stream is
+    /// borrowed elsewhere (a callback of another context of the same
+    /// stream acting on it).
+    pub(crate) fn acting_stream(&self) -> Option<(Ref<'_, HttpStream>, Phase)> {
+        let (cell, phase) = self.acting_cell()?;
+        Some((cell.try_borrow().ok()?, phase))
+    }
+
+    pub(crate) fn acting_stream_mut(&self) -> Option<(RefMut<'_, HttpStream>, Phase)> {
+        let (cell, phase) = self.acting_cell()?;
+        Some((cell.try_borrow_mut().ok()?, phase))
+    }
+
+    fn acting_cell(&self) -> Option<(&SharedStream, Phase)> {
         let acting = self.acting_context_id();
         if acting == self.call.context_id {
-            return Some((&self.stream, self.call.phase));
+            return Some((self.stream.as_ref()?, self.call.phase));
         }
         self.parked.get(&acting).map(|(stream, phase)| (stream, *phase))
     }
 
-    pub(crate) fn acting_stream_mut(&mut self) -> Option<(&mut HttpStream, Phase)> {
-        let acting = self.acting_context_id();
-        if acting == self.call.context_id {
-            return Some((&mut self.stream, self.call.phase));
-        }
-        self.parked.get_mut(&acting).map(|(stream, phase)| (stream, *phase))
-    }
-
     /// The header map `map` if this callback may read it.
-    pub(crate) fn readable_map(&self, map: MapType) -> Result<&HeaderMap, Status> {
+    pub(crate) fn readable_map(&self, map: MapType) -> Result<Borrowed<'_, HeaderMap>, Status> {
         match (map, &self.grpc_received) {
             (MapType::GrpcCallInitialMetadata, Some(GrpcEvent::InitialMetadata(m)))
-            | (MapType::GrpcCallTrailingMetadata, Some(GrpcEvent::TrailingMetadata(m))) => return Ok(m),
+            | (MapType::GrpcCallTrailingMetadata, Some(GrpcEvent::TrailingMetadata(m))) => {
+                return Ok(Borrowed::Plain(m));
+            }
             _ => {}
         }
         if let (Phase::HttpCallResponse, Some(response)) = (self.call.phase, &self.http_call_response) {
             match map {
-                MapType::HttpCallResponseHeaders => return Ok(&response.headers),
-                MapType::HttpCallResponseTrailers => return Ok(&response.trailers),
+                MapType::HttpCallResponseHeaders => return Ok(Borrowed::Plain(&response.headers)),
+                MapType::HttpCallResponseTrailers => return Ok(Borrowed::Plain(&response.trailers)),
                 _ => {}
             }
         }
         let (s, phase) = self.acting_stream().ok_or(Status::BadArgument)?;
-        match (phase, map) {
-            (Phase::RequestHeaders | Phase::Log, MapType::HttpRequestHeaders) => Ok(&s.request_headers),
-            (Phase::ResponseHeaders | Phase::Log, MapType::HttpResponseHeaders) => Ok(&s.response_headers),
-            (Phase::RequestTrailers | Phase::Log, MapType::HttpRequestTrailers) => Ok(&s.request_trailers),
-            (Phase::ResponseTrailers | Phase::Log, MapType::HttpResponseTrailers) => Ok(&s.response_trailers),
-            _ => Err(Status::BadArgument),
-        }
+        let select: fn(&HttpStream) -> &HeaderMap = match (phase, map) {
+            (Phase::RequestHeaders | Phase::Log, MapType::HttpRequestHeaders) => |s| &s.request_headers,
+            (Phase::ResponseHeaders | Phase::Log, MapType::HttpResponseHeaders) => |s| &s.response_headers,
+            (Phase::RequestTrailers | Phase::Log, MapType::HttpRequestTrailers) => |s| &s.request_trailers,
+            (Phase::ResponseTrailers | Phase::Log, MapType::HttpResponseTrailers) => |s| &s.response_trailers,
+            _ => return Err(Status::BadArgument),
+        };
+        Ok(Borrowed::Cell(Ref::map(s, select)))
     }
 
     /// The header map `map` if this callback may change it.
-    pub(crate) fn writable_map(&mut self, map: MapType) -> Result<&mut HeaderMap, Status> {
+    pub(crate) fn writable_map(&self, map: MapType) -> Result<RefMut<'_, HeaderMap>, Status> {
         let (s, phase) = self.acting_stream_mut().ok_or(Status::BadArgument)?;
-        match (phase, map) {
-            (Phase::RequestHeaders, MapType::HttpRequestHeaders) => Ok(&mut s.request_headers),
-            (Phase::ResponseHeaders, MapType::HttpResponseHeaders) => Ok(&mut s.response_headers),
-            (Phase::RequestTrailers, MapType::HttpRequestTrailers) => Ok(&mut s.request_trailers),
-            (Phase::ResponseTrailers, MapType::HttpResponseTrailers) => Ok(&mut s.response_trailers),
-            _ => Err(Status::BadArgument),
-        }
+        let select: fn(&mut HttpStream) -> &mut HeaderMap = match (phase, map) {
+            (Phase::RequestHeaders, MapType::HttpRequestHeaders) => |s| &mut s.request_headers,
+            (Phase::ResponseHeaders, MapType::HttpResponseHeaders) => |s| &mut s.response_headers,
+            (Phase::RequestTrailers, MapType::HttpRequestTrailers) => |s| &mut s.request_trailers,
+            (Phase::ResponseTrailers, MapType::HttpResponseTrailers) => |s| &mut s.response_trailers,
+            _ => return Err(Status::BadArgument),
+        };
+        Ok(RefMut::map(s, select))
     }
 
     /// The body a body callback (or a callback acting on a stream parked in
     /// one) may read.
-    pub(crate) fn readable_body(&self, kind: BufferType) -> Result<&[u8], Status> {
+    pub(crate) fn readable_body(&self, kind: BufferType) -> Result<Ref<'_, [u8]>, Status> {
         let (s, phase) = self.acting_stream().ok_or(Status::NotFound)?;
-        // In the trailers callback the body is what the filter held (as
-        // Envoy's buffered body), e.g. the whole of a gRPC request.
-        match (phase, kind) {
-            (Phase::RequestBody | Phase::RequestTrailers, BufferType::HttpRequestBody) => Ok(&s.request_body),
-            (Phase::ResponseBody | Phase::ResponseTrailers, BufferType::HttpResponseBody) => Ok(&s.response_body),
-            (Phase::DownstreamData, BufferType::DownstreamData) => Ok(&s.downstream_data),
-            (Phase::UpstreamData, BufferType::UpstreamData) => Ok(&s.upstream_data),
-            _ => Err(Status::NotFound),
-        }
+        let select = body_selector(phase, kind).ok_or(Status::NotFound)?;
+        Ok(Ref::map(s, |s| &select(s)[..]))
     }
 
     /// The body a body callback may change.
-    pub(crate) fn writable_body(&mut self, kind: BufferType) -> Result<&mut Vec<u8>, Status> {
+    pub(crate) fn writable_body(&self, kind: BufferType) -> Result<RefMut<'_, Vec<u8>>, Status> {
         let (s, phase) = self.acting_stream_mut().ok_or(Status::NotFound)?;
-        match (phase, kind) {
-            (Phase::RequestBody | Phase::RequestTrailers, BufferType::HttpRequestBody) => Ok(&mut s.request_body),
-            (Phase::ResponseBody | Phase::ResponseTrailers, BufferType::HttpResponseBody) => Ok(&mut s.response_body),
-            (Phase::DownstreamData, BufferType::DownstreamData) => Ok(&mut s.downstream_data),
-            (Phase::UpstreamData, BufferType::UpstreamData) => Ok(&mut s.upstream_data),
-            _ => Err(Status::NotFound),
-        }
+        let select = body_selector_mut(phase, kind).ok_or(Status::NotFound)?;
+        Ok(RefMut::map(s, select))
     }
 
     /// Whether the acting context is a stream that can be answered or
@@ -318,4 +318,45 @@ impl HostState {
         let (id, entry, _) = self.acting_context()?;
         (!entry.is_root(id)).then_some(id)
     }
+}
+
+/// A value borrowed from the host's own state, or from a shared stream.
+pub(crate) enum Borrowed<'a, T: ?Sized> {
+    Plain(&'a T),
+    Cell(Ref<'a, T>),
+}
+
+impl<T: ?Sized> std::ops::Deref for Borrowed<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match self {
+            Borrowed::Plain(value) => value,
+            Borrowed::Cell(value) => value,
+        }
+    }
+}
+
+/// Which body of a stream a callback in `phase` reads as buffer `kind`. In
+/// the trailers callback the body is what the filter held (as Envoy's
+/// buffered body), e.g. the whole of a gRPC request.
+fn body_selector(phase: Phase, kind: BufferType) -> Option<fn(&HttpStream) -> &Vec<u8>> {
+    Some(match (phase, kind) {
+        (Phase::RequestBody | Phase::RequestTrailers, BufferType::HttpRequestBody) => |s| &s.request_body,
+        (Phase::ResponseBody | Phase::ResponseTrailers, BufferType::HttpResponseBody) => |s| &s.response_body,
+        (Phase::DownstreamData, BufferType::DownstreamData) => |s| &s.downstream_data,
+        (Phase::UpstreamData, BufferType::UpstreamData) => |s| &s.upstream_data,
+        _ => return None,
+    })
+}
+
+/// [`body_selector`], for changing the body.
+fn body_selector_mut(phase: Phase, kind: BufferType) -> Option<fn(&mut HttpStream) -> &mut Vec<u8>> {
+    Some(match (phase, kind) {
+        (Phase::RequestBody | Phase::RequestTrailers, BufferType::HttpRequestBody) => |s| &mut s.request_body,
+        (Phase::ResponseBody | Phase::ResponseTrailers, BufferType::HttpResponseBody) => |s| &mut s.response_body,
+        (Phase::DownstreamData, BufferType::DownstreamData) => |s| &mut s.downstream_data,
+        (Phase::UpstreamData, BufferType::UpstreamData) => |s| &mut s.upstream_data,
+        _ => return None,
+    })
 }

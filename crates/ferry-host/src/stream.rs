@@ -2,9 +2,24 @@
 //! or a TCP connection passing a network filter), and what a plugin can
 //! decide about the stream.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use bytes::Bytes;
 
 use crate::headers::HeaderMap;
+
+/// A stream as the embedder shares it with the host: lent to each callback
+/// of its filters, and kept by a VM while one of its filters is stopped
+/// there, so that the plugin's other callbacks (an HTTP call's response, a
+/// tick) can read and change it. The embedder never holds a borrow across
+/// a call into a VM.
+pub type SharedStream = Rc<RefCell<HttpStream>>;
+
+/// A [`SharedStream`] of `stream`.
+pub fn share(stream: HttpStream) -> SharedStream {
+    Rc::new(RefCell::new(stream))
+}
 
 /// Header maps and bodies of one HTTP stream, or the data of one TCP
 /// connection (`downstream_data`, `upstream_data`; no header maps). The
@@ -91,13 +106,18 @@ pub struct LocalResponse {
     pub grpc_status: Option<u32>,
 }
 
-/// What a header callback decided.
+/// What a stream callback decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Go on with the next filter.
     Continue,
-    /// Stop here until the plugin resumes the stream.
-    Pause,
+    /// Stop iteration, with the action the plugin returned (never 0): for
+    /// headers Envoy's `FilterHeadersStatus` (1 StopIteration, 3
+    /// StopAllIterationAndBuffer, 4 StopAllIterationAndWatermark), for
+    /// bodies its `FilterDataStatus` (1 StopIterationAndBuffer, 2
+    /// StopIterationAndWatermark, 3 StopIterationNoBuffer), for trailers
+    /// and TCP data StopIteration. The embedder reads it as Envoy does.
+    Pause(u32),
     /// Answer with this response instead.
     LocalResponse(LocalResponse),
     /// Reset the stream (`proxy_close_stream`).
@@ -109,9 +129,13 @@ pub enum Verdict {
 /// `proxy_set_effective_context` made the stream's context the acting one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StreamAction {
-    /// `proxy_continue_stream`: go on from where the stream paused (for a
-    /// TCP connection: the client's direction).
+    /// `proxy_continue_stream(HTTP_REQUEST)` (or `DOWNSTREAM`): the request
+    /// goes on from where it stopped (for a TCP connection: the client's
+    /// direction).
     Resume,
+    /// `proxy_continue_stream(HTTP_RESPONSE)`: the response goes on from
+    /// where it stopped.
+    ResumeResponse,
     /// `proxy_continue_stream(UPSTREAM)`: a TCP connection's upstream
     /// direction goes on.
     ResumeUpstream,

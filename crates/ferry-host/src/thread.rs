@@ -16,7 +16,6 @@
 //! events addressed to it, until its last stream ends; then its root
 //! contexts are ended and it is dropped.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,7 +29,7 @@ use crate::mailbox::{InstanceId, QueueReady, ThreadMailbox};
 use crate::module::PluginModule;
 use crate::plugin::Plugin;
 use crate::state::TickRequest;
-use crate::stream::{Cancelled, HttpCallRequest, HttpCallResponse, HttpStream, StreamAction, StreamSignal, Verdict};
+use crate::stream::{Cancelled, HttpCallRequest, HttpCallResponse, SharedStream, StreamAction, StreamSignal, Verdict};
 use crate::vm::{CallError, StreamCallback, Vm};
 
 /// A plugin added to a [`WasmThread`].
@@ -188,9 +187,6 @@ pub struct WasmThread {
     mailbox: Arc<dyn ThreadMailbox>,
     slots: Vec<VmSlot>,
     effects: Effects,
-    /// Streams that were parked in an instance when it was discarded, until
-    /// their exchange takes them back.
-    orphans: HashMap<(InstanceId, u32), HttpStream>,
     /// Set by [`WasmThread::begin_shutdown`]: no new streams, no restarts.
     shutting_down: bool,
     _not_send: std::marker::PhantomData<*const ()>,
@@ -204,7 +200,6 @@ impl WasmThread {
             mailbox,
             slots: Vec::new(),
             effects: Effects::default(),
-            orphans: HashMap::new(),
             shutting_down: false,
             _not_send: Default::default(),
         }
@@ -307,7 +302,7 @@ impl WasmThread {
     pub fn create_tcp_stream(
         &mut self,
         plugin: PluginHandle,
-        connection: &mut HttpStream,
+        connection: &SharedStream,
     ) -> Result<(StreamContext, Verdict), PluginFailure> {
         let context = self.create_http_stream(plugin)?;
         let verdict = self.stream_callback(&context, StreamCallback::NewConnection, connection, false)?;
@@ -323,7 +318,7 @@ impl WasmThread {
         &mut self,
         context: &StreamContext,
         callback: StreamCallback,
-        stream: &mut HttpStream,
+        stream: &SharedStream,
         end_of_stream: bool,
     ) -> Result<Verdict, PluginFailure> {
         let vm = self.live_vm(context)?;
@@ -339,7 +334,7 @@ impl WasmThread {
     pub fn on_connection_close(
         &mut self,
         context: &StreamContext,
-        connection: &mut HttpStream,
+        connection: &SharedStream,
         upstream: bool,
         peer: ferry_abi::PeerType,
     ) -> Result<(), PluginFailure> {
@@ -350,7 +345,7 @@ impl WasmThread {
 
     /// Ends a network filter's context: `proxy_on_done`, `proxy_on_log`,
     /// `proxy_on_delete` (Envoy's order for TCP). A failure here is logged.
-    pub fn finish_tcp_stream(&mut self, context: StreamContext, connection: &mut HttpStream) {
+    pub fn finish_tcp_stream(&mut self, context: StreamContext, connection: &SharedStream) {
         let Ok(vm) = self.live_vm(&context) else { return };
         let result = vm.finish_tcp_stream(context.id, connection);
         let _ = self.after_call(context.plugin, context.instance.generation, result);
@@ -359,7 +354,7 @@ impl WasmThread {
     /// Ends a stream context: `proxy_on_log`, `proxy_on_done`,
     /// `proxy_on_delete`; the HTTP and gRPC calls it made are cancelled. A
     /// failure here is logged; the response is gone.
-    pub fn finish_http_stream(&mut self, context: StreamContext, stream: &mut HttpStream) {
+    pub fn finish_http_stream(&mut self, context: StreamContext, stream: &SharedStream) {
         let Ok(vm) = self.live_vm(&context) else { return };
         let result = vm.finish_http_stream(context.id, stream);
         let _ = self.after_call(context.plugin, context.instance.generation, result);
@@ -369,7 +364,7 @@ impl WasmThread {
     /// context, with `stream` (its headers and properties) readable. A
     /// failure is the plugin's own (its policy applies); the stream has
     /// ended already. While its VM is down, nothing is logged.
-    pub fn log_on_root(&mut self, plugin: PluginHandle, stream: &mut HttpStream) {
+    pub fn log_on_root(&mut self, plugin: PluginHandle, stream: &SharedStream) {
         let slot = &mut self.slots[plugin.slot];
         let generation = slot.generation;
         let Some(&root_id) = slot.root_ids(generation).get(plugin.plugin) else { return };
@@ -460,31 +455,26 @@ impl WasmThread {
         self.slots.iter().filter_map(|s| s.vm.as_ref()).map(Vm::pending_done).sum()
     }
 
-    /// Keeps a stream paused in `callback` in its plugin's VM, where
+    /// Keeps a stream stopped in `callback` in its plugin's VM, where
     /// callbacks acting on its context (an HTTP call's response, a tick) can
-    /// read and change what that callback could. Gives the stream back if
-    /// the plugin's VM is gone.
-    #[must_use = "a stream given back was not parked"]
-    pub fn park(
-        &mut self,
-        context: &StreamContext,
-        stream: HttpStream,
-        callback: StreamCallback,
-    ) -> Option<HttpStream> {
+    /// read and change what that callback could, and resume, answer or
+    /// close it. `false` if the plugin's VM is gone (the stream cannot wait
+    /// for it).
+    #[must_use = "a stream not parked waits for nothing"]
+    pub fn park(&mut self, context: &StreamContext, stream: &SharedStream, callback: StreamCallback) -> bool {
         match self.live_vm(context) {
             Ok(vm) => {
-                vm.park(context.id, stream, callback.phase());
-                None
+                vm.park(context.id, stream.clone(), callback.phase());
+                true
             }
-            Err(_) => Some(stream),
+            Err(_) => false,
         }
     }
 
-    /// Takes a parked stream back (`None` if its VM was discarded meanwhile).
-    pub fn unpark(&mut self, context: &StreamContext) -> Option<HttpStream> {
-        match self.live_vm(context) {
-            Ok(vm) => vm.unpark(context.id),
-            Err(_) => self.orphans.remove(&(context.instance, context.id)),
+    /// Forgets a parked stream: its filter goes on.
+    pub fn unpark(&mut self, context: &StreamContext) {
+        if let Ok(vm) = self.live_vm(context) {
+            vm.unpark(context.id);
         }
     }
 
@@ -565,8 +555,7 @@ impl WasmThread {
         // Streams waiting on this instance learn that it failed.
         if let Some(mut vm) = slot.vm.take() {
             self.effects.cancelled.extend(vm.open_calls());
-            for (context_id, stream) in vm.take_parked() {
-                self.orphans.insert((instance, context_id), stream);
+            for context_id in vm.take_parked() {
                 self.effects.stream_signals.push(StreamSignal { instance, context_id, action: StreamAction::Failed });
             }
         }
@@ -636,8 +625,7 @@ impl WasmThread {
                 }
                 drop(retiring.vm.take_requests());
                 self.effects.cancelled.extend(retiring.vm.open_calls());
-                for (context_id, stream) in retiring.vm.take_parked() {
-                    self.orphans.insert((instance, context_id), stream);
+                for context_id in retiring.vm.take_parked() {
                     self.effects.stream_signals.push(StreamSignal {
                         instance,
                         context_id,

@@ -20,7 +20,9 @@ use crate::mailbox::{InstanceId, ThreadMailbox};
 use crate::module::PluginModule;
 use crate::plugin::Plugin;
 use crate::state::{CallFrame, ContextEntry, GrpcKind, HostState, TickRequest};
-use crate::stream::{Cancelled, HttpCallRequest, HttpCallResponse, HttpStream, Phase, StreamAction, Verdict};
+use crate::stream::{
+    Cancelled, HttpCallRequest, HttpCallResponse, HttpStream, Phase, SharedStream, StreamAction, Verdict,
+};
 
 /// A callback that failed: it trapped, ran past its deadline, or could not
 /// be called.
@@ -263,10 +265,11 @@ impl Vm {
         &mut self,
         callback: StreamCallback,
         id: u32,
-        stream: &mut HttpStream,
+        stream: &SharedStream,
         end_of_stream: bool,
     ) -> Result<Verdict, CallError> {
-        let (arg, size, eos) = (id as i32, callback.size(stream), end_of_stream as i32);
+        let size = callback.size(&stream.borrow());
+        let (arg, eos) = (id as i32, end_of_stream as i32);
         let Vm { store, exports: e, callback_ticks, callback_deadline, .. } = self;
         // Each export with the arity it has in this module's ABI version.
         let two = |f| two_args(f, (arg, size));
@@ -312,7 +315,7 @@ impl Vm {
         // callback cancels the pause.
         let headers = matches!(phase, Phase::RequestHeaders | Phase::ResponseHeaders);
         let continues = action == 0 || (action == 2 && headers);
-        Ok(if continues || outcome.resumed { Verdict::Continue } else { Verdict::Pause })
+        Ok(if continues || outcome.resumed { Verdict::Continue } else { Verdict::Pause(action as u32) })
     }
 
     /// `proxy_on_downstream_connection_close` (`upstream` false) or
@@ -320,7 +323,7 @@ impl Vm {
     pub(crate) fn on_connection_close(
         &mut self,
         id: u32,
-        stream: &mut HttpStream,
+        stream: &SharedStream,
         upstream: bool,
         peer: PeerType,
     ) -> Result<(), CallError> {
@@ -338,7 +341,7 @@ impl Vm {
 
     /// The end of a network filter's context, in Envoy's order for TCP:
     /// `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
-    pub(crate) fn finish_tcp_stream(&mut self, id: u32, stream: &mut HttpStream) -> Result<(), CallError> {
+    pub(crate) fn finish_tcp_stream(&mut self, id: u32, stream: &SharedStream) -> Result<(), CallError> {
         let result = self
             .call_done(id, Phase::StreamOther)
             .and_then(|_| self.call_log(id, stream))
@@ -350,7 +353,7 @@ impl Vm {
     /// The end of an HTTP stream, in Envoy's order: `proxy_on_log` (all maps
     /// readable), `proxy_on_done` (its result only matters for root
     /// contexts), then `proxy_on_delete`, after which the id is gone.
-    pub(crate) fn finish_http_stream(&mut self, id: u32, stream: &mut HttpStream) -> Result<(), CallError> {
+    pub(crate) fn finish_http_stream(&mut self, id: u32, stream: &SharedStream) -> Result<(), CallError> {
         let result = self
             .call_log(id, stream)
             .and_then(|()| self.call_done(id, Phase::StreamOther))
@@ -385,7 +388,7 @@ impl Vm {
 
     /// `proxy_on_log` on context `id` (a stream's, or a root context's for
     /// Envoy's Wasm access logger) with `stream` readable.
-    pub(crate) fn call_log(&mut self, id: u32, stream: &mut HttpStream) -> Result<(), CallError> {
+    pub(crate) fn call_log(&mut self, id: u32, stream: &SharedStream) -> Result<(), CallError> {
         self.call_with_stream("proxy_on_log", frame(id, Phase::Log), stream, |e| e.on_log.as_ref(), (id as i32,))?;
         Ok(())
     }
@@ -548,19 +551,19 @@ impl Vm {
         Ok(())
     }
 
-    /// Keeps a paused stream where callbacks acting on its context find it.
-    pub(crate) fn park(&mut self, id: u32, stream: HttpStream, phase: Phase) {
+    /// Keeps a stopped stream where callbacks acting on its context find it.
+    pub(crate) fn park(&mut self, id: u32, stream: SharedStream, phase: Phase) {
         self.store.data_mut().parked.insert(id, (stream, phase));
     }
 
-    /// Every parked stream, taken out (the VM is being discarded).
-    pub(crate) fn take_parked(&mut self) -> Vec<(u32, HttpStream)> {
-        self.store.data_mut().parked.drain().map(|(id, (stream, _))| (id, stream)).collect()
+    /// The contexts of every parked stream, forgotten (the VM is being discarded).
+    pub(crate) fn take_parked(&mut self) -> Vec<u32> {
+        self.store.data_mut().parked.drain().map(|(id, _)| id).collect()
     }
 
-    /// Takes a parked stream back.
-    pub(crate) fn unpark(&mut self, id: u32) -> Option<HttpStream> {
-        self.store.data_mut().parked.remove(&id).map(|(stream, _)| stream)
+    /// Forgets a parked stream (its filter goes on).
+    pub(crate) fn unpark(&mut self, id: u32) {
+        self.store.data_mut().parked.remove(&id);
     }
 
     /// What the plugin asked of the embedder since the last call.
@@ -643,13 +646,13 @@ impl Vm {
         &mut self,
         function: &'static str,
         frame: CallFrame,
-        stream: &mut HttpStream,
+        stream: &SharedStream,
         select: impl FnOnce(&Exports) -> Option<&TypedFunc<P, R>>,
         args: P,
     ) -> Result<Option<R>, CallError> {
-        std::mem::swap(&mut self.store.data_mut().stream, stream);
+        self.store.data_mut().stream = Some(stream.clone());
         let result = self.call(Deadline::Callback, function, frame, select, args);
-        std::mem::swap(&mut self.store.data_mut().stream, stream);
+        self.store.data_mut().stream = None;
         result
     }
 }
@@ -687,12 +690,12 @@ pub(crate) struct Requests {
 /// Lends `stream` to the store for the duration of `f`.
 fn with_stream<R>(
     store: &mut Store<HostState>,
-    stream: &mut HttpStream,
+    stream: &SharedStream,
     f: impl FnOnce(&mut Store<HostState>) -> R,
 ) -> R {
-    std::mem::swap(&mut store.data_mut().stream, stream);
+    store.data_mut().stream = Some(stream.clone());
     let result = f(store);
-    std::mem::swap(&mut store.data_mut().stream, stream);
+    store.data_mut().stream = None;
     result
 }
 

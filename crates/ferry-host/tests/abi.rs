@@ -313,12 +313,12 @@ const PROPERTY_FILTER: &str = r#"
 fn stream_properties_come_from_the_stream() {
     let host = Host::new(HostOptions::default()).unwrap();
     let (mut thread, _, handle) = start(&host, module_in(&host, "vm", PROPERTY_FILTER));
-    let mut stream = request("/a?b");
-    stream.info.source = Some("10.0.0.1:4242".parse().unwrap());
+    let stream = ferry_host::share(request("/a?b"));
+    stream.borrow_mut().info.source = Some("10.0.0.1:4242".parse().unwrap());
     let context = thread.create_http_stream(handle).unwrap();
-    thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut stream, true).unwrap();
-    assert_eq!(&stream.request_headers.get(b"x-path").unwrap()[..], b"/a?b");
-    assert_eq!(&stream.request_headers.get(b"x-port-bytes").unwrap()[..], &4242i64.to_le_bytes());
+    thread.stream_callback(&context, StreamCallback::RequestHeaders, &stream, true).unwrap();
+    assert_eq!(&stream.borrow_mut().request_headers.get(b"x-path").unwrap()[..], b"/a?b");
+    assert_eq!(&stream.borrow_mut().request_headers.get(b"x-port-bytes").unwrap()[..], &4242i64.to_le_bytes());
 }
 
 #[test]
@@ -428,17 +428,17 @@ fn request(path: &str) -> HttpStream {
 fn header_pairs_round_trip_through_the_guest() {
     let host = Host::new(HostOptions::default()).unwrap();
     let (mut thread, _, handle) = start(&host, module_in(&host, "vm", FILTER));
-    let mut stream = request("/");
-    let before = stream.request_headers.clone();
+    let stream = ferry_host::share(request("/"));
+    let before = stream.borrow_mut().request_headers.clone();
     let context = thread.create_http_stream(handle).unwrap();
     assert_eq!(
-        thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut stream, true).unwrap(),
+        thread.stream_callback(&context, StreamCallback::RequestHeaders, &stream, true).unwrap(),
         Verdict::Continue
     );
     let mut expected = before;
     expected.add(b"x-added", b"yes");
-    assert_eq!(stream.request_headers, expected);
-    thread.finish_http_stream(context, &mut stream);
+    assert_eq!(stream.borrow_mut().request_headers, expected);
+    thread.finish_http_stream(context, &stream);
 }
 
 #[test]
@@ -448,9 +448,9 @@ fn enqueue_posts_one_notification_and_never_runs_the_consumer_inline() {
     let queue = host.shared_queues().resolve("vm", "queue").unwrap();
     for _ in 0..3 {
         let context = thread.create_http_stream(handle).unwrap();
-        let mut stream = request("/queue");
-        thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut stream, true).unwrap();
-        thread.finish_http_stream(context, &mut stream);
+        let stream = ferry_host::share(request("/queue"));
+        thread.stream_callback(&context, StreamCallback::RequestHeaders, &stream, true).unwrap();
+        thread.finish_http_stream(context, &stream);
     }
     let posted: Vec<QueueReady> = std::mem::take(&mut mailbox.0.lock().unwrap());
     assert_eq!(posted.len(), 3, "one notification per item");
@@ -478,15 +478,23 @@ fn a_trap_fails_the_callback_and_the_next_stream_gets_a_fresh_instance() {
         Plugin::new("test", "", plugin.configuration.clone(), plugin.module.clone(), reload, Limits::default());
     let (mut thread, _, handle) = start(&host, plugin);
     let first = thread.create_http_stream(handle).unwrap();
-    let failure = thread.stream_callback(&first, StreamCallback::RequestHeaders, &mut request("/"), true).unwrap_err();
+    let failure = thread
+        .stream_callback(&first, StreamCallback::RequestHeaders, &ferry_host::share(request("/")), true)
+        .unwrap_err();
     assert!(failure.reason.contains("proxy_on_request_headers") && failure.reason.contains("unreachable"), "{failure}");
     // The old context is gone with its instance.
-    assert!(thread.stream_callback(&first, StreamCallback::ResponseHeaders, &mut request("/"), true).is_err());
+    assert!(
+        thread
+            .stream_callback(&first, StreamCallback::ResponseHeaders, &ferry_host::share(request("/")), true)
+            .is_err()
+    );
     // A new stream gets a new instance, whose context ids start over.
     let second = thread.create_http_stream(handle).unwrap();
     assert_eq!(second.id(), 2, "root context 1, then this stream");
     assert_eq!(
-        thread.stream_callback(&second, StreamCallback::ResponseHeaders, &mut request("/"), true).unwrap(),
+        thread
+            .stream_callback(&second, StreamCallback::ResponseHeaders, &ferry_host::share(request("/")), true)
+            .unwrap(),
         Verdict::Continue
     );
 }

@@ -85,7 +85,7 @@ impl Setup {
 
     fn request_headers(&mut self) -> Result<Verdict, ferry_host::PluginFailure> {
         let context = self.thread.create_http_stream(self.handle)?;
-        self.thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut request(), true)
+        self.thread.stream_callback(&context, StreamCallback::RequestHeaders, &ferry_host::share(request()), true)
     }
 
     fn stat(&self, name: &str) -> u64 {
@@ -247,12 +247,12 @@ fn host_calls_from_inside_the_allocator_are_refused_except_logging() {
     let handle = thread.add_plugin(Plugin::new("p", "", Bytes::new(), module, reload(0), Limits::default()));
     thread.start().unwrap();
     let context = thread.create_http_stream(handle).unwrap();
-    let mut stream = request();
-    let verdict = thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut stream, true).unwrap();
+    let stream = ferry_host::share(request());
+    let verdict = thread.stream_callback(&context, StreamCallback::RequestHeaders, &stream, true).unwrap();
     let Verdict::LocalResponse(response) = verdict else { panic!("{verdict:?}") };
     // replace: InternalFailure (10); log: Ok (0).
     assert_eq!(response.status, 210);
-    assert!(stream.request_headers.get(b"x-evil").is_none(), "the map did not change");
+    assert!(stream.borrow_mut().request_headers.get(b"x-evil").is_none(), "the map did not change");
 }
 
 #[test]
@@ -287,14 +287,14 @@ fn a_stream_that_ends_cancels_the_calls_it_made() {
     );
     let mut s = setup(CALL_IMPORT, &body, reload(0));
     let context = s.thread.create_http_stream(s.handle).unwrap();
-    let mut stream = request();
+    let stream = ferry_host::share(request());
     assert_eq!(
-        s.thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut stream, true).unwrap(),
-        Verdict::Pause
+        s.thread.stream_callback(&context, StreamCallback::RequestHeaders, &stream, true).unwrap(),
+        Verdict::Pause(1)
     );
     let call = s.thread.take_effects().http_calls.remove(0);
     let instance = context.instance();
-    s.thread.finish_http_stream(context, &mut stream);
+    s.thread.finish_http_stream(context, &stream);
     assert_eq!(s.thread.take_effects().cancelled, [Cancelled::HttpCall { instance, token: call.token }]);
     // A response that still arrives is not delivered.
     s.thread.on_http_call_response(instance, 1, call.token, None, "late");
@@ -429,20 +429,24 @@ fn an_allocator_calling_the_host_cannot_change_what_any_function_is_handing_over
     let handle = thread.add_plugin(Plugin::new("p", "", Bytes::new(), module, reload(0), Limits::default()));
     thread.start().unwrap();
     let context = thread.create_http_stream(handle).unwrap();
-    let mut stream = request();
+    let stream = ferry_host::share(request());
     assert_eq!(
-        thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut stream, false).unwrap(),
+        thread.stream_callback(&context, StreamCallback::RequestHeaders, &stream, false).unwrap(),
         Verdict::Continue
     );
-    stream.request_body = b"body".to_vec();
-    let verdict = thread.stream_callback(&context, StreamCallback::RequestBody, &mut stream, true).unwrap();
+    stream.borrow_mut().request_body = b"body".to_vec();
+    let verdict = thread.stream_callback(&context, StreamCallback::RequestBody, &stream, true).unwrap();
     let Verdict::LocalResponse(response) = verdict else { panic!("{verdict:?}") };
     assert_eq!(response.status, 200, "every memory-returning function succeeded");
     // Eight functions allocated (the status message is empty: no allocation),
     // six refusals each.
     assert_eq!(response.body.len(), 7 * 6, "every host call from inside the allocator was refused");
-    assert_eq!(stream.request_headers.get(b":path").map(|v| &v[..]), Some(&b"/"[..]), "the headers did not change");
-    assert_eq!(stream.request_body, b"body", "the body did not change");
+    assert_eq!(
+        stream.borrow_mut().request_headers.get(b":path").map(|v| &v[..]),
+        Some(&b"/"[..]),
+        "the headers did not change"
+    );
+    assert_eq!(stream.borrow_mut().request_body, b"body", "the body did not change");
     assert_eq!(host.shared_data().get("vm", b"key").unwrap().0, ":path", "shared data did not change");
     assert_eq!(host.shared_queues().totals().enqueued, 1, "nothing was enqueued from the allocator");
 }
@@ -505,7 +509,9 @@ fn a_failed_restart_is_reported_with_the_asking_plugins_policy() {
     thread.add_plugin(Plugin::new("extra", "", "e", module, FailurePolicy::FailOpen, Limits::default()));
     thread.start().unwrap();
     let context = thread.create_http_stream(auth).unwrap();
-    assert!(thread.stream_callback(&context, StreamCallback::RequestHeaders, &mut request(), true).is_err());
+    assert!(
+        thread.stream_callback(&context, StreamCallback::RequestHeaders, &ferry_host::share(request()), true).is_err()
+    );
     let failure = thread.create_http_stream(auth).unwrap_err();
     assert!(failure.reason.contains("proxy_on_configure"), "the restart failed: {failure}");
     assert_eq!(failure.plugin, "auth");

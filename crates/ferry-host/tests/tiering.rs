@@ -109,7 +109,9 @@ fn baseline_code_is_interrupted_at_its_callback_deadline() {
     assert_eq!(tier(&thread), Some(Tier::Baseline));
     let context = thread.create_http_stream(handle).unwrap();
     let started = Instant::now();
-    let failure = thread.stream_callback(&context, StreamCallback::RequestBody, &mut stream("/"), true).unwrap_err();
+    let failure = thread
+        .stream_callback(&context, StreamCallback::RequestBody, &ferry_host::share(stream("/")), true)
+        .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(2), "interrupted after {:?}", started.elapsed());
     assert!(failure.reason.contains("deadline"), "{failure}");
 }
@@ -122,9 +124,9 @@ fn a_tiered_vm_moves_to_optimised_code_and_its_old_instance_finishes_its_streams
     // A stream opened on baseline code...
     let first = thread.create_http_stream(handle).unwrap();
     assert_eq!(tier(&thread), Some(Tier::Baseline), "optimised code ready before the first stream: pad more");
-    let mut first_stream = stream("/");
+    let first_stream = ferry_host::share(stream("/"));
     assert_eq!(
-        thread.stream_callback(&first, StreamCallback::RequestHeaders, &mut first_stream, true).unwrap(),
+        thread.stream_callback(&first, StreamCallback::RequestHeaders, &first_stream, true).unwrap(),
         Verdict::Continue
     );
     wait_optimized(&thread, handle);
@@ -140,15 +142,15 @@ fn a_tiered_vm_moves_to_optimised_code_and_its_old_instance_finishes_its_streams
 
     // ...while the first goes on in the old one, which ends with it.
     assert_eq!(
-        thread.stream_callback(&first, StreamCallback::ResponseHeaders, &mut first_stream, true).unwrap(),
+        thread.stream_callback(&first, StreamCallback::ResponseHeaders, &first_stream, true).unwrap(),
         Verdict::Continue
     );
-    thread.finish_http_stream(first, &mut first_stream);
+    thread.finish_http_stream(first, &first_stream);
     assert_eq!(thread.take_effects().retired, vec![first_instance(&second)]);
 
-    let mut second_stream = stream("/");
-    thread.stream_callback(&second, StreamCallback::RequestHeaders, &mut second_stream, true).unwrap();
-    thread.finish_http_stream(second, &mut second_stream);
+    let second_stream = ferry_host::share(stream("/"));
+    thread.stream_callback(&second, StreamCallback::RequestHeaders, &second_stream, true).unwrap();
+    thread.finish_http_stream(second, &second_stream);
     assert!(thread.take_effects().retired.is_empty(), "the live instance stays");
 }
 
@@ -162,19 +164,19 @@ fn a_failure_in_a_retiring_instance_fails_only_its_own_stream() {
     let (mut thread, handle) = thread(&host(Compilation::Tiered), Limits::default());
     let old = thread.create_http_stream(handle).unwrap();
     assert_eq!(tier(&thread), Some(Tier::Baseline), "optimised code ready before the first stream: pad more");
-    let mut old_stream = stream("/trap");
-    thread.stream_callback(&old, StreamCallback::RequestHeaders, &mut old_stream, true).unwrap();
+    let old_stream = ferry_host::share(stream("/trap"));
+    thread.stream_callback(&old, StreamCallback::RequestHeaders, &old_stream, true).unwrap();
     wait_optimized(&thread, handle);
     let live = thread.create_http_stream(handle).unwrap();
     thread.take_effects();
 
-    let failure = thread.stream_callback(&old, StreamCallback::ResponseHeaders, &mut old_stream, true).unwrap_err();
+    let failure = thread.stream_callback(&old, StreamCallback::ResponseHeaders, &old_stream, true).unwrap_err();
     assert!(failure.reason.contains("unreachable"), "{failure}");
     assert_eq!(thread.take_effects().retired, vec![old.instance()], "the old instance is gone");
 
     // The live instance is untouched: its stream goes on, new ones open.
-    let mut live_stream = stream("/");
-    thread.stream_callback(&live, StreamCallback::ResponseHeaders, &mut live_stream, true).unwrap();
+    let live_stream = ferry_host::share(stream("/"));
+    thread.stream_callback(&live, StreamCallback::ResponseHeaders, &live_stream, true).unwrap();
     assert_eq!(thread.health(handle).name(), "running");
     assert_eq!(tier(&thread), Some(Tier::Optimized));
     thread.create_http_stream(handle).unwrap();

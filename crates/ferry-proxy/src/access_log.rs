@@ -94,6 +94,9 @@ pub(crate) struct StreamNotes {
     pub cluster: Option<String>,
     /// Envoy's response flag for how the proxy answered, e.g. `UF`.
     pub flag: Option<&'static str>,
+    /// Envoy's response code details (`%RESPONSE_CODE_DETAILS%`), e.g.
+    /// `via_upstream`, `route_not_found`.
+    pub details: Option<std::borrow::Cow<'static, str>>,
     /// The request headers as they went on (after the proxy's additions,
     /// such as `x-request-id`), when they differ from the client's.
     pub request_headers: Option<http::HeaderMap>,

@@ -78,13 +78,21 @@ pub(crate) struct CountedBody {
     inner: Incoming,
     count: Option<Arc<AtomicU64>>,
     progress: Option<Arc<Progress>>,
+    /// Set when reading it failed (the client broke the body off).
+    broken: Option<Arc<AtomicBool>>,
 }
 
 impl CountedBody {
     /// Counts what is read of `inner` into `count`, if given, and notes
     /// its progress in `progress`, if given.
     pub(crate) fn new(inner: Incoming, count: Option<Arc<AtomicU64>>, progress: Option<Arc<Progress>>) -> Self {
-        CountedBody { inner, count, progress }
+        CountedBody { inner, count, progress, broken: None }
+    }
+
+    /// A flag that tells, once the body went where the proxy no longer
+    /// reads it (upstream, as it came), whether it broke off on the way.
+    pub(crate) fn watch_errors(&mut self) -> Arc<AtomicBool> {
+        self.broken.get_or_insert_with(Arc::default).clone()
     }
 }
 
@@ -99,6 +107,9 @@ impl Body for CountedBody {
             && let Some(data) = frame.data_ref()
         {
             count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        if let (Some(broken), Poll::Ready(Some(Err(_)))) = (&this.broken, &poll) {
+            broken.store(true, Ordering::Relaxed);
         }
         if let (Some(progress), Poll::Ready(ready)) = (&this.progress, &poll) {
             progress.touch();

@@ -262,8 +262,15 @@ fn open_access_logs(listener: &str, logs: &[ferry_config::AccessLog]) -> Result<
 /// An HTTP filter of a connection manager.
 #[derive(Clone)]
 pub enum FilterSpec {
-    /// A Wasm plugin, as an index into [`Plan::worker_plugins`].
-    Wasm(usize),
+    /// A Wasm plugin, as an index into [`Plan::worker_plugins`], and
+    /// whether a stop on headers is a plain `StopIteration`
+    /// (`allow_on_headers_stop_iteration`).
+    Wasm {
+        /// The plugin.
+        index: usize,
+        /// `allow_on_headers_stop_iteration`.
+        allow_stop_iteration: bool,
+    },
     /// `envoy.filters.http.header_to_metadata`.
     HeaderToMetadata(Arc<ferry_config::HeaderToMetadata>),
     /// `envoy.filters.http.compressor`.
@@ -300,7 +307,10 @@ fn filter_chain(
     let mut specs = Vec::with_capacity(filters.len());
     for filter in filters {
         specs.push(match filter {
-            HttpFilter::Wasm(p) => FilterSpec::Wasm(plugins.add_worker(p)?),
+            HttpFilter::Wasm(p) => FilterSpec::Wasm {
+                index: plugins.add_worker(p)?,
+                allow_stop_iteration: p.allow_on_headers_stop_iteration,
+            },
             HttpFilter::HeaderToMetadata(rules) => FilterSpec::HeaderToMetadata(Arc::new(rules.clone())),
             HttpFilter::Compressor(config) => {
                 let [request_stats, response_stats] =

@@ -24,7 +24,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use ferry_abi::PeerType;
-use ferry_host::{HttpStream, PluginHandle, StreamAction, StreamCallback, StreamContext, StreamInfo, Verdict};
+use ferry_host::{
+    HttpStream, PluginHandle, SharedStream, StreamAction, StreamCallback, StreamContext, StreamInfo, Verdict,
+};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
@@ -72,7 +74,7 @@ struct Filter {
 struct Connection {
     thread: Rc<ThreadLoop>,
     /// Lent to each callback; only `downstream_data`, `upstream_data` and `info` are used.
-    data: HttpStream,
+    data: SharedStream,
     filters: Vec<Filter>,
     /// Bytes held by a filter that stopped iteration, per [`Direction`].
     held: [Vec<u8>; 2],
@@ -137,7 +139,7 @@ pub(crate) async fn serve(downstream: impl Stream, info: StreamInfo, plan: Arc<T
     };
     let mut conn = Connection {
         thread,
-        data: HttpStream { info, ..HttpStream::default() },
+        data: ferry_host::share(HttpStream { info, ..HttpStream::default() }),
         filters: Vec::new(),
         held: [Vec::new(), Vec::new()],
         paused_at: [None, None],
@@ -185,7 +187,7 @@ impl Connection {
         let thread = self.thread.clone();
         for &index in &plan.filters {
             let handle = thread.handle(index);
-            let created = thread.wasm(|vms| vms.create_tcp_stream(handle, &mut self.data));
+            let created = thread.wasm(|vms| vms.create_tcp_stream(handle, &self.data));
             let (context, verdict) = match created {
                 Ok(created) => created,
                 Err(failure) if failure.fail_open => continue,
@@ -196,7 +198,7 @@ impl Connection {
             match verdict {
                 Verdict::Continue => {}
                 Verdict::Close | Verdict::LocalResponse(_) => return Err(Ending::Local),
-                Verdict::Pause => {
+                Verdict::Pause(_) => {
                     // Wait for this filter to resume the connection (or close it).
                     self.paused_at[DOWNSTREAM] = Some(self.filters.len() - 1);
                 }
@@ -231,7 +233,13 @@ impl Connection {
                             return Ending::Local;
                         }
                     }
-                    Some((_, StreamAction::Resume | StreamAction::ResumeUpstream | StreamAction::LocalResponse(_))) => {}
+                    Some((
+                        _,
+                        StreamAction::Resume
+                        | StreamAction::ResumeUpstream
+                        | StreamAction::ResumeResponse
+                        | StreamAction::LocalResponse(_),
+                    )) => {}
                     Some((_, StreamAction::Close)) | None => return Ending::Local,
                 },
                 // Data waits in the socket until the relay reads it; only the
@@ -248,7 +256,7 @@ impl Connection {
         }
         // A filter may have chosen the cluster (`set_envoy_filter_state`
         // with `envoy.tcp_proxy.cluster`), as in Envoy.
-        let cluster = self.data.info.filter_state(CLUSTER_KEY).unwrap_or(&plan.cluster).to_owned();
+        let cluster = self.data.borrow().info.filter_state(CLUSTER_KEY).unwrap_or(&plan.cluster).to_owned();
         self.notes.cluster = Some(cluster.clone());
         let upstreams = self.thread.upstreams();
         if !upstreams.has_cluster(&cluster) {
@@ -256,13 +264,13 @@ impl Connection {
             self.notes.flag = Some("NC");
             return Ending::Local;
         }
-        self.data.info.xds.cluster = upstreams.cluster_facts(&cluster);
+        self.data.borrow_mut().info.xds.cluster = upstreams.cluster_facts(&cluster);
         let upstream = match upstreams.connect_tcp(&cluster).await {
             Ok((upstream, facts, host)) => {
-                self.data.info.xds.upstream_host_metadata = Some(host.metadata);
-                self.data.info.upstream = Some(facts.peer);
-                self.data.info.upstream_local = facts.local;
-                self.data.info.upstream_tls = facts.tls;
+                self.data.borrow_mut().info.xds.upstream_host_metadata = Some(host.metadata);
+                self.data.borrow_mut().info.upstream = Some(facts.peer);
+                self.data.borrow_mut().info.upstream_local = facts.local;
+                self.data.borrow_mut().info.upstream_tls = facts.tls;
                 upstream
             }
             Err(error) => {
@@ -271,7 +279,7 @@ impl Connection {
                 return Ending::Local;
             }
         };
-        self.notes.upstream_host = self.data.info.upstream;
+        self.notes.upstream_host = self.data.borrow_mut().info.upstream;
         let (mut down_read, mut down_write) = tokio::io::split(downstream);
         let (mut up_read, mut up_write) = tokio::io::split(upstream);
         let mut down_buf = vec![0u8; READ_CHUNK];
@@ -345,7 +353,7 @@ impl Connection {
                             return Ending::Local;
                         }
                     }
-                    Some((_, StreamAction::LocalResponse(_))) | None => {}
+                    Some((_, StreamAction::LocalResponse(_) | StreamAction::ResumeResponse)) | None => {}
                 },
                 () = idle(plan.idle_timeout) => {
                     tracing::debug!(target: "connection", "tcp_proxy: idle timeout");
@@ -391,14 +399,14 @@ impl Connection {
             if self.filters[i].skipped {
                 continue;
             }
-            *direction.buffer(&mut self.data) = std::mem::take(&mut self.held[d]);
+            *direction.buffer(&mut self.data.borrow_mut()) = std::mem::take(&mut self.held[d]);
             let context = &self.filters[i].context;
-            let data = &mut self.data;
+            let data = &self.data;
             let verdict = thread.wasm(|vms| vms.stream_callback(context, callback, data, end_of_stream));
-            self.held[d] = std::mem::take(direction.buffer(&mut self.data));
+            self.held[d] = std::mem::take(direction.buffer(&mut self.data.borrow_mut()));
             match verdict {
                 Ok(Verdict::Continue) => {}
-                Ok(Verdict::Pause) => {
+                Ok(Verdict::Pause(_)) => {
                     self.paused_at[d] = Some(i);
                     return Flow::Held;
                 }
@@ -423,7 +431,7 @@ impl Connection {
                 continue;
             }
             let result =
-                thread.wasm(|vms| vms.on_connection_close(&self.filters[i].context, &mut self.data, upstream, peer));
+                thread.wasm(|vms| vms.on_connection_close(&self.filters[i].context, &self.data, upstream, peer));
             if result.is_err() {
                 self.filters[i].skipped = true;
             }
@@ -454,11 +462,11 @@ impl Connection {
         for filter in std::mem::take(&mut self.filters) {
             thread.unsubscribe(filter.context.instance(), filter.context.id());
             if !filter.skipped {
-                thread.wasm(|vms| vms.finish_tcp_stream(filter.context, &mut self.data));
+                thread.wasm(|vms| vms.finish_tcp_stream(filter.context, &self.data));
             }
         }
         if let Some(mut entry) = self.log.take() {
-            self.notes.note_filter_state(&self.data.info);
+            self.notes.note_filter_state(&self.data.borrow().info);
             entry.connection_ended(std::mem::take(&mut self.notes), self.received);
             entry.finish(self.sent, true);
         }

@@ -157,6 +157,11 @@ struct Step {
     request: Option<Request>,
     #[serde(default)]
     status: Option<u16>,
+    /// The stream is reset once its response began: the client gets no
+    /// response, or a head and a body cut short (which status does not
+    /// matter then: `status` is not checked).
+    #[serde(default)]
+    reset: bool,
     #[serde(default)]
     body: Option<String>,
     /// Response headers that must have these values.
@@ -512,7 +517,11 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
                 request_with_trailers(address, &r.method, &r.path, &headers, r.body.as_bytes(), &trailers)
             };
             let what = format!("{} {}", r.method, r.path);
-            if let Some(status) = step.status.filter(|&s| s != response.status) {
+            if step.reset == response.complete {
+                let got = if response.complete { "a whole response" } else { "a reset" };
+                return Err(fail(format!("{what}: {got} (status {})", response.status)));
+            }
+            if let Some(status) = step.status.filter(|&s| !step.reset && s != response.status) {
                 return Err(fail(format!("{what}: status {} instead of {status}", response.status)));
             }
             if let Some(body) = step.body.as_ref().filter(|&b| *b != response.text()) {

@@ -52,13 +52,16 @@ fn start(upstream: SocketAddr) -> Ferry {
     Ferry::start(&config, &["--concurrency", "1"])
 }
 
-/// Sends a chunked POST with `trailers`; returns the response head, body and trailers.
+/// Sends a chunked POST with `trailers` (announced in a `Trailer` header,
+/// as HTTP/1.1 senders do); returns the response head, body and trailers.
 fn post_with_trailers(address: SocketAddr, trailers: &str) -> (Vec<String>, Vec<u8>, Vec<String>) {
     let mut stream = TcpStream::connect(address).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let names: Vec<&str> = trailers.lines().filter_map(|l| l.split_once(':')).map(|(n, _)| n).collect();
+    let names = names.join(", ");
     write!(
         stream,
-        "POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\nTrailer: x-checksum\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n{trailers}\r\n"
+        "POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\nTrailer: {names}\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n{trailers}\r\n"
     )
     .unwrap();
     let mut reader = BufReader::new(stream);

@@ -1,7 +1,8 @@
 //! Rewrites bodies, in the shape of the Rust SDK's `http_body` example:
 //! waits for the whole body (returning Pause until end of stream), then
 //! upper-cases the request body — or answers 403 if it says `forbidden` —
-//! and appends ` [checked]` to the response body. Logs each body callback
+//! and appends ` [checked]` to the response body (removing the response's
+//! `content-length`, which no longer holds). Logs each body callback
 //! (`request body <size> end_of_stream=<bool>`), so tests can see how the
 //! host delivers a body in chunks.
 //!
@@ -94,6 +95,13 @@ struct Rewrite;
 impl Context for Rewrite {}
 
 impl HttpContext for Rewrite {
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        // The body grows: its length is no longer the upstream's (as the
+        // SDK's `http_body` example does).
+        self.set_http_response_header("content-length", None);
+        Action::Continue
+    }
+
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         info!("request body {body_size} end_of_stream={end_of_stream}");
         if !end_of_stream {
@@ -156,6 +164,16 @@ impl GrpcRewrite {
 }
 
 impl HttpContext for GrpcRewrite {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        self.set_http_request_header("content-length", None);
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        self.set_http_response_header("content-length", None);
+        Action::Continue
+    }
+
     fn on_http_request_body(&mut self, _: usize, end_of_stream: bool) -> Action {
         if !end_of_stream {
             return Action::Pause;

@@ -189,6 +189,8 @@ impl HttpContext for Http {
             "/surface" => {}
             _ => return Action::Continue,
         }
+        // Over HTTP/1.1 only announced trailer fields are sent: the ones this filter adds are announced.
+        self.set_http_request_header("trailer", Some("x-t1, x-t2, x-t3, x-drop"));
         let headers = self.get_http_request_headers();
         check("get_http_request_headers", has(&headers, ":path", "/surface"), &headers);
         let value = self.get_http_request_header_bytes("x-in");
@@ -280,6 +282,7 @@ impl HttpContext for Http {
         self.set_http_response_headers_bytes(all.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect());
         let value = self.get_http_response_header("x-r4");
         check("set_http_response_headers_bytes", value.as_deref() == Some("4"), value);
+        self.set_http_response_header("trailer", Some("x-t1, x-t2, x-t3, x-rt1, x-rt2, x-rt3"));
         match call_echo(self, "/response") {
             Ok(_) => self.waiting = Waiting::Response,
             Err(status) => error!("sdk FAIL dispatch_http_call: {status:?}"),

@@ -53,7 +53,27 @@ struct Trailers {
 
 impl Context for Trailers {}
 
+/// Adds `name` to a message's `trailer` header, if it announces trailers:
+/// over HTTP/1.1 only announced trailer fields are sent.
+fn announce(existing: Option<String>, name: &str) -> Option<String> {
+    existing.map(|names| format!("{names}, {name}"))
+}
+
 impl HttpContext for Trailers {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        if let Some(names) = announce(self.get_http_request_header("trailer"), "x-plugin-trailer") {
+            self.set_http_request_header("trailer", Some(&names));
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        if let Some(names) = announce(self.get_http_response_header("trailer"), "x-response-trailer") {
+            self.set_http_response_header("trailer", Some(&names));
+        }
+        Action::Continue
+    }
+
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         info!("request body {body_size} bytes, end_of_stream={end_of_stream}");
         Action::Continue

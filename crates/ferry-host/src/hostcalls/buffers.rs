@@ -4,7 +4,7 @@
 use super::{Caller, HostResult, check, ok};
 use crate::limits::MAX_VALUE_BYTES;
 use crate::memory::{return_bytes, return_copy, slice, split, write_u32};
-use crate::state::HostState;
+use crate::state::{Borrowed, HostState};
 use ferry_abi::{BufferType, Status};
 
 pub(super) fn proxy_get_buffer_bytes(
@@ -23,7 +23,8 @@ pub(super) fn proxy_get_buffer_bytes(
     }
     let end = start.saturating_add(max_size).min(len);
     let status = return_bytes(&mut caller, end - start, ptr_out, size_out, |state, dest| {
-        match buffer_of(state, kind).ok().and_then(|bytes| bytes.get(start..end)) {
+        let Ok(bytes) = buffer_of(state, kind) else { return false };
+        match bytes.get(start..end) {
             Some(bytes) if bytes.len() == dest.len() => {
                 dest.copy_from_slice(bytes);
                 true
@@ -55,8 +56,8 @@ pub(super) fn proxy_set_buffer_bytes(
         // Configuration and call responses are read-only.
         return Ok(Status::BadArgument.code());
     }
-    let body = check!(state.writable_body(kind));
-    check!(replace(body, start as u32 as usize, size as u32 as usize, data));
+    let mut body = check!(state.writable_body(kind));
+    check!(replace(&mut body, start as u32 as usize, size as u32 as usize, data));
     ok()
 }
 
@@ -100,21 +101,24 @@ fn replace(body: &mut Vec<u8>, start: usize, size: usize, data: &[u8]) -> Result
 }
 
 /// The bytes of buffer `kind`, if the callback in progress has it.
-fn buffer_of(state: &HostState, kind: BufferType) -> Result<&[u8], Status> {
+fn buffer_of(state: &HostState, kind: BufferType) -> Result<Borrowed<'_, [u8]>, Status> {
+    let plain = Borrowed::Plain;
     match kind {
-        BufferType::VmConfiguration => Ok(&state.module.spec.vm_configuration),
-        BufferType::PluginConfiguration => state.call.plugin_configuration.as_deref().ok_or(Status::NotFound),
+        BufferType::VmConfiguration => Ok(plain(&state.module.spec.vm_configuration)),
+        BufferType::PluginConfiguration => {
+            state.call.plugin_configuration.as_deref().map(plain).ok_or(Status::NotFound)
+        }
         BufferType::HttpCallResponseBody => {
-            state.http_call_response.as_ref().map(|r| &r.body[..]).ok_or(Status::NotFound)
+            state.http_call_response.as_ref().map(|r| plain(&r.body[..])).ok_or(Status::NotFound)
         }
         BufferType::GrpcCallMessage => match &state.grpc_received {
-            Some(crate::grpc::GrpcEvent::Message(message)) => Ok(message),
+            Some(crate::grpc::GrpcEvent::Message(message)) => Ok(plain(message)),
             _ => Err(Status::NotFound),
         },
         BufferType::HttpRequestBody
         | BufferType::HttpResponseBody
         | BufferType::DownstreamData
-        | BufferType::UpstreamData => state.readable_body(kind),
+        | BufferType::UpstreamData => state.readable_body(kind).map(Borrowed::Cell),
         _ => Err(Status::NotFound),
     }
 }

@@ -61,7 +61,7 @@ fn set_envoy_filter_state(state: &mut HostState, args: &[u8]) -> Result<Vec<u8>,
     if !FILTER_STATE_KEYS.contains(&args.path.as_str()) {
         return Err(Status::NotFound);
     }
-    let stream = state.attribute_stream_mut().ok_or(Status::BadArgument)?;
+    let mut stream = state.attribute_stream_mut().ok_or(Status::BadArgument)?;
     if args.value.len() > crate::limits::MAX_VALUE_BYTES {
         return Err(Status::BadArgument);
     }
@@ -122,8 +122,7 @@ fn expr_create(state: &mut HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
 fn expr_evaluate(state: &mut HostState, args: &[u8]) -> Result<Vec<u8>, Status> {
     let token = token(args)?;
     let program = state.expressions.get(acting_root(state)?, token).ok_or(Status::NotFound)?;
-    let facts = state.facts().ok_or(Status::NotFound)?;
-    crate::attributes::evaluate(&program, &facts)
+    state.with_facts(|facts| crate::attributes::evaluate(&program, facts)).ok_or(Status::NotFound)?
 }
 
 /// Forgets an expression.

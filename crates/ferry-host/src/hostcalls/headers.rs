@@ -93,9 +93,9 @@ fn set_value(
     let (mem, state) = split(&mut caller);
     let key = check!(slice(mem, key.0, key.1));
     let value = check!(slice(mem, value.0, value.1));
-    let map = check!(state.writable_map(map));
-    check!(room_for(map, key, value));
-    set(map, key, value);
+    let mut map = check!(state.writable_map(map));
+    check!(room_for(&map, key, value));
+    set(&mut map, key, value);
     ok()
 }
 

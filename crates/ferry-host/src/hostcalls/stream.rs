@@ -125,6 +125,7 @@ fn stream_action(state: &mut HostState, stream: StreamType, action: StreamAction
         // A TCP connection listens for its plugins' signals all its life.
         let action = match (stream, action) {
             (StreamType::Upstream, StreamAction::Resume) => StreamAction::ResumeUpstream,
+            (StreamType::HttpResponse, StreamAction::Resume) => StreamAction::ResumeResponse,
             (_, action) => action,
         };
         state.stream_actions.push((target, action));

@@ -24,14 +24,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_host::{
-    GrpcEvent, Host, HttpCallResponse, InstanceId, Plugin, PluginHandle, QueueReady, StartError, StreamAction,
-    WasmThread,
+    GrpcEvent, Host, HttpCallResponse, InstanceId, Plugin, PluginHandle, QueueReady, StartError, WasmThread,
 };
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 pub(crate) use outbox::run_outbox;
-pub(crate) use streams::SignalSink;
+pub(crate) use streams::{SignalSink, SignalSource};
 
 use crate::health::HealthBoard;
 use crate::upstream::{Clusters, Upstreams};
@@ -139,6 +138,11 @@ impl ThreadLoop {
         &self.upstreams
     }
 
+    /// This thread's connection pools, for a task that outlives a borrow.
+    pub(crate) fn upstreams_handle(&self) -> Rc<Upstreams> {
+        self.upstreams.clone()
+    }
+
     /// Runs `f` on the VMs, then hands what the plugins asked for to the
     /// parts of the loop that carry it out. The only way into the VMs; never
     /// called from inside a callback (host functions only record requests).
@@ -149,16 +153,6 @@ impl ThreadLoop {
         };
         self.dispatch_effects();
         result
-    }
-
-    /// Waits for the plugin of a paused stream to resume, answer or close it.
-    pub(crate) fn wait_for(&self, instance: InstanceId, context_id: u32) -> oneshot::Receiver<StreamAction> {
-        self.streams.borrow_mut().wait_for(instance, context_id)
-    }
-
-    /// Forgets a waiter (its stream ended without a signal).
-    pub(crate) fn forget_waiter(&self, instance: InstanceId, context_id: u32) {
-        self.streams.borrow_mut().forget(instance, context_id);
     }
 
     /// Sends every signal for a stream context to `sink` until

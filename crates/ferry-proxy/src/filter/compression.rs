@@ -16,10 +16,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_config::{CompressDirection, Compressor, Decompressor, Encoding};
-use ferry_host::{HeaderMap, HttpStream, LocalResponse};
+use ferry_host::{HeaderMap, HttpStream, LocalResponse, SharedStream};
 
 use super::codec::{Decoder, Encoder};
-use super::{FilterStatus, HttpFilter, Side, body_of};
+use super::{FilterContext, FilterStatus, HttpFilter, Side, body_of};
 use crate::envoy_stats::FilterCounters;
 
 /// Most a compression filter makes of one body: as much as the filters may
@@ -188,7 +188,8 @@ impl CompressorFilter {
 }
 
 impl HttpFilter for CompressorFilter {
-    async fn request_headers(&mut self, stream: &mut HttpStream, end_of_stream: bool) -> FilterStatus {
+    fn request_headers(&mut self, cx: &FilterContext<'_>, end_of_stream: bool) -> FilterStatus {
+        let stream = &mut *cx.stream.borrow_mut();
         let headers = &mut stream.request_headers;
         self.accept_encoding = headers.joined(b"accept-encoding").map(|v| String::from_utf8_lossy(&v).into_owned());
         let config = &self.plan.config;
@@ -217,11 +218,12 @@ impl HttpFilter for CompressorFilter {
         FilterStatus::Continue
     }
 
-    async fn response_headers(&mut self, stream: &mut HttpStream, end_of_stream: bool) -> FilterStatus {
+    fn response_headers(&mut self, cx: &FilterContext<'_>, end_of_stream: bool) -> FilterStatus {
         let Some(direction) = &self.plan.config.response else { return FilterStatus::Continue };
         if end_of_stream {
             return FilterStatus::Continue;
         }
+        let stream = &mut *cx.stream.borrow_mut();
         let headers = &stream.response_headers;
         let compressible = self.response_compressible(direction, headers);
         let accepted = self.accepted();
@@ -259,18 +261,16 @@ impl HttpFilter for CompressorFilter {
         FilterStatus::Continue
     }
 
-    async fn body(&mut self, side: Side, stream: &mut HttpStream, end_of_stream: bool) -> FilterStatus {
-        self.compress(side, stream, end_of_stream)
+    fn body(&mut self, side: Side, cx: &FilterContext<'_>, end_of_stream: bool) -> FilterStatus {
+        self.compress(side, &mut cx.stream.borrow_mut(), end_of_stream)
     }
 
-    async fn trailers(&mut self, side: Side, stream: &mut HttpStream) -> FilterStatus {
+    fn trailers(&mut self, side: Side, cx: &FilterContext<'_>) -> FilterStatus {
         // The body ended without an end flag: the stream closes before the trailers.
-        self.compress(side, stream, true)
+        self.compress(side, &mut cx.stream.borrow_mut(), true)
     }
 
-    fn reclaim(&mut self, _: &mut HttpStream) {}
-
-    fn finish(self, _: &mut HttpStream) {}
+    fn finish(self, _: &SharedStream) {}
 }
 
 /// The decompressor of one stream.
@@ -369,7 +369,8 @@ impl DecompressorFilter {
 }
 
 impl HttpFilter for DecompressorFilter {
-    async fn request_headers(&mut self, stream: &mut HttpStream, end_of_stream: bool) -> FilterStatus {
+    fn request_headers(&mut self, cx: &FilterContext<'_>, end_of_stream: bool) -> FilterStatus {
+        let stream = &mut *cx.stream.borrow_mut();
         let config = &self.plan.config;
         let headers = &mut stream.request_headers;
         if config.response && config.advertise_accept_encoding {
@@ -386,22 +387,20 @@ impl HttpFilter for DecompressorFilter {
         FilterStatus::Continue
     }
 
-    async fn response_headers(&mut self, stream: &mut HttpStream, end_of_stream: bool) -> FilterStatus {
-        self.start(Side::Response, &mut stream.response_headers, end_of_stream);
+    fn response_headers(&mut self, cx: &FilterContext<'_>, end_of_stream: bool) -> FilterStatus {
+        self.start(Side::Response, &mut cx.stream.borrow_mut().response_headers, end_of_stream);
         FilterStatus::Continue
     }
 
-    async fn body(&mut self, side: Side, stream: &mut HttpStream, end_of_stream: bool) -> FilterStatus {
-        self.decompress(side, stream, end_of_stream)
+    fn body(&mut self, side: Side, cx: &FilterContext<'_>, end_of_stream: bool) -> FilterStatus {
+        self.decompress(side, &mut cx.stream.borrow_mut(), end_of_stream)
     }
 
-    async fn trailers(&mut self, side: Side, stream: &mut HttpStream) -> FilterStatus {
-        self.decompress(side, stream, true)
+    fn trailers(&mut self, side: Side, cx: &FilterContext<'_>) -> FilterStatus {
+        self.decompress(side, &mut cx.stream.borrow_mut(), true)
     }
 
-    fn reclaim(&mut self, _: &mut HttpStream) {}
-
-    fn finish(self, _: &mut HttpStream) {}
+    fn finish(self, _: &SharedStream) {}
 }
 
 /// What a body that cannot be coded gets: the request is refused (400), a

@@ -5,36 +5,40 @@
 use std::sync::Arc;
 
 use ferry_config::{HeaderToMetadata, MetadataKind, MetadataRule, MetadataSource, MetadataValue};
-use ferry_host::{HeaderMap, HttpStream};
+use ferry_host::{HeaderMap, SharedStream};
 use prost_types::value::Kind;
 
-use super::{FilterStatus, HttpFilter, Side};
+use super::{FilterContext, FilterStatus, HttpFilter, Side};
 
 /// The filter of one stream: its rules.
 pub(crate) struct HeaderToMetadataFilter(pub(crate) Arc<HeaderToMetadata>);
 
 impl HttpFilter for HeaderToMetadataFilter {
-    async fn request_headers(&mut self, stream: &mut HttpStream, _: bool) -> FilterStatus {
-        apply(&self.0.request_rules, &mut stream.request_headers, &mut stream.info.metadata);
+    fn request_headers(&mut self, cx: &FilterContext<'_>, _: bool) -> FilterStatus {
+        if !self.0.request_rules.is_empty() {
+            let stream = &mut *cx.stream.borrow_mut();
+            apply(&self.0.request_rules, &mut stream.request_headers, &mut stream.info.metadata);
+        }
         FilterStatus::Continue
     }
 
-    async fn response_headers(&mut self, stream: &mut HttpStream, _: bool) -> FilterStatus {
-        apply(&self.0.response_rules, &mut stream.response_headers, &mut stream.info.metadata);
+    fn response_headers(&mut self, cx: &FilterContext<'_>, _: bool) -> FilterStatus {
+        if !self.0.response_rules.is_empty() {
+            let stream = &mut *cx.stream.borrow_mut();
+            apply(&self.0.response_rules, &mut stream.response_headers, &mut stream.info.metadata);
+        }
         FilterStatus::Continue
     }
 
-    async fn body(&mut self, _: Side, _: &mut HttpStream, _: bool) -> FilterStatus {
+    fn body(&mut self, _: Side, _: &FilterContext<'_>, _: bool) -> FilterStatus {
         FilterStatus::Continue
     }
 
-    async fn trailers(&mut self, _: Side, _: &mut HttpStream) -> FilterStatus {
+    fn trailers(&mut self, _: Side, _: &FilterContext<'_>) -> FilterStatus {
         FilterStatus::Continue
     }
 
-    fn reclaim(&mut self, _: &mut HttpStream) {}
-
-    fn finish(self, _: &mut HttpStream) {}
+    fn finish(self, _: &SharedStream) {}
 }
 
 /// Each rule on `headers`: the header's or cookie's value (or the rule's

@@ -1,56 +1,107 @@
 //! A Proxy-Wasm plugin as an HTTP filter: one stream context per stream,
 //! created with the request headers, ended with the stream.
 //!
-//! A plugin that pauses the stream gets it parked in its VM, where later
-//! callbacks of the plugin (an HTTP call's response, a tick, a queue
-//! notification) can read and change it; the filter waits until the plugin
-//! resumes, answers or closes the stream, or its VM fails.
+//! A plugin that stops iteration gets the stream parked in its VM, where
+//! its later callbacks (an HTTP call's response, a tick, a queue
+//! notification) can read and change it and resume, answer or close it;
+//! those signals reach the stream's pipeline. What the plugin returned is
+//! read as Envoy's Wasm filter reads it: on headers, a stop holds
+//! everything after the headers (unless the plugin allows plain
+//! `StopIteration`, `allow_on_headers_stop_iteration`); on a body, 1
+//! buffers, 2 buffers with backpressure, anything higher drops the data.
 
 use std::rc::Rc;
 
-use ferry_host::{HttpStream, PluginFailure, PluginHandle, StreamAction, StreamCallback, StreamContext, Verdict};
+use ferry_host::{InstanceId, PluginFailure, PluginHandle, SharedStream, StreamCallback, StreamContext, Verdict};
 
-use super::{FilterStatus, HttpFilter, Side};
+use super::{FilterContext, FilterStatus, HttpFilter, Side};
 use crate::event_loop::ThreadLoop;
 
 /// One plugin's view of one stream.
 pub(crate) struct WasmFilter {
     thread: Rc<ThreadLoop>,
     handle: PluginHandle,
+    /// `allow_on_headers_stop_iteration`: a stop on headers is a plain
+    /// `StopIteration` (the plugin still gets the body).
+    allow_stop_iteration: bool,
     /// Created with the request headers.
     context: Option<StreamContext>,
     /// The plugin failed and fails open: the stream goes on without it.
     skipped: bool,
-    /// The stream is parked in the plugin's VM while the filter waits.
-    parked: bool,
+    /// The callback each side stopped in, while the plugin holds it.
+    stopped: [Option<StreamCallback>; 2],
+    /// Its signals go to the stream's pipeline.
+    subscribed: bool,
 }
 
 impl WasmFilter {
-    pub(crate) fn new(thread: Rc<ThreadLoop>, handle: PluginHandle) -> Self {
-        WasmFilter { thread, handle, context: None, skipped: false, parked: false }
-    }
-
-    /// Runs a stream callback and follows what the plugin decided.
-    async fn run(&mut self, callback: StreamCallback, stream: &mut HttpStream, eos: bool) -> FilterStatus {
-        match self.call(callback, stream, eos) {
-            None => FilterStatus::Continue,
-            Some(Ok(verdict)) => self.follow(verdict, stream, callback).await,
-            Some(Err(failure)) => self.failed(failure),
+    pub(crate) fn new(thread: Rc<ThreadLoop>, handle: PluginHandle, allow_stop_iteration: bool) -> Self {
+        WasmFilter {
+            thread,
+            handle,
+            allow_stop_iteration,
+            context: None,
+            skipped: false,
+            stopped: [None, None],
+            subscribed: false,
         }
     }
 
-    /// The callback's verdict, or `None` if the plugin is not (or no longer) on the stream.
-    fn call(
-        &mut self,
-        callback: StreamCallback,
-        stream: &mut HttpStream,
-        eos: bool,
-    ) -> Option<Result<Verdict, PluginFailure>> {
+    /// The context whose signals are this filter's.
+    pub(crate) fn signal_key(&self) -> Option<(InstanceId, u32)> {
+        self.context.as_ref().map(|c| (c.instance(), c.id()))
+    }
+
+    /// Runs a stream callback and reads what the plugin decided.
+    fn run(&mut self, callback: StreamCallback, cx: &FilterContext<'_>, eos: bool) -> FilterStatus {
         if self.skipped {
-            return None;
+            return FilterStatus::Continue;
         }
-        let context = self.context.as_ref()?;
-        Some(self.thread.wasm(|vms| vms.stream_callback(context, callback, stream, eos)))
+        let Some(context) = &self.context else { return FilterStatus::Continue };
+        match self.thread.wasm(|vms| vms.stream_callback(context, callback, cx.stream, eos)) {
+            Ok(Verdict::Continue) => FilterStatus::Continue,
+            Ok(Verdict::LocalResponse(response)) => FilterStatus::Respond(response),
+            Ok(Verdict::Close) => FilterStatus::Reset,
+            Ok(Verdict::Pause(action)) => {
+                let status = self.stop_status(callback, action);
+                self.stop(callback, cx).map_or_else(|failure| self.failed(failure), |()| status)
+            }
+            Err(failure) => self.failed(failure),
+        }
+    }
+
+    /// A stop action as Envoy's Wasm filter reads it for `callback`.
+    fn stop_status(&self, callback: StreamCallback, action: u32) -> FilterStatus {
+        match callback {
+            StreamCallback::RequestHeaders | StreamCallback::ResponseHeaders => match action {
+                1 if self.allow_stop_iteration => FilterStatus::StopIteration,
+                3 => FilterStatus::StopAll { buffer: true },
+                _ => FilterStatus::StopAll { buffer: false },
+            },
+            StreamCallback::RequestBody | StreamCallback::ResponseBody => match action {
+                1 => FilterStatus::Buffer,
+                2 => FilterStatus::Watermark,
+                _ => FilterStatus::Drop,
+            },
+            _ => FilterStatus::StopIteration,
+        }
+    }
+
+    /// The plugin holds a side of the stream: the stream waits in its VM,
+    /// and its signals go to the stream's pipeline.
+    fn stop(&mut self, callback: StreamCallback, cx: &FilterContext<'_>) -> Result<(), PluginFailure> {
+        let context = self.context.as_ref().expect("a callback ran");
+        if !self.thread.wasm(|vms| vms.park(context, cx.stream, callback)) {
+            // The VM failed between the callback and now.
+            return Err(self.failure());
+        }
+        if !self.subscribed {
+            let signals = cx.signals.expect("a chain with a Wasm filter has a signal sink");
+            self.thread.subscribe(context.instance(), context.id(), signals.clone());
+            self.subscribed = true;
+        }
+        self.stopped[side_of(callback).index()] = Some(callback);
+        Ok(())
     }
 
     /// A failure, by the plugin's policy: go on without it, or fail the stream.
@@ -63,46 +114,16 @@ impl WasmFilter {
         }
     }
 
-    /// What a verdict of `callback` means for the stream; waits out a pause.
-    async fn follow(&mut self, verdict: Verdict, stream: &mut HttpStream, callback: StreamCallback) -> FilterStatus {
-        match verdict {
-            Verdict::Continue => FilterStatus::Continue,
-            Verdict::LocalResponse(response) => FilterStatus::Respond(response),
-            Verdict::Close => FilterStatus::Reset,
-            Verdict::Pause => self.wait(stream, callback).await,
-        }
+    /// The plugin's VM failed while it held the stream (the host logged
+    /// why): whether the stream goes on without it.
+    pub(crate) fn vm_failed(&mut self) -> bool {
+        self.stopped = [None, None];
+        let fail_open = self.failure().fail_open;
+        self.skipped = fail_open;
+        fail_open
     }
 
-    /// Parks the stream (paused in `callback`) in the plugin's VM and waits
-    /// for the plugin to resume, answer or close it (or for its VM to fail).
-    async fn wait(&mut self, stream: &mut HttpStream, callback: StreamCallback) -> FilterStatus {
-        let Some(context) = &self.context else { return FilterStatus::Continue };
-        let (instance, id) = (context.instance(), context.id());
-        let parked = self.thread.wasm(|vms| vms.park(context, std::mem::take(stream), callback));
-        if let Some(given_back) = parked {
-            // The VM failed between the callback and now.
-            *stream = given_back;
-            let failure = self.vm_failed();
-            return self.failed(failure);
-        }
-        self.parked = true;
-        let action = self.thread.wait_for(instance, id).await.unwrap_or(StreamAction::Failed);
-        self.parked = false;
-        let context = self.context.as_ref().expect("set above");
-        *stream = self.thread.wasm(|vms| vms.unpark(context)).unwrap_or_default();
-        match action {
-            StreamAction::Resume | StreamAction::ResumeUpstream => FilterStatus::Continue,
-            StreamAction::Close => FilterStatus::Reset,
-            StreamAction::LocalResponse(response) => FilterStatus::Respond(response),
-            StreamAction::Failed => {
-                let failure = self.vm_failed();
-                self.failed(failure)
-            }
-        }
-    }
-
-    /// The plugin's VM failed while it held the stream (the host logged why).
-    fn vm_failed(&self) -> PluginFailure {
+    fn failure(&self) -> PluginFailure {
         self.thread.wasm(|vms| {
             let plugin = vms.plugin(self.handle);
             PluginFailure {
@@ -115,52 +136,62 @@ impl WasmFilter {
     }
 }
 
+/// The side a stream callback is about.
+fn side_of(callback: StreamCallback) -> Side {
+    match callback {
+        StreamCallback::ResponseHeaders | StreamCallback::ResponseBody | StreamCallback::ResponseTrailers => {
+            Side::Response
+        }
+        _ => Side::Request,
+    }
+}
+
 impl HttpFilter for WasmFilter {
-    async fn request_headers(&mut self, stream: &mut HttpStream, end_of_stream: bool) -> FilterStatus {
+    fn request_headers(&mut self, cx: &FilterContext<'_>, end_of_stream: bool) -> FilterStatus {
         match self.thread.wasm(|vms| vms.create_http_stream(self.handle)) {
             Ok(context) => self.context = Some(context),
             Err(failure) => return self.failed(failure),
         }
-        self.run(StreamCallback::RequestHeaders, stream, end_of_stream).await
+        self.run(StreamCallback::RequestHeaders, cx, end_of_stream)
     }
 
-    async fn response_headers(&mut self, stream: &mut HttpStream, end_of_stream: bool) -> FilterStatus {
-        self.run(StreamCallback::ResponseHeaders, stream, end_of_stream).await
+    fn response_headers(&mut self, cx: &FilterContext<'_>, end_of_stream: bool) -> FilterStatus {
+        self.run(StreamCallback::ResponseHeaders, cx, end_of_stream)
     }
 
-    async fn body(&mut self, side: Side, stream: &mut HttpStream, end_of_stream: bool) -> FilterStatus {
+    fn body(&mut self, side: Side, cx: &FilterContext<'_>, end_of_stream: bool) -> FilterStatus {
         let callback = match side {
             Side::Request => StreamCallback::RequestBody,
             Side::Response => StreamCallback::ResponseBody,
         };
-        match self.call(callback, stream, end_of_stream) {
-            None => FilterStatus::Continue,
-            // StopIterationAndBuffer before the end: hold it.
-            Some(Ok(Verdict::Pause)) if !end_of_stream => FilterStatus::Buffer,
-            Some(Ok(verdict)) => self.follow(verdict, stream, callback).await,
-            Some(Err(failure)) => self.failed(failure),
-        }
+        self.run(callback, cx, end_of_stream)
     }
 
-    async fn trailers(&mut self, side: Side, stream: &mut HttpStream) -> FilterStatus {
+    fn trailers(&mut self, side: Side, cx: &FilterContext<'_>) -> FilterStatus {
         let callback = match side {
             Side::Request => StreamCallback::RequestTrailers,
             Side::Response => StreamCallback::ResponseTrailers,
         };
-        self.run(callback, stream, true).await
+        self.run(callback, cx, true)
     }
 
-    fn reclaim(&mut self, stream: &mut HttpStream) {
-        let Some(context) = self.context.as_ref().filter(|_| self.parked) else { return };
-        self.parked = false;
-        self.thread.forget_waiter(context.instance(), context.id());
-        if let Some(parked) = self.thread.wasm(|vms| vms.unpark(context)) {
-            *stream = parked;
+    fn released(&mut self, side: Side, stream: &SharedStream) {
+        self.stopped[side.index()] = None;
+        let Some(context) = &self.context else { return };
+        // Still holding the other side: the stream stays parked, as that side left it.
+        match self.stopped.iter().flatten().next() {
+            Some(&callback) => {
+                let _ = self.thread.wasm(|vms| vms.park(context, stream, callback));
+            }
+            None => self.thread.wasm(|vms| vms.unpark(context)),
         }
     }
 
-    fn finish(self, stream: &mut HttpStream) {
+    fn finish(self, stream: &SharedStream) {
         if let Some(context) = self.context {
+            if self.subscribed {
+                self.thread.unsubscribe(context.instance(), context.id());
+            }
             self.thread.wasm(|vms| vms.finish_http_stream(context, stream));
         }
     }

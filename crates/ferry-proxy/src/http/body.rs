@@ -1,5 +1,7 @@
 //! The response body, which ends the stream's filters when it is
-//! done: fully sent, or dropped because the client went away. A body
+//! done: fully sent, or dropped because the client went away. It is held
+//! in memory, read from the upstream as it comes (no filter looks at it),
+//! or fed by the stream's pipeline through a small channel. A body
 //! streamed from upstream that stalls past the stream's idle timeout is
 //! cut (the client sees the stream reset), as Envoy's
 //! `stream_idle_timeout` does once a response has begun.
@@ -9,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use ferry_host::HttpStream;
+use ferry_host::SharedStream;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
@@ -23,17 +25,17 @@ use crate::filter::{Filter, HttpFilter};
 /// `proxy_on_done`, `proxy_on_delete`), once.
 pub(crate) struct StreamFinisher {
     pub(crate) filters: Vec<Filter>,
-    pub(crate) stream: HttpStream,
+    pub(crate) stream: SharedStream,
     /// Wasm access loggers, told after the filters.
     pub(crate) loggers: WasmLoggers,
 }
 
 impl StreamFinisher {
-    fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         for filter in self.filters.drain(..) {
-            filter.finish(&mut self.stream);
+            filter.finish(&self.stream);
         }
-        self.loggers.log(&mut self.stream);
+        self.loggers.log(&self.stream);
     }
 }
 
@@ -45,7 +47,7 @@ pub(crate) struct WasmLoggers {
 
 impl WasmLoggers {
     /// `proxy_on_log` on each logger's root context with `stream` readable.
-    pub(crate) fn log(&self, stream: &mut HttpStream) {
+    pub(crate) fn log(&self, stream: &SharedStream) {
         for &index in &self.loggers {
             let handle = self.thread.handle(index);
             self.thread.wasm(|vms| vms.log_on_root(handle, stream));
@@ -53,11 +55,24 @@ impl WasmLoggers {
     }
 }
 
+/// Errors a response body reports to hyper (which then resets the stream).
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the pipeline sends down a body channel.
+pub(crate) enum Piece {
+    /// A frame, or why the response is cut.
+    Frame(Result<Frame<Bytes>, BoxError>),
+    /// The response is whole: the stream ends when hyper has sent it.
+    End(StreamFinisher),
+}
+
 enum Content {
     Full(Option<Bytes>),
     /// A body and trailers held in memory: framed chunked.
     WithTrailers(Option<Bytes>, Option<http::HeaderMap>),
     Upstream(Incoming),
+    /// Fed by the stream's pipeline; its length, when known.
+    Channel(tokio::sync::mpsc::Receiver<Piece>, Option<u64>),
 }
 
 /// A stalled upstream body: nothing came for `after`.
@@ -85,25 +100,40 @@ pub(crate) struct ResponseBody {
     log: Option<Box<Entry>>,
     /// Data bytes sent so far.
     sent: u64,
+    /// The body ended (its end or its trailers went out).
+    ended: bool,
 }
 
 impl ResponseBody {
     /// A body held in memory.
     pub(crate) fn full(bytes: Bytes) -> Self {
         let content = Content::Full(if bytes.is_empty() { None } else { Some(bytes) });
-        ResponseBody { content, idle: None, finisher: None, log: None, sent: 0 }
+        ResponseBody { content, idle: None, finisher: None, log: None, sent: 0, ended: false }
     }
 
     /// A body and trailers held in memory.
     pub(crate) fn with_trailers(bytes: Bytes, trailers: http::HeaderMap) -> Self {
         let content = Content::WithTrailers((!bytes.is_empty()).then_some(bytes), Some(trailers));
-        ResponseBody { content, idle: None, finisher: None, log: None, sent: 0 }
+        ResponseBody { content, idle: None, finisher: None, log: None, sent: 0, ended: false }
     }
 
     /// A body streamed from upstream, cut if nothing comes for `idle`.
     pub(crate) fn upstream(body: Incoming, idle: Option<std::time::Duration>) -> Self {
         let idle = idle.map(|after| IdleTimer { after, last: tokio::time::Instant::now(), timer: None });
-        ResponseBody { content: Content::Upstream(body), idle, finisher: None, log: None, sent: 0 }
+        ResponseBody { content: Content::Upstream(body), idle, finisher: None, log: None, sent: 0, ended: false }
+    }
+
+    /// A body the stream's pipeline feeds through `pieces`; `length`, if
+    /// known, goes to the client as its `content-length`.
+    pub(crate) fn channel(pieces: tokio::sync::mpsc::Receiver<Piece>, length: Option<u64>) -> Self {
+        ResponseBody {
+            content: Content::Channel(pieces, length),
+            idle: None,
+            finisher: None,
+            log: None,
+            sent: 0,
+            ended: false,
+        }
     }
 
     /// Ends the stream's plugin contexts when this body ends.
@@ -127,7 +157,7 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
@@ -136,6 +166,14 @@ impl Body for ResponseBody {
             Content::WithTrailers(bytes, trailers) => {
                 Poll::Ready(bytes.take().map(Frame::data).or_else(|| trailers.take().map(Frame::trailers)).map(Ok))
             }
+            Content::Channel(pieces, _) => loop {
+                match pieces.poll_recv(cx) {
+                    Poll::Ready(Some(Piece::Frame(frame))) => break Poll::Ready(Some(frame)),
+                    Poll::Ready(Some(Piece::End(finisher))) => this.finisher = Some(finisher),
+                    Poll::Ready(None) => break Poll::Ready(None),
+                    Poll::Pending => break Poll::Pending,
+                }
+            },
             Content::Upstream(body) => match Pin::new(body).poll_frame(cx) {
                 Poll::Ready(frame) => {
                     if let Some(idle) = &mut this.idle {
@@ -168,8 +206,12 @@ impl Body for ResponseBody {
         match &poll {
             Poll::Ready(Some(Ok(frame))) => {
                 this.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+                this.ended |= frame.is_trailers();
             }
-            Poll::Ready(None) => this.finish(),
+            Poll::Ready(None) => {
+                this.ended = true;
+                this.finish();
+            }
             _ => {}
         }
         poll
@@ -180,6 +222,7 @@ impl Body for ResponseBody {
             Content::Full(bytes) => bytes.is_none(),
             Content::WithTrailers(bytes, trailers) => bytes.is_none() && trailers.is_none(),
             Content::Upstream(body) => body.is_end_stream(),
+            Content::Channel(pieces, _) => pieces.is_closed() && pieces.is_empty(),
         }
     }
 
@@ -188,16 +231,26 @@ impl Body for ResponseBody {
             Content::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Content::WithTrailers(..) => SizeHint::default(),
             Content::Upstream(body) => body.size_hint(),
+            Content::Channel(_, Some(length)) => SizeHint::with_exact(*length),
+            Content::Channel(_, None) => SizeHint::default(),
         }
     }
 }
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        // hyper stops reading after trailers: the stream's end may still wait in the channel.
+        if let Content::Channel(pieces, _) = &mut self.content {
+            while let Ok(piece) = pieces.try_recv() {
+                if let Piece::End(finisher) = piece {
+                    self.finisher = Some(finisher);
+                }
+            }
+        }
         self.finish();
         if let Some(entry) = self.log.take() {
             // Ended: sent to the end, or never polled because it was empty.
-            let completed = self.is_end_stream();
+            let completed = self.ended || self.is_end_stream();
             entry.finish(self.sent, completed);
         }
     }

@@ -1,21 +1,21 @@
 //! The one place where a stream's failure becomes what the client gets.
 //!
-//! | failure | request phases | response phases |
-//! | --- | --- | --- |
-//! | a plugin failed (FAIL_CLOSED, FAIL_RELOAD, held failed) | 503, empty body | 503, empty body |
-//! | a plugin closed the stream (`proxy_close_stream`) | reset | reset |
-//! | upstream unreachable / reset before its headers | 503 with Envoy's text | - |
-//! | upstream timeout (`route.timeout`) | 504 | - |
-//! | request body over the buffer limit | 413 | - |
-//! | request body broke off | 400 | - |
-//! | response body over the buffer limit, or broke off | - | 502 |
+//! | failure | before the response | response on its way, headers not sent | headers sent |
+//! | --- | --- | --- | --- |
+//! | a plugin failed (FAIL_CLOSED, FAIL_RELOAD, held failed) | 503 `wasm_fail_stream` | 503 | reset |
+//! | a plugin closed the stream (`proxy_close_stream`) | reset | reset | reset |
+//! | upstream unreachable / reset before its headers | 503 with Envoy's text | - | - |
+//! | upstream timeout (`route.timeout`) | 504 `response_timeout` | - | - |
+//! | a filter buffered more than the buffer limit | 413 `request_payload_too_large` | 500 `response_payload_too_large` | reset |
+//! | request body broke off | 400 `http1.codec_error` | - | - |
+//! | response body broke off | - | 502 | reset |
 //!
-//! Replies made here go through the response filters that saw the request
-//! when the failure came before the response phase, as Envoy's local
-//! replies do; a failure in the response phase answers directly. A gRPC
-//! request gets each reply in gRPC's form (see `conn_manager`). Once a
-//! response streams without filters, an upstream failure can only reset
-//! the stream (hyper does that).
+//! Replies made before the response began go through the response filters,
+//! as Envoy's local replies do; one made while the response is on its way
+//! replaces it directly (Envoy's direct local reply). A gRPC request gets
+//! each reply in gRPC's form.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use ferry_host::HeaderMap;
@@ -29,8 +29,6 @@ use crate::upstream::UpstreamError;
 pub(crate) enum StreamError {
     /// A filter's plugin failed, and its policy fails the stream.
     PluginFailed,
-    /// A filter closed the stream.
-    PluginClosed,
     /// The upstream could not answer.
     Upstream(UpstreamError),
     /// A body larger than what the proxy buffers for filters.
@@ -49,30 +47,44 @@ pub(crate) struct Local {
     pub(crate) grpc_status: Option<u32>,
     /// Envoy's response flag for why the proxy answered (access logs).
     pub(crate) flag: Option<&'static str>,
+    /// Envoy's response code details for it (`%RESPONSE_CODE_DETAILS%`).
+    pub(crate) details: Cow<'static, str>,
 }
 
 impl Local {
-    pub(crate) fn new(status: u16, body: impl Into<Bytes>) -> Self {
-        Local { status, body: body.into(), headers: Vec::new(), grpc_status: None, flag: None }
+    pub(crate) fn new(status: u16, body: impl Into<Bytes>, details: &'static str) -> Self {
+        Local {
+            status,
+            body: body.into(),
+            headers: Vec::new(),
+            grpc_status: None,
+            flag: None,
+            details: Cow::Borrowed(details),
+        }
+    }
+
+    /// A route's `direct_response`.
+    pub(crate) fn direct(status: u16, body: Bytes) -> Self {
+        Local::new(status, body, "direct_response")
     }
 
     /// No route matched: 404, Envoy's `NR`.
     pub(crate) fn no_route() -> Self {
-        Local { flag: Some("NR"), ..Local::new(404, Bytes::new()) }
+        Local { flag: Some("NR"), ..Local::new(404, Bytes::new(), "route_not_found") }
     }
 
     /// The route's cluster is not there (a `cluster_header` naming none, or
     /// an unknown one): Envoy's default `cluster_not_found_response_code`,
     /// 503, and its `NC` flag.
     pub(crate) fn no_cluster() -> Self {
-        Local { flag: Some("NC"), ..Local::new(503, Bytes::new()) }
+        Local { flag: Some("NC"), ..Local::new(503, Bytes::new(), "cluster_not_found") }
     }
 
     /// A route's `redirect`: the status and `location`, no body.
     pub(crate) fn redirect(status: u16, location: String) -> Self {
         Local {
             headers: vec![(Bytes::from_static(b"location"), Bytes::from(location))],
-            ..Local::new(status, Bytes::new())
+            ..Local::new(status, Bytes::new(), "direct_response")
         }
     }
 }
@@ -129,38 +141,40 @@ impl Local {
 }
 
 impl From<ferry_host::LocalResponse> for Local {
+    /// A plugin's (or a filter's) answer; its details as Envoy keeps them,
+    /// with spaces made underscores.
     fn from(r: ferry_host::LocalResponse) -> Self {
-        Local { status: r.status, body: r.body, headers: r.headers, grpc_status: r.grpc_status, flag: None }
+        let details = if r.details.contains(char::is_whitespace) {
+            Cow::Owned(r.details.replace(char::is_whitespace, "_"))
+        } else {
+            Cow::Owned(r.details)
+        };
+        Local { status: r.status, body: r.body, headers: r.headers, grpc_status: r.grpc_status, flag: None, details }
     }
 }
 
-/// What the client gets.
-#[derive(Debug)]
-pub(crate) enum Rescue {
-    /// This response.
-    Reply(Local),
-    /// A reset: the connection closes without a response.
-    Reset,
-}
-
 /// What the client gets for `error`.
-pub(crate) fn rescue(error: StreamError) -> Rescue {
-    let reply = |status| Rescue::Reply(Local::new(status, Bytes::new()));
+pub(crate) fn rescue(error: StreamError) -> Local {
+    let reply = |status, details| Local::new(status, Bytes::new(), details);
     match error {
         // Envoy's `wasm_fail_stream`: 503 with an empty body.
-        StreamError::PluginFailed => reply(503),
-        StreamError::PluginClosed => Rescue::Reset,
+        StreamError::PluginFailed => reply(503, "wasm_fail_stream"),
         StreamError::Upstream(error) => {
-            let mut local = Local { flag: Some(error.flag()), ..Local::new(error.status(), error.to_string()) };
+            let mut local =
+                Local { flag: Some(error.flag()), ..Local::new(error.status(), error.to_string(), error.details()) };
             if matches!(error, UpstreamError::Overflow) {
                 // As Envoy's router says a circuit breaker refused the request.
                 local.headers.push((Bytes::from_static(b"x-envoy-overloaded"), Bytes::from_static(b"true")));
             }
-            Rescue::Reply(local)
+            local
         }
-        StreamError::BodyTooLarge(Side::Request) => reply(413),
-        StreamError::BodyBroken(Side::Request) => reply(400),
-        StreamError::BodyTooLarge(Side::Response) | StreamError::BodyBroken(Side::Response) => reply(502),
+        StreamError::BodyTooLarge(Side::Request) => {
+            Local::new(413, Bytes::from_static(b"Payload Too Large"), "request_payload_too_large")
+        }
+        StreamError::BodyBroken(Side::Request) => reply(400, "http1.codec_error"),
+        // Before the response headers went out (after, the stream is cut).
+        StreamError::BodyTooLarge(Side::Response) => reply(500, "response_payload_too_large"),
+        StreamError::BodyBroken(Side::Response) => reply(502, "upstream_reset_after_response_started{remote_reset}"),
     }
 }
 
@@ -169,21 +183,17 @@ mod tests {
     use super::*;
 
     fn status(error: StreamError) -> Option<u16> {
-        match rescue(error) {
-            Rescue::Reply(local) => Some(local.status),
-            Rescue::Reset => None,
-        }
+        Some(rescue(error).status)
     }
 
     #[test]
     fn each_failure_gets_its_answer() {
         assert_eq!(status(StreamError::PluginFailed), Some(503));
-        assert_eq!(status(StreamError::PluginClosed), None);
         assert_eq!(status(StreamError::Upstream(UpstreamError::Timeout)), Some(504));
         assert_eq!(status(StreamError::Upstream(UpstreamError::NoEndpoint)), Some(503));
         assert_eq!(status(StreamError::BodyTooLarge(Side::Request)), Some(413));
         assert_eq!(status(StreamError::BodyBroken(Side::Request)), Some(400));
-        assert_eq!(status(StreamError::BodyTooLarge(Side::Response)), Some(502));
+        assert_eq!(status(StreamError::BodyTooLarge(Side::Response)), Some(500));
         assert_eq!(status(StreamError::BodyBroken(Side::Response)), Some(502));
     }
 }

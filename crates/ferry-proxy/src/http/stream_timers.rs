@@ -49,7 +49,9 @@ pub(crate) async fn expiry(limits: &HttpLimits, progress: &Progress) -> Expired 
 /// an idle stream.
 pub(crate) fn reply(expired: Expired) -> Local {
     match expired {
-        Expired::Idle => Local { flag: Some("SI"), ..Local::new(408, Bytes::from_static(b"stream timeout")) },
-        Expired::Request => Local::new(408, Bytes::from_static(b"request timeout")),
+        Expired::Idle => {
+            Local { flag: Some("SI"), ..Local::new(408, Bytes::from_static(b"stream timeout"), "stream_idle_timeout") }
+        }
+        Expired::Request => Local::new(408, Bytes::from_static(b"request timeout"), "request_overall_timeout"),
     }
 }

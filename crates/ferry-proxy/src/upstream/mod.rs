@@ -107,35 +107,55 @@ impl UpstreamError {
             _ => 503,
         }
     }
+
+    /// Envoy's response code details for it.
+    pub(crate) fn details(&self) -> &'static str {
+        match self {
+            UpstreamError::NoEndpoint => "no_healthy_upstream",
+            UpstreamError::Timeout => "response_timeout",
+            UpstreamError::Overflow => "upstream_reset_before_response_started{overflow}",
+            UpstreamError::Connect(_) | UpstreamError::TcpConnect(_) | UpstreamError::Request(_) => {
+                "upstream_reset_before_response_started{remote_connection_failure}"
+            }
+        }
+    }
 }
 
-/// A request body to an upstream: the downstream's, streamed, or one the
-/// proxy holds (read for filters, or an HTTP call's), with its trailers.
+/// A request body to an upstream: the downstream's, streamed as it came
+/// (no filter sees it); what passes the stream's filters, through a
+/// channel (with the client's length when no filter may change it); or
+/// one the proxy holds (a retried request's, an HTTP call's), with its
+/// trailers.
 pub(crate) enum UpstreamBody {
     Streamed(crate::counted::CountedBody),
+    Channel { rx: tokio::sync::mpsc::Receiver<Result<http_body::Frame<Bytes>, BoxError>>, length: Option<u64> },
     Full(Option<Bytes>, Option<http::HeaderMap>),
 }
+
+/// Errors a request body reports to hyper (which then resets the request).
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl UpstreamBody {
     /// A copy for another try, if the body is held.
     fn try_clone(&self) -> Option<UpstreamBody> {
         match self {
             UpstreamBody::Full(data, trailers) => Some(UpstreamBody::Full(data.clone(), trailers.clone())),
-            UpstreamBody::Streamed(_) => None,
+            UpstreamBody::Streamed(_) | UpstreamBody::Channel { .. } => None,
         }
     }
 }
 
 impl http_body::Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            UpstreamBody::Streamed(body) => std::pin::Pin::new(body).poll_frame(cx),
+            UpstreamBody::Streamed(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Channel { rx, .. } => rx.poll_recv(cx),
             UpstreamBody::Full(bytes, trailers) => std::task::Poll::Ready(
                 bytes
                     .take()
@@ -149,6 +169,7 @@ impl http_body::Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Streamed(body) => body.is_end_stream(),
+            UpstreamBody::Channel { rx, .. } => rx.is_closed() && rx.is_empty(),
             UpstreamBody::Full(bytes, trailers) => bytes.is_none() && trailers.is_none(),
         }
     }
@@ -156,6 +177,8 @@ impl http_body::Body for UpstreamBody {
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
             UpstreamBody::Streamed(body) => body.size_hint(),
+            UpstreamBody::Channel { length: Some(length), .. } => http_body::SizeHint::with_exact(*length),
+            UpstreamBody::Channel { length: None, .. } => http_body::SizeHint::default(),
             UpstreamBody::Full(bytes, None) => {
                 http_body::SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
@@ -394,33 +417,6 @@ impl Upstreams {
         Ok(response)
     }
 
-    /// Sends a request as hyper parsed it (no filter changed it) to
-    /// `cluster`: its URI is pointed at the next endpoint, its headers go as
-    /// they are.
-    pub(crate) async fn forward_parts(
-        &self,
-        cluster: &str,
-        timeout: Option<Duration>,
-        envoy_headers: bool,
-        mut parts: http::request::Parts,
-        body: UpstreamBody,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
-        let Chosen { index, address, .. } = pool.next_endpoint()?;
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = Uri::builder()
-            .scheme(pool.scheme)
-            .authority(address)
-            .path_and_query(path)
-            .build()
-            .map_err(|e| UpstreamError::Request(e.to_string()))?;
-        // The request goes out in the cluster's protocol, whatever the client spoke.
-        parts.version = http::Version::HTTP_11;
-        let request = Request::from_parts(parts, body);
-        let timeout = timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
-        Self::send_routed(pool, index, (timeout, timeout), envoy_headers, request).await
-    }
-
     /// Sends a plugin's HTTP call and reads the whole response.
     pub(crate) async fn call(&self, call: &HttpCallRequest) -> Result<HttpCallResponse, UpstreamError> {
         let body = (!call.body.is_empty()).then(|| call.body.clone());
@@ -620,6 +616,16 @@ fn plain_config() -> rustls::ClientConfig {
         .clone()
 }
 
+/// A body whose length is not known goes chunked over HTTP/1.1, whatever
+/// the method (hyper sends none for a GET unless told).
+fn frame_body(request: &mut Request<UpstreamBody>) {
+    use http_body::Body as _;
+    let body = request.body();
+    if !body.is_end_stream() && body.size_hint().exact().is_none() {
+        request.headers_mut().insert(http::header::TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
+    }
+}
+
 /// A request to `endpoint` from a header map; the `host` is `host_name`
 /// (`auto_host_rewrite` of an endpoint with a host name), else `:authority`.
 fn build_request(
@@ -645,6 +651,7 @@ fn build_request(
         request.headers_mut().insert(http::header::HOST, host);
     }
     to_hyper_headers(headers, request.headers_mut());
+    frame_body(&mut request);
     if let UpstreamBody::Full(_, Some(trailers)) = request.body() {
         // hyper sends only the trailer fields the `trailer` header announces.
         let names: Vec<&str> = trailers.keys().map(http::HeaderName::as_str).collect();

@@ -265,6 +265,8 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The body came whole (false: the stream was cut after the head).
+    pub complete: bool,
 }
 
 impl Response {
@@ -417,6 +419,7 @@ pub fn echo_server() -> SocketAddr {
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut length = 0usize;
+                let mut chunked = false;
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -429,9 +432,15 @@ pub fn echo_server() -> SocketAddr {
                     if let Some(value) = line.strip_prefix("content-length:") {
                         length = value.trim().parse().unwrap_or(0);
                     }
+                    chunked |= line == "transfer-encoding: chunked";
                 }
-                let mut body = vec![0; length];
-                reader.read_exact(&mut body).unwrap();
+                let body = if chunked {
+                    read_chunked(&mut reader).0
+                } else {
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    body
+                };
                 let reply = [b"echo: ".as_slice(), &body].concat();
                 let mut stream = stream;
                 let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", reply.len());
@@ -534,7 +543,7 @@ pub fn h2_request(
                 headers.push((format!("trailer:{name}"), value.to_str().unwrap_or_default().to_owned()));
             }
         }
-        Response { status, headers, body: collected.to_bytes().to_vec() }
+        Response { status, headers, body: collected.to_bytes().to_vec(), complete: true }
     })
 }
 
@@ -567,7 +576,7 @@ pub fn cluster(name: &str, address: SocketAddr) -> String {
     )
 }
 
-/// Reads a response framed by `content-length`.
+/// Reads a response framed by `content-length` or chunked.
 fn read_response(stream: &mut TcpStream) -> Response {
     let mut reader = BufReader::new(stream);
     let mut status_line = String::new();
@@ -588,10 +597,14 @@ fn read_response(stream: &mut TcpStream) -> Response {
         let (name, value) = line.split_once(':').unwrap();
         headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
     }
+    if headers.iter().any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked")) {
+        let (body, _, complete) = try_read_chunked(&mut reader);
+        return Response { status, headers, body, complete };
+    }
     let length: usize = headers.iter().find(|(n, _)| n == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
     let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
-    Response { status, headers, body }
+    let complete = reader.read_exact(&mut body).is_ok();
+    Response { status, headers, body, complete }
 }
 
 /// A whole configuration with one listener, `main` on a free port, whose
@@ -809,29 +822,43 @@ pub fn reserve_port() -> std::net::TcpListener {
 
 /// Reads a chunked body and its trailers from `reader`.
 pub fn read_chunked(reader: &mut impl BufRead) -> (Vec<u8>, Vec<String>) {
+    let (body, trailers, complete) = try_read_chunked(reader);
+    assert!(complete, "the chunked body was cut after {} bytes", body.len());
+    (body, trailers)
+}
+
+/// A chunked body and its trailers, and whether it came whole (the last
+/// chunk arrived) rather than cut by the connection's end.
+pub fn try_read_chunked(reader: &mut impl BufRead) -> (Vec<u8>, Vec<String>, bool) {
     let mut body = Vec::new();
     loop {
         let mut size = String::new();
-        reader.read_line(&mut size).unwrap();
+        if reader.read_line(&mut size).unwrap_or(0) == 0 {
+            return (body, Vec::new(), false);
+        }
         let size = usize::from_str_radix(size.trim(), 16).unwrap_or_else(|_| panic!("bad chunk size {size:?}"));
         if size == 0 {
             break;
         }
         let mut chunk = vec![0; size + 2];
-        reader.read_exact(&mut chunk).unwrap();
+        if reader.read_exact(&mut chunk).is_err() {
+            return (body, Vec::new(), false);
+        }
         body.extend_from_slice(&chunk[..size]);
     }
     let mut trailers = Vec::new();
     loop {
         let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return (body, trailers, false);
+        }
         let line = line.trim_end();
         if line.is_empty() {
             break;
         }
         trailers.push(line.to_ascii_lowercase());
     }
-    (body, trailers)
+    (body, trailers, true)
 }
 
 /// Reads a message head; returns its lower-cased header lines.
@@ -839,7 +866,8 @@ pub fn read_head(reader: &mut impl BufRead) -> Vec<String> {
     let mut lines = Vec::new();
     loop {
         let mut line = String::new();
-        if reader.read_line(&mut line).unwrap() == 0 {
+        // A connection reset ends the head as its close does.
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
             break;
         }
         let line = line.trim_end();
@@ -938,24 +966,29 @@ pub fn request_chunked(
     stream.write_all(&out).unwrap();
     let mut reader = BufReader::new(stream);
     let head = read_head(&mut reader);
-    let status = head[0].split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad head {head:?}"));
+    let Some(status_line) = head.first() else {
+        // Closed (reset) before a response.
+        return Response { status: 0, headers: Vec::new(), body: Vec::new(), complete: false };
+    };
+    let status =
+        status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad head {head:?}"));
     let mut headers: Vec<(String, String)> = head[1..]
         .iter()
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    let body = if headers.iter().any(|(n, v)| n == "transfer-encoding" && v == "chunked") {
-        let (body, trailers) = read_chunked(&mut reader);
+    let (body, complete) = if headers.iter().any(|(n, v)| n == "transfer-encoding" && v == "chunked") {
+        let (body, trailers, complete) = try_read_chunked(&mut reader);
         for line in trailers {
             if let Some((n, v)) = line.split_once(':') {
                 headers.push((format!("trailer:{}", n.trim()), v.trim().to_owned()));
             }
         }
-        body
+        (body, complete)
     } else {
         let mut body = Vec::new();
         let _ = reader.read_to_end(&mut body);
-        body
+        (body, true)
     };
-    Response { status, headers, body }
+    Response { status, headers, body, complete }
 }

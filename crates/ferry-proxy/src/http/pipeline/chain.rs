@@ -1,0 +1,488 @@
+//! A stream's filter chain and how each message iterates through it, as
+//! Envoy's filter manager does.
+//!
+//! The request runs the filters in order, the response in reverse. Each
+//! piece of a message (headers, a body chunk, trailers) goes through the
+//! filters one after the other, and what passes the last one is an
+//! [`Out`] for the other end (the upstream, or the client). A filter that
+//! stops becomes the direction's stop point; what arrives meanwhile waits
+//! there, as the filter's status says:
+//!
+//! - `StopIteration` on headers: the headers wait; the filter still gets
+//!   the body, and a `Continue` from it releases the headers and the body.
+//! - `StopAll` on headers: the body is held without calling the filter;
+//!   when it resumes, the filter sees it first.
+//! - `Buffer` on a body: held, and the filter sees all it holds with each
+//!   new chunk; `Watermark`: held, the filter sees only new data; `Drop`:
+//!   gone.
+//! - A stop on trailers: they wait until the filter resumes.
+//!
+//! A stop is released by a `Continue` or by the filter resuming the stream
+//! from outside ([`Chain::resume`]), and iteration goes on from the filter
+//! after it (from the filter itself for data it has not seen). What a
+//! filter holds counts against the buffer limit: past it a buffering stop
+//! fails the stream ([`Halt::TooLarge`]), a watermark stop stops reading
+//! from the sender ([`Chain::wants_data`]).
+//!
+//! All of it is synchronous: a filter answers at once, and waiting for a
+//! stopped filter is the pipeline's business.
+
+use bytes::Bytes;
+use ferry_host::LocalResponse;
+
+use crate::filter::{Filter, FilterContext, FilterStatus, HttpFilter, Side, body_of};
+
+/// What came out of the chain for the other end, in order. Headers and
+/// trailers are in the stream's maps, as the filters left them.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Out {
+    Headers { end: bool },
+    Data { data: Bytes, end: bool },
+    Trailers,
+}
+
+/// Why iteration cannot go on.
+#[derive(Debug)]
+pub(crate) enum Halt {
+    /// A filter answered.
+    Respond(LocalResponse),
+    /// A filter reset the stream.
+    Reset,
+    /// A filter failed, and its policy fails the stream.
+    Failed,
+    /// A filter buffered more than the buffer limit.
+    TooLarge,
+}
+
+/// The filters of one stream, and where each direction stands in them.
+pub(crate) struct Chain {
+    filters: Vec<Filter>,
+    iterations: [Iteration; 2],
+    /// `per_connection_buffer_limit_bytes`: most a stop point may hold.
+    limit: usize,
+}
+
+/// Where one direction stands.
+#[derive(Default)]
+struct Iteration {
+    /// Where iteration stopped, if it did.
+    stop: Option<Stop>,
+    /// Body data waiting at the stop.
+    held: Vec<u8>,
+    /// The held data ends the message (no trailers follow).
+    held_end: bool,
+    /// The trailers came and wait at the stop (a `StopAll` filter has not seen them).
+    trailers_waiting: bool,
+    /// The headers' `end_of_stream`, for headers waiting at the stop.
+    headers_end: bool,
+}
+
+/// A stop point: the filter (by position in the direction's order) and
+/// what it holds.
+#[derive(Clone, Copy, Debug)]
+struct Stop {
+    at: usize,
+    /// The headers have not passed this filter yet.
+    headers_held: bool,
+    kind: StopKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopKind {
+    /// Plain `StopIteration` on headers: the filter gets the body.
+    Headers,
+    /// `StopAll` on headers: the filter has not seen what is held.
+    HeadersAll { buffer: bool },
+    /// Stopped on body data.
+    Data(DataStop),
+    /// Stopped on trailers.
+    Trailers,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DataStop {
+    Buffer,
+    Watermark,
+    Drop,
+}
+
+impl Chain {
+    pub(crate) fn new(filters: Vec<Filter>, limit: usize) -> Self {
+        Chain { filters, iterations: Default::default(), limit }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    pub(crate) fn filters(&self) -> &[Filter] {
+        &self.filters
+    }
+
+    pub(crate) fn filters_mut(&mut self) -> &mut [Filter] {
+        &mut self.filters
+    }
+
+    /// The filters, for their end.
+    pub(crate) fn take_filters(&mut self) -> Vec<Filter> {
+        std::mem::take(&mut self.filters)
+    }
+
+    /// The index of the filter `side` is stopped at, if any.
+    pub(crate) fn stopped_at(&self, side: Side) -> Option<usize> {
+        let stop = self.iterations[side.index()].stop?;
+        Some(self.index(side, stop.at))
+    }
+
+    /// Whether `side` takes more body data now: not while a filter holds
+    /// the buffer limit's worth with backpressure (a watermark stop; a
+    /// buffering stop fails the stream past the limit instead).
+    pub(crate) fn wants_data(&self, side: Side) -> bool {
+        let iteration = &self.iterations[side.index()];
+        let watermark = match iteration.stop.map(|s| s.kind) {
+            Some(StopKind::HeadersAll { buffer }) => !buffer,
+            Some(StopKind::Data(DataStop::Watermark)) => true,
+            _ => false,
+        };
+        !watermark || iteration.held.len() < self.limit
+    }
+
+    /// Whether the response headers went through (or are held by a filter
+    /// past them: only that filter's own stop then holds them).
+    fn index(&self, side: Side, position: usize) -> usize {
+        match side {
+            Side::Request => position,
+            Side::Response => self.filters.len() - 1 - position,
+        }
+    }
+
+    fn position(&self, side: Side, index: usize) -> usize {
+        self.index(side, index)
+    }
+
+    fn walk<'a>(&'a mut self, side: Side, cx: &'a FilterContext<'a>) -> Walk<'a> {
+        let Chain { filters, iterations, limit } = self;
+        Walk { filters, it: &mut iterations[side.index()], side, cx, limit: *limit, out: Vec::new() }
+    }
+
+    /// A message's headers (in the stream's map for `side`).
+    pub(crate) fn headers(&mut self, side: Side, cx: &FilterContext<'_>, end: bool) -> Result<Vec<Out>, Halt> {
+        let mut walk = self.walk(side, cx);
+        walk.headers_from(0, end)?;
+        Ok(walk.out)
+    }
+
+    /// A piece of a message's body.
+    pub(crate) fn data(
+        &mut self,
+        side: Side,
+        cx: &FilterContext<'_>,
+        data: Bytes,
+        end: bool,
+    ) -> Result<Vec<Out>, Halt> {
+        let mut walk = self.walk(side, cx);
+        walk.data_from(0, Vec::from(data), end)?;
+        Ok(walk.out)
+    }
+
+    /// A message's trailers (in the stream's map for `side`).
+    pub(crate) fn trailers(&mut self, side: Side, cx: &FilterContext<'_>) -> Result<Vec<Out>, Halt> {
+        let mut walk = self.walk(side, cx);
+        walk.trailers_from(0)?;
+        Ok(walk.out)
+    }
+
+    /// Filter `index` resumed `side`: iteration goes on from where it
+    /// stopped there. Nothing happens if `side` is not stopped at it.
+    pub(crate) fn resume(&mut self, side: Side, cx: &FilterContext<'_>, index: usize) -> Result<Vec<Out>, Halt> {
+        if self.stopped_at(side) != Some(index) {
+            return Ok(Vec::new());
+        }
+        let position = self.position(side, index);
+        let mut walk = self.walk(side, cx);
+        walk.resume(position)?;
+        Ok(walk.out)
+    }
+
+    /// A whole body the proxy made (a local reply's) through `side`'s
+    /// filters: the headers, then the body as one piece that ends the
+    /// message.
+    pub(crate) fn whole(&mut self, side: Side, cx: &FilterContext<'_>, body: Bytes) -> Result<Vec<Out>, Halt> {
+        let mut walk = self.walk(side, cx);
+        let end = body.is_empty();
+        walk.headers_from(0, end)?;
+        if !end {
+            walk.data_from(0, Vec::from(body), true)?;
+        }
+        Ok(walk.out)
+    }
+}
+
+/// One pass through a direction's filters.
+struct Walk<'a> {
+    filters: &'a mut [Filter],
+    it: &'a mut Iteration,
+    side: Side,
+    cx: &'a FilterContext<'a>,
+    limit: usize,
+    out: Vec<Out>,
+}
+
+impl Walk<'_> {
+    fn len(&self) -> usize {
+        self.filters.len()
+    }
+
+    fn filter(&mut self, position: usize) -> &mut Filter {
+        let index = match self.side {
+            Side::Request => position,
+            Side::Response => self.filters.len() - 1 - position,
+        };
+        &mut self.filters[index]
+    }
+
+    fn halt(&self, status: FilterStatus) -> Halt {
+        match status {
+            FilterStatus::Respond(response) => Halt::Respond(response),
+            FilterStatus::Reset => Halt::Reset,
+            _ => Halt::Failed,
+        }
+    }
+
+    /// Runs a body callback of the filter at `position` on `data`; what it
+    /// left in the body comes back with its status.
+    fn call_body(&mut self, position: usize, data: Vec<u8>, end: bool) -> (FilterStatus, Vec<u8>) {
+        let side = self.side;
+        *body_of(side, &mut self.cx.stream.borrow_mut()) = data;
+        let cx = self.cx;
+        let status = self.filter(position).body(side, cx, end);
+        (status, std::mem::take(body_of(side, &mut self.cx.stream.borrow_mut())))
+    }
+
+    /// Runs the trailers callback of the filter at `position`, its body
+    /// holding `held`; what it left in the body comes back.
+    fn call_trailers(&mut self, position: usize, held: Vec<u8>) -> (FilterStatus, Vec<u8>) {
+        let side = self.side;
+        *body_of(side, &mut self.cx.stream.borrow_mut()) = held;
+        let cx = self.cx;
+        let status = self.filter(position).trailers(side, cx);
+        (status, std::mem::take(body_of(side, &mut self.cx.stream.borrow_mut())))
+    }
+
+    fn release(&mut self, position: usize) {
+        let side = self.side;
+        let stream = self.cx.stream;
+        self.it.stop = None;
+        self.filter(position).released(side, stream);
+    }
+
+    /// Headers from the filter at `from` on.
+    fn headers_from(&mut self, from: usize, end: bool) -> Result<(), Halt> {
+        for position in from..self.len() {
+            let side = self.side;
+            let cx = self.cx;
+            let filter = self.filter(position);
+            let status = match side {
+                Side::Request => filter.request_headers(cx, end),
+                Side::Response => filter.response_headers(cx, end),
+            };
+            let kind = match status {
+                FilterStatus::Continue => continue,
+                FilterStatus::StopIteration => StopKind::Headers,
+                FilterStatus::StopAll { buffer } => StopKind::HeadersAll { buffer },
+                // Body statuses on headers: Envoy holds everything.
+                FilterStatus::Buffer | FilterStatus::Watermark | FilterStatus::Drop => {
+                    StopKind::HeadersAll { buffer: false }
+                }
+                status => return Err(self.halt(status)),
+            };
+            self.it.stop = Some(Stop { at: position, headers_held: true, kind });
+            self.it.headers_end = end;
+            return Ok(());
+        }
+        self.out.push(Out::Headers { end });
+        Ok(())
+    }
+
+    /// Body data from the filter at `from` on.
+    fn data_from(&mut self, from: usize, mut data: Vec<u8>, end: bool) -> Result<(), Halt> {
+        let mut position = from;
+        while position < self.len() {
+            let stop = self.it.stop.filter(|s| s.at == position);
+            let Some(mut stop) = stop else {
+                let (status, after) = self.call_body(position, data, end);
+                let kind = match status {
+                    FilterStatus::Continue => {
+                        data = after;
+                        position += 1;
+                        continue;
+                    }
+                    FilterStatus::Watermark => DataStop::Watermark,
+                    FilterStatus::Drop => DataStop::Drop,
+                    FilterStatus::Buffer | FilterStatus::StopIteration | FilterStatus::StopAll { .. } => {
+                        DataStop::Buffer
+                    }
+                    status => return Err(self.halt(status)),
+                };
+                self.it.stop = Some(Stop { at: position, headers_held: false, kind: StopKind::Data(kind) });
+                return self.hold(kind, after, end);
+            };
+            match stop.kind {
+                StopKind::HeadersAll { buffer } => {
+                    self.it.held.extend_from_slice(&data);
+                    self.it.held_end = end;
+                    return self.check_limit(buffer);
+                }
+                StopKind::Trailers => {
+                    // Nothing follows trailers; kept with the stop all the same.
+                    self.it.held.extend_from_slice(&data);
+                    return Ok(());
+                }
+                StopKind::Headers | StopKind::Data(_) => {}
+            }
+            let sees_all = stop.kind == StopKind::Data(DataStop::Buffer);
+            let input = if sees_all {
+                let mut all = std::mem::take(&mut self.it.held);
+                all.extend_from_slice(&data);
+                all
+            } else {
+                data
+            };
+            let (status, after) = self.call_body(position, input, end);
+            let kind = match status {
+                FilterStatus::Continue => {
+                    // Released: what it held goes on with this data.
+                    data = if sees_all {
+                        after
+                    } else {
+                        let mut all = std::mem::take(&mut self.it.held);
+                        all.extend_from_slice(&after);
+                        all
+                    };
+                    self.release(position);
+                    if stop.headers_held {
+                        self.headers_from(position + 1, false)?;
+                    }
+                    position += 1;
+                    continue;
+                }
+                FilterStatus::Watermark => DataStop::Watermark,
+                FilterStatus::Drop => DataStop::Drop,
+                FilterStatus::Buffer | FilterStatus::StopIteration | FilterStatus::StopAll { .. } => DataStop::Buffer,
+                status => return Err(self.halt(status)),
+            };
+            stop.kind = StopKind::Data(kind);
+            self.it.stop = Some(stop);
+            return self.hold(kind, after, end);
+        }
+        if !data.is_empty() || end {
+            self.out.push(Out::Data { data: data.into(), end });
+        }
+        Ok(())
+    }
+
+    /// Keeps `data` at a data stop of `kind` (after the filter saw it).
+    fn hold(&mut self, kind: DataStop, data: Vec<u8>, end: bool) -> Result<(), Halt> {
+        match kind {
+            // The filter saw (and may have changed) all it holds.
+            DataStop::Buffer => self.it.held = data,
+            DataStop::Watermark => self.it.held.extend_from_slice(&data),
+            DataStop::Drop => {}
+        }
+        self.it.held_end = end;
+        self.check_limit(kind == DataStop::Buffer)
+    }
+
+    /// Past the limit a buffering stop fails the stream; a watermark stop
+    /// only stops the reading (see [`Chain::wants_data`]).
+    fn check_limit(&self, buffer: bool) -> Result<(), Halt> {
+        if buffer && self.it.held.len() > self.limit { Err(Halt::TooLarge) } else { Ok(()) }
+    }
+
+    /// Trailers from the filter at `from` on. Data a filter makes in its
+    /// trailers callback (a compressor's last bytes) goes to the filters
+    /// after it first.
+    fn trailers_from(&mut self, from: usize) -> Result<(), Halt> {
+        let mut position = from;
+        while position < self.len() {
+            let stop = self.it.stop.filter(|s| s.at == position);
+            let held = match stop.map(|s| s.kind) {
+                Some(StopKind::HeadersAll { .. } | StopKind::Trailers) => {
+                    self.it.trailers_waiting = true;
+                    return Ok(());
+                }
+                // It sees what it holds as its body.
+                Some(_) => std::mem::take(&mut self.it.held),
+                None => Vec::new(),
+            };
+            let (status, after) = self.call_trailers(position, held);
+            match status {
+                FilterStatus::Continue => {
+                    if let Some(stop) = stop {
+                        self.release(position);
+                        if stop.headers_held {
+                            self.headers_from(position + 1, false)?;
+                        }
+                    }
+                    if !after.is_empty() {
+                        self.data_from(position + 1, after, false)?;
+                    }
+                    position += 1;
+                }
+                FilterStatus::Respond(_) | FilterStatus::Reset | FilterStatus::Failed => {
+                    return Err(self.halt(status));
+                }
+                _ => {
+                    let headers_held = stop.is_some_and(|s| s.headers_held);
+                    self.it.stop = Some(Stop { at: position, headers_held, kind: StopKind::Trailers });
+                    self.it.held = after;
+                    return Ok(());
+                }
+            }
+        }
+        self.out.push(Out::Trailers);
+        Ok(())
+    }
+
+    /// The filter at `at` resumed: iteration goes on where it stopped.
+    fn resume(&mut self, at: usize) -> Result<(), Halt> {
+        let Some(stop) = self.it.stop else { return Ok(()) };
+        self.release(at);
+        if stop.headers_held {
+            let end = self.it.headers_end;
+            self.headers_from(at + 1, end)?;
+            if end {
+                return Ok(());
+            }
+        }
+        let held = std::mem::take(&mut self.it.held);
+        let trailers = std::mem::take(&mut self.it.trailers_waiting);
+        let end = self.it.held_end && !trailers;
+        match stop.kind {
+            // It has not seen what it holds: it gets it first.
+            StopKind::HeadersAll { .. } => {
+                if !held.is_empty() || end {
+                    self.data_from(at, held, end)?;
+                }
+                if trailers {
+                    self.trailers_from(at)?;
+                }
+            }
+            StopKind::Headers | StopKind::Data(_) => {
+                if !held.is_empty() || end {
+                    self.data_from(at + 1, held, end)?;
+                }
+                if trailers {
+                    self.trailers_from(at + 1)?;
+                }
+            }
+            StopKind::Trailers => {
+                if !held.is_empty() {
+                    self.data_from(at + 1, held, false)?;
+                }
+                self.trailers_from(at + 1)?;
+            }
+        }
+        Ok(())
+    }
+}

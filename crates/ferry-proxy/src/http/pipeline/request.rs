@@ -1,0 +1,353 @@
+//! The request side of a stream: the client's body through the request
+//! chain, then the router, which answers locally or sends the request
+//! upstream as it passes the chain.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use ferry_config::RouteAction;
+use http::Response;
+use http_body::{Body as _, Frame};
+use hyper::body::Incoming;
+use tokio::sync::mpsc;
+
+use super::chain::{Halt, Out};
+use super::{CHANNEL_FRAMES, Pipeline};
+use crate::counted::CountedBody;
+use crate::filter::Side;
+use crate::headers::{hyper_trailers, trailers_map};
+use crate::http::rescue::{Local, StreamError, rescue};
+use crate::http::routing;
+use crate::upstream::{RouteSend, UpstreamBody, UpstreamError};
+
+/// A request on its way upstream, until its response headers come.
+pub(crate) type UpstreamCall = Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>>>>;
+
+/// What the router does with what passes the request chain.
+pub(super) enum Router {
+    /// The request headers have not passed the chain yet.
+    Waiting,
+    /// A route that retries: the body is held to be sent again, until it
+    /// ends or grows past the buffer limit (then it streams, without
+    /// retries, as Envoy's router gives up on retrying a body it cannot
+    /// hold).
+    Collecting { cluster: String, route: (usize, usize), data: Vec<u8>, trailers: Option<http::HeaderMap> },
+    /// Going upstream: what passes the chain is queued for the upstream.
+    Upstream,
+    /// Answered here: what passes the chain goes nowhere.
+    Local,
+}
+
+impl Pipeline {
+    /// Starts the stream: the request headers through the chain; the body
+    /// follows as it comes.
+    pub(super) fn start(&mut self, body: CountedBody) {
+        // Plugins read the route and cluster from the first callback on, as
+        // in Envoy, which chooses the route before its filters run.
+        let http = self.conn.http.clone();
+        {
+            let mut stream = self.stream.borrow_mut();
+            if let Some(matched) = http.routes.route(&stream.request_headers) {
+                stream.info.xds.route = Some(matched.facts.clone());
+                if let RouteAction::Forward(forward) = &matched.route.action
+                    && let ferry_config::ClusterTarget::Named(name) = &forward.target
+                {
+                    stream.info.xds.cluster = self.conn.thread.upstreams().cluster_facts(name);
+                }
+            }
+        }
+        let end = body.is_end_stream();
+        if !end {
+            self.request_source = Some(body);
+        }
+        let result = self.with_chain(|chain, cx| chain.headers(Side::Request, cx, end));
+        self.after_request_chain(result);
+    }
+
+    /// A frame of the client's body (or its end, or an error).
+    pub(super) fn request_frame(&mut self, frame: Option<Result<Frame<Bytes>, hyper::Error>>) {
+        let http1 = self.stream.borrow().info.protocol != "HTTP/2";
+        let result = match frame {
+            // The body ended without an end flag on its last data.
+            None => {
+                self.request_source = None;
+                self.with_chain(|chain, cx| chain.data(Side::Request, cx, Bytes::new(), true))
+            }
+            Some(Err(error)) => {
+                tracing::debug!(target: "http", "the request body broke off: {error}");
+                return self.request_failed(StreamError::BodyBroken(Side::Request));
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    let end = self.request_source.as_ref().is_none_or(|b| b.is_end_stream());
+                    if end {
+                        self.request_source = None;
+                    }
+                    // Over HTTP/1.x the end of the message is a call of its own
+                    // (see `body_framing.yaml`).
+                    let result = self.with_chain(|chain, cx| chain.data(Side::Request, cx, data, end && !http1));
+                    match result {
+                        Ok(mut outs) if end && http1 => {
+                            let rest = self.with_chain(|chain, cx| chain.data(Side::Request, cx, Bytes::new(), true));
+                            rest.map(|more| {
+                                outs.extend(more);
+                                outs
+                            })
+                        }
+                        result => result,
+                    }
+                }
+                Err(frame) => {
+                    let Ok(trailers) = frame.into_trailers() else { return };
+                    self.request_source = None;
+                    self.stream.borrow_mut().request_trailers = trailers_map(&trailers);
+                    self.with_chain(|chain, cx| chain.trailers(Side::Request, cx))
+                }
+            },
+        };
+        self.after_request_chain(result);
+    }
+
+    /// What came out of the request chain goes to the router; a halt ends
+    /// the request.
+    pub(super) fn after_request_chain(&mut self, result: Result<Vec<super::Out>, Halt>) {
+        match result {
+            Ok(outs) => {
+                for out in outs {
+                    self.route_out(out);
+                }
+            }
+            Err(halt) => self.request_halted(halt),
+        }
+    }
+
+    fn request_halted(&mut self, halt: Halt) {
+        self.abandon_request();
+        match halt {
+            Halt::Respond(response) => self.local_reply(Local::from(response)),
+            Halt::Reset => self.reset_stream(),
+            Halt::Failed => self.request_failed(StreamError::PluginFailed),
+            Halt::TooLarge => self.request_failed(StreamError::BodyTooLarge(Side::Request)),
+        }
+    }
+
+    /// The request cannot go on: the client gets what [`rescue`] says.
+    pub(super) fn request_failed(&mut self, error: StreamError) {
+        self.abandon_request();
+        self.local_reply(rescue(error));
+    }
+
+    fn route_out(&mut self, out: Out) {
+        match out {
+            Out::Headers { end } => self.route(end),
+            Out::Data { data, end } => self.upstream_frame(Frame::data(data), end),
+            Out::Trailers => {
+                let (trailers, _) = hyper_trailers(&self.stream.borrow().request_trailers);
+                self.upstream_frame(Frame::trailers(trailers), true);
+            }
+        }
+    }
+
+    /// Routes on the request headers as the filters left them (which may
+    /// choose another route than before the filters, as Envoy's
+    /// `clear_route_cache`), then carries out the route's action.
+    fn route(&mut self, end: bool) {
+        let http = self.conn.http.clone();
+        let matched = http.routes.route(&self.stream.borrow().request_headers);
+        let Some(matched) = matched else { return self.answer(Local::no_route()) };
+        self.route = Some(matched.index);
+        self.stream.borrow_mut().info.xds.route = Some(matched.facts.clone());
+        let forward = match &matched.route.action {
+            RouteAction::DirectResponse { status, body } => {
+                let body = body.clone().map(Bytes::from).unwrap_or_default();
+                return self.answer(Local::direct(*status, body));
+            }
+            RouteAction::Redirect(redirect) => {
+                let location = {
+                    let stream = self.stream.borrow();
+                    let header = |name: &[u8]| {
+                        String::from_utf8_lossy(stream.request_headers.get(name).map_or(&b""[..], |v| v)).into_owned()
+                    };
+                    routing::redirect_location(redirect, matched.route, &header(b":authority"), &header(b":path"))
+                };
+                return self.answer(Local::redirect(redirect.status, location));
+            }
+            RouteAction::Forward(forward) => forward,
+        };
+        let thread = self.conn.thread.clone();
+        let chosen = routing::choose_cluster(&forward.target, &self.stream.borrow().request_headers);
+        let Some((cluster, facts)) = chosen.and_then(|c| thread.upstreams().cluster_facts(&c).map(|f| (c, f))) else {
+            return self.answer(Local::no_cluster());
+        };
+        self.notes.cluster = Some(cluster.clone());
+        if let (Some(progress), Some(idle)) = (&self.progress, forward.idle_timeout) {
+            progress.override_idle(idle);
+        }
+        {
+            let stream = &mut *self.stream.borrow_mut();
+            stream.info.xds.cluster = Some(facts);
+            // The router's changes, after every filter, as Envoy's.
+            let headers = &mut stream.request_headers;
+            let path = String::from_utf8_lossy(headers.get(b":path").map_or(&b""[..], |p| p)).into_owned();
+            let rewritten = routing::rewrite_path(
+                matched.route,
+                &path,
+                forward.prefix_rewrite.as_deref(),
+                forward.regex_rewrite.as_ref(),
+            );
+            if let Some(rewritten) = rewritten {
+                if http.envoy_headers {
+                    headers.replace(b"x-envoy-original-path", path.as_bytes());
+                }
+                headers.replace(b":path", rewritten.as_bytes());
+            }
+            if let Some(host) = &forward.host_rewrite {
+                headers.replace(b":authority", host.as_bytes());
+            }
+            routing::mutate_request(headers, http.routes.mutations(&matched));
+        }
+        if end {
+            self.request_done = true;
+            self.router = Router::Upstream;
+            return self.send_upstream(cluster, matched.index, UpstreamBody::Full(None, None));
+        }
+        if forward.retry.is_some() {
+            self.router = Router::Collecting { cluster, route: matched.index, data: Vec::new(), trailers: None };
+            return;
+        }
+        self.router = Router::Upstream;
+        let body = match self.request_source.take() {
+            // No filter sees the body: it goes upstream as it comes.
+            Some(mut source) if self.chain.is_empty() => {
+                self.request_done = true;
+                self.body_broken = Some(source.watch_errors());
+                UpstreamBody::Streamed(source)
+            }
+            source => {
+                self.request_source = source;
+                self.upstream_channel()
+            }
+        };
+        self.send_upstream(cluster, matched.index, body);
+    }
+
+    /// A body channel for the upstream request, fed with what passes the
+    /// chain. Its length is the `content-length` the filters left, as in
+    /// Envoy (a filter that changes a body's length removes it).
+    fn upstream_channel(&mut self) -> UpstreamBody {
+        let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
+        self.upstream_tx = Some(tx);
+        let length = content_length(&self.stream.borrow().request_headers);
+        UpstreamBody::Channel { rx, length }
+    }
+
+    /// Starts the request to `cluster` for the route at `index`, with the
+    /// request headers as they are now.
+    fn send_upstream(&mut self, cluster: String, index: (usize, usize), body: UpstreamBody) {
+        let upstreams = self.conn.thread.upstreams_handle();
+        let http = self.conn.http.clone();
+        let headers = self.stream.borrow().request_headers.clone();
+        self.upstream_call = Some(Box::pin(async move {
+            let matched = http.routes.at(index.0, index.1);
+            let RouteAction::Forward(forward) = &matched.route.action else {
+                unreachable!("only forwarding routes send upstream")
+            };
+            let send = RouteSend {
+                timeout: forward.timeout,
+                retry: forward.retry.as_ref(),
+                envoy_headers: http.envoy_headers,
+                auto_host_rewrite: forward.auto_host_rewrite,
+            };
+            upstreams.forward(&cluster, &send, &headers, body).await.map_err(|error| {
+                tracing::debug!(target: "upstream", "cluster {cluster}: {error} ({:?})", std::error::Error::source(&error));
+                error
+            })
+        }));
+    }
+
+    /// The router answers the request itself: what follows of the request
+    /// is not read.
+    fn answer(&mut self, local: Local) {
+        self.router = Router::Local;
+        self.abandon_request();
+        self.local_reply(local);
+    }
+
+    /// A frame that passed the request chain, for the upstream.
+    fn upstream_frame(&mut self, frame: Frame<Bytes>, end: bool) {
+        match &mut self.router {
+            Router::Upstream => {
+                self.upstream_pending.push_back(frame);
+                if end {
+                    self.upstream_end_queued = true;
+                }
+                self.upstream_moved();
+            }
+            Router::Collecting { data, trailers, .. } => {
+                match frame.into_data() {
+                    Ok(bytes) => data.extend_from_slice(&bytes),
+                    Err(frame) => *trailers = frame.into_trailers().ok(),
+                }
+                let too_large = data.len() > self.conn.http.buffer_limit;
+                if end || too_large {
+                    self.send_collected(end);
+                }
+            }
+            Router::Waiting | Router::Local => {}
+        }
+    }
+
+    /// Sends what a retrying route collected: whole (it may be sent again),
+    /// or, past the buffer limit, as the start of a body that streams on.
+    fn send_collected(&mut self, whole: bool) {
+        let Router::Collecting { cluster, route, data, trailers } =
+            std::mem::replace(&mut self.router, Router::Upstream)
+        else {
+            return;
+        };
+        let data = Bytes::from(data);
+        if whole {
+            self.request_done = true;
+            let body = UpstreamBody::Full((!data.is_empty()).then_some(data), trailers);
+            return self.send_upstream(cluster, route, body);
+        }
+        let body = self.upstream_channel();
+        self.upstream_pending.push_back(Frame::data(data));
+        self.send_upstream(cluster, route, body);
+    }
+
+    /// A frame went upstream; once the last did, the request is sent.
+    pub(super) fn upstream_moved(&mut self) {
+        if self.upstream_pending.is_empty() && self.upstream_end_queued {
+            self.upstream_tx = None;
+            self.request_done = true;
+        }
+    }
+
+    /// The upstream no longer reads the request body (it answered and
+    /// closed, or failed): the rest of the request goes nowhere.
+    pub(super) fn upstream_gone(&mut self) {
+        self.abandon_request();
+    }
+
+    /// The upstream answered the request's headers (or failed to).
+    pub(super) fn upstream_answered(&mut self, result: Result<Response<Incoming>, UpstreamError>) {
+        match result {
+            Ok(response) => self.upstream_response(response),
+            // A body that broke off on its way is the client's fault, not the upstream's.
+            Err(_) if self.request_broke() => self.request_failed(StreamError::BodyBroken(Side::Request)),
+            Err(error) => self.request_failed(StreamError::Upstream(error)),
+        }
+    }
+
+    /// Whether the client's body, sent upstream as it came, broke off.
+    fn request_broke(&self) -> bool {
+        self.body_broken.as_ref().is_some_and(|broken| broken.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// A message's `content-length`, if it has a valid one.
+pub(super) fn content_length(headers: &ferry_host::HeaderMap) -> Option<u64> {
+    std::str::from_utf8(headers.get(b"content-length")?).ok()?.trim().parse().ok()
+}

@@ -1,0 +1,343 @@
+//! The response side of a stream: the upstream's response (or a local
+//! reply) through the response chain, then to the client: the head as soon
+//! as it passed the chain, the body as it comes.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::Response;
+use http_body::{Body as _, Frame};
+use hyper::body::Incoming;
+use tokio::sync::mpsc;
+
+use super::chain::{Halt, Out};
+use super::{CHANNEL_FRAMES, MAX_PENDING_FRAMES, Pipeline, StreamCut};
+use crate::filter::Side;
+use crate::headers::{hyper_trailers, response_headers, to_hyper_headers, trailers_map};
+use crate::http::body::{Piece, ResponseBody};
+use crate::http::conn_manager::{StreamReset, hyper_response};
+use crate::http::rescue::{Local, StreamError, rescue};
+use crate::http::routing;
+use crate::upstream::UpstreamHost;
+
+/// The response head, as hyper sends it (the body is set when it goes).
+pub(crate) type Head = Response<ResponseBody>;
+
+/// Most of a response the pipeline reads before handing hyper its head,
+/// when the body is already there (a short upstream body): a response
+/// whole by then goes out without a task of its own.
+const WHOLE_RESPONSE_BYTES: usize = 64 * 1024;
+
+impl Pipeline {
+    /// The upstream answered: its headers go through the response chain.
+    pub(super) fn upstream_response(&mut self, response: Response<Incoming>) {
+        let (parts, body) = response.into_parts();
+        self.upstream_version = parts.version;
+        {
+            let stream = &mut *self.stream.borrow_mut();
+            stream.response_headers = response_headers(parts.status, &parts.headers);
+            // The connector records each connection's addresses and TLS (`upstream.*`).
+            let connection = parts.extensions.get::<hyper_util::client::legacy::connect::HttpInfo>();
+            stream.info.upstream = connection.map(|i| i.remote_addr());
+            stream.info.upstream_local = connection.map(|i| i.local_addr());
+            stream.info.upstream_tls =
+                parts.extensions.get::<crate::upstream::reporting::UpstreamTls>().map(|t| t.0.clone());
+            stream.info.upstream_attempts = parts.extensions.get::<crate::upstream::Attempts>().map(|a| a.0);
+            stream.info.xds.upstream_host_metadata = parts.extensions.get::<UpstreamHost>().map(|h| h.metadata.clone());
+        }
+        self.notes.details = Some(std::borrow::Cow::Borrowed("via_upstream"));
+        let end = body.is_end_stream();
+        if !end {
+            self.response_source = Some(body);
+        }
+        self.response_headers(end);
+    }
+
+    /// The response headers (in the stream's map) through the chain, after
+    /// the route's response header changes, as Envoy's router makes them.
+    fn response_headers(&mut self, end: bool) {
+        self.response_begun = true;
+        if let Some((host, route)) = self.route {
+            let http = self.conn.http.clone();
+            let matched = http.routes.at(host, route);
+            routing::mutate_response(&mut self.stream.borrow_mut().response_headers, http.routes.mutations(&matched));
+        }
+        let result = self.with_chain(|chain, cx| chain.headers(Side::Response, cx, end));
+        self.after_response_chain(result);
+    }
+
+    /// A local reply, through the response chain as Envoy's are (made
+    /// before the response began; after, the stream can only be reset).
+    pub(super) fn local_reply(&mut self, mut local: Local) {
+        if self.response_begun {
+            return self.reset_stream();
+        }
+        self.response_begun = true;
+        self.response_source = None;
+        self.notes.flag = local.flag;
+        self.notes.details = Some(std::mem::take(&mut local.details));
+        let (headers, body) = local.into_response(self.grpc);
+        self.stream.borrow_mut().response_headers = headers;
+        if let Some((host, route)) = self.route {
+            let http = self.conn.http.clone();
+            let matched = http.routes.at(host, route);
+            routing::mutate_response(&mut self.stream.borrow_mut().response_headers, http.routes.mutations(&matched));
+        }
+        let result = self.with_chain(|chain, cx| chain.whole(Side::Response, cx, body));
+        self.after_response_chain(result);
+    }
+
+    /// A local reply made while the response was on its way, before its
+    /// headers went to the client: it replaces the response and goes
+    /// straight out, as Envoy's direct local replies do.
+    fn direct_reply(&mut self, mut local: Local) {
+        if self.head.is_some() || self.head_sent {
+            return self.reset_response();
+        }
+        self.response_source = None;
+        self.response_pending.clear();
+        self.notes.flag = local.flag;
+        self.notes.details = Some(std::mem::take(&mut local.details));
+        let (headers, body) = local.into_response(self.grpc);
+        self.stream.borrow_mut().response_headers = headers;
+        self.head = Some(Ok(self.make_head()));
+        if !body.is_empty() {
+            self.response_pending.push_back(Frame::data(body));
+        }
+        self.response_done = true;
+    }
+
+    /// A frame of the upstream's body (or its end, or an error).
+    pub(super) fn response_frame(&mut self, frame: Option<Result<Frame<Bytes>, hyper::Error>>) {
+        self.touch();
+        let http1 = self.upstream_version < http::Version::HTTP_2;
+        let result = match frame {
+            None => {
+                self.response_source = None;
+                self.with_chain(|chain, cx| chain.data(Side::Response, cx, Bytes::new(), true))
+            }
+            Some(Err(error)) => {
+                tracing::debug!(target: "upstream", "the response body broke off: {error}");
+                self.response_source = None;
+                return self.response_failed(StreamError::BodyBroken(Side::Response));
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    let end = self.response_source.as_ref().is_none_or(|b| b.is_end_stream());
+                    if end {
+                        self.response_source = None;
+                    }
+                    // Over HTTP/1.x the end of the message is a call of its own.
+                    let result = self.with_chain(|chain, cx| chain.data(Side::Response, cx, data, end && !http1));
+                    match result {
+                        Ok(mut outs) if end && http1 => {
+                            let rest = self.with_chain(|chain, cx| chain.data(Side::Response, cx, Bytes::new(), true));
+                            rest.map(|more| {
+                                outs.extend(more);
+                                outs
+                            })
+                        }
+                        result => result,
+                    }
+                }
+                Err(frame) => {
+                    let Ok(trailers) = frame.into_trailers() else { return };
+                    self.response_source = None;
+                    self.stream.borrow_mut().response_trailers = trailers_map(&trailers);
+                    self.with_chain(|chain, cx| chain.trailers(Side::Response, cx))
+                }
+            },
+        };
+        self.after_response_chain(result);
+    }
+
+    /// What came out of the response chain goes to the client; a halt
+    /// replaces the response, or cuts it.
+    pub(super) fn after_response_chain(&mut self, result: Result<Vec<Out>, Halt>) {
+        match result {
+            Ok(outs) => {
+                for out in outs {
+                    self.response_out(out);
+                }
+            }
+            Err(halt) => self.response_halted(halt),
+        }
+    }
+
+    fn response_out(&mut self, out: Out) {
+        match out {
+            Out::Headers { end } => {
+                self.head = Some(Ok(self.make_head()));
+                if end {
+                    self.response_ended();
+                }
+            }
+            Out::Data { data, end } => {
+                if !data.is_empty() {
+                    self.response_pending.push_back(Frame::data(data));
+                }
+                if end {
+                    self.response_ended();
+                }
+            }
+            Out::Trailers => {
+                let (trailers, announce) = hyper_trailers(&self.stream.borrow().response_trailers);
+                // hyper sends HTTP/1 trailers only when the head announced them.
+                if let (Some(announce), Some(Ok(head))) = (announce, &mut self.head)
+                    && !self.head_sent
+                {
+                    head.headers_mut().insert(http::header::TRAILER, announce);
+                }
+                self.response_pending.push_back(Frame::trailers(trailers));
+                self.response_ended();
+            }
+        }
+    }
+
+    /// The whole response passed the chain; the request is no longer needed.
+    fn response_ended(&mut self) {
+        self.response_done = true;
+        self.response_source = None;
+        if !self.request_done {
+            self.abandon_request();
+        }
+    }
+
+    fn response_halted(&mut self, halt: Halt) {
+        match halt {
+            Halt::Respond(response) => self.direct_reply(Local::from(response)),
+            Halt::Reset => self.reset_stream(),
+            Halt::Failed => self.response_failed(StreamError::PluginFailed),
+            Halt::TooLarge => self.response_failed(StreamError::BodyTooLarge(Side::Response)),
+        }
+    }
+
+    /// The response cannot go on: before its head went out, the client gets
+    /// what [`rescue`] says; after, the stream is cut.
+    fn response_failed(&mut self, error: StreamError) {
+        self.direct_reply(rescue(error));
+    }
+
+    /// Whether the response headers have gone through the chain, or are on
+    /// their way (a local reply cannot replace them through the chain then).
+    pub(super) fn response_started(&self) -> bool {
+        self.response_begun
+    }
+
+    /// The hyper response for the response map as the filters left it: its
+    /// status, its headers in order, then `server`.
+    fn make_head(&self) -> Head {
+        let stream = self.stream.borrow();
+        let mut head = hyper_response(&stream.response_headers, &self.conn.http);
+        // What says the length of a body that is not sent (HEAD, 304) goes as it came.
+        if let Some(length) = stream.response_headers.get(b"content-length")
+            && (self.is_head_request(&stream) || matches!(head.status().as_u16(), 204 | 304))
+            && let Ok(value) = http::HeaderValue::from_maybe_shared(length.clone())
+        {
+            head.headers_mut().insert(http::header::CONTENT_LENGTH, value);
+        }
+        head
+    }
+
+    fn is_head_request(&self, stream: &ferry_host::HttpStream) -> bool {
+        stream.request_headers.get(b":method").is_some_and(|m| &m[..] == b"HEAD")
+    }
+
+    /// The response's `content-length` as the filters left it (one that
+    /// changes a body's length removes it, as in Envoy): the client's
+    /// framing of a body that streams.
+    fn declared_length(&self) -> Option<u64> {
+        super::request::content_length(&self.stream.borrow().response_headers)
+    }
+
+    /// Moves the response on with what is there already: frames of the
+    /// upstream's body that came with its headers.
+    fn take_ready(&mut self) {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut read = 0;
+        while !self.response_done && self.response_pending.len() < MAX_PENDING_FRAMES && read < WHOLE_RESPONSE_BYTES {
+            let Some(source) = &mut self.response_source else { break };
+            match Pin::new(source).poll_frame(&mut cx) {
+                Poll::Ready(frame) => {
+                    read +=
+                        frame.as_ref().and_then(|f| f.as_ref().ok()).and_then(Frame::data_ref).map_or(0, Bytes::len);
+                    self.response_frame(frame);
+                }
+                Poll::Pending => break,
+            }
+        }
+    }
+
+    /// Hands hyper the response: whole, or with a body the pipeline keeps
+    /// feeding from a task of its own.
+    pub(super) fn respond(mut self) -> Result<Head, StreamReset> {
+        self.take_ready();
+        let mut head = match self.head.take() {
+            Some(Ok(head)) => head,
+            Some(Err(StreamReset)) | None => return Err(StreamReset),
+        };
+        if !self.conn.http.access_logs.is_empty() {
+            let mut notes = std::mem::take(&mut self.notes);
+            let stream = self.stream.borrow();
+            notes.upstream_host = stream.info.upstream;
+            notes.note_filter_state(&stream.info);
+            let mut request = http::HeaderMap::new();
+            to_hyper_headers(&stream.request_headers, &mut request);
+            notes.request_headers = Some(request);
+            drop(stream);
+            head.extensions_mut().insert(notes);
+        }
+        if self.response_done {
+            if !self.request_done {
+                self.abandon_request();
+            }
+            let body = self.whole_body();
+            *head.body_mut() = body.finish_with(self.finisher());
+            return Ok(head);
+        }
+        // Nothing for the filters to do with the body: hyper reads it as it comes.
+        if self.chain.is_empty()
+            && self.request_done
+            && self.response_pending.is_empty()
+            && self.upgrade.is_none()
+            && let Some(source) = self.response_source.take()
+        {
+            let body = ResponseBody::upstream(source, self.idle_timeout());
+            *head.body_mut() = body.finish_with(self.finisher());
+            return Ok(head);
+        }
+        let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
+        *head.body_mut() = ResponseBody::channel(rx, self.declared_length());
+        self.response_tx = Some(tx);
+        self.head_sent = true;
+        tokio::task::spawn_local(async move {
+            self.run(false).await;
+            // The client's body ends the stream (the filters' last
+            // callbacks) once hyper has sent it all; a cut one is reset.
+            if let Some(tx) = self.response_tx.take() {
+                let last = if self.cut { Piece::Frame(Err(Box::new(StreamCut))) } else { Piece::End(self.finisher()) };
+                if let Err(mpsc::error::SendError(Piece::End(finisher))) = tx.send(last).await {
+                    finisher.finish();
+                }
+            }
+        });
+        Ok(head)
+    }
+
+    /// The response as it is, whole: its data, then its trailers.
+    fn whole_body(&mut self) -> ResponseBody {
+        let mut data = BytesMut::new();
+        let mut trailers = None;
+        for frame in self.response_pending.drain(..) {
+            match frame.into_data() {
+                Ok(bytes) => data.extend_from_slice(&bytes),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        match trailers {
+            Some(trailers) => ResponseBody::with_trailers(data.freeze(), trailers),
+            None => ResponseBody::full(data.freeze()),
+        }
+    }
+}
