@@ -556,6 +556,18 @@ fn http_connection_manager(
             ));
         }
     };
+    let mut upgrades = Vec::new();
+    for (i, u) in raw.upgrade_configs.into_iter().enumerate() {
+        let at = format!("{path}.upgrade_configs[{i}]");
+        if !u.filters.is_empty() {
+            return Err(err(
+                join(&at, "filters"),
+                "a filter chain of its own for upgrades is not supported: upgrades run the connection manager's http_filters",
+            ));
+        }
+        upgrades
+            .push(Upgrade { upgrade_type: u.upgrade_type.to_ascii_lowercase(), enabled: u.enabled.unwrap_or(true) });
+    }
     if count == 0 {
         return Err(err(filters_path, "no HTTP filters: the router (envoy.filters.http.router) is required"));
     }
@@ -579,6 +591,7 @@ fn http_connection_manager(
             .enumerate()
             .map(|(i, log)| crate::access_log::access_log(log, &format!("{path}.access_log[{i}]")))
             .collect::<Result<_, _>>()?,
+        upgrades,
     })
 }
 

@@ -428,6 +428,18 @@ pub struct HttpConnectionManager {
     pub suppress_envoy_headers: bool,
     /// `access_log`: one line per request, for each logger.
     pub access_log: Vec<AccessLog>,
+    /// `upgrade_configs`: the upgrades (WebSocket, ...) clients may ask for.
+    pub upgrades: Vec<Upgrade>,
+}
+
+/// An upgrade a connection manager or a route allows, or forbids
+/// (`upgrade_configs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upgrade {
+    /// `upgrade_type`, lower-cased (`websocket`).
+    pub upgrade_type: String,
+    /// `enabled` (default true).
+    pub enabled: bool,
 }
 
 /// What a connection manager lets clients do, with Envoy's names and
@@ -920,6 +932,9 @@ pub struct Forward {
     pub auto_host_rewrite: bool,
     /// `retry_policy`.
     pub retry: Option<RetryPolicy>,
+    /// `upgrade_configs`: the route's own say on upgrades, over the
+    /// connection manager's.
+    pub upgrades: Vec<Upgrade>,
 }
 
 impl Forward {
@@ -934,6 +949,7 @@ impl Forward {
             host_rewrite: None,
             auto_host_rewrite: false,
             retry: None,
+            upgrades: Vec::new(),
         }
     }
 
@@ -945,7 +961,8 @@ impl Forward {
             && self.host_rewrite.is_none()
             && !self.auto_host_rewrite
             && self.retry.is_none()
-            && self.idle_timeout.is_none();
+            && self.idle_timeout.is_none()
+            && self.upgrades.is_empty();
         match &self.target {
             ClusterTarget::Named(name) if plain => Some(name),
             _ => None,

@@ -264,6 +264,19 @@ pub(crate) struct HttpConnectionManager {
     pub http_protocol_options: Option<Http1ProtocolOptions>,
     #[serde(default)]
     pub scheme_header_transformation: Option<SchemeHeaderTransformation>,
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
+    pub upgrade_configs: Vec<UpgradeConfig>,
+}
+
+/// `HttpConnectionManager.UpgradeConfig`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpgradeConfig {
+    pub upgrade_type: String,
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
+    pub filters: Vec<TypedExtension>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
 }
 
 /// `envoy.config.core.v3.SchemeHeaderTransformation`.

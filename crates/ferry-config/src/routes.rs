@@ -8,7 +8,7 @@ use crate::convert::{body_source, duration, err, join};
 use crate::matchers::{RawHeaderMatcher, RawRegex, RawStringMatcher, header_matcher, string_matcher, whole_match};
 use crate::model::{
     AppendAction, Cluster, ClusterTarget, Forward, HeaderMutations, HeaderToAdd, PathMatch, Pattern,
-    QueryParameterMatcher, Redirect, RetryPolicy, Route, RouteAction, RouteConfig, VirtualHost,
+    QueryParameterMatcher, Redirect, RetryPolicy, Route, RouteAction, RouteConfig, Upgrade, VirtualHost,
 };
 use crate::{ConfigError, raw};
 
@@ -188,6 +188,19 @@ struct RawRouteAction {
     auto_host_rewrite: Option<bool>,
     #[serde(default)]
     retry_policy: Option<RawRetryPolicy>,
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
+    upgrade_configs: Vec<RawRouteUpgrade>,
+}
+
+/// `RouteAction.UpgradeConfig`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouteUpgrade {
+    upgrade_type: String,
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    connect_config: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -388,6 +401,15 @@ fn forward(raw: RawRouteAction, path: &str, clusters: &[Cluster]) -> Result<Forw
         .transpose()?;
     let regex_rewrite = raw.regex_rewrite.map(|r| rewrite(r, &join(path, "regex_rewrite"))).transpose()?;
     let retry = raw.retry_policy.map(|r| retry_policy(r, &join(path, "retry_policy"))).transpose()?;
+    let mut upgrades = Vec::new();
+    for (i, u) in raw.upgrade_configs.into_iter().enumerate() {
+        let at = format!("{path}.upgrade_configs[{i}]");
+        if u.connect_config.is_some() {
+            return Err(err(join(&at, "connect_config"), "CONNECT is not supported"));
+        }
+        upgrades
+            .push(Upgrade { upgrade_type: u.upgrade_type.to_ascii_lowercase(), enabled: u.enabled.unwrap_or(true) });
+    }
     Ok(Forward {
         target,
         timeout,
@@ -397,6 +419,7 @@ fn forward(raw: RawRouteAction, path: &str, clusters: &[Cluster]) -> Result<Forw
         host_rewrite: raw.host_rewrite_literal,
         auto_host_rewrite: raw.auto_host_rewrite.unwrap_or(false),
         retry,
+        upgrades,
     })
 }
 

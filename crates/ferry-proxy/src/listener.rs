@@ -200,7 +200,7 @@ const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// Serves HTTP on a connection (plain or TLS) until it ends or is due to close.
 async fn serve_http<IO>(io: IO, conn: Rc<ConnContext>, cap: &ConnectionCap)
 where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let _counted = cap.serving_http();
     let http = conn.http.clone();
@@ -208,12 +208,35 @@ where
     http.stats.connection_opened();
     let activity = conn.clone();
     let service = service_fn(move |request| conn_manager::handle(request, conn.clone()));
+    let (io, limits, activity) = (TokioIo::new(io), &http.limits, &activity.activity);
     let server = http_server(&http);
-    let connection = server.serve_connection(TokioIo::new(io), service);
-    if let Err(e) = close_when_due(connection, &activity.activity, &http.limits, &thread).await {
+    // hyper-util's connection with upgrades reads the protocol from the
+    // first bytes whatever the codec: only AUTO takes it.
+    let result = match (http.codec, http.upgrades.is_empty()) {
+        (Codec::Auto, false) => {
+            close_when_due(server.serve_connection_with_upgrades(io, service), activity, limits, &thread).await
+        }
+        (Codec::Http1, false) => {
+            let connection = http1_server(&http).serve_connection(io, service).with_upgrades();
+            close_when_due(connection, activity, limits, &thread).await
+        }
+        _ => close_when_due(server.serve_connection(io, service), activity, limits, &thread).await,
+    };
+    if let Err(e) = result {
         tracing::debug!(target: "http", "connection closed with an error: {e}");
     }
     http.stats.connection_closed();
+}
+
+/// hyper's HTTP/1.1 server alone, with the options [`http_server`] gives
+/// its HTTP/1.1 side (for an HTTP1 codec that allows upgrades).
+fn http1_server(plan: &HttpPlan) -> hyper::server::conn::http1::Builder {
+    let limits = plan.limits;
+    let header_bytes = limits.max_request_headers_kb as usize * 1024;
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.timer(TokioTimer::new()).header_read_timeout(limits.request_headers_timeout);
+    http1.max_buf_size(header_bytes.max(8192)).max_headers(limits.max_headers_count as usize);
+    http1
 }
 
 /// hyper's server for a connection manager's `codec_type`: HTTP/1.1, and
@@ -252,14 +275,15 @@ fn http_server(plan: &HttpPlan) -> auto::Builder<LocalExecutor> {
 /// drains: then it is
 /// shut down gracefully (HTTP/1.1 finishes the response in flight and
 /// closes; HTTP/2 sends GOAWAY and lets its streams finish).
-async fn close_when_due<C>(
+async fn close_when_due<C, E>(
     connection: C,
     activity: &Activity,
     limits: &HttpLimits,
     thread: &ThreadLoop,
 ) -> Result<(), BoxError>
 where
-    C: std::future::Future<Output = Result<(), BoxError>> + GracefulShutdown,
+    C: std::future::Future<Output = Result<(), E>> + GracefulShutdown,
+    E: Into<BoxError>,
 {
     let mut connection = std::pin::pin!(connection);
     let idle = async {
@@ -275,13 +299,13 @@ where
         }
     };
     tokio::select! {
-        result = connection.as_mut() => return result,
+        result = connection.as_mut() => return result.map_err(Into::into),
         () = idle => {}
         () = too_old => {}
         () = thread.stopping() => {}
     }
     connection.as_mut().shut_down();
-    connection.await
+    connection.await.map_err(Into::into)
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -298,6 +322,33 @@ where
     S::ResBody: http_body::Body + 'static,
     <S::ResBody as http_body::Body>::Error: Into<BoxError>,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn shut_down(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S> GracefulShutdown for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<BoxError>,
+    S::ResBody: http_body::Body + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn shut_down(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E> GracefulShutdown for auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<BoxError>,
+    S::ResBody: http_body::Body + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
 {
     fn shut_down(self: std::pin::Pin<&mut Self>) {

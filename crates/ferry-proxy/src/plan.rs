@@ -380,6 +380,8 @@ pub struct HttpPlan {
     pub(crate) stats: Arc<crate::envoy_stats::HttpStats>,
     /// The listener's facts for plugins (`xds.listener_metadata`, ...).
     pub listener: Arc<ferry_host::ListenerFacts>,
+    /// `upgrade_configs`: the upgrades clients may ask for.
+    pub upgrades: Vec<ferry_config::Upgrade>,
 }
 
 impl HttpPlan {
@@ -467,6 +469,7 @@ impl Plan {
                             access_logs: open_access_logs(&listener.name, &hcm.access_log)?,
                             wasm_loggers,
                             listener: crate::xds::listener(listener, chain),
+                            upgrades: hcm.upgrades.clone(),
                         }))
                     }
                     ListenerKind::Tcp(proxy) => {

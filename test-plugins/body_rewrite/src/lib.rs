@@ -10,6 +10,10 @@
 //! nothing: it logs each header, body and trailer callback (`framing: ...`)
 //! and continues, so the log shows the calls exactly as the host makes them.
 //!
+//! With `count` it reads every chunk of both bodies and lets it through,
+//! logging each body's size at its end; with `hold` it holds the response
+//! headers and buffers the whole response body before letting it through.
+//!
 //! With `grpc` it reads gRPC messages (length-prefixed) and changes them:
 //! each request message gets `!` appended, each response message `seen `
 //! prepended, re-framed with their new lengths (at the end of the body, or
@@ -44,6 +48,8 @@ impl RootContext for Root {
         match &self.mode[..] {
             b"observe" => Some(Box::new(Observe)),
             b"grpc" => Some(Box::new(GrpcRewrite)),
+            b"count" => Some(Box::new(Count::default())),
+            b"hold" => Some(Box::new(Hold)),
             _ => Some(Box::new(Rewrite)),
         }
     }
@@ -122,6 +128,55 @@ impl HttpContext for Rewrite {
             return Action::Pause;
         }
         self.set_http_response_body(body_size, 0, b" [checked]");
+        Action::Continue
+    }
+}
+
+/// Reads every body chunk into the plugin and lets it through, counting the
+/// bytes; logs each body's total at its end (`counted request <n> bytes`).
+#[derive(Default)]
+struct Count {
+    request: usize,
+    response: usize,
+}
+
+impl Context for Count {}
+
+impl HttpContext for Count {
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.request += self.get_http_request_body(0, body_size).map_or(0, |b| b.len());
+        if end_of_stream {
+            info!("counted request {} bytes", self.request);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.response += self.get_http_response_body(0, body_size).map_or(0, |b| b.len());
+        if end_of_stream {
+            info!("counted response {} bytes", self.response);
+        }
+        Action::Continue
+    }
+}
+
+/// Holds the response headers and buffers the whole response body
+/// (Pause until its end), then lets it all through: with
+/// `allow_on_headers_stop_iteration`, the headers wait for the body.
+struct Hold;
+
+impl Context for Hold {}
+
+impl HttpContext for Hold {
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        Action::Pause
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        info!("holding a response body of {body_size} bytes");
         Action::Continue
     }
 }

@@ -265,13 +265,15 @@ pub(crate) struct Upstreams {
     pools: HashMap<String, Pool>,
 }
 
-/// How a route sends a request: its timeout, retries, the router's headers
-/// and whether the endpoint becomes the `host`.
+/// How a route sends a request: its timeout, retries, the router's headers,
+/// whether the endpoint becomes the `host`, and whether the request asks
+/// for an upgrade (its `connection` and `upgrade` headers go along).
 pub(crate) struct RouteSend<'a> {
     pub(crate) timeout: Option<Duration>,
     pub(crate) retry: Option<&'a ferry_config::RetryPolicy>,
     pub(crate) envoy_headers: bool,
     pub(crate) auto_host_rewrite: bool,
+    pub(crate) upgrade: bool,
 }
 
 /// Envoy's default route timeout.
@@ -354,7 +356,10 @@ impl Upstreams {
             let this_body = if last { body.take() } else { body.as_ref().and_then(UpstreamBody::try_clone) };
             let this_body = this_body.ok_or_else(|| UpstreamError::Request("no body to send".into()))?;
             let host_name = if route.auto_host_rewrite { host.hostname.as_deref() } else { None };
-            let request = build_request(pool.scheme, address, headers, this_body, host_name)?;
+            let mut request = build_request(pool.scheme, address, headers, this_body, host_name)?;
+            if route.upgrade {
+                ask_upgrade(&mut request, headers);
+            }
             // Each try gets the per-try timeout, within what is left of the route's.
             let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
             let per_try = match (retry.and_then(|r| r.per_try_timeout), left) {
@@ -614,6 +619,17 @@ fn plain_config() -> rustls::ClientConfig {
                 .with_no_client_auth()
         })
         .clone()
+}
+
+/// Puts back the headers that ask for an upgrade (connection-level headers
+/// go no further otherwise).
+fn ask_upgrade(request: &mut Request<UpstreamBody>, headers: &HeaderMap) {
+    let Some(protocol) = headers.get(b"upgrade").and_then(|p| http::HeaderValue::from_maybe_shared(p.clone()).ok())
+    else {
+        return;
+    };
+    request.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+    request.headers_mut().insert(http::header::UPGRADE, protocol);
 }
 
 /// A body whose length is not known goes chunked over HTTP/1.1, whatever

@@ -55,8 +55,8 @@ pub(crate) enum Halt {
 }
 
 /// The filters of one stream, and where each direction stands in them.
-pub(crate) struct Chain {
-    filters: Vec<Filter>,
+pub(crate) struct Chain<F = Filter> {
+    filters: Vec<F>,
     iterations: [Iteration; 2],
     /// `per_connection_buffer_limit_bytes`: most a stop point may hold.
     limit: usize,
@@ -106,8 +106,8 @@ enum DataStop {
     Drop,
 }
 
-impl Chain {
-    pub(crate) fn new(filters: Vec<Filter>, limit: usize) -> Self {
+impl<F: HttpFilter> Chain<F> {
+    pub(crate) fn new(filters: Vec<F>, limit: usize) -> Self {
         Chain { filters, iterations: Default::default(), limit }
     }
 
@@ -115,16 +115,16 @@ impl Chain {
         self.filters.is_empty()
     }
 
-    pub(crate) fn filters(&self) -> &[Filter] {
+    pub(crate) fn filters(&self) -> &[F] {
         &self.filters
     }
 
-    pub(crate) fn filters_mut(&mut self) -> &mut [Filter] {
+    pub(crate) fn filters_mut(&mut self) -> &mut [F] {
         &mut self.filters
     }
 
     /// The filters, for their end.
-    pub(crate) fn take_filters(&mut self) -> Vec<Filter> {
+    pub(crate) fn take_filters(&mut self) -> Vec<F> {
         std::mem::take(&mut self.filters)
     }
 
@@ -147,8 +147,8 @@ impl Chain {
         !watermark || iteration.held.len() < self.limit
     }
 
-    /// Whether the response headers went through (or are held by a filter
-    /// past them: only that filter's own stop then holds them).
+    /// A filter's index from its position in `side`'s order (or back:
+    /// the mapping is its own inverse).
     fn index(&self, side: Side, position: usize) -> usize {
         match side {
             Side::Request => position,
@@ -156,11 +156,7 @@ impl Chain {
         }
     }
 
-    fn position(&self, side: Side, index: usize) -> usize {
-        self.index(side, index)
-    }
-
-    fn walk<'a>(&'a mut self, side: Side, cx: &'a FilterContext<'a>) -> Walk<'a> {
+    fn walk<'a>(&'a mut self, side: Side, cx: &'a FilterContext<'a>) -> Walk<'a, F> {
         let Chain { filters, iterations, limit } = self;
         Walk { filters, it: &mut iterations[side.index()], side, cx, limit: *limit, out: Vec::new() }
     }
@@ -198,7 +194,7 @@ impl Chain {
         if self.stopped_at(side) != Some(index) {
             return Ok(Vec::new());
         }
-        let position = self.position(side, index);
+        let position = self.index(side, index);
         let mut walk = self.walk(side, cx);
         walk.resume(position)?;
         Ok(walk.out)
@@ -219,8 +215,8 @@ impl Chain {
 }
 
 /// One pass through a direction's filters.
-struct Walk<'a> {
-    filters: &'a mut [Filter],
+struct Walk<'a, F> {
+    filters: &'a mut [F],
     it: &'a mut Iteration,
     side: Side,
     cx: &'a FilterContext<'a>,
@@ -228,12 +224,12 @@ struct Walk<'a> {
     out: Vec<Out>,
 }
 
-impl Walk<'_> {
+impl<F: HttpFilter> Walk<'_, F> {
     fn len(&self) -> usize {
         self.filters.len()
     }
 
-    fn filter(&mut self, position: usize) -> &mut Filter {
+    fn filter(&mut self, position: usize) -> &mut F {
         let index = match self.side {
             Side::Request => position,
             Side::Response => self.filters.len() - 1 - position,
@@ -484,5 +480,351 @@ impl Walk<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each of Envoy's iteration rules on a chain of scripted filters: what
+    //! each filter saw, and what came out, in order.
+
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+    use std::rc::Rc;
+
+    use ferry_host::{HttpStream, SharedStream};
+
+    use super::*;
+
+    /// What a scripted filter does on one call: a status, and optionally
+    /// new body data.
+    struct Reply(FilterStatus, Option<&'static str>);
+
+    fn go() -> Reply {
+        Reply(FilterStatus::Continue, None)
+    }
+
+    fn with(status: FilterStatus) -> Reply {
+        Reply(status, None)
+    }
+
+    /// A filter that logs each call (`name phase body eos`) and answers
+    /// from its script (then continues).
+    struct Scripted {
+        name: &'static str,
+        log: Rc<RefCell<Vec<String>>>,
+        script: VecDeque<Reply>,
+    }
+
+    impl Scripted {
+        fn reply(&mut self, side: Side, cx: &FilterContext<'_>, what: String) -> FilterStatus {
+            self.log.borrow_mut().push(format!("{} {what}", self.name));
+            let Reply(status, body) = self.script.pop_front().unwrap_or_else(go);
+            if let Some(body) = body {
+                *body_of(side, &mut cx.stream.borrow_mut()) = body.as_bytes().to_vec();
+            }
+            status
+        }
+    }
+
+    fn text(side: Side, cx: &FilterContext<'_>) -> String {
+        String::from_utf8_lossy(body_of(side, &mut cx.stream.borrow_mut())).into_owned()
+    }
+
+    impl HttpFilter for Scripted {
+        fn request_headers(&mut self, cx: &FilterContext<'_>, end: bool) -> FilterStatus {
+            self.reply(Side::Request, cx, format!("headers end={end}"))
+        }
+
+        fn response_headers(&mut self, cx: &FilterContext<'_>, end: bool) -> FilterStatus {
+            self.reply(Side::Response, cx, format!("headers end={end}"))
+        }
+
+        fn body(&mut self, side: Side, cx: &FilterContext<'_>, end: bool) -> FilterStatus {
+            let seen = text(side, cx);
+            self.reply(side, cx, format!("body {seen:?} end={end}"))
+        }
+
+        fn trailers(&mut self, side: Side, cx: &FilterContext<'_>) -> FilterStatus {
+            let held = text(side, cx);
+            self.reply(side, cx, format!("trailers holding {held:?}"))
+        }
+
+        fn released(&mut self, _: Side, _: &SharedStream) {
+            self.log.borrow_mut().push(format!("{} released", self.name));
+        }
+
+        fn finish(self, _: &SharedStream) {}
+    }
+
+    /// A chain of filters named `a`, `b`, ... with these scripts, a buffer
+    /// limit of 8 bytes, and the log of their calls.
+    struct Setup {
+        chain: Chain<Scripted>,
+        stream: SharedStream,
+        log: Rc<RefCell<Vec<String>>>,
+    }
+
+    fn setup(scripts: Vec<Vec<Reply>>) -> Setup {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let names = ["a", "b", "c"];
+        let filters = scripts
+            .into_iter()
+            .enumerate()
+            .map(|(i, script)| Scripted { name: names[i], log: log.clone(), script: script.into() })
+            .collect();
+        Setup { chain: Chain::new(filters, 8), stream: ferry_host::share(HttpStream::default()), log }
+    }
+
+    impl Setup {
+        fn headers(&mut self, side: Side, end: bool) -> Result<Vec<Out>, Halt> {
+            let stream = self.stream.clone();
+            self.chain.headers(side, &FilterContext { stream: &stream, signals: None }, end)
+        }
+
+        fn data(&mut self, side: Side, data: &'static str, end: bool) -> Result<Vec<Out>, Halt> {
+            let stream = self.stream.clone();
+            self.chain.data(side, &FilterContext { stream: &stream, signals: None }, Bytes::from(data), end)
+        }
+
+        fn trailers(&mut self, side: Side) -> Result<Vec<Out>, Halt> {
+            let stream = self.stream.clone();
+            self.chain.trailers(side, &FilterContext { stream: &stream, signals: None })
+        }
+
+        fn resume(&mut self, side: Side, index: usize) -> Result<Vec<Out>, Halt> {
+            let stream = self.stream.clone();
+            self.chain.resume(side, &FilterContext { stream: &stream, signals: None }, index)
+        }
+
+        fn calls(&self) -> Vec<String> {
+            std::mem::take(&mut *self.log.borrow_mut())
+        }
+    }
+
+    fn data(text: &'static str, end: bool) -> Out {
+        Out::Data { data: Bytes::from(text), end }
+    }
+
+    fn headers(end: bool) -> Out {
+        Out::Headers { end }
+    }
+
+    #[test]
+    fn continuing_filters_pass_each_piece_on_at_once() {
+        let mut s = setup(vec![vec![], vec![]]);
+        assert_eq!(s.headers(Side::Request, false).unwrap(), [headers(false)]);
+        assert_eq!(s.data(Side::Request, "ab", false).unwrap(), [data("ab", false)]);
+        assert_eq!(s.data(Side::Request, "c", true).unwrap(), [data("c", true)]);
+        assert_eq!(
+            s.calls(),
+            [
+                "a headers end=false",
+                "b headers end=false",
+                r#"a body "ab" end=false"#,
+                r#"b body "ab" end=false"#,
+                r#"a body "c" end=true"#,
+                r#"b body "c" end=true"#
+            ]
+        );
+    }
+
+    #[test]
+    fn the_response_runs_the_filters_in_reverse() {
+        let mut s = setup(vec![vec![], vec![]]);
+        assert_eq!(s.headers(Side::Response, true).unwrap(), [headers(true)]);
+        assert_eq!(s.calls(), ["b headers end=true", "a headers end=true"]);
+    }
+
+    #[test]
+    fn stop_iteration_on_headers_holds_them_while_the_filter_gets_the_body() {
+        let mut s = setup(vec![vec![with(FilterStatus::StopIteration), with(FilterStatus::Buffer)], vec![]]);
+        assert_eq!(s.headers(Side::Request, false).unwrap(), []);
+        assert_eq!(s.data(Side::Request, "ab", false).unwrap(), []);
+        // Its continue releases the headers, then all it held.
+        assert_eq!(s.data(Side::Request, "cd", true).unwrap(), [headers(false), data("abcd", true)]);
+        assert_eq!(
+            s.calls(),
+            [
+                "a headers end=false",
+                r#"a body "ab" end=false"#,
+                r#"a body "abcd" end=true"#,
+                "a released",
+                "b headers end=false",
+                r#"b body "abcd" end=true"#
+            ]
+        );
+    }
+
+    #[test]
+    fn stop_all_holds_the_body_unseen_until_the_filter_resumes_and_sees_it_first() {
+        let mut s = setup(vec![vec![with(FilterStatus::StopAll { buffer: false })], vec![]]);
+        assert_eq!(s.headers(Side::Request, false).unwrap(), []);
+        assert_eq!(s.data(Side::Request, "ab", false).unwrap(), []);
+        assert_eq!(s.data(Side::Request, "cd", true).unwrap(), []);
+        assert_eq!(s.calls(), ["a headers end=false"]);
+        let out = s.resume(Side::Request, 0).unwrap();
+        assert_eq!(out, [headers(false), data("abcd", true)]);
+        assert_eq!(
+            s.calls(),
+            ["a released", "b headers end=false", r#"a body "abcd" end=true"#, r#"b body "abcd" end=true"#]
+        );
+    }
+
+    #[test]
+    fn a_buffering_filter_sees_all_it_holds_and_hands_it_on_whole() {
+        let mut s = setup(vec![vec![go(), with(FilterStatus::Buffer), with(FilterStatus::Buffer)], vec![]]);
+        assert_eq!(s.headers(Side::Request, false).unwrap(), [headers(false)]);
+        assert_eq!(s.data(Side::Request, "ab", false).unwrap(), []);
+        assert_eq!(s.data(Side::Request, "cd", false).unwrap(), []);
+        assert_eq!(s.data(Side::Request, "", true).unwrap(), [data("abcd", true)]);
+        let calls = s.calls();
+        assert_eq!(
+            calls[2..],
+            [
+                r#"a body "ab" end=false"#,
+                r#"a body "abcd" end=false"#,
+                r#"a body "abcd" end=true"#,
+                "a released",
+                r#"b body "abcd" end=true"#
+            ]
+        );
+    }
+
+    #[test]
+    fn a_buffering_filter_may_replace_the_whole_body() {
+        let mut s = setup(vec![vec![go(), with(FilterStatus::Buffer), Reply(FilterStatus::Continue, Some("new"))]]);
+        s.headers(Side::Request, false).unwrap();
+        s.data(Side::Request, "old", false).unwrap();
+        assert_eq!(s.data(Side::Request, "er", true).unwrap(), [data("new", true)]);
+    }
+
+    #[test]
+    fn a_buffering_stop_past_the_limit_fails_the_stream() {
+        let mut s = setup(vec![vec![go(), with(FilterStatus::Buffer), with(FilterStatus::Buffer)]]);
+        s.headers(Side::Request, false).unwrap();
+        s.data(Side::Request, "12345", false).unwrap();
+        assert!(s.chain.wants_data(Side::Request), "a buffering stop keeps reading");
+        assert!(matches!(s.data(Side::Request, "6789", false), Err(Halt::TooLarge)));
+    }
+
+    #[test]
+    fn a_watermark_stop_past_the_limit_stops_the_reading_instead() {
+        let mut s = setup(vec![vec![go(), with(FilterStatus::Watermark), with(FilterStatus::Watermark)], vec![]]);
+        s.headers(Side::Request, false).unwrap();
+        s.data(Side::Request, "12345", false).unwrap();
+        assert!(s.chain.wants_data(Side::Request));
+        assert_eq!(s.data(Side::Request, "6789", false).unwrap(), []);
+        assert!(!s.chain.wants_data(Side::Request), "backpressure at the limit");
+        let calls = s.calls();
+        // It sees only new data each time.
+        assert_eq!(calls[2..], [r#"a body "12345" end=false"#, r#"a body "6789" end=false"#]);
+        assert_eq!(s.data(Side::Request, "0", true).unwrap(), [data("1234567890", true)]);
+        assert!(s.chain.wants_data(Side::Request));
+    }
+
+    #[test]
+    fn stop_all_and_buffer_past_the_limit_fails_the_stream() {
+        let mut s = setup(vec![vec![with(FilterStatus::StopAll { buffer: true })]]);
+        s.headers(Side::Request, false).unwrap();
+        assert!(matches!(s.data(Side::Request, "123456789", false), Err(Halt::TooLarge)));
+    }
+
+    #[test]
+    fn a_dropping_filter_loses_that_data_and_an_empty_end_follows_its_release() {
+        let mut s = setup(vec![vec![go(), with(FilterStatus::Drop)], vec![]]);
+        s.headers(Side::Request, false).unwrap();
+        assert_eq!(s.data(Side::Request, "gone", true).unwrap(), []);
+        assert_eq!(s.resume(Side::Request, 0).unwrap(), [data("", true)]);
+    }
+
+    #[test]
+    fn trailers_wait_at_a_stop_all_filter_and_follow_the_body_when_it_resumes() {
+        let mut s = setup(vec![vec![with(FilterStatus::StopAll { buffer: false })], vec![]]);
+        s.headers(Side::Request, false).unwrap();
+        s.data(Side::Request, "ab", false).unwrap();
+        assert_eq!(s.trailers(Side::Request).unwrap(), []);
+        s.calls();
+        let out = s.resume(Side::Request, 0).unwrap();
+        assert_eq!(out, [headers(false), data("ab", false), Out::Trailers]);
+        assert_eq!(
+            s.calls(),
+            [
+                "a released",
+                "b headers end=false",
+                r#"a body "ab" end=false"#,
+                r#"b body "ab" end=false"#,
+                r#"a trailers holding """#,
+                r#"b trailers holding """#
+            ]
+        );
+    }
+
+    #[test]
+    fn a_buffering_filter_reads_what_it_holds_in_its_trailers_callback() {
+        let mut s = setup(vec![vec![go(), with(FilterStatus::Buffer)], vec![]]);
+        s.headers(Side::Request, false).unwrap();
+        s.data(Side::Request, "ab", false).unwrap();
+        s.calls();
+        assert_eq!(s.trailers(Side::Request).unwrap(), [data("ab", false), Out::Trailers]);
+        assert_eq!(
+            s.calls(),
+            [r#"a trailers holding "ab""#, "a released", r#"b body "ab" end=false"#, r#"b trailers holding """#]
+        );
+    }
+
+    #[test]
+    fn data_a_filter_makes_in_its_trailers_callback_reaches_the_next_filters_first() {
+        let mut s = setup(vec![vec![go(), go(), Reply(FilterStatus::Continue, Some("tail"))], vec![]]);
+        s.headers(Side::Request, false).unwrap();
+        s.data(Side::Request, "ab", false).unwrap();
+        s.calls();
+        assert_eq!(s.trailers(Side::Request).unwrap(), [data("tail", false), Out::Trailers]);
+        assert_eq!(s.calls(), [r#"a trailers holding """#, r#"b body "tail" end=false"#, r#"b trailers holding """#]);
+    }
+
+    #[test]
+    fn a_stop_on_trailers_waits_for_the_filter_to_resume() {
+        let mut s = setup(vec![vec![go(), go(), with(FilterStatus::StopIteration)], vec![]]);
+        s.headers(Side::Request, false).unwrap();
+        s.data(Side::Request, "ab", false).unwrap();
+        assert_eq!(s.trailers(Side::Request).unwrap(), []);
+        assert_eq!(s.chain.stopped_at(Side::Request), Some(0));
+        assert_eq!(s.resume(Side::Request, 0).unwrap(), [Out::Trailers]);
+    }
+
+    #[test]
+    fn a_resume_from_a_filter_that_did_not_stop_changes_nothing() {
+        let mut s = setup(vec![vec![with(FilterStatus::StopAll { buffer: false })], vec![]]);
+        s.headers(Side::Request, false).unwrap();
+        assert_eq!(s.resume(Side::Request, 1).unwrap(), []);
+        assert_eq!(s.resume(Side::Response, 0).unwrap(), []);
+        assert_eq!(s.chain.stopped_at(Side::Request), Some(0));
+    }
+
+    #[test]
+    fn a_filter_that_answers_halts_the_direction() {
+        let response = ferry_host::LocalResponse {
+            status: 403,
+            details: String::new(),
+            body: Bytes::new(),
+            headers: Vec::new(),
+            grpc_status: None,
+        };
+        let mut s = setup(vec![vec![with(FilterStatus::Respond(response))], vec![]]);
+        assert!(matches!(s.headers(Side::Request, true), Err(Halt::Respond(r)) if r.status == 403));
+        assert_eq!(s.calls(), ["a headers end=true"], "the next filter never saw the headers");
+    }
+
+    #[test]
+    fn a_local_body_is_one_call_that_ends_the_message() {
+        let mut s = setup(vec![vec![], vec![]]);
+        let stream = s.stream.clone();
+        let out = s.chain.whole(Side::Response, &FilterContext { stream: &stream, signals: None }, Bytes::from("hi"));
+        assert_eq!(out.unwrap(), [headers(false), data("hi", true)]);
+        assert_eq!(
+            s.calls(),
+            ["b headers end=false", "a headers end=false", r#"b body "hi" end=true"#, r#"a body "hi" end=true"#]
+        );
     }
 }

@@ -69,8 +69,19 @@ pub(crate) async fn serve(
     conn: Rc<ConnContext>,
     progress: Option<Arc<Progress>>,
 ) -> Result<Response<ResponseBody>, StreamReset> {
+    let mut parts = parts;
+    let upgrade = upgrade::requested(&mut parts);
     let mut pipeline = Pipeline::new(&parts, client, conn, progress);
-    pipeline.upgrade = upgrade::requested(&parts, &pipeline.conn);
+    if let Some(upgrade) = &upgrade {
+        // Filters see what the upgrade asks for, as in Envoy.
+        pipeline
+            .stream
+            .borrow_mut()
+            .request_headers
+            .append_lowercase(Bytes::from_static(b"connection"), Bytes::from_static(b"upgrade"));
+        tracing::debug!(target: "http", "the request asks for an upgrade to {}", upgrade.kind);
+    }
+    pipeline.upgrade = upgrade;
     pipeline.start(body);
     pipeline.run(true).await;
     pipeline.respond()
@@ -96,7 +107,7 @@ pub(crate) struct Pipeline {
     route: Option<(usize, usize)>,
 
     /// The client's body, while the pipeline reads it.
-    request_source: Option<CountedBody>,
+    request_source: Option<Source>,
     /// The request side is done with (sent whole, or dropped).
     request_done: bool,
     /// What the router does with what passes the request chain.
@@ -111,7 +122,7 @@ pub(crate) struct Pipeline {
     upstream_end_queued: bool,
 
     /// The upstream's response body, while the pipeline reads it.
-    response_source: Option<Incoming>,
+    response_source: Option<Source>,
     /// The HTTP version the upstream answered in (how its body's end is told).
     upstream_version: http::Version,
     /// The response headers as they went through the chain, once they did
@@ -133,8 +144,10 @@ pub(crate) struct Pipeline {
     /// Whether the client's body, sent upstream as it came, broke off.
     body_broken: Option<Arc<std::sync::atomic::AtomicBool>>,
 
-    /// The upgrade the request asks for and the route allows.
+    /// The upgrade the request asks for.
     upgrade: Option<upgrade::Upgrade>,
+    /// The connections were upgraded: the stream relays their bytes.
+    upgraded: bool,
     /// Whether the stream's end was handled (filters finished, loggers told).
     finished: bool,
 }
@@ -203,6 +216,7 @@ impl Pipeline {
             cut: false,
             body_broken: None,
             upgrade: None,
+            upgraded: false,
             finished: false,
         }
     }
@@ -240,6 +254,8 @@ impl Pipeline {
             && self.chain.wants_data(Side::Response)
             && self.response_pending.len() < MAX_PENDING_FRAMES;
         let idle = (!until_head).then(|| self.idle_deadline()).flatten();
+        let thread = self.conn.thread.clone();
+        let upgraded = self.upgraded;
         let Pipeline {
             signals,
             request_source,
@@ -272,6 +288,8 @@ impl Pipeline {
             },
             () = closed(response_tx), if response_tx.is_some() => Event::ClientGone,
             () = sleep_until(idle), if idle.is_some() => Event::Idle,
+            // A drain ends upgraded streams (the others end with their connection's shutdown).
+            () = thread.stopping(), if upgraded => Event::Draining,
         }
     }
 
@@ -302,6 +320,7 @@ impl Pipeline {
                 tracing::debug!(target: "http", "stream idle timeout: the response is cut");
                 self.reset_response();
             }
+            Event::Draining => self.reset_stream(),
         }
     }
 
@@ -433,9 +452,9 @@ impl Drop for Pipeline {
 /// What moved the stream on.
 enum Event {
     Signal(((InstanceId, u32), StreamAction)),
-    RequestFrame(Option<Result<Frame<Bytes>, hyper::Error>>),
+    RequestFrame(Option<Result<Frame<Bytes>, BoxError>>),
     Upstream(Result<Response<Incoming>, crate::upstream::UpstreamError>),
-    ResponseFrame(Option<Result<Frame<Bytes>, hyper::Error>>),
+    ResponseFrame(Option<Result<Frame<Bytes>, BoxError>>),
     /// A frame went to the client.
     Moved,
     /// A frame went upstream.
@@ -444,6 +463,39 @@ enum Event {
     UpstreamGone,
     ClientGone,
     Idle,
+    Draining,
+}
+
+/// Where a direction's data comes from: the client's body, the upstream's,
+/// or, once upgraded, a connection.
+pub(crate) enum Source {
+    Client(CountedBody),
+    Upstream(Incoming),
+    Upgraded(upgrade::ReadBody),
+}
+
+impl http_body::Body for Source {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Source::Client(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Source::Upstream(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Source::Upgraded(body) => std::pin::Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Source::Client(body) => body.is_end_stream(),
+            Source::Upstream(body) => body.is_end_stream(),
+            Source::Upgraded(body) => body.is_end_stream(),
+        }
+    }
 }
 
 /// A response cut short (the client sees the stream reset).
@@ -451,9 +503,7 @@ enum Event {
 #[error("the stream was reset")]
 pub(crate) struct StreamCut;
 
-async fn recv_signal(
-    signals: &mut Option<(SignalSink, SignalSource)>,
-) -> Option<((InstanceId, u32), StreamAction)> {
+async fn recv_signal(signals: &mut Option<(SignalSink, SignalSource)>) -> Option<((InstanceId, u32), StreamAction)> {
     match signals {
         Some((_, receiver)) => receiver.recv().await,
         None => std::future::pending().await,

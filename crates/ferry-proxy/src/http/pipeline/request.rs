@@ -57,17 +57,21 @@ impl Pipeline {
                 }
             }
         }
-        let end = body.is_end_stream();
+        // An upgrade goes on after its headers, whatever its body.
+        let end = body.is_end_stream() && self.upgrade.is_none();
         if !end {
-            self.request_source = Some(body);
+            self.request_source = Some(super::Source::Client(body));
         }
         let result = self.with_chain(|chain, cx| chain.headers(Side::Request, cx, end));
         self.after_request_chain(result);
     }
 
     /// A frame of the client's body (or its end, or an error).
-    pub(super) fn request_frame(&mut self, frame: Option<Result<Frame<Bytes>, hyper::Error>>) {
-        let http1 = self.stream.borrow().info.protocol != "HTTP/2";
+    pub(super) fn request_frame(&mut self, frame: Option<Result<Frame<Bytes>, super::BoxError>>) {
+        self.touch();
+        // Over HTTP/1.x the end of a message is a call of its own (an
+        // upgraded connection's bytes have no message framing).
+        let http1 = self.stream.borrow().info.protocol != "HTTP/2" && !self.upgraded;
         let result = match frame {
             // The body ended without an end flag on its last data.
             None => {
@@ -155,6 +159,15 @@ impl Pipeline {
     fn route(&mut self, end: bool) {
         let http = self.conn.http.clone();
         let matched = http.routes.route(&self.stream.borrow().request_headers);
+        if let Some(upgrade) = &self.upgrade {
+            let route = match matched.as_ref().map(|m| &m.route.action) {
+                Some(RouteAction::Forward(forward)) => &forward.upgrades[..],
+                _ => &[],
+            };
+            if !super::upgrade::allowed(&upgrade.kind, &http.upgrades, route) {
+                return self.answer(Local::new(403, Bytes::new(), "upgrade_failed"));
+            }
+        }
         let Some(matched) = matched else { return self.answer(Local::no_route()) };
         self.route = Some(matched.index);
         self.stream.borrow_mut().info.xds.route = Some(matched.facts.clone());
@@ -212,6 +225,13 @@ impl Pipeline {
             self.router = Router::Upstream;
             return self.send_upstream(cluster, matched.index, UpstreamBody::Full(None, None));
         }
+        if self.upgrade.is_some() {
+            // The upgrade request goes without a body; once both sides
+            // answered 101, their connections carry the rest.
+            self.request_source = None;
+            self.router = Router::Upstream;
+            return self.send_upstream(cluster, matched.index, UpstreamBody::Full(None, None));
+        }
         if forward.retry.is_some() {
             self.router = Router::Collecting { cluster, route: matched.index, data: Vec::new(), trailers: None };
             return;
@@ -219,7 +239,7 @@ impl Pipeline {
         self.router = Router::Upstream;
         let body = match self.request_source.take() {
             // No filter sees the body: it goes upstream as it comes.
-            Some(mut source) if self.chain.is_empty() => {
+            Some(super::Source::Client(mut source)) if self.chain.is_empty() => {
                 self.request_done = true;
                 self.body_broken = Some(source.watch_errors());
                 UpstreamBody::Streamed(source)
@@ -248,6 +268,7 @@ impl Pipeline {
         let upstreams = self.conn.thread.upstreams_handle();
         let http = self.conn.http.clone();
         let headers = self.stream.borrow().request_headers.clone();
+        let upgrade = self.upgrade.is_some();
         self.upstream_call = Some(Box::pin(async move {
             let matched = http.routes.at(index.0, index.1);
             let RouteAction::Forward(forward) = &matched.route.action else {
@@ -258,6 +279,7 @@ impl Pipeline {
                 retry: forward.retry.as_ref(),
                 envoy_headers: http.envoy_headers,
                 auto_host_rewrite: forward.auto_host_rewrite,
+                upgrade,
             };
             upstreams.forward(&cluster, &send, &headers, body).await.map_err(|error| {
                 tracing::debug!(target: "upstream", "cluster {cluster}: {error} ({:?})", std::error::Error::source(&error));

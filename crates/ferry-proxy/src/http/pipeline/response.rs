@@ -31,7 +31,11 @@ const WHOLE_RESPONSE_BYTES: usize = 64 * 1024;
 
 impl Pipeline {
     /// The upstream answered: its headers go through the response chain.
-    pub(super) fn upstream_response(&mut self, response: Response<Incoming>) {
+    pub(super) fn upstream_response(&mut self, mut response: Response<Incoming>) {
+        let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        if let Some(upgrade) = self.upgrade.as_mut().filter(|_| switching) {
+            upgrade.upstream = Some(hyper::upgrade::on(&mut response));
+        }
         let (parts, body) = response.into_parts();
         self.upstream_version = parts.version;
         {
@@ -45,11 +49,18 @@ impl Pipeline {
                 parts.extensions.get::<crate::upstream::reporting::UpstreamTls>().map(|t| t.0.clone());
             stream.info.upstream_attempts = parts.extensions.get::<crate::upstream::Attempts>().map(|a| a.0);
             stream.info.xds.upstream_host_metadata = parts.extensions.get::<UpstreamHost>().map(|h| h.metadata.clone());
+            if switching && let Some(protocol) = parts.headers.get(http::header::UPGRADE) {
+                // Filters see the upgrade the upstream accepted.
+                let headers = &mut stream.response_headers;
+                headers.append_lowercase(Bytes::from_static(b"connection"), Bytes::from_static(b"upgrade"));
+                headers.append_lowercase(Bytes::from_static(b"upgrade"), Bytes::copy_from_slice(protocol.as_bytes()));
+            }
         }
         self.notes.details = Some(std::borrow::Cow::Borrowed("via_upstream"));
-        let end = body.is_end_stream();
-        if !end {
-            self.response_source = Some(body);
+        // A switch of protocols goes on after its headers.
+        let end = body.is_end_stream() && !switching;
+        if !body.is_end_stream() {
+            self.response_source = Some(super::Source::Upstream(body));
         }
         self.response_headers(end);
     }
@@ -109,9 +120,9 @@ impl Pipeline {
     }
 
     /// A frame of the upstream's body (or its end, or an error).
-    pub(super) fn response_frame(&mut self, frame: Option<Result<Frame<Bytes>, hyper::Error>>) {
+    pub(super) fn response_frame(&mut self, frame: Option<Result<Frame<Bytes>, super::BoxError>>) {
         self.touch();
-        let http1 = self.upstream_version < http::Version::HTTP_2;
+        let http1 = self.upstream_version < http::Version::HTTP_2 && !self.upgraded;
         let result = match frame {
             None => {
                 self.response_source = None;
@@ -230,6 +241,13 @@ impl Pipeline {
     fn make_head(&self) -> Head {
         let stream = self.stream.borrow();
         let mut head = hyper_response(&stream.response_headers, &self.conn.http);
+        if head.status() == http::StatusCode::SWITCHING_PROTOCOLS
+            && let Some(protocol) = stream.response_headers.get(b"upgrade")
+            && let Ok(protocol) = http::HeaderValue::from_maybe_shared(protocol.clone())
+        {
+            head.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+            head.headers_mut().insert(http::header::UPGRADE, protocol);
+        }
         // What says the length of a body that is not sent (HEAD, 304) goes as it came.
         if let Some(length) = stream.response_headers.get(b"content-length")
             && (self.is_head_request(&stream) || matches!(head.status().as_u16(), 204 | 304))
@@ -277,6 +295,14 @@ impl Pipeline {
             Some(Ok(head)) => head,
             Some(Err(StreamReset)) | None => return Err(StreamReset),
         };
+        if head.status() == http::StatusCode::SWITCHING_PROTOCOLS
+            && let Some(upgrade) = self.upgrade.take()
+        {
+            // hyper sends the 101, then hands over the client's connection.
+            self.head_sent = true;
+            tokio::task::spawn_local(self.relay(upgrade));
+            return Ok(head);
+        }
         if !self.conn.http.access_logs.is_empty() {
             let mut notes = std::mem::take(&mut self.notes);
             let stream = self.stream.borrow();
@@ -300,8 +326,8 @@ impl Pipeline {
         if self.chain.is_empty()
             && self.request_done
             && self.response_pending.is_empty()
-            && self.upgrade.is_none()
-            && let Some(source) = self.response_source.take()
+            && matches!(self.response_source, Some(super::Source::Upstream(_)))
+            && let Some(super::Source::Upstream(source)) = self.response_source.take()
         {
             let body = ResponseBody::upstream(source, self.idle_timeout());
             *head.body_mut() = body.finish_with(self.finisher());

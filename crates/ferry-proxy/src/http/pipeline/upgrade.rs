@@ -1,11 +1,190 @@
-//! Upgrades (WebSocket and any `upgrade_type` configured).
+//! Upgrades (WebSocket, or any `upgrade_type` configured), as Envoy's
+//! connection manager runs them.
+//!
+//! An HTTP/1.1 request that asks for an upgrade (`connection: upgrade` and
+//! an `upgrade` header other than `h2c`) goes through the filter chain like
+//! any other, its `connection` and `upgrade` headers visible to filters,
+//! and upstream with them; the connection manager's `upgrade_configs`, or
+//! the route's, must allow its type (else 403 `upgrade_failed`). If the
+//! upstream answers 101, that response goes through the response filters
+//! to the client, and from then on the bytes each side sends are the body
+//! of its direction: they run through the filters' body callbacks, as in
+//! Envoy, until either side closes. The stream's idle timeout applies, and
+//! a drain ends it. CONNECT is not supported.
 
-use crate::http::conn_manager::ConnContext;
+use bytes::Bytes;
+use ferry_config::Upgrade as UpgradeConfig;
+use http_body::Frame;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead as _, AsyncWriteExt as _, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
 
-/// An upgrade the request asks for and the configuration allows.
-pub(crate) struct Upgrade;
+use super::{CHANNEL_FRAMES, Pipeline, Source};
+use crate::http::body::{BoxError, Piece};
 
-/// The upgrade `parts` asks for, if the connection manager allows it.
-pub(super) fn requested(_parts: &http::request::Parts, _conn: &ConnContext) -> Option<Upgrade> {
-    None
+/// An upgrade a request asks for.
+pub(crate) struct Upgrade {
+    /// The protocol, as the `upgrade` header names it (lower-cased).
+    pub(super) kind: String,
+    /// The client's connection, once ferry answered 101.
+    downstream: Option<OnUpgrade>,
+    /// The upstream's connection, once it answered 101.
+    pub(super) upstream: Option<OnUpgrade>,
+}
+
+/// The upgrade `parts` asks for, if any (the client's connection is taken
+/// from its extensions, for after the 101).
+pub(super) fn requested(parts: &mut http::request::Parts) -> Option<Upgrade> {
+    if parts.version != http::Version::HTTP_11 {
+        return None;
+    }
+    let connection = parts.headers.get_all(http::header::CONNECTION);
+    let asks = connection
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    let kind = parts.headers.get(http::header::UPGRADE)?.to_str().ok()?.trim().to_ascii_lowercase();
+    // A client's offer of HTTP/2 is not an upgrade of this stream.
+    if !asks || kind.is_empty() || kind == "h2c" {
+        return None;
+    }
+    let downstream = parts.extensions.remove::<OnUpgrade>();
+    Some(Upgrade { kind, downstream, upstream: None })
+}
+
+/// Whether an upgrade to `kind` is allowed: the route's own entry for it,
+/// else the connection manager's.
+pub(super) fn allowed(kind: &str, manager: &[UpgradeConfig], route: &[UpgradeConfig]) -> bool {
+    let entry = |configs: &[UpgradeConfig]| configs.iter().find(|u| u.upgrade_type == kind).map(|u| u.enabled);
+    match (entry(route), entry(manager)) {
+        (Some(enabled), Some(_)) => enabled,
+        // A route cannot allow what the connection manager does not know.
+        (Some(_), None) => false,
+        (None, manager) => manager.unwrap_or(false),
+    }
+}
+
+/// The client's or the upstream's side of an upgraded connection, read as
+/// a body: each read is a data frame; the end of the connection ends it.
+pub(crate) struct ReadBody {
+    io: ReadHalf<TokioIo<Upgraded>>,
+    buffer: Vec<u8>,
+    ended: bool,
+}
+
+/// Most one read of an upgraded connection takes.
+const READ_BYTES: usize = 16 * 1024;
+
+impl ReadBody {
+    fn new(io: ReadHalf<TokioIo<Upgraded>>) -> Self {
+        ReadBody { io, buffer: vec![0; READ_BYTES], ended: false }
+    }
+}
+
+impl http_body::Body for ReadBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return std::task::Poll::Ready(None);
+        }
+        let mut read = tokio::io::ReadBuf::new(&mut this.buffer);
+        match std::pin::Pin::new(&mut this.io).poll_read(cx, &mut read) {
+            std::task::Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                this.ended = true;
+                std::task::Poll::Ready(None)
+            }
+            std::task::Poll::Ready(Ok(())) => {
+                std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(read.filled())))))
+            }
+            std::task::Poll::Ready(Err(error)) => std::task::Poll::Ready(Some(Err(error.into()))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+}
+
+/// A writer for one side of an upgraded connection, fed with what passes
+/// the other direction's filters; the channel's end closes its writing.
+fn upstream_writer(mut io: WriteHalf<TokioIo<Upgraded>>) -> mpsc::Sender<Result<Frame<Bytes>, BoxError>> {
+    let (tx, mut rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(CHANNEL_FRAMES);
+    tokio::task::spawn_local(async move {
+        while let Some(item) = rx.recv().await {
+            let Ok(frame) = item else { return };
+            if let Ok(data) = frame.into_data()
+                && io.write_all(&data).await.is_err()
+            {
+                return;
+            }
+        }
+        let _ = io.shutdown().await;
+    });
+    tx
+}
+
+/// [`upstream_writer`] for the client's side, which the response feeds.
+fn downstream_writer(mut io: WriteHalf<TokioIo<Upgraded>>) -> mpsc::Sender<Piece> {
+    let (tx, mut rx) = mpsc::channel::<Piece>(CHANNEL_FRAMES);
+    tokio::task::spawn_local(async move {
+        while let Some(piece) = rx.recv().await {
+            match piece {
+                Piece::Frame(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data()
+                        && io.write_all(&data).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                Piece::Frame(Err(_)) => return,
+                Piece::End(finisher) => {
+                    let _ = io.shutdown().await;
+                    finisher.finish();
+                    return;
+                }
+            }
+        }
+        let _ = io.shutdown().await;
+    });
+    tx
+}
+
+impl Pipeline {
+    /// The client has its 101: both connections become the stream's two
+    /// directions, through the filters, until either side closes.
+    pub(super) async fn relay(mut self, upgrade: Upgrade) {
+        let (Some(downstream), Some(upstream)) = (upgrade.downstream, upgrade.upstream) else { return };
+        let (Ok(downstream), Ok(upstream)) = tokio::join!(downstream, upstream) else {
+            tracing::debug!(target: "http", "an upgraded connection closed before it could be used");
+            return;
+        };
+        let (down_read, down_write) = tokio::io::split(TokioIo::new(downstream));
+        let (up_read, up_write) = tokio::io::split(TokioIo::new(upstream));
+        self.request_source = Some(Source::Upgraded(ReadBody::new(down_read)));
+        self.response_source = Some(Source::Upgraded(ReadBody::new(up_read)));
+        self.upstream_tx = Some(upstream_writer(up_write));
+        self.response_tx = Some(downstream_writer(down_write));
+        self.head_sent = true;
+        self.request_done = false;
+        self.response_done = false;
+        self.upgraded = true;
+        self.touch();
+        self.run(false).await;
+        if let Some(tx) = self.response_tx.take() {
+            let last =
+                if self.cut { Piece::Frame(Err(Box::new(super::StreamCut))) } else { Piece::End(self.finisher()) };
+            if let Err(mpsc::error::SendError(Piece::End(finisher))) = tx.send(last).await {
+                finisher.finish();
+            }
+        }
+    }
 }
