@@ -329,6 +329,7 @@ fn operator(name: &str, args: Option<&str>, max_length: Option<usize>) -> Result
         "PROTOCOL" => plain(Operator::Protocol),
         "RESPONSE_CODE" => plain(Operator::ResponseCode),
         "RESPONSE_FLAGS" => plain(Operator::ResponseFlags),
+        "RESPONSE_CODE_DETAILS" => plain(Operator::ResponseCodeDetails),
         "BYTES_RECEIVED" => plain(Operator::BytesReceived),
         "BYTES_SENT" => plain(Operator::BytesSent),
         "DURATION" => plain(Operator::Duration),

@@ -734,6 +734,9 @@ pub enum Operator {
     ResponseCode,
     /// `%RESPONSE_FLAGS%`: Envoy's short codes (`UF`, `UT`, `UH`, `NR`, `DC`), `-` for none.
     ResponseFlags,
+    /// `%RESPONSE_CODE_DETAILS%`: why the response is what it is, in
+    /// Envoy's words (`via_upstream`, `route_not_found`, ...).
+    ResponseCodeDetails,
     /// `%BYTES_RECEIVED%`: request body bytes.
     BytesReceived,
     /// `%BYTES_SENT%`: response body bytes.

@@ -345,6 +345,7 @@ impl Finished<'_> {
             Operator::Protocol => text(e.request.as_ref().map(|r| r.protocol.to_owned())),
             Operator::ResponseCode => Field::Number(u64::from(e.status)),
             Operator::ResponseFlags => text(e.notes.flag.map(str::to_owned)),
+            Operator::ResponseCodeDetails => text(e.notes.details.as_deref().map(str::to_owned)),
             Operator::BytesReceived => Field::Number(e.received.load(Ordering::Relaxed)),
             Operator::BytesSent => Field::Number(self.sent),
             Operator::Duration => Field::Number(self.duration.as_millis() as u64),

@@ -299,3 +299,32 @@ fn the_wasm_access_logger_reads_the_stream_in_its_root_context() {
         assert_eq!(messages, ["/ok/first", "200", "/nowhere", "404"], "filter {filter}: {logged:?}");
     }
 }
+
+#[test]
+fn response_code_details_say_why_the_response_is_what_it_is() {
+    for filter in [false, true] {
+        let path = temp_file("details.log", "");
+        let format = "%RESPONSE_CODE% %RESPONSE_CODE_DETAILS%\n";
+        let log = format!(
+            "          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {:?}\n              log_format: {{ text_format: {format:?} }}\n",
+            path.display().to_string()
+        );
+        let ferry = Ferry::start(&config(&log, filter), &["--concurrency", "1"]);
+        let main = ferry.address("main");
+        for path in ["/ok", "/up", "/nowhere", "/down"] {
+            request(main, "GET", path, &[], b"");
+        }
+        assert!(ferry.stop().success());
+        let log = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            log.lines().collect::<Vec<_>>(),
+            [
+                "200 direct_response",
+                "200 via_upstream",
+                "404 route_not_found",
+                "503 upstream_reset_before_response_started{remote_connection_failure}",
+            ],
+            "filter {filter}"
+        );
+    }
+}

@@ -175,13 +175,14 @@ pub(crate) fn hyper_response(headers: &HeaderMap, http: &HttpPlan) -> Response<R
 
 /// A local reply made outside a stream's pipeline (a stream timer's),
 /// straight to the client.
-fn local_response(local: Local, grpc: bool, conn: &ConnContext) -> Response<ResponseBody> {
+fn local_response(mut local: Local, grpc: bool, conn: &ConnContext) -> Response<ResponseBody> {
     let flag = local.flag;
+    let details = Some(std::mem::take(&mut local.details));
     let (headers, body) = local.into_response(grpc);
     let mut response = hyper_response(&headers, &conn.http);
     *response.body_mut() = ResponseBody::full(body);
     if !conn.http.access_logs.is_empty() {
-        response.extensions_mut().insert(StreamNotes { flag, ..StreamNotes::default() });
+        response.extensions_mut().insert(StreamNotes { flag, details, ..StreamNotes::default() });
     }
     response
 }
