@@ -47,6 +47,9 @@ const INTERNAL_ONLY: [&str; 16] = [
     "x-envoy-external-address",
 ];
 
+/// Parsed once, not on every request.
+const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+
 /// Headers only an edge proxy removes (`use_remote_address`).
 const EDGE_ONLY: [&str; 3] =
     ["x-envoy-decorator-operation", "x-envoy-downstream-service-cluster", "x-envoy-downstream-service-node"];
@@ -57,7 +60,7 @@ impl Forwarding {
     /// `x-forwarded-for`, as in Envoy).
     pub(crate) fn apply(&self, headers: &mut http::HeaderMap, peer: SocketAddr) -> SocketAddr {
         let forwarded: Vec<String> = headers
-            .get_all("x-forwarded-for")
+            .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
@@ -76,7 +79,7 @@ impl Forwarding {
                 false => format!("{}, {}", forwarded.join(", "), peer.ip()),
             };
             if let Ok(value) = HeaderValue::from_str(&appended) {
-                headers.insert("x-forwarded-for", value);
+                headers.insert(X_FORWARDED_FOR, value);
             }
             (trusted.unwrap_or(peer), forwarded.is_empty())
         } else {

@@ -44,20 +44,26 @@ pub(crate) fn request_headers(
 }
 
 /// A new `x-request-id` value: a random (v4) UUID, as Envoy's.
+/// The random bits come from the thread's fast generator: a request id
+/// needs to be unique, not secret.
 fn new_request_id() -> Bytes {
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    let random = fastrand::u128(..).to_le_bytes();
+    uuid::Builder::from_random_bytes(random).into_uuid().hyphenated().encode_lower(&mut text);
     Bytes::copy_from_slice(&text)
 }
 
 /// Adds a new `x-request-id` to a request that has none.
 pub(crate) fn add_request_id(headers: &mut http::HeaderMap) {
-    if !headers.contains_key("x-request-id")
+    if !headers.contains_key(&X_REQUEST_ID)
         && let Ok(id) = HeaderValue::from_maybe_shared(new_request_id())
     {
-        headers.insert("x-request-id", id);
+        headers.insert(X_REQUEST_ID, id);
     }
 }
+
+/// Parsed once, not on every request.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The protocol as Envoy names it (`request.protocol`, `%PROTOCOL%`).
 pub(crate) fn protocol_name(version: http::Version) -> &'static str {

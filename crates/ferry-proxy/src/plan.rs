@@ -351,6 +351,8 @@ pub struct HttpPlan {
     pub generate_request_id: bool,
     /// Value of the `server` response header.
     pub server_name: Bytes,
+    /// `server_name` as a header value (`None` if it cannot be one).
+    pub(crate) server_value: Option<http::HeaderValue>,
     /// When `server_name` replaces or fills in a response's `server`.
     pub server_header_transformation: ServerHeaderTransformation,
     /// `codec_type`: which HTTP versions clients may speak.
@@ -387,7 +389,7 @@ pub struct HttpPlan {
 impl HttpPlan {
     /// Sets `server` on a response as `server_header_transformation` says.
     pub(crate) fn set_server_header(&self, headers: &mut http::HeaderMap) {
-        let Ok(server) = http::HeaderValue::from_maybe_shared(self.server_name.clone()) else { return };
+        let Some(server) = self.server_value.clone() else { return };
         match self.server_header_transformation {
             ServerHeaderTransformation::Overwrite => {
                 headers.insert(http::header::SERVER, server);
@@ -442,6 +444,7 @@ impl Plan {
                             filters,
                             generate_request_id: hcm.generate_request_id,
                             server_name: Bytes::from(hcm.server_name.clone()),
+                            server_value: http::HeaderValue::from_str(&hcm.server_name).ok(),
                             server_header_transformation: hcm.server_header_transformation,
                             codec: hcm.codec,
                             limits: hcm.limits,

@@ -19,6 +19,10 @@ pub struct RouteTable {
     plain: bool,
     /// Some route sets its own `idle_timeout`.
     idle_timeouts: bool,
+    /// Each virtual host's domains, lower-cased once.
+    domains: Vec<Vec<String>>,
+    /// The virtual host every request gets when `*` is the only domain there is.
+    catch_all: Option<usize>,
 }
 
 /// A request's route: the route, its virtual host and its facts.
@@ -102,7 +106,11 @@ impl RouteTable {
             .iter()
             .flat_map(|h| &h.routes)
             .any(|r| matches!(&r.action, RouteAction::Forward(forward) if forward.idle_timeout.is_some()));
-        RouteTable { virtual_hosts, facts, headers: config.headers.clone(), plain, idle_timeouts }
+        let domains: Vec<Vec<String>> =
+            virtual_hosts.iter().map(|vh| vh.domains.iter().map(|d| d.to_ascii_lowercase()).collect()).collect();
+        let only_wildcards = domains.iter().flatten().all(|d| d == "*");
+        let catch_all = only_wildcards.then(|| domains.iter().position(|d| !d.is_empty())).flatten();
+        RouteTable { virtual_hosts, facts, headers: config.headers.clone(), plain, idle_timeouts, domains, catch_all }
     }
 
     /// Whether some route sets its own stream idle timeout.
@@ -138,35 +146,38 @@ impl RouteTable {
     /// longest `prefix.*`, then `*`. Domains compare without case, with and
     /// without the port.
     fn virtual_host(&self, authority: &[u8]) -> Option<usize> {
-        let host = String::from_utf8_lossy(authority).to_ascii_lowercase();
-        let without_port = strip_port(&host);
-        let candidates = || {
-            self.virtual_hosts
-                .iter()
-                .enumerate()
-                .flat_map(|(i, vh)| vh.domains.iter().map(move |d| (i, d.to_ascii_lowercase())))
-        };
-        if let Some((vh, _)) = candidates().find(|(_, d)| *d == host || d == without_port) {
+        if let Some(vh) = self.catch_all {
             return Some(vh);
         }
-        let best = |f: &dyn Fn(&str) -> Option<usize>| {
-            candidates().filter_map(|(vh, d)| f(&d).map(|len| (len, vh))).max_by_key(|&(len, _)| len).map(|(_, vh)| vh)
+        let host = authority;
+        let without_port = std::str::from_utf8(host).map_or(host, |h| strip_port(h).as_bytes());
+        let candidates =
+            || self.domains.iter().enumerate().flat_map(|(i, ds)| ds.iter().map(move |d| (i, d.as_bytes())));
+        if let Some((vh, _)) =
+            candidates().find(|(_, d)| d.eq_ignore_ascii_case(host) || d.eq_ignore_ascii_case(without_port))
+        {
+            return Some(vh);
+        }
+        let best = |f: &dyn Fn(&[u8]) -> Option<usize>| {
+            candidates().filter_map(|(vh, d)| f(d).map(|len| (len, vh))).max_by_key(|&(len, _)| len).map(|(_, vh)| vh)
         };
-        let suffix = |d: &str| {
-            let s = d.strip_prefix('*')?;
-            (!s.is_empty() && (host.ends_with(s) || without_port.ends_with(s))).then_some(s.len())
+        let ends = |h: &[u8], s: &[u8]| h.len() >= s.len() && h[h.len() - s.len()..].eq_ignore_ascii_case(s);
+        let starts = |h: &[u8], p: &[u8]| h.len() >= p.len() && h[..p.len()].eq_ignore_ascii_case(p);
+        let suffix = |d: &[u8]| {
+            let s = d.strip_prefix(b"*")?;
+            (!s.is_empty() && (ends(host, s) || ends(without_port, s))).then_some(s.len())
         };
         if let Some(vh) = best(&suffix) {
             return Some(vh);
         }
-        let prefix = |d: &str| {
-            let p = d.strip_suffix('*')?;
-            (!p.is_empty() && (host.starts_with(p) || without_port.starts_with(p))).then_some(p.len())
+        let prefix = |d: &[u8]| {
+            let p = d.strip_suffix(b"*")?;
+            (!p.is_empty() && (starts(host, p) || starts(without_port, p))).then_some(p.len())
         };
         if let Some(vh) = best(&prefix) {
             return Some(vh);
         }
-        self.virtual_hosts.iter().position(|vh| vh.domains.iter().any(|d| d == "*"))
+        self.domains.iter().position(|ds| ds.iter().any(|d| d == "*"))
     }
 }
 

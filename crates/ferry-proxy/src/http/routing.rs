@@ -3,14 +3,16 @@
 //! redirect points, and the headers routes, virtual hosts and the route
 //! configuration add and remove.
 
+use std::borrow::Cow;
+
 use ferry_config::{AppendAction, ClusterTarget, HeaderMutations, PathMatch, Pattern, Redirect, Route};
 use ferry_host::HeaderMap;
 
 /// The cluster a request goes to: named, chosen by weight, or named by a
 /// request header (`None` when the header is absent).
-pub(crate) fn choose_cluster(target: &ClusterTarget, headers: &HeaderMap) -> Option<String> {
+pub(crate) fn choose_cluster<'a>(target: &'a ClusterTarget, headers: &HeaderMap) -> Option<Cow<'a, str>> {
     match target {
-        ClusterTarget::Named(name) => Some(name.clone()),
+        ClusterTarget::Named(name) => Some(Cow::Borrowed(name)),
         ClusterTarget::Weighted(clusters) => {
             let total: u64 = clusters.iter().map(|(_, w)| u64::from(*w)).sum();
             let mut pick = fastrand::u64(0..total);
@@ -19,11 +21,11 @@ pub(crate) fn choose_cluster(target: &ClusterTarget, headers: &HeaderMap) -> Opt
                     pick = rest;
                     None
                 }
-                None => Some(name.clone()),
+                None => Some(Cow::Borrowed(name.as_str())),
             })
         }
         ClusterTarget::Header(name) => {
-            headers.get(name.as_bytes()).map(|value| String::from_utf8_lossy(value).into_owned())
+            headers.get(name.as_bytes()).map(|value| Cow::Owned(String::from_utf8_lossy(value).into_owned()))
         }
     }
 }

@@ -4,7 +4,6 @@
 //! gRPC calls always over HTTP/2.
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -260,21 +259,88 @@ impl Pool {
     }
 }
 
-/// One worker's connection pools, one per cluster.
+/// One worker's connection pools, one per cluster (found by name on every
+/// request: a fast hash suits the few, trusted names).
 pub(crate) struct Upstreams {
-    pools: HashMap<String, Pool>,
+    pools: rustc_hash::FxHashMap<String, Pool>,
 }
 
-/// How a route sends a request: its timeout, retries, the router's headers,
-/// whether the endpoint becomes the `host`, and whether the request asks
-/// for an upgrade (its `connection` and `upgrade` headers go along).
+/// How a route sends a request: its timeout, retries, the router's headers
+/// and whether the endpoint becomes the `host`.
 pub(crate) struct RouteSend<'a> {
     pub(crate) timeout: Option<Duration>,
     pub(crate) retry: Option<&'a ferry_config::RetryPolicy>,
     pub(crate) envoy_headers: bool,
     pub(crate) auto_host_rewrite: bool,
-    pub(crate) upgrade: bool,
 }
+
+/// A request on its way upstream, before an endpoint is chosen: what each
+/// try of it sends.
+#[derive(Clone, Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) method: http::Method,
+    /// `:path`, with the query.
+    pub(crate) path: Bytes,
+    /// Its headers, `host` (the `:authority`, which an HTTP/1.1 upstream
+    /// gets) among them; the connection's own are not.
+    pub(crate) headers: http::HeaderMap,
+}
+
+impl Outgoing {
+    /// The request the plugins' header map describes (pseudo-headers first).
+    pub(crate) fn from_map(map: &HeaderMap) -> Result<Self, UpstreamError> {
+        let get = |name: &[u8]| map.get(name).cloned().unwrap_or_else(Bytes::new);
+        let method = http::Method::from_bytes(&get(b":method")).map_err(|e| UpstreamError::Request(e.to_string()))?;
+        let mut headers = http::HeaderMap::with_capacity(map.len());
+        if let Ok(host) = http::HeaderValue::from_maybe_shared(get(b":authority")) {
+            headers.insert(http::header::HOST, host);
+        }
+        to_hyper_headers(map, &mut headers);
+        Ok(Outgoing { method, path: get(b":path"), headers })
+    }
+
+    /// The request hyper parsed, sent on as the plugins' map of it would be
+    /// (see `headers::request_headers` and `to_hyper_headers`): the
+    /// connection's own headers dropped (`te: trailers` kept), `host` as
+    /// `:authority`, `x-forwarded-proto` and `x-request-id` added when
+    /// absent. Its headers are taken from `parts`.
+    pub(crate) fn from_wire(parts: &mut http::request::Parts, generate_request_id: bool, proto: &'static str) -> Self {
+        let mut headers = std::mem::take(&mut parts.headers);
+        if !headers.contains_key(http::header::HOST)
+            && let Some(authority) = parts.uri.authority()
+            && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
+        {
+            headers.insert(http::header::HOST, host);
+        }
+        // Most requests carry none: one pass over the parsed names first.
+        if headers.keys().any(|name| crate::headers::is_hop_by_hop(name.as_str().as_bytes())) {
+            let te_trailers =
+                headers.get(http::header::TE).is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+            for name in crate::headers::HOP_BY_HOP {
+                headers.remove(*name);
+            }
+            if te_trailers {
+                headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+            }
+        }
+        // The body's framing is hyper's to choose.
+        headers.remove(http::header::CONTENT_LENGTH);
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO, http::HeaderValue::from_static(proto));
+        }
+        if generate_request_id {
+            crate::headers::add_request_id(&mut headers);
+        }
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or(Bytes::from_static(b"/"), |p| Bytes::copy_from_slice(p.as_str().as_bytes()));
+        Outgoing { method: parts.method.clone(), path, headers }
+    }
+}
+
+/// Parsed once, not on every request.
+const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 
 /// Envoy's default route timeout.
 const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -331,15 +397,15 @@ impl Upstreams {
         self.pools.contains_key(cluster)
     }
 
-    /// Sends the request described by `headers` and `body` to `cluster`
-    /// for a route, retrying as its policy says (a body to retry with must
-    /// be held: `UpstreamBody::Full`); `envoy_headers` as the router's (see
+    /// Sends `request` with `body` to `cluster` for a route, retrying as
+    /// its policy says (a body to retry with must be held:
+    /// `UpstreamBody::Full`); `envoy_headers` as the router's (see
     /// [`Self::send_routed`]).
     pub(crate) async fn forward(
         &self,
         cluster: &str,
         route: &RouteSend<'_>,
-        headers: &HeaderMap,
+        request: Outgoing,
         body: UpstreamBody,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
@@ -347,7 +413,7 @@ impl Upstreams {
         let deadline = (!timeout.is_zero()).then(|| std::time::Instant::now() + timeout);
         let retry = route.retry.filter(|_| matches!(body, UpstreamBody::Full(..)));
         let attempts = 1 + retry.map_or(0, |r| r.num_retries);
-        let mut body = Some(body);
+        let (mut body, mut outgoing) = (Some(body), Some(request));
         // The retry in flight, counted against the cluster's `max_retries`.
         let mut _retry = None;
         for attempt in 1..=attempts {
@@ -355,11 +421,10 @@ impl Upstreams {
             let last = attempt == attempts;
             let this_body = if last { body.take() } else { body.as_ref().and_then(UpstreamBody::try_clone) };
             let this_body = this_body.ok_or_else(|| UpstreamError::Request("no body to send".into()))?;
+            let this_request = if last { outgoing.take() } else { outgoing.clone() };
+            let this_request = this_request.ok_or_else(|| UpstreamError::Request("no request to send".into()))?;
             let host_name = if route.auto_host_rewrite { host.hostname.as_deref() } else { None };
-            let mut request = build_request(pool.scheme, address, headers, this_body, host_name)?;
-            if route.upgrade {
-                ask_upgrade(&mut request, headers);
-            }
+            let request = build_request(pool.scheme, address, this_request, this_body, host_name)?;
             // Each try gets the per-try timeout, within what is left of the route's.
             let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
             let per_try = match (retry.and_then(|r| r.per_try_timeout), left) {
@@ -427,7 +492,8 @@ impl Upstreams {
         let body = (!call.body.is_empty()).then(|| call.body.clone());
         let trailers = (!call.trailers.is_empty()).then(|| hyper_trailers(&call.trailers).0);
         let timeout = call.timeout.unwrap_or(Duration::ZERO);
-        let response = self.send(&call.upstream, timeout, &call.headers, UpstreamBody::Full(body, trailers)).await?;
+        let request = Outgoing::from_map(&call.headers)?;
+        let response = self.send(&call.upstream, timeout, request, UpstreamBody::Full(body, trailers)).await?;
         let (parts, body) = response.into_parts();
         // A response larger than a plugin can be handed is a failed call.
         let read = http_body_util::Limited::new(body, ferry_host::MAX_VALUE_BYTES).collect();
@@ -514,12 +580,12 @@ impl Upstreams {
         &self,
         cluster: &str,
         timeout: Duration,
-        headers: &HeaderMap,
+        request: Outgoing,
         body: UpstreamBody,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
         let Chosen { index, address, .. } = pool.next_endpoint()?;
-        let request = build_request(pool.scheme, address, headers, body, None)?;
+        let request = build_request(pool.scheme, address, request, body, None)?;
         Self::send_request(pool, index, timeout, request).await
     }
 
@@ -621,17 +687,6 @@ fn plain_config() -> rustls::ClientConfig {
         .clone()
 }
 
-/// Puts back the headers that ask for an upgrade (connection-level headers
-/// go no further otherwise).
-fn ask_upgrade(request: &mut Request<UpstreamBody>, headers: &HeaderMap) {
-    let Some(protocol) = headers.get(b"upgrade").and_then(|p| http::HeaderValue::from_maybe_shared(p.clone()).ok())
-    else {
-        return;
-    };
-    request.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
-    request.headers_mut().insert(http::header::UPGRADE, protocol);
-}
-
 /// A body whose length is not known goes chunked over HTTP/1.1, whatever
 /// the method (hyper sends none for a GET unless told).
 fn frame_body(request: &mut Request<UpstreamBody>) {
@@ -642,31 +697,32 @@ fn frame_body(request: &mut Request<UpstreamBody>) {
     }
 }
 
-/// A request to `endpoint` from a header map; the `host` is `host_name`
-/// (`auto_host_rewrite` of an endpoint with a host name), else `:authority`.
+/// The request `outgoing` describes, to `endpoint`; the `host` is
+/// `host_name` (`auto_host_rewrite` of an endpoint with a host name), else
+/// `:authority`.
 fn build_request(
     scheme: &str,
     endpoint: &str,
-    headers: &HeaderMap,
+    outgoing: Outgoing,
     body: UpstreamBody,
     host_name: Option<&str>,
 ) -> Result<Request<UpstreamBody>, UpstreamError> {
-    let get = |name: &[u8]| headers.get(name).cloned().unwrap_or_else(Bytes::new);
-    let path = get(b":path");
+    let Outgoing { method, path, mut headers } = outgoing;
+    let path =
+        http::uri::PathAndQuery::from_maybe_shared(if path.is_empty() { Bytes::from_static(b"/") } else { path })
+            .map_err(|e| UpstreamError::Request(e.to_string()))?;
     let uri = Uri::builder()
         .scheme(scheme)
         .authority(endpoint)
-        .path_and_query(if path.is_empty() { &b"/"[..] } else { &path[..] })
+        .path_and_query(path)
         .build()
         .map_err(|e| UpstreamError::Request(e.to_string()))?;
-    let method = http::Method::from_bytes(&get(b":method")).map_err(|e| UpstreamError::Request(e.to_string()))?;
+    if let Some(host) = host_name.and_then(|name| http::HeaderValue::from_str(name).ok()) {
+        headers.insert(http::header::HOST, host);
+    }
     let mut request =
         Request::builder().method(method).uri(uri).body(body).map_err(|e| UpstreamError::Request(e.to_string()))?;
-    let authority = host_name.map_or_else(|| get(b":authority"), |name| Bytes::copy_from_slice(name.as_bytes()));
-    if let Ok(host) = http::HeaderValue::from_maybe_shared(authority) {
-        request.headers_mut().insert(http::header::HOST, host);
-    }
-    to_hyper_headers(headers, request.headers_mut());
+    *request.headers_mut() = headers;
     frame_body(&mut request);
     if let UpstreamBody::Full(_, Some(trailers)) = request.body() {
         // hyper sends only the trailer fields the `trailer` header announces.

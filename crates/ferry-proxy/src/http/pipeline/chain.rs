@@ -32,6 +32,10 @@ use ferry_host::LocalResponse;
 
 use crate::filter::{Filter, FilterContext, FilterStatus, HttpFilter, Side, body_of};
 
+/// What came out of one call of the chain, in order (rarely more than a
+/// few: no allocation for them).
+pub(crate) type Outs = smallvec::SmallVec<[Out; 4]>;
+
 /// What came out of the chain for the other end, in order. Headers and
 /// trailers are in the stream's maps, as the filters left them.
 #[derive(Debug, PartialEq, Eq)]
@@ -158,31 +162,25 @@ impl<F: HttpFilter> Chain<F> {
 
     fn walk<'a>(&'a mut self, side: Side, cx: &'a FilterContext<'a>) -> Walk<'a, F> {
         let Chain { filters, iterations, limit } = self;
-        Walk { filters, it: &mut iterations[side.index()], side, cx, limit: *limit, out: Vec::new() }
+        Walk { filters, it: &mut iterations[side.index()], side, cx, limit: *limit, out: Outs::new() }
     }
 
     /// A message's headers (in the stream's map for `side`).
-    pub(crate) fn headers(&mut self, side: Side, cx: &FilterContext<'_>, end: bool) -> Result<Vec<Out>, Halt> {
+    pub(crate) fn headers(&mut self, side: Side, cx: &FilterContext<'_>, end: bool) -> Result<Outs, Halt> {
         let mut walk = self.walk(side, cx);
         walk.headers_from(0, end)?;
         Ok(walk.out)
     }
 
     /// A piece of a message's body.
-    pub(crate) fn data(
-        &mut self,
-        side: Side,
-        cx: &FilterContext<'_>,
-        data: Bytes,
-        end: bool,
-    ) -> Result<Vec<Out>, Halt> {
+    pub(crate) fn data(&mut self, side: Side, cx: &FilterContext<'_>, data: Bytes, end: bool) -> Result<Outs, Halt> {
         let mut walk = self.walk(side, cx);
         walk.data_from(0, Vec::from(data), end)?;
         Ok(walk.out)
     }
 
     /// A message's trailers (in the stream's map for `side`).
-    pub(crate) fn trailers(&mut self, side: Side, cx: &FilterContext<'_>) -> Result<Vec<Out>, Halt> {
+    pub(crate) fn trailers(&mut self, side: Side, cx: &FilterContext<'_>) -> Result<Outs, Halt> {
         let mut walk = self.walk(side, cx);
         walk.trailers_from(0)?;
         Ok(walk.out)
@@ -190,9 +188,9 @@ impl<F: HttpFilter> Chain<F> {
 
     /// Filter `index` resumed `side`: iteration goes on from where it
     /// stopped there. Nothing happens if `side` is not stopped at it.
-    pub(crate) fn resume(&mut self, side: Side, cx: &FilterContext<'_>, index: usize) -> Result<Vec<Out>, Halt> {
+    pub(crate) fn resume(&mut self, side: Side, cx: &FilterContext<'_>, index: usize) -> Result<Outs, Halt> {
         if self.stopped_at(side) != Some(index) {
-            return Ok(Vec::new());
+            return Ok(Outs::new());
         }
         let position = self.index(side, index);
         let mut walk = self.walk(side, cx);
@@ -203,7 +201,7 @@ impl<F: HttpFilter> Chain<F> {
     /// A whole body the proxy made (a local reply's) through `side`'s
     /// filters: the headers, then the body as one piece that ends the
     /// message.
-    pub(crate) fn whole(&mut self, side: Side, cx: &FilterContext<'_>, body: Bytes) -> Result<Vec<Out>, Halt> {
+    pub(crate) fn whole(&mut self, side: Side, cx: &FilterContext<'_>, body: Bytes) -> Result<Outs, Halt> {
         let mut walk = self.walk(side, cx);
         let end = body.is_empty();
         walk.headers_from(0, end)?;
@@ -221,7 +219,7 @@ struct Walk<'a, F> {
     side: Side,
     cx: &'a FilterContext<'a>,
     limit: usize,
-    out: Vec<Out>,
+    out: Outs,
 }
 
 impl<F: HttpFilter> Walk<'_, F> {
@@ -579,22 +577,23 @@ mod tests {
     impl Setup {
         fn headers(&mut self, side: Side, end: bool) -> Result<Vec<Out>, Halt> {
             let stream = self.stream.clone();
-            self.chain.headers(side, &FilterContext { stream: &stream, signals: None }, end)
+            self.chain.headers(side, &FilterContext { stream: &stream, signals: None }, end).map(Outs::into_vec)
         }
 
         fn data(&mut self, side: Side, data: &'static str, end: bool) -> Result<Vec<Out>, Halt> {
             let stream = self.stream.clone();
-            self.chain.data(side, &FilterContext { stream: &stream, signals: None }, Bytes::from(data), end)
+            let cx = FilterContext { stream: &stream, signals: None };
+            self.chain.data(side, &cx, Bytes::from(data), end).map(Outs::into_vec)
         }
 
         fn trailers(&mut self, side: Side) -> Result<Vec<Out>, Halt> {
             let stream = self.stream.clone();
-            self.chain.trailers(side, &FilterContext { stream: &stream, signals: None })
+            self.chain.trailers(side, &FilterContext { stream: &stream, signals: None }).map(Outs::into_vec)
         }
 
         fn resume(&mut self, side: Side, index: usize) -> Result<Vec<Out>, Halt> {
             let stream = self.stream.clone();
-            self.chain.resume(side, &FilterContext { stream: &stream, signals: None }, index)
+            self.chain.resume(side, &FilterContext { stream: &stream, signals: None }, index).map(Outs::into_vec)
         }
 
         fn calls(&self) -> Vec<String> {
@@ -821,7 +820,7 @@ mod tests {
         let mut s = setup(vec![vec![], vec![]]);
         let stream = s.stream.clone();
         let out = s.chain.whole(Side::Response, &FilterContext { stream: &stream, signals: None }, Bytes::from("hi"));
-        assert_eq!(out.unwrap(), [headers(false), data("hi", true)]);
+        assert_eq!(out.unwrap()[..], [headers(false), data("hi", true)]);
         assert_eq!(
             s.calls(),
             ["b headers end=false", "a headers end=false", r#"b body "hi" end=true"#, r#"a body "hi" end=true"#]

@@ -49,7 +49,7 @@ use crate::headers::{protocol_name, request_headers};
 use crate::http::body::{BoxError, Piece, ResponseBody, StreamFinisher, WasmLoggers};
 use crate::http::conn_manager::{ConnContext, StreamReset};
 use crate::plan::FilterSpec;
-use chain::{Chain, Halt, Out};
+use chain::{Chain, Halt};
 pub(crate) use request::UpstreamCall;
 
 /// Frames that may wait for a side's other end before the pipeline stops
@@ -59,6 +59,12 @@ const MAX_PENDING_FRAMES: usize = 2;
 /// Frames the channels to hyper (the upstream request's body, the
 /// client's response body) hold.
 const CHANNEL_FRAMES: usize = 2;
+
+thread_local! {
+    /// The stream every request on the wire shares (see
+    /// [`Pipeline::wire`]): nothing reads or writes it then, so none is made.
+    static BLANK_STREAM: SharedStream = ferry_host::share(HttpStream::default());
+}
 
 /// Serves one request: the response head once it is ready; the body
 /// follows.
@@ -71,7 +77,7 @@ pub(crate) async fn serve(
 ) -> Result<Response<ResponseBody>, StreamReset> {
     let mut parts = parts;
     let upgrade = upgrade::requested(&mut parts);
-    let mut pipeline = Pipeline::new(&parts, client, conn, progress);
+    let mut pipeline = Pipeline::new(parts, client, conn, progress, upgrade.is_some());
     if let Some(upgrade) = &upgrade {
         // Filters see what the upgrade asks for, as in Envoy.
         pipeline
@@ -92,6 +98,12 @@ pub(crate) struct Pipeline {
     conn: Rc<ConnContext>,
     /// What plugins see: header maps, bodies, stream facts.
     stream: SharedStream,
+    /// The request as hyper parsed it, while no plugin, route or logger
+    /// needs the plugins' header maps: the stream then goes as it came,
+    /// without building them (its request map is empty; [`Self::wire`]).
+    wire: Option<http::request::Parts>,
+    /// The headers the request went upstream with, for the access log.
+    sent_headers: Option<http::HeaderMap>,
     chain: Chain,
     /// Where stopped plugins' signals for this stream arrive (when the
     /// chain has a Wasm filter).
@@ -154,26 +166,44 @@ pub(crate) struct Pipeline {
 
 impl Pipeline {
     fn new(
-        parts: &http::request::Parts,
+        parts: http::request::Parts,
         client: SocketAddr,
         conn: Rc<ConnContext>,
         progress: Option<Arc<Progress>>,
-    ) -> Self {
+        upgrade: bool,
+    ) -> Box<Self> {
         let http = conn.http.clone();
-        let request_headers =
-            request_headers(parts, http.generate_request_id, (conn.scheme(), conn.connection_scheme()));
-        let info = StreamInfo {
-            source: Some(client),
-            destination: conn.destination,
-            connection_id: conn.id,
-            start: Some(std::time::SystemTime::now()),
-            protocol: protocol_name(parts.version),
-            xds: ferry_host::XdsInfo { listener: Some(http.listener.clone()), ..Default::default() },
-            tls: conn.tls.clone(),
-            ..StreamInfo::default()
+        // Nothing looks at the headers' map form: none is built.
+        let wire = http.filters.is_empty() && http.wasm_loggers.is_empty() && http.routes.is_plain() && !upgrade;
+        let request_headers = if wire {
+            ferry_host::HeaderMap::new()
+        } else {
+            request_headers(&parts, http.generate_request_id, (conn.scheme(), conn.connection_scheme()))
         };
-        let grpc = request_headers.get(b"content-type").is_some_and(|t| t.starts_with(b"application/grpc"));
-        let stream = ferry_host::share(HttpStream { request_headers, info, ..HttpStream::default() });
+        // What plugins read of the stream (none reads it on the wire).
+        let info = if wire {
+            StreamInfo::default()
+        } else {
+            StreamInfo {
+                source: Some(client),
+                destination: conn.destination,
+                connection_id: conn.id,
+                start: Some(std::time::SystemTime::now()),
+                protocol: protocol_name(parts.version),
+                xds: ferry_host::XdsInfo { listener: Some(http.listener.clone()), ..Default::default() },
+                tls: conn.tls.clone(),
+                ..StreamInfo::default()
+            }
+        };
+        let grpc = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+        let stream = if wire {
+            BLANK_STREAM.with(Rc::clone)
+        } else {
+            ferry_host::share(HttpStream { request_headers, info, ..HttpStream::default() })
+        };
         let filters: Vec<Filter> = http
             .filters
             .iter()
@@ -189,10 +219,13 @@ impl Pipeline {
             })
             .collect();
         let signals = filters.iter().any(|f| matches!(f, Filter::Wasm(_))).then(mpsc::unbounded_channel);
-        Pipeline {
+        // Boxed: the stream's state is large, and moves only as a pointer.
+        Box::new(Pipeline {
             chain: Chain::new(filters, http.buffer_limit),
             conn,
             stream,
+            wire: wire.then_some(parts),
+            sent_headers: None,
             signals,
             notes: StreamNotes::default(),
             progress,
@@ -218,7 +251,12 @@ impl Pipeline {
             upgrade: None,
             upgraded: false,
             finished: false,
-        }
+        })
+    }
+
+    /// Whether the stream goes as hyper parsed it (see [`Pipeline::wire`]).
+    fn wire(&self) -> bool {
+        self.wire.is_some()
     }
 
     /// Runs `f` on the chain with what its filters use.
@@ -247,6 +285,17 @@ impl Pipeline {
 
     /// Waits for the next thing that moves the stream on.
     async fn next_event(&mut self, until_head: bool) -> Event {
+        // Only the upstream's answer can come (no filter, no body to send):
+        // it is awaited alone.
+        let alone = self.signals.is_none()
+            && self.request_source.is_none()
+            && self.upstream_pending.is_empty()
+            && self.response_source.is_none()
+            && self.response_tx.is_none()
+            && until_head;
+        if alone && self.upstream_call.is_some() {
+            return Event::Upstream(poll_call(&mut self.upstream_call).await);
+        }
         let read_request = self.request_source.is_some()
             && self.chain.wants_data(Side::Request)
             && self.upstream_pending.len() < MAX_PENDING_FRAMES;

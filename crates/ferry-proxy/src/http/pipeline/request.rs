@@ -19,7 +19,7 @@ use crate::filter::Side;
 use crate::headers::{hyper_trailers, trailers_map};
 use crate::http::rescue::{Local, StreamError, rescue};
 use crate::http::routing;
-use crate::upstream::{RouteSend, UpstreamBody, UpstreamError};
+use crate::upstream::{Outgoing, RouteSend, UpstreamBody, UpstreamError};
 
 /// A request on its way upstream, until its response headers come.
 pub(crate) type UpstreamCall = Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>>>>;
@@ -32,7 +32,7 @@ pub(super) enum Router {
     /// ends or grows past the buffer limit (then it streams, without
     /// retries, as Envoy's router gives up on retrying a body it cannot
     /// hold).
-    Collecting { cluster: String, route: (usize, usize), data: Vec<u8>, trailers: Option<http::HeaderMap> },
+    Collecting { cluster: Option<String>, route: (usize, usize), data: Vec<u8>, trailers: Option<http::HeaderMap> },
     /// Going upstream: what passes the chain is queued for the upstream.
     Upstream,
     /// Answered here: what passes the chain goes nowhere.
@@ -46,7 +46,7 @@ impl Pipeline {
         // Plugins read the route and cluster from the first callback on, as
         // in Envoy, which chooses the route before its filters run.
         let http = self.conn.http.clone();
-        {
+        if !self.chain.is_empty() {
             let mut stream = self.stream.borrow_mut();
             if let Some(matched) = http.routes.route(&stream.request_headers) {
                 stream.info.xds.route = Some(matched.facts.clone());
@@ -115,7 +115,7 @@ impl Pipeline {
 
     /// What came out of the request chain goes to the router; a halt ends
     /// the request.
-    pub(super) fn after_request_chain(&mut self, result: Result<Vec<super::Out>, Halt>) {
+    pub(super) fn after_request_chain(&mut self, result: Result<super::chain::Outs, Halt>) {
         match result {
             Ok(outs) => {
                 for out in outs {
@@ -158,7 +158,10 @@ impl Pipeline {
     /// `clear_route_cache`), then carries out the route's action.
     fn route(&mut self, end: bool) {
         let http = self.conn.http.clone();
-        let matched = http.routes.route(&self.stream.borrow().request_headers);
+        let matched = match &self.wire {
+            Some(parts) => http.routes.route(parts),
+            None => http.routes.route(&self.stream.borrow().request_headers),
+        };
         if let Some(upgrade) = &self.upgrade {
             let route = match matched.as_ref().map(|m| &m.route.action) {
                 Some(RouteAction::Forward(forward)) => &forward.upgrades[..],
@@ -170,7 +173,9 @@ impl Pipeline {
         }
         let Some(matched) = matched else { return self.answer(Local::no_route()) };
         self.route = Some(matched.index);
-        self.stream.borrow_mut().info.xds.route = Some(matched.facts.clone());
+        if !self.wire() {
+            self.stream.borrow_mut().info.xds.route = Some(matched.facts.clone());
+        }
         let forward = match &matched.route.action {
             RouteAction::DirectResponse { status, body } => {
                 let body = body.clone().map(Bytes::from).unwrap_or_default();
@@ -189,15 +194,23 @@ impl Pipeline {
             RouteAction::Forward(forward) => forward,
         };
         let thread = self.conn.thread.clone();
+        // A plain route names its cluster; the others read the map.
         let chosen = routing::choose_cluster(&forward.target, &self.stream.borrow().request_headers);
         let Some((cluster, facts)) = chosen.and_then(|c| thread.upstreams().cluster_facts(&c).map(|f| (c, f))) else {
             return self.answer(Local::no_cluster());
         };
-        self.notes.cluster = Some(cluster.clone());
+        if !http.access_logs.is_empty() {
+            self.notes.cluster = Some(cluster.clone().into_owned());
+        }
+        // A named cluster is found again from the route; another choice goes along.
+        let cluster = match &forward.target {
+            ferry_config::ClusterTarget::Named(_) => None,
+            _ => Some(cluster.into_owned()),
+        };
         if let (Some(progress), Some(idle)) = (&self.progress, forward.idle_timeout) {
             progress.override_idle(idle);
         }
-        {
+        if !self.wire() {
             let stream = &mut *self.stream.borrow_mut();
             stream.info.xds.cluster = Some(facts);
             // The router's changes, after every filter, as Envoy's.
@@ -262,26 +275,54 @@ impl Pipeline {
         UpstreamBody::Channel { rx, length }
     }
 
-    /// Starts the request to `cluster` for the route at `index`, with the
-    /// request headers as they are now.
-    fn send_upstream(&mut self, cluster: String, index: (usize, usize), body: UpstreamBody) {
+    /// The request as it goes upstream: the map as the filters and the
+    /// router left it, or hyper's, with the same changes.
+    fn outgoing(&mut self) -> Result<Outgoing, UpstreamError> {
+        let mut outgoing = match &mut self.wire {
+            Some(parts) => {
+                let http = &self.conn.http;
+                Outgoing::from_wire(parts, http.generate_request_id, self.conn.connection_scheme())
+            }
+            None => Outgoing::from_map(&self.stream.borrow().request_headers)?,
+        };
+        if let Some(upgrade) = &self.upgrade
+            && let Ok(protocol) = http::HeaderValue::from_str(&upgrade.kind)
+        {
+            // What asks for the upgrade goes along (connection-level headers do not otherwise).
+            outgoing.headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+            outgoing.headers.insert(http::header::UPGRADE, protocol);
+        }
+        if !self.conn.http.access_logs.is_empty() {
+            self.sent_headers = Some(outgoing.headers.clone());
+        }
+        Ok(outgoing)
+    }
+
+    /// Starts the request to `cluster` (`None`: the one the route names,
+    /// or chose by weight) for the route at `index`, with the request
+    /// headers as they are now.
+    fn send_upstream(&mut self, cluster: Option<String>, index: (usize, usize), body: UpstreamBody) {
         let upstreams = self.conn.thread.upstreams_handle();
         let http = self.conn.http.clone();
-        let headers = self.stream.borrow().request_headers.clone();
-        let upgrade = self.upgrade.is_some();
+        let outgoing = self.outgoing();
         self.upstream_call = Some(Box::pin(async move {
+            let outgoing = outgoing?;
             let matched = http.routes.at(index.0, index.1);
             let RouteAction::Forward(forward) = &matched.route.action else {
                 unreachable!("only forwarding routes send upstream")
+            };
+            let cluster = match (&cluster, &forward.target) {
+                (Some(chosen), _) => chosen.as_str(),
+                (None, ferry_config::ClusterTarget::Named(name)) => name.as_str(),
+                (None, _) => unreachable!("only a named cluster is found again"),
             };
             let send = RouteSend {
                 timeout: forward.timeout,
                 retry: forward.retry.as_ref(),
                 envoy_headers: http.envoy_headers,
                 auto_host_rewrite: forward.auto_host_rewrite,
-                upgrade,
             };
-            upstreams.forward(&cluster, &send, &headers, body).await.map_err(|error| {
+            upstreams.forward(cluster, &send, outgoing, body).await.map_err(|error| {
                 tracing::debug!(target: "upstream", "cluster {cluster}: {error} ({:?})", std::error::Error::source(&error));
                 error
             })

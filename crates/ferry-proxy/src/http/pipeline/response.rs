@@ -32,6 +32,9 @@ const WHOLE_RESPONSE_BYTES: usize = 64 * 1024;
 impl Pipeline {
     /// The upstream answered: its headers go through the response chain.
     pub(super) fn upstream_response(&mut self, mut response: Response<Incoming>) {
+        if self.wire() {
+            return self.wire_response(response);
+        }
         let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         if let Some(upgrade) = self.upgrade.as_mut().filter(|_| switching) {
             upgrade.upstream = Some(hyper::upgrade::on(&mut response));
@@ -65,6 +68,66 @@ impl Pipeline {
         self.response_headers(end);
     }
 
+    /// The upstream's response as hyper parsed it, to go on as it came
+    /// (see [`Pipeline::wire`]): what the map would give, without one — the
+    /// connection's own headers dropped, `server` set.
+    fn wire_response(&mut self, response: Response<Incoming>) {
+        self.response_begun = true;
+        self.notes.details = Some(std::borrow::Cow::Borrowed("via_upstream"));
+        let (mut parts, body) = response.into_parts();
+        if parts.headers.keys().any(|name| crate::headers::is_hop_by_hop(name.as_str().as_bytes())) {
+            for name in crate::headers::HOP_BY_HOP {
+                parts.headers.remove(*name);
+            }
+        }
+        self.conn.http.set_server_header(&mut parts.headers);
+        if !self.conn.http.access_logs.is_empty() {
+            self.notes.upstream_host =
+                parts.extensions.get::<hyper_util::client::legacy::connect::HttpInfo>().map(|i| i.remote_addr());
+        }
+        let end = body.is_end_stream();
+        if !end {
+            self.response_source = Some(super::Source::Upstream(body));
+        }
+        self.head = Some(Ok(Response::from_parts(parts, ResponseBody::full(Bytes::new()))));
+        if end {
+            self.response_ended();
+        }
+    }
+
+    /// A local reply's head and body, straight to hyper (no map: the
+    /// stream goes as it came, see [`Pipeline::wire`]).
+    fn wire_reply(&mut self, mut local: Local) {
+        self.response_begun = true;
+        self.notes.flag = local.flag;
+        self.notes.details = Some(std::mem::take(&mut local.details));
+        if self.grpc {
+            // gRPC's form has its own rules: the map's.
+            let (headers, _) = local.into_response(true);
+            self.head = Some(Ok(hyper_response(&headers, &self.conn.http)));
+            return self.response_ended();
+        }
+        let mut head = Response::new(ResponseBody::full(Bytes::new()));
+        *head.status_mut() =
+            http::StatusCode::from_u16(local.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = head.headers_mut();
+        for (name, value) in &local.headers {
+            if let (Ok(name), Ok(value)) =
+                (http::HeaderName::from_bytes(name), http::HeaderValue::from_maybe_shared(value.clone()))
+            {
+                headers.append(name, value);
+            }
+        }
+        if !local.body.is_empty() && !headers.contains_key(http::header::CONTENT_TYPE) {
+            headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+        }
+        self.conn.http.set_server_header(headers);
+        // The body goes with the head (nothing in between looks at it).
+        *head.body_mut() = ResponseBody::full(local.body);
+        self.head = Some(Ok(head));
+        self.response_ended();
+    }
+
     /// The response headers (in the stream's map) through the chain, after
     /// the route's response header changes, as Envoy's router makes them.
     fn response_headers(&mut self, end: bool) {
@@ -83,6 +146,9 @@ impl Pipeline {
     pub(super) fn local_reply(&mut self, mut local: Local) {
         if self.response_begun {
             return self.reset_stream();
+        }
+        if self.wire() {
+            return self.wire_reply(local);
         }
         self.response_begun = true;
         self.response_source = None;
@@ -165,7 +231,7 @@ impl Pipeline {
 
     /// What came out of the response chain goes to the client; a halt
     /// replaces the response, or cuts it.
-    pub(super) fn after_response_chain(&mut self, result: Result<Vec<Out>, Halt>) {
+    pub(super) fn after_response_chain(&mut self, result: Result<super::chain::Outs, Halt>) {
         match result {
             Ok(outs) => {
                 for out in outs {
@@ -259,7 +325,10 @@ impl Pipeline {
     }
 
     fn is_head_request(&self, stream: &ferry_host::HttpStream) -> bool {
-        stream.request_headers.get(b":method").is_some_and(|m| &m[..] == b"HEAD")
+        match &self.wire {
+            Some(parts) => parts.method == http::Method::HEAD,
+            None => stream.request_headers.get(b":method").is_some_and(|m| &m[..] == b"HEAD"),
+        }
     }
 
     /// The response's `content-length` as the filters left it (one that
@@ -289,8 +358,14 @@ impl Pipeline {
 
     /// Hands hyper the response: whole, or with a body the pipeline keeps
     /// feeding from a task of its own.
-    pub(super) fn respond(mut self) -> Result<Head, StreamReset> {
-        self.take_ready();
+    pub(super) fn respond(mut self: Box<Self>) -> Result<Head, StreamReset> {
+        // With no filter, the upstream's body goes as hyper reads it.
+        let passing = self.chain.is_empty()
+            && self.request_done
+            && matches!(self.response_source, Some(super::Source::Upstream(_)));
+        if !passing {
+            self.take_ready();
+        }
         let mut head = match self.head.take() {
             Some(Ok(head)) => head,
             Some(Err(StreamReset)) | None => return Err(StreamReset),
@@ -306,11 +381,19 @@ impl Pipeline {
         if !self.conn.http.access_logs.is_empty() {
             let mut notes = std::mem::take(&mut self.notes);
             let stream = self.stream.borrow();
-            notes.upstream_host = stream.info.upstream;
+            if !self.wire() {
+                notes.upstream_host = stream.info.upstream;
+            }
             notes.note_filter_state(&stream.info);
-            let mut request = http::HeaderMap::new();
-            to_hyper_headers(&stream.request_headers, &mut request);
-            notes.request_headers = Some(request);
+            // The headers as they went upstream, else as the request came.
+            notes.request_headers = self.sent_headers.take().or_else(|| {
+                if self.wire() {
+                    return None;
+                }
+                let mut request = http::HeaderMap::new();
+                to_hyper_headers(&stream.request_headers, &mut request);
+                Some(request)
+            });
             drop(stream);
             head.extensions_mut().insert(notes);
         }
@@ -318,8 +401,13 @@ impl Pipeline {
             if !self.request_done {
                 self.abandon_request();
             }
-            let body = self.whole_body();
-            *head.body_mut() = body.finish_with(self.finisher());
+            // A body that came with the head (a local reply on the wire) stays.
+            let body = if self.response_pending.is_empty() {
+                std::mem::replace(head.body_mut(), ResponseBody::full(Bytes::new()))
+            } else {
+                self.whole_body()
+            };
+            *head.body_mut() = self.finish_with(body);
             return Ok(head);
         }
         // Nothing for the filters to do with the body: hyper reads it as it comes.
@@ -330,7 +418,7 @@ impl Pipeline {
             && let Some(super::Source::Upstream(source)) = self.response_source.take()
         {
             let body = ResponseBody::upstream(source, self.idle_timeout());
-            *head.body_mut() = body.finish_with(self.finisher());
+            *head.body_mut() = self.finish_with(body);
             return Ok(head);
         }
         let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
@@ -351,8 +439,23 @@ impl Pipeline {
         Ok(head)
     }
 
+    /// `body`, ending the stream when it ends, if there is anything to end
+    /// (filters, Wasm access loggers).
+    fn finish_with(&mut self, body: ResponseBody) -> ResponseBody {
+        if self.chain.is_empty() && self.conn.http.wasm_loggers.is_empty() {
+            self.finished = true;
+            return body;
+        }
+        body.finish_with(self.finisher())
+    }
+
     /// The response as it is, whole: its data, then its trailers.
     fn whole_body(&mut self) -> ResponseBody {
+        // One piece of data (a local reply's body): as it is.
+        if self.response_pending.len() == 1 && self.response_pending[0].is_data() {
+            let frame = self.response_pending.pop_front().expect("one frame");
+            return ResponseBody::full(frame.into_data().unwrap_or_default());
+        }
         let mut data = BytesMut::new();
         let mut trailers = None;
         for frame in self.response_pending.drain(..) {

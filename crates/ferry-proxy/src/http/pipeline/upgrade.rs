@@ -36,16 +36,17 @@ pub(crate) struct Upgrade {
 /// The upgrade `parts` asks for, if any (the client's connection is taken
 /// from its extensions, for after the 101).
 pub(super) fn requested(parts: &mut http::request::Parts) -> Option<Upgrade> {
+    let upgrade = parts.headers.get(http::header::UPGRADE)?;
     if parts.version != http::Version::HTTP_11 {
         return None;
     }
+    let kind = upgrade.to_str().ok()?.trim().to_ascii_lowercase();
     let connection = parts.headers.get_all(http::header::CONNECTION);
     let asks = connection
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    let kind = parts.headers.get(http::header::UPGRADE)?.to_str().ok()?.trim().to_ascii_lowercase();
     // A client's offer of HTTP/2 is not an upgrade of this stream.
     if !asks || kind.is_empty() || kind == "h2c" {
         return None;
@@ -161,7 +162,7 @@ fn downstream_writer(mut io: WriteHalf<TokioIo<Upgraded>>) -> mpsc::Sender<Piece
 impl Pipeline {
     /// The client has its 101: both connections become the stream's two
     /// directions, through the filters, until either side closes.
-    pub(super) async fn relay(mut self, upgrade: Upgrade) {
+    pub(super) async fn relay(mut self: Box<Self>, upgrade: Upgrade) {
         let (Some(downstream), Some(upstream)) = (upgrade.downstream, upgrade.upstream) else { return };
         let (Ok(downstream), Ok(upstream)) = tokio::join!(downstream, upstream) else {
             tracing::debug!(target: "http", "an upgraded connection closed before it could be used");
