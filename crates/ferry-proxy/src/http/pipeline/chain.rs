@@ -62,33 +62,64 @@ pub(crate) enum Halt {
 pub(crate) struct Chain<F = Filter> {
     filters: Vec<F>,
     iterations: [Iteration; 2],
-    /// `per_connection_buffer_limit_bytes`: most a stop point may hold.
+    /// `per_connection_buffer_limit_bytes`: most a direction's stops may hold.
     limit: usize,
 }
 
-/// Where one direction stands.
+/// Where one direction stands: the filters it stopped at. Several may be
+/// stopped at once (one holds the headers, an earlier one a piece of body),
+/// each with what it holds; what one releases goes on to the next.
 #[derive(Default)]
 struct Iteration {
-    /// Where iteration stopped, if it did.
-    stop: Option<Stop>,
-    /// Body data waiting at the stop.
-    held: Vec<u8>,
-    /// The held data ends the message (no trailers follow).
-    held_end: bool,
-    /// The trailers came and wait at the stop (a `StopAll` filter has not seen them).
-    trailers_waiting: bool,
-    /// The headers' `end_of_stream`, for headers waiting at the stop.
-    headers_end: bool,
+    /// In the direction's order.
+    stops: Vec<Stop>,
 }
 
-/// A stop point: the filter (by position in the direction's order) and
-/// what it holds.
-#[derive(Clone, Copy, Debug)]
+impl Iteration {
+    fn index_of(&self, position: usize) -> Option<usize> {
+        self.stops.iter().position(|s| s.at == position)
+    }
+
+    fn insert(&mut self, stop: Stop) {
+        let index = self.stops.iter().position(|s| s.at > stop.at).unwrap_or(self.stops.len());
+        self.stops.insert(index, stop);
+    }
+
+    fn held(&self) -> usize {
+        self.stops.iter().map(|s| s.held.len()).sum()
+    }
+}
+
+/// A filter iteration stopped at (by position in the direction's order),
+/// and what waits there.
+#[derive(Debug)]
 struct Stop {
     at: usize,
     /// The headers have not passed this filter yet.
     headers_held: bool,
+    /// Their `end_of_stream`, while they wait here.
+    headers_end: bool,
     kind: StopKind,
+    /// Body data waiting here.
+    held: Vec<u8>,
+    /// The held data ends the message (no trailers follow).
+    held_end: bool,
+    /// The trailers came and wait here (a `StopAll` filter has not seen them).
+    trailers_waiting: bool,
+}
+
+impl Stop {
+    fn new(at: usize, kind: StopKind) -> Self {
+        Stop {
+            at,
+            headers_held: false,
+            headers_end: false,
+            kind,
+            held: Vec::new(),
+            held_end: false,
+            trailers_waiting: false,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,23 +163,21 @@ impl<F: HttpFilter> Chain<F> {
         std::mem::take(&mut self.filters)
     }
 
-    /// The index of the filter `side` is stopped at, if any.
-    pub(crate) fn stopped_at(&self, side: Side) -> Option<usize> {
-        let stop = self.iterations[side.index()].stop?;
-        Some(self.index(side, stop.at))
+    /// Whether `side` is stopped at the filter at `index`.
+    pub(crate) fn is_stopped_at(&self, side: Side, index: usize) -> bool {
+        let position = self.index(side, index);
+        self.iterations[side.index()].index_of(position).is_some()
     }
 
-    /// Whether `side` takes more body data now: not while a filter holds
+    /// Whether `side` takes more body data now: not while its filters hold
     /// the buffer limit's worth with backpressure (a watermark stop; a
     /// buffering stop fails the stream past the limit instead).
     pub(crate) fn wants_data(&self, side: Side) -> bool {
         let iteration = &self.iterations[side.index()];
-        let watermark = match iteration.stop.map(|s| s.kind) {
-            Some(StopKind::HeadersAll { buffer }) => !buffer,
-            Some(StopKind::Data(DataStop::Watermark)) => true,
-            _ => false,
-        };
-        !watermark || iteration.held.len() < self.limit
+        let watermark = iteration.stops.iter().any(|s| {
+            matches!(s.kind, StopKind::HeadersAll { buffer: false } | StopKind::Data(DataStop::Watermark))
+        });
+        !watermark || iteration.held() < self.limit
     }
 
     /// A filter's index from its position in `side`'s order (or back:
@@ -189,7 +218,7 @@ impl<F: HttpFilter> Chain<F> {
     /// Filter `index` resumed `side`: iteration goes on from where it
     /// stopped there. Nothing happens if `side` is not stopped at it.
     pub(crate) fn resume(&mut self, side: Side, cx: &FilterContext<'_>, index: usize) -> Result<Outs, Halt> {
-        if self.stopped_at(side) != Some(index) {
+        if !self.is_stopped_at(side, index) {
             return Ok(Outs::new());
         }
         let position = self.index(side, index);
@@ -263,11 +292,12 @@ impl<F: HttpFilter> Walk<'_, F> {
         (status, std::mem::take(body_of(side, &mut self.cx.stream.borrow_mut())))
     }
 
-    fn release(&mut self, position: usize) {
-        let side = self.side;
-        let stream = self.cx.stream;
-        self.it.stop = None;
-        self.filter(position).released(side, stream);
+    /// The stop at `index` (of the stops) goes: its filter goes on.
+    fn release(&mut self, index: usize) -> Stop {
+        let stop = self.it.stops.remove(index);
+        let (side, stream) = (self.side, self.cx.stream);
+        self.filter(stop.at).released(side, stream);
+        stop
     }
 
     /// Headers from the filter at `from` on.
@@ -290,84 +320,92 @@ impl<F: HttpFilter> Walk<'_, F> {
                 }
                 status => return Err(self.halt(status)),
             };
-            self.it.stop = Some(Stop { at: position, headers_held: true, kind });
-            self.it.headers_end = end;
+            self.it.insert(Stop { headers_held: true, headers_end: end, ..Stop::new(position, kind) });
             return Ok(());
         }
         self.out.push(Out::Headers { end });
         Ok(())
     }
 
+    /// A body status as a stop on data (header statuses buffer, as Envoy).
+    fn data_stop(status: &FilterStatus) -> Option<DataStop> {
+        match status {
+            FilterStatus::Watermark => Some(DataStop::Watermark),
+            FilterStatus::Drop => Some(DataStop::Drop),
+            FilterStatus::Buffer | FilterStatus::StopIteration | FilterStatus::StopAll { .. } => {
+                Some(DataStop::Buffer)
+            }
+            _ => None,
+        }
+    }
+
     /// Body data from the filter at `from` on.
     fn data_from(&mut self, from: usize, mut data: Vec<u8>, end: bool) -> Result<(), Halt> {
         let mut position = from;
         while position < self.len() {
-            let stop = self.it.stop.filter(|s| s.at == position);
-            let Some(mut stop) = stop else {
+            let Some(index) = self.it.index_of(position) else {
                 let (status, after) = self.call_body(position, data, end);
-                let kind = match status {
-                    FilterStatus::Continue => {
-                        data = after;
-                        position += 1;
-                        continue;
-                    }
-                    FilterStatus::Watermark => DataStop::Watermark,
-                    FilterStatus::Drop => DataStop::Drop,
-                    FilterStatus::Buffer | FilterStatus::StopIteration | FilterStatus::StopAll { .. } => {
-                        DataStop::Buffer
-                    }
-                    status => return Err(self.halt(status)),
-                };
-                self.it.stop = Some(Stop { at: position, headers_held: false, kind: StopKind::Data(kind) });
-                return self.hold(kind, after, end);
+                if let FilterStatus::Continue = status {
+                    data = after;
+                    position += 1;
+                    continue;
+                }
+                let Some(kind) = Self::data_stop(&status) else { return Err(self.halt(status)) };
+                let held = if kind == DataStop::Drop { Vec::new() } else { after };
+                self.it.insert(Stop { held, held_end: end, ..Stop::new(position, StopKind::Data(kind)) });
+                return self.check_limit(kind == DataStop::Buffer);
             };
+            let stop = &mut self.it.stops[index];
             match stop.kind {
                 StopKind::HeadersAll { buffer } => {
-                    self.it.held.extend_from_slice(&data);
-                    self.it.held_end = end;
+                    stop.held.extend_from_slice(&data);
+                    stop.held_end = end;
                     return self.check_limit(buffer);
                 }
                 StopKind::Trailers => {
                     // Nothing follows trailers; kept with the stop all the same.
-                    self.it.held.extend_from_slice(&data);
+                    stop.held.extend_from_slice(&data);
                     return Ok(());
                 }
                 StopKind::Headers | StopKind::Data(_) => {}
             }
+            // A buffering filter sees all it holds; the others only new data.
             let sees_all = stop.kind == StopKind::Data(DataStop::Buffer);
             let input = if sees_all {
-                let mut all = std::mem::take(&mut self.it.held);
+                let mut all = std::mem::take(&mut stop.held);
                 all.extend_from_slice(&data);
                 all
             } else {
                 data
             };
             let (status, after) = self.call_body(position, input, end);
-            let kind = match status {
-                FilterStatus::Continue => {
-                    // Released: what it held goes on with this data.
-                    data = if sees_all {
-                        after
-                    } else {
-                        let mut all = std::mem::take(&mut self.it.held);
-                        all.extend_from_slice(&after);
-                        all
-                    };
-                    self.release(position);
-                    if stop.headers_held {
-                        self.headers_from(position + 1, false)?;
-                    }
-                    position += 1;
-                    continue;
+            if let FilterStatus::Continue = status {
+                let stop = self.release(index);
+                // Released: what it held goes on with this data.
+                data = if sees_all {
+                    after
+                } else {
+                    let mut all = stop.held;
+                    all.extend_from_slice(&after);
+                    all
+                };
+                if stop.headers_held {
+                    self.headers_from(position + 1, false)?;
                 }
-                FilterStatus::Watermark => DataStop::Watermark,
-                FilterStatus::Drop => DataStop::Drop,
-                FilterStatus::Buffer | FilterStatus::StopIteration | FilterStatus::StopAll { .. } => DataStop::Buffer,
-                status => return Err(self.halt(status)),
-            };
+                position += 1;
+                continue;
+            }
+            let Some(kind) = Self::data_stop(&status) else { return Err(self.halt(status)) };
+            let stop = &mut self.it.stops[index];
+            if sees_all {
+                // What it holds, as it left it (a drop keeps what was held, as Envoy's).
+                stop.held = after;
+            } else if kind != DataStop::Drop {
+                stop.held.extend_from_slice(&after);
+            }
             stop.kind = StopKind::Data(kind);
-            self.it.stop = Some(stop);
-            return self.hold(kind, after, end);
+            stop.held_end = end;
+            return self.check_limit(kind == DataStop::Buffer);
         }
         if !data.is_empty() || end {
             self.out.push(Out::Data { data: data.into(), end });
@@ -375,22 +413,10 @@ impl<F: HttpFilter> Walk<'_, F> {
         Ok(())
     }
 
-    /// Keeps `data` at a data stop of `kind` (after the filter saw it).
-    fn hold(&mut self, kind: DataStop, data: Vec<u8>, end: bool) -> Result<(), Halt> {
-        match kind {
-            // The filter saw (and may have changed) all it holds.
-            DataStop::Buffer => self.it.held = data,
-            DataStop::Watermark => self.it.held.extend_from_slice(&data),
-            DataStop::Drop => {}
-        }
-        self.it.held_end = end;
-        self.check_limit(kind == DataStop::Buffer)
-    }
-
     /// Past the limit a buffering stop fails the stream; a watermark stop
     /// only stops the reading (see [`Chain::wants_data`]).
     fn check_limit(&self, buffer: bool) -> Result<(), Halt> {
-        if buffer && self.it.held.len() > self.limit { Err(Halt::TooLarge) } else { Ok(()) }
+        if buffer && self.it.held() > self.limit { Err(Halt::TooLarge) } else { Ok(()) }
     }
 
     /// Trailers from the filter at `from` on. Data a filter makes in its
@@ -399,24 +425,23 @@ impl<F: HttpFilter> Walk<'_, F> {
     fn trailers_from(&mut self, from: usize) -> Result<(), Halt> {
         let mut position = from;
         while position < self.len() {
-            let stop = self.it.stop.filter(|s| s.at == position);
-            let held = match stop.map(|s| s.kind) {
-                Some(StopKind::HeadersAll { .. } | StopKind::Trailers) => {
-                    self.it.trailers_waiting = true;
+            let index = self.it.index_of(position);
+            let held = match index.map(|i| &mut self.it.stops[i]) {
+                Some(stop) if matches!(stop.kind, StopKind::HeadersAll { .. } | StopKind::Trailers) => {
+                    stop.trailers_waiting = true;
                     return Ok(());
                 }
                 // It sees what it holds as its body.
-                Some(_) => std::mem::take(&mut self.it.held),
+                Some(stop) => std::mem::take(&mut stop.held),
                 None => Vec::new(),
             };
             let (status, after) = self.call_trailers(position, held);
             match status {
                 FilterStatus::Continue => {
-                    if let Some(stop) = stop {
-                        self.release(position);
-                        if stop.headers_held {
-                            self.headers_from(position + 1, false)?;
-                        }
+                    if let Some(index) = index
+                        && self.release(index).headers_held
+                    {
+                        self.headers_from(position + 1, false)?;
                     }
                     if !after.is_empty() {
                         self.data_from(position + 1, after, false)?;
@@ -427,9 +452,14 @@ impl<F: HttpFilter> Walk<'_, F> {
                     return Err(self.halt(status));
                 }
                 _ => {
-                    let headers_held = stop.is_some_and(|s| s.headers_held);
-                    self.it.stop = Some(Stop { at: position, headers_held, kind: StopKind::Trailers });
-                    self.it.held = after;
+                    match index {
+                        Some(index) => {
+                            let stop = &mut self.it.stops[index];
+                            stop.kind = StopKind::Trailers;
+                            stop.held = after;
+                        }
+                        None => self.it.insert(Stop { held: after, ..Stop::new(position, StopKind::Trailers) }),
+                    }
                     return Ok(());
                 }
             }
@@ -440,18 +470,17 @@ impl<F: HttpFilter> Walk<'_, F> {
 
     /// The filter at `at` resumed: iteration goes on where it stopped.
     fn resume(&mut self, at: usize) -> Result<(), Halt> {
-        let Some(stop) = self.it.stop else { return Ok(()) };
-        self.release(at);
+        let Some(index) = self.it.index_of(at) else { return Ok(()) };
+        let stop = self.release(index);
         if stop.headers_held {
-            let end = self.it.headers_end;
-            self.headers_from(at + 1, end)?;
-            if end {
+            self.headers_from(at + 1, stop.headers_end)?;
+            if stop.headers_end {
                 return Ok(());
             }
         }
-        let held = std::mem::take(&mut self.it.held);
-        let trailers = std::mem::take(&mut self.it.trailers_waiting);
-        let end = self.it.held_end && !trailers;
+        let trailers = stop.trailers_waiting;
+        let end = stop.held_end && !trailers;
+        let held = stop.held;
         match stop.kind {
             // It has not seen what it holds: it gets it first.
             StopKind::HeadersAll { .. } => {
@@ -788,7 +817,7 @@ mod tests {
         s.headers(Side::Request, false).unwrap();
         s.data(Side::Request, "ab", false).unwrap();
         assert_eq!(s.trailers(Side::Request).unwrap(), []);
-        assert_eq!(s.chain.stopped_at(Side::Request), Some(0));
+        assert!(s.chain.is_stopped_at(Side::Request, 0));
         assert_eq!(s.resume(Side::Request, 0).unwrap(), [Out::Trailers]);
     }
 
@@ -798,7 +827,52 @@ mod tests {
         s.headers(Side::Request, false).unwrap();
         assert_eq!(s.resume(Side::Request, 1).unwrap(), []);
         assert_eq!(s.resume(Side::Response, 0).unwrap(), []);
-        assert_eq!(s.chain.stopped_at(Side::Request), Some(0));
+        assert!(s.chain.is_stopped_at(Side::Request, 0));
+    }
+
+    #[test]
+    fn a_filter_before_one_that_holds_the_headers_may_hold_body_of_its_own() {
+        let mut s = setup(vec![
+            vec![go(), go(), with(FilterStatus::Buffer)],
+            vec![with(FilterStatus::StopAll { buffer: false })],
+        ]);
+        assert_eq!(s.headers(Side::Request, false).unwrap(), []);
+        assert_eq!(s.data(Side::Request, "x1", false).unwrap(), [], "held by b, unseen");
+        assert_eq!(s.data(Side::Request, "x2", false).unwrap(), [], "held by a");
+        assert!(s.chain.is_stopped_at(Side::Request, 0) && s.chain.is_stopped_at(Side::Request, 1));
+        // b goes on: the headers, then what b held; a still holds x2.
+        assert_eq!(s.resume(Side::Request, 1).unwrap(), [headers(false), data("x1", false)]);
+        // a goes on with the rest: all it held, after what b let through.
+        assert_eq!(s.data(Side::Request, "x3", true).unwrap(), [data("x2x3", true)]);
+        assert!(!s.chain.is_stopped_at(Side::Request, 0) && !s.chain.is_stopped_at(Side::Request, 1));
+    }
+
+    #[test]
+    fn a_filter_that_changes_how_it_holds_keeps_what_it_held() {
+        let mut s = setup(vec![vec![
+            go(),
+            with(FilterStatus::Watermark),
+            with(FilterStatus::Buffer),
+            with(FilterStatus::Drop),
+            go(),
+        ]]);
+        s.headers(Side::Request, false).unwrap();
+        assert_eq!(s.data(Side::Request, "ab", false).unwrap(), []);
+        assert_eq!(s.data(Side::Request, "cd", false).unwrap(), [], "watermark, then buffer: ab kept");
+        assert_eq!(s.data(Side::Request, "ef", false).unwrap(), [], "sees abcdef, drops: all it held kept");
+        assert_eq!(s.data(Side::Request, "", true).unwrap(), [data("abcdef", true)]);
+        let calls = s.calls();
+        assert_eq!(
+            calls[1..],
+            [
+                r#"a body "ab" end=false"#,
+                r#"a body "cd" end=false"#,
+                r#"a body "abcdef" end=false"#,
+                // After a drop it sees only new data again, as Envoy's.
+                r#"a body "" end=true"#,
+                "a released"
+            ]
+        );
     }
 
     #[test]

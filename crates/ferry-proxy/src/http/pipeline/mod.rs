@@ -53,8 +53,8 @@ use chain::{Chain, Halt};
 pub(crate) use request::UpstreamCall;
 
 /// Frames that may wait for a side's other end before the pipeline stops
-/// reading from that side.
-const MAX_PENDING_FRAMES: usize = 2;
+/// reading from that side (besides what the channel to it holds).
+const MAX_PENDING_FRAMES: usize = 1;
 
 /// Frames the channels to hyper (the upstream request's body, the
 /// client's response body) hold.
@@ -394,7 +394,7 @@ impl Pipeline {
             }
             StreamAction::ResumeUpstream => {}
             StreamAction::LocalResponse(response) => {
-                if self.chain.stopped_at(Side::Response) == Some(index) || self.response_started() {
+                if self.chain.is_stopped_at(Side::Response, index) || self.response_started() {
                     self.after_response_chain(Err(Halt::Respond(response)));
                 } else {
                     self.after_request_chain(Err(Halt::Respond(response)));
@@ -404,7 +404,7 @@ impl Pipeline {
             StreamAction::Failed => {
                 let fails_open = self.chain.filters_mut()[index].vm_failed();
                 for side in [Side::Request, Side::Response] {
-                    if self.chain.stopped_at(side) != Some(index) {
+                    if !self.chain.is_stopped_at(side, index) {
                         continue;
                     }
                     let result = if fails_open {
