@@ -342,6 +342,9 @@ impl Outgoing {
 /// Parsed once, not on every request.
 const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 
+/// Most an HTTP/1.1 upstream connection reads ahead (response heads must fit).
+const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
+
 /// Envoy's default route timeout.
 const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -643,7 +646,12 @@ pub(crate) fn cluster_client(
 ) -> Client<Connector, UpstreamBody> {
     let http2_only = c.http2 && !c.auto_http;
     let connector = connector_for(c, tls, tcp_connector(c), !http2_only || c.auto_http, c.http2 || c.auto_http);
-    Client::builder(TokioExecutor::new()).http2_only(http2_only).build(connector)
+    Client::builder(TokioExecutor::new())
+        .http2_only(http2_only)
+        // A response's body comes in pieces of at most this (hyper's default
+        // is ~400 KB): what a stream holds in flight stays small.
+        .http1_max_buf_size(UPSTREAM_READ_BUFFER)
+        .build(connector)
 }
 
 fn connector_for(
