@@ -79,7 +79,7 @@ pub(super) fn run(
         wait_ready(receiver_admin, "/ready")?;
         wait_ready(port, "/")?;
         eprintln!("== B-bridge: the seed example, queue bridged through nats-server");
-        let load: Load = wrk.measure(port, seconds, repeat)?;
+        let load: Load = wrk.measure(port, "/", seconds, repeat)?;
         let peak = super::peak_rss_kib(processes[1].id())?;
         rows.push(Row {
             id: "B-bridge",

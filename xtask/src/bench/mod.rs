@@ -57,6 +57,11 @@ struct Row {
     peak_rss_kib: u64,
 }
 
+/// The path a run requests: the upstream's 1 MiB body for the `-1MiB` runs.
+fn path_of(id: &str) -> &'static str {
+    if id.ends_with("-1MiB") { "/1mib" } else { "/" }
+}
+
 /// Whether run `id` is in `BENCH_ONLY` (or that is unset).
 fn selected(id: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|o| o.trim() == id))
@@ -69,7 +74,7 @@ fn env_number(name: &str, default: u64) -> u64 {
 pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     ensure_tools()?;
     build_plugins(root, Plugins::All)?;
-    crate::run(cargo().args(["build", "--release", "--bin", "ferry"]))?;
+    crate::run(cargo().args(["build", "--release", "--bin", "ferry", "--bin", "xtask"]))?;
     let seconds = env_number("BENCH_SECONDS", 10);
     let connections = env_number("BENCH_CONNECTIONS", 64);
     let repeat = env_number("BENCH_REPEAT", 3);
@@ -79,9 +84,11 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     let ferry = root.join("target/release/ferry");
 
     let upstream_port = free_port()?;
+    // The upstream (and the `H` run) is the release build of this tool's minimal hyper server.
+    let hyper_server = root.join("target/release/xtask");
     let mut upstream = Command::new("taskset")
         .args(["-c", CLIENT_CORE])
-        .arg(std::env::current_exe()?)
+        .arg(&hyper_server)
         .args(["bench-upstream", &upstream_port.to_string()])
         .spawn()
         .context("cannot start the upstream")?;
@@ -92,6 +99,14 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     let mut bridge_report = None;
     let result = (|| -> anyhow::Result<()> {
         let port = free_port_pair()?;
+        let sender = || {
+            proxy_config(
+                port,
+                upstream_port,
+                &wasm_filter(root, "shared_queue_sender.wasm", "sender"),
+                &receiver_service(root),
+            )
+        };
         let cases: Vec<(&'static str, String, String, Vec<&str>)> = vec![
             ("A", "ferry, direct_response, no filter".into(), direct_config(port, "", ""), vec![]),
             (
@@ -124,6 +139,12 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
                 ),
                 vec!["--component-log-level", "wasm:warn"],
             ),
+            (
+                "D1-1MiB",
+                "ferry, a 1 MiB response through the sender filter (+ receiver service)".into(),
+                sender(),
+                vec!["--component-log-level", "wasm:warn"],
+            ),
         ];
         for (id, what, config, args) in cases {
             if !selected(id) {
@@ -137,7 +158,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
             let mut server = start_ferry(&ferry, &config_path, &log_path, "1", &args)?;
             let outcome = (|| {
                 wait_ready(port, "/")?;
-                let load = wrk.measure(port, seconds, repeat)?;
+                let load = wrk.measure(port, path_of(id), seconds, repeat)?;
                 let peak = peak_rss_kib(server.id())?;
                 if id.starts_with('B') {
                     accounting.push(account(id, &log_path, port + 1, load)?);
@@ -151,6 +172,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
         for (id, what, conf) in [
             ("N", "nginx, return 200 (direct response)", nginx_config(&work, port, None)),
             ("N-proxy", "nginx, proxy to upstream", nginx_config(&work, port, Some(upstream_port))),
+            ("N-proxy-1MiB", "nginx, a 1 MiB response proxied", nginx_config(&work, port, Some(upstream_port))),
         ] {
             if !selected(id) {
                 continue;
@@ -168,13 +190,37 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
                 .context("cannot start nginx")?;
             let outcome = (|| {
                 wait_ready(port, "/")?;
-                let load = wrk.measure(port, seconds, repeat)?;
+                let load = wrk.measure(port, path_of(id), seconds, repeat)?;
                 let peak = peak_rss_with_children_kib(server.id())?;
                 anyhow::Ok((load, peak))
             })();
             stop(&mut server);
             let (load, peak) = outcome?;
             rows.push(Row { id, what: what.into(), load, peak_rss_kib: peak });
+        }
+        if selected("H") {
+            // The bench's own upstream, a minimal hyper server, where the
+            // servers under test run: what hyper alone does here.
+            eprintln!("== H: a minimal hyper server (the bench's upstream)");
+            let mut server = Command::new("taskset")
+                .args(["-c", SERVER_CORE])
+                .arg(&hyper_server)
+                .args(["bench-upstream", &port.to_string()])
+                .spawn()
+                .context("cannot start the hyper server")?;
+            let outcome = (|| {
+                wait_ready(port, "/")?;
+                let load = wrk.measure(port, "/", seconds, repeat)?;
+                anyhow::Ok((load, peak_rss_kib(server.id())?))
+            })();
+            stop(&mut server);
+            let (load, peak) = outcome?;
+            rows.push(Row {
+                id: "H",
+                what: "a minimal hyper server, 200 (hyper's own ceiling)".into(),
+                load,
+                peak_rss_kib: peak,
+            });
         }
         protocol_runs(&ferry, &work, &wrk, (seconds, connections, repeat), &mut rows)?;
         if selected("B-bridge") {
@@ -286,15 +332,16 @@ impl Wrk {
     }
 
     /// `repeat` runs; the one with the median requests/s. Warm-up first.
-    fn measure(&self, port: u16, seconds: u64, repeat: u64) -> anyhow::Result<Load> {
-        self.run(port, 2)?;
-        let mut loads = (0..repeat.max(1)).map(|_| self.run(port, seconds)).collect::<anyhow::Result<Vec<_>>>()?;
+    fn measure(&self, port: u16, path: &str, seconds: u64, repeat: u64) -> anyhow::Result<Load> {
+        self.run(port, path, 2)?;
+        let mut loads =
+            (0..repeat.max(1)).map(|_| self.run(port, path, seconds)).collect::<anyhow::Result<Vec<_>>>()?;
         loads.sort_by(|a, b| a.rps().total_cmp(&b.rps()));
         Ok(loads[loads.len() / 2])
     }
 
-    fn run(&self, port: u16, seconds: u64) -> anyhow::Result<Load> {
-        self.run_on(&format!("http://127.0.0.1:{port}/"), &[], seconds)
+    fn run(&self, port: u16, path: &str, seconds: u64) -> anyhow::Result<Load> {
+        self.run_on(&format!("http://127.0.0.1:{port}{path}"), &[], seconds)
     }
 
     /// One run against `url`, with `extra` headers besides the usual ones.
@@ -437,7 +484,7 @@ fn memory_run(root: &Path, ferry: &Path, work: &Path, wrk: &Wrk, n: u64) -> anyh
         let mut total = 0;
         let mut at_n = 0;
         while total < 2 * n {
-            total += wrk.run(port, 10)?.requests;
+            total += wrk.run(port, "/", 10)?.requests;
             if at_n == 0 && total >= n {
                 at_n = rss_kib(server.id())?;
             }
@@ -658,7 +705,9 @@ fn report(
         ("D0 / N-proxy", "D0", "N-proxy"),
         ("D1 / N-proxy", "D1", "N-proxy"),
         ("D1 / D0", "D1", "D0"),
+        ("D1-1MiB / N-proxy-1MiB", "D1-1MiB", "N-proxy-1MiB"),
         ("A / N", "A", "N"),
+        ("H / N", "H", "N"),
         ("A-h2 / N-h2", "A-h2", "N-h2"),
         ("A-TLS / N-TLS", "A-TLS", "N-TLS"),
         ("A-TLS-new / N-TLS-new", "A-TLS-new", "N-TLS-new"),
