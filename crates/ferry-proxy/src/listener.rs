@@ -212,11 +212,12 @@ where
     let server = http_server(&http);
     // hyper-util's connection with upgrades reads the protocol from the
     // first bytes whatever the codec: only AUTO takes it.
-    let result = match (http.codec, http.upgrades.is_empty()) {
-        (Codec::Auto, false) => {
+    let upgrades = !http.upgrades.is_empty() || http.routes.enables_upgrades();
+    let result = match (http.codec, upgrades) {
+        (Codec::Auto, true) => {
             close_when_due(server.serve_connection_with_upgrades(io, service), activity, limits, &thread).await
         }
-        (Codec::Http1, false) => {
+        (Codec::Http1, true) => {
             let connection = http1_server(&http).serve_connection(io, service).with_upgrades();
             close_when_due(connection, activity, limits, &thread).await
         }

@@ -19,6 +19,8 @@ pub struct RouteTable {
     plain: bool,
     /// Some route sets its own `idle_timeout`.
     idle_timeouts: bool,
+    /// Some route enables an upgrade.
+    upgrades: bool,
     /// Each virtual host's domains, lower-cased once.
     domains: Vec<Vec<String>>,
     /// The virtual host every request gets when `*` is the only domain there is.
@@ -102,6 +104,10 @@ impl RouteTable {
         };
         let plain = config.headers.is_empty()
             && virtual_hosts.iter().all(|host| host.headers.is_empty() && host.routes.iter().all(plain_route));
+        let upgrades = virtual_hosts
+            .iter()
+            .flat_map(|h| &h.routes)
+            .any(|r| matches!(&r.action, RouteAction::Forward(forward) if forward.upgrades.iter().any(|u| u.enabled)));
         let idle_timeouts = virtual_hosts
             .iter()
             .flat_map(|h| &h.routes)
@@ -110,7 +116,22 @@ impl RouteTable {
             virtual_hosts.iter().map(|vh| vh.domains.iter().map(|d| d.to_ascii_lowercase()).collect()).collect();
         let only_wildcards = domains.iter().flatten().all(|d| d == "*");
         let catch_all = only_wildcards.then(|| domains.iter().position(|d| !d.is_empty())).flatten();
-        RouteTable { virtual_hosts, facts, headers: config.headers.clone(), plain, idle_timeouts, domains, catch_all }
+        RouteTable {
+            virtual_hosts,
+            facts,
+            headers: config.headers.clone(),
+            plain,
+            idle_timeouts,
+            upgrades,
+            domains,
+            catch_all,
+        }
+    }
+
+    /// Whether some route enables an upgrade (which it may, whatever the
+    /// connection manager says).
+    pub fn enables_upgrades(&self) -> bool {
+        self.upgrades
     }
 
     /// Whether some route sets its own stream idle timeout.

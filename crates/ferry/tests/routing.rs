@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use common::{Ferry, cluster, request};
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 
 /// An upstream that answers 200 with what it saw: its name, the path, the
 /// host and the router's headers.
@@ -35,15 +35,23 @@ fn reporting_upstream(name: &'static str) -> SocketAddr {
     })
 }
 
-/// An upstream that answers 503 to its first `failures` requests, then 200.
+/// An upstream that reads each request's body, then answers 503 to its
+/// first `failures` requests and 200 to the rest, with the try's number
+/// (and, when there was a body, the bytes it got).
 fn flaky_upstream(failures: usize) -> (SocketAddr, Arc<AtomicUsize>) {
     let seen = Arc::new(AtomicUsize::new(0));
     let count = seen.clone();
-    let address = common::hyper_upstream(move |_request| {
+    let address = common::hyper_upstream(move |request: http::Request<hyper::body::Incoming>| {
         let count = count.clone();
         async move {
+            let body = request.into_body().collect().await.map(|b| b.to_bytes().len());
             let n = count.fetch_add(1, Ordering::SeqCst);
-            let mut response = http::Response::new(Full::new(Bytes::from(format!("try {}", n + 1))));
+            let report = match body {
+                Ok(0) => format!("try {}", n + 1),
+                Ok(bytes) => format!("try {}: {bytes} bytes", n + 1),
+                Err(_) => format!("try {}: broken body", n + 1),
+            };
+            let mut response = http::Response::new(Full::new(Bytes::from(report)));
             if n < failures {
                 *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
             }
@@ -224,7 +232,7 @@ fn retries_on_a_failing_upstream_and_on_connect_failures() {
     let ferry = Ferry::start(&config(routes, "", &clusters), &["--concurrency", "1"]);
     let main = ferry.address("main");
     let response = request(main, "POST", "/flaky", &[], b"payload");
-    assert_eq!((response.status, response.text().as_str()), (200, "try 3"), "two 503s, then an answer");
+    assert_eq!((response.status, response.text().as_str()), (200, "try 3: 7 bytes"), "two 503s, then an answer");
     assert_eq!(tries.load(Ordering::SeqCst), 3);
     // Every request to the half-dead cluster is answered: the dead
     // endpoint's connection failure is tried again on the live one.
@@ -236,6 +244,48 @@ fn retries_on_a_failing_upstream_and_on_connect_failures() {
     assert!(stats.contains("cluster.flaky.upstream_rq_retry: 2"), "{stats}");
     // Round robin: each request's first try takes the dead endpoint, its retry the live one.
     assert!(stats.contains("cluster.half_dead.upstream_rq_retry: 4"), "{stats}");
+}
+
+/// A route that retries, behind a filter that sees every body piece, with a
+/// 64 KiB buffer limit; its upstream fails twice.
+fn retrying_through_a_filter() -> (Ferry, Arc<AtomicUsize>) {
+    let (flaky, tries) = flaky_upstream(2);
+    let filter = common::wasm_filter_with(
+        "count",
+        "count",
+        "count",
+        &common::file_code(&common::plugin("body_rewrite_plugin.wasm")),
+    );
+    let config = common::ManagerConfig {
+        top: common::ADMIN,
+        routes: r#"              - match: { prefix: "/" }
+                route: { cluster: flaky, retry_policy: { retry_on: "5xx", num_retries: 3 } }"#,
+        filters: &filter,
+        clusters: &cluster("flaky", flaky),
+        ..Default::default()
+    }
+    .yaml()
+    .replacen("    filter_chains:\n", "    per_connection_buffer_limit_bytes: 65536\n    filter_chains:\n", 1);
+    (Ferry::start(&config, &["--concurrency", "1"]), tries)
+}
+
+#[test]
+fn a_retried_request_body_streams_and_is_sent_again_whole() {
+    let (ferry, tries) = retrying_through_a_filter();
+    let body = vec![b'x'; 40_000];
+    let response = request(ferry.address("main"), "POST", "/", &[], &body);
+    assert_eq!((response.status, response.text().as_str()), (200, "try 3: 40000 bytes"));
+    assert_eq!(tries.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_request_body_past_the_buffer_limit_is_not_retried() {
+    let (ferry, tries) = retrying_through_a_filter();
+    // Bigger than the limit: it streams upstream, but cannot be sent again.
+    let body = vec![b'x'; 200_000];
+    let response = request(ferry.address("main"), "POST", "/", &[], &body);
+    assert_eq!((response.status, response.text().as_str()), (503, "try 1: 200000 bytes"));
+    assert_eq!(tries.load(Ordering::SeqCst), 1);
 }
 
 #[test]

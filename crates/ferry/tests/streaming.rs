@@ -128,19 +128,7 @@ fn memory_kib(pid: u32, field: &str) -> u64 {
 /// The filters the gigabyte tests run through, each as its `http_filters` entry.
 fn filter(kind: &str) -> String {
     match kind {
-        "wasm" => format!(
-            r#"          - name: count
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: count
-                configuration: {{ "@type": type.googleapis.com/google.protobuf.StringValue, value: count }}
-                vm_config:
-                  vm_id: count
-                  code: {}
-"#,
-            file_code(&plugin("body_rewrite_plugin.wasm"))
-        ),
+        "wasm" => common::wasm_filter_with("count", "count", "count", &file_code(&plugin("body_rewrite_plugin.wasm"))),
         "compressor" => r#"          - name: envoy.filters.http.compressor
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor
@@ -453,6 +441,75 @@ fn an_idle_websocket_is_closed_after_the_stream_idle_timeout() {
 #[test]
 fn an_upgrade_the_configuration_does_not_allow_is_403() {
     let ferry = start_with("", websocket_echo(), "");
+    let address = ferry.address("main");
+    let refused = client(async move { websocket_client(address).await.err() });
+    match refused {
+        Some(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("expected a 403, got {other:?}"),
+    }
+}
+
+/// An upstream that reports, for each request it gets, the body it read
+/// whole, or that the body broke off.
+fn body_reporting_upstream() -> (SocketAddr, std::sync::mpsc::Receiver<Result<String, String>>) {
+    let (reports, received) = std::sync::mpsc::channel();
+    let reports = std::sync::Arc::new(std::sync::Mutex::new(reports));
+    let address = common::hyper_upstream(move |request: http::Request<hyper::body::Incoming>| {
+        let reports = reports.clone();
+        async move {
+            let body = request.into_body().collect().await;
+            let report = body.map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned()).map_err(|e| e.to_string());
+            let _ = reports.lock().unwrap().send(report);
+            http::Response::new(http_body_util::Full::new(Bytes::from_static(b"answered")))
+        }
+    });
+    (address, received)
+}
+
+#[test]
+fn a_request_a_filter_answers_after_it_went_upstream_is_reset_there_not_ended() {
+    let (upstream, reports) = body_reporting_upstream();
+    // The filter lets the headers go upstream, holds the body, and answers 403 at its end.
+    let ferry = start_with(&body_plugin("rewrite", false), upstream, "");
+    let url = format!("http://{}/", ferry.address("main"));
+    let refused = curl(&["-H", "transfer-encoding: chunked", "--data-binary", "this is forbidden", &url]);
+    // (The local reply runs through the response filters, the plugin's own included, as in Envoy.)
+    assert_eq!(refused, "forbidden body\n [checked]");
+    let allowed = curl(&["-H", "transfer-encoding: chunked", "--data-binary", "hello", &url]);
+    assert_eq!(allowed, "answered [checked]");
+    // What the upstream got, up to the allowed body: the refused one (if its
+    // headers got there before the answer) only as a body that broke off.
+    let mut whole = Vec::new();
+    while whole.last().is_none_or(|body| body != "HELLO") {
+        let report = reports.recv_timeout(Duration::from_secs(10)).expect("the upstream got the allowed request");
+        if let Ok(body) = report {
+            whole.push(body);
+        }
+    }
+    assert_eq!(whole, ["HELLO"]);
+}
+
+/// A WebSocket listener whose connection manager's `upgrade_configs` are
+/// `manager` and whose one route's are `route`.
+fn websocket_route_ferry(manager: &str, route: &str) -> Ferry {
+    let routes = format!(
+        "              - match: {{ prefix: \"/\" }}\n                route: {{ cluster: upstream, upgrade_configs: {route} }}\n"
+    );
+    let clusters = cluster("upstream", websocket_echo());
+    let manager = format!("          upgrade_configs: {manager}\n");
+    let config = ManagerConfig { routes: &routes, clusters: &clusters, manager: &manager, ..Default::default() }.yaml();
+    Ferry::start(&config, &["--concurrency", "1"])
+}
+
+#[test]
+fn a_route_may_allow_an_upgrade_the_connection_manager_does_not() {
+    let ferry = websocket_route_ferry("[]", "[{ upgrade_type: websocket }]");
+    websocket_exchange(&ferry);
+}
+
+#[test]
+fn a_route_may_refuse_an_upgrade_the_connection_manager_allows() {
+    let ferry = websocket_route_ferry("[{ upgrade_type: websocket }]", "[{ upgrade_type: websocket, enabled: false }]");
     let address = ferry.address("main");
     let refused = client(async move { websocket_client(address).await.err() });
     match refused {

@@ -59,12 +59,20 @@ impl WasmLoggers {
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the pipeline sends down a body channel.
+///
+/// The body ends only with [`Piece::End`]: a channel that closes without
+/// it was cut off, and the client sees the stream reset, never a shorter
+/// body that looks whole.
 pub(crate) enum Piece {
-    /// A frame, or why the response is cut.
-    Frame(Result<Frame<Bytes>, BoxError>),
+    Frame(Frame<Bytes>),
     /// The response is whole: the stream ends when hyper has sent it.
     End(StreamFinisher),
 }
+
+/// A response body whose pipeline went away before its end.
+#[derive(Debug, thiserror::Error)]
+#[error("the response was cut off before its end")]
+pub(crate) struct ResponseCutOff;
 
 enum Content {
     Full(Option<Bytes>),
@@ -166,13 +174,15 @@ impl Body for ResponseBody {
             Content::WithTrailers(bytes, trailers) => {
                 Poll::Ready(bytes.take().map(Frame::data).or_else(|| trailers.take().map(Frame::trailers)).map(Ok))
             }
-            Content::Channel(pieces, _) => loop {
-                match pieces.poll_recv(cx) {
-                    Poll::Ready(Some(Piece::Frame(frame))) => break Poll::Ready(Some(frame)),
-                    Poll::Ready(Some(Piece::End(finisher))) => this.finisher = Some(finisher),
-                    Poll::Ready(None) => break Poll::Ready(None),
-                    Poll::Pending => break Poll::Pending,
+            Content::Channel(..) if this.ended => Poll::Ready(None),
+            Content::Channel(pieces, _) => match pieces.poll_recv(cx) {
+                Poll::Ready(Some(Piece::Frame(frame))) => Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(Some(Piece::End(finisher))) => {
+                    this.finisher = Some(finisher);
+                    Poll::Ready(None)
                 }
+                Poll::Ready(None) => Poll::Ready(Some(Err(Box::new(ResponseCutOff) as Self::Error))),
+                Poll::Pending => Poll::Pending,
             },
             Content::Upstream(body) => match Pin::new(body).poll_frame(cx) {
                 Poll::Ready(frame) => {
@@ -222,7 +232,7 @@ impl Body for ResponseBody {
             Content::Full(bytes) => bytes.is_none(),
             Content::WithTrailers(bytes, trailers) => bytes.is_none() && trailers.is_none(),
             Content::Upstream(body) => body.is_end_stream(),
-            Content::Channel(pieces, _) => pieces.is_closed() && pieces.is_empty(),
+            Content::Channel(..) => self.ended,
         }
     }
 

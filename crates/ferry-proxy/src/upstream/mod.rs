@@ -23,6 +23,7 @@ pub(crate) mod health;
 pub(crate) mod hosts;
 pub(crate) mod reporting;
 mod retry;
+pub(crate) use retry::BodyRecording;
 
 use hosts::ClusterHosts;
 
@@ -127,9 +128,38 @@ impl UpstreamError {
 /// trailers.
 pub(crate) enum UpstreamBody {
     Streamed(crate::counted::CountedBody),
-    Channel { rx: tokio::sync::mpsc::Receiver<Result<http_body::Frame<Bytes>, BoxError>>, length: Option<u64> },
+    /// Ends only with a piece marked `last`: a channel that closes before
+    /// it was cut off, and the upstream sees the request reset, never a
+    /// shorter body that looks whole.
+    /// A retrying route's is recorded as it goes, to be sent again.
+    Channel {
+        rx: tokio::sync::mpsc::Receiver<BodyPiece>,
+        length: Option<u64>,
+        ended: bool,
+        recording: Option<BodyRecording>,
+    },
     Full(Option<Bytes>, Option<http::HeaderMap>),
 }
+
+/// How a routed request's body is sent again on a retry.
+enum Retries {
+    /// Held whole: a copy each time.
+    Held,
+    /// Streamed on the first try and recorded as it went.
+    Recorded(BodyRecording),
+}
+
+/// A frame of a request body sent through a channel, and whether it is
+/// the body's last (an empty last data frame only ends the body).
+pub(crate) struct BodyPiece {
+    pub frame: http_body::Frame<Bytes>,
+    pub last: bool,
+}
+
+/// A request body whose sender went away before its end.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body was cut off before its end")]
+pub(crate) struct BodyCutOff;
 
 /// Errors a request body reports to hyper (which then resets the request).
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -139,6 +169,16 @@ impl UpstreamBody {
     fn try_clone(&self) -> Option<UpstreamBody> {
         match self {
             UpstreamBody::Full(data, trailers) => Some(UpstreamBody::Full(data.clone(), trailers.clone())),
+            UpstreamBody::Streamed(_) | UpstreamBody::Channel { .. } => None,
+        }
+    }
+
+    /// What sends the body again on a retry, if anything can: a held
+    /// body's copy, or a recorded one's replay.
+    fn for_retries(&self) -> Option<Retries> {
+        match self {
+            UpstreamBody::Full(..) => Some(Retries::Held),
+            UpstreamBody::Channel { recording: Some(recording), .. } => Some(Retries::Recorded(recording.clone())),
             UpstreamBody::Streamed(_) | UpstreamBody::Channel { .. } => None,
         }
     }
@@ -154,7 +194,19 @@ impl http_body::Body for UpstreamBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpstreamBody::Streamed(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into),
-            UpstreamBody::Channel { rx, .. } => rx.poll_recv(cx),
+            UpstreamBody::Channel { ended: true, .. } => std::task::Poll::Ready(None),
+            UpstreamBody::Channel { rx, ended, recording, .. } => match rx.poll_recv(cx) {
+                std::task::Poll::Ready(Some(BodyPiece { frame, last })) => {
+                    *ended = last;
+                    if let Some(recording) = recording {
+                        recording.record(&frame, last);
+                    }
+                    let empty_end = last && frame.data_ref().is_some_and(Bytes::is_empty);
+                    std::task::Poll::Ready((!empty_end).then_some(Ok(frame)))
+                }
+                std::task::Poll::Ready(None) => std::task::Poll::Ready(Some(Err(Box::new(BodyCutOff)))),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            },
             UpstreamBody::Full(bytes, trailers) => std::task::Poll::Ready(
                 bytes
                     .take()
@@ -168,7 +220,7 @@ impl http_body::Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Streamed(body) => body.is_end_stream(),
-            UpstreamBody::Channel { rx, .. } => rx.is_closed() && rx.is_empty(),
+            UpstreamBody::Channel { ended, .. } => *ended,
             UpstreamBody::Full(bytes, trailers) => bytes.is_none() && trailers.is_none(),
         }
     }
@@ -414,7 +466,8 @@ impl Upstreams {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
         let timeout = route.timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
         let deadline = (!timeout.is_zero()).then(|| std::time::Instant::now() + timeout);
-        let retry = route.retry.filter(|_| matches!(body, UpstreamBody::Full(..)));
+        let retries = route.retry.and_then(|_| body.for_retries());
+        let retry = route.retry.filter(|_| retries.is_some());
         let attempts = 1 + retry.map_or(0, |r| r.num_retries);
         let (mut body, mut outgoing) = (Some(body), Some(request));
         // The retry in flight, counted against the cluster's `max_retries`.
@@ -422,7 +475,16 @@ impl Upstreams {
         for attempt in 1..=attempts {
             let Chosen { index, address, host } = pool.next_endpoint()?;
             let last = attempt == attempts;
-            let this_body = if last { body.take() } else { body.as_ref().and_then(UpstreamBody::try_clone) };
+            let this_body = match (&retries, body.take()) {
+                (Some(Retries::Held), Some(held)) if !last => {
+                    let copy = held.try_clone();
+                    body = Some(held);
+                    copy
+                }
+                (_, Some(first)) => Some(first),
+                (Some(Retries::Recorded(recording)), None) => recording.replay(),
+                (_, None) => None,
+            };
             let this_body = this_body.ok_or_else(|| UpstreamError::Request("no body to send".into()))?;
             let this_request = if last { outgoing.take() } else { outgoing.clone() };
             let this_request = this_request.ok_or_else(|| UpstreamError::Request("no request to send".into()))?;
@@ -445,7 +507,11 @@ impl Upstreams {
             let retriable = retry.is_some_and(|policy| match &result {
                 Ok(response) => retry::on_status(policy, response.status().as_u16()),
                 Err(error) => retry::on_error(policy, error),
-            });
+            }) && match &retries {
+                // A streamed body is sent again only if it ended within the limit.
+                Some(Retries::Recorded(recording)) => recording.replayable(),
+                _ => true,
+            };
             if retriable && !last {
                 // Past `max_retries` in flight, the answer stands.
                 if let Some(slot) = pool.hosts.retry_slot() {

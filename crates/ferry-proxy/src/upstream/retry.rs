@@ -2,11 +2,14 @@
 //! and how long to wait between tries (Envoy's defaults: 25 ms base,
 //! doubling, at most 250 ms, fully jittered).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use ferry_config::RetryPolicy;
+use http_body::Frame;
 
-use super::UpstreamError;
+use super::{UpstreamBody, UpstreamError};
 
 const BASE_INTERVAL: Duration = Duration::from_millis(25);
 const MAX_INTERVAL: Duration = Duration::from_millis(250);
@@ -38,6 +41,76 @@ pub(super) fn on_error(policy: &RetryPolicy, error: &UpstreamError) -> bool {
 pub(super) fn backoff(attempt: u32) -> Duration {
     let ceiling = BASE_INTERVAL.saturating_mul(1 << (attempt - 1).min(8)).min(MAX_INTERVAL);
     ceiling.mul_f64(fastrand::f64())
+}
+
+/// A copy of a retrying route's request body as it streams upstream, to
+/// send again on a retry. As Envoy's router, it holds at most the buffer
+/// limit; a body that outgrows it, or that has not ended when a retriable
+/// answer comes, is not retried (the answer stands).
+#[derive(Clone)]
+pub(crate) struct BodyRecording(Arc<Mutex<Recording>>);
+
+struct Recording {
+    limit: usize,
+    /// The body's declared length: hyper reads no further once it is sent.
+    length: Option<u64>,
+    /// Data bytes seen.
+    seen: u64,
+    data: BytesMut,
+    trailers: Option<http::HeaderMap>,
+    /// The body's last piece was recorded.
+    complete: bool,
+    /// The body outgrew the limit: what is held is dropped.
+    overflowed: bool,
+}
+
+impl BodyRecording {
+    /// A recording of at most `limit` bytes, of a body of `length`, if known.
+    pub(crate) fn new(limit: usize, length: Option<u64>) -> Self {
+        BodyRecording(Arc::new(Mutex::new(Recording {
+            limit,
+            length,
+            seen: 0,
+            data: BytesMut::new(),
+            trailers: None,
+            complete: false,
+            overflowed: false,
+        })))
+    }
+
+    /// Records a frame on its way upstream (`last`: the body ends with it).
+    pub(super) fn record(&self, frame: &Frame<Bytes>, last: bool) {
+        let mut recording = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(data) = frame.data_ref() {
+            recording.seen += data.len() as u64;
+            if recording.overflowed || recording.data.len() + data.len() > recording.limit {
+                recording.overflowed = true;
+                recording.data = BytesMut::new();
+            } else {
+                recording.data.extend_from_slice(data);
+            }
+        } else if let Some(trailers) = frame.trailers_ref() {
+            recording.trailers = Some(trailers.clone());
+        }
+        let all_there = recording.length == Some(recording.seen);
+        recording.complete |= last || frame.is_trailers() || all_there;
+    }
+
+    /// Whether the body ended within the limit: it can be sent again.
+    pub(super) fn replayable(&self) -> bool {
+        let recording = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        recording.complete && !recording.overflowed
+    }
+
+    /// The whole body again, if it ended within the limit.
+    pub(super) fn replay(&self) -> Option<UpstreamBody> {
+        let recording = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !recording.complete || recording.overflowed {
+            return None;
+        }
+        let data = (!recording.data.is_empty()).then(|| Bytes::copy_from_slice(&recording.data));
+        Some(UpstreamBody::Full(data, recording.trailers.clone()))
+    }
 }
 
 #[cfg(test)]
@@ -72,5 +145,44 @@ mod tests {
             assert!(wait <= MAX_INTERVAL);
             assert!(wait <= BASE_INTERVAL.saturating_mul(1 << (attempt - 1).min(8)));
         }
+    }
+
+    #[test]
+    fn a_recording_replays_a_whole_body_within_the_limit() {
+        let recording = BodyRecording::new(8, None);
+        recording.record(&Frame::data(Bytes::from_static(b"abcd")), false);
+        assert!(recording.replay().is_none(), "not ended yet");
+        recording.record(&Frame::data(Bytes::from_static(b"ef")), true);
+        let Some(UpstreamBody::Full(Some(data), None)) = recording.replay() else { panic!("a whole body") };
+        assert_eq!(&data[..], b"abcdef");
+    }
+
+    #[test]
+    fn a_recording_of_a_known_length_is_whole_once_it_is_all_there() {
+        let recording = BodyRecording::new(8, Some(3));
+        recording.record(&Frame::data(Bytes::from_static(b"abc")), false);
+        assert!(recording.replay().is_some());
+    }
+
+    #[test]
+    fn a_recording_past_the_limit_is_not_replayed() {
+        let recording = BodyRecording::new(4, None);
+        recording.record(&Frame::data(Bytes::from_static(b"abc")), false);
+        recording.record(&Frame::data(Bytes::from_static(b"de")), true);
+        assert!(recording.replay().is_none());
+    }
+
+    #[test]
+    fn a_recording_keeps_trailers() {
+        let recording = BodyRecording::new(4, None);
+        recording.record(&Frame::data(Bytes::from_static(b"ab")), false);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        recording.record(&Frame::trailers(trailers), false);
+        let Some(UpstreamBody::Full(Some(data), Some(trailers))) = recording.replay() else {
+            panic!("data and trailers")
+        };
+        assert_eq!(&data[..], b"ab");
+        assert_eq!(trailers["grpc-status"], "0");
     }
 }

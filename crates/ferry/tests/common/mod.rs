@@ -718,6 +718,22 @@ pub fn wasm_filter(name: &str, vm_id: &str, code: &str) -> String {
     )
 }
 
+/// [`wasm_filter`] with a plugin configuration (a string).
+pub fn wasm_filter_with(name: &str, vm_id: &str, configuration: &str, code: &str) -> String {
+    format!(
+        r#"          - name: {name}
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: {name}
+                configuration: {{ "@type": type.googleapis.com/google.protobuf.StringValue, value: {configuration} }}
+                vm_config:
+                  vm_id: {vm_id}
+                  code: {code}
+"#
+    )
+}
+
 /// A module whose filter does nothing: every request goes through.
 pub const NOOP_FILTER: &str = r#"(module (memory (export "memory") 1)
   (func (export "proxy_abi_version_0_2_1"))

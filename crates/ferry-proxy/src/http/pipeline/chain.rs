@@ -174,9 +174,10 @@ impl<F: HttpFilter> Chain<F> {
     /// buffering stop fails the stream past the limit instead).
     pub(crate) fn wants_data(&self, side: Side) -> bool {
         let iteration = &self.iterations[side.index()];
-        let watermark = iteration.stops.iter().any(|s| {
-            matches!(s.kind, StopKind::HeadersAll { buffer: false } | StopKind::Data(DataStop::Watermark))
-        });
+        let watermark = iteration
+            .stops
+            .iter()
+            .any(|s| matches!(s.kind, StopKind::HeadersAll { buffer: false } | StopKind::Data(DataStop::Watermark)));
         !watermark || iteration.held() < self.limit
     }
 
@@ -332,9 +333,7 @@ impl<F: HttpFilter> Walk<'_, F> {
         match status {
             FilterStatus::Watermark => Some(DataStop::Watermark),
             FilterStatus::Drop => Some(DataStop::Drop),
-            FilterStatus::Buffer | FilterStatus::StopIteration | FilterStatus::StopAll { .. } => {
-                Some(DataStop::Buffer)
-            }
+            FilterStatus::Buffer | FilterStatus::StopIteration | FilterStatus::StopAll { .. } => Some(DataStop::Buffer),
             _ => None,
         }
     }

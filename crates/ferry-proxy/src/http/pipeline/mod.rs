@@ -49,6 +49,7 @@ use crate::headers::{protocol_name, request_headers};
 use crate::http::body::{BoxError, Piece, ResponseBody, StreamFinisher, WasmLoggers};
 use crate::http::conn_manager::{ConnContext, StreamReset};
 use crate::plan::FilterSpec;
+use crate::upstream::BodyPiece;
 use chain::{Chain, Halt};
 pub(crate) use request::UpstreamCall;
 
@@ -127,9 +128,9 @@ pub(crate) struct Pipeline {
     /// The request on its way upstream, until its response headers come.
     upstream_call: Option<UpstreamCall>,
     /// The upstream request's body, while it is sent.
-    upstream_tx: Option<mpsc::Sender<Result<Frame<Bytes>, BoxError>>>,
+    upstream_tx: Option<mpsc::Sender<BodyPiece>>,
     /// What passed the request chain, waiting for the upstream.
-    upstream_pending: VecDeque<Frame<Bytes>>,
+    upstream_pending: VecDeque<BodyPiece>,
     /// The last of the request is in `upstream_pending`.
     upstream_end_queued: bool,
 
@@ -321,7 +322,7 @@ impl Pipeline {
             result = poll_call(upstream_call), if upstream_call.is_some() => Event::Upstream(result),
             permit = reserve(upstream_tx), if !upstream_pending.is_empty() => match permit {
                 Some(permit) => {
-                    permit.send(Ok(upstream_pending.pop_front().expect("not empty")));
+                    permit.send(upstream_pending.pop_front().expect("not empty"));
                     Event::UpstreamMoved
                 }
                 None => Event::UpstreamGone,
@@ -330,7 +331,7 @@ impl Pipeline {
             frame = next_frame(request_source), if read_request => Event::RequestFrame(frame),
             permit = reserve(response_tx), if !response_pending.is_empty() => match permit {
                 Some(permit) => {
-                    permit.send(Piece::Frame(Ok(response_pending.pop_front().expect("not empty"))));
+                    permit.send(Piece::Frame(response_pending.pop_front().expect("not empty")));
                     Event::Moved
                 }
                 None => Event::ClientGone,
@@ -456,13 +457,9 @@ impl Pipeline {
     fn abandon_request(&mut self) {
         self.request_source = None;
         self.upstream_pending.clear();
-        if let Some(tx) = self.upstream_tx.take() {
-            // An upstream request that is not whole is reset, not ended.
-            let _ = tx.try_send(Err(Box::new(StreamCut)));
-        }
-        if matches!(self.router, request::Router::Collecting { .. }) {
-            self.router = request::Router::Local;
-        }
+        // A body channel closed before its last piece resets the upstream
+        // request: it is not taken for a whole, shorter body.
+        self.upstream_tx = None;
         self.request_done = true;
     }
 
@@ -546,11 +543,6 @@ impl http_body::Body for Source {
         }
     }
 }
-
-/// A response cut short (the client sees the stream reset).
-#[derive(Debug, thiserror::Error)]
-#[error("the stream was reset")]
-pub(crate) struct StreamCut;
 
 async fn recv_signal(signals: &mut Option<(SignalSink, SignalSource)>) -> Option<((InstanceId, u32), StreamAction)> {
     match signals {

@@ -19,7 +19,7 @@ use crate::filter::Side;
 use crate::headers::{hyper_trailers, trailers_map};
 use crate::http::rescue::{Local, StreamError, rescue};
 use crate::http::routing;
-use crate::upstream::{Outgoing, RouteSend, UpstreamBody, UpstreamError};
+use crate::upstream::{BodyPiece, BodyRecording, Outgoing, RouteSend, UpstreamBody, UpstreamError};
 
 /// A request on its way upstream, until its response headers come.
 pub(crate) type UpstreamCall = Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>>>>;
@@ -28,11 +28,6 @@ pub(crate) type UpstreamCall = Pin<Box<dyn Future<Output = Result<Response<Incom
 pub(super) enum Router {
     /// The request headers have not passed the chain yet.
     Waiting,
-    /// A route that retries: the body is held to be sent again, until it
-    /// ends or grows past the buffer limit (then it streams, without
-    /// retries, as Envoy's router gives up on retrying a body it cannot
-    /// hold).
-    Collecting { cluster: Option<String>, route: (usize, usize), data: Vec<u8>, trailers: Option<http::HeaderMap> },
     /// Going upstream: what passes the chain is queued for the upstream.
     Upstream,
     /// Answered here: what passes the chain goes nowhere.
@@ -57,9 +52,10 @@ impl Pipeline {
                 }
             }
         }
-        // An upgrade goes on after its headers, whatever its body.
+        // An upgrade goes on after its headers: the bytes after the 101
+        // are its body (an HTTP body of its own is not read).
         let end = body.is_end_stream() && self.upgrade.is_none();
-        if !end {
+        if !body.is_end_stream() && self.upgrade.is_none() {
             self.request_source = Some(super::Source::Client(body));
         }
         let result = self.with_chain(|chain, cx| chain.headers(Side::Request, cx, end));
@@ -144,7 +140,10 @@ impl Pipeline {
 
     fn route_out(&mut self, out: Out) {
         match out {
-            Out::Headers { end } => self.route(end),
+            // Routed once; a request answered here sends nothing upstream.
+            Out::Headers { end } if matches!(self.router, Router::Waiting) => self.route(end),
+            Out::Headers { .. } => {}
+            _ if matches!(self.router, Router::Local) => {}
             Out::Data { data, end } => self.upstream_frame(Frame::data(data), end),
             Out::Trailers => {
                 let (trailers, _) = hyper_trailers(&self.stream.borrow().request_trailers);
@@ -245,21 +244,18 @@ impl Pipeline {
             self.router = Router::Upstream;
             return self.send_upstream(cluster, matched.index, UpstreamBody::Full(None, None));
         }
-        if forward.retry.is_some() {
-            self.router = Router::Collecting { cluster, route: matched.index, data: Vec::new(), trailers: None };
-            return;
-        }
         self.router = Router::Upstream;
+        let retries = forward.retry.is_some();
         let body = match self.request_source.take() {
             // No filter sees the body: it goes upstream as it comes.
-            Some(super::Source::Client(mut source)) if self.chain.is_empty() => {
+            Some(super::Source::Client(mut source)) if self.chain.is_empty() && !retries => {
                 self.request_done = true;
                 self.body_broken = Some(source.watch_errors());
                 UpstreamBody::Streamed(source)
             }
             source => {
                 self.request_source = source;
-                self.upstream_channel()
+                self.upstream_channel(retries)
             }
         };
         self.send_upstream(cluster, matched.index, body);
@@ -267,12 +263,14 @@ impl Pipeline {
 
     /// A body channel for the upstream request, fed with what passes the
     /// chain. Its length is the `content-length` the filters left, as in
-    /// Envoy (a filter that changes a body's length removes it).
-    fn upstream_channel(&mut self) -> UpstreamBody {
+    /// Envoy (a filter that changes a body's length removes it). A route
+    /// that `retries` records the body as it goes, to send it again.
+    fn upstream_channel(&mut self, retries: bool) -> UpstreamBody {
         let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
         self.upstream_tx = Some(tx);
         let length = content_length(&self.stream.borrow().request_headers);
-        UpstreamBody::Channel { rx, length }
+        let recording = retries.then(|| BodyRecording::new(self.conn.http.buffer_limit, length));
+        UpstreamBody::Channel { rx, length, ended: false, recording }
     }
 
     /// The request as it goes upstream: the map as the filters and the
@@ -332,7 +330,6 @@ impl Pipeline {
     /// The router answers the request itself: what follows of the request
     /// is not read.
     fn answer(&mut self, local: Local) {
-        self.router = Router::Local;
         self.abandon_request();
         self.local_reply(local);
     }
@@ -341,43 +338,14 @@ impl Pipeline {
     fn upstream_frame(&mut self, frame: Frame<Bytes>, end: bool) {
         match &mut self.router {
             Router::Upstream => {
-                self.upstream_pending.push_back(frame);
+                self.upstream_pending.push_back(BodyPiece { frame, last: end });
                 if end {
                     self.upstream_end_queued = true;
                 }
                 self.upstream_moved();
             }
-            Router::Collecting { data, trailers, .. } => {
-                match frame.into_data() {
-                    Ok(bytes) => data.extend_from_slice(&bytes),
-                    Err(frame) => *trailers = frame.into_trailers().ok(),
-                }
-                let too_large = data.len() > self.conn.http.buffer_limit;
-                if end || too_large {
-                    self.send_collected(end);
-                }
-            }
             Router::Waiting | Router::Local => {}
         }
-    }
-
-    /// Sends what a retrying route collected: whole (it may be sent again),
-    /// or, past the buffer limit, as the start of a body that streams on.
-    fn send_collected(&mut self, whole: bool) {
-        let Router::Collecting { cluster, route, data, trailers } =
-            std::mem::replace(&mut self.router, Router::Upstream)
-        else {
-            return;
-        };
-        let data = Bytes::from(data);
-        if whole {
-            self.request_done = true;
-            let body = UpstreamBody::Full((!data.is_empty()).then_some(data), trailers);
-            return self.send_upstream(cluster, route, body);
-        }
-        let body = self.upstream_channel();
-        self.upstream_pending.push_back(Frame::data(data));
-        self.send_upstream(cluster, route, body);
     }
 
     /// A frame went upstream; once the last did, the request is sent.
@@ -396,6 +364,10 @@ impl Pipeline {
 
     /// The upstream answered the request's headers (or failed to).
     pub(super) fn upstream_answered(&mut self, result: Result<Response<Incoming>, UpstreamError>) {
+        // Answered here already.
+        if self.response_begun {
+            return;
+        }
         match result {
             Ok(response) => self.upstream_response(response),
             // A body that broke off on its way is the client's fault, not the upstream's.

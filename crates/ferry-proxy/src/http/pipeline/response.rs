@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use super::chain::{Halt, Out};
-use super::{CHANNEL_FRAMES, MAX_PENDING_FRAMES, Pipeline, StreamCut};
+use super::{CHANNEL_FRAMES, MAX_PENDING_FRAMES, Pipeline};
 use crate::filter::Side;
 use crate::headers::{hyper_trailers, response_headers, to_hyper_headers, trailers_map};
 use crate::http::body::{Piece, ResponseBody};
@@ -141,11 +141,15 @@ impl Pipeline {
         self.after_response_chain(result);
     }
 
-    /// A local reply, through the response chain as Envoy's are (made
-    /// before the response began; after, the stream can only be reset).
+    /// A local reply made on the request's side: the upstream request, if
+    /// any, is dropped (hyper resets it), and the reply goes through the
+    /// response chain as Envoy's do — or, once the response began, straight
+    /// out in its place ([`Self::direct_reply`]).
     pub(super) fn local_reply(&mut self, mut local: Local) {
+        self.upstream_call = None;
+        self.router = super::request::Router::Local;
         if self.response_begun {
-            return self.reset_stream();
+            return self.direct_reply(local);
         }
         if self.wire() {
             return self.wire_reply(local);
@@ -169,7 +173,8 @@ impl Pipeline {
     /// headers went to the client: it replaces the response and goes
     /// straight out, as Envoy's direct local replies do.
     fn direct_reply(&mut self, mut local: Local) {
-        if self.head.is_some() || self.head_sent {
+        // Its head went out (or, on the wire, there is no map to build one from).
+        if self.head.is_some() || self.head_sent || self.wire() {
             return self.reset_response();
         }
         self.response_source = None;
@@ -243,6 +248,10 @@ impl Pipeline {
     }
 
     fn response_out(&mut self, out: Out) {
+        // A response replaced or cut: what a filter lets go later goes nowhere.
+        if self.response_done {
+            return;
+        }
         match out {
             Out::Headers { end } => {
                 self.head = Some(Ok(self.make_head()));
@@ -429,11 +438,12 @@ impl Pipeline {
             self.run(false).await;
             // The client's body ends the stream (the filters' last
             // callbacks) once hyper has sent it all; a cut one is reset.
-            if let Some(tx) = self.response_tx.take() {
-                let last = if self.cut { Piece::Frame(Err(Box::new(StreamCut))) } else { Piece::End(self.finisher()) };
-                if let Err(mpsc::error::SendError(Piece::End(finisher))) = tx.send(last).await {
-                    finisher.finish();
-                }
+            // (a cut one closes without its end: the body reports an error).
+            if let Some(tx) = self.response_tx.take()
+                && !self.cut
+                && let Err(mpsc::error::SendError(Piece::End(finisher))) = tx.send(Piece::End(self.finisher())).await
+            {
+                finisher.finish();
             }
         });
         Ok(head)

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use super::{CHANNEL_FRAMES, Pipeline, Source};
 use crate::http::body::{BoxError, Piece};
+use crate::upstream::BodyPiece;
 
 /// An upgrade a request asks for.
 pub(crate) struct Upgrade {
@@ -55,16 +56,14 @@ pub(super) fn requested(parts: &mut http::request::Parts) -> Option<Upgrade> {
     Some(Upgrade { kind, downstream, upstream: None })
 }
 
-/// Whether an upgrade to `kind` is allowed: the route's own entry for it,
-/// else the connection manager's.
+/// Whether an upgrade to `kind` is allowed, as Envoy decides: the route's
+/// own entry for it, either way, else the connection manager's (which
+/// allows nothing it does not name).
 pub(super) fn allowed(kind: &str, manager: &[UpgradeConfig], route: &[UpgradeConfig]) -> bool {
-    let entry = |configs: &[UpgradeConfig]| configs.iter().find(|u| u.upgrade_type == kind).map(|u| u.enabled);
-    match (entry(route), entry(manager)) {
-        (Some(enabled), Some(_)) => enabled,
-        // A route cannot allow what the connection manager does not know.
-        (Some(_), None) => false,
-        (None, manager) => manager.unwrap_or(false),
-    }
+    let entry = |configs: &[UpgradeConfig]| {
+        configs.iter().find(|u| u.upgrade_type.eq_ignore_ascii_case(kind)).map(|u| u.enabled)
+    };
+    entry(route).or_else(|| entry(manager)).unwrap_or(false)
 }
 
 /// The client's or the upstream's side of an upgraded connection, read as
@@ -117,18 +116,21 @@ impl http_body::Body for ReadBody {
 
 /// A writer for one side of an upgraded connection, fed with what passes
 /// the other direction's filters; the channel's end closes its writing.
-fn upstream_writer(mut io: WriteHalf<TokioIo<Upgraded>>) -> mpsc::Sender<Result<Frame<Bytes>, BoxError>> {
-    let (tx, mut rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(CHANNEL_FRAMES);
+fn upstream_writer(mut io: WriteHalf<TokioIo<Upgraded>>) -> mpsc::Sender<BodyPiece> {
+    let (tx, mut rx) = mpsc::channel::<BodyPiece>(CHANNEL_FRAMES);
     tokio::task::spawn_local(async move {
-        while let Some(item) = rx.recv().await {
-            let Ok(frame) = item else { return };
+        while let Some(BodyPiece { frame, last }) = rx.recv().await {
             if let Ok(data) = frame.into_data()
                 && io.write_all(&data).await.is_err()
             {
                 return;
             }
+            if last {
+                let _ = io.shutdown().await;
+                return;
+            }
         }
-        let _ = io.shutdown().await;
+        // Closed before its end: the stream was cut, the connection drops.
     });
     tx
 }
@@ -139,14 +141,13 @@ fn downstream_writer(mut io: WriteHalf<TokioIo<Upgraded>>) -> mpsc::Sender<Piece
     tokio::task::spawn_local(async move {
         while let Some(piece) = rx.recv().await {
             match piece {
-                Piece::Frame(Ok(frame)) => {
+                Piece::Frame(frame) => {
                     if let Ok(data) = frame.into_data()
                         && io.write_all(&data).await.is_err()
                     {
                         return;
                     }
                 }
-                Piece::Frame(Err(_)) => return,
                 Piece::End(finisher) => {
                     let _ = io.shutdown().await;
                     finisher.finish();
@@ -154,7 +155,7 @@ fn downstream_writer(mut io: WriteHalf<TokioIo<Upgraded>>) -> mpsc::Sender<Piece
                 }
             }
         }
-        let _ = io.shutdown().await;
+        // Closed before its end: the stream was cut, the connection drops.
     });
     tx
 }
@@ -172,6 +173,9 @@ impl Pipeline {
         let (up_read, up_write) = tokio::io::split(TokioIo::new(upstream));
         self.request_source = Some(Source::Upgraded(ReadBody::new(down_read)));
         self.response_source = Some(Source::Upgraded(ReadBody::new(up_read)));
+        // Nothing of the HTTP request goes onto the upgraded connection.
+        self.upstream_pending.clear();
+        self.upstream_end_queued = false;
         self.upstream_tx = Some(upstream_writer(up_write));
         self.response_tx = Some(downstream_writer(down_write));
         self.head_sent = true;
@@ -180,12 +184,41 @@ impl Pipeline {
         self.upgraded = true;
         self.touch();
         self.run(false).await;
-        if let Some(tx) = self.response_tx.take() {
-            let last =
-                if self.cut { Piece::Frame(Err(Box::new(super::StreamCut))) } else { Piece::End(self.finisher()) };
-            if let Err(mpsc::error::SendError(Piece::End(finisher))) = tx.send(last).await {
-                finisher.finish();
-            }
+        // A cut stream's writers close without their end: the connections drop.
+        if let Some(tx) = self.response_tx.take()
+            && !self.cut
+            && let Err(mpsc::error::SendError(Piece::End(finisher))) = tx.send(Piece::End(self.finisher())).await
+        {
+            finisher.finish();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configs(entries: &[(&str, bool)]) -> Vec<UpgradeConfig> {
+        entries
+            .iter()
+            .map(|(kind, enabled)| UpgradeConfig { upgrade_type: kind.to_string(), enabled: *enabled })
+            .collect()
+    }
+
+    #[test]
+    fn the_connection_manager_allows_only_what_it_names() {
+        assert!(allowed("websocket", &configs(&[("websocket", true)]), &[]));
+        assert!(allowed("websocket", &configs(&[("WebSocket", true)]), &[]));
+        assert!(!allowed("websocket", &configs(&[("websocket", false)]), &[]));
+        assert!(!allowed("spdy/3", &configs(&[("websocket", true)]), &[]));
+    }
+
+    #[test]
+    fn a_route_entry_decides_either_way() {
+        assert!(!allowed("websocket", &configs(&[("websocket", true)]), &configs(&[("websocket", false)])));
+        assert!(allowed("websocket", &configs(&[("websocket", false)]), &configs(&[("websocket", true)])));
+        assert!(allowed("websocket", &[], &configs(&[("websocket", true)])));
+        // An entry for another type leaves the connection manager's answer.
+        assert!(allowed("websocket", &configs(&[("websocket", true)]), &configs(&[("spdy/3", false)])));
     }
 }
