@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory as _, Parser, ValueEnum};
 use ferry_config::FailurePolicy;
 use ferry_host::{Compilation, Host, HostOptions};
 use ferry_proxy::{Plan, RunOptions, WasmSettings};
@@ -138,6 +138,46 @@ enum PolicyArg {
     Reload,
 }
 
+/// Splits an argument that holds a flag and its value separated by a space
+/// (`"--config-path /etc/envoy.yaml"`, as a Kubernetes Deployment's `args`
+/// often pass them) in two, as Envoy's command-line parser (TCLAP) does:
+/// at the first space, when what comes before it is a flag that takes a
+/// value and the argument is not itself the value of the flag before it.
+fn split_flag_arguments(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let command = Cli::command();
+    let takes_value = |flag: &str| {
+        let known = |a: &&clap::Arg| match flag.strip_prefix("--") {
+            Some(long) => a.get_long() == Some(long),
+            None => flag.strip_prefix('-').is_some_and(|short| {
+                let mut chars = short.chars();
+                chars.next().is_some_and(|c| a.get_short() == Some(c)) && chars.next().is_none()
+            }),
+        };
+        command.get_arguments().find(known).is_some_and(|a| a.get_action().takes_values())
+    };
+    let mut split = Vec::with_capacity(args.len());
+    let mut a_value_is_due = false;
+    for (index, arg) in args.into_iter().enumerate() {
+        let text = arg.to_str().filter(|_| index > 0 && !a_value_is_due);
+        a_value_is_due = false;
+        let Some(text) = text.filter(|t| t.starts_with('-')) else {
+            split.push(arg);
+            continue;
+        };
+        match text.split_once(' ') {
+            Some((flag, value)) if !flag.contains('=') && takes_value(flag) => {
+                split.push(flag.into());
+                split.push(value.into());
+            }
+            _ => {
+                a_value_is_due = !text.contains('=') && takes_value(text);
+                split.push(arg);
+            }
+        }
+    }
+    split
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
     Serve,
@@ -145,7 +185,7 @@ enum Mode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(split_flag_arguments(std::env::args_os().collect()));
     let levels = match logging::Levels::parse(&cli.log_level, cli.component_log_level.as_deref()) {
         Ok(levels) => levels,
         Err(e) => {
@@ -266,4 +306,34 @@ fn default_cache_dir() -> Option<PathBuf> {
         .filter(|p| p.is_absolute())
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
     Some(base.join("ferry").join("wasm"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(args: &[&str]) -> Vec<String> {
+        let args = args.iter().map(std::ffi::OsString::from).collect();
+        split_flag_arguments(args).into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_flag_and_its_value_in_one_argument_are_split_at_the_first_space() {
+        assert_eq!(split(&["ferry", "--config-path /etc/envoy.yaml"]), ["ferry", "--config-path", "/etc/envoy.yaml"]);
+        assert_eq!(
+            split(&["ferry", "-c /e.yaml", "--log-format [%l] %v"]),
+            ["ferry", "-c", "/e.yaml", "--log-format", "[%l] %v"]
+        );
+    }
+
+    #[test]
+    fn values_switches_and_unknown_flags_stay_whole() {
+        // The value of the flag before it, even one that starts with a dash.
+        assert_eq!(split(&["ferry", "--log-format", "-%l %v"]), ["ferry", "--log-format", "-%l %v"]);
+        // `=` joins a flag and its value already.
+        assert_eq!(split(&["ferry", "--log-format=%l %v"]), ["ferry", "--log-format=%l %v"]);
+        // A switch takes no value; an unknown flag is left for the parser to refuse.
+        assert_eq!(split(&["ferry", "--disable-hot-restart x"]), ["ferry", "--disable-hot-restart x"]);
+        assert_eq!(split(&["ferry", "--no-such-flag x"]), ["ferry", "--no-such-flag x"]);
+    }
 }

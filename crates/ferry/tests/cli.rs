@@ -107,3 +107,14 @@ fn an_unknown_flag_is_still_refused() {
     assert!(!status.success());
     assert!(stderr.contains("--no-such-flag"), "{stderr}");
 }
+
+#[test]
+fn a_flag_and_its_value_in_one_argument_are_read_as_envoy_reads_them() {
+    let config = format!("static_resources:\n  listeners:\n{}", listener("main", 0, &direct_route("/", "ok\n"), ""));
+    let path = temp_file("one-argument.yaml", &config);
+    // As a Kubernetes Deployment's `args: ["--config-path /etc/envoy.yaml"]` passes them.
+    let config_arg = format!("--config-path {}", path.display());
+    let (status, stdout, stderr) = common::run_to_end(&[&config_arg, "--mode validate"]);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), format!("configuration '{}' OK", path.display()), "validated, not served");
+}

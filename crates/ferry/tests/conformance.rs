@@ -117,6 +117,10 @@ struct Variant {
 struct Probe {
     function: String,
     calls: Vec<ProbeCall>,
+    /// Bytes the module's memory starts with, by address (WAT string
+    /// syntax: `\\hh` for a byte), for calls that need valid input.
+    #[serde(default)]
+    memory: BTreeMap<u32, String>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -366,7 +370,7 @@ fn module_file(name: &str, wat: &str) -> Result<String, String> {
 
 /// A module that calls `probe.function` with each argument list in
 /// `proxy_on_request_headers`, then answers the request (200) with the
-/// statuses, comma-separated. Its memory is one page (64 KiB) of zeros,
+/// statuses, comma-separated. Its memory is one page (64 KiB) of zeros but for `probe.memory`,
 /// so any address from 65536 on is past it.
 fn probe_module(probe: &Probe) -> Result<String, String> {
     let function = ferry_host::HOST_FUNCTIONS
@@ -383,12 +387,14 @@ fn probe_module(probe: &Probe) -> Result<String, String> {
         let args: String = call.args.iter().zip(&types).map(|(a, t)| format!(" ({t}.const {a})")).collect();
         calls.push_str(&format!("    (call $put (call $probed{args}))\n"));
     }
+    let data: String =
+        probe.memory.iter().map(|(at, bytes)| format!("  (data (i32.const {at}) \"{bytes}\")\n")).collect();
     Ok(format!(
         r#"(module
   (import "env" "{name}" (func $probed (param {params}) (result i32)))
   (import "env" "proxy_send_local_response" (func $respond (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
-  (global $heap (mut i32) (i32.const 32768))
+{data}  (global $heap (mut i32) (i32.const 32768))
   (global $out (mut i32) (i32.const 16384))
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)

@@ -57,6 +57,11 @@ pub(super) fn proxy_http_call(
     if [&b":method"[..], b":path", b":authority"].iter().any(|h| !headers.contains(h)) {
         return Ok(Status::BadArgument.code());
     }
+    // A timeout must be milliseconds that fit a positive i32 (Envoy's
+    // check): a negative one is a plugin's "bogus duration", not "none".
+    if timeout_ms < 0 {
+        return Ok(Status::BadArgument.code());
+    }
     let Some((origin, entry, _)) = state.acting_context() else { return Ok(Status::BadArgument.code()) };
     if state.open_calls() >= MAX_PENDING_CALLS {
         return Ok(Status::InternalFailure.code());
