@@ -34,6 +34,8 @@ fn unary_calls_answer_fail_and_time_out() {
     let address = ferry.address("main");
     assert_eq!(call(address, "/unary/Unary", "hello"), ("0".into(), "echo: hello".into()));
     assert_eq!(call(address, "/unary/Fail", "x"), ("5".into(), "nothing here".into()));
+    // The call's 500 ms timeout goes to the server, as Envoy sends it.
+    assert_eq!(call(address, "/unary/Deadline", "x"), ("0".into(), "echo: 500m".into()));
     let (status, message) = call(address, "/unary/Slow", "x");
     assert_eq!(status, "4", "DEADLINE_EXCEEDED after the 500 ms timeout: {message}");
     let (status, message) = call(address, "/unknown-cluster", "x");

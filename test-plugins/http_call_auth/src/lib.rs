@@ -3,6 +3,8 @@
 //! A body of `allow` resumes the request (after setting `x-auth: allowed`
 //! on it); anything else answers 403. Paths under `/broken` call the
 //! cluster `broken`, which does not answer: the plugin then answers 502.
+//! Paths under `/post` ask with `POST`, the body `ping` and a trailer
+//! `x-check: 1`.
 
 use std::time::Duration;
 
@@ -37,8 +39,11 @@ impl HttpContext for Auth {
         let path = self.get_http_request_header(":path").unwrap_or_default();
         let cluster = if path.starts_with("/broken") { "broken" } else { "auth" };
         let check = format!("/check{path}");
-        let headers = vec![(":method", "GET"), (":path", check.as_str()), (":authority", "auth")];
-        match self.dispatch_http_call(cluster, headers, None, vec![], Duration::from_secs(5)) {
+        let post = path.starts_with("/post");
+        let (method, body) = if post { ("POST", Some(&b"ping"[..])) } else { ("GET", None) };
+        let trailers = if post { vec![("x-check", "1")] } else { vec![] };
+        let headers = vec![(":method", method), (":path", check.as_str()), (":authority", "auth")];
+        match self.dispatch_http_call(cluster, headers, body, trailers, Duration::from_secs(5)) {
             Ok(_) => Action::Pause,
             Err(status) => {
                 self.send_http_response(500, vec![], Some(format!("dispatch failed: {status:?}\n").as_bytes()));

@@ -11,6 +11,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use ferry_host::{GrpcEvent, GrpcOpen, HeaderMap, grpc_status};
@@ -38,6 +39,24 @@ impl Body for ChannelBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         self.get_mut().0.poll_recv(cx).map(|message| message.map(|m| Ok(Frame::data(m))))
     }
+}
+
+/// The `grpc-timeout` header for `timeout`: milliseconds, in the next
+/// larger unit when they have more than gRPC's 8 digits (as Envoy writes it).
+pub(crate) fn timeout_header(timeout: Duration) -> http::HeaderValue {
+    const MAX_DIGITS: u128 = 99_999_999;
+    let mut value = timeout.as_millis();
+    let mut units = ['m', 'S', 'M', 'H'].into_iter();
+    let mut unit = units.next().expect("a unit");
+    let divisors = [1000, 60, 60];
+    for (divisor, next) in divisors.into_iter().zip(units) {
+        if value <= MAX_DIGITS {
+            break;
+        }
+        value /= divisor;
+        unit = next;
+    }
+    http::HeaderValue::from_str(&format!("{}{unit}", value.min(MAX_DIGITS))).expect("digits and a unit")
 }
 
 /// One message with gRPC's length prefix (uncompressed).
@@ -78,7 +97,7 @@ async fn exchange(
 ) -> (u32, String) {
     let unary = open.message.is_some();
     let path = format!("/{}/{}", open.service, open.method);
-    let response = match upstreams.grpc(&open.cluster, &path, &open.initial_metadata, body).await {
+    let response = match upstreams.grpc(&open.cluster, &path, &open.initial_metadata, open.timeout, body).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(target: "upstream", "gRPC call to {}: {error}", open.cluster);
@@ -198,5 +217,14 @@ mod tests {
         let at_cap = u32::try_from(MAX_MESSAGE_BYTES).unwrap().to_be_bytes();
         pending.extend_from_slice(&[0, at_cap[0], at_cap[1], at_cap[2], at_cap[3]]);
         assert_eq!(next_message(&mut pending), Ok(None), "at the cap, it waits for the rest");
+    }
+
+    #[test]
+    fn grpc_timeout_is_milliseconds_until_they_need_more_than_eight_digits() {
+        let header = |d| timeout_header(d).to_str().unwrap().to_owned();
+        assert_eq!(header(Duration::from_millis(500)), "500m");
+        assert_eq!(header(Duration::from_millis(99_999_999)), "99999999m");
+        assert_eq!(header(Duration::from_secs(100_000)), "100000S");
+        assert_eq!(header(Duration::from_secs(100_000_000 * 60)), "1666666H");
     }
 }

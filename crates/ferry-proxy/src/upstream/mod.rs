@@ -561,7 +561,12 @@ impl Upstreams {
         let body = (!call.body.is_empty()).then(|| call.body.clone());
         let trailers = (!call.trailers.is_empty()).then(|| hyper_trailers(&call.trailers).0);
         let timeout = call.timeout.unwrap_or(Duration::ZERO);
-        let request = Outgoing::from_map(&call.headers)?;
+        let mut request = Outgoing::from_map(&call.headers)?;
+        // A body goes with its length, as Envoy's dispatch sets it (over
+        // HTTP/2 too, where nothing else would say it).
+        if !call.body.is_empty() && !request.headers.contains_key(http::header::CONTENT_LENGTH) {
+            request.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(call.body.len()));
+        }
         let response = self.send(&call.upstream, timeout, request, UpstreamBody::Full(body, trailers)).await?;
         let (parts, body) = response.into_parts();
         // A response larger than a plugin can be handed is a failed call.
@@ -588,6 +593,7 @@ impl Upstreams {
         cluster: &str,
         path: &str,
         metadata: &HeaderMap,
+        timeout: Option<Duration>,
         body: ChannelBody,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let pool = self.pools.get(cluster).ok_or(UpstreamError::NoEndpoint)?;
@@ -603,6 +609,9 @@ impl Upstreams {
         let headers = request.headers_mut();
         headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
         headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        if let Some(timeout) = timeout {
+            headers.insert("grpc-timeout", grpc::timeout_header(timeout));
+        }
         pool.grpc_client.request(request).await.map_err(UpstreamError::Connect)
     }
 
@@ -766,7 +775,9 @@ fn plain_config() -> rustls::ClientConfig {
 fn frame_body(request: &mut Request<UpstreamBody>) {
     use http_body::Body as _;
     let body = request.body();
-    if !body.is_end_stream() && body.size_hint().exact().is_none() {
+    let length_known =
+        body.size_hint().exact().is_some() || request.headers().contains_key(http::header::CONTENT_LENGTH);
+    if !body.is_end_stream() && !length_known {
         request.headers_mut().insert(http::header::TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
     }
 }

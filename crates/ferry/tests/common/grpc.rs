@@ -1,6 +1,7 @@
 //! A gRPC server for tests (HTTP/2 without TLS), service `test.Echo`:
 //! - `Unary`: answers `echo: <message>`;
 //! - `Slow`: the same after 2 s;
+//! - `Deadline`: answers `echo: <the request's grpc-timeout>`;
 //! - `Fail`: a trailers-only answer, status 5 (NOT_FOUND), `nothing here`;
 //! - `Stream`: answers each message with `echo: <message>` as it comes, and
 //!   when the client ends its side, trailers with status 0 and `x-count`.
@@ -51,6 +52,7 @@ fn status_trailers(status: u32, extra: &[(&str, String)]) -> http::HeaderMap {
 
 async fn serve(request: Request<Incoming>) -> Result<Response<ChannelBody>, Infallible> {
     let tag = request.headers().get("x-tag").cloned();
+    let deadline = request.headers().get("grpc-timeout").map(|t| t.to_str().unwrap_or("?").to_owned());
     let method = request.uri().path().rsplit('/').next().unwrap_or_default().to_owned();
     let (frames, receiver) = mpsc::unbounded_channel();
     let mut response = Response::new(ChannelBody(receiver));
@@ -65,9 +67,12 @@ async fn serve(request: Request<Incoming>) -> Result<Response<ChannelBody>, Infa
             response.headers_mut().insert("grpc-message", "nothing here".parse().unwrap());
             drop(frames);
         }
-        "Unary" | "Slow" => {
+        "Unary" | "Slow" | "Deadline" => {
             let whole = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-            let message = whole.get(5..).unwrap_or_default().to_vec();
+            let message = match method.as_str() {
+                "Deadline" => deadline.unwrap_or_else(|| "none".into()).into_bytes(),
+                _ => whole.get(5..).unwrap_or_default().to_vec(),
+            };
             tokio::spawn(async move {
                 if method == "Slow" {
                     tokio::time::sleep(std::time::Duration::from_secs(2)).await;

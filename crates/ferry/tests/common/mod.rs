@@ -409,6 +409,15 @@ where
     })
 }
 
+/// [`hyper_upstream`] over HTTP/2 (h2c, prior knowledge).
+pub fn hyper_h2_upstream<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = http::Response<http_body_util::Full<bytes::Bytes>>> + Send + 'static,
+{
+    hyper_server(handler, true)
+}
+
 /// An upstream for tests: answers each request with 200 and `echo: ` plus
 /// the request body, then closes the connection. Returns its address.
 pub fn echo_server() -> SocketAddr {
