@@ -12,7 +12,7 @@ use wasmtime::{Memory, StoreLimits, StoreLimitsBuilder, TypedFunc};
 use crate::grpc::{GrpcCommand, GrpcEvent};
 use crate::headers::HeaderMap;
 use crate::host::SharedState;
-use crate::limits::MAX_TABLE_ELEMENTS;
+use crate::limits::{MAX_PENDING_CALLS, MAX_TABLE_ELEMENTS};
 use crate::mailbox::{InstanceId, ThreadMailbox};
 use crate::metrics::MetricIds;
 use crate::module::PluginModule;
@@ -148,10 +148,25 @@ pub(crate) enum GrpcKind {
 }
 
 /// An open gRPC call or stream: its kind and the context that opened it.
+///
+/// As in Envoy, a token outlives the exchange until the plugin is done
+/// with it: a call's during its last callback, a stream's after the peer
+/// closed it until the plugin closes or cancels it too (both get `Ok`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct OpenGrpc {
     pub kind: GrpcKind,
     pub origin: u32,
+    /// The plugin closed its side of the stream.
+    pub local_closed: bool,
+    /// The exchange is over on the wire (the peer closed, or a call's
+    /// answer is being delivered): nothing more is sent for it.
+    pub remote_closed: bool,
+}
+
+impl OpenGrpc {
+    pub(crate) fn new(kind: GrpcKind, origin: u32) -> Self {
+        OpenGrpc { kind, origin, local_closed: false, remote_closed: false }
+    }
 }
 
 impl HostState {
@@ -205,9 +220,30 @@ impl HostState {
         }
     }
 
-    /// HTTP and gRPC calls open now.
+    /// After the last event of a gRPC exchange was delivered: a call's token
+    /// ends; a stream's ends once the plugin closed its side too (Envoy
+    /// keeps it until then; at most [`MAX_PENDING_CALLS`] such are kept,
+    /// the oldest let go first).
+    pub(crate) fn release_grpc_token(&mut self, token: u32) {
+        let Some(open) = self.grpc_tokens.get(&token) else { return };
+        if open.kind == GrpcKind::Call || open.local_closed {
+            self.grpc_tokens.remove(&token);
+            return;
+        }
+        let mut closed: Vec<u32> =
+            self.grpc_tokens.iter().filter(|(_, open)| open.remote_closed).map(|(&token, _)| token).collect();
+        if closed.len() > MAX_PENDING_CALLS {
+            closed.sort_unstable();
+            let oldest = closed.len() - MAX_PENDING_CALLS;
+            for token in &closed[..oldest] {
+                self.grpc_tokens.remove(token);
+            }
+        }
+    }
+
+    /// HTTP and gRPC calls open now (a stream the peer closed no longer counts).
     pub(crate) fn open_calls(&self) -> usize {
-        self.http_call_tokens.len() + self.grpc_tokens.len()
+        self.http_call_tokens.len() + self.grpc_tokens.values().filter(|open| !open.remote_closed).count()
     }
 
     /// The context host calls act on: the effective one if set, else the current one.

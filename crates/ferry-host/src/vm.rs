@@ -470,13 +470,23 @@ impl Vm {
     /// during it. A close (and a unary call's message) ends the token.
     pub(crate) fn on_grpc_event(&mut self, id: u32, token: u32, event: GrpcEvent) -> Result<(), CallError> {
         let data = self.store.data_mut();
-        let Some(&open) = data.grpc_tokens.get(&token) else {
+        let Some(open) = data.grpc_tokens.get_mut(&token) else {
             // Cancelled meanwhile: the plugin hears nothing more of it.
             return Ok(());
         };
-        if matches!(event, GrpcEvent::Close { .. }) || open.kind == GrpcKind::Call {
-            data.grpc_tokens.remove(&token);
+        // A call's answer and any close end the exchange on the wire; the
+        // plugin may still close or cancel the token in the callback.
+        let last = matches!(event, GrpcEvent::Close { .. }) || open.kind == GrpcKind::Call;
+        open.remote_closed |= last;
+        let result = self.deliver_grpc_event(id, token, event);
+        if last {
+            self.store.data_mut().release_grpc_token(token);
         }
+        result
+    }
+
+    /// [`Self::on_grpc_event`]'s callback, if `id` is still a root context.
+    fn deliver_grpc_event(&mut self, id: u32, token: u32, event: GrpcEvent) -> Result<(), CallError> {
         if !self.is_root_context(id) {
             return Ok(());
         }

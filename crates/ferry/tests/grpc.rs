@@ -76,3 +76,25 @@ fn a_cancelled_call_reports_nothing() {
     // The server keeps serving.
     assert_eq!(call(address, "/unary/Unary", "again"), ("0".into(), "echo: again".into()));
 }
+
+#[test]
+fn a_stream_the_peer_closed_can_still_be_closed_or_cancelled_once() {
+    let ferry = start();
+    let address = ferry.address("main");
+    // As Envoy: the token stays until the plugin is done with it; the
+    // second close finds it gone.
+    let (status, report) = call(address, "/closed-by-peer/close", "");
+    assert_eq!((status.as_str(), report.as_str()), ("5", "close 5; close: Ok(()), again: Err(NotFound)"));
+    let (status, report) = call(address, "/closed-by-peer/cancel", "");
+    assert_eq!((status.as_str(), report.as_str()), ("5", "close 5; cancel: Ok(()), again: Err(NotFound)"));
+    // The plugin's VM is whole: a stream still works.
+    assert_eq!(call(address, "/stream", "").0, "0");
+}
+
+#[test]
+fn a_call_that_cannot_start_fails_through_its_callback() {
+    let ferry = start();
+    let (status, message) = call(ferry.address("main"), "/bad-method", "");
+    assert_ne!(status, "0", "{message}");
+    assert_ne!(status, "99", "the call was made, and failed later: {message}");
+}

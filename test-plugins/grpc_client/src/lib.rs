@@ -10,6 +10,11 @@
 //!   answers `cancelled`. `/cancel-stream`: the same with a stream.
 //! - `/unknown-cluster`: a call to a cluster that does not exist: answers
 //!   with the error.
+//! - `/bad-method`: a unary call whose method name makes an invalid path.
+//! - `/closed-by-peer/close` and `/closed-by-peer/cancel`: a stream to
+//!   `test.Echo/Fail`, which the server closes at once; in
+//!   `on_grpc_stream_close` the plugin closes (or cancels) the token, then
+//!   closes it again, and answers with both results.
 //!
 //! Initial metadata `x-tag: <path>` goes with each call.
 
@@ -34,13 +39,15 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Caller { report: Vec::new() }))
+        Some(Box::new(Caller { report: Vec::new(), after_close: None }))
     }
 }
 
 struct Caller {
     /// What a stream delivered, in order.
     report: Vec<String>,
+    /// What to do with a stream's token once the peer closed it.
+    after_close: Option<String>,
 }
 
 fn text(bytes: Option<Vec<u8>>) -> String {
@@ -88,6 +95,14 @@ impl Context for Caller {
     fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
         info!("grpc stream {token_id} closed: status {status_code}");
         self.report.push(format!("close {status_code}"));
+        if let Some(then) = self.after_close.take() {
+            let first = match then.as_str() {
+                "cancel" => proxy_wasm::hostcalls::cancel_grpc_stream(token_id),
+                _ => proxy_wasm::hostcalls::close_grpc_stream(token_id),
+            };
+            let again = proxy_wasm::hostcalls::close_grpc_stream(token_id);
+            self.report.push(format!("{then}: {first:?}, again: {again:?}"));
+        }
         let body = self.report.join("; ");
         self.answer(status_code, &body);
     }
@@ -147,6 +162,21 @@ impl HttpContext for Caller {
                 self.cancel_grpc_stream(token);
                 info!("grpc stream {token} cancelled");
                 self.answer(0, "cancelled stream");
+                Action::Pause
+            }
+            "/bad-method" => {
+                let sent =
+                    self.dispatch_grpc_call("grpc", "test.Echo", "bad method\n", metadata, Some(b"x"), Duration::ZERO);
+                if let Err(status) = sent {
+                    self.answer(99, &format!("dispatch failed: {status:?}"));
+                }
+                Action::Pause
+            }
+            "/closed-by-peer/close" | "/closed-by-peer/cancel" => {
+                self.after_close = path.rsplit('/').next().map(str::to_owned);
+                if let Err(status) = self.open_grpc_stream("grpc", "test.Echo", "Fail", metadata) {
+                    self.answer(99, &format!("open failed: {status:?}"));
+                }
                 Action::Pause
             }
             "/unknown-cluster" => {

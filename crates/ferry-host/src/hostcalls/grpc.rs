@@ -28,6 +28,8 @@ pub(super) fn proxy_grpc_send(
         None => return Ok(Status::NotFound.code()),
         // A unary call took its one message when it was made.
         Some(open) if open.kind == GrpcKind::Call => return Ok(Status::BadArgument.code()),
+        // The peer closed the stream: the message goes nowhere (as in Envoy).
+        Some(open) if open.remote_closed => return ok(),
         Some(_) => {}
     }
     let message = Bytes::copy_from_slice(message);
@@ -39,10 +41,10 @@ pub(super) fn proxy_grpc_send(
 pub(super) fn proxy_grpc_cancel(mut caller: Caller<'_>, token: i32) -> HostResult {
     let state = caller.data_mut();
     let token = token as u32;
-    if state.grpc_tokens.remove(&token).is_none() {
-        return Ok(Status::NotFound.code());
+    let Some(open) = state.grpc_tokens.remove(&token) else { return Ok(Status::NotFound.code()) };
+    if !open.remote_closed {
+        state.grpc_commands.push(GrpcCommand::Cancel { instance: state.instance, token });
     }
-    state.grpc_commands.push(GrpcCommand::Cancel { instance: state.instance, token });
     ok()
 }
 
@@ -50,14 +52,22 @@ pub(super) fn proxy_grpc_close(mut caller: Caller<'_>, token: i32) -> HostResult
     let state = caller.data_mut();
     let token = token as u32;
     let instance = state.instance;
-    match state.grpc_tokens.get(&token) {
-        None => return Ok(Status::NotFound.code()),
+    let Some(open) = state.grpc_tokens.get_mut(&token) else { return Ok(Status::NotFound.code()) };
+    match (open.kind, open.remote_closed) {
+        // Over on the wire: the plugin is done with it now.
+        (_, true) => {
+            state.grpc_tokens.remove(&token);
+        }
         // As Envoy: closing a unary call cancels it.
-        Some(open) if open.kind == GrpcKind::Call => {
+        (GrpcKind::Call, false) => {
             state.grpc_tokens.remove(&token);
             state.grpc_commands.push(GrpcCommand::Cancel { instance, token });
         }
-        Some(_) => state.grpc_commands.push(GrpcCommand::Close { instance, token }),
+        // Half-closes the stream; the token lives on until the peer closes too.
+        (GrpcKind::Stream, false) => {
+            open.local_closed = true;
+            state.grpc_commands.push(GrpcCommand::Close { instance, token });
+        }
     }
     ok()
 }
@@ -154,7 +164,7 @@ fn open(
     }
     let token = next_token(&mut state.last_grpc_token, |t| state.grpc_tokens.contains_key(&t));
     let kind = if message.is_some() { GrpcKind::Call } else { GrpcKind::Stream };
-    state.grpc_tokens.insert(token, OpenGrpc { kind, origin });
+    state.grpc_tokens.insert(token, OpenGrpc::new(kind, origin));
     state.grpc_commands.push(GrpcCommand::Open(GrpcOpen {
         instance: state.instance,
         context_id: entry.root_id,

@@ -41,6 +41,11 @@ pub(super) fn proxy_http_call(
     timeout_ms: i32,
     token_out: i32,
 ) -> HostResult {
+    // A timeout must be milliseconds that fit a positive i32 (Envoy checks
+    // it first): a negative one is a plugin's "bogus duration", not "none".
+    if timeout_ms < 0 {
+        return Ok(Status::BadArgument.code());
+    }
     let (mem, state) = split(&mut caller);
     let upstream = String::from_utf8_lossy(check!(slice(mem, upstream_ptr, upstream_len))).into_owned();
     let headers = check!(map(mem, headers_ptr, headers_len));
@@ -55,11 +60,6 @@ pub(super) fn proxy_http_call(
         return Ok(Status::BadArgument.code());
     }
     if [&b":method"[..], b":path", b":authority"].iter().any(|h| !headers.contains(h)) {
-        return Ok(Status::BadArgument.code());
-    }
-    // A timeout must be milliseconds that fit a positive i32 (Envoy's
-    // check): a negative one is a plugin's "bogus duration", not "none".
-    if timeout_ms < 0 {
         return Ok(Status::BadArgument.code());
     }
     let Some((origin, entry, _)) = state.acting_context() else { return Ok(Status::BadArgument.code()) };

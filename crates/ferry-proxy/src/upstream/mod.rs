@@ -272,6 +272,8 @@ struct Pool {
     grpc_client: Client<Connector, ChannelBody>,
     /// `https` for a TLS cluster, else `http`.
     scheme: &'static str,
+    /// Requests go over HTTP/2 only (no HTTP/1.1 by ALPN).
+    http2_only: bool,
     endpoints: Vec<String>,
     /// Each endpoint's metadata, in the same order.
     endpoint_metadata: Vec<Arc<ferry_host::Metadata>>,
@@ -422,6 +424,7 @@ impl Upstreams {
                     client,
                     grpc_client,
                     scheme: if tls.is_some() { "https" } else { "http" },
+                    http2_only: c.http2 && !c.auto_http,
                     endpoints,
                     endpoint_metadata,
                     endpoint_hostnames: c.endpoint_hostnames.iter().map(|h| h.as_deref().map(Arc::from)).collect(),
@@ -562,9 +565,11 @@ impl Upstreams {
         let trailers = (!call.trailers.is_empty()).then(|| hyper_trailers(&call.trailers).0);
         let timeout = call.timeout.unwrap_or(Duration::ZERO);
         let mut request = Outgoing::from_map(&call.headers)?;
-        // A body goes with its length, as Envoy's dispatch sets it (over
-        // HTTP/2 too, where nothing else would say it).
-        if !call.body.is_empty() && !request.headers.contains_key(http::header::CONTENT_LENGTH) {
+        // A body goes with its length, as Envoy's dispatch sets it — but for
+        // one with trailers over HTTP/1.1, which only chunked framing carries.
+        let http2 = self.pools.get(&call.upstream).is_some_and(|pool| pool.http2_only);
+        let framed_by_length = trailers.is_none() || http2;
+        if !call.body.is_empty() && framed_by_length && !request.headers.contains_key(http::header::CONTENT_LENGTH) {
             request.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(call.body.len()));
         }
         let response = self.send(&call.upstream, timeout, request, UpstreamBody::Full(body, trailers)).await?;
