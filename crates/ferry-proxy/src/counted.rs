@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -79,7 +79,59 @@ pub(crate) struct CountedBody {
     count: Option<Arc<AtomicU64>>,
     progress: Option<Arc<Progress>>,
     /// Set when reading it failed (the client broke the body off).
-    broken: Option<Arc<AtomicBool>>,
+    broken: Option<Arc<BodyFault>>,
+}
+
+/// How a client's body broke off, once it did: the client left (closed its
+/// connection, or reset the stream), or sent something that is not HTTP.
+#[derive(Default)]
+pub(crate) struct BodyFault(AtomicU8);
+
+/// What a [`BodyFault`] saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    ClientLeft,
+    Malformed,
+}
+
+impl BodyFault {
+    fn note(&self, error: &(dyn std::error::Error + 'static)) {
+        let fault = if client_left(error) { 1 } else { 2 };
+        self.0.store(fault, Ordering::Relaxed);
+    }
+
+    /// What broke the body, if it broke.
+    pub(crate) fn get(&self) -> Option<Fault> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            1 => Some(Fault::ClientLeft),
+            _ => Some(Fault::Malformed),
+        }
+    }
+}
+
+/// Whether a client's body failed because the client went away (its
+/// connection closed or reset mid-body, or it reset the HTTP/2 stream),
+/// rather than because what it sent was malformed: the first gets no
+/// answer (as Envoy's downstream disconnect), the second a 400.
+pub(crate) fn client_left(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(error) = error.downcast_ref::<hyper::Error>()
+            && (error.is_incomplete_message() || error.is_canceled())
+        {
+            return true;
+        }
+        if let Some(error) = error.downcast_ref::<h2::Error>() {
+            return error.is_io() || error.is_go_away() || (error.is_reset() && error.is_remote());
+        }
+        if let Some(error) = error.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return matches!(error.kind(), UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe);
+        }
+        next = error.source();
+    }
+    false
 }
 
 impl CountedBody {
@@ -91,7 +143,7 @@ impl CountedBody {
 
     /// A flag that tells, once the body went where the proxy no longer
     /// reads it (upstream, as it came), whether it broke off on the way.
-    pub(crate) fn watch_errors(&mut self) -> Arc<AtomicBool> {
+    pub(crate) fn watch_errors(&mut self) -> Arc<BodyFault> {
         self.broken.get_or_insert_with(Arc::default).clone()
     }
 }
@@ -108,8 +160,8 @@ impl Body for CountedBody {
         {
             count.fetch_add(data.len() as u64, Ordering::Relaxed);
         }
-        if let (Some(broken), Poll::Ready(Some(Err(_)))) = (&this.broken, &poll) {
-            broken.store(true, Ordering::Relaxed);
+        if let (Some(broken), Poll::Ready(Some(Err(error)))) = (&this.broken, &poll) {
+            broken.note(error);
         }
         if let (Some(progress), Poll::Ready(ready)) = (&this.progress, &poll) {
             progress.touch();

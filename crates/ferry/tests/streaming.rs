@@ -598,3 +598,70 @@ fn a_websocket_upgrade_works_on_an_http1_only_listener_too() {
     let ferry = websocket_ferry("", "          codec_type: HTTP1\n");
     websocket_exchange(&ferry);
 }
+
+/// A request body a client gives up on: ten bytes of the hundred its
+/// `content-length` promised, then, once told to, an error (hyper's client
+/// then closes the connection, or resets the HTTP/2 stream).
+struct GivesUp {
+    sent: bool,
+    give_up: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Body for GivesUp {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        if !std::mem::replace(&mut this.sent, true) {
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"0123456789")))));
+        }
+        Pin::new(&mut this.give_up).poll(cx).map(|_| Some(Err(std::io::Error::other("the client gives up"))))
+    }
+}
+
+/// Sends a request whose body the client gives up on, over HTTP/1.1 or
+/// h2c, once `give_up` says so.
+async fn give_up(address: SocketAddr, http2: bool, give_up: tokio::sync::oneshot::Receiver<()>) {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = http::Request::post("/upload")
+        .header("host", "test")
+        .header("content-length", "100")
+        .body(GivesUp { sent: false, give_up })
+        .unwrap();
+    let answered = if http2 {
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        sender.send_request(request).await.is_ok()
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        sender.send_request(request).await.is_ok()
+    };
+    assert!(!answered, "no answer to a request the client gave up on");
+}
+
+#[test]
+fn a_client_that_leaves_mid_request_gets_no_answer_and_plugins_log_none() {
+    let (upstream, _reports) = body_reporting_upstream();
+    let ferry = start_with(&body_plugin("observe", false), upstream, "          codec_type: AUTO\n");
+    let address = ferry.address("main");
+    for (count, http2) in [(1, false), (2, true)] {
+        let (tell, told) = tokio::sync::oneshot::channel();
+        std::thread::scope(|scope| {
+            // The client gives up once the filter saw the ten bytes.
+            scope.spawn(|| {
+                ferry.wait_for_count("framing: request body 10", count, Duration::from_secs(10));
+                tell.send(()).unwrap();
+            });
+            client(give_up(address, http2, told));
+        });
+        // As Envoy on a downstream disconnect: no local reply (it was a 400
+        // here), so the stream's end shows no response.
+        ferry.wait_for_count("at the stream's end", count, Duration::from_secs(10));
+        let lines = ferry.lines();
+        let done = lines.iter().filter(|l| l.contains("at the stream's end")).nth(count - 1).unwrap();
+        assert!(done.ends_with("response status None, response.code bytes None"), "http2 {http2}: {done}");
+    }
+}

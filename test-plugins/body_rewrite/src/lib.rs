@@ -92,7 +92,11 @@ impl HttpContext for Observe {
     }
 
     fn on_log(&mut self) {
+        // What the stream's end shows of its response (none, when the client left first).
+        let status = self.get_http_response_header(":status");
+        let code = self.get_property(vec!["response", "code"]).map(|c| c.len());
         info!("framing: stream done");
+        info!("at the stream's end: response status {status:?}, response.code bytes {code:?}");
     }
 }
 

@@ -155,7 +155,7 @@ pub(crate) struct Pipeline {
     /// The response was cut after its head went out: the client sees a reset.
     cut: bool,
     /// Whether the client's body, sent upstream as it came, broke off.
-    body_broken: Option<Arc<std::sync::atomic::AtomicBool>>,
+    body_broken: Option<Arc<crate::counted::BodyFault>>,
 
     /// The upgrade the request asks for.
     upgrade: Option<upgrade::Upgrade>,
@@ -420,6 +420,21 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// The client left before its request ended (closed its connection or
+    /// reset the stream): nothing answers it, and the stream ends as
+    /// Envoy's does on a downstream disconnect — no response, so plugins'
+    /// `proxy_on_log` sees none.
+    fn client_left(&mut self) {
+        tracing::debug!(target: "http", "the client left before its request ended");
+        self.notes.flag = Some("DC");
+        self.notes.details = Some(std::borrow::Cow::Borrowed("downstream_remote_disconnect"));
+        self.upstream_call = None;
+        if !self.head_sent && self.head.is_none() {
+            self.head = Some(Err(StreamReset));
+        }
+        self.client_gone();
     }
 
     /// The client went away: nothing more is sent; the stream ends.

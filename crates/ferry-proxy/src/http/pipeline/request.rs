@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::chain::{Halt, Out};
 use super::{CHANNEL_FRAMES, Pipeline};
-use crate::counted::CountedBody;
+use crate::counted::{CountedBody, Fault};
 use crate::filter::Side;
 use crate::headers::{hyper_trailers, trailers_map};
 use crate::http::rescue::{Local, StreamError, rescue};
@@ -75,6 +75,9 @@ impl Pipeline {
                 self.with_chain(|chain, cx| chain.data(Side::Request, cx, Bytes::new(), true))
             }
             Some(Err(error)) => {
+                if crate::counted::client_left(&*error) {
+                    return self.client_left();
+                }
                 tracing::debug!(target: "http", "the request body broke off: {error}");
                 return self.request_failed(StreamError::BodyBroken(Side::Request));
             }
@@ -371,14 +374,15 @@ impl Pipeline {
         match result {
             Ok(response) => self.upstream_response(response),
             // A body that broke off on its way is the client's fault, not the upstream's.
-            Err(_) if self.request_broke() => self.request_failed(StreamError::BodyBroken(Side::Request)),
+            Err(_) if self.request_broke() == Some(Fault::ClientLeft) => self.client_left(),
+            Err(_) if self.request_broke().is_some() => self.request_failed(StreamError::BodyBroken(Side::Request)),
             Err(error) => self.request_failed(StreamError::Upstream(error)),
         }
     }
 
     /// Whether the client's body, sent upstream as it came, broke off.
-    fn request_broke(&self) -> bool {
-        self.body_broken.as_ref().is_some_and(|broken| broken.load(std::sync::atomic::Ordering::Relaxed))
+    fn request_broke(&self) -> Option<Fault> {
+        self.body_broken.as_ref().and_then(|broken| broken.get())
     }
 }
 
