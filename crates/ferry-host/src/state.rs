@@ -44,6 +44,10 @@ pub(crate) struct CallFrame {
     /// Set by `proxy_set_effective_context`: host calls act on it instead.
     pub effective_context: Option<u32>,
     pub phase: Phase,
+    /// The callback's `end_of_stream` (body callbacks): in the last one, a
+    /// message without trailers may be given some (Envoy's
+    /// `addDecodedTrailers` / `addEncodedTrailers`).
+    pub end_of_stream: bool,
     /// The plugin configuration, readable during start and configure only.
     pub plugin_configuration: Option<Bytes>,
     /// What the plugin decided about the stream it was called for.
@@ -309,12 +313,15 @@ impl HostState {
                 _ => {}
             }
         }
+        let at_end = self.at_body_end();
         let (s, phase) = self.acting_stream().ok_or(Status::BadArgument)?;
         let select: fn(&HttpStream) -> &HeaderMap = match (phase, map) {
             (Phase::RequestHeaders | Phase::Log, MapType::HttpRequestHeaders) => |s| &s.request_headers,
             (Phase::ResponseHeaders | Phase::Log, MapType::HttpResponseHeaders) => |s| &s.response_headers,
             (Phase::RequestTrailers | Phase::Log, MapType::HttpRequestTrailers) => |s| &s.request_trailers,
             (Phase::ResponseTrailers | Phase::Log, MapType::HttpResponseTrailers) => |s| &s.response_trailers,
+            (Phase::RequestBody, MapType::HttpRequestTrailers) if at_end => |s| &s.request_trailers,
+            (Phase::ResponseBody, MapType::HttpResponseTrailers) if at_end => |s| &s.response_trailers,
             _ => return Err(Status::BadArgument),
         };
         Ok(Borrowed::Cell(Ref::map(s, select)))
@@ -322,15 +329,24 @@ impl HostState {
 
     /// The header map `map` if this callback may change it.
     pub(crate) fn writable_map(&self, map: MapType) -> Result<RefMut<'_, HeaderMap>, Status> {
+        let at_end = self.at_body_end();
         let (s, phase) = self.acting_stream_mut().ok_or(Status::BadArgument)?;
         let select: fn(&mut HttpStream) -> &mut HeaderMap = match (phase, map) {
             (Phase::RequestHeaders, MapType::HttpRequestHeaders) => |s| &mut s.request_headers,
             (Phase::ResponseHeaders, MapType::HttpResponseHeaders) => |s| &mut s.response_headers,
             (Phase::RequestTrailers, MapType::HttpRequestTrailers) => |s| &mut s.request_trailers,
             (Phase::ResponseTrailers, MapType::HttpResponseTrailers) => |s| &mut s.response_trailers,
+            (Phase::RequestBody, MapType::HttpRequestTrailers) if at_end => |s| &mut s.request_trailers,
+            (Phase::ResponseBody, MapType::HttpResponseTrailers) if at_end => |s| &mut s.response_trailers,
             _ => return Err(Status::BadArgument),
         };
         Ok(RefMut::map(s, select))
+    }
+
+    /// Whether this is the last body callback of the stream it was called
+    /// for (not one acting on another stream): its trailers may be added.
+    fn at_body_end(&self) -> bool {
+        self.call.end_of_stream && self.acting_context_id() == self.call.context_id
     }
 
     /// The body a body callback (or a callback acting on a stream parked in

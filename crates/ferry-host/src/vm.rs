@@ -295,7 +295,8 @@ impl Vm {
         let Some(call) = call else { return Ok(Verdict::Continue) };
         let phase = callback.phase();
         let action = with_stream(store, stream, |store| {
-            enter(store, callback.name(), frame(id, phase), *callback_ticks, *callback_deadline, |s| match call {
+            let frame = CallFrame { end_of_stream, ..frame(id, phase) };
+            enter(store, callback.name(), frame, *callback_ticks, *callback_deadline, |s| match call {
                 Call::One(f, a) => f.call(s, a),
                 Call::Two(f, a) => f.call(s, a),
                 Call::Three(f, a) => f.call(s, a),

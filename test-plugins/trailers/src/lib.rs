@@ -4,6 +4,11 @@
 //! `x-secret`. A request trailer `x-stop: yes` makes it pause in
 //! `on_http_request_trailers`; the root context resumes it on its next tick
 //! (every 5 ms).
+//!
+//! A request header `x-add-trailers: yes` makes it add trailers to a
+//! message that has none, in the body's last callback (`end_of_stream`
+//! true): `x-request-end: added` to the request (announced in its
+//! `trailer` header for HTTP/1.1), `x-response-end: added` to the response.
 
 use log::info;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -30,7 +35,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Trailers { context_id }))
+        Some(Box::new(Trailers { context_id, add: false }))
     }
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -49,6 +54,8 @@ impl RootContext for Root {
 
 struct Trailers {
     context_id: u32,
+    /// Add trailers at the end of each body (`x-add-trailers: yes`).
+    add: bool,
 }
 
 impl Context for Trailers {}
@@ -61,6 +68,10 @@ fn announce(existing: Option<String>, name: &str) -> Option<String> {
 
 impl HttpContext for Trailers {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        self.add = self.get_http_request_header("x-add-trailers").as_deref() == Some("yes");
+        if self.add {
+            self.set_http_request_header("trailer", Some("x-request-end"));
+        }
         if let Some(names) = announce(self.get_http_request_header("trailer"), "x-plugin-trailer") {
             self.set_http_request_header("trailer", Some(&names));
         }
@@ -76,6 +87,9 @@ impl HttpContext for Trailers {
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         info!("request body {body_size} bytes, end_of_stream={end_of_stream}");
+        if self.add && end_of_stream {
+            self.add_http_request_trailer("x-request-end", "added");
+        }
         Action::Continue
     }
 
@@ -94,6 +108,9 @@ impl HttpContext for Trailers {
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         info!("response body {body_size} bytes, end_of_stream={end_of_stream}");
+        if self.add && end_of_stream {
+            self.add_http_response_trailer("x-response-end", "added");
+        }
         Action::Continue
     }
 

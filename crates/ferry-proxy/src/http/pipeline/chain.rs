@@ -338,8 +338,30 @@ impl<F: HttpFilter> Walk<'_, F> {
         }
     }
 
-    /// Body data from the filter at `from` on.
-    fn data_from(&mut self, from: usize, mut data: Vec<u8>, end: bool) -> Result<(), Halt> {
+    /// Whether the direction's message has trailers in its map.
+    fn has_trailers(&self) -> bool {
+        let stream = self.cx.stream.borrow();
+        match self.side {
+            Side::Request => !stream.request_trailers.is_empty(),
+            Side::Response => !stream.response_trailers.is_empty(),
+        }
+    }
+
+    /// Body data from the filter at `from` on. A filter that added trailers
+    /// in the body's last callback (Envoy's `addDecodedTrailers`) makes it
+    /// end with them: the filters after it get the data without the end,
+    /// then the trailers.
+    fn data_from(&mut self, from: usize, data: Vec<u8>, end: bool) -> Result<(), Halt> {
+        match self.data_through(from, data, end)? {
+            Some(next) => self.trailers_from(next),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Self::data_from`]'s walk; the position the trailers a filter added
+    /// go on from, if one did.
+    fn data_through(&mut self, from: usize, mut data: Vec<u8>, mut end: bool) -> Result<Option<usize>, Halt> {
+        let mut added = None;
         let mut position = from;
         while position < self.len() {
             let Some(index) = self.it.index_of(position) else {
@@ -347,24 +369,27 @@ impl<F: HttpFilter> Walk<'_, F> {
                 if let FilterStatus::Continue = status {
                     data = after;
                     position += 1;
+                    if end && self.has_trailers() {
+                        (end, added) = (false, Some(position));
+                    }
                     continue;
                 }
                 let Some(kind) = Self::data_stop(&status) else { return Err(self.halt(status)) };
                 let held = if kind == DataStop::Drop { Vec::new() } else { after };
                 self.it.insert(Stop { held, held_end: end, ..Stop::new(position, StopKind::Data(kind)) });
-                return self.check_limit(kind == DataStop::Buffer);
+                return self.check_limit(kind == DataStop::Buffer).map(|()| added);
             };
             let stop = &mut self.it.stops[index];
             match stop.kind {
                 StopKind::HeadersAll { buffer } => {
                     stop.held.extend_from_slice(&data);
                     stop.held_end = end;
-                    return self.check_limit(buffer);
+                    return self.check_limit(buffer).map(|()| added);
                 }
                 StopKind::Trailers => {
                     // Nothing follows trailers; kept with the stop all the same.
                     stop.held.extend_from_slice(&data);
-                    return Ok(());
+                    return Ok(added);
                 }
                 StopKind::Headers | StopKind::Data(_) => {}
             }
@@ -392,6 +417,9 @@ impl<F: HttpFilter> Walk<'_, F> {
                     self.headers_from(position + 1, false)?;
                 }
                 position += 1;
+                if end && self.has_trailers() {
+                    (end, added) = (false, Some(position));
+                }
                 continue;
             }
             let Some(kind) = Self::data_stop(&status) else { return Err(self.halt(status)) };
@@ -404,12 +432,12 @@ impl<F: HttpFilter> Walk<'_, F> {
             }
             stop.kind = StopKind::Data(kind);
             stop.held_end = end;
-            return self.check_limit(kind == DataStop::Buffer);
+            return self.check_limit(kind == DataStop::Buffer).map(|()| added);
         }
         if !data.is_empty() || end {
             self.out.push(Out::Data { data: data.into(), end });
         }
-        Ok(())
+        Ok(added)
     }
 
     /// Past the limit a buffering stop fails the stream; a watermark stop
@@ -477,7 +505,8 @@ impl<F: HttpFilter> Walk<'_, F> {
                 return Ok(());
             }
         }
-        let trailers = stop.trailers_waiting;
+        // Trailers wait for it, or it added them in the body's last callback.
+        let trailers = stop.trailers_waiting || (stop.held_end && self.has_trailers());
         let end = stop.held_end && !trailers;
         let held = stop.held;
         match stop.kind {
@@ -534,6 +563,14 @@ mod tests {
         Reply(status, None)
     }
 
+    /// What [`adding_trailers`] puts in place of a body.
+    const ADD_TRAILERS: &str = "\0add trailers";
+
+    /// Continues after adding a trailer to the message (in a body callback).
+    fn adding_trailers() -> Reply {
+        Reply(FilterStatus::Continue, Some(ADD_TRAILERS))
+    }
+
     /// A filter that logs each call (`name phase body eos`) and answers
     /// from its script (then continues).
     struct Scripted {
@@ -546,7 +583,14 @@ mod tests {
         fn reply(&mut self, side: Side, cx: &FilterContext<'_>, what: String) -> FilterStatus {
             self.log.borrow_mut().push(format!("{} {what}", self.name));
             let Reply(status, body) = self.script.pop_front().unwrap_or_else(go);
-            if let Some(body) = body {
+            if body == Some(ADD_TRAILERS) {
+                let mut stream = cx.stream.borrow_mut();
+                let trailers = match side {
+                    Side::Request => &mut stream.request_trailers,
+                    Side::Response => &mut stream.response_trailers,
+                };
+                trailers.append_lowercase(Bytes::from_static(b"x-added"), Bytes::from_static(b"yes"));
+            } else if let Some(body) = body {
                 *body_of(side, &mut cx.stream.borrow_mut()) = body.as_bytes().to_vec();
             }
             status
@@ -898,5 +942,30 @@ mod tests {
             s.calls(),
             ["b headers end=false", "a headers end=false", r#"b body "hi" end=true"#, r#"a body "hi" end=true"#]
         );
+    }
+
+    #[test]
+    fn trailers_added_in_the_last_body_callback_end_the_message_after_it() {
+        // `a` adds trailers when the body ends: `b` gets the data without the
+        // end, then the trailers; what comes out ends with the trailers.
+        let mut s = setup(vec![vec![go(), adding_trailers()], vec![]]);
+        s.headers(Side::Request, false).unwrap();
+        s.calls();
+        assert_eq!(s.data(Side::Request, "xy", true).unwrap(), [data("xy", false), Out::Trailers]);
+        assert_eq!(s.calls(), [r#"a body "xy" end=true"#, r#"b body "xy" end=false"#, r#"b trailers holding """#]);
+    }
+
+    #[test]
+    fn trailers_added_by_a_filter_that_held_the_body_follow_it_when_it_resumes() {
+        let mut s = setup(vec![vec![go(), Reply(FilterStatus::Buffer, None)], vec![]]);
+        s.headers(Side::Request, false).unwrap();
+        assert_eq!(s.data(Side::Request, "xy", true).unwrap(), []);
+        s.stream
+            .borrow_mut()
+            .request_trailers
+            .append_lowercase(Bytes::from_static(b"x-added"), Bytes::from_static(b"yes"));
+        s.calls();
+        assert_eq!(s.resume(Side::Request, 0).unwrap(), [data("xy", false), Out::Trailers]);
+        assert_eq!(s.calls(), ["a released", r#"b body "xy" end=false"#, r#"b trailers holding """#]);
     }
 }
