@@ -1021,6 +1021,10 @@ fn vm_config(raw: raw::VmConfig, path: &str) -> Result<VmConfig, ConfigError> {
         configuration,
         environment: env.key_values.0,
         host_env_keys: env.host_env_keys,
+        allowed_capabilities: raw
+            .capability_restriction_config
+            .map(|c| c.allowed_capabilities.into_keys().collect())
+            .unwrap_or_default(),
     })
 }
 

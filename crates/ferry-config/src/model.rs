@@ -1248,6 +1248,10 @@ pub struct VmConfig {
     pub environment: Vec<(String, String)>,
     /// `environment_variables.host_env_keys`.
     pub host_env_keys: Vec<String>,
+    /// `capability_restriction_config.allowed_capabilities`: the host
+    /// functions (`proxy_*`, WASI) and callbacks the module may use. Empty:
+    /// no restriction, as in Envoy.
+    pub allowed_capabilities: Vec<String>,
 }
 
 /// Where a module's code is.

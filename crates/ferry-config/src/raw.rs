@@ -632,7 +632,23 @@ pub(crate) struct VmConfig {
     pub nack_on_code_cache_miss: Ignored,
     #[serde(default)]
     pub environment_variables: Option<EnvironmentVariables>,
+    #[serde(default)]
+    pub capability_restriction_config: Option<CapabilityRestrictionConfig>,
 }
+
+/// `envoy.extensions.wasm.v3.CapabilityRestrictionConfig`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CapabilityRestrictionConfig {
+    /// Capability names, each with a `SanitizationConfig` (which has no fields).
+    #[serde(default)]
+    pub allowed_capabilities: std::collections::BTreeMap<String, SanitizationConfig>,
+}
+
+/// `envoy.extensions.wasm.v3.SanitizationConfig`: empty.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SanitizationConfig {}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

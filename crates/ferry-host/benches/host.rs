@@ -83,6 +83,7 @@ fn plugin(host: &Arc<Host>, vm_id: &str, code: Bytes) -> Arc<Plugin> {
         code,
         origin: vm_id.into(),
         environment: Vec::new(),
+        allowed_capabilities: Vec::new(),
     };
     Plugin::new(vm_id, "", Bytes::new(), host.load_module(spec).unwrap(), FailurePolicy::FailClosed, Limits::default())
 }

@@ -103,10 +103,14 @@ impl Backend {
     fn compile(&self, spec: &ModuleSpec) -> Result<Code, LoadError> {
         let module = Module::new(&self.engine, &spec.code)
             .map_err(|e| LoadError::Compile { origin: spec.origin.clone(), reason: format!("{e:#}") })?;
-        let pre = self
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| LoadError::Link { origin: spec.origin.clone(), reason: format!("{e:#}") })?;
+        let link_error = |e: wasmtime::Error| LoadError::Link { origin: spec.origin.clone(), reason: format!("{e:#}") };
+        let pre = if spec.allowed_capabilities.is_empty() {
+            self.linker.instantiate_pre(&module)
+        } else {
+            crate::capabilities::restrict(&self.linker, &module, &spec.allowed_capabilities, &spec.origin)
+                .and_then(|linker| linker.instantiate_pre(&module))
+        }
+        .map_err(link_error)?;
         Ok(Code { pre, tier: self.tier })
     }
 }

@@ -87,10 +87,21 @@ macro_rules! callbacks {
         }
 
         impl Exports {
-            /// Looks every callback up once per instance.
-            pub(crate) fn resolve(instance: &Instance, store: &mut Store<HostState>, abi: AbiVersion) -> Self {
+            /// Looks every callback up once per instance; a `proxy_on_*`
+            /// callback that `allowed` does not name is left out.
+            pub(crate) fn resolve(
+                instance: &Instance,
+                store: &mut Store<HostState>,
+                abi: AbiVersion,
+                allowed: &[String],
+            ) -> Self {
+                let allows = |name: &str| {
+                    !name.starts_with("proxy_on_")
+                        || name == "proxy_on_memory_allocate"
+                        || crate::capabilities::allows(allowed, name)
+                };
                 Exports {
-                    $( $field: if Abis::$abis.includes(abi) {
+                    $( $field: if Abis::$abis.includes(abi) && allows($name) {
                         // Signatures were checked when the module was loaded.
                         instance.get_typed_func(&mut *store, $name).ok()
                     } else {

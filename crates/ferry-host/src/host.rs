@@ -229,6 +229,11 @@ fn vm_digest(spec: &ModuleSpec) -> [u8; 32] {
         h.update((v.len() as u64).to_le_bytes());
         h.update(v.as_bytes());
     }
+    // Restrictions change how the module links: not the same VM.
+    for capability in &spec.allowed_capabilities {
+        h.update((capability.len() as u64).to_le_bytes());
+        h.update(capability.as_bytes());
+    }
     h.finalize().into()
 }
 
@@ -240,5 +245,6 @@ pub fn module_spec(vm_id: &str, code: impl Into<Bytes>, origin: &str) -> ModuleS
         code: code.into(),
         origin: origin.to_owned(),
         environment: Vec::new(),
+        allowed_capabilities: Vec::new(),
     }
 }

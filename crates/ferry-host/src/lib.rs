@@ -12,6 +12,7 @@
 //! - [`WasmThread`]: the VM instances of one thread and every call into them.
 
 mod attributes;
+mod capabilities;
 mod compiler;
 mod error;
 mod exports;

@@ -25,6 +25,9 @@ pub struct ModuleSpec {
     pub origin: String,
     /// Environment variables the plugin sees through WASI.
     pub environment: Vec<(String, String)>,
+    /// `capability_restriction_config.allowed_capabilities`: the host
+    /// functions and callbacks it may use (empty: all; see `capabilities`).
+    pub allowed_capabilities: Vec<String>,
 }
 
 /// A module loaded once per process and instantiated once per thread.

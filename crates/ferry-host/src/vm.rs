@@ -158,7 +158,7 @@ impl Vm {
         store.set_epoch_deadline(start_ticks);
         let wasm_instance =
             code.pre.instantiate(&mut store).map_err(|e| CallError::new("instantiate", trap_message(&e)))?;
-        let exports = Exports::resolve(&wasm_instance, &mut store, module.abi);
+        let exports = Exports::resolve(&wasm_instance, &mut store, module.abi, &module.spec.allowed_capabilities);
         let memory = wasm_instance.get_memory(&mut store, "memory");
         store.data_mut().memory = memory;
         store.data_mut().allocator = match module.allocator {

@@ -99,6 +99,7 @@ fn module_in(host: &Arc<Host>, vm_id: &str, body: &str) -> Arc<Plugin> {
         code: Bytes::from(wat),
         origin: "test".into(),
         environment: Vec::new(),
+        allowed_capabilities: Vec::new(),
     };
     let module = host.load_module(spec).unwrap();
     Plugin::new("test", "", Bytes::from_static(b"plugin-config"), module, FailurePolicy::FailClosed, Limits::default())
@@ -638,6 +639,7 @@ fn every_sdk_and_wasi_import_links() {
         code: Bytes::from(wat),
         origin: "every import".into(),
         environment: Vec::new(),
+        allowed_capabilities: Vec::new(),
     };
     let module = host.load_module(spec).unwrap_or_else(|e| panic!("{e}"));
     let plugin = Plugin::new("all", "", Bytes::new(), module, FailurePolicy::FailClosed, Limits::default());

@@ -58,6 +58,7 @@ fn setup_with(host: Arc<Host>, imports: &str, body: &str, policy: FailurePolicy,
         code: Bytes::from(wat),
         origin: "test".into(),
         environment: Vec::new(),
+        allowed_capabilities: Vec::new(),
     };
     let module = host.load_module(spec).unwrap();
     let plugin = Plugin::new("plugin", "", Bytes::new(), module, policy, limits);

@@ -575,6 +575,7 @@ impl PluginSet<'_> {
             code: Bytes::from(code),
             origin,
             environment,
+            allowed_capabilities: vm.allowed_capabilities.clone(),
         };
         let name = if config.name.is_empty() { &config.root_id } else { &config.name };
         let module = self.host.load_module(spec).map_err(|source| PlanError::Load {
