@@ -303,7 +303,7 @@ struct RawBrotliDecompressor {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct RawZstdDecompressor {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     dictionaries: Vec<Value>,
     chunk_size: Option<u32>,
 }

@@ -160,9 +160,12 @@ pub(crate) fn bootstrap(raw: raw::Bootstrap) -> Result<Bootstrap, ConfigError> {
         }
     }
     let wasm_runtime = wasm_runtime.unwrap_or_default();
-    let stats_tags = match raw.stats_config {
-        Some(config) => stats_tags(config)?,
-        None => Vec::new(),
+    let (stats_tags, histogram_buckets) = match raw.stats_config {
+        Some(mut config) => {
+            let buckets = histogram_buckets(std::mem::take(&mut config.histogram_bucket_settings))?;
+            (stats_tags(config)?, buckets)
+        }
+        None => (Vec::new(), Vec::new()),
     };
     let max_downstream_connections = match raw.overload_manager {
         Some(manager) => overload_manager(manager)?,
@@ -179,8 +182,33 @@ pub(crate) fn bootstrap(raw: raw::Bootstrap) -> Result<Bootstrap, ConfigError> {
         queue_bridge,
         source,
         stats_tags,
+        histogram_buckets,
         max_downstream_connections,
     })
+}
+
+/// `stats_config.histogram_bucket_settings`: a matcher and its bounds, each
+/// greater than zero and given once (Envoy's rules), kept in ascending order.
+fn histogram_buckets(settings: Vec<raw::HistogramBucketSettings>) -> Result<Vec<HistogramBuckets>, ConfigError> {
+    let mut all = Vec::new();
+    for (i, setting) in settings.into_iter().enumerate() {
+        let path = format!("stats_config.histogram_bucket_settings[{i}]");
+        let _ = setting.bins;
+        let matcher = crate::matchers::string_matcher(setting.matcher, &join(&path, "match"))?;
+        let mut bounds = setting.buckets;
+        if bounds.is_empty() {
+            return Err(err(join(&path, "buckets"), "at least one bucket bound is required"));
+        }
+        if let Some(bad) = bounds.iter().find(|b| !(b.is_finite() && **b > 0.0)) {
+            return Err(err(join(&path, "buckets"), format!("{bad} is not a bound greater than zero")));
+        }
+        bounds.sort_by(f64::total_cmp);
+        if bounds.windows(2).any(|w| w[0] == w[1]) {
+            return Err(err(join(&path, "buckets"), "each bound may be given once"));
+        }
+        all.push(HistogramBuckets { matcher, bounds });
+    }
+    Ok(all)
 }
 
 const DOWNSTREAM_CONNECTIONS: &str =

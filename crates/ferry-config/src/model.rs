@@ -26,8 +26,20 @@ pub struct Bootstrap {
     pub source: serde_json::Value,
     /// `stats_config.stats_tags`: tags taken out of stat names, in order.
     pub stats_tags: Vec<StatsTag>,
+    /// `stats_config.histogram_bucket_settings`: the first whose matcher
+    /// takes a histogram's stat name gives its bucket bounds.
+    pub histogram_buckets: Vec<HistogramBuckets>,
     /// The overload manager's `global_downstream_max_connections`, if configured.
     pub max_downstream_connections: Option<u64>,
+}
+
+/// A `stats_config.histogram_bucket_settings` item.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistogramBuckets {
+    /// `match`: which stat names it applies to.
+    pub matcher: HeaderTest,
+    /// `buckets`: the upper bounds, ascending.
+    pub bounds: Vec<f64>,
 }
 
 /// A `stats_config.stats_tags` item.

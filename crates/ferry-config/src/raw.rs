@@ -68,6 +68,21 @@ pub(crate) struct StatsConfig {
     /// ferry's own stats carry their tags already, so this changes nothing.
     #[serde(default)]
     pub use_all_default_tags: Option<bool>,
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
+    pub histogram_bucket_settings: Vec<HistogramBucketSettings>,
+}
+
+/// `envoy.config.metrics.v3.HistogramBucketSettings`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistogramBucketSettings {
+    #[serde(rename = "match")]
+    pub matcher: crate::matchers::RawStringMatcher,
+    #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
+    pub buckets: Vec<f64>,
+    /// The size of Envoy's internal histogram (circllhist): nothing to size here.
+    #[serde(default)]
+    pub bins: Ignored,
 }
 
 /// `envoy.config.metrics.v3.TagSpecifier`.

@@ -114,4 +114,65 @@ mod tests {
         let error = serde_path_to_error::deserialize::<_, Holder>(deserializer).unwrap_err();
         assert_eq!(crate::field_path(error.path()), "items.nope");
     }
+
+    /// Every field typed `Vec<..>` (or `Option<Vec<..>>`) of a struct that
+    /// derives `Deserialize`, in every source file of this crate, with
+    /// whether its attributes read it through [`one_or_many`]: the raw
+    /// model, walked, so that no repeated field can miss the rule.
+    fn repeated_fields() -> Vec<(String, bool)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut fields = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            let mut derives = false;
+            // The closing line of the `Deserialize` struct being read.
+            let mut end: Option<String> = None;
+            for (i, line) in lines.iter().enumerate() {
+                let code = line.trim();
+                let indent = &line[..line.len() - line.trim_start().len()];
+                if code.starts_with("#[derive(") {
+                    derives = code.contains("Deserialize");
+                } else if code.contains("struct ") && code.ends_with('{') {
+                    end = derives.then(|| format!("{indent}}}"));
+                    derives = false;
+                } else if end.as_deref() == Some(*line) {
+                    end = None;
+                } else if end.is_some() && is_vec_field(code) {
+                    let attributes = lines[..i]
+                        .iter()
+                        .rev()
+                        .take_while(|l| l.trim().starts_with("#[") || l.trim().starts_with("///"));
+                    let read_right = attributes.clone().any(|l| l.contains("one_or_many"));
+                    fields.push((
+                        format!("{}:{}: {code}", path.file_name().unwrap().to_string_lossy(), i + 1),
+                        read_right,
+                    ));
+                }
+            }
+        }
+        fields
+    }
+
+    fn is_vec_field(code: &str) -> bool {
+        let code = code.strip_prefix("pub(crate) ").or_else(|| code.strip_prefix("pub ")).unwrap_or(code);
+        let Some((name, ty)) = code.split_once(": ") else { return false };
+        if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            return false;
+        }
+        let ty = ty.trim_end_matches(',');
+        ty.starts_with("Vec<") || ty.starts_with("Option<Vec<")
+    }
+
+    #[test]
+    fn every_repeated_field_of_the_raw_model_accepts_one_value() {
+        let fields = repeated_fields();
+        assert!(fields.len() > 50, "the walk finds the model's repeated fields: {fields:?}");
+        let missing: Vec<&String> = fields.iter().filter(|(_, ok)| !ok).map(|(field, _)| field).collect();
+        assert!(missing.is_empty(), "repeated fields not read through one_or_many: {missing:#?}");
+    }
 }

@@ -102,6 +102,8 @@ pub struct HostOptions {
     /// In tiered mode, how long to wait for optimised code before starting
     /// on baseline code ([`crate::TIER_UP_WAIT`] by default).
     pub tier_up_wait: std::time::Duration,
+    /// `stats_config.histogram_bucket_settings`, for plugins' histograms.
+    pub histogram_buckets: Vec<crate::metrics::BucketRule>,
 }
 
 impl Default for HostOptions {
@@ -115,6 +117,7 @@ impl Default for HostOptions {
             queue_bounds: Default::default(),
             compilation: Compilation::default(),
             tier_up_wait: crate::compiler::TIER_UP_WAIT,
+            histogram_buckets: Vec::new(),
         }
     }
 }
@@ -148,7 +151,7 @@ impl Host {
         let shared = Arc::new(SharedState {
             queues: SharedQueues::with_bounds(default_bounds, bound_rules),
             data: SharedData::default(),
-            metrics: Metrics::default(),
+            metrics: Metrics::with_bucket_rules(options.histogram_buckets),
             vm_id_modules: Mutex::default(),
             wasm_log_level: AtomicU8::new(options.wasm_log_level.to_raw()),
             upstreams: options.upstreams.map(|u| u.into_iter().collect()),

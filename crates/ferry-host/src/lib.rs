@@ -51,7 +51,7 @@ pub use limits::{
     MAX_PENDING_CALLS, MAX_QUEUED_BYTES_PER_VM_ID, MAX_SHARED_DATA_BYTES, MAX_TABLE_ELEMENTS, MAX_VALUE_BYTES,
 };
 pub use mailbox::{InstanceId, QueueReady, ThreadMailbox, VmKey};
-pub use metrics::{HISTOGRAM_BUCKETS, HistogramValue, Metric, MetricValue, Metrics, sanitize_stat_name};
+pub use metrics::{BucketRule, HISTOGRAM_BUCKETS, HistogramValue, Metric, MetricValue, Metrics, sanitize_stat_name};
 pub use module::{ModuleSpec, PluginModule};
 pub use plugin::Plugin;
 pub use shared_data::SharedData;

@@ -32,11 +32,30 @@ pub const HISTOGRAM_BUCKETS: [f64; 19] = [
     3_600_000.0,
 ];
 
+/// The bucket bounds of the histograms whose stat name (`wasmcustom.<name>`)
+/// `matches` takes: a `stats_config.histogram_bucket_settings` entry.
+#[derive(Clone)]
+pub struct BucketRule {
+    /// Whether the rule applies to a stat name.
+    pub matches: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    /// The upper bounds, ascending.
+    pub bounds: Arc<[f64]>,
+}
+
+impl std::fmt::Debug for BucketRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BucketRule").field("bounds", &self.bounds).finish_non_exhaustive()
+    }
+}
+
 /// One metric. Counters and gauges are a single number; histograms keep a
-/// count, a sum, the extremes and a count per bucket of [`HISTOGRAM_BUCKETS`].
+/// count, a sum, the extremes and a count per bucket of their bounds
+/// ([`HISTOGRAM_BUCKETS`] unless a [`BucketRule`] chose others).
 #[derive(Debug)]
 pub struct Metric {
     kind: MetricType,
+    /// A histogram's bucket bounds.
+    bounds: Arc<[f64]>,
     value: AtomicU64,
     count: AtomicU64,
     min: AtomicU64,
@@ -58,7 +77,7 @@ pub enum MetricValue {
 }
 
 /// A histogram's values at one moment.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HistogramValue {
     /// Values recorded.
     pub count: u64,
@@ -66,12 +85,14 @@ pub struct HistogramValue {
     pub sum: u64,
     /// The smallest and largest, when any was recorded.
     pub range: Option<(u64, u64)>,
-    /// Cumulative count of values at most each of [`HISTOGRAM_BUCKETS`].
+    /// The bucket bounds.
+    pub bounds: Arc<[f64]>,
+    /// Cumulative count of values at most each of `bounds`.
     pub cumulative: Vec<u64>,
 }
 
 impl Metric {
-    fn new(kind: MetricType) -> Self {
+    fn new(kind: MetricType, bounds: Arc<[f64]>) -> Self {
         Metric {
             kind,
             value: AtomicU64::new(0),
@@ -79,9 +100,10 @@ impl Metric {
             min: AtomicU64::new(u64::MAX),
             max: AtomicU64::new(0),
             buckets: match kind {
-                MetricType::Histogram => (0..=HISTOGRAM_BUCKETS.len()).map(|_| AtomicU64::new(0)).collect(),
+                MetricType::Histogram => (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
                 _ => Box::new([]),
             },
+            bounds,
         }
     }
 
@@ -94,14 +116,20 @@ impl Metric {
             MetricType::Histogram => {
                 let count = self.count.load(Ordering::Relaxed);
                 let range = (count > 0).then(|| (self.min.load(Ordering::Relaxed), self.max.load(Ordering::Relaxed)));
-                let cumulative = self.buckets[..HISTOGRAM_BUCKETS.len()]
+                let cumulative = self.buckets[..self.bounds.len()]
                     .iter()
                     .scan(0, |total, bucket| {
                         *total += bucket.load(Ordering::Relaxed);
                         Some(*total)
                     })
                     .collect();
-                MetricValue::Histogram(HistogramValue { count, sum: value, range, cumulative })
+                MetricValue::Histogram(HistogramValue {
+                    count,
+                    sum: value,
+                    range,
+                    bounds: self.bounds.clone(),
+                    cumulative,
+                })
             }
         }
     }
@@ -139,7 +167,7 @@ impl Metric {
                 self.count.fetch_add(1, Ordering::Relaxed);
                 self.min.fetch_min(value, Ordering::Relaxed);
                 self.max.fetch_max(value, Ordering::Relaxed);
-                let bucket = HISTOGRAM_BUCKETS.partition_point(|&bound| bound < value as f64);
+                let bucket = self.bounds.partition_point(|&bound| bound < value as f64);
                 self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -176,9 +204,26 @@ impl Metric {
 #[derive(Default)]
 pub struct Metrics {
     by_name: Mutex<BTreeMap<String, Arc<Metric>>>,
+    /// Bucket bounds chosen by stat name; the first rule that matches wins.
+    bucket_rules: Vec<BucketRule>,
 }
 
 impl Metrics {
+    /// No metrics yet; histograms get the bounds of the first of `rules`
+    /// that matches their stat name, else [`HISTOGRAM_BUCKETS`].
+    pub(crate) fn with_bucket_rules(bucket_rules: Vec<BucketRule>) -> Self {
+        Metrics { by_name: Mutex::default(), bucket_rules }
+    }
+
+    /// The bounds of a histogram named `name` (as a plugin defined it).
+    fn bounds_for(&self, name: &str) -> Arc<[f64]> {
+        let stat = format!("wasmcustom.{name}");
+        match self.bucket_rules.iter().find(|rule| (rule.matches)(&stat)) {
+            Some(rule) => rule.bounds.clone(),
+            None => Arc::from(&HISTOGRAM_BUCKETS[..]),
+        }
+    }
+
     /// The metric `name`, created if new.
     ///
     /// # Errors
@@ -189,7 +234,10 @@ impl Metrics {
         if by_name.len() >= crate::limits::MAX_METRICS && !by_name.contains_key(name) {
             return Err(Status::BadArgument);
         }
-        let metric = by_name.entry(name.to_owned()).or_insert_with(|| Arc::new(Metric::new(kind)));
+        let metric = by_name.entry(name.to_owned()).or_insert_with(|| {
+            let bounds = if kind == MetricType::Histogram { self.bounds_for(name) } else { Arc::from(&[][..]) };
+            Arc::new(Metric::new(kind, bounds))
+        });
         if metric.kind != kind {
             return Err(Status::BadArgument);
         }

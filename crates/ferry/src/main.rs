@@ -248,6 +248,17 @@ fn run(cli: &Cli, levels: logging::Levels) -> anyhow::Result<()> {
         hold: runtime.hold,
         queue_bounds: runtime.queue_bounds,
         compilation,
+        histogram_buckets: config
+            .histogram_buckets
+            .iter()
+            .map(|setting| {
+                let matcher = setting.matcher.clone();
+                ferry_host::BucketRule {
+                    matches: Arc::new(move |name: &str| matcher.accepts(name)),
+                    bounds: Arc::from(&setting.bounds[..]),
+                }
+            })
+            .collect(),
         ..HostOptions::default()
     })?;
     let settings = wasm_settings(cli);

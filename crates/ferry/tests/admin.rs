@@ -35,10 +35,15 @@ const METRICS_PLUGIN: &str = r#"(module
     i32.const 1))"#;
 
 fn start() -> (Ferry, SocketAddr) {
+    start_with("")
+}
+
+/// [`start`] with `top` (bootstrap fields) at the top of the configuration.
+fn start_with(top: &str) -> (Ferry, SocketAddr) {
     let code = format!("{{ local: {{ inline_string: {METRICS_PLUGIN:?} }} }}");
     let filter = common::wasm_filter("metrics", "metrics", &code);
     let config = format!(
-        "node: {{ id: node-7, cluster: edge }}\nadmin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\n\
+        "{top}node: {{ id: node-7, cluster: edge }}\nadmin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\n\
          static_resources:\n  listeners:\n{}  clusters:\n{}",
         listener("main", 0, &direct_route("/", "ok\n"), &filter),
         common::cluster("backend", SocketAddr::from(([127, 0, 0, 1], 9))),
@@ -160,6 +165,21 @@ fn prometheus_scrape_parses_with_envoys_names() {
         text.lines().filter(|l| !l.contains("server_memory_") && !l.contains("server_uptime")).collect()
     };
     assert_eq!(steady(&admin_get(admin, "/stats?format=prometheus").text()), steady(&text));
+}
+
+#[test]
+fn histogram_bucket_settings_give_a_plugin_histogram_its_buckets() {
+    // Written as one object, not a list, as a production gateway's template does.
+    let (_ferry, admin) = start_with(
+        "stats_config:\n  histogram_bucket_settings:\n    match: { prefix: wasmcustom.latency }\n    buckets: [100, 8, 30]\n",
+    );
+    let text = admin_get(admin, "/stats/prometheus").text();
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("a valid exposition");
+    let latency = scrape.samples.iter().find(|s| s.metric == "latency_ms").expect(&text);
+    let Value::Histogram(buckets) = &latency.value else { panic!("a histogram:\n{text}") };
+    let bounds: Vec<(f64, f64)> = buckets.iter().map(|b| (b.less_than, b.count)).collect();
+    // 7 and 40 recorded: the bounds given (in order), then +Inf.
+    assert_eq!(bounds, [(8.0, 1.0), (30.0, 1.0), (100.0, 2.0), (f64::INFINITY, 2.0)]);
 }
 
 #[test]

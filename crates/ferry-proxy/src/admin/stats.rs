@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use ferry_host::{HISTOGRAM_BUCKETS, HistogramValue, MetricValue, sanitize_stat_name};
+use ferry_host::{HistogramValue, MetricValue, sanitize_stat_name};
 use serde_json::{Value, json};
 
 use super::Admin;
@@ -421,7 +421,7 @@ pub(super) fn prometheus(stats: &[Stat]) -> String {
                 MetricValue::Gauge(v) => writeln!(out, "{name}{braced} {v}"),
                 MetricValue::Histogram(h) => {
                     let sep = if labels.is_empty() { "" } else { "," };
-                    for (bound, count) in HISTOGRAM_BUCKETS.iter().zip(&h.cumulative) {
+                    for (bound, count) in h.bounds.iter().zip(&h.cumulative) {
                         writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {count}").expect("String");
                     }
                     writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count).expect("String");
@@ -471,7 +471,7 @@ fn quantiles(h: &HistogramValue) -> Option<Vec<f64>> {
         let rank = q / 100.0 * h.count as f64;
         let mut below = 0u64;
         let mut lower = min;
-        for (bound, &cumulative) in HISTOGRAM_BUCKETS.iter().zip(&h.cumulative) {
+        for (bound, &cumulative) in h.bounds.iter().zip(&h.cumulative) {
             if cumulative as f64 >= rank && cumulative > below {
                 let upper = bound.min(max);
                 let share = (rank - below as f64) / (cumulative - below) as f64;
@@ -516,6 +516,7 @@ pub(crate) fn queue_bridge(admin: &Admin) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_host::HISTOGRAM_BUCKETS;
 
     #[test]
     fn plugin_metrics_lose_their_namespace_in_prometheus_and_others_gain_envoy() {
@@ -544,12 +545,14 @@ mod tests {
         // 10 values of 7 (bucket 5..10), 10 of 40 (bucket 25..50).
         let mut cumulative = vec![0, 0, 0, 10, 10, 20];
         cumulative.resize(HISTOGRAM_BUCKETS.len(), 20);
-        let h = HistogramValue { count: 20, sum: 470, range: Some((7, 40)), cumulative };
+        let bounds = std::sync::Arc::from(&HISTOGRAM_BUCKETS[..]);
+        let h = HistogramValue { count: 20, sum: 470, range: Some((7, 40)), bounds, cumulative };
         let q = quantiles(&h).unwrap();
         assert_eq!((q[0], q[9]), (7.0, 40.0));
         assert!((7.0..=10.0).contains(&q[2]), "median {}", q[2]);
         assert!((25.0..=40.0).contains(&q[4]), "p90 {}", q[4]);
         assert!(q.windows(2).all(|w| w[0] <= w[1]), "{q:?}");
-        assert_eq!(quantiles(&HistogramValue::default()), None);
+        let empty = HistogramValue { count: 0, sum: 0, range: None, bounds: h.bounds.clone(), cumulative: vec![0; 19] };
+        assert_eq!(quantiles(&empty), None);
     }
 }
