@@ -60,6 +60,16 @@ pub enum PlanError {
         /// Why.
         source: crate::tls::TlsError,
     },
+    /// Two listeners (or a listener and the admin endpoint) on one address.
+    #[error("{what} has the address {address} of {other}: only one of them could listen on it")]
+    SameAddress {
+        /// The later one.
+        what: String,
+        /// The one it clashes with.
+        other: String,
+        /// The address.
+        address: SocketAddr,
+    },
     /// An address could not be resolved.
     #[error("{what}: cannot resolve {address}: {reason}")]
     Address {
@@ -424,8 +434,17 @@ impl Plan {
                 .map_err(|(cluster, source)| PlanError::Tls { what: format!("cluster {cluster:?}"), source })?,
         );
         let mut listeners = Vec::new();
+        let mut taken = Vec::new();
+        if let Some(admin) = &config.admin {
+            taken.push(("the admin endpoint".to_owned(), resolve(&admin.to_string(), "admin")?));
+        }
         for listener in &config.listeners {
-            let address = resolve(&listener.address.to_string(), &format!("listener {:?}", listener.name))?;
+            let what = format!("listener {:?}", listener.name);
+            let address = resolve(&listener.address.to_string(), &what)?;
+            if let Some((other, _)) = taken.iter().find(|(_, other)| clashes(*other, address)) {
+                return Err(PlanError::SameAddress { what, other: other.clone(), address });
+            }
+            taken.push((what, address));
             let mut chains = Vec::new();
             for chain in &listener.chains {
                 let service = match &chain.kind {
@@ -525,6 +544,12 @@ impl Plan {
             }),
         })
     }
+}
+
+/// Whether two listening addresses cannot both be bound: the same port
+/// (not 0: any free one) on the same IP, or on any IP and a wildcard.
+fn clashes(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn resolve(address: &str, what: &str) -> Result<SocketAddr, PlanError> {

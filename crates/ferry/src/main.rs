@@ -184,19 +184,33 @@ enum Mode {
     Validate,
 }
 
+/// An error and its causes on one line, each cause once: many of ferry's
+/// errors already say their cause, and a chain printed whole would repeat it.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.ends_with(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse_from(split_flag_arguments(std::env::args_os().collect()));
     let levels = match logging::Levels::parse(&cli.log_level, cli.component_log_level.as_deref()) {
         Ok(levels) => levels,
         Err(e) => {
-            eprintln!("ferry: {e:#}");
+            eprintln!("ferry: {}", describe(&e));
             return ExitCode::FAILURE;
         }
     };
     let guard = match logging::init(levels.clone(), &cli.log_format, cli.log_path.as_deref()) {
         Ok(guard) => guard,
         Err(e) => {
-            eprintln!("ferry: {e:#}");
+            eprintln!("ferry: {}", describe(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -207,7 +221,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // On standard error even when the log goes to a file: the user
             // who started ferry must see why it stopped.
-            eprintln!("ferry: {e:#}");
+            eprintln!("ferry: {}", describe(&e));
             ExitCode::FAILURE
         }
     }

@@ -118,3 +118,62 @@ fn a_flag_and_its_value_in_one_argument_are_read_as_envoy_reads_them() {
     assert!(status.success(), "{stderr}");
     assert_eq!(stdout.trim(), format!("configuration '{}' OK", path.display()), "validated, not served");
 }
+
+/// `--mode validate` on `config`: its exit status and standard error.
+fn validate(name: &str, config: &str) -> (std::process::ExitStatus, String) {
+    let path = temp_file(name, config);
+    let (status, _, stderr) = common::run_to_end(&["-c", path.to_str().unwrap(), "--mode", "validate"]);
+    (status, stderr)
+}
+
+#[test]
+fn validation_refuses_two_listeners_on_one_address() {
+    let port = free_port();
+    let routes = direct_route("/", "ok\n");
+    let config = format!(
+        "static_resources:\n  listeners:\n{}{}",
+        listener("one", port, &routes, ""),
+        listener("two", port, &routes, "")
+    );
+    let (status, stderr) = validate("same-address.yaml", &config);
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!("listener \"two\" has the address 127.0.0.1:{port} of listener \"one\"")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validation_refuses_a_listener_on_the_admin_address() {
+    let port = free_port();
+    let config = format!(
+        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}\nstatic_resources:\n  listeners:\n{}",
+        listener("main", port, &direct_route("/", "ok\n"), "")
+    );
+    let (status, stderr) = validate("admin-address.yaml", &config);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("listener \"main\" has the address") && stderr.contains("of the admin endpoint"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validation_refuses_a_certificate_file_with_no_certificate_in_it() {
+    let not_pem = temp_file("not-a-certificate.pem", "this is not PEM\n");
+    let key = common::repo_root().join("crates/ferry/tests/testdata/x509v1_localhost.key");
+    let tls = format!(
+        "    - transport_socket:\n        name: envoy.transport_sockets.tls\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n          common_tls_context:\n            tls_certificates:\n            - certificate_chain: {{ filename: {} }}\n              private_key: {{ filename: {} }}\n      filters:\n",
+        not_pem.display(),
+        key.display()
+    );
+    let config = format!(
+        "static_resources:\n  listeners:\n{}",
+        listener("secure", 0, &direct_route("/", "ok\n"), "").replacen("    - filters:\n", &tls, 1)
+    );
+    let (status, stderr) = validate("bad-certificate.yaml", &config);
+    assert!(!status.success());
+    // Said once, not once per layer of the error.
+    assert_eq!(stderr.matches("certificate_chain: no certificate in it").count(), 1, "{stderr}");
+    assert!(stderr.contains("listener \"secure\": TLS: certificate_chain"), "{stderr}");
+}
