@@ -14,6 +14,7 @@
 mod attributes;
 mod capabilities;
 mod compiler;
+mod cpu_budget;
 mod error;
 mod exports;
 mod failure;

@@ -92,6 +92,8 @@ pub struct HostState {
     /// Context ids are small sequential numbers: a fast, non-keyed hash suits them.
     pub(crate) contexts: FxHashMap<u32, ContextEntry>,
     pub(crate) call: CallFrame,
+    /// The CPU time the entry into the plugin in progress may still use.
+    pub(crate) cpu_budget: crate::cpu_budget::CpuBudget,
     /// The stream lent to the callback in progress (none in a root
     /// context's own callbacks).
     pub(crate) stream: Option<SharedStream>,
@@ -201,6 +203,7 @@ impl HostState {
             plugins: Vec::new(),
             contexts: FxHashMap::default(),
             call: CallFrame::default(),
+            cpu_budget: Default::default(),
             stream: None,
             tick_requests: Vec::new(),
             metric_ids: MetricIds::default(),

@@ -12,6 +12,7 @@ use ferry_abi::PeerType;
 use wasmtime::{Store, Trap, TypedFunc, WasmParams, WasmResults};
 
 use crate::compiler::Tier;
+use crate::cpu_budget::{self, CpuBudget};
 use crate::exports::Exports;
 use crate::grpc::{GrpcCommand, GrpcEvent};
 use crate::host::SharedState;
@@ -129,11 +130,7 @@ pub(crate) struct Vm {
     /// The last context id handed out; ids are never 0 (the VM itself) and
     /// skip ids still in use once they wrap.
     last_context_id: u32,
-    /// Epoch ticks a callback may run.
-    callback_ticks: u64,
-    /// Epoch ticks each start function may run.
-    start_ticks: u64,
-    /// The deadline, for messages.
+    /// The CPU time a callback, and each start function, may use.
     callback_deadline: Option<Duration>,
     start_deadline: Option<Duration>,
 }
@@ -153,9 +150,10 @@ impl Vm {
         let code = module.code();
         let mut store = Store::new(code.pre.module().engine(), state);
         store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_trap();
-        let start_ticks = Limits::ticks(limits.start_deadline);
-        store.set_epoch_deadline(start_ticks);
+        store.epoch_deadline_callback(cpu_budget::on_epoch_deadline);
+        let (budget, ticks) = CpuBudget::start(limits.start_deadline);
+        store.data_mut().cpu_budget = budget;
+        store.set_epoch_deadline(ticks);
         let wasm_instance =
             code.pre.instantiate(&mut store).map_err(|e| CallError::new("instantiate", trap_message(&e)))?;
         let exports = Exports::resolve(&wasm_instance, &mut store, module.abi, &module.spec.allowed_capabilities);
@@ -170,8 +168,6 @@ impl Vm {
             tier: code.tier,
             exports,
             last_context_id: 0,
-            callback_ticks: Limits::ticks(limits.callback_deadline),
-            start_ticks,
             callback_deadline: limits.callback_deadline,
             start_deadline: limits.start_deadline,
         };
@@ -270,7 +266,7 @@ impl Vm {
     ) -> Result<Verdict, CallError> {
         let size = callback.size(&stream.borrow());
         let (arg, eos) = (id as i32, end_of_stream as i32);
-        let Vm { store, exports: e, callback_ticks, callback_deadline, .. } = self;
+        let Vm { store, exports: e, callback_deadline, .. } = self;
         // Each export with the arity it has in this module's ABI version.
         let two = |f| two_args(f, (arg, size));
         let call = match callback {
@@ -296,7 +292,7 @@ impl Vm {
         let phase = callback.phase();
         let action = with_stream(store, stream, |store| {
             let frame = CallFrame { end_of_stream, ..frame(id, phase) };
-            enter(store, callback.name(), frame, *callback_ticks, *callback_deadline, |s| match call {
+            enter(store, callback.name(), frame, *callback_deadline, |s| match call {
                 Call::One(f, a) => f.call(s, a),
                 Call::Two(f, a) => f.call(s, a),
                 Call::Three(f, a) => f.call(s, a),
@@ -643,13 +639,13 @@ impl Vm {
         select: impl FnOnce(&Exports) -> Option<&TypedFunc<P, R>>,
         args: P,
     ) -> Result<Option<R>, CallError> {
-        let Vm { store, exports, callback_ticks, start_ticks, callback_deadline, start_deadline, .. } = self;
+        let Vm { store, exports, callback_deadline, start_deadline, .. } = self;
         let Some(f) = select(exports) else { return Ok(None) };
-        let (ticks, limit) = match deadline {
-            Deadline::Callback => (*callback_ticks, *callback_deadline),
-            Deadline::Start => (*start_ticks, *start_deadline),
+        let limit = match deadline {
+            Deadline::Callback => *callback_deadline,
+            Deadline::Start => *start_deadline,
         };
-        enter(store, function, frame, ticks, limit, |s| f.call(s, args)).map(Some)
+        enter(store, function, frame, limit, |s| f.call(s, args)).map(Some)
     }
 
     /// [`Vm::call`] under the callback deadline, with `stream` lent to the plugin.
@@ -711,17 +707,18 @@ fn with_stream<R>(
 }
 
 /// Calls into the guest with `frame` as the call in progress, interrupted
-/// after `ticks` epoch ticks.
+/// once it used `deadline` of CPU time.
 fn enter<R>(
     store: &mut Store<HostState>,
     function: &'static str,
     frame: CallFrame,
-    ticks: u64,
     deadline: Option<Duration>,
     call: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
 ) -> Result<R, CallError> {
     // A local response nobody collected belongs to an earlier call: drop it.
     drop(std::mem::replace(&mut store.data_mut().call, frame));
+    let (budget, ticks) = CpuBudget::start(deadline);
+    store.data_mut().cpu_budget = budget;
     store.set_epoch_deadline(ticks);
     let result = call(store);
     let data = store.data_mut();
@@ -731,7 +728,7 @@ fn enter<R>(
     result.map_err(|e| {
         if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             let limit = deadline.map_or_else(|| "its deadline".to_owned(), |d| format!("its deadline of {d:?}"));
-            CallError { function, message: format!("interrupted: ran past {limit}"), deadline: true }
+            CallError { function, message: format!("interrupted: ran past {limit} of CPU time"), deadline: true }
         } else {
             CallError::new(function, trap_message(&e))
         }

@@ -91,11 +91,11 @@ struct Cli {
     /// finish their responses before they are cut (Envoy's default, 600).
     #[arg(long = "drain-time-s", default_value_t = 600)]
     drain_time_s: u64,
-    /// Longest a plugin callback may run before it is interrupted, in
-    /// milliseconds (0: no limit). Default 100.
+    /// Most CPU time a plugin callback may use before it is interrupted,
+    /// in milliseconds (0: no limit). Default 1000.
     #[arg(long = "wasm-callback-deadline-ms")]
     wasm_callback_deadline_ms: Option<u64>,
-    /// Longest each plugin start function (`_initialize`, `proxy_on_vm_start`,
+    /// Most CPU time each plugin start function (`_initialize`, `proxy_on_vm_start`,
     /// `proxy_on_configure`) may run, in milliseconds (0: no limit). Default 10000.
     #[arg(long = "wasm-start-deadline-ms")]
     wasm_start_deadline_ms: Option<u64>,

@@ -2,6 +2,8 @@
 //!
 //! **By request path**, as an HTTP filter with an empty configuration:
 //! - `/loop`, `/loop-response`: `loop {}` in the request (response) headers;
+//! - `/work/N`: works (spins) for N ms of wall-clock time in the request
+//!   headers, then goes on;
 //! - `/bomb`: allocates (and touches) memory until allocation fails;
 //! - `/trap`: panics;
 //! - `/call`: an HTTP call without a timeout to cluster `slow`, and waits
@@ -86,6 +88,18 @@ fn spin() -> ! {
     let mut n = 0u64;
     loop {
         n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+/// Does honest work: spins until `length` of wall-clock time passed since
+/// `started`, having logged that it began.
+fn work(started: std::time::SystemTime, length: Duration) {
+    info!("hostile: working for {length:?}");
+    let mut n = 0u64;
+    while proxy_wasm::hostcalls::get_current_time().unwrap().duration_since(started).unwrap_or_default() < length {
+        for _ in 0..10_000 {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
     }
 }
 
@@ -250,6 +264,9 @@ impl HttpContext for Stream {
             if call.is_ok() {
                 return Action::Pause;
             }
+        }
+        if let Some(ms) = path.strip_prefix("/work/").and_then(|ms| ms.parse().ok()) {
+            work(self.get_current_time(), Duration::from_millis(ms));
         }
         match path.as_str() {
             "/loop" => spin(),

@@ -1,0 +1,108 @@
+//! Callback deadlines measured in the CPU time the plugin used.
+//!
+//! A wall-clock deadline blames the plugin for time the OS gave to other
+//! threads: under load an honest callback was killed now and then. So the
+//! epoch ticker only says *when to look*, and what is compared with the
+//! deadline is this thread's CPU clock. Reading that clock is a system
+//! call, so a callback does not read it on entry: its budget starts at the
+//! first epoch tick it sees (at most one [`EPOCH_TICK`] in), which leaves
+//! callbacks shorter than a tick (nearly all) free of any cost.
+
+use std::time::Duration;
+
+use wasmtime::{StoreContextMut, UpdateDeadline};
+
+use crate::limits::{EPOCH_TICK, NO_DEADLINE};
+use crate::state::HostState;
+
+/// The CPU time one entry into the plugin may still use.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CpuBudget {
+    /// The most CPU time the entry may use; `None` for no limit.
+    limit: Option<Duration>,
+    /// This thread's CPU clock at the first tick of the entry.
+    since: Option<Duration>,
+}
+
+impl CpuBudget {
+    /// A fresh budget of `limit`, and the epoch ticks until it is first
+    /// looked at.
+    pub(crate) fn start(limit: Option<Duration>) -> (CpuBudget, u64) {
+        let ticks = if limit.is_some() { 1 } else { NO_DEADLINE };
+        (CpuBudget { limit, since: None }, ticks)
+    }
+
+    /// Decides, at an epoch tick, whether the entry is over its budget;
+    /// if not, when to look again. Wall time passes at least as fast as
+    /// CPU time, so the remaining budget in ticks is the earliest it can
+    /// run out.
+    fn at_tick(&mut self, cpu_now: Duration) -> UpdateDeadline {
+        let Some(limit) = self.limit else { return UpdateDeadline::Continue(NO_DEADLINE) };
+        let used = cpu_now.saturating_sub(*self.since.get_or_insert(cpu_now));
+        match limit.checked_sub(used) {
+            Some(left) if !left.is_zero() => {
+                UpdateDeadline::Continue((left.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1))
+            }
+            _ => UpdateDeadline::Interrupt,
+        }
+    }
+}
+
+/// The store's epoch-deadline callback: interrupts the plugin once its
+/// entry used up its CPU budget.
+pub(crate) fn on_epoch_deadline(mut store: StoreContextMut<'_, HostState>) -> wasmtime::Result<UpdateDeadline> {
+    let now = thread_cpu_time();
+    Ok(store.data_mut().cpu_budget.at_tick(now))
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticks(update: UpdateDeadline) -> Option<u64> {
+        match update {
+            UpdateDeadline::Continue(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_budget_counts_from_the_first_tick_and_ends_when_used_up() {
+        let ms = Duration::from_millis;
+        let (mut budget, first) = CpuBudget::start(Some(ms(100)));
+        assert_eq!(first, 1);
+        // At the first tick, all 100 ms are left: look again in 20 ticks.
+        assert_eq!(ticks(budget.at_tick(ms(7))), Some(20));
+        // Descheduled: 20 ticks of wall time, only 30 ms of CPU used.
+        assert_eq!(ticks(budget.at_tick(ms(37))), Some(14));
+        assert_eq!(ticks(budget.at_tick(ms(105))), Some(1));
+        assert_eq!(ticks(budget.at_tick(ms(107))), None, "100 ms used: interrupted");
+    }
+
+    #[test]
+    fn no_limit_never_interrupts() {
+        let (mut budget, first) = CpuBudget::start(None);
+        assert_eq!(first, NO_DEADLINE);
+        assert_eq!(ticks(budget.at_tick(Duration::from_secs(3600))), Some(NO_DEADLINE));
+    }
+
+    #[test]
+    fn the_thread_cpu_clock_counts_work_and_not_waiting() {
+        let (before, wall) = (thread_cpu_time(), std::time::Instant::now());
+        std::thread::sleep(Duration::from_millis(50));
+        let slept = thread_cpu_time() - before;
+        assert!(slept < Duration::from_millis(25), "{slept:?} of CPU time while asleep");
+        let before = thread_cpu_time();
+        let mut n = 0u64;
+        while thread_cpu_time() - before < Duration::from_millis(5) {
+            n = std::hint::black_box(n + 1);
+        }
+        assert!(wall.elapsed() >= Duration::from_millis(55));
+    }
+}
