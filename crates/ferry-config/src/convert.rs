@@ -465,6 +465,7 @@ fn http_limits(raw: &raw::HttpConnectionManager, path: &str) -> Result<HttpLimit
     let mut limits = HttpLimits::default();
     if let Some(t) = timeout(&raw.request_headers_timeout, join(path, "request_headers_timeout"))? {
         limits.request_headers_timeout = t;
+        limits.first_request_timeout = t;
     }
     if let Some(t) = timeout(&raw.stream_idle_timeout, join(path, "stream_idle_timeout"))? {
         limits.stream_idle_timeout = t;

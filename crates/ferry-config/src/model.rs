@@ -458,8 +458,15 @@ pub struct Upgrade {
 /// defaults (`None`: no limit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// `request_headers_timeout` (default none).
+    /// `request_headers_timeout` (default none): each request's head must
+    /// arrive within this long of the connection starting to read it.
     pub request_headers_timeout: Option<Duration>,
+    /// (ferry) A connection that has not sent complete request headers this
+    /// long after it was accepted (a TLS handshake included) is closed,
+    /// silent ones too: `request_headers_timeout` when it is set (`0s`:
+    /// never), else 10 s. Envoy leaves such a connection open for the
+    /// `idle_timeout` (1 h).
+    pub first_request_timeout: Option<Duration>,
     /// `common_http_protocol_options.idle_timeout` (default 1 h): a
     /// connection with no request in flight for this long is closed.
     pub idle_timeout: Option<Duration>,
@@ -485,6 +492,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             request_headers_timeout: None,
+            first_request_timeout: Some(Duration::from_secs(10)),
             idle_timeout: Some(Duration::from_secs(3600)),
             max_connection_duration: None,
             max_request_headers_kb: 60,

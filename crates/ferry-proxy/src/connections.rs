@@ -88,6 +88,10 @@ fn open_files_limit() -> Option<u64> {
 pub(crate) struct Activity {
     in_flight: Cell<u32>,
     last: Cell<Instant>,
+    /// When the connection was accepted.
+    accepted: Instant,
+    /// Whether any request's headers arrived.
+    asked: Cell<bool>,
 }
 
 /// A request in flight on its connection.
@@ -100,15 +104,24 @@ impl Drop for InFlight<'_> {
     }
 }
 
-impl Default for Activity {
-    fn default() -> Self {
-        Activity { in_flight: Cell::new(0), last: Cell::new(Instant::now()) }
-    }
-}
-
 impl Activity {
+    /// A connection accepted at `accepted`, with no request yet.
+    pub(crate) fn since(accepted: Instant) -> Self {
+        Activity { in_flight: Cell::new(0), last: Cell::new(Instant::now()), accepted, asked: Cell::new(false) }
+    }
+
+    /// Returns if the connection sent no complete request headers within
+    /// `timeout` of its accept; never returns once one arrived.
+    pub(crate) async fn no_request_within(&self, timeout: Duration) {
+        tokio::time::sleep_until((self.accepted + timeout).into()).await;
+        if self.asked.get() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// A request began; it ends when the guard is dropped.
     pub(crate) fn begin(&self) -> InFlight<'_> {
+        self.asked.set(true);
         self.in_flight.set(self.in_flight.get() + 1);
         self.last.set(Instant::now());
         InFlight(self)
@@ -150,7 +163,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn a_connection_is_idle_only_with_nothing_in_flight() {
-        let activity = Activity::default();
+        let activity = Activity::since(Instant::now());
         let request = activity.begin();
         let idle = activity.idle_for(Duration::from_secs(5));
         tokio::pin!(idle);
@@ -159,5 +172,17 @@ mod tests {
         let started = tokio::time::Instant::now();
         idle.await;
         assert!(started.elapsed() >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_connection_that_asked_nothing_is_due_at_its_first_request_timeout_and_one_that_asked_never() {
+        let silent = Activity::since(Instant::now());
+        let started = tokio::time::Instant::now();
+        silent.no_request_within(Duration::from_secs(10)).await;
+        assert!(started.elapsed() >= Duration::from_secs(10));
+        let asked = Activity::since(Instant::now());
+        drop(asked.begin());
+        let never = asked.no_request_within(Duration::from_secs(10));
+        assert!(tokio::time::timeout(Duration::from_secs(3600), never).await.is_err());
     }
 }

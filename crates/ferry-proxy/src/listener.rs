@@ -72,7 +72,7 @@ async fn accept_loop(
     (stats, cap): (std::sync::Arc<crate::envoy_stats::ListenerStats>, std::sync::Arc<ConnectionCap>),
     thread: Rc<ThreadLoop>,
 ) {
-    let mut accept_errors = RateLimitedWarning::default();
+    let (mut accept_errors, mut refusals) = (RateLimitedWarning::default(), RateLimitedWarning::default());
     let inspect = filter_chains::needs_inspection(&chains);
     loop {
         let accepted = tokio::select! {
@@ -86,7 +86,7 @@ async fn accept_loop(
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly.
-                accept_errors.warn(&e);
+                accept_errors.warn(format_args!("accept failed: {e}"));
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             }
@@ -95,11 +95,17 @@ async fn accept_loop(
         let Some(counted) = cap.admit() else {
             stats.downstream_global_cx_overflow.fetch_add(1, Ordering::Relaxed);
             drop(stream);
+            let max = cap.max().unwrap_or(u64::MAX);
+            refusals.warn(format_args!(
+                "refused a connection from {peer}: the cap of {max} open connections is reached \
+                 (overload_manager's global_downstream_max_connections)"
+            ));
             continue;
         };
         let _ = stream.set_nodelay(true);
         let open = (stats.accepted(), counted);
-        let accepted = Accepted { stream, peer, id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed) };
+        let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+        let accepted = Accepted { stream, peer, id, at: std::time::Instant::now() };
         let (thread, cap, chains) = (thread.clone(), cap.clone(), chains.clone());
         tokio::task::spawn_local(async move {
             let chain = if inspect {
@@ -126,18 +132,25 @@ struct Accepted {
     peer: std::net::SocketAddr,
     /// Unique in the process (the `connection.id` property).
     id: u64,
+    /// When it was accepted.
+    at: std::time::Instant,
 }
 
 /// Runs `chain` on a connection: its TLS handshake if it terminates TLS,
 /// then its HTTP connection manager or TCP proxy.
 async fn serve_chain(accepted: Accepted, chain: &ChainPlan, thread: Rc<ThreadLoop>, cap: &ConnectionCap) {
-    let Accepted { stream, peer, id } = accepted;
+    let Accepted { stream, peer, id, at } = accepted;
     let destination = stream.local_addr().ok();
     let (stream, tls) = match &chain.tls {
         None => (Either::Plain(stream), None),
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            // An HTTP client's handshake counts towards its first request's deadline.
+            let limit = match &chain.service {
+                ListenerService::Http(http) => http.limits.first_request_timeout.map(|t| t.min(TLS_HANDSHAKE_TIMEOUT)),
+                ListenerService::Tcp(_) => None,
+            };
+            match tokio::time::timeout(limit.unwrap_or(TLS_HANDSHAKE_TIMEOUT), acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let facts = crate::tls::handshake_facts(stream.get_ref().1, tls.local.as_ref());
                     (Either::Tls(Box::new(stream)), Some(std::sync::Arc::new(facts)))
@@ -176,7 +189,7 @@ async fn serve_chain(accepted: Accepted, chain: &ChainPlan, thread: Rc<ThreadLoo
                 source: peer,
                 destination,
                 id,
-                activity: Default::default(),
+                activity: crate::connections::Activity::since(at),
                 tls,
             });
             match stream {
@@ -299,8 +312,20 @@ where
             None => std::future::pending().await,
         }
     };
+    let silent = async {
+        match limits.first_request_timeout {
+            Some(timeout) => activity.no_request_within(timeout).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         result = connection.as_mut() => return result.map_err(Into::into),
+        () = silent => {
+            // Nothing to finish: the connection is dropped, which closes it.
+            tracing::debug!(target: "connection", "closed: no complete request headers within {:?} of accept",
+                limits.first_request_timeout.unwrap_or_default());
+            return Ok(());
+        }
         () = idle => {}
         () = too_old => {}
         () = thread.stopping() => {}
@@ -358,7 +383,7 @@ where
 }
 
 /// A warning printed at most once a second, with how many were held back:
-/// a flood of failed accepts must not flood the log.
+/// a flood of failed accepts or refused connections must not flood the log.
 #[derive(Default)]
 struct RateLimitedWarning {
     last: Option<std::time::Instant>,
@@ -366,14 +391,14 @@ struct RateLimitedWarning {
 }
 
 impl RateLimitedWarning {
-    fn warn(&mut self, error: &std::io::Error) {
+    fn warn(&mut self, message: std::fmt::Arguments<'_>) {
         if self.last.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1)) {
             self.held_back += 1;
             return;
         }
         match std::mem::take(&mut self.held_back) {
-            0 => tracing::warn!(target: "main", "accept failed: {error}"),
-            n => tracing::warn!(target: "main", "accept failed: {error} ({n} more in the last second)"),
+            0 => tracing::warn!(target: "main", "{message}"),
+            n => tracing::warn!(target: "main", "{message} ({n} more held back since the last)"),
         }
         self.last = Some(std::time::Instant::now());
     }

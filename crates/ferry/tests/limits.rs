@@ -72,6 +72,51 @@ fn slowloris_is_closed_at_the_request_headers_timeout() {
     assert_eq!(request(main, "GET", "/", &[], b"").text(), "ok", "others are served");
 }
 
+/// With no `request_headers_timeout` configured, a connection that never
+/// completes its request headers is closed 10 s after accept (ferry's
+/// edge-safe default), whether it sends nothing at all or a head that never
+/// ends; one that asked is not.
+#[test]
+fn connections_without_complete_request_headers_are_closed_10_to_15_seconds_after_accept() {
+    let ferry = Ferry::start(&config("", ""), &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(main).unwrap();
+    let mut partial = TcpStream::connect(main).unwrap();
+    partial.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut asked = TcpStream::connect(main).unwrap();
+    asked.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let partial_closed = std::thread::spawn(move || closed_within(&mut partial, Duration::from_secs(20)));
+    let closed = closed_within(&mut silent, Duration::from_secs(20)).map(|_| started.elapsed());
+    let closed = closed.expect("the silent connection is closed");
+    assert!((Duration::from_secs(10)..Duration::from_secs(15)).contains(&closed), "silent: closed after {closed:?}");
+    let closed = partial_closed.join().unwrap().map(|_| started.elapsed()).expect("the partial head is cut off");
+    assert!((Duration::from_secs(10)..Duration::from_secs(15)).contains(&closed), "partial: closed after {closed:?}");
+    // The connection that asked still has its keep-alive after the others went.
+    asked.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = [0u8; 256];
+    assert!(asked.read(&mut answer).unwrap() > 0);
+    asked.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let n = asked.read(&mut answer).unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer[..n]));
+}
+
+/// `request_headers_timeout: 0s` is Envoy's behaviour: a silent connection
+/// stays open (for the idle timeout).
+#[test]
+fn request_headers_timeout_0s_leaves_a_silent_connection_open_as_envoy_does() {
+    let defaulted = Ferry::start(&config("", ""), &["--concurrency", "1"]);
+    let envoys = Ferry::start(&config("          request_headers_timeout: 0s\n", ""), &["--concurrency", "1"]);
+    let mut closes = TcpStream::connect(defaulted.address("main")).unwrap();
+    let mut stays = TcpStream::connect(envoys.address("main")).unwrap();
+    assert!(closed_within(&mut closes, Duration::from_secs(20)).is_some(), "the defaulted one closes first");
+    stays.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    stays.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = [0u8; 256];
+    let n = stays.read(&mut answer).unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer[..n]));
+}
+
 #[test]
 fn idle_connections_close_but_not_while_a_request_is_in_flight() {
     let manager = "          common_http_protocol_options: { idle_timeout: 1s }\n";
@@ -167,6 +212,11 @@ fn a_flood_of_connections_past_the_cap_leaves_the_open_ones_served() {
         .find_map(|l| l.split_once("downstream_global_cx_overflow: ").map(|(_, v)| v.parse().unwrap()))
         .unwrap_or_else(|| panic!("{stats}"));
     assert!(overflow >= 180, "{stats}");
+    // Each refusal is counted; the log says why, at most once a second.
+    let line = ferry.wait_for("refused a connection from", Duration::from_secs(5));
+    assert!(line.contains("the cap of 20 open connections is reached"), "{line}");
+    let logged = ferry.lines().iter().filter(|l| l.contains("refused a connection")).count();
+    assert!(logged <= 3, "{logged} lines for one burst of refusals");
     // Once the flood is gone, new connections are let in again.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(request(main, "GET", "/", &[], b"").status, 200);
