@@ -109,9 +109,8 @@ async fn main_thread(
     let mut bound = Vec::new();
     for listener in &plan.listeners {
         let bind_error = |source| RunError::Bind { name: listener.name.clone(), address: listener.address, source };
-        let socket = std::net::TcpListener::bind(listener.address).map_err(bind_error)?;
-        socket.set_nonblocking(true).map_err(bind_error)?;
-        tracing::info!(target: "main", "listener '{}' listening on {}", listener.name, socket.local_addr()?);
+        let socket = bind_only(listener.address).map_err(bind_error)?;
+        tracing::info!(target: "main", "'{}' bound to {}; it listens once every plugin started", listener.name, socket.local_addr()?);
         bound.push((listener.name.clone(), socket.local_addr()?));
         sockets.push(socket);
     }
@@ -120,19 +119,15 @@ async fn main_thread(
     }
     let admin = match plan.admin {
         Some(address) => {
-            let socket = std::net::TcpListener::bind(address).map_err(|source| RunError::Bind {
-                name: "admin".into(),
-                address,
-                source,
-            })?;
-            socket.set_nonblocking(true)?;
+            let socket =
+                bind_only(address).map_err(|source| RunError::Bind { name: "admin".into(), address, source })?;
             let bound = socket.local_addr()?;
             tracing::info!(target: "main", "admin address: {bound}");
             if let Some(path) = &options.admin_address_path {
                 std::fs::write(path, bound.to_string())
                     .map_err(|source| RunError::AdminAddressPath { path: path.clone(), source })?;
             }
-            Some(tokio::net::TcpListener::from_std(socket)?)
+            Some(socket)
         }
         None => None,
     };
@@ -166,13 +161,26 @@ async fn main_thread(
             .collect::<std::io::Result<Vec<_>>>()?;
         workers.push(spawn_worker(index, plan.clone(), listeners, health.clone())?);
     }
-    drop(sockets);
     let started =
         workers.iter().map(|w| w.ready.recv().unwrap_or_else(|_| Err(worker_died()))).collect::<Result<Vec<()>, _>>();
     if let Err(error) = started {
         stop(workers);
         return Err(error.into());
     }
+    // Only now do the sockets listen: a client that connected while plugins
+    // started was refused at once rather than left waiting in the backlog.
+    for (socket, (name, address)) in sockets.iter().zip(&bound) {
+        listen(socket)?;
+        tracing::info!(target: "main", "listener '{name}' listening on {address}");
+    }
+    drop(sockets);
+    let admin = match admin {
+        Some(socket) => {
+            listen(&socket)?;
+            Some(tokio::net::TcpListener::from_std(socket)?)
+        }
+        None => None,
+    };
     tracing::info!(target: "main", "all dependencies initialized. starting workers ({})", options.concurrency);
     for worker in &workers {
         let _ = worker.go.send(true);
@@ -300,6 +308,26 @@ pub fn check_start(plan: &Plan) -> Result<(), StartError> {
         vms.start()?;
     }
     Ok(())
+}
+
+/// Binds `address` without listening yet: the address is taken (and its
+/// port known, for port 0) while plugins start, but a client connecting
+/// meanwhile is refused at once instead of waiting in the backlog, as
+/// Envoy opens its listeners only after initialisation.
+fn bind_only(address: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Lets a socket [`bind_only`] bound accept connections.
+fn listen(socket: &std::net::TcpListener) -> std::io::Result<()> {
+    /// Envoy's default `tcp_backlog_size`.
+    const BACKLOG: i32 = 1024;
+    socket2::SockRef::from(socket).listen(BACKLOG)
 }
 
 fn worker_died() -> StartError {

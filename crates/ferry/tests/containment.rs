@@ -156,6 +156,27 @@ fn a_callback_whose_thread_is_descheduled_is_not_charged_for_the_time_it_waited(
     assert!(admin(&ferry, "/stats").contains("wasm.hostile.deadline_exceeded: 0"));
 }
 
+/// Envoy opens its listeners once initialisation is done: a client that
+/// connects while a plugin's `proxy_on_configure` still runs is refused at
+/// once, not left waiting for as long as start-up takes.
+#[test]
+fn a_client_connecting_while_plugins_start_is_refused_at_once_and_served_after() {
+    let filter = hostile_filter("hostile", "hostile", "configure:work", "");
+    let yaml = config("", &two_listeners(&filter), "");
+    let ferry = Ferry::spawn(std::path::Path::new(env!("CARGO_BIN_EXE_ferry")), &yaml, &["--concurrency", "1"]);
+    ferry.wait_for("hostile: working for 3s", Duration::from_secs(30));
+    let line = ferry.wait_for("'plain' bound to ", Duration::from_secs(5));
+    let address: SocketAddr =
+        line.split("'plain' bound to ").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
+    let address = SocketAddr::from(([127, 0, 0, 1], address.port()));
+    let refused = TcpStream::connect_timeout(&address, Duration::from_secs(2)).map(drop);
+    let still_starting = !ferry.lines().iter().any(|l| l.contains("starting workers"));
+    assert_eq!(refused.map_err(|e| e.kind()), Err(std::io::ErrorKind::ConnectionRefused));
+    assert!(still_starting, "the plugin finished starting before the check: it proves nothing");
+    ferry.wait_for("starting workers", Duration::from_secs(30));
+    assert_eq!(get(address, "/", &[]).text(), "plain\n");
+}
+
 #[test]
 fn a_memory_bomb_fails_its_request_and_the_process_stays_under_the_limit() {
     let filter = hostile_filter("hostile", "hostile", "", "");

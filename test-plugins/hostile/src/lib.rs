@@ -23,7 +23,8 @@
 //! to cluster `grpc`, `test.Echo/Unary`, and waits), `new_connection`,
 //! `downstream_data`, `upstream_data`, `downstream_close`,
 //! `upstream_close` (the last five make it a network filter). `WHAT` may
-//! also be `requeue` for `queue_ready`: the item goes back into the queue.
+//! also be `requeue` for `queue_ready`: the item goes back into the queue,
+//! or `work`: it works (spins) for 3 s and goes on.
 //!
 //! **Other configurations:**
 //! - `sender`: the filter only enqueues each request's path (without its
@@ -69,6 +70,7 @@ fn at(here: &str) {
         Some("trap") => panic!("hostile: trap in {here}"),
         Some("loop") => spin(),
         Some("bomb") => bomb(),
+        Some("work") => work(Duration::from_secs(3)),
         _ => {}
     }
 }
@@ -91,9 +93,10 @@ fn spin() -> ! {
     }
 }
 
-/// Does honest work: spins until `length` of wall-clock time passed since
-/// `started`, having logged that it began.
-fn work(started: std::time::SystemTime, length: Duration) {
+/// Does honest work: spins for `length` of wall-clock time, having logged
+/// that it began.
+fn work(length: Duration) {
+    let started = proxy_wasm::hostcalls::get_current_time().unwrap();
     info!("hostile: working for {length:?}");
     let mut n = 0u64;
     while proxy_wasm::hostcalls::get_current_time().unwrap().duration_since(started).unwrap_or_default() < length {
@@ -266,7 +269,7 @@ impl HttpContext for Stream {
             }
         }
         if let Some(ms) = path.strip_prefix("/work/").and_then(|ms| ms.parse().ok()) {
-            work(self.get_current_time(), Duration::from_millis(ms));
+            work(Duration::from_millis(ms));
         }
         match path.as_str() {
             "/loop" => spin(),

@@ -138,6 +138,22 @@ impl Ferry {
     /// Starts `binary` (ferry, or another host with Envoy's command line)
     /// on `config`, and waits for Envoy's "starting workers" log line.
     pub fn start_binary(binary: &Path, config: &str, extra_args: &[&str]) -> Ferry {
+        let mut ferry = Ferry::spawn(binary, config, extra_args);
+        ferry.wait_for("starting workers", Duration::from_secs(60));
+        for line in ferry.lines() {
+            if let Some(rest) = line.split("listener '").nth(1) {
+                let (name, address) = rest.split_once("' listening on ").unwrap();
+                ferry.listeners.insert(name.to_owned(), address.parse().unwrap());
+            }
+            if let Some(address) = line.split("admin address: ").nth(1) {
+                ferry.admin = Some(address.parse().unwrap());
+            }
+        }
+        ferry
+    }
+
+    /// Starts `binary` on `config` without waiting for anything.
+    pub fn spawn(binary: &Path, config: &str, extra_args: &[&str]) -> Ferry {
         let mut child = spawn_host(binary, config, extra_args);
         let log = Arc::new((Mutex::new(Log::default()), Condvar::new()));
         let stderr = child.stderr.take().unwrap();
@@ -150,18 +166,7 @@ impl Ferry {
             sink.0.lock().unwrap().closed = true;
             sink.1.notify_all();
         });
-        let mut ferry = Ferry { child, log, listeners: HashMap::new(), admin: None };
-        ferry.wait_for("starting workers", Duration::from_secs(60));
-        for line in ferry.lines() {
-            if let Some(rest) = line.split("listener '").nth(1) {
-                let (name, address) = rest.split_once("' listening on ").unwrap();
-                ferry.listeners.insert(name.to_owned(), address.parse().unwrap());
-            }
-            if let Some(address) = line.split("admin address: ").nth(1) {
-                ferry.admin = Some(address.parse().unwrap());
-            }
-        }
-        ferry
+        Ferry { child, log, listeners: HashMap::new(), admin: None }
     }
 
     /// The process id.
