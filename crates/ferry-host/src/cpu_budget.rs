@@ -7,13 +7,20 @@
 //! call, so a callback does not read it on entry: its budget starts at the
 //! first epoch tick it sees (at most one [`EPOCH_TICK`] in), which leaves
 //! callbacks shorter than a tick (nearly all) free of any cost.
+//!
+//! A callback with no deadline is still looked at every half second, so a
+//! process shutting down past its drain time can interrupt it
+//! ([`crate::Host::interrupt_plugins`]).
 
 use std::time::Duration;
 
 use wasmtime::{StoreContextMut, UpdateDeadline};
 
-use crate::limits::{EPOCH_TICK, NO_DEADLINE};
+use crate::limits::EPOCH_TICK;
 use crate::state::HostState;
+
+/// Epoch ticks between looks at a callback with no deadline (0.5 s).
+const UNLIMITED_LOOK_TICKS: u64 = 100;
 
 /// The CPU time one entry into the plugin may still use.
 #[derive(Clone, Copy, Debug, Default)]
@@ -28,16 +35,19 @@ impl CpuBudget {
     /// A fresh budget of `limit`, and the epoch ticks until it is first
     /// looked at.
     pub(crate) fn start(limit: Option<Duration>) -> (CpuBudget, u64) {
-        let ticks = if limit.is_some() { 1 } else { NO_DEADLINE };
+        let ticks = if limit.is_some() { 1 } else { UNLIMITED_LOOK_TICKS };
         (CpuBudget { limit, since: None }, ticks)
     }
 
-    /// Decides, at an epoch tick, whether the entry is over its budget;
-    /// if not, when to look again. Wall time passes at least as fast as
-    /// CPU time, so the remaining budget in ticks is the earliest it can
-    /// run out.
-    fn at_tick(&mut self, cpu_now: Duration) -> UpdateDeadline {
-        let Some(limit) = self.limit else { return UpdateDeadline::Continue(NO_DEADLINE) };
+    /// Decides, at an epoch tick, whether the entry is over its budget (or
+    /// the process `stopping`); if not, when to look again. Wall time
+    /// passes at least as fast as CPU time, so the remaining budget in
+    /// ticks is the earliest it can run out.
+    fn at_tick(&mut self, cpu_now: Duration, stopping: bool) -> UpdateDeadline {
+        if stopping {
+            return UpdateDeadline::Interrupt;
+        }
+        let Some(limit) = self.limit else { return UpdateDeadline::Continue(UNLIMITED_LOOK_TICKS) };
         let used = cpu_now.saturating_sub(*self.since.get_or_insert(cpu_now));
         match limit.checked_sub(used) {
             Some(left) if !left.is_zero() => {
@@ -49,10 +59,12 @@ impl CpuBudget {
 }
 
 /// The store's epoch-deadline callback: interrupts the plugin once its
-/// entry used up its CPU budget.
+/// entry used up its CPU budget, or once the process is past draining.
 pub(crate) fn on_epoch_deadline(mut store: StoreContextMut<'_, HostState>) -> wasmtime::Result<UpdateDeadline> {
     let now = thread_cpu_time();
-    Ok(store.data_mut().cpu_budget.at_tick(now))
+    let data = store.data_mut();
+    let stopping = data.shared.stopping();
+    Ok(data.cpu_budget.at_tick(now, stopping))
 }
 
 /// CPU time the calling thread has used.
@@ -78,18 +90,19 @@ mod tests {
         let (mut budget, first) = CpuBudget::start(Some(ms(100)));
         assert_eq!(first, 1);
         // At the first tick, all 100 ms are left: look again in 20 ticks.
-        assert_eq!(ticks(budget.at_tick(ms(7))), Some(20));
+        assert_eq!(ticks(budget.at_tick(ms(7), false)), Some(20));
         // Descheduled: 20 ticks of wall time, only 30 ms of CPU used.
-        assert_eq!(ticks(budget.at_tick(ms(37))), Some(14));
-        assert_eq!(ticks(budget.at_tick(ms(105))), Some(1));
-        assert_eq!(ticks(budget.at_tick(ms(107))), None, "100 ms used: interrupted");
+        assert_eq!(ticks(budget.at_tick(ms(37), false)), Some(14));
+        assert_eq!(ticks(budget.at_tick(ms(105), false)), Some(1));
+        assert_eq!(ticks(budget.at_tick(ms(107), false)), None, "100 ms used: interrupted");
     }
 
     #[test]
-    fn no_limit_never_interrupts() {
+    fn no_limit_interrupts_only_a_process_that_stops() {
         let (mut budget, first) = CpuBudget::start(None);
-        assert_eq!(first, NO_DEADLINE);
-        assert_eq!(ticks(budget.at_tick(Duration::from_secs(3600))), Some(NO_DEADLINE));
+        assert_eq!(first, UNLIMITED_LOOK_TICKS);
+        assert_eq!(ticks(budget.at_tick(Duration::from_secs(3600), false)), Some(UNLIMITED_LOOK_TICKS));
+        assert_eq!(ticks(budget.at_tick(Duration::from_secs(3601), true)), None);
     }
 
     #[test]

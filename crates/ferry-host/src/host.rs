@@ -55,9 +55,16 @@ pub(crate) struct SharedState {
     reported: Mutex<HashSet<(&'static str, &'static str)>>,
     /// When a plugin that keeps failing is held failed.
     pub(crate) hold: HoldPolicy,
+    /// Set past the drain time at shutdown: every callback is interrupted.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl SharedState {
+    /// Whether callbacks still running are to be interrupted.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
     /// Whether a plugin log line at `level` is printed.
     pub(crate) fn log_enabled(&self, level: LogLevel) -> bool {
         (level as u8) >= self.wasm_log_level.load(Ordering::Relaxed)
@@ -158,6 +165,7 @@ impl Host {
             node: options.node,
             reported: Mutex::default(),
             hold: options.hold,
+            stopping: Default::default(),
         });
         Ok(Arc::new(Host { compilers, shared, modules: Mutex::default() }))
     }
@@ -204,6 +212,13 @@ impl Host {
     /// The shared data of this process.
     pub fn shared_data(&self) -> &SharedData {
         &self.shared.data
+    }
+
+    /// For a shutdown past its drain time: every plugin callback still
+    /// running, and any that starts later, is interrupted within half a
+    /// second, even with no deadline, so no worker stays stuck in a plugin.
+    pub fn interrupt_plugins(&self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
     }
 
     /// Changes the level of the `wasm` logger.

@@ -83,6 +83,3 @@ impl Default for Limits {
         }
     }
 }
-
-/// An epoch deadline never reached.
-pub(crate) const NO_DEADLINE: u64 = 1 << 62;

@@ -726,7 +726,9 @@ fn enter<R>(
     let outcome = std::mem::take(&mut data.call.outcome);
     data.call = CallFrame { outcome, ..CallFrame::default() };
     result.map_err(|e| {
-        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) && store.data().shared.stopping() {
+            CallError::new(function, "interrupted: the process is shutting down")
+        } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             let limit = deadline.map_or_else(|| "its deadline".to_owned(), |d| format!("its deadline of {d:?}"));
             CallError { function, message: format!("interrupted: ran past {limit} of CPU time"), deadline: true }
         } else {

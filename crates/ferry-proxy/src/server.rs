@@ -222,7 +222,7 @@ async fn main_thread(
         };
         tokio::task::spawn_local(crate::admin::serve(listener, admin));
     }
-    let (cap, drain_time) = (plan.connection_cap.clone(), options.drain_time);
+    let (cap, drain_time, host) = (plan.connection_cap.clone(), options.drain_time, plan.host.clone());
     let signal = tokio::task::spawn_local(async move {
         let name = tokio::select! {
             name = shutdown_signal() => name,
@@ -230,6 +230,9 @@ async fn main_thread(
         };
         tracing::info!(target: "main", "caught {name}, shutting down");
         drain_connections(&workers, &cap, drain_time).await;
+        // Past the drain time nothing may keep a worker: not even a plugin
+        // looping with its deadline switched off.
+        host.interrupt_plugins();
         stop(workers);
         // Services last: workers' filters may still have fed their queues.
         let _ = main_inbox_tx.send(ThreadMessage::Shutdown);

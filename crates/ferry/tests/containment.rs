@@ -177,6 +177,28 @@ fn a_client_connecting_while_plugins_start_is_refused_at_once_and_served_after()
     assert_eq!(get(address, "/", &[]).text(), "plain\n");
 }
 
+/// With the callback deadline switched off nothing interrupts a plugin
+/// that never returns, but SIGTERM still ends the process: past the drain
+/// time the callback is interrupted and its request fails.
+#[test]
+fn sigterm_ends_the_process_after_the_drain_time_even_with_a_worker_stuck_in_a_plugin() {
+    let filter = hostile_filter("hostile", "hostile", "", "");
+    let ferry = Ferry::start(
+        &config("", &two_listeners(&filter), ""),
+        &["--concurrency", "1", "--wasm-callback-deadline-ms", "0", "--drain-time-s", "1"],
+    );
+    let hostile = ferry.address("hostile");
+    let stuck = std::thread::spawn(move || get(hostile, "/work/3600000", &[]).status);
+    let line = ferry.wait_for("hostile: working for", Duration::from_secs(10));
+    assert!(line.contains("3600s"), "{line}");
+    let started = Instant::now();
+    let (status, lines) = ferry.stop_with_log();
+    assert_eq!(status.code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(5), "exited {:?} after SIGTERM", started.elapsed());
+    assert_eq!(stuck.join().unwrap(), 503, "the stuck request fails");
+    assert!(lines.iter().any(|l| l.contains("interrupted: the process is shutting down")), "{lines:#?}");
+}
+
 #[test]
 fn a_memory_bomb_fails_its_request_and_the_process_stays_under_the_limit() {
     let filter = hostile_filter("hostile", "hostile", "", "");
