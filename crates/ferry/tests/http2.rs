@@ -209,3 +209,23 @@ fn an_http2_request_body_ends_on_its_last_data_frame_an_http1_response_on_a_call
         ]
     );
 }
+
+/// RFC 9113 §8.3.1: an HTTP/2 request whose `host` names another entity
+/// than its `:authority` is malformed; one that agrees (in any case) is not.
+#[test]
+fn an_http2_host_header_that_differs_from_the_authority_makes_the_request_malformed() {
+    let ferry = Ferry::start(&config("AUTO", "", grpc_server()), &["--concurrency", "1"]);
+    let main = ferry.address("main");
+    let statuses = with_h2(main, async |mut sender| {
+        let mut statuses = Vec::new();
+        for host in ["elsewhere.example".to_owned(), format!("LOCALHOST:{}", main.port())] {
+            let request = http::Request::get(format!("http://localhost:{}/", main.port()))
+                .header("host", host)
+                .body(empty())
+                .unwrap();
+            statuses.push(sender.send_request(request).await.unwrap().status().as_u16());
+        }
+        statuses
+    });
+    assert_eq!(statuses, [400, 200]);
+}

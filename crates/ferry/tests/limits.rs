@@ -118,6 +118,19 @@ fn request_headers_timeout_0s_leaves_a_silent_connection_open_as_envoy_does() {
 }
 
 #[test]
+fn a_malformed_chunk_size_is_a_400() {
+    let ferry = Ferry::start(&config("", ""), &["--concurrency", "1"]);
+    let mut client = TcpStream::connect(ferry.address("main")).unwrap();
+    client
+        .write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+        .unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let _ = client.read_to_end(&mut answer);
+    assert!(answer.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&answer));
+}
+
+#[test]
 fn idle_connections_close_but_not_while_a_request_is_in_flight() {
     let manager = "          common_http_protocol_options: { idle_timeout: 1s }\n";
     let ferry = Ferry::start(&config(manager, ""), &["--concurrency", "1"]);

@@ -121,7 +121,9 @@ pub(crate) async fn handle(
 }
 
 /// What the codec refuses before anything else sees a request, as Envoy's:
-/// HTTP/1.0 unless `accept_http_10` (426), a second `Host` (400), a header
+/// HTTP/1.0 unless `accept_http_10` (426), a second `Host` (400), an
+/// HTTP/2 `host` naming another entity than `:authority` (400: malformed,
+/// RFC 9113 §8.3.1), a header
 /// name with `_` under `headers_with_underscores_action: REJECT_REQUEST`
 /// (400; `DROP_HEADER` removes them).
 fn admissible(parts: &mut http::request::Parts, limits: &ferry_config::HttpLimits) -> Result<(), StatusCode> {
@@ -129,6 +131,12 @@ fn admissible(parts: &mut http::request::Parts, limits: &ferry_config::HttpLimit
         return Err(StatusCode::UPGRADE_REQUIRED);
     }
     if parts.headers.get_all(http::header::HOST).iter().count() > 1 {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    if parts.version == http::Version::HTTP_2
+        && let (Some(authority), Some(host)) = (parts.uri.authority(), parts.headers.get(http::header::HOST))
+        && !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes())
+    {
         return Err(StatusCode::BAD_REQUEST);
     }
     let underscored = |headers: &http::HeaderMap| headers.keys().any(|name| name.as_str().contains('_'));
