@@ -192,9 +192,31 @@ async fn serve_chain(accepted: Accepted, chain: &ChainPlan, thread: Rc<ThreadLoo
                 activity: crate::connections::Activity::since(at),
                 tls,
             });
+            let codec = http.codec;
             match stream {
-                Either::Plain(stream) => serve_http(stream, conn, cap).await,
-                Either::Tls(stream) => serve_http(stream, conn, cap).await,
+                Either::Plain(stream) => serve_http(stream, conn, cap, codec).await,
+                // Over TLS the protocol is the one ALPN chose, strictly (RFC 9113 §3.2).
+                Either::Tls(stream) => match stream.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => {
+                        let deadline = http.limits.first_request_timeout.map(|t| at + t);
+                        let preface = crate::http::preface::expect_preface(stream);
+                        let read = match deadline {
+                            Some(deadline) => tokio::time::timeout_at(deadline.into(), preface).await,
+                            None => Ok(preface.await),
+                        };
+                        match read {
+                            Ok(Ok(stream)) => serve_http(stream, conn, cap, Codec::Http2).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(target: "connection", "closed the connection from {peer}: {e}")
+                            }
+                            Err(_) => {
+                                tracing::debug!(target: "connection", "closed the connection from {peer}: no HTTP/2 preface in time")
+                            }
+                        }
+                    }
+                    Some(b"http/1.1") => serve_http(stream, conn, cap, Codec::Http1).await,
+                    _ => serve_http(stream, conn, cap, codec).await,
+                },
             }
         }
     }
@@ -211,22 +233,24 @@ enum Either {
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Serves HTTP on a connection (plain or TLS) until it ends or is due to close.
-async fn serve_http<IO>(io: IO, conn: Rc<ConnContext>, cap: &ConnectionCap)
+/// `codec` is the connection manager's, or the one ALPN chose.
+async fn serve_http<IO>(io: IO, conn: Rc<ConnContext>, cap: &ConnectionCap, codec: Codec)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let _counted = cap.serving_http();
     let http = conn.http.clone();
+    let conn_source = conn.source;
     let thread = conn.thread.clone();
     http.stats.connection_opened();
     let activity = conn.clone();
     let service = service_fn(move |request| conn_manager::handle(request, conn.clone()));
     let (io, limits, activity) = (TokioIo::new(io), &http.limits, &activity.activity);
-    let server = http_server(&http);
+    let server = http_server(&http, codec);
     // hyper-util's connection with upgrades reads the protocol from the
     // first bytes whatever the codec: only AUTO takes it.
     let upgrades = !http.upgrades.is_empty() || http.routes.enables_upgrades();
-    let result = match (http.codec, upgrades) {
+    let result = match (codec, upgrades) {
         (Codec::Auto, true) => {
             close_when_due(server.serve_connection_with_upgrades(io, service), activity, limits, &thread).await
         }
@@ -237,7 +261,7 @@ where
         _ => close_when_due(server.serve_connection(io, service), activity, limits, &thread).await,
     };
     if let Err(e) = result {
-        tracing::debug!(target: "http", "connection closed with an error: {e}");
+        tracing::debug!(target: "http", "connection from {} closed with an error: {}", conn_source, causes(&*e));
     }
     http.stats.connection_closed();
 }
@@ -256,9 +280,9 @@ fn http1_server(plan: &HttpPlan) -> hyper::server::conn::http1::Builder {
 /// hyper's server for a connection manager's `codec_type`: HTTP/1.1, and
 /// HTTP/2 with prior knowledge (h2c), told apart by the client's first
 /// bytes (`AUTO`), or one of them; with its `http2_protocol_options`.
-fn http_server(plan: &HttpPlan) -> auto::Builder<LocalExecutor> {
+fn http_server(plan: &HttpPlan, codec: Codec) -> auto::Builder<LocalExecutor> {
     let mut builder = auto::Builder::new(LocalExecutor);
-    builder = match plan.codec {
+    builder = match codec {
         Codec::Auto => builder,
         Codec::Http1 => builder.http1_only(),
         Codec::Http2 => builder.http2_only(),
@@ -335,6 +359,22 @@ where
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An error with each of its sources, once each: hyper's own message
+/// ("http2 error") says little without the h2 error beneath it.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
 
 /// hyper-util's connections, shut down gracefully.
 trait GracefulShutdown {

@@ -484,6 +484,16 @@ fn tls_exchange(
     sni: &str,
     message: &[u8],
 ) -> Result<String, String> {
+    tls_exchange_bytes(address, config, sni, message).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// As [`tls_exchange`], the answer as bytes.
+fn tls_exchange_bytes(
+    address: SocketAddr,
+    config: rustls::ClientConfig,
+    sni: &str,
+    message: &[u8],
+) -> Result<Vec<u8>, String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (sni, message) = (sni.to_owned(), message.to_vec());
@@ -496,8 +506,69 @@ fn tls_exchange(
         tls.shutdown().await.map_err(|e| e.to_string())?;
         let mut received = Vec::new();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read_to_end(&mut received)).await;
-        Ok(String::from_utf8_lossy(&received).into_owned())
+        Ok(received)
     })
+}
+
+/// The HTTP/2 frames in `bytes` as (type, payload).
+fn frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 9 {
+        let length = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+        let payload = bytes[9..].get(..length).unwrap_or(&bytes[9..]).to_vec();
+        frames.push((bytes[3], payload));
+        bytes = &bytes[(9 + length).min(bytes.len())..];
+    }
+    frames
+}
+
+/// RFC 9113 §3.2: once ALPN chose `h2` the connection is HTTP/2; a client
+/// that then speaks HTTP/1.1 gets GOAWAY(PROTOCOL_ERROR), not a 400, and
+/// the log says why.
+#[test]
+fn after_alpn_h2_an_invalid_preface_gets_goaway_protocol_error() {
+    let ca = Ca::new("test CA");
+    let server = ca.sign("localhost", &["localhost"], None);
+    let ferry = Ferry::start(
+        &config(&server_tls(&server, ""), common::echo_server(), ""),
+        &["--concurrency", "1", "--component-log-level", "connection:debug"],
+    );
+    let request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let answer = tls_exchange_bytes(ferry.address("main"), client_config(&ca, &["h2"], None), "localhost", request);
+    let answer = answer.unwrap();
+    assert!(!answer.starts_with(b"HTTP/1.1"), "{}", String::from_utf8_lossy(&answer));
+    let goaway = frames(&answer).into_iter().find(|(kind, _)| *kind == 7).expect("a GOAWAY frame");
+    assert_eq!(goaway.1[4..8], [0, 0, 0, 1], "PROTOCOL_ERROR");
+    let line = ferry.wait_for("invalid HTTP/2 connection preface", std::time::Duration::from_secs(5));
+    assert!(line.contains("GET / HTTP/1.1"), "{line}");
+}
+
+/// After ALPN chose `http/1.1`, an HTTP/2 client is not served as HTTP/2.
+#[test]
+fn after_alpn_http1_an_http2_client_is_not_served_http2() {
+    let ca = Ca::new("test CA");
+    let server = ca.sign("localhost", &["localhost"], None);
+    let ferry = Ferry::start(&config(&server_tls(&server, ""), common::echo_server(), ""), &["--concurrency", "1"]);
+    let address = ferry.address("main");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let answered = runtime.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(&ca, &["http/1.1"], None)));
+        let tls = connector.connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        let io = hyper_util::rt::TokioIo::new(tls);
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+        tokio::spawn(connection);
+        let request =
+            http::Request::get(format!("https://localhost:{}/", address.port())).body(Full::new(Bytes::new())).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), sender.send_request(request)).await
+    });
+    match answered {
+        Ok(Ok(response)) => panic!("served as HTTP/2: {response:?}"),
+        Ok(Err(_)) => {}
+        Err(_) => panic!("no answer at all within 10 s: the connection hangs"),
+    }
 }
 
 #[test]
