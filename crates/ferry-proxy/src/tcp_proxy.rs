@@ -12,11 +12,15 @@
 //!   what is held and the chain runs again from the first filter; for the
 //!   held direction `proxy_continue_stream(DOWNSTREAM)` or `(UPSTREAM)`
 //!   resumes from the next filter (Envoy supports only the first).
-//! - Each side's end is passed on as a half close. When the upstream ends
-//!   its side, each filter gets `proxy_on_upstream_connection_close` (peer
-//!   unknown); when the connection closes, `proxy_on_downstream_connection_close` (remote if the client
-//!   closed first, local otherwise); then `proxy_on_done`, `proxy_on_log`,
-//!   `proxy_on_delete`.
+//! - Each side's end is passed on as a half close, with the side's last data
+//!   when it waits behind it (`end_of_stream` true on that data, as Envoy
+//!   reads). When the upstream ends its side, each filter gets
+//!   `proxy_on_upstream_connection_close` (peer unknown, as Envoy reports
+//!   it from the end of upstream data); when the connection closes,
+//!   `proxy_on_downstream_connection_close`: remote if the client's end
+//!   was the last of the two, local if the proxy's was (passing the
+//!   upstream's end on), or the proxy closed it; then `proxy_on_done`,
+//!   `proxy_on_log`, `proxy_on_delete`.
 //! - A plugin that fails closes the connection (fail closed) or is skipped
 //!   from then on (fail open).
 
@@ -156,6 +160,39 @@ pub(crate) async fn serve(downstream: impl Stream, info: StreamInfo, plan: Arc<T
     conn.finish(ending);
 }
 
+/// The bytes a read gave and whether the sender's side ended with them: a
+/// peer's end that already waits behind its data (data and FIN in one
+/// segment, or both arrived) is delivered with the data, as Envoy reads
+/// until the socket is drained and calls the filters once with both.
+async fn with_waiting_end(
+    read: std::io::Result<usize>,
+    reader: &mut (impl tokio::io::AsyncRead + Unpin),
+    buffer: &mut [u8],
+) -> std::io::Result<(usize, bool)> {
+    let n = read?;
+    if n == 0 {
+        return Ok((0, true));
+    }
+    if n == buffer.len() {
+        return Ok((n, false));
+    }
+    // Polled once, without waiting: only what is there already counts.
+    let more = std::future::poll_fn(|cx| {
+        let mut rest = tokio::io::ReadBuf::new(&mut buffer[n..]);
+        match std::pin::Pin::new(&mut *reader).poll_read(cx, &mut rest) {
+            std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(Some(rest.filled().len())),
+            // An error shows again at the next read.
+            std::task::Poll::Ready(Err(_)) | std::task::Poll::Pending => std::task::Poll::Ready(None),
+        }
+    })
+    .await;
+    Ok(match more {
+        Some(0) => (n, true),
+        Some(more) => (n + more, false),
+        None => (n, false),
+    })
+}
+
 /// Writes what passed the filters to the other side, and passes the end of
 /// the sender's side on (a half close, as tcp_proxy) once nothing is held;
 /// the bytes written, or `Err` with how the connection ends.
@@ -285,9 +322,13 @@ impl Connection {
         let mut down_buf = vec![0u8; READ_CHUNK];
         let mut up_buf = vec![0u8; READ_CHUNK];
         let (mut down_open, mut up_open) = (true, true);
+        let mut last_end = Ending::Remote;
         loop {
             if !down_open && !up_open {
-                return Ending::Remote;
+                // As Envoy's connection: whoever ended the last open side
+                // closed it, the client (remote) or the proxy passing the
+                // upstream's end on (local).
+                return last_end;
             }
             // While a filter holds data, a side is read only up to the
             // buffer limit: past it the peer waits (TCP's own backpressure).
@@ -295,13 +336,16 @@ impl Connection {
             let (down_room, up_room) = (self.held[DOWNSTREAM].len() < limit, self.held[UPSTREAM].len() < limit);
             tokio::select! {
                 read = down_read.read(&mut down_buf), if down_open && down_room => {
-                    let chunk = match read {
-                        Ok(n) => &down_buf[..n],
+                    let (n, end_of_stream) = match with_waiting_end(read, &mut down_read, &mut down_buf).await {
+                        Ok(read) => read,
                         Err(_) => return Ending::Remote,
                     };
+                    let chunk = &down_buf[..n];
                     self.received += chunk.len() as u64;
-                    let end_of_stream = chunk.is_empty();
                     down_open = !end_of_stream;
+                    if end_of_stream {
+                        last_end = Ending::Remote;
+                    }
                     self.held[DOWNSTREAM].extend_from_slice(chunk);
                     let flow = self.downstream_chain(0, end_of_stream);
                     if let Err(ending) = pass_on(flow, &mut up_write, end_of_stream, Ending::Local).await {
@@ -309,12 +353,15 @@ impl Connection {
                     }
                 }
                 read = up_read.read(&mut up_buf), if up_open && up_room => {
-                    let chunk = match read {
-                        Ok(n) => &up_buf[..n],
+                    let (n, end_of_stream) = match with_waiting_end(read, &mut up_read, &mut up_buf).await {
+                        Ok(read) => read,
                         Err(_) => return Ending::Local,
                     };
-                    let end_of_stream = chunk.is_empty();
+                    let chunk = &up_buf[..n];
                     up_open = !end_of_stream;
+                    if end_of_stream {
+                        last_end = Ending::Local;
+                    }
                     self.held[UPSTREAM].extend_from_slice(chunk);
                     let flow = self.upstream_chain(self.filters.len(), end_of_stream);
                     if end_of_stream {

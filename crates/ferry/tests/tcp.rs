@@ -76,11 +76,83 @@ fn data_is_held_until_a_whole_line_then_rewritten_and_the_context_ends_in_order(
             "downstream 0 bytes, end_of_stream=true".into(),
             format!("upstream 0 bytes from {}, end_of_stream=true", upstream.split(',').next().unwrap()),
             "upstream close, peer 0".into(),
-            "downstream close, peer 2".into(),
+            // The client ended its side first; the proxy's passing the
+            // upstream's end on closed it: local, as Envoy reports.
+            "downstream close, peer 1".into(),
             "done".into(),
             "log".into(),
         ]
     );
+}
+
+/// Writes `data` and ends the side of `stream` in one TCP segment (TCP_CORK
+/// holds the data until the FIN joins it), so the reader gets both at once.
+fn write_with_end(stream: &TcpStream, data: &[u8]) {
+    socket2::SockRef::from(stream).set_tcp_cork(true).unwrap();
+    (&*stream).write_all(data).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+}
+
+/// An upstream that greets each connection with `banner` and its end, in
+/// one segment, and then only reads.
+fn banner_server(banner: &'static [u8]) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                write_with_end(&stream, banner);
+                let _ = std::io::copy(&mut &stream, &mut std::io::sink());
+            });
+        }
+    });
+    address
+}
+
+fn start_with_upstream(upstream: SocketAddr) -> Ferry {
+    let code = file_code(&plugin("tcp_filter_plugin.wasm"));
+    let config = format!(
+        "static_resources:\n  listeners:\n{}  clusters:\n{}",
+        tcp_listener("tcp_filter", 0, &code, RELOAD, "echo"),
+        cluster("echo", upstream)
+    );
+    Ferry::start(&config, &["--concurrency", "1"])
+}
+
+/// Envoy hands a side's last data and its end to the filters in one call
+/// when they arrive together, both ways.
+#[test]
+fn data_that_arrives_with_its_sides_end_is_delivered_with_end_of_stream_true() {
+    let ferry = start_with_upstream(banner_server(b"welcome\n"));
+    let mut client = connect(ferry.address("tcp_filter"));
+    let id = context_of(&ferry, &client);
+    let mut banner = Vec::new();
+    client.read_to_end(&mut banner).unwrap();
+    assert_eq!(banner, b"welcome\n");
+    ferry.wait_for(&format!("[{id}] upstream close"), Duration::from_secs(10));
+    write_with_end(&client, b"bye\n");
+    ferry.wait_for(&format!("[{id}] log"), Duration::from_secs(10));
+    let events = events(&ferry, &id);
+    let upstream = events.iter().find(|e| e.starts_with("upstream 8 bytes")).expect("the banner");
+    assert!(upstream.ends_with("end_of_stream=true"), "{events:#?}");
+    assert!(events.contains(&"downstream 4 bytes, end_of_stream=true".to_owned()), "{events:#?}");
+    assert!(!events.iter().any(|e| e.contains(" 0 bytes")), "no separate empty end: {events:#?}");
+}
+
+/// The upstream ended first and the client last: the client closed the
+/// connection (remote); the upstream's end is reported with an unknown peer.
+#[test]
+fn when_the_client_ends_last_the_connection_close_is_remote() {
+    let ferry = start_with_upstream(banner_server(b"welcome\n"));
+    let mut client = connect(ferry.address("tcp_filter"));
+    let id = context_of(&ferry, &client);
+    let mut banner = Vec::new();
+    client.read_to_end(&mut banner).unwrap();
+    ferry.wait_for(&format!("[{id}] upstream close, peer 0"), Duration::from_secs(10));
+    client.shutdown(Shutdown::Write).unwrap();
+    ferry.wait_for(&format!("[{id}] log"), Duration::from_secs(10));
+    let events = events(&ferry, &id);
+    assert!(events.contains(&"downstream close, peer 2".to_owned()), "{events:#?}");
 }
 
 #[test]
