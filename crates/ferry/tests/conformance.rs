@@ -783,7 +783,58 @@ fn main() {
         the_coverage_table_points_at_real_cases_and_tests();
         Ok(())
     }));
+    trials.push(libtest_mimic::Trial::test("the_bad_input_table_is_what_the_cases_check", || {
+        the_bad_input_table_is_what_the_cases_check();
+        Ok(())
+    }));
     libtest_mimic::run(&args, trials).exit();
+}
+
+/// Proxy-Wasm's statuses by code.
+const STATUS_NAMES: [&str; 13] = [
+    "Ok",
+    "NotFound",
+    "BadArgument",
+    "SerializationFailure",
+    "ParseFailure",
+    "BadExpression",
+    "InvalidMemoryAccess",
+    "Empty",
+    "CasMismatch",
+    "ResultMismatch",
+    "InternalFailure",
+    "BrokenConnection",
+    "Unimplemented",
+];
+
+/// docs/abi-support.md's "Bad input" table has one row per call of case
+/// `bad_input`, with the same status, and every host function has a
+/// variant there.
+fn the_bad_input_table_is_what_the_cases_check() {
+    let doc = std::fs::read_to_string(repo_root().join("docs/abi-support.md")).unwrap();
+    let section = doc.split("## Bad input").nth(1).expect("a Bad input section");
+    let table: Vec<&str> =
+        section.lines().skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|')).skip(2).collect();
+    let probes: HashMap<String, Probe> = cases()
+        .into_iter()
+        .filter_map(|(name, case)| Some((name.strip_prefix("bad_input::")?.to_owned(), case.probe?)))
+        .collect();
+    for function in ferry_host::HOST_FUNCTIONS {
+        let probe = probes.get(function.name).unwrap_or_else(|| panic!("no bad_input variant for {}", function.name));
+        assert_eq!(probe.function, function.name, "variant {} probes another function", function.name);
+    }
+    let mut rows = 0;
+    for (name, probe) in &probes {
+        for call in &probe.calls {
+            let status = STATUS_NAMES
+                .get(call.status as usize)
+                .unwrap_or_else(|| panic!("{name}: status {} is not Proxy-Wasm's", call.status));
+            let row = format!("| `{name}` | {} | `{status}` ({}) |", call.what, call.status);
+            assert!(table.contains(&row.as_str()), "docs/abi-support.md lacks the row\n{row}");
+            rows += 1;
+        }
+    }
+    assert_eq!(table.len(), rows, "the Bad input table has rows no case checks");
 }
 
 /// docs/abi-coverage.md names, for each ABI function and callback, the
