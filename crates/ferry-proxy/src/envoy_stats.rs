@@ -184,7 +184,7 @@ pub struct HealthCheckStats {
     pub network_failure: AtomicU64,
 }
 
-fn count_class(classes: &[AtomicU64; 5], status: u16) {
+pub(crate) fn count_class(classes: &[AtomicU64; 5], status: u16) {
     if let Some(class) = (status / 100).checked_sub(1).and_then(|i| classes.get(usize::from(i))) {
         class.fetch_add(1, Ordering::Relaxed);
     }
@@ -212,21 +212,6 @@ impl ClusterStats {
         ];
         for counter in counters.into_iter().chain(&self.upstream_rq_by_class) {
             counter.store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// A request went to the cluster; what came of it.
-    pub(crate) fn request(&self, outcome: Result<u16, &crate::upstream::UpstreamError>) {
-        self.upstream_rq_total.fetch_add(1, Ordering::Relaxed);
-        match outcome {
-            Ok(status) => count_class(&self.upstream_rq_by_class, status),
-            Err(crate::upstream::UpstreamError::Timeout) => {
-                self.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(crate::upstream::UpstreamError::Connect(e)) if e.is_connect() => {
-                self.upstream_cx_connect_fail.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => {}
         }
     }
 }

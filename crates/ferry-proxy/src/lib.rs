@@ -27,10 +27,11 @@ mod tls;
 mod upstream;
 pub mod xds;
 
+pub use admin::LogControl;
 pub use civil::Civil;
 pub use plan::{
     FilterSpec, HostRuntime, HttpPlan, ListenerPlan, ListenerService, Plan, PlanError, TcpPlan, WasmSettings,
     host_runtime,
 };
-pub use server::{LogControl, RunError, RunOptions, check_start, run};
+pub use server::{RunError, RunOptions, check_start, run};
 pub use upstream::Clusters;

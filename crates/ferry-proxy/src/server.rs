@@ -24,24 +24,12 @@ pub struct RunOptions {
     /// Number of worker threads (`--concurrency`).
     pub concurrency: usize,
     /// The loggers' levels, for the admin endpoint's `/logging`.
-    pub log_control: Option<Arc<dyn LogControl>>,
+    pub log_control: Option<Arc<dyn crate::admin::LogControl>>,
     /// Longest the process drains on SIGTERM or SIGINT (`--drain-time-s`).
     pub drain_time: std::time::Duration,
     /// Where to write the admin endpoint's address once bound
     /// (`--admin-address-path`), for scripts that find it there.
     pub admin_address_path: Option<std::path::PathBuf>,
-}
-
-/// The process's loggers, as `/logging` lists and changes them. The binary
-/// owns logging; the admin endpoint only speaks to it through this.
-pub trait LogControl: Send + Sync + std::fmt::Debug {
-    /// Each logger and its level (`trace` … `critical`, `off`), sorted by name.
-    fn loggers(&self) -> Vec<(&'static str, &'static str)>;
-    /// Sets `logger` (every logger when `None`) to `level`.
-    ///
-    /// # Errors
-    /// A message naming an unknown logger or level.
-    fn set_level(&self, logger: Option<&str>, level: &str) -> Result<(), String>;
 }
 
 /// Why the server stopped with an error.

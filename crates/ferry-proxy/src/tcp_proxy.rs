@@ -37,6 +37,7 @@ use tokio::sync::mpsc;
 use crate::access_log::{Entry, StreamNotes};
 use crate::event_loop::{SignalSink, ThreadLoop};
 use crate::plan::TcpPlan;
+use crate::upstream::Stream;
 
 /// The filter state key that names the cluster of a connection.
 const CLUSTER_KEY: &str = "envoy.tcp_proxy.cluster";
@@ -127,11 +128,6 @@ enum Flow {
     /// Close the connection.
     Close,
 }
-
-/// A connection the relay reads and writes: plain TCP, or TLS over it.
-pub(crate) trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
-
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Stream for T {}
 
 /// Serves one downstream connection (plain, or TLS the listener
 /// terminated) until both sides are done.

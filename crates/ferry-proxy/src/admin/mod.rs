@@ -30,6 +30,18 @@ use tokio::sync::Notify;
 use crate::health::HealthBoard;
 use crate::upstream::Clusters;
 
+/// The process's loggers, as `/logging` lists and changes them. The binary
+/// owns logging; the admin endpoint only speaks to it through this.
+pub trait LogControl: Send + Sync + std::fmt::Debug {
+    /// Each logger and its level (`trace` … `critical`, `off`), sorted by name.
+    fn loggers(&self) -> Vec<(&'static str, &'static str)>;
+    /// Sets `logger` (every logger when `None`) to `level`.
+    ///
+    /// # Errors
+    /// A message naming an unknown logger or level.
+    fn set_level(&self, logger: Option<&str>, level: &str) -> Result<(), String>;
+}
+
 /// What the admin endpoint reports on, and the server state it may change.
 pub(crate) struct Admin {
     pub host: Arc<Host>,
@@ -58,7 +70,7 @@ pub(crate) struct Admin {
     /// `stats_config.stats_tags`, applied to every stat.
     pub stats_tags: Vec<stats::TagRule>,
     /// The loggers `/logging` lists and changes.
-    pub log_control: Option<Arc<dyn crate::LogControl>>,
+    pub log_control: Option<Arc<dyn LogControl>>,
     /// Bridged shared queues, if configured.
     pub bridges: Option<Arc<ferry_bridge::QueueBridges>>,
 }

@@ -244,7 +244,12 @@ impl http_body::Body for UpstreamBody {
 pub(crate) struct Attempts(pub(crate) u32);
 
 /// A `tcp_proxy` connection to an endpoint: TCP, or TLS over it.
-pub(crate) type TcpUpstream = Box<dyn crate::tcp_proxy::Stream>;
+pub(crate) type TcpUpstream = Box<dyn Stream>;
+
+/// A byte stream `tcp_proxy` relays: plain TCP, or TLS over it (either side).
+pub(crate) trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Stream for T {}
 
 /// What plugins read of a `tcp_proxy` upstream connection.
 pub(crate) struct TcpUpstreamFacts {
@@ -822,4 +827,23 @@ fn build_request(
         }
     }
     Ok(request)
+}
+
+impl crate::envoy_stats::ClusterStats {
+    /// A request went to the cluster; what came of it. (Here, not in
+    /// `envoy_stats`, which knows nothing of upstream errors.)
+    pub(crate) fn request(&self, outcome: Result<u16, &UpstreamError>) {
+        use std::sync::atomic::Ordering;
+        self.upstream_rq_total.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Ok(status) => crate::envoy_stats::count_class(&self.upstream_rq_by_class, status),
+            Err(UpstreamError::Timeout) => {
+                self.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(UpstreamError::Connect(e)) if e.is_connect() => {
+                self.upstream_cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+    }
 }
