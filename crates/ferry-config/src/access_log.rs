@@ -30,14 +30,14 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
 pub(crate) fn access_log(raw: raw::AccessLog, path: &str) -> Result<AccessLog, ConfigError> {
     let filter = raw.filter.map(|f| filter(f, &format!("{path}.filter"))).transpose()?;
     let typed = raw.typed_config.ok_or_else(|| err(path, "typed_config is required"))?;
-    let any = crate::convert::unpack_any(typed, &format!("{path}.typed_config"))?;
+    let any = crate::decode::unpack_any(typed, &format!("{path}.typed_config"))?;
     if any.type_name == WASM {
-        let wasm: raw::WasmFilter = crate::convert::decode(any.fields, &any.path)?;
-        let plugin = crate::convert::plugin_config(wasm.config, &format!("{}.config", any.path))?;
+        let wasm: raw::WasmFilter = crate::decode::decode(any.fields, &any.path)?;
+        let plugin = crate::plugin_config::plugin_config(wasm.config, &format!("{}.config", any.path))?;
         let sink = AccessLogSink::Wasm(Box::new(plugin));
         return Ok(AccessLog { sink, format: LogFormat::Text(Vec::new()), omit_empty_values: false, filter });
     }
-    let config: raw::StreamAccessLog = crate::convert::decode(any.fields, &any.path)?;
+    let config: raw::StreamAccessLog = crate::decode::decode(any.fields, &any.path)?;
     let at = |field: &str| format!("{}.{field}", any.path);
     let sink = match any.type_name.as_str() {
         FILE => AccessLogSink::File(config.path.clone().ok_or_else(|| err(at("path"), "required"))?.into()),
@@ -65,7 +65,7 @@ pub(crate) fn access_log(raw: raw::AccessLog, path: &str) -> Result<AccessLog, C
             let format = match (log_format.text_format, log_format.text_format_source, log_format.json_format) {
                 (Some(format), None, None) => text(&format, &at("text_format"))?,
                 (None, Some(source), None) => {
-                    let bytes = crate::convert::format_source(source, &at("text_format_source"))?;
+                    let bytes = crate::decode::format_source(source, &at("text_format_source"))?;
                     let format = String::from_utf8(bytes).map_err(|_| err(at("text_format_source"), "not UTF-8"))?;
                     text(&format, &at("text_format_source"))?
                 }
@@ -168,7 +168,7 @@ const RESPONSE_FLAGS: &[&str] = &[
 
 /// Reads an access-log filter: exactly one kind.
 fn filter(value: Value, path: &str) -> Result<AccessLogFilter, ConfigError> {
-    let raw: RawFilter = crate::convert::decode(value, path)?;
+    let raw: RawFilter = crate::decode::decode(value, path)?;
     let at = |field: &str| format!("{path}.{field}");
     let unsupported = [
         ("traceable_filter", raw.traceable_filter.is_some()),

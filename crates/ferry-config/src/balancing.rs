@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use crate::ConfigError;
-use crate::convert::{decode, duration, err, join};
+use crate::decode::{decode, duration, err, join};
 use crate::model::{CircuitBreakers, HealthCheck, HealthCheckKind, LbPolicy, OutlierDetection};
 use crate::raw::Ignored;
 

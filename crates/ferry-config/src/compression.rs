@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use crate::ConfigError;
-use crate::convert::{Any, decode, err, join, unpack_any};
+use crate::decode::{Any, decode, err, join, unpack_any};
 use crate::model::{CompressDirection, Compressor, Decompressor, EncoderSettings, Encoding};
 
 const GZIP_COMPRESSOR: &str = "envoy.extensions.compression.gzip.compressor.v3.Gzip";

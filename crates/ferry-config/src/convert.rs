@@ -2,15 +2,12 @@
 //! `@type` dispatch, defaults, and every check that needs more than one field.
 //! Each error carries the field path it is about.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine as _;
-use serde::de::DeserializeOwned;
-use serde_norway::Value;
-
 use crate::ConfigError;
+use crate::decode::{decode, duration, err, join, unpack_any};
 use crate::model::*;
+use crate::plugin_config::{failure_policy_named, plugin_config};
 use crate::raw;
 
 const HCM: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -23,76 +20,12 @@ const WASM_SERVICE: &str = "envoy.extensions.wasm.v3.WasmService";
 const WASM_RUNTIME: &str = "ferry.config.v1.WasmRuntime";
 const QUEUE_BRIDGE: &str = "ferry.config.v1.QueueBridge";
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-const STRING_VALUE: &str = "google.protobuf.StringValue";
-const BYTES_VALUE: &str = "google.protobuf.BytesValue";
-const STRUCT: &str = "google.protobuf.Struct";
-const TYPED_STRUCTS: [&str; 2] = ["udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"];
-
 const HEADER_TO_METADATA: &str = "envoy.extensions.filters.http.header_to_metadata.v3.Config";
 const COMPRESSOR: &str = "envoy.extensions.filters.http.compressor.v3.Compressor";
 const DECOMPRESSOR: &str = "envoy.extensions.filters.http.decompressor.v3.Decompressor";
 
 /// Names that mean "router" without a typed config.
 const ROUTER_NAMES: [&str; 2] = ["envoy.filters.http.router", "envoy.router"];
-
-pub(crate) fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError { path: path.into(), message: message.into() }
-}
-
-pub(crate) fn join(path: &str, field: &str) -> String {
-    if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") }
-}
-
-/// Deserializes `value` as `T`, reporting errors under `path`.
-pub(crate) fn decode<T: DeserializeOwned>(value: Value, path: &str) -> Result<T, ConfigError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let inner = crate::field_path(e.path());
-        let at = if inner.is_empty() { path.to_owned() } else { join(path, &inner) };
-        err(at, e.into_inner().to_string())
-    })
-}
-
-/// A decoded `Any`: the message type (without its URL prefix), its fields,
-/// and the path of those fields.
-pub(crate) struct Any {
-    pub(crate) type_name: String,
-    pub(crate) fields: Value,
-    pub(crate) path: String,
-}
-
-/// Reads an `Any`: `@type` plus the message's fields, or a `TypedStruct`
-/// wrapping `type_url` and `value`.
-pub(crate) fn unpack_any(value: Value, path: &str) -> Result<Any, ConfigError> {
-    let Value::Mapping(mut map) = value else {
-        return Err(err(path, "expected a typed config with an \"@type\" field"));
-    };
-    let type_url = match map.remove("@type") {
-        Some(Value::String(url)) => url,
-        _ => return Err(err(join(path, "@type"), "missing or not a string")),
-    };
-    let type_name = type_name(&type_url);
-    if TYPED_STRUCTS.contains(&type_name) {
-        let type_url = match map.remove("type_url") {
-            Some(Value::String(url)) => url,
-            _ => return Err(err(join(path, "type_url"), "missing or not a string")),
-        };
-        let fields = map.remove("value").unwrap_or(Value::Mapping(Default::default()));
-        if let Some((key, _)) = map.into_iter().next() {
-            return Err(err(path, format!("unknown field {key:?} in TypedStruct (expected type_url, value)")));
-        }
-        return Ok(Any { type_name: type_name_of(&type_url), fields, path: join(path, "value") });
-    }
-    Ok(Any { type_name: type_name.to_owned(), fields: Value::Mapping(map), path: path.to_owned() })
-}
-
-/// `type.googleapis.com/a.b.C` → `a.b.C`.
-fn type_name(url: &str) -> &str {
-    url.rsplit_once('/').map_or(url, |(_, name)| name)
-}
-
-fn type_name_of(url: &str) -> String {
-    type_name(url).to_owned()
-}
 
 /// Converts the whole file.
 pub(crate) fn bootstrap(raw: raw::Bootstrap) -> Result<Bootstrap, ConfigError> {
@@ -658,54 +591,6 @@ fn http_filter(raw: raw::TypedExtension, path: &str) -> Result<HttpFilterItem, C
     }
 }
 
-/// The largest format string read from a file (`text_format_source`).
-const MAX_FORMAT_FILE_BYTES: u64 = 1 << 20;
-
-/// A format string read from a file (`text_format_source`).
-pub(crate) fn format_source(raw: raw::DataSource, path: &str) -> Result<Vec<u8>, ConfigError> {
-    data_source(raw, path, MAX_FORMAT_FILE_BYTES, None)
-}
-
-/// Bytes of an inline or file `DataSource`; a file is read only if it is a
-/// regular file of at most `cap` bytes (an error about it names
-/// `cap_field`, the setting that raises the cap, if there is one).
-pub(crate) fn data_source(
-    raw: raw::DataSource,
-    path: &str,
-    cap: u64,
-    cap_field: Option<&str>,
-) -> Result<Vec<u8>, ConfigError> {
-    match (raw.inline_string, raw.inline_bytes, raw.filename) {
-        (Some(s), None, None) => Ok(s.into_bytes()),
-        (None, Some(b), None) => base64_bytes(&b, &join(path, "inline_bytes")),
-        (None, None, Some(f)) => crate::input::read_file(std::path::Path::new(&f), cap).map_err(|reason| {
-            let reason = match cap_field {
-                Some(field) => format!("{reason} ({field})"),
-                None => reason,
-            };
-            err(join(path, "filename"), reason)
-        }),
-        _ => Err(err(path, "exactly one of inline_string, inline_bytes or filename is required")),
-    }
-}
-
-/// Bytes of an inline or file `DataSource` used as a direct-response body,
-/// at most `max` bytes (the route configuration's
-/// `max_direct_response_body_size_bytes`, as Envoy checks it).
-pub(crate) fn body_source(raw: raw::DataSource, path: &str, max: u32) -> Result<Vec<u8>, ConfigError> {
-    let bytes = data_source(raw, path, max.into(), Some("max_direct_response_body_size_bytes"))?;
-    if bytes.len() > max as usize {
-        return Err(err(path, format!("{} bytes, over max_direct_response_body_size_bytes ({max})", bytes.len())));
-    }
-    Ok(bytes)
-}
-
-fn base64_bytes(text: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
-    base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|e| err(path, format!("not valid base64: {e}")))
-}
-
 fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
     let connect_timeout = match raw.connect_timeout {
         Some(t) => duration(&t, &join(path, "connect_timeout"))?,
@@ -802,17 +687,6 @@ fn cluster(raw: raw::Cluster, path: &str) -> Result<Cluster, ConfigError> {
         outlier_detection,
         circuit_breakers,
     })
-}
-
-/// A protobuf JSON duration: seconds with an `s` suffix, e.g. `0.25s`.
-pub(crate) fn duration(text: &str, path: &str) -> Result<Duration, ConfigError> {
-    text.strip_suffix('s')
-        .and_then(|n| n.parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| {
-            err(path, format!("{text:?} is not a duration (expected seconds with an s suffix, e.g. \"0.25s\")"))
-        })
 }
 
 /// A bootstrap extension ferry runs.
@@ -936,155 +810,4 @@ fn queue_bounds(
         })
         .transpose()?;
     Ok(QueueBounds { max_items, max_bytes, overflow })
-}
-
-/// A failure policy by its name in Envoy's enum (at `path`), with the
-/// `reload_config` at `reload_path` for FAIL_RELOAD.
-fn failure_policy_named(
-    name: &str,
-    reload_config: Option<raw::ReloadConfig>,
-    path: &str,
-    reload_path: &str,
-) -> Result<FailurePolicy, ConfigError> {
-    match name {
-        "FAIL_CLOSED" => Ok(FailurePolicy::FailClosed),
-        "FAIL_OPEN" => Ok(FailurePolicy::FailOpen),
-        "FAIL_RELOAD" => {
-            let backoff = reload_config.and_then(|r| r.backoff);
-            let at = |field| format!("{reload_path}.backoff.{field}");
-            let base_interval = match &backoff {
-                Some(b) => duration(&b.base_interval, &at("base_interval"))?,
-                None => Duration::from_secs(1),
-            };
-            if base_interval < Duration::from_millis(1) {
-                return Err(err(at("base_interval"), "must be at least 1ms"));
-            }
-            let max_interval = match backoff.and_then(|b| b.max_interval) {
-                Some(max) => duration(&max, &at("max_interval"))?,
-                None => base_interval * 10,
-            };
-            if max_interval < base_interval {
-                return Err(err(at("max_interval"), "must not be less than base_interval"));
-            }
-            Ok(FailurePolicy::FailReload { base_interval, max_interval })
-        }
-        other => Err(err(path, format!("unknown policy {other} (expected FAIL_CLOSED, FAIL_OPEN or FAIL_RELOAD)"))),
-    }
-}
-
-pub(crate) fn plugin_config(raw: raw::PluginConfig, path: &str) -> Result<PluginConfig, ConfigError> {
-    let policy_path = join(path, "failure_policy");
-    let failure_policy = match (raw.failure_policy.as_deref(), raw.fail_open) {
-        (None | Some("UNSPECIFIED"), false) => {
-            if raw.reload_config.is_some() {
-                return Err(err(join(path, "reload_config"), "applies only with failure_policy: FAIL_RELOAD"));
-            }
-            None
-        }
-        (None | Some("UNSPECIFIED"), true) => Some(FailurePolicy::FailOpen),
-        // As Envoy: the deprecated flag and the enum exclude each other.
-        (Some(_), true) => {
-            return Err(err(policy_path, "only one of fail_open or failure_policy can be set"));
-        }
-        (Some(name), false) => {
-            if raw.reload_config.is_some() && name != "FAIL_RELOAD" {
-                return Err(err(join(path, "reload_config"), "applies only with failure_policy: FAIL_RELOAD"));
-            }
-            Some(failure_policy_named(name, raw.reload_config, &policy_path, &join(path, "reload_config"))?)
-        }
-    };
-    let configuration = raw
-        .configuration
-        .map(|c| configuration_bytes(c, &join(path, "configuration")))
-        .transpose()?
-        .unwrap_or_default();
-    Ok(PluginConfig {
-        name: raw.name,
-        root_id: raw.root_id,
-        vm: vm_config(raw.vm_config, &join(path, "vm_config"))?,
-        configuration,
-        failure_policy,
-        allow_on_headers_stop_iteration: raw.allow_on_headers_stop_iteration.unwrap_or(false),
-        config_path: path.to_owned(),
-    })
-}
-
-fn vm_config(raw: raw::VmConfig, path: &str) -> Result<VmConfig, ConfigError> {
-    if raw.runtime == "envoy.wasm.runtime.null" {
-        return Err(err(
-            join(path, "runtime"),
-            "the null runtime runs plugins compiled into Envoy; ferry runs Wasm modules (any other runtime name is accepted)",
-        ));
-    }
-    let code_path = join(path, "code");
-    let code = match (raw.code.local, raw.code.remote) {
-        (Some(local), None) => match (local.filename, local.inline_bytes, local.inline_string) {
-            (Some(f), None, None) => Code::File(PathBuf::from(f)),
-            (None, Some(b), None) => Code::Inline(base64_bytes(&b, &join(&code_path, "local.inline_bytes"))?),
-            (None, None, Some(s)) => Code::Inline(s.into_bytes()),
-            _ => {
-                return Err(err(
-                    join(&code_path, "local"),
-                    "exactly one of filename, inline_bytes or inline_string is required",
-                ));
-            }
-        },
-        (None, Some(_)) => {
-            return Err(err(
-                join(&code_path, "remote"),
-                "remote code is not supported; download the module and use local.filename",
-            ));
-        }
-        _ => return Err(err(code_path, "exactly one of local or remote is required")),
-    };
-    let configuration = raw
-        .configuration
-        .map(|c| configuration_bytes(c, &join(path, "configuration")))
-        .transpose()?
-        .unwrap_or_default();
-    let env = raw.environment_variables.unwrap_or_default();
-    Ok(VmConfig {
-        vm_id: raw.vm_id,
-        runtime: raw.runtime,
-        code,
-        configuration,
-        environment: env.key_values.0,
-        host_env_keys: env.host_env_keys,
-        allowed_capabilities: raw
-            .capability_restriction_config
-            .map(|c| c.allowed_capabilities.into_keys().collect())
-            .unwrap_or_default(),
-    })
-}
-
-/// The bytes a plugin reads for a `configuration` `Any`: the value of a
-/// `StringValue` or `BytesValue`, or a `Struct` as compact JSON.
-fn configuration_bytes(value: Value, path: &str) -> Result<Vec<u8>, ConfigError> {
-    let any = unpack_any(value, path)?;
-    let value_path = join(&any.path, "value");
-    let Value::Mapping(mut fields) = any.fields else {
-        return Err(err(&any.path, "expected a mapping"));
-    };
-    let value = fields.remove("value");
-    if let Some((key, _)) = fields.into_iter().next() {
-        return Err(err(&any.path, format!("unknown field {key:?} (expected value)")));
-    }
-    match (any.type_name.as_str(), value) {
-        (STRING_VALUE, Some(Value::String(s))) => Ok(s.into_bytes()),
-        (STRING_VALUE | BYTES_VALUE, None) => Ok(Vec::new()),
-        (STRING_VALUE, Some(_)) => Err(err(value_path, "expected a string")),
-        (BYTES_VALUE, Some(Value::String(b))) => base64_bytes(&b, &value_path),
-        (BYTES_VALUE, Some(_)) => Err(err(value_path, "expected base64 text")),
-        (STRUCT, value) => {
-            let value = value.unwrap_or(Value::Mapping(Default::default()));
-            if !value.is_mapping() {
-                return Err(err(value_path, "a Struct must be a mapping"));
-            }
-            serde_json::to_vec(&value).map_err(|e| err(value_path, format!("cannot convert to JSON: {e}")))
-        }
-        (other, _) => Err(err(
-            join(&any.path, "@type"),
-            format!("configuration of type {other} is not supported; use {STRING_VALUE}, {BYTES_VALUE} or {STRUCT}"),
-        )),
-    }
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use crate::ConfigError;
-use crate::convert::{decode, err, join};
+use crate::decode::{decode, err, join};
 use crate::model::{HeaderToMetadata, MetadataKind, MetadataRule, MetadataSource, MetadataValue};
 
 /// The namespace when a rule names none: the filter's own name.

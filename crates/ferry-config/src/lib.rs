@@ -12,12 +12,14 @@ pub mod access_log;
 mod balancing;
 mod compression;
 mod convert;
+mod decode;
 mod enums;
 mod header_to_metadata;
 pub mod input;
 mod matchers;
 mod metadata;
 pub mod model;
+mod plugin_config;
 mod queue_bridge;
 // Fields typed `Ignored` exist only to be accepted; they are never read.
 #[allow(dead_code)]

@@ -5,8 +5,9 @@
 use serde::Deserialize;
 
 use crate::ConfigError;
-use crate::convert::err;
+use crate::decode::err;
 use crate::model::{HeaderMatcher, HeaderTest, Pattern};
+use crate::raw::{RawRegex, RawStringMatcher};
 
 /// The message as written.
 #[derive(Deserialize)]
@@ -33,33 +34,6 @@ pub(crate) struct RawHeaderMatcher {
     invert_match: bool,
     #[serde(default)]
     treat_missing_header_as_empty: bool,
-}
-
-/// `envoy.type.matcher.v3.StringMatcher`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawStringMatcher {
-    #[serde(default)]
-    exact: Option<String>,
-    #[serde(default)]
-    prefix: Option<String>,
-    #[serde(default)]
-    suffix: Option<String>,
-    #[serde(default)]
-    contains: Option<String>,
-    #[serde(default)]
-    safe_regex: Option<RawRegex>,
-    #[serde(default)]
-    ignore_case: bool,
-}
-
-/// `envoy.type.matcher.v3.RegexMatcher`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawRegex {
-    pub(crate) regex: String,
-    #[serde(default)]
-    google_re2: Option<serde::de::IgnoredAny>,
 }
 
 /// `envoy.type.v3.Int64Range`: `[start, end)`.

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use crate::ConfigError;
-use crate::convert::{decode, err, unpack_any};
+use crate::decode::{decode, err, unpack_any};
 use crate::model::Metadata;
 
 /// The message as written.

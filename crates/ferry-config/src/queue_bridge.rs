@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use crate::ConfigError;
-use crate::convert::{decode, duration, err, join};
+use crate::decode::{decode, duration, err, join};
 use crate::model::{BridgeStorage, BridgedQueue, NatsBroker, NatsTls, QueueBounds, QueueBridge, QueueOverflow};
 
 #[derive(Deserialize)]

@@ -77,7 +77,7 @@ pub(crate) struct StatsConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct HistogramBucketSettings {
     #[serde(rename = "match")]
-    pub matcher: crate::matchers::RawStringMatcher,
+    pub matcher: RawStringMatcher,
     #[serde(default, deserialize_with = "crate::repeated::one_or_many")]
     pub buckets: Vec<f64>,
     /// The size of Envoy's internal histogram (circllhist): nothing to size here.
@@ -207,7 +207,7 @@ pub(crate) struct FilterChain {
     #[serde(default)]
     pub metadata: Option<Value>,
     #[serde(default)]
-    pub transport_socket: Option<crate::tls::RawTransportSocket>,
+    pub transport_socket: Option<RawTransportSocket>,
     #[serde(default)]
     pub filter_chain_match: Option<FilterChainMatch>,
 }
@@ -416,7 +416,7 @@ pub(crate) struct Cluster {
     #[serde(default)]
     pub metadata: Option<Value>,
     #[serde(default)]
-    pub transport_socket: Option<crate::tls::RawTransportSocket>,
+    pub transport_socket: Option<RawTransportSocket>,
     #[serde(default)]
     pub least_request_lb_config: Option<Value>,
     #[serde(default)]
@@ -711,4 +711,41 @@ pub(crate) mod indexmap_like {
 pub(crate) struct Router {
     #[serde(default)]
     pub suppress_envoy_headers: Option<bool>,
+}
+
+/// `envoy.type.matcher.v3.StringMatcher`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStringMatcher {
+    #[serde(default)]
+    pub(crate) exact: Option<String>,
+    #[serde(default)]
+    pub(crate) prefix: Option<String>,
+    #[serde(default)]
+    pub(crate) suffix: Option<String>,
+    #[serde(default)]
+    pub(crate) contains: Option<String>,
+    #[serde(default)]
+    pub(crate) safe_regex: Option<RawRegex>,
+    #[serde(default)]
+    pub(crate) ignore_case: bool,
+}
+
+/// `envoy.type.matcher.v3.RegexMatcher`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRegex {
+    pub(crate) regex: String,
+    #[serde(default)]
+    pub(crate) google_re2: Ignored,
+}
+
+/// `envoy.config.core.v3.TransportSocket`: its `typed_config` is read by `tls`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTransportSocket {
+    #[serde(default)]
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) typed_config: Option<Value>,
 }

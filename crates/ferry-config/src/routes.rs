@@ -4,12 +4,13 @@
 use serde::Deserialize;
 use serde_norway::Value;
 
-use crate::convert::{body_source, duration, err, join};
-use crate::matchers::{RawHeaderMatcher, RawRegex, RawStringMatcher, header_matcher, string_matcher, whole_match};
+use crate::decode::{body_source, duration, err, join};
+use crate::matchers::{RawHeaderMatcher, header_matcher, string_matcher, whole_match};
 use crate::model::{
     AppendAction, Cluster, ClusterTarget, Forward, HeaderMutations, HeaderToAdd, PathMatch, Pattern,
     QueryParameterMatcher, Redirect, RetryPolicy, Route, RouteAction, RouteConfig, Upgrade, VirtualHost,
 };
+use crate::raw::{RawRegex, RawStringMatcher};
 use crate::{ConfigError, raw};
 
 /// Envoy's default cap on a direct response's body.
@@ -270,7 +271,7 @@ const RETRY_ON: &[&str] =
 
 /// `route_config`.
 pub(crate) fn route_config(raw: Value, path: &str, clusters: &[Cluster]) -> Result<RouteConfig, ConfigError> {
-    let raw: RawRouteConfiguration = crate::convert::decode(raw, path)?;
+    let raw: RawRouteConfiguration = crate::decode::decode(raw, path)?;
     let max_body = raw.max_direct_response_body_size_bytes.unwrap_or(DEFAULT_MAX_DIRECT_RESPONSE_BODY);
     let mut virtual_hosts = Vec::new();
     for (i, vh) in raw.virtual_hosts.into_iter().enumerate() {

@@ -5,11 +5,11 @@
 //! the field's path.
 
 use serde::Deserialize;
-use serde_norway::Value;
 
-use crate::convert::{decode, err, join, unpack_any};
+use crate::ConfigError;
+use crate::decode::{decode, err, join, unpack_any};
 use crate::model::{CertificateKey, TlsContext, TlsVersion};
-use crate::{ConfigError, raw};
+use crate::raw::{self, RawTransportSocket};
 
 const DOWNSTREAM: &str = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
 const UPSTREAM: &str = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
@@ -28,15 +28,6 @@ pub const CIPHER_SUITES: &[&str] = &[
     "ECDHE-ECDSA-CHACHA20-POLY1305",
     "ECDHE-RSA-CHACHA20-POLY1305",
 ];
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawTransportSocket {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    typed_config: Option<Value>,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -195,5 +186,5 @@ fn common(raw: RawCommonTlsContext, path: &str) -> Result<TlsContext, ConfigErro
 }
 
 fn pem(source: raw::DataSource, path: &str) -> Result<Vec<u8>, ConfigError> {
-    crate::convert::data_source(source, path, MAX_PEM_FILE_BYTES, None)
+    crate::decode::data_source(source, path, MAX_PEM_FILE_BYTES, None)
 }
