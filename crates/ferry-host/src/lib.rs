@@ -17,6 +17,7 @@ mod compiler;
 mod cpu_budget;
 mod error;
 mod exports;
+mod facts;
 mod failure;
 mod grpc;
 mod headers;
@@ -36,9 +37,8 @@ mod thread;
 mod vm;
 mod wasi;
 
-pub use attributes::{
-    CertificateFacts, ClusterFacts, ListenerFacts, Locality, Metadata, Node, RouteFacts, TlsFacts, XdsInfo,
-};
+pub use attributes::{Locality, Node};
+pub use facts::{CertificateFacts, ClusterFacts, ListenerFacts, Metadata, RouteFacts, TlsFacts, XdsInfo};
 pub use compiler::{Compilation, TIER_UP_WAIT, Tier};
 pub use error::{LoadError, PluginFailure, StartError};
 pub use exports::{Abis, CALLBACKS, Callback};

@@ -71,15 +71,15 @@ pub struct StreamInfo {
     /// function, by key (e.g. `envoy.tcp_proxy.cluster`).
     pub filter_state: Vec<(String, String)>,
     /// Where the configuration sends the stream (`xds.*` attributes).
-    pub xds: crate::attributes::XdsInfo,
+    pub xds: crate::facts::XdsInfo,
     /// The stream's dynamic metadata (the `metadata` attribute).
-    pub metadata: crate::attributes::Metadata,
+    pub metadata: crate::facts::Metadata,
     /// What the downstream TLS handshake established, for a TLS connection.
-    pub tls: Option<std::sync::Arc<crate::attributes::TlsFacts>>,
+    pub tls: Option<std::sync::Arc<crate::facts::TlsFacts>>,
     /// The local address of the upstream connection (`upstream.local_address`).
     pub upstream_local: Option<std::net::SocketAddr>,
     /// What the upstream TLS handshake established, when the cluster speaks TLS.
-    pub upstream_tls: Option<std::sync::Arc<crate::attributes::TlsFacts>>,
+    pub upstream_tls: Option<std::sync::Arc<crate::facts::TlsFacts>>,
     /// Tries made upstream (`upstream.request_attempt_count`), once sent.
     pub upstream_attempts: Option<u32>,
 }

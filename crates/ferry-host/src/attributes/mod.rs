@@ -16,8 +16,7 @@ mod vocabulary;
 use ferry_abi::{Status, pairs};
 
 pub(crate) use self::cel::{Expressions, evaluate};
-pub use proto::{Locality, Metadata, Node};
-pub use vocabulary::{CertificateFacts, ClusterFacts, ListenerFacts, RouteFacts, TlsFacts, XdsInfo};
+pub use proto::{Locality, Node};
 pub(crate) use vocabulary::{Facts, header, resolve};
 
 /// The value of an attribute, typed as Envoy's attribute reference types it.

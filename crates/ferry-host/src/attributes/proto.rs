@@ -5,26 +5,13 @@
 //! a path that goes on reads its fields by their protobuf names, with
 //! `google.protobuf.Struct` read as a map and `Value` as what it holds.
 
-use std::collections::BTreeMap;
 
 use prost::Message as _;
 use prost_types::value::Kind;
 use prost_types::{Any, Struct};
 
 use super::{Message, Value};
-
-/// `envoy.config.core.v3.Metadata`: data for filters and plugins, by
-/// filter namespace, on listeners, routes, virtual hosts, clusters and
-/// endpoints (and per stream, as dynamic metadata).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Metadata {
-    /// `filter_metadata`.
-    #[prost(btree_map = "string, message", tag = "1")]
-    pub filter_metadata: BTreeMap<String, Struct>,
-    /// `typed_filter_metadata`.
-    #[prost(btree_map = "string, message", tag = "2")]
-    pub typed_filter_metadata: BTreeMap<String, Any>,
-}
+use crate::facts::Metadata;
 
 /// `envoy.config.core.v3.Node`, the fields a configuration gives.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -139,6 +126,7 @@ fn any_value(any: &Any) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn metadata_encodes_as_envoys_message() {

@@ -2,88 +2,14 @@
 //! lent to the callback, the configuration's facts about its listener,
 //! route and cluster, the node, the plugin, and values plugins set.
 
-use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_abi::Status;
 
-use super::{Metadata, Node, Value};
+use super::{Node, Value};
+use crate::facts::TlsFacts;
 use crate::headers::HeaderMap;
 use crate::stream::HttpStream;
-
-/// What the configuration says about where a stream goes: the facts
-/// behind Envoy's `xds.*` attributes, shared by every stream they apply to.
-#[derive(Clone, Debug, Default)]
-pub struct XdsInfo {
-    /// The listener (and filter chain) the connection came in on.
-    pub listener: Option<Arc<ListenerFacts>>,
-    /// The route (and virtual host) the request matched.
-    pub route: Option<Arc<RouteFacts>>,
-    /// The cluster the stream is sent to.
-    pub cluster: Option<Arc<ClusterFacts>>,
-    /// The metadata of the endpoint the stream was sent to.
-    pub upstream_host_metadata: Option<Arc<Metadata>>,
-}
-
-/// A listener's facts.
-#[derive(Clone, Debug, Default)]
-pub struct ListenerFacts {
-    /// `metadata`.
-    pub metadata: Metadata,
-    /// `traffic_direction`: 0 unspecified, 1 inbound, 2 outbound.
-    pub direction: i64,
-    /// The filter chain's `name`.
-    pub filter_chain_name: String,
-}
-
-/// A route's facts.
-#[derive(Clone, Debug, Default)]
-pub struct RouteFacts {
-    /// The route's `name`.
-    pub name: String,
-    /// The route's `metadata`.
-    pub metadata: Metadata,
-    /// Its virtual host's `name`.
-    pub virtual_host_name: String,
-    /// Its virtual host's `metadata`.
-    pub virtual_host_metadata: Metadata,
-}
-
-/// A cluster's facts.
-#[derive(Clone, Debug, Default)]
-pub struct ClusterFacts {
-    /// `name`.
-    pub name: String,
-    /// `metadata`.
-    pub metadata: Metadata,
-}
-
-/// What a downstream TLS handshake established (the `connection.*` TLS
-/// attributes).
-#[derive(Clone, Debug, Default)]
-pub struct TlsFacts {
-    /// `TLSv1.2` or `TLSv1.3`.
-    pub version: String,
-    /// The SNI the client asked for (empty if none).
-    pub server_name: String,
-    /// The client's certificate, if it presented one.
-    pub peer: Option<CertificateFacts>,
-    /// The proxy's own certificate.
-    pub local: Option<CertificateFacts>,
-}
-
-/// What plugins read of a certificate.
-#[derive(Clone, Debug, Default)]
-pub struct CertificateFacts {
-    /// The subject, RFC 2253 (`CN=client,O=Example`).
-    pub subject: String,
-    /// URI subject alternative names.
-    pub uri_sans: Vec<String>,
-    /// DNS subject alternative names.
-    pub dns_sans: Vec<String>,
-    /// SHA-256 of the DER encoding, lower-case hex.
-    pub sha256: String,
-}
 
 /// What a path is resolved against.
 pub(crate) struct Facts<'a> {
