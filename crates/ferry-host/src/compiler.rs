@@ -18,7 +18,7 @@ use wasmtime::{Cache, CacheConfig, Config, Engine, InstancePre, Linker, Module, 
 
 use crate::error::LoadError;
 use crate::limits::EPOCH_TICK;
-use crate::module::ModuleSpec;
+use crate::spec::ModuleSpec;
 use crate::state::HostState;
 
 /// How the host compiles plugin modules.

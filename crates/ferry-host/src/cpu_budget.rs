@@ -10,14 +10,14 @@
 //!
 //! A callback with no deadline is still looked at every half second, so a
 //! process shutting down past its drain time can interrupt it
-//! ([`crate::Host::interrupt_plugins`]).
+//! ([`crate::Host::interrupt_plugins`]). The store's callback that applies
+//! it is `vm::on_epoch_deadline`.
 
 use std::time::Duration;
 
-use wasmtime::{StoreContextMut, UpdateDeadline};
+use wasmtime::UpdateDeadline;
 
 use crate::limits::EPOCH_TICK;
-use crate::state::HostState;
 
 /// Epoch ticks between looks at a callback with no deadline (0.5 s).
 const UNLIMITED_LOOK_TICKS: u64 = 100;
@@ -43,7 +43,7 @@ impl CpuBudget {
     /// the process `stopping`); if not, when to look again. Wall time
     /// passes at least as fast as CPU time, so the remaining budget in
     /// ticks is the earliest it can run out.
-    fn at_tick(&mut self, cpu_now: Duration, stopping: bool) -> UpdateDeadline {
+    pub(crate) fn at_tick(&mut self, cpu_now: Duration, stopping: bool) -> UpdateDeadline {
         if stopping {
             return UpdateDeadline::Interrupt;
         }
@@ -58,17 +58,8 @@ impl CpuBudget {
     }
 }
 
-/// The store's epoch-deadline callback: interrupts the plugin once its
-/// entry used up its CPU budget, or once the process is past draining.
-pub(crate) fn on_epoch_deadline(mut store: StoreContextMut<'_, HostState>) -> wasmtime::Result<UpdateDeadline> {
-    let now = thread_cpu_time();
-    let data = store.data_mut();
-    let stopping = data.shared.stopping();
-    Ok(data.cpu_budget.at_tick(now, stopping))
-}
-
 /// CPU time the calling thread has used.
-fn thread_cpu_time() -> Duration {
+pub(crate) fn thread_cpu_time() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }

@@ -1,7 +1,7 @@
 //! The process-wide host: the compilers (wasmtime engines with every host
 //! function linked), the loaded modules, shared queues and shared data.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -15,9 +15,11 @@ use crate::error::LoadError;
 use crate::failure::HoldPolicy;
 use crate::mailbox::VmKey;
 use crate::metrics::Metrics;
-use crate::module::{ModuleSpec, PluginModule, VmIdHandle};
+use crate::module::{PluginModule, VmIdHandle};
+use crate::shared::SharedState;
 use crate::shared_data::SharedData;
 use crate::shared_queue::{QueueBounds, QueueBoundsRule, SharedQueues};
+use crate::spec::ModuleSpec;
 
 /// Level of the `wasm` logger: plugin log calls below it are dropped before
 /// their message is read, and `proxy_get_log_level` reports it.
@@ -35,55 +37,6 @@ impl WasmLogLevel {
             WasmLogLevel::At(l) => l as u8,
             WasmLogLevel::Off => 6,
         }
-    }
-}
-
-/// State every VM of the process shares, whatever its thread.
-pub(crate) struct SharedState {
-    pub(crate) queues: SharedQueues,
-    pub(crate) data: SharedData,
-    pub(crate) metrics: Metrics,
-    /// Modules loaded per vm_id: when the count drops to 0 the vm_id's
-    /// queues and data are deleted (see [`VmIdHandle`]).
-    pub(crate) vm_id_modules: Mutex<HashMap<String, usize>>,
-    wasm_log_level: AtomicU8,
-    /// Clusters `proxy_http_call` may name; `None` accepts any.
-    upstreams: Option<HashSet<String>>,
-    /// The configuration's `node` (the `xds.node` attribute).
-    pub(crate) node: crate::attributes::Node,
-    /// Problems already logged, so each is logged once per process.
-    reported: Mutex<HashSet<(&'static str, &'static str)>>,
-    /// When a plugin that keeps failing is held failed.
-    pub(crate) hold: HoldPolicy,
-    /// Set past the drain time at shutdown: every callback is interrupted.
-    stopping: std::sync::atomic::AtomicBool,
-}
-
-impl SharedState {
-    /// Whether callbacks still running are to be interrupted.
-    pub(crate) fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Relaxed)
-    }
-
-    /// Whether a plugin log line at `level` is printed.
-    pub(crate) fn log_enabled(&self, level: LogLevel) -> bool {
-        (level as u8) >= self.wasm_log_level.load(Ordering::Relaxed)
-    }
-
-    /// The raw level `proxy_get_log_level` reports.
-    pub(crate) fn wasm_log_level_raw(&self) -> u8 {
-        self.wasm_log_level.load(Ordering::Relaxed)
-    }
-
-    /// Whether `proxy_http_call` may send to `name`.
-    pub(crate) fn knows_upstream(&self, name: &str) -> bool {
-        self.upstreams.as_ref().is_none_or(|u| u.contains(name))
-    }
-
-    /// True the first time `problem` is reported for `function`, so each
-    /// is logged once per process.
-    pub(crate) fn first_report(&self, function: &'static str, problem: &'static str) -> bool {
-        self.reported.lock().unwrap_or_else(|e| e.into_inner()).insert((function, problem))
     }
 }
 

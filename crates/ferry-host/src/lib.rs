@@ -29,8 +29,10 @@ mod memory;
 mod metrics;
 mod module;
 mod plugin;
+mod shared;
 mod shared_data;
 mod shared_queue;
+mod spec;
 mod state;
 mod stream;
 mod thread;
@@ -38,10 +40,10 @@ mod vm;
 mod wasi;
 
 pub use attributes::{Locality, Node};
-pub use facts::{CertificateFacts, ClusterFacts, ListenerFacts, Metadata, RouteFacts, TlsFacts, XdsInfo};
 pub use compiler::{Compilation, TIER_UP_WAIT, Tier};
 pub use error::{LoadError, PluginFailure, StartError};
 pub use exports::{Abis, CALLBACKS, Callback};
+pub use facts::{CertificateFacts, ClusterFacts, ListenerFacts, Metadata, RouteFacts, TlsFacts, XdsInfo};
 pub use failure::{Backoff, FailurePolicy, Health, HoldPolicy, PluginStats};
 pub use grpc::{GrpcCommand, GrpcEvent, GrpcOpen, status as grpc_status};
 pub use headers::HeaderMap;
@@ -53,13 +55,14 @@ pub use limits::{
 };
 pub use mailbox::{InstanceId, QueueReady, ThreadMailbox, VmKey};
 pub use metrics::{BucketRule, HISTOGRAM_BUCKETS, HistogramValue, Metric, MetricValue, Metrics, sanitize_stat_name};
-pub use module::{ModuleSpec, PluginModule};
+pub use module::PluginModule;
 pub use plugin::Plugin;
 pub use shared_data::SharedData;
 pub use shared_queue::{
     ITEM_OVERHEAD, Overflow, QUEUE_OVERHEAD, QueueBounds, QueueBoundsRule, QueueCounts, QueueLink, QueueOwner,
     QueueStats, QueueTotals, SharedQueues,
 };
+pub use spec::ModuleSpec;
 pub use state::{HostState, TickRequest};
 pub use stream::{
     Cancelled, HttpCallRequest, HttpCallResponse, HttpStream, LocalResponse, SharedStream, StreamAction, StreamInfo,

@@ -4,36 +4,18 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak, mpsc};
 
-use bytes::Bytes;
 use ferry_abi::AbiVersion;
 
 use crate::compiler::{Code, Tier};
 use crate::error::LoadError;
-use crate::host::SharedState;
 use crate::mailbox::VmKey;
-
-/// What to load: the parts of Envoy's `vm_config` that make a VM.
-#[derive(Clone, Debug)]
-pub struct ModuleSpec {
-    /// `vm_config.vm_id`: the namespace of shared queues and shared data.
-    pub vm_id: String,
-    /// `vm_config.configuration`, handed to `proxy_on_vm_start`.
-    pub vm_configuration: Bytes,
-    /// The Wasm binary (or text: wasmtime accepts WAT).
-    pub code: Bytes,
-    /// Where the code came from, for messages.
-    pub origin: String,
-    /// Environment variables the plugin sees through WASI.
-    pub environment: Vec<(String, String)>,
-    /// `capability_restriction_config.allowed_capabilities`: the host
-    /// functions and callbacks it may use (empty: all; see `capabilities`).
-    pub allowed_capabilities: Vec<String>,
-}
+use crate::shared::SharedState;
+use crate::spec::ModuleSpec;
 
 /// A module loaded once per process and instantiated once per thread.
 pub struct PluginModule {
     pub(crate) key: VmKey,
-    pub(crate) spec: ModuleSpec,
+    pub(crate) spec: Arc<ModuleSpec>,
     pub(crate) abi: AbiVersion,
     /// The code new instances start from: baseline code until the
     /// optimised code replaces it (tiered compilation), then for good.
@@ -60,7 +42,15 @@ impl PluginModule {
                 reason: "the module exports no allocator (proxy_on_memory_allocate or malloc)".into(),
             })?;
         let optimized = AtomicBool::new(code.tier == Tier::Optimized);
-        Ok(PluginModule { key, spec, abi, code: Mutex::new(Arc::new(code)), optimized, allocator, _vm_id: vm_id })
+        Ok(PluginModule {
+            key,
+            spec: Arc::new(spec),
+            abi,
+            code: Mutex::new(Arc::new(code)),
+            optimized,
+            allocator,
+            _vm_id: vm_id,
+        })
     }
 
     /// Installs the optimised code when the compiler thread delivers it, if

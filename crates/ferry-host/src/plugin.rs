@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::failure::{FailurePolicy, PluginStats};
 use crate::limits::Limits;
 use crate::module::PluginModule;
+use crate::spec::PluginNames;
 
 /// A plugin: one root context, with its own configuration, in a VM of `module`.
 pub struct Plugin {
@@ -25,10 +26,8 @@ pub struct Plugin {
     pub limits: Limits,
     /// Its counters, over all threads.
     pub stats: PluginStats,
-    /// Prefix of `proxy_log` lines from the root context: ` <root_id> <vm_id>`.
-    pub(crate) root_log_prefix: String,
-    /// Prefix of `proxy_log` lines from stream contexts: ` <name> <root_id> <vm_id>`.
-    pub(crate) stream_log_prefix: String,
+    /// Its names as host calls and log lines use them.
+    pub(crate) names: Arc<PluginNames>,
 }
 
 impl Plugin {
@@ -43,8 +42,7 @@ impl Plugin {
     ) -> Arc<Self> {
         let name = name.into();
         let root_id = root_id.into();
-        let root_log_prefix = log_prefix(&[&root_id, module.vm_id()]);
-        let stream_log_prefix = log_prefix(&[&name, &root_id, module.vm_id()]);
+        let names = Arc::new(PluginNames::new(&name, &root_id, module.vm_id()));
         Arc::new(Plugin {
             name,
             root_id,
@@ -53,8 +51,7 @@ impl Plugin {
             failure_policy,
             limits,
             stats: PluginStats::default(),
-            root_log_prefix,
-            stream_log_prefix,
+            names,
         })
     }
 
@@ -65,22 +62,5 @@ impl Plugin {
             .into_iter()
             .find(|s| !s.is_empty())
             .unwrap_or("(unnamed)")
-    }
-}
-
-/// Envoy's log prefix: each non-empty part preceded by a space.
-fn log_prefix(parts: &[&str]) -> String {
-    parts.iter().filter(|p| !p.is_empty()).map(|p| format!(" {p}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::log_prefix;
-
-    #[test]
-    fn log_prefix_drops_empty_parts() {
-        assert_eq!(log_prefix(&["", "", "sender"]), " sender");
-        assert_eq!(log_prefix(&["name", "", "vm"]), " name vm");
-        assert_eq!(log_prefix(&["", ""]), "");
     }
 }

@@ -11,12 +11,11 @@ use wasmtime::{Memory, StoreLimits, StoreLimitsBuilder, TypedFunc};
 
 use crate::grpc::{GrpcCommand, GrpcEvent};
 use crate::headers::HeaderMap;
-use crate::host::SharedState;
 use crate::limits::{MAX_PENDING_CALLS, MAX_TABLE_ELEMENTS};
 use crate::mailbox::{InstanceId, ThreadMailbox};
 use crate::metrics::MetricIds;
-use crate::module::PluginModule;
-use crate::plugin::Plugin;
+use crate::shared::SharedState;
+use crate::spec::{ModuleSpec, PluginNames};
 use crate::stream::{
     Cancelled, HttpCallRequest, HttpCallResponse, HttpStream, LocalResponse, Phase, SharedStream, StreamAction,
 };
@@ -77,7 +76,7 @@ pub struct TickRequest {
 
 /// The store data of one VM instance.
 pub struct HostState {
-    pub(crate) module: Arc<PluginModule>,
+    pub(crate) module: Arc<ModuleSpec>,
     /// Which instance this is, for what it asks of the embedder.
     pub(crate) instance: InstanceId,
     /// Memory and table limits (wasmtime's store limiter).
@@ -88,7 +87,7 @@ pub struct HostState {
     pub(crate) mailbox: Arc<dyn ThreadMailbox>,
     pub(crate) memory: Option<Memory>,
     pub(crate) allocator: Option<TypedFunc<(i32,), i32>>,
-    pub(crate) plugins: Vec<Arc<Plugin>>,
+    pub(crate) plugins: Vec<Arc<PluginNames>>,
     /// Context ids are small sequential numbers: a fast, non-keyed hash suits them.
     pub(crate) contexts: FxHashMap<u32, ContextEntry>,
     pub(crate) call: CallFrame,
@@ -177,7 +176,7 @@ impl OpenGrpc {
 
 impl HostState {
     pub(crate) fn new(
-        module: Arc<PluginModule>,
+        module: Arc<ModuleSpec>,
         instance: InstanceId,
         memory_bytes: usize,
         shared: Arc<SharedState>,
@@ -259,7 +258,7 @@ impl HostState {
     }
 
     /// The acting context and its plugin, if it is a known context.
-    pub(crate) fn acting_context(&self) -> Option<(u32, ContextEntry, &Arc<Plugin>)> {
+    pub(crate) fn acting_context(&self) -> Option<(u32, ContextEntry, &Arc<PluginNames>)> {
         let id = self.acting_context_id();
         let entry = *self.contexts.get(&id)?;
         Some((id, entry, &self.plugins[entry.plugin]))

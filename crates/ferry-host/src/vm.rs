@@ -12,14 +12,14 @@ use ferry_abi::PeerType;
 use wasmtime::{Store, Trap, TypedFunc, WasmParams, WasmResults};
 
 use crate::compiler::Tier;
-use crate::cpu_budget::{self, CpuBudget};
+use crate::cpu_budget::{CpuBudget, thread_cpu_time};
 use crate::exports::Exports;
 use crate::grpc::{GrpcCommand, GrpcEvent};
-use crate::host::SharedState;
 use crate::limits::Limits;
 use crate::mailbox::{InstanceId, ThreadMailbox};
 use crate::module::PluginModule;
 use crate::plugin::Plugin;
+use crate::shared::SharedState;
 use crate::state::{CallFrame, ContextEntry, GrpcKind, HostState, TickRequest};
 use crate::stream::{
     Cancelled, HttpCallRequest, HttpCallResponse, HttpStream, Phase, SharedStream, StreamAction, Verdict,
@@ -146,11 +146,11 @@ impl Vm {
         shared: Arc<SharedState>,
         mailbox: Arc<dyn ThreadMailbox>,
     ) -> Result<Vm, CallError> {
-        let state = HostState::new(module.clone(), instance, limits.memory_bytes, shared, mailbox);
+        let state = HostState::new(module.spec.clone(), instance, limits.memory_bytes, shared, mailbox);
         let code = module.code();
         let mut store = Store::new(code.pre.module().engine(), state);
         store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_callback(cpu_budget::on_epoch_deadline);
+        store.epoch_deadline_callback(on_epoch_deadline);
         let (budget, ticks) = CpuBudget::start(limits.start_deadline);
         store.data_mut().cpu_budget = budget;
         store.set_epoch_deadline(ticks);
@@ -193,7 +193,7 @@ impl Vm {
     pub(crate) fn start_root_context(&mut self, plugin: &Arc<Plugin>) -> Result<u32, CallError> {
         let id = self.alloc_context_id();
         let data = self.store.data_mut();
-        data.plugins.push(plugin.clone());
+        data.plugins.push(plugin.names.clone());
         data.contexts.insert(id, ContextEntry { plugin: data.plugins.len() - 1, root_id: id });
         let with_config = || CallFrame {
             context_id: id,
@@ -704,6 +704,17 @@ fn with_stream<R>(
     let result = f(store);
     store.data_mut().stream = None;
     result
+}
+
+/// The store's epoch-deadline callback: interrupts the plugin once its
+/// entry used up its CPU budget, or once the process is past draining.
+fn on_epoch_deadline(
+    mut store: wasmtime::StoreContextMut<'_, HostState>,
+) -> wasmtime::Result<wasmtime::UpdateDeadline> {
+    let now = thread_cpu_time();
+    let data = store.data_mut();
+    let stopping = data.shared.stopping();
+    Ok(data.cpu_budget.at_tick(now, stopping))
 }
 
 /// Calls into the guest with `frame` as the call in progress, interrupted

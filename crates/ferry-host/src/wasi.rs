@@ -110,7 +110,7 @@ fn add_module(linker: &mut Linker<HostState>, m: &str) -> wasmtime::Result<()> {
     linker.func_wrap(m, "args_get", |_: i32, _: i32| ESUCCESS)?;
     linker.func_wrap(m, "environ_sizes_get", |mut caller: WasiCaller<'_>, count_out: i32, size_out: i32| {
         let (mem, state) = split(&mut caller);
-        let env = &state.module.spec.environment;
+        let env = &state.module.environment;
         let size: usize = env.iter().map(|(k, v)| k.len() + 1 + v.len() + 1).sum();
         errno(write_u32(mem, count_out, env.len() as u32).and_then(|()| write_u32(mem, size_out, size as u32)))
     })?;
@@ -217,7 +217,7 @@ fn fd_write(mut caller: WasiCaller<'_>, fd: i32, iovs: i32, iovs_len: i32, writt
 fn environ_get(mut caller: WasiCaller<'_>, ptrs: i32, buf: i32) -> i32 {
     let (mem, state) = split(&mut caller);
     let mut at = buf as u32;
-    for (i, (k, v)) in state.module.spec.environment.iter().enumerate() {
+    for (i, (k, v)) in state.module.environment.iter().enumerate() {
         let entry = format!("{k}={v}\0");
         let Ok(dest) = slice_mut(mem, at as i32, entry.len() as i32) else { return EFAULT };
         dest.copy_from_slice(entry.as_bytes());

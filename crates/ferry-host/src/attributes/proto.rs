@@ -5,7 +5,6 @@
 //! a path that goes on reads its fields by their protobuf names, with
 //! `google.protobuf.Struct` read as a map and `Value` as what it holds.
 
-
 use prost::Message as _;
 use prost_types::value::Kind;
 use prost_types::{Any, Struct};

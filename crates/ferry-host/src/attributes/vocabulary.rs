@@ -2,7 +2,6 @@
 //! lent to the callback, the configuration's facts about its listener,
 //! route and cluster, the node, the plugin, and values plugins set.
 
-
 use bytes::Bytes;
 use ferry_abi::Status;
 

@@ -104,7 +104,7 @@ fn replace(body: &mut Vec<u8>, start: usize, size: usize, data: &[u8]) -> Result
 fn buffer_of(state: &HostState, kind: BufferType) -> Result<Borrowed<'_, [u8]>, Status> {
     let plain = Borrowed::Plain;
     match kind {
-        BufferType::VmConfiguration => Ok(plain(&state.module.spec.vm_configuration)),
+        BufferType::VmConfiguration => Ok(plain(&state.module.vm_configuration)),
         BufferType::PluginConfiguration => {
             state.call.plugin_configuration.as_deref().map(plain).ok_or(Status::NotFound)
         }
