@@ -94,13 +94,24 @@ pub(super) fn run(
             Ok(text.lines().find_map(|l| l.split(": ").nth(1)?.trim().parse().ok()).unwrap_or(0))
         };
         let queue = "ferry.queue_bridge.receiver.http_headers";
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Judged on progress, not a fixed time: the receiver, at the lowest
+        // priority, may drain for minutes on a slow machine. Give up only
+        // once nothing moved for STALLED.
+        const STALLED: Duration = Duration::from_secs(20);
+        let mut last = (u64::MAX, u64::MAX, u64::MAX);
+        let mut moved = Instant::now();
         let (acked, delivered) = loop {
             std::thread::sleep(Duration::from_millis(500));
             let acked = stat(port + 1, &format!("{queue}.acked"))?;
             let waiting = stat(port + 1, &format!("{queue}.waiting"))?;
             let delivered = stat(receiver_admin, &format!("{queue}.delivered"))?;
-            if (waiting == 0 && acked == delivered) || Instant::now() > deadline {
+            if waiting == 0 && acked == delivered {
+                break (acked, delivered);
+            }
+            if (acked, waiting, delivered) != last {
+                (last, moved) = ((acked, waiting, delivered), Instant::now());
+            } else if moved.elapsed() > STALLED {
+                eprintln!("the bridge's counters stopped moving for {STALLED:?} short of the end");
                 break (acked, delivered);
             }
         };
