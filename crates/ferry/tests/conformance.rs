@@ -843,7 +843,7 @@ fn the_bad_input_table_is_what_the_cases_check() {
 fn the_coverage_table_points_at_real_cases_and_tests() {
     let doc = std::fs::read_to_string(repo_root().join("docs/abi-coverage.md")).unwrap();
     let cases: HashMap<String, Case> = cases().into_iter().collect();
-    let host_tests = std::fs::read_to_string(repo_root().join("crates/ferry-host/tests/abi.rs")).unwrap();
+    let host_tests = std::fs::read_to_string(repo_root().join("crates/ferry-host/tests/it/abi.rs")).unwrap();
     let mut rows = 0;
     for line in doc.lines().filter(|l| l.starts_with("| `")) {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();

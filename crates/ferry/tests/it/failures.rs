@@ -2,7 +2,7 @@
 //! bad configuration and modules, and a trapping plugin fails only its own
 //! request.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! the others do not; conformance case `sdk_surface` runs it through the
 //! binary and expects an `sdk ok <method>` line for each of its checks.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -6,7 +6,7 @@
 //! by SNI and transport protocol, TLS passed through by SNI, TLS in front
 //! of `tcp_proxy` and `tcp_proxy` to a TLS cluster.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

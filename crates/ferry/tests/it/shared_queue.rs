@@ -2,7 +2,7 @@
 //! header a request carries is enqueued by the sender on a worker and
 //! dequeued, once and in order, by the receiver on the main thread.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Wasm services and Go plugins against the real binary.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Configuration as Envoy reads it, and hostile configuration refused
 //! quickly with a clear error, against the real binary.
 
-mod common;
+use crate::common;
 
 use common::{Ferry, direct_route, get, listener, run_to_end, temp_file};
 

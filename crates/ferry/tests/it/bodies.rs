@@ -2,7 +2,7 @@
 //! large to buffer, against the real binary (rewriting bodies is
 //! conformance case `body_rewrite`).
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;

@@ -3,7 +3,7 @@
 //! close callbacks and their peer types, the end-of-context order, a plugin
 //! closing the connection, and a plugin failing.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};

@@ -2,7 +2,7 @@
 //! memory, keeps failing or leaves calls open costs only its own requests;
 //! the process keeps serving, and a failed service comes back.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -3,7 +3,7 @@
 //! stderr, on the fast path (no filter) and through a Wasm filter; and
 //! `tcp_proxy`'s, one line per connection.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! binary (`set_envoy_filter_state` is in tcp.rs, with the TCP proxy it
 //! steers).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

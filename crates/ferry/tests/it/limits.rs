@@ -6,7 +6,7 @@
 //! requests and responses that stall against `request_timeout` and
 //! `stream_idle_timeout`.
 
-mod common;
+use crate::common;
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};

@@ -3,7 +3,7 @@
 //! in), outlier detection ejects an endpoint that answers 5xx in a row,
 //! LEAST_REQUEST avoids a busy endpoint; each with Envoy's counters.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

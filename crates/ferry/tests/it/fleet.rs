@@ -4,7 +4,7 @@
 //! packages). Every request carries an `x-item` header with a unique id; the
 //! receivers' `dequeued data` lines are counted per id.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

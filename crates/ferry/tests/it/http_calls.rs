@@ -1,7 +1,7 @@
 //! HTTP calls from plugins, and streams paused until the call answers,
 //! against the real binary.
 
-mod common;
+use crate::common;
 
 use common::{Ferry, cluster, direct_route, file_code, free_port, get, listener, plugin, wasm_filter};
 

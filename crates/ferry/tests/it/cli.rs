@@ -2,7 +2,7 @@
 //! command line that ferry reads, and those it only accepts, on one
 //! command line against the real binary.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};

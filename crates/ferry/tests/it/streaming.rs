@@ -6,7 +6,7 @@
 //! client's authority and chunked GET bodies on every route kind, and the
 //! same answer to the same broken body on every route kind.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::io::{Read as _, Write as _};

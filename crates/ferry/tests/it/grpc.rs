@@ -2,7 +2,7 @@
 //! failing call (trailers-only status), a timeout, a cancelled call, an
 //! unknown cluster, and a bidirectional stream with its metadata.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

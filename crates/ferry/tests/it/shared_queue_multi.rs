@@ -3,7 +3,7 @@
 //! HTTP filter (request and response headers) and as a network filter in
 //! front of a tcp_proxy to the admin endpoint (a hash of each upstream chunk).
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -3,7 +3,7 @@
 //! `end_of_stream` false when trailers follow, trailers read and changed by
 //! the plugin, and a stream paused in its request trailers and resumed.
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

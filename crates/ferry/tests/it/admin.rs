@@ -3,7 +3,7 @@
 //! Prometheus form (parsed by a Prometheus text-format parser), health
 //! check failing and `/quitquitquit`.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! redirects; headers added and removed at three levels; weighted and
 //! header-chosen clusters; retries on a failing upstream.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! builds no header maps): what the upstream and the client see is what
 //! the general path gives them.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

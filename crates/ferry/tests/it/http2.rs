@@ -4,7 +4,7 @@
 //! its trailers on both request paths, and `request.protocol` as a plugin
 //! reads it.
 
-mod common;
+use crate::common;
 
 use common::Frames;
 

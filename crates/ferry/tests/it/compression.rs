@@ -3,7 +3,7 @@
 //! filters sit among Wasm filters, Envoy's rules on what is compressed,
 //! and their counters.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! code without failing a stream; baseline code keeps the callback
 //! deadline; the mode is set on the command line or in the configuration.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
