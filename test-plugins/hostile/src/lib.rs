@@ -272,7 +272,10 @@ impl HttpContext for Stream {
             work(Duration::from_millis(ms));
         }
         match path.as_str() {
-            "/loop" => spin(),
+            "/loop" => {
+                info!("hostile: looping in the request headers");
+                spin()
+            }
             "/loop-response" => self.loop_on_response = true,
             "/bomb" => bomb(),
             "/trap" => panic!("trap requested by the client"),

@@ -11,7 +11,10 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use http::{Request, Response};
@@ -50,7 +53,47 @@ fn status_trailers(status: u32, extra: &[(&str, String)]) -> http::HeaderMap {
     trailers
 }
 
-async fn serve(request: Request<Incoming>) -> Result<Response<ChannelBody>, Infallible> {
+/// What a server knows of its `Slow` calls: how many it received and can
+/// still answer (its answer goes out, or is dropped with a cancelled
+/// stream, 2 s after the call came).
+#[derive(Default)]
+pub struct SlowCalls {
+    pending: AtomicUsize,
+}
+
+impl SlowCalls {
+    /// Waits until no `Slow` call the server received can still be
+    /// answered; panics after `timeout`.
+    pub fn wait_until_answered(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pending = self.pending.load(Ordering::SeqCst);
+            if pending == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{pending} Slow call(s) still unanswered after {timeout:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A `Slow` call the server may still answer: counted until dropped.
+struct SlowPending(Arc<SlowCalls>);
+
+impl SlowPending {
+    fn new(calls: &Arc<SlowCalls>) -> Self {
+        calls.pending.fetch_add(1, Ordering::SeqCst);
+        SlowPending(calls.clone())
+    }
+}
+
+impl Drop for SlowPending {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn serve(request: Request<Incoming>, slow: Arc<SlowCalls>) -> Result<Response<ChannelBody>, Infallible> {
     let tag = request.headers().get("x-tag").cloned();
     let deadline = request.headers().get("grpc-timeout").map(|t| t.to_str().unwrap_or("?").to_owned());
     let method = request.uri().path().rsplit('/').next().unwrap_or_default().to_owned();
@@ -68,6 +111,8 @@ async fn serve(request: Request<Incoming>) -> Result<Response<ChannelBody>, Infa
             drop(frames);
         }
         "Unary" | "Slow" | "Deadline" => {
+            // From the call's arrival until its answer is sent, or the call dropped.
+            let pending = (method == "Slow").then(|| SlowPending::new(&slow));
             let whole = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
             let message = match method.as_str() {
                 "Deadline" => deadline.unwrap_or_else(|| "none".into()).into_bytes(),
@@ -75,10 +120,11 @@ async fn serve(request: Request<Incoming>) -> Result<Response<ChannelBody>, Infa
             };
             tokio::spawn(async move {
                 if method == "Slow" {
-                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
                 }
                 let _ = frames.send(Frame::data(framed(&[b"echo: ".as_slice(), &message].concat())));
                 let _ = frames.send(Frame::trailers(status_trailers(0, &[])));
+                drop(pending);
             });
         }
         _ => {
@@ -108,10 +154,21 @@ async fn serve(request: Request<Incoming>) -> Result<Response<ChannelBody>, Infa
 
 /// Starts the server on a thread of its own; returns its address.
 pub fn grpc_server() -> SocketAddr {
-    super::serve_on_thread(|stream| async move {
-        let service = hyper::service::service_fn(serve);
-        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .serve_connection(TokioIo::new(stream), service)
-            .await;
-    })
+    grpc_server_with_slow_calls().0
+}
+
+/// [`grpc_server`], with what it knows of its `Slow` calls.
+pub fn grpc_server_with_slow_calls() -> (SocketAddr, Arc<SlowCalls>) {
+    let slow = Arc::new(SlowCalls::default());
+    let calls = slow.clone();
+    let address = super::serve_on_thread(move |stream| {
+        let calls = calls.clone();
+        async move {
+            let service = hyper::service::service_fn(move |request| serve(request, calls.clone()));
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        }
+    });
+    (address, slow)
 }

@@ -211,15 +211,19 @@ fn health_check_failing_and_quitquitquit_take_post_only() {
     assert!(status.success(), "{status:?}");
 }
 
-/// A filter that logs `debug-line` at debug level on each request.
+/// A filter that logs `debug-line` at debug level on each request, then
+/// `request-seen` at warning level (lines come out in order: once a
+/// request's `request-seen` is in, so is its `debug-line` if it logged one).
 const DEBUG_LOGGER: &str = r#"(module
   (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (data (i32.const 100) "debug-line")
+  (data (i32.const 120) "request-seen")
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
     (drop (call $log (i32.const 1) (i32.const 100) (i32.const 10)))
+    (drop (call $log (i32.const 3) (i32.const 120) (i32.const 12)))
     i32.const 0))"#;
 
 #[test]
@@ -242,6 +246,7 @@ fn logging_lists_and_changes_levels_at_run_time() {
     assert!(list.lines().any(|l| l == "  wasm: info"), "{list}");
 
     common::get(ferry.address("main"), "/", &[]);
+    ferry.wait_for_count("request-seen", 1, Duration::from_secs(10));
     assert_eq!(debug_lines(), 0, "debug is below info");
     let list = post("/logging?wasm=debug").text();
     assert!(list.lines().any(|l| l == "  wasm: debug"), "{list}");
@@ -260,7 +265,8 @@ fn logging_lists_and_changes_levels_at_run_time() {
     let before = debug_lines();
     common::get(ferry.address("main"), "/", &[]);
     common::get(ferry.address("main"), "/", &[]);
-    std::thread::sleep(Duration::from_millis(300));
+    // The fourth request's warning line comes after anything it logged at debug.
+    ferry.wait_for_count("request-seen", 4, Duration::from_secs(10));
     assert_eq!(debug_lines(), before, "no debug lines at warning");
 }
 

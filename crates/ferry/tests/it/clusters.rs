@@ -126,7 +126,7 @@ fn least_request_sends_the_next_request_to_the_endpoint_not_busy() {
     let main = ferry.address("main");
     for _ in 0..3 {
         let first = std::thread::spawn(move || request(main, "GET", "/", &[], b"").text());
-        std::thread::sleep(Duration::from_millis(400));
+        eventually("the first request is in flight", || stat(&ferry, "cluster.app.upstream_rq_active") == 1);
         let second = request(main, "GET", "/", &[], b"").text();
         let first = first.join().unwrap();
         assert_ne!(first, second, "the second request went to the endpoint without one in flight");
@@ -154,18 +154,19 @@ fn circuit_breakers_queue_then_refuse_requests_past_their_limits() {
     let breakers = "    circuit_breakers: { thresholds: [ { max_connections: 1, max_pending_requests: 1 } ] }\n";
     let ferry = start(&[slow], breakers);
     let main = ferry.address("main");
-    let mut requests = Vec::new();
-    for _ in 0..2 {
-        requests.push(std::thread::spawn(move || request(main, "GET", "/", &[], b"")));
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let first = std::thread::spawn(move || request(main, "GET", "/", &[], b""));
+    eventually("the first request is in flight", || stat(&ferry, "cluster.app.upstream_rq_active") == 1);
+    let second = std::thread::spawn(move || request(main, "GET", "/", &[], b""));
+    eventually("the second request waits for the connection", || {
+        stat(&ferry, "cluster.app.circuit_breakers.default.rq_pending_open") == 1
+    });
     // One busy, one waiting for the connection: the third is refused at once.
     let started = Instant::now();
     let refused = request(main, "GET", "/", &[], b"");
     assert_eq!(refused.status, 503);
     assert_eq!(refused.header("x-envoy-overloaded"), Some("true"));
     assert!(started.elapsed() < Duration::from_millis(1000), "refused without waiting for the connection");
-    for waited in requests {
+    for waited in [first, second] {
         let response = waited.join().unwrap();
         assert_eq!((response.status, response.text().as_str()), (200, "slow"), "the queued request is served");
     }

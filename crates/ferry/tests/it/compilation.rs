@@ -119,7 +119,7 @@ fn baseline_code_is_interrupted_at_the_callback_deadline() {
     assert_eq!(get(ferry.address("main"), "/loop", &[]).status, 503);
     assert!(started.elapsed() < Duration::from_millis(400), "failed after {:?}", started.elapsed());
     // FAIL_RELOAD: a new instance (on baseline code again) after the 1 s backoff.
-    std::thread::sleep(Duration::from_millis(1200));
+    ferry.wait_for("a new VM instance started", Duration::from_secs(5));
     assert_eq!(get(ferry.address("main"), "/", &[]).status, 200, "served by a new instance");
     assert!(admin(&ferry, "/plugins").contains("state=running code=baseline"));
 }

@@ -85,7 +85,7 @@ fn a_looping_filter_fails_its_request_within_twice_the_deadline_and_the_worker_k
         let response = get(hostile, "/loop", &[]);
         (response.status, started.elapsed())
     });
-    std::thread::sleep(Duration::from_millis(30));
+    ferry.wait_for("hostile: looping in the request headers", Duration::from_secs(5));
     // A request to the same worker while the plugin loops is answered.
     let started = Instant::now();
     let answered = get(plain, "/", &[]);
@@ -292,9 +292,13 @@ fn a_plugin_that_keeps_failing_is_held_failed_and_reported() {
     let filter = hostile_filter("hostile", "hostile", "", policy);
     let ferry = Ferry::start(&config(runtime, &two_listeners(&filter), ""), &["--concurrency", "1"]);
     let address = ferry.address("hostile");
-    for _ in 0..3 {
+    for failed in 1..=3 {
         assert_eq!(get(address, "/trap", &[]).status, 503);
-        std::thread::sleep(Duration::from_millis(400));
+        // After the backoff a new instance takes the next request (the
+        // third failure holds the plugin failed instead).
+        if failed < 3 {
+            ferry.wait_for_count("a new VM instance started", failed, Duration::from_secs(5));
+        }
     }
     let line = ferry.wait_for("held failed", Duration::from_secs(5));
     assert!(line.contains("plugin 'hostile'") && line.contains("3 times within 60s"), "{line}");

@@ -49,7 +49,7 @@ fn a_trapping_plugin_fails_its_own_request_and_a_new_instance_serves_the_next_on
     assert!(error.contains("unreachable"), "the trap is named: {error}");
 
     // After the backoff, the next request runs on a fresh instance of the plugin.
-    std::thread::sleep(Duration::from_millis(100));
+    ferry.wait_for_count("a new VM instance started", 1, Duration::from_secs(5));
     let next = get(address, "/", &[]);
     assert_eq!(next.status, 200);
     assert_eq!(next.header("x-trap-plugin"), Some("1"), "a new VM instance counts from 1 again");
@@ -59,7 +59,7 @@ fn a_trapping_plugin_fails_its_own_request_and_a_new_instance_serves_the_next_on
     assert_eq!(failed.status, 503);
     ferry.wait_for("Function: proxy_on_response_headers failed", Duration::from_secs(5));
     // A second failure within a minute: the backoff doubles.
-    std::thread::sleep(Duration::from_millis(200));
+    ferry.wait_for_count("a new VM instance started", 2, Duration::from_secs(5));
     assert_eq!(get(address, "/", &[]).status, 200);
     assert_eq!(ferry.stop().code(), Some(0));
 }

@@ -282,17 +282,28 @@ fn broker_restart_mid_load(crash: bool) -> (usize, u64) {
             to_a.join().unwrap();
         }
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Mid-load: the broker has confirmed the items of the first 50 requests.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while senders.iter().map(|s| stat(s, &format!("{QUEUE}.acked"))).sum::<u64>() < 50 * 7 {
+        assert!(Instant::now() < deadline, "the broker confirmed fewer than 50 requests' items within 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let away = Instant::now();
     if crash {
         broker.kill();
     } else {
         broker.stop();
     }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stat(&senders[0], "ferry.queue_bridge.broker_connected") != 0 {
+        assert!(Instant::now() < deadline, "sender a still connected 10 s after the broker went away");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // The request path does not wait for the broker: requests go on being
-    // served (the load thread asserts each 200) while items wait.
-    std::thread::sleep(Duration::from_secs(2));
+    // served (the load thread asserts each 200) while items wait. The
+    // broker stays away 2 s in all.
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(away.elapsed()));
     let waiting: u64 = senders.iter().map(|s| stat(s, &format!("{QUEUE}.waiting"))).sum();
-    assert_eq!(stat(&senders[0], "ferry.queue_bridge.broker_connected"), 0);
     broker.restart();
     load.join().unwrap();
 
@@ -342,9 +353,8 @@ fn a_receiver_killed_mid_load_loses_no_item() {
     receivers[0].wait_for_count("dequeued data: {\"key\": \"x-item\"", 50, Duration::from_secs(30));
     let killed = receivers.remove(0);
     let _ = Command::new("kill").args(["-KILL", &killed.pid().to_string()]).status();
-    std::thread::sleep(Duration::from_millis(200));
-    let killed_log = killed.lines();
-    drop(killed);
+    // Its whole log: the process is reaped and its log pipe closed.
+    let (_, killed_log) = killed.stop_with_log();
     load.join().unwrap();
 
     // The survivor gets what the dead one held once `ack_wait` (3 s) passes.
@@ -491,6 +501,7 @@ fn a_broker_that_asks_for_a_password_gets_the_configured_one() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let wrong = with("guess");
-    std::thread::sleep(Duration::from_secs(2));
+    // The NATS client logs the broker's refusal (under `bridge`).
+    wrong.wait_for("authorization violation", Duration::from_secs(10));
     assert_eq!(state(&wrong)["broker"], "DISCONNECTED", "the broker let a wrong password in");
 }

@@ -5,13 +5,19 @@
 use crate::common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::grpc::grpc_server;
+use common::grpc::{SlowCalls, grpc_server_with_slow_calls};
 use common::{Ferry, cluster, file_code, get, listener, plugin, wasm_filter};
 
 fn start() -> Ferry {
-    let grpc = grpc_server();
+    start_with_slow_calls().0
+}
+
+/// [`start`], with what the gRPC server knows of its `Slow` calls.
+fn start_with_slow_calls() -> (Ferry, Arc<SlowCalls>) {
+    let (grpc, slow_calls) = grpc_server_with_slow_calls();
     let route = "              - match: { prefix: \"/\" }\n                direct_response: { status: 404 }\n";
     let filter = wasm_filter("grpc_client", "grpc_client", &file_code(&plugin("grpc_client_plugin.wasm")));
     let config = format!(
@@ -19,7 +25,7 @@ fn start() -> Ferry {
         listener("main", 0, route, &filter),
         cluster("grpc", grpc)
     );
-    Ferry::start(&config, &["--concurrency", "1"])
+    (Ferry::start(&config, &["--concurrency", "1"]), slow_calls)
 }
 
 fn call(address: SocketAddr, path: &str, message: &str) -> (String, String) {
@@ -56,13 +62,20 @@ fn a_stream_gets_initial_metadata_messages_trailing_metadata_and_close() {
 
 #[test]
 fn a_cancelled_call_reports_nothing() {
-    let ferry = start();
+    let (ferry, slow_calls) = start_with_slow_calls();
     let address = ferry.address("main");
     assert_eq!(call(address, "/cancel", ""), ("0".into(), "cancelled".into()));
     let line = ferry.wait_for("cancelled", Duration::from_secs(5));
     let token = line.split("grpc call ").nth(1).unwrap().split(' ').next().unwrap().to_owned();
-    // The Slow answer would come after 2 s; nothing may reach the plugin.
-    std::thread::sleep(Duration::from_millis(2500));
+    // The Slow answer would come 2 s after the server got the call; nothing
+    // may reach the plugin. A later call's round trip (the cancelled call
+    // reached the server before it, or never will), then every Slow call the
+    // server got answered, then one more round trip: the answer would be in.
+    assert_eq!(call(address, "/unary/Unary", "after"), ("0".into(), "echo: after".into()));
+    slow_calls.wait_until_answered(Duration::from_secs(10));
+    assert_eq!(call(address, "/unary/Unary", "later"), ("0".into(), "echo: later".into()));
+    // Its line (the second answer) comes after any the plugin logged before.
+    ferry.wait_for_count("answered: status 0", 2, Duration::from_secs(5));
     assert!(
         !ferry.lines().iter().any(|l| l.contains(&format!("grpc call {token} answered"))),
         "{}",
@@ -71,10 +84,15 @@ fn a_cancelled_call_reports_nothing() {
     assert_eq!(call(address, "/cancel-stream", ""), ("0".into(), "cancelled stream".into()));
     let line = ferry.wait_for("grpc stream", Duration::from_secs(5));
     let token = line.split("grpc stream ").nth(1).unwrap().split(' ').next().unwrap().to_owned();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(!ferry.lines().iter().any(|l| l.contains(&format!("grpc stream {token} closed"))));
-    // The server keeps serving.
+    // The server keeps serving; the answer to a call made after the cancel
+    // comes after any close the cancelled stream would have had.
     assert_eq!(call(address, "/unary/Unary", "again"), ("0".into(), "echo: again".into()));
+    ferry.wait_for_count("answered: status 0", 3, Duration::from_secs(5));
+    assert!(
+        !ferry.lines().iter().any(|l| l.contains(&format!("grpc stream {token} closed"))),
+        "{}",
+        ferry.lines().join("\n")
+    );
 }
 
 #[test]

@@ -32,6 +32,30 @@ fn config(manager: &str, bootstrap: &str) -> String {
     common::ManagerConfig { top: &top, manager, routes, clusters: &clusters, ..Default::default() }.yaml()
 }
 
+/// A counter or gauge from the admin endpoint's `/stats`.
+fn stat(ferry: &Ferry, name: &str) -> i64 {
+    let admin = SocketAddr::from(([127, 0, 0, 1], ferry.admin.expect("admin").port()));
+    let text = request(admin, "GET", &format!("/stats?filter={name}$"), &[], b"").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .parse()
+        .unwrap()
+}
+
+/// Waits (up to 10 s) until `check` holds for the stat `name`.
+fn wait_for_stat(ferry: &Ferry, name: &str, what: &str, check: impl Fn(i64) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = stat(ferry, name);
+        if check(value) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting until {what} ({name}: {value})");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Reads until the peer closes; how long that took (`None`: still open after `wait`).
 fn closed_within(stream: &mut TcpStream, wait: Duration) -> Option<Duration> {
     let started = Instant::now();
@@ -231,7 +255,7 @@ fn a_flood_of_connections_past_the_cap_leaves_the_open_ones_served() {
     let logged = ferry.lines().iter().filter(|l| l.contains("refused a connection")).count();
     assert!(logged <= 3, "{logged} lines for one burst of refusals");
     // Once the flood is gone, new connections are let in again.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_stat(&ferry, "server.total_connections", "only the kept-alive connection is open", |n| n == 1);
     assert_eq!(request(main, "GET", "/", &[], b"").status, 200);
 }
 
@@ -240,9 +264,9 @@ fn sigterm_lets_a_request_in_flight_finish_and_takes_no_new_connections() {
     let ferry = Ferry::start(&config("", ""), &["--concurrency", "1"]);
     let main = ferry.address("main");
     let in_flight = std::thread::spawn(move || request(main, "GET", "/slow", &[], b""));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_stat(&ferry, "cluster.slow.upstream_rq_active", "the request is in flight", |n| n == 1);
     let _ = std::process::Command::new("kill").args(["-TERM", &ferry.pid().to_string()]).status();
-    std::thread::sleep(Duration::from_millis(300));
+    ferry.wait_for("draining 1 HTTP connection(s)", Duration::from_secs(5));
     let refused = TcpStream::connect(main).map(|mut s| closed_within(&mut s, Duration::from_secs(2)).is_some());
     assert!(refused.unwrap_or(true), "no new connection is served while draining");
     let response = in_flight.join().unwrap();
@@ -259,7 +283,7 @@ fn past_the_drain_time_requests_are_cut_and_counted() {
     let main = ferry.address("main");
     let mut stream = TcpStream::connect(main).unwrap();
     stream.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_stat(&ferry, "cluster.slow.upstream_rq_active", "the request is in flight", |n| n == 1);
     let (status, log) = ferry.stop_with_log();
     assert!(status.success(), "{log:#?}");
     assert!(log.iter().any(|l| l.contains("drain time over: 1 HTTP connection(s) cut")), "{log:#?}");

@@ -88,7 +88,16 @@ fn concurrent_requests_lose_nothing_and_keep_fifo_order() {
     // Seven items per request: four pseudo-headers, x-test-seq, x-forwarded-proto, x-request-id.
     let total = CLIENTS * REQUESTS * 7;
     ferry.wait_for_count(DEQUEUED, total, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(200));
+    // "None twice" needs an event after which a second copy would be in the
+    // log: one more request, enqueued after every other item, is dequeued
+    // after them (one queue, one receiver). Its last item (a fresh
+    // x-request-id) is the last enqueued line once all of them are in.
+    assert_eq!(get(address, "/req/end", &[("x-test-seq", "end")]).status, 200);
+    let total = total + 7;
+    ferry.wait_for_count(ENQUEUED, total, Duration::from_secs(10));
+    let (_, last) = items(&ferry.lines(), ENQUEUED).pop().expect("the last request's items");
+    assert!(last.contains(r#""key": "x-request-id""#), "an item no other request has: {last}");
+    ferry.wait_for(&format!("{DEQUEUED}{last}"), Duration::from_secs(10));
     let lines = ferry.lines();
     let sent = items(&lines, ENQUEUED);
     let received: Vec<String> = items(&lines, DEQUEUED).into_iter().map(|(_, item)| item).collect();

@@ -6,8 +6,8 @@
 use crate::common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 use common::{Ferry, free_port, get, plugin, repo_root};
 
@@ -78,14 +78,38 @@ fn three_queues_on_one_receiver_vm_get_http_headers_and_tcp_hashes() {
     assert!(reply.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&reply));
     assert!(reply.ends_with(b"LIVE\n"), "the admin endpoint answered: {}", String::from_utf8_lossy(&reply));
     ferry.wait_for("dequeued data from tcp_data_hashes(queueID=3)", Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(200));
-    let lines = ferry.lines();
-    let sent: Vec<String> = lines
-        .iter()
-        .filter(|l| l.contains("wasm log sender: (contextID=") && !l.contains("{\"key\""))
-        .filter_map(|l| l.split("enqueued data: ").nth(1).map(str::to_owned))
-        .collect();
+    let sent_hashes = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l.contains("wasm log sender: (contextID=") && !l.contains("{\"key\""))
+            .filter_map(|l| l.split("enqueued data: ").nth(1).map(str::to_owned))
+            .collect()
+    };
+    // Each chunk the client got went through the sender first, so the
+    // queue's count of enqueued hashes is final now; wait until the
+    // receiver took that many and both sides' lines are in.
+    let admin = SocketAddr::from(([127, 0, 0, 1], ferry.admin.expect("admin address").port()));
+    let queue_count = |stat: &str| -> usize {
+        let name = format!("ferry.shared_queue.receiver.tcp_data_hashes.{stat}: ");
+        let stats = get(admin, "/stats", &[]).text();
+        let value = stats.lines().find_map(|l| l.strip_prefix(&name).map(str::to_owned));
+        value.unwrap_or_else(|| panic!("no {name:?} in /stats:\n{stats}")).parse().unwrap()
+    };
+    let enqueued = queue_count("enqueued");
+    assert!(enqueued >= 1, "the reply's chunks were hashed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let lines = ferry.lines();
+        let received = items(&lines, "dequeued data from tcp_data_hashes(queueID=3): ").len();
+        if queue_count("dequeued") >= enqueued && received >= enqueued && sent_hashes(&lines).len() >= enqueued {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "{enqueued} hash(es) enqueued; not all dequeued and logged within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let sent = sent_hashes(&lines);
     let received = items(&lines, "dequeued data from tcp_data_hashes(queueID=3): ");
+    assert_eq!(sent.len(), enqueued, "one line per hash enqueued: {sent:?}");
     assert_eq!(received, sent, "every hash is dequeued once, in order");
     assert!(sent.iter().all(|h| h.len() == 32 && h.chars().all(|c| c.is_ascii_hexdigit())), "{sent:?}");
     if let [only] = sent.as_slice() {

@@ -7,7 +7,7 @@ use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Ferry, cluster, file_code, plugin, tcp_echo_server, tcp_listener};
 
@@ -181,7 +181,8 @@ fn a_failing_plugin_closes_only_its_connection_when_it_fails_closed() {
     assert!(rest.is_empty(), "the connection closed without an echo");
     let error = ferry.wait_for("proxy_on_downstream_data failed", Duration::from_secs(10));
     assert!(error.contains("tcp_filter"), "the error names the plugin: {error}");
-    std::thread::sleep(Duration::from_millis(50));
+    // After the backoff a new instance is there for the next connection.
+    ferry.wait_for("a new VM instance started", Duration::from_secs(5));
     let mut next = connect(address);
     next.write_all(b"still here\n").unwrap();
     let mut echoed = [0u8; 11];
@@ -309,13 +310,30 @@ fn per_connection_buffer_limit_bytes_bounds_what_a_paused_filter_is_given() {
             break;
         }
     }
-    std::thread::sleep(Duration::from_millis(500));
     let id = context_of(&ferry, &client);
-    let largest = events(&ferry, &id)
-        .iter()
-        .filter_map(|e| e.strip_prefix("downstream ")?.split(' ').next()?.parse::<usize>().ok())
-        .max()
-        .unwrap();
+    let largest = || {
+        events(&ferry, &id)
+            .iter()
+            .filter_map(|e| e.strip_prefix("downstream ")?.split(' ').next()?.parse::<usize>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    // Once the filter holds 4096 bytes ferry stops reading. Then a line on
+    // another connection goes through the same worker and back: a larger
+    // call for the first connection would have come before it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while largest() < 4096 {
+        assert!(Instant::now() < deadline, "the filter was never given 4096 bytes: {:?}", events(&ferry, &id));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut other = connect(ferry.address("tcp_filter"));
+    let other_id = context_of(&ferry, &other);
+    other.write_all(b"ping\n").unwrap();
+    let mut echoed = [0u8; 5];
+    other.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"PING\n");
+    ferry.wait_for(&format!("[{other_id}] upstream 5 bytes"), Duration::from_secs(10));
+    let largest = largest();
     // Reading stops once 4096 bytes are held; one more read (16 KiB) may land.
     assert!((4096..4096 + 16 * 1024).contains(&largest), "the filter was given {largest} bytes at once");
 }
