@@ -6,19 +6,97 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-/// `http.<stat_prefix>.*` of one HTTP connection manager.
-#[derive(Debug, Default)]
-pub struct HttpStats {
-    /// `downstream_cx_total`.
-    pub downstream_cx_total: AtomicU64,
-    /// `downstream_cx_active` (a gauge).
-    pub downstream_cx_active: AtomicI64,
-    /// `downstream_rq_total`.
-    pub downstream_rq_total: AtomicU64,
-    /// `downstream_rq_1xx` … `downstream_rq_5xx`, by the status sent.
-    pub downstream_rq_by_class: [AtomicU64; 5],
-    /// The counters of the native filters (`compressor.<library>.gzip.response.*`, ...).
-    pub filters: Vec<std::sync::Arc<FilterCounters>>,
+use ferry_host::MetricValue;
+
+/// How the admin endpoint names one stat of a group (under the group's
+/// scope, e.g. `cluster.<name>.`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum StatName<'a> {
+    /// A stat of its own: `<name>`.
+    Plain(&'static str),
+    /// One of Envoy's response-code classes: `<stat>_<class>xx`, tagged
+    /// with the class.
+    Class(&'static str, u8),
+    /// A native filter's counter: `<prefix>.<name>`.
+    Filter(&'a str, &'static str),
+}
+
+/// Declares a group of Envoy stats once. One line per stat gives the
+/// struct's field, its `/reset_counters` (counters to zero, gauges kept)
+/// and its output (`each`, which the admin endpoint renders as text, JSON
+/// and Prometheus). A stat is a `counter "name"`, a `gauge "name"`,
+/// Envoy's response classes (`classes "stat"`: `stat_1xx` … `stat_5xx`), a
+/// nested `group Type`, or native filters' counters (`filters _`).
+macro_rules! envoy_stats {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* $field:ident : $kind:ident $arg:tt, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: envoy_stats!(@type $kind $arg), )*
+        }
+
+        impl $name {
+            /// `/reset_counters`: every counter to zero; gauges keep their value.
+            pub(crate) fn reset_counters(&self) {
+                $( envoy_stats!(@reset $kind self.$field); )*
+            }
+
+            /// Hands each stat's name (under the group's scope) and value to `f`.
+            pub(crate) fn each(&self, f: &mut dyn FnMut(StatName<'_>, MetricValue)) {
+                $( envoy_stats!(@each $kind $arg self.$field, f); )*
+            }
+        }
+    };
+    (@type counter $arg:tt) => { AtomicU64 };
+    (@type gauge $arg:tt) => { AtomicI64 };
+    (@type classes $arg:tt) => { [AtomicU64; 5] };
+    (@type group $arg:tt) => { $arg };
+    (@type filters $arg:tt) => { Vec<std::sync::Arc<FilterCounters>> };
+    (@reset counter $e:expr) => { $e.store(0, Ordering::Relaxed) };
+    (@reset gauge $e:expr) => { () };
+    (@reset classes $e:expr) => { $e.iter().for_each(|c| c.store(0, Ordering::Relaxed)) };
+    (@reset group $e:expr) => { $e.reset_counters() };
+    (@reset filters $e:expr) => { $e.iter().for_each(|filter| filter.reset()) };
+    (@each counter $arg:tt $e:expr, $f:ident) => {
+        $f(StatName::Plain($arg), MetricValue::Counter($e.load(Ordering::Relaxed)))
+    };
+    (@each gauge $arg:tt $e:expr, $f:ident) => {
+        $f(StatName::Plain($arg), MetricValue::Gauge($e.load(Ordering::Relaxed)))
+    };
+    (@each classes $arg:tt $e:expr, $f:ident) => {
+        for (class, counter) in (1..=5).zip(&$e) {
+            $f(StatName::Class($arg, class), MetricValue::Counter(counter.load(Ordering::Relaxed)));
+        }
+    };
+    (@each group $arg:tt $e:expr, $f:ident) => { $e.each($f) };
+    (@each filters $arg:tt $e:expr, $f:ident) => {
+        for filter in &$e {
+            for (name, value) in filter.iter() {
+                $f(StatName::Filter(&filter.prefix, name), MetricValue::Counter(value));
+            }
+        }
+    };
+}
+
+envoy_stats! {
+    /// `http.<stat_prefix>.*` of one HTTP connection manager.
+    pub struct HttpStats {
+        /// `downstream_cx_total`.
+        downstream_cx_total: counter "downstream_cx_total",
+        /// `downstream_cx_active`.
+        downstream_cx_active: gauge "downstream_cx_active",
+        /// `downstream_rq_total`.
+        downstream_rq_total: counter "downstream_rq_total",
+        /// `downstream_rq_1xx` … `downstream_rq_5xx`, by the status sent.
+        downstream_rq_by_class: classes "downstream_rq",
+        /// The counters of the native filters (`compressor.<library>.gzip.response.*`, ...).
+        filters: filters _,
+    }
 }
 
 /// Counters a filter keeps under `http.<stat_prefix>.<prefix>.<name>`.
@@ -74,30 +152,19 @@ impl HttpStats {
     pub(crate) fn response(&self, status: u16) {
         count_class(&self.downstream_rq_by_class, status);
     }
-
-    /// `/reset_counters`: the counters to zero (not the active connections).
-    pub(crate) fn reset_counters(&self) {
-        for counter in
-            [&self.downstream_cx_total, &self.downstream_rq_total].into_iter().chain(&self.downstream_rq_by_class)
-        {
-            counter.store(0, Ordering::Relaxed);
-        }
-        for filter in &self.filters {
-            filter.reset();
-        }
-    }
 }
 
-/// `listener.<address>.*` of one listener (and, summed, `server.total_connections`).
-#[derive(Debug, Default)]
-pub struct ListenerStats {
-    /// `downstream_cx_total`.
-    pub downstream_cx_total: AtomicU64,
-    /// `downstream_cx_active` (a gauge).
-    pub downstream_cx_active: AtomicI64,
-    /// `downstream_global_cx_overflow`: connections closed at once because
-    /// the process-wide cap was reached.
-    pub downstream_global_cx_overflow: AtomicU64,
+envoy_stats! {
+    /// `listener.<address>.*` of one listener (and, summed, `server.total_connections`).
+    pub struct ListenerStats {
+        /// `downstream_cx_total`.
+        downstream_cx_total: counter "downstream_cx_total",
+        /// `downstream_cx_active`.
+        downstream_cx_active: gauge "downstream_cx_active",
+        /// `downstream_global_cx_overflow`: connections closed at once because
+        /// the process-wide cap was reached.
+        downstream_global_cx_overflow: counter "downstream_global_cx_overflow",
+    }
 }
 
 impl ListenerStats {
@@ -106,12 +173,6 @@ impl ListenerStats {
         self.downstream_cx_total.fetch_add(1, Ordering::Relaxed);
         self.downstream_cx_active.fetch_add(1, Ordering::Relaxed);
         OpenConnection(self.clone())
-    }
-
-    /// `/reset_counters`.
-    pub(crate) fn reset_counters(&self) {
-        self.downstream_cx_total.store(0, Ordering::Relaxed);
-        self.downstream_global_cx_overflow.store(0, Ordering::Relaxed);
     }
 }
 
@@ -124,94 +185,73 @@ impl Drop for OpenConnection {
     }
 }
 
-/// `cluster.<name>.*` of one cluster.
-#[derive(Debug, Default)]
-pub struct ClusterStats {
-    /// `upstream_rq_total`: requests sent (proxied and plugins' HTTP calls).
-    pub upstream_rq_total: AtomicU64,
-    /// `upstream_rq_1xx` … `upstream_rq_5xx`, by the status received.
-    pub upstream_rq_by_class: [AtomicU64; 5],
-    /// `upstream_rq_timeout`.
-    pub upstream_rq_timeout: AtomicU64,
-    /// `upstream_cx_connect_fail`.
-    pub upstream_cx_connect_fail: AtomicU64,
-    /// `upstream_rq_retry`: tries after the first.
-    pub upstream_rq_retry: AtomicU64,
-    /// `upstream_rq_active` (a gauge): requests waiting for their response headers.
-    pub upstream_rq_active: AtomicI64,
-    /// `outlier_detection.*`.
-    pub outlier: OutlierStats,
-    /// `health_check.*`.
-    pub health_check: HealthCheckStats,
-    /// The circuit breakers' overflow counters.
-    pub breakers: BreakerStats,
+envoy_stats! {
+    /// `cluster.<name>.*` of one cluster (its membership and circuit-breaker
+    /// gauges come from its endpoints, in `admin/stats.rs`).
+    pub struct ClusterStats {
+        /// `upstream_rq_total`: requests sent (proxied and plugins' HTTP calls).
+        upstream_rq_total: counter "upstream_rq_total",
+        /// `upstream_rq_1xx` … `upstream_rq_5xx`, by the status received.
+        upstream_rq_by_class: classes "upstream_rq",
+        /// `upstream_rq_timeout`.
+        upstream_rq_timeout: counter "upstream_rq_timeout",
+        /// `upstream_cx_connect_fail`.
+        upstream_cx_connect_fail: counter "upstream_cx_connect_fail",
+        /// `upstream_rq_retry`: tries after the first.
+        upstream_rq_retry: counter "upstream_rq_retry",
+        /// `upstream_rq_active`: requests waiting for their response headers.
+        upstream_rq_active: gauge "upstream_rq_active",
+        /// `outlier_detection.*`.
+        outlier: group OutlierStats,
+        /// `health_check.*`.
+        health_check: group HealthCheckStats,
+        /// The circuit breakers' overflow counters.
+        breakers: group BreakerStats,
+    }
 }
 
-/// `cluster.<name>.*_overflow`: requests the circuit breakers refused.
-#[derive(Debug, Default)]
-pub struct BreakerStats {
-    /// `upstream_rq_pending_overflow`: refused past `max_requests` or `max_pending_requests`.
-    pub rq_pending_overflow: AtomicU64,
-    /// `upstream_cx_overflow`: every connection `max_connections` allows was busy.
-    pub cx_overflow: AtomicU64,
-    /// `upstream_rq_retry_overflow`: retries not made past `max_retries`.
-    pub rq_retry_overflow: AtomicU64,
+envoy_stats! {
+    /// `cluster.<name>.*_overflow`: requests the circuit breakers refused.
+    pub struct BreakerStats {
+        /// `upstream_rq_pending_overflow`: refused past `max_requests` or `max_pending_requests`.
+        rq_pending_overflow: counter "upstream_rq_pending_overflow",
+        /// `upstream_cx_overflow`: every connection `max_connections` allows was busy.
+        cx_overflow: counter "upstream_cx_overflow",
+        /// `upstream_rq_retry_overflow`: retries not made past `max_retries`.
+        rq_retry_overflow: counter "upstream_rq_retry_overflow",
+    }
 }
 
-/// `cluster.<name>.outlier_detection.*` counters.
-#[derive(Debug, Default)]
-pub struct OutlierStats {
-    /// `ejections_detected_consecutive_5xx`.
-    pub detected_consecutive_5xx: AtomicU64,
-    /// `ejections_enforced_total`.
-    pub enforced_total: AtomicU64,
-    /// `ejections_enforced_consecutive_5xx`.
-    pub enforced_consecutive_5xx: AtomicU64,
-    /// `ejections_overflow`: not ejected because `max_ejection_percent` were out.
-    pub overflow: AtomicU64,
+envoy_stats! {
+    /// `cluster.<name>.outlier_detection.*` counters.
+    pub struct OutlierStats {
+        /// `ejections_detected_consecutive_5xx`.
+        detected_consecutive_5xx: counter "outlier_detection.ejections_detected_consecutive_5xx",
+        /// `ejections_enforced_total`.
+        enforced_total: counter "outlier_detection.ejections_enforced_total",
+        /// `ejections_enforced_consecutive_5xx`.
+        enforced_consecutive_5xx: counter "outlier_detection.ejections_enforced_consecutive_5xx",
+        /// `ejections_overflow`: not ejected because `max_ejection_percent` were out.
+        overflow: counter "outlier_detection.ejections_overflow",
+    }
 }
 
-/// `cluster.<name>.health_check.*` counters.
-#[derive(Debug, Default)]
-pub struct HealthCheckStats {
-    /// `attempt`.
-    pub attempt: AtomicU64,
-    /// `success`.
-    pub success: AtomicU64,
-    /// `failure`: checks that failed (by status, or the network).
-    pub failure: AtomicU64,
-    /// `network_failure`: checks that could not connect or timed out.
-    pub network_failure: AtomicU64,
+envoy_stats! {
+    /// `cluster.<name>.health_check.*` counters.
+    pub struct HealthCheckStats {
+        /// `attempt`.
+        attempt: counter "health_check.attempt",
+        /// `success`.
+        success: counter "health_check.success",
+        /// `failure`: checks that failed (by status, or the network).
+        failure: counter "health_check.failure",
+        /// `network_failure`: checks that could not connect or timed out.
+        network_failure: counter "health_check.network_failure",
+    }
 }
 
 pub(crate) fn count_class(classes: &[AtomicU64; 5], status: u16) {
     if let Some(class) = (status / 100).checked_sub(1).and_then(|i| classes.get(usize::from(i))) {
         class.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl ClusterStats {
-    /// `/reset_counters`: every counter to zero.
-    pub(crate) fn reset_counters(&self) {
-        let counters = [
-            &self.upstream_rq_total,
-            &self.upstream_rq_timeout,
-            &self.upstream_cx_connect_fail,
-            &self.upstream_rq_retry,
-            &self.outlier.detected_consecutive_5xx,
-            &self.outlier.enforced_total,
-            &self.outlier.enforced_consecutive_5xx,
-            &self.outlier.overflow,
-            &self.health_check.attempt,
-            &self.health_check.success,
-            &self.health_check.failure,
-            &self.health_check.network_failure,
-            &self.breakers.rq_pending_overflow,
-            &self.breakers.cx_overflow,
-            &self.breakers.rq_retry_overflow,
-        ];
-        for counter in counters.into_iter().chain(&self.upstream_rq_by_class) {
-            counter.store(0, Ordering::Relaxed);
-        }
     }
 }

@@ -161,58 +161,57 @@ pub(super) fn collect(admin: &Admin) -> Vec<Stat> {
     stats
 }
 
+/// The stats of one group (`each` of an `envoy_stats!` struct) under
+/// `<scope>.<name>.`, tagged as Envoy's default tag extractors tag them.
+fn group_stats(
+    scope: &str,
+    name: &str,
+    tag: &(String, String),
+    each: impl FnOnce(&mut dyn FnMut(crate::envoy_stats::StatName<'_>, MetricValue)),
+) -> Vec<Stat> {
+    use crate::envoy_stats::StatName;
+    let mut stats = Vec::new();
+    each(&mut |stat, value| {
+        stats.push(match stat {
+            StatName::Plain(stat) => Stat {
+                name: format!("{scope}.{name}.{stat}"),
+                tag_extracted_name: format!("{scope}.{stat}"),
+                tags: vec![tag.clone()],
+                value,
+            },
+            StatName::Class(stat, class) => Stat {
+                name: format!("{scope}.{name}.{stat}_{class}xx"),
+                tag_extracted_name: format!("{scope}.{stat}_xx"),
+                tags: vec![("envoy_response_code_class".to_owned(), class.to_string()), tag.clone()],
+                value,
+            },
+            StatName::Filter(prefix, stat) => {
+                let prefix = sanitize_stat_name(prefix);
+                Stat {
+                    name: format!("{scope}.{name}.{prefix}.{stat}"),
+                    tag_extracted_name: format!("{scope}.{prefix}.{stat}"),
+                    tags: vec![tag.clone()],
+                    value,
+                }
+            }
+        })
+    });
+    stats
+}
+
 /// `listener.<address>.*` of one listener, named by its address as Envoy
 /// names it (`127.0.0.1_10000`).
 fn listener_stats(address: std::net::SocketAddr, listener: &crate::envoy_stats::ListenerStats) -> Vec<Stat> {
-    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
     let address = sanitize_stat_name(&format!("{}_{}", address.ip(), address.port()));
     let tag = ("envoy_listener_address".to_owned(), address.clone());
-    let active = listener.downstream_cx_active.load(std::sync::atomic::Ordering::Relaxed);
-    [
-        ("downstream_cx_total", MetricValue::Counter(load(&listener.downstream_cx_total))),
-        ("downstream_cx_active", MetricValue::Gauge(active)),
-        ("downstream_global_cx_overflow", MetricValue::Counter(load(&listener.downstream_global_cx_overflow))),
-    ]
-    .into_iter()
-    .map(|(name, value)| Stat {
-        name: format!("listener.{address}.{name}"),
-        tag_extracted_name: format!("listener.{name}"),
-        tags: vec![tag.clone()],
-        value,
-    })
-    .collect()
+    group_stats("listener", &address, &tag, |f| listener.each(f))
 }
 
 /// `http.<stat_prefix>.*` of one connection manager, its filters' counters included.
 fn http_stats(prefix: &str, http: &crate::envoy_stats::HttpStats) -> Vec<Stat> {
-    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
-    let mut stats = Vec::new();
     let prefix = sanitize_stat_name(prefix);
     let tag = ("envoy_http_conn_manager_prefix".to_owned(), prefix.clone());
-    let active = http.downstream_cx_active.load(std::sync::atomic::Ordering::Relaxed);
-    for (name, value) in [
-        ("downstream_cx_total", MetricValue::Counter(load(&http.downstream_cx_total))),
-        ("downstream_cx_active", MetricValue::Gauge(active)),
-        ("downstream_rq_total", MetricValue::Counter(load(&http.downstream_rq_total))),
-    ] {
-        stats.push(Stat {
-            name: format!("http.{prefix}.{name}"),
-            tag_extracted_name: format!("http.{name}"),
-            tags: vec![tag.clone()],
-            value,
-        });
-    }
-    stats.extend(by_class("http", &prefix, "downstream_rq", &http.downstream_rq_by_class, &tag));
-    for filter in &http.filters {
-        let filter_prefix = sanitize_stat_name(&filter.prefix);
-        stats.extend(filter.iter().map(|(name, value)| Stat {
-            name: format!("http.{prefix}.{filter_prefix}.{name}"),
-            tag_extracted_name: format!("http.{filter_prefix}.{name}"),
-            tags: vec![tag.clone()],
-            value: MetricValue::Counter(value),
-        }));
-    }
-    stats
+    group_stats("http", &prefix, &tag, |f| http.each(f))
 }
 
 /// What a cluster's endpoints are at the moment, for its gauges.
@@ -224,62 +223,24 @@ struct Membership {
     breakers_open: [bool; 4],
 }
 
-/// `cluster.<name>.*` of one cluster.
+/// `cluster.<name>.*` of one cluster: its counters, and gauges of its endpoints.
 fn cluster_stats(cluster: &str, counters: &crate::envoy_stats::ClusterStats, hosts: &Membership) -> Vec<Stat> {
-    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
-    let mut stats = Vec::new();
     let cluster = sanitize_stat_name(cluster);
     let tag = ("envoy_cluster_name".to_owned(), cluster.clone());
     let gauge = |n: usize| MetricValue::Gauge(n as i64);
-    for (name, value) in [
-        ("upstream_rq_total", MetricValue::Counter(load(&counters.upstream_rq_total))),
-        ("upstream_rq_timeout", MetricValue::Counter(load(&counters.upstream_rq_timeout))),
-        ("upstream_cx_connect_fail", MetricValue::Counter(load(&counters.upstream_cx_connect_fail))),
-        ("upstream_rq_retry", MetricValue::Counter(load(&counters.upstream_rq_retry))),
-        (
-            "upstream_rq_active",
-            MetricValue::Gauge(counters.upstream_rq_active.load(std::sync::atomic::Ordering::Relaxed)),
-        ),
-        ("membership_total", gauge(hosts.total)),
-        ("membership_healthy", gauge(hosts.healthy)),
-        ("outlier_detection.ejections_active", gauge(hosts.ejected)),
-        ("outlier_detection.ejections_enforced_total", MetricValue::Counter(load(&counters.outlier.enforced_total))),
-        (
-            "outlier_detection.ejections_enforced_consecutive_5xx",
-            MetricValue::Counter(load(&counters.outlier.enforced_consecutive_5xx)),
-        ),
-        (
-            "outlier_detection.ejections_detected_consecutive_5xx",
-            MetricValue::Counter(load(&counters.outlier.detected_consecutive_5xx)),
-        ),
-        ("outlier_detection.ejections_overflow", MetricValue::Counter(load(&counters.outlier.overflow))),
-        ("health_check.attempt", MetricValue::Counter(load(&counters.health_check.attempt))),
-        ("health_check.success", MetricValue::Counter(load(&counters.health_check.success))),
-        ("health_check.failure", MetricValue::Counter(load(&counters.health_check.failure))),
-        ("health_check.network_failure", MetricValue::Counter(load(&counters.health_check.network_failure))),
-        ("health_check.healthy", gauge(hosts.healthy)),
-        ("upstream_rq_pending_overflow", MetricValue::Counter(load(&counters.breakers.rq_pending_overflow))),
-        ("upstream_cx_overflow", MetricValue::Counter(load(&counters.breakers.cx_overflow))),
-        ("upstream_rq_retry_overflow", MetricValue::Counter(load(&counters.breakers.rq_retry_overflow))),
-    ] {
-        stats.push(Stat {
-            name: format!("cluster.{cluster}.{name}"),
-            tag_extracted_name: format!("cluster.{name}"),
-            tags: vec![tag.clone()],
-            value,
-        });
-    }
-    let open = hosts.breakers_open;
-    for (name, open) in ["rq_open", "cx_open", "rq_pending_open", "rq_retry_open"].into_iter().zip(open) {
-        stats.push(Stat {
-            name: format!("cluster.{cluster}.circuit_breakers.default.{name}"),
-            tag_extracted_name: format!("cluster.circuit_breakers.default.{name}"),
-            tags: vec![tag.clone()],
-            value: MetricValue::Gauge(i64::from(open)),
-        });
-    }
-    stats.extend(by_class("cluster", &cluster, "upstream_rq", &counters.upstream_rq_by_class, &tag));
-    stats
+    let open = |i: usize| MetricValue::Gauge(i64::from(hosts.breakers_open[i]));
+    group_stats("cluster", &cluster, &tag, |f| {
+        counters.each(f);
+        use crate::envoy_stats::StatName::Plain;
+        f(Plain("membership_total"), gauge(hosts.total));
+        f(Plain("membership_healthy"), gauge(hosts.healthy));
+        f(Plain("health_check.healthy"), gauge(hosts.healthy));
+        f(Plain("outlier_detection.ejections_active"), gauge(hosts.ejected));
+        f(Plain("circuit_breakers.default.rq_open"), open(0));
+        f(Plain("circuit_breakers.default.cx_open"), open(1));
+        f(Plain("circuit_breakers.default.rq_pending_open"), open(2));
+        f(Plain("circuit_breakers.default.rq_retry_open"), open(3));
+    })
 }
 
 /// A `stats_config.stats_tags` rule, ready to apply.
@@ -322,26 +283,6 @@ fn extract_tags(stat: &mut Stat, rules: &[TagRule]) {
             }
         }
     }
-}
-
-/// `<scope>.<name>.<stat>_1xx` … `_5xx`, tagged with the class as Envoy's
-/// `envoy_response_code_class`.
-fn by_class(
-    scope: &str,
-    name: &str,
-    stat: &str,
-    classes: &[std::sync::atomic::AtomicU64; 5],
-    tag: &(String, String),
-) -> Vec<Stat> {
-    (1..=5)
-        .zip(classes)
-        .map(|(class, counter)| Stat {
-            name: format!("{scope}.{name}.{stat}_{class}xx"),
-            tag_extracted_name: format!("{scope}.{stat}_xx"),
-            tags: vec![("envoy_response_code_class".to_owned(), class.to_string()), tag.clone()],
-            value: MetricValue::Counter(counter.load(std::sync::atomic::Ordering::Relaxed)),
-        })
-        .collect()
 }
 
 /// Which stats a request asked for: `filter=<regex>` on the name, `usedonly`.
@@ -550,6 +491,38 @@ pub(crate) fn queue_bridge(admin: &Admin) -> String {
 mod tests {
     use super::*;
     use ferry_host::HISTOGRAM_BUCKETS;
+
+    /// Every stat an `envoy_stats!` group declares is in docs/admin.md's
+    /// table, on a row of its scope: the declaration is the one list.
+    #[test]
+    fn every_declared_stat_is_documented() {
+        use crate::envoy_stats::{ClusterStats, HttpStats, ListenerStats, StatName};
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/admin.md")).unwrap();
+        let mut missing = Vec::new();
+        let mut check = |scope: &str, stat: StatName<'_>| {
+            let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with(&format!("| `{scope}."))).collect();
+            let stat = match stat {
+                StatName::Plain(stat) => stat.to_owned(),
+                StatName::Class(stat, class) => format!("{stat}_{class}xx"),
+                StatName::Filter(..) => return,
+            };
+            let last = stat.rsplit('.').next().unwrap();
+            let named = |row: &&str| {
+                row.contains(&format!(".{stat}`"))
+                    || row.contains(&format!("`{last}`"))
+                    || row.contains(&format!(".{last}`"))
+            };
+            // Classes are written `stat_1xx` … `_5xx`.
+            let class_row = |row: &&str| stat.ends_with("xx") && row.contains(&stat[..stat.len() - 4]);
+            if !rows.iter().any(|row| named(row) || class_row(row)) {
+                missing.push(format!("{scope}.<name>.{stat}"));
+            }
+        };
+        ListenerStats::default().each(&mut |stat, _| check("listener", stat));
+        HttpStats::default().each(&mut |stat, _| check("http", stat));
+        ClusterStats::default().each(&mut |stat, _| check("cluster", stat));
+        assert!(missing.is_empty(), "not in docs/admin.md's stats table: {missing:?}");
+    }
 
     /// Envoy's stats of a listener, a connection manager (with a filter's
     /// counters) and a cluster, every one a distinct value, rendered as
