@@ -5,7 +5,6 @@
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 
 use ferry_host::StartError;
@@ -67,8 +66,10 @@ pub enum RunError {
 struct Worker {
     inbox: mpsc::UnboundedSender<ThreadMessage>,
     thread: JoinHandle<()>,
-    ready: std_mpsc::Receiver<Result<(), StartError>>,
-    go: std_mpsc::Sender<bool>,
+    /// Whether its plugins started (awaited: the main thread's loop goes on meanwhile).
+    ready: tokio::sync::oneshot::Receiver<Result<(), StartError>>,
+    /// Tells it to serve (`true`) or to stop before it served (`false`).
+    go: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
 /// Runs until SIGINT or SIGTERM.
@@ -149,10 +150,15 @@ async fn main_thread(
             .collect::<std::io::Result<Vec<_>>>()?;
         workers.push(spawn_worker(index, plan.clone(), listeners, health.clone())?);
     }
-    let started =
-        workers.iter().map(|w| w.ready.recv().unwrap_or_else(|_| Err(worker_died()))).collect::<Result<Vec<()>, _>>();
+    let mut started = Ok(());
+    for worker in &mut workers {
+        started = (&mut worker.ready).await.unwrap_or_else(|_| Err(worker_died()));
+        if started.is_err() {
+            break;
+        }
+    }
     if let Err(error) = started {
-        stop(workers);
+        stop(workers).await;
         return Err(error.into());
     }
     // Only now do the sockets listen: a client that connected while plugins
@@ -170,8 +176,10 @@ async fn main_thread(
         None => None,
     };
     tracing::info!(target: "main", "all dependencies initialized. starting workers ({})", options.concurrency);
-    for worker in &workers {
-        let _ = worker.go.send(true);
+    for worker in &mut workers {
+        if let Some(go) = worker.go.take() {
+            let _ = go.send(true);
+        }
     }
 
     let quit = Rc::new(tokio::sync::Notify::new());
@@ -221,7 +229,7 @@ async fn main_thread(
         // Past the drain time nothing may keep a worker: not even a plugin
         // looping with its deadline switched off.
         host.interrupt_plugins();
-        stop(workers);
+        stop(workers).await;
         // Services last: workers' filters may still have fed their queues.
         let _ = main_inbox_tx.send(ThreadMessage::Shutdown);
     });
@@ -332,8 +340,8 @@ fn spawn_worker(
     health: HealthBoard,
 ) -> std::io::Result<Worker> {
     let (inbox_tx, inbox) = mpsc::unbounded_channel();
-    let (ready_tx, ready) = std_mpsc::channel();
-    let (go, go_rx) = std_mpsc::channel();
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let (go, go_rx) = tokio::sync::oneshot::channel();
     let mailbox = inbox_tx.clone();
     let thread = std::thread::Builder::new().name(format!("worker_{index}")).spawn(move || {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -359,24 +367,33 @@ fn spawn_worker(
                 };
             let _ = ready_tx.send(Ok(()));
             // Accept traffic only once every worker has started.
-            if go_rx.recv() != Ok(true) {
+            if go_rx.await != Ok(true) {
                 return;
             }
             listener::serve(thread, listeners, inbox).await;
         });
     })?;
-    Ok(Worker { inbox: inbox_tx, thread, ready, go })
+    Ok(Worker { inbox: inbox_tx, thread, ready, go: Some(go) })
 }
 
 /// Tells every worker to stop and waits for it.
-fn stop(workers: Vec<Worker>) {
-    for worker in &workers {
-        let _ = worker.go.send(false);
+/// The joins run on tokio's blocking pool, so the main thread's loop
+/// (admin, services, health checks) goes on while workers finish.
+async fn stop(workers: Vec<Worker>) {
+    let mut threads = Vec::with_capacity(workers.len());
+    for mut worker in workers {
+        if let Some(go) = worker.go.take() {
+            let _ = go.send(false);
+        }
         let _ = worker.inbox.send(ThreadMessage::Shutdown);
+        threads.push(worker.thread);
     }
-    for worker in workers {
-        let _ = worker.thread.join();
-    }
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
 }
 
 async fn shutdown_signal() -> &'static str {
