@@ -180,6 +180,10 @@ struct Step {
     /// Wait (up to 10 s) for a log line containing this.
     #[serde(default)]
     log: Option<String>,
+    /// With `log`: wait until this many lines contain it (default 1), e.g.
+    /// the second restart.
+    #[serde(default)]
+    log_times: Option<usize>,
     /// Wait for log lines containing these, logged during this step, in
     /// this order (each after the line that matched the one before).
     #[serde(default)]
@@ -576,7 +580,11 @@ fn run(case: &Case, host: &Path) -> Result<(), String> {
             }
         };
         if let Some(needle) = &step.log {
-            wait_for(0, &contains(needle))?;
+            let times = step.log_times.unwrap_or(1);
+            wait_for(0, &|lines: &[String]| {
+                let seen = lines.iter().filter(|l| l.contains(needle.as_str())).count();
+                if seen >= times { Ok(()) } else { Err(format!("{seen} of {times} log lines contain {needle:?}")) }
+            })?;
         }
         if !step.log_order.is_empty() {
             wait_for(step_start, &|lines: &[String]| check_order(lines, &step.log_order))?;
