@@ -148,7 +148,9 @@ fn test(root: &Path) -> anyhow::Result<()> {
     // The fleet tests start a real broker.
     ensure_nats_server()?;
     build_plugins(root, Plugins::All)?;
-    run(cargo().args(["test", "--workspace", "--all-targets"]))?;
+    // Four tests at a time on two cores: most of them wait on sockets and
+    // child processes, not the CPU.
+    run(cargo().args(["test", "--workspace", "--all-targets", "--", "--test-threads=4"]))?;
     run(cargo().args(["test", "--workspace", "--doc"]))
 }
 

@@ -117,7 +117,9 @@ fn baseline_code_is_interrupted_at_the_callback_deadline() {
     assert!(admin(&ferry, "/plugins").contains("code=baseline"));
     let started = Instant::now();
     assert_eq!(get(ferry.address("main"), "/loop", &[]).status, 503);
-    assert!(started.elapsed() < Duration::from_millis(400), "failed after {:?}", started.elapsed());
+    // 200 ms of CPU: well within 2 s of wall clock even on a loaded machine.
+    assert!(started.elapsed() < Duration::from_secs(2), "failed after {:?}", started.elapsed());
+    ferry.wait_for("deadline of 200ms of CPU time", Duration::from_secs(5));
     // FAIL_RELOAD: a new instance (on baseline code again) after the 1 s backoff.
     ferry.wait_for("a new VM instance started", Duration::from_secs(5));
     assert_eq!(get(ferry.address("main"), "/", &[]).status, 200, "served by a new instance");

@@ -73,7 +73,7 @@ fn admin(ferry: &Ferry, path: &str) -> String {
 }
 
 #[test]
-fn a_looping_filter_fails_its_request_within_twice_the_deadline_and_the_worker_keeps_serving() {
+fn a_looping_filter_fails_its_request_at_the_deadline_and_the_worker_keeps_serving() {
     let filter = hostile_filter("hostile", "hostile", "", "");
     let ferry = Ferry::start(
         &config("", &two_listeners(&filter), ""),
@@ -86,14 +86,16 @@ fn a_looping_filter_fails_its_request_within_twice_the_deadline_and_the_worker_k
         (response.status, started.elapsed())
     });
     ferry.wait_for("hostile: looping in the request headers", Duration::from_secs(5));
-    // A request to the same worker while the plugin loops is answered.
+    // A request to the same worker while the plugin loops is answered once
+    // the loop is interrupted: 200 ms of CPU, well within 2 s of wall clock
+    // even on a loaded machine.
     let started = Instant::now();
     let answered = get(plain, "/", &[]);
     assert_eq!((answered.status, answered.text().as_str()), (200, "plain\n"));
-    assert!(started.elapsed() < Duration::from_millis(400), "answered after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
     let (status, took) = looping.join().unwrap();
     assert_eq!(status, 503, "the looping request fails closed");
-    assert!(took < Duration::from_millis(400), "its failure came after {took:?}, more than twice the deadline");
+    assert!(took < Duration::from_secs(2), "its failure came after {took:?}");
     let line = ferry.wait_for("Function: proxy_on_request_headers failed", Duration::from_secs(5));
     assert!(line.contains("plugin 'hostile'") && line.contains("deadline of 200ms"), "{line}");
     // After the backoff a new instance serves the filter again.
