@@ -769,7 +769,11 @@ fn check_order(lines: &[String], needles: &[String]) -> Result<(), String> {
 /// Each case is a test of its own, named `case::<file name>`, plus the
 /// coverage-table check; `cargo test --test conformance -- NAME` runs one.
 fn main() {
-    let args = libtest_mimic::Arguments::from_args();
+    let mut args = libtest_mimic::Arguments::from_args();
+    // libtest's own variable, which libtest-mimic does not read.
+    if args.test_threads.is_none() {
+        args.test_threads = std::env::var("RUST_TEST_THREADS").ok().and_then(|n| n.parse().ok());
+    }
     let host = std::env::var_os("FERRY_CONFORMANCE_HOST")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ferry")));
