@@ -118,7 +118,7 @@ impl Host {
             node: options.node,
             reported: Mutex::default(),
             hold: options.hold,
-            stopping: Default::default(),
+            interrupts: Default::default(),
         });
         Ok(Arc::new(Host { compilers, shared, modules: Mutex::default() }))
     }
@@ -168,10 +168,12 @@ impl Host {
     }
 
     /// For a shutdown past its drain time: every plugin callback still
-    /// running, and any that starts later, is interrupted within half a
-    /// second, even with no deadline, so no worker stays stuck in a plugin.
+    /// running is interrupted within half a second, even with no deadline,
+    /// so no worker stays stuck in a plugin. Callbacks that start later (the
+    /// roots' `proxy_on_done` as the threads stop) run under their deadline,
+    /// or one second of CPU if they have none.
     pub fn interrupt_plugins(&self) {
-        self.shared.stopping.store(true, Ordering::Relaxed);
+        self.shared.interrupts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Changes the level of the `wasm` logger.

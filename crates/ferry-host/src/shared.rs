@@ -1,5 +1,5 @@
 //! What every VM of the process shares, whatever its thread: queues,
-//! shared data, metrics, the node, the log level and the stopping flag.
+//! shared data, metrics, the node, the log level and interrupt requests.
 //! Store data reaches it through an `Arc`; `Host` builds it.
 
 use std::collections::{HashMap, HashSet};
@@ -30,14 +30,15 @@ pub(crate) struct SharedState {
     pub(crate) reported: Mutex<HashSet<(&'static str, &'static str)>>,
     /// When a plugin that keeps failing is held failed.
     pub(crate) hold: HoldPolicy,
-    /// Set past the drain time at shutdown: every callback is interrupted.
-    pub(crate) stopping: std::sync::atomic::AtomicBool,
+    /// Requests to interrupt every callback running (past the drain time at
+    /// shutdown): a callback that began before the last one is interrupted.
+    pub(crate) interrupts: std::sync::atomic::AtomicU64,
 }
 
 impl SharedState {
-    /// Whether callbacks still running are to be interrupted.
-    pub(crate) fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Relaxed)
+    /// How many interrupt requests there have been.
+    pub(crate) fn interrupts(&self) -> u64 {
+        self.interrupts.load(Ordering::Relaxed)
     }
 
     /// Whether a plugin log line at `level` is printed.

@@ -151,7 +151,7 @@ impl Vm {
         let mut store = Store::new(code.pre.module().engine(), state);
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_callback(on_epoch_deadline);
-        let (budget, ticks) = CpuBudget::start(limits.start_deadline);
+        let (budget, ticks) = CpuBudget::start(limits.start_deadline, store.data().shared.interrupts());
         store.data_mut().cpu_budget = budget;
         store.set_epoch_deadline(ticks);
         let wasm_instance =
@@ -713,8 +713,8 @@ fn on_epoch_deadline(
 ) -> wasmtime::Result<wasmtime::UpdateDeadline> {
     let now = thread_cpu_time();
     let data = store.data_mut();
-    let stopping = data.shared.stopping();
-    Ok(data.cpu_budget.at_tick(now, stopping))
+    let interrupts = data.shared.interrupts();
+    Ok(data.cpu_budget.at_tick(now, interrupts))
 }
 
 /// Calls into the guest with `frame` as the call in progress, interrupted
@@ -728,7 +728,7 @@ fn enter<R>(
 ) -> Result<R, CallError> {
     // A local response nobody collected belongs to an earlier call: drop it.
     drop(std::mem::replace(&mut store.data_mut().call, frame));
-    let (budget, ticks) = CpuBudget::start(deadline);
+    let (budget, ticks) = CpuBudget::start(deadline, store.data().shared.interrupts());
     store.data_mut().cpu_budget = budget;
     store.set_epoch_deadline(ticks);
     let result = call(store);
@@ -737,7 +737,10 @@ fn enter<R>(
     let outcome = std::mem::take(&mut data.call.outcome);
     data.call = CallFrame { outcome, ..CallFrame::default() };
     result.map_err(|e| {
-        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) && store.data().shared.stopping() {
+        let data = store.data();
+        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
+            && data.cpu_budget.interrupted_by(data.shared.interrupts())
+        {
             CallError::new(function, "interrupted: the process is shutting down")
         } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             let limit = deadline.map_or_else(|| "its deadline".to_owned(), |d| format!("its deadline of {d:?}"));
