@@ -197,18 +197,6 @@ fn wait_for_every_item(
     count: u64,
     timeout: Duration,
 ) -> HashMap<u64, usize> {
-    wait_for_items_but(receivers, extra_logs, count, timeout, &|_| false)
-}
-
-/// As [`wait_for_every_item`], except ids for which `unlogged` holds:
-/// items a plugin may have taken without its log line being written.
-fn wait_for_items_but(
-    receivers: &[&Ferry],
-    extra_logs: &[Vec<String>],
-    count: u64,
-    timeout: Duration,
-    unlogged: &dyn Fn(u64) -> bool,
-) -> HashMap<u64, usize> {
     let deadline = Instant::now() + timeout;
     loop {
         let mut seen: HashMap<u64, usize> = HashMap::new();
@@ -216,7 +204,7 @@ fn wait_for_items_but(
         for id in logs.flat_map(|lines| received_ids(&lines)) {
             *seen.entry(id).or_default() += 1;
         }
-        let missing: Vec<u64> = (0..count).filter(|id| !seen.contains_key(id) && !unlogged(*id)).collect();
+        let missing: Vec<u64> = (0..count).filter(|id| !seen.contains_key(id)).collect();
         if missing.is_empty() {
             return seen;
         }
@@ -373,14 +361,28 @@ fn a_receiver_killed_mid_load_loses_no_item() {
     // SIGKILL can cut the dead one's last log lines: its log writer thread
     // lags the plugin, and a bridged message (a pack of up to PACK_ITEMS
     // items, 7 per request) is acknowledged once the plugin took its last
-    // item. Such items were taken, not lost, but no log shows them: at most
-    // one pack's requests, next to the ids the dead one logged last.
+    // item, so the items of one pack may have been taken with no line to
+    // show it. Every item but at most one pack's requests must be seen.
+    // (Open question, in the closing note of stop 25: whether such a pack
+    // is only unlogged, or lost; the test cannot tell them apart.)
     let pack_requests = (PACK_ITEMS / 7 + 1) as u64;
-    let last_logged: Vec<u64> = received_ids(&killed_log).into_iter().rev().take(HELD_AT_MOST).collect();
-    let unlogged = |id: u64| last_logged.iter().any(|last| last.abs_diff(id) <= pack_requests);
-    let seen = wait_for_items_but(&[&receivers[0]], &[killed_log.clone()], ITEMS, Duration::from_secs(60), &unlogged);
-    let cut = (0..ITEMS).filter(|id| !seen.contains_key(id)).count() as u64;
-    assert!(cut <= pack_requests, "{cut} items the dead receiver may have taken have no log line: more than one pack");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let mut seen: HashMap<u64, usize> = HashMap::new();
+        for id in received_ids(&receivers[0].lines()).into_iter().chain(received_ids(&killed_log)) {
+            *seen.entry(id).or_default() += 1;
+        }
+        let missing: Vec<u64> = (0..ITEMS).filter(|id| !seen.contains_key(id)).collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            assert!(
+                missing.len() as u64 <= pack_requests,
+                "{} items never reached a receiver, more than one pack: {missing:?}",
+                missing.len()
+            );
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let dups = duplicates(&seen);
     assert!(dups <= HELD_AT_MOST, "{dups} duplicates, over the fetch-ahead window of {HELD_AT_MOST}");
     let redelivered = stat(&receivers[0], &format!("{QUEUE}.redelivered"));
