@@ -850,6 +850,17 @@ pub fn reserve_port() -> std::net::TcpListener {
     panic!("no free port between {low} and {}", low + span)
 }
 
+/// A counter or gauge from `ferry`'s admin endpoint (`/stats`).
+pub fn stat(ferry: &Ferry, name: &str) -> i64 {
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], ferry.admin.expect("admin").port()));
+    let text = request(admin, "GET", &format!("/stats?filter={name}$"), &[], b"").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .parse()
+        .unwrap()
+}
+
 /// Reads a chunked body and its trailers from `reader`.
 pub fn read_chunked(reader: &mut impl BufRead) -> (Vec<u8>, Vec<String>) {
     let (body, trailers, complete) = try_read_chunked(reader);

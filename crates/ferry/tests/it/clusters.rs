@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Ferry, request};
+use common::{Ferry, request, stat};
 use http_body_util::Full;
 
 /// An upstream answering `name` on every path; `/healthz` answers 200
@@ -56,16 +56,6 @@ fn start(endpoints: &[SocketAddr], extra: &str) -> Ferry {
     }
     .yaml();
     Ferry::start(&config, &["--concurrency", "1"])
-}
-
-fn stat(ferry: &Ferry, name: &str) -> i64 {
-    let admin = SocketAddr::from(([127, 0, 0, 1], ferry.admin.expect("admin").port()));
-    let text = request(admin, "GET", &format!("/stats?filter={name}$"), &[], b"").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-        .parse()
-        .unwrap()
 }
 
 /// Waits (up to 10 s) until `check` holds.

@@ -12,7 +12,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Ferry, request};
+use common::{Ferry, request, stat};
 
 /// A listener with `manager` lines added to its connection manager, a
 /// direct route `/` and a route `/slow` to an upstream that answers after
@@ -30,17 +30,6 @@ fn config(manager: &str, bootstrap: &str) -> String {
     let top = format!("{bootstrap}{}", common::ADMIN);
     let clusters = common::cluster("slow", slow);
     common::ManagerConfig { top: &top, manager, routes, clusters: &clusters, ..Default::default() }.yaml()
-}
-
-/// A counter or gauge from the admin endpoint's `/stats`.
-fn stat(ferry: &Ferry, name: &str) -> i64 {
-    let admin = SocketAddr::from(([127, 0, 0, 1], ferry.admin.expect("admin").port()));
-    let text = request(admin, "GET", &format!("/stats?filter={name}$"), &[], b"").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-        .parse()
-        .unwrap()
 }
 
 /// Waits (up to 10 s) until `check` holds for the stat `name`.
