@@ -109,16 +109,20 @@ fn a_looping_filter_fails_its_request_at_the_deadline_and_the_worker_keeps_servi
 /// CPU time the thread named `name` of process `pid` has used (`/proc`'s
 /// utime + stime, in clock ticks of 10 ms).
 fn thread_cpu(pid: u32, name: &str) -> Duration {
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().map(|t| t.unwrap().path()) {
-        if std::fs::read_to_string(task.join("comm")).is_ok_and(|comm| comm.trim() == name) {
-            let stat = std::fs::read_to_string(task.join("stat")).unwrap();
-            // Fields after the command name (which ends with ')'): utime is the 12th, stime the 13th.
-            let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-            let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-            return Duration::from_millis(ticks * 10);
-        }
-    }
-    panic!("no thread {name} in process {pid}");
+    let stat = std::fs::read_to_string(thread_dir(pid, name).join("stat")).unwrap();
+    // Fields after the command name (which ends with ')'): utime is the 12th, stime the 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// `/proc/<pid>/task/<tid>` of the thread named `name` of process `pid`.
+fn thread_dir(pid: u32, name: &str) -> std::path::PathBuf {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|task| task.unwrap().path())
+        .find(|task| std::fs::read_to_string(task.join("comm")).is_ok_and(|comm| comm.trim() == name))
+        .unwrap_or_else(|| panic!("no thread {name} in process {pid}"))
 }
 
 /// `loop {}` fails its request after about a second of the worker's CPU
@@ -156,11 +160,7 @@ fn a_callback_whose_thread_is_descheduled_is_not_charged_for_the_time_it_waited(
         &config("", &two_listeners(&filter), ""),
         &["--concurrency", "1", "--wasm-callback-deadline-ms", "400"],
     );
-    let worker = std::fs::read_dir(format!("/proc/{}/task", ferry.pid()))
-        .unwrap()
-        .map(|task| task.unwrap().path())
-        .find(|task| std::fs::read_to_string(task.join("comm")).is_ok_and(|name| name.trim() == "worker_0"))
-        .expect("the worker thread");
+    let worker = thread_dir(ferry.pid(), "worker_0");
     let tid = worker.file_name().unwrap().to_str().unwrap().to_owned();
     let run = |program: &str, args: &[&str]| {
         let status = std::process::Command::new(program).args(args).stdout(std::process::Stdio::null()).status();
