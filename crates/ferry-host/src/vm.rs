@@ -738,15 +738,13 @@ fn enter<R>(
     data.call = CallFrame { outcome, ..CallFrame::default() };
     result.map_err(|e| {
         let data = store.data();
-        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
-            && data.cpu_budget.interrupted_by(data.shared.interrupts())
-        {
+        if e.downcast_ref::<Trap>() != Some(&Trap::Interrupt) {
+            CallError::new(function, trap_message(&e))
+        } else if data.cpu_budget.interrupted_by(data.shared.interrupts()) {
             CallError::new(function, "interrupted: the process is shutting down")
-        } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        } else {
             let limit = deadline.map_or_else(|| "its deadline".to_owned(), |d| format!("its deadline of {d:?}"));
             CallError { function, message: format!("interrupted: ran past {limit} of CPU time"), deadline: true }
-        } else {
-            CallError::new(function, trap_message(&e))
         }
     })
 }
